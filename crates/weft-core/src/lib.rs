@@ -1,0 +1,11 @@
+//! weft-core: the mesh's protocol logic as sans-IO state machines.
+//!
+//! Nothing here opens a socket, reads a clock or spawns a task: callers pass bytes, events and
+//! `now`, and get back bytes to send, events and the next deadline. That keeps every behaviour
+//! deterministic, unit- and property-testable, and simulatable with hundreds of peers in one
+//! process.
+#![warn(missing_docs)]
+
+pub mod connection_maker;
+pub mod routes;
+pub mod topology;
