@@ -1,1 +1,1259 @@
-//! (being written)
+//! The connection maker: which peer addresses to dial, and when (Weave mesh's `connectionMaker`).
+//!
+//! It keeps two kinds of *targets*, keyed by socket address:
+//!
+//! * **direct** targets, from the command line and `weft connect`, remembered under the user's
+//!   own strings (`host` or `host:port`), dialled with `accept_new_peer = true`, and *suspended*
+//!   (kept with their back-off) while they are not needed;
+//! * **discovered** targets, computed by the caller from the gossiped topology, dialled with
+//!   `accept_new_peer = false` and deleted as soon as they are no longer wanted.
+//!
+//! A target is dialled immediately when first added, then after each failure with a randomised
+//! exponential back-off (2 s, ×1.5, capped at 6 min, each wait uniform in `[0.5i, 1.5i)`). An
+//! outbound connection that lived more than a minute past its try-after time is retried at once;
+//! one that ended in a peer-name collision or turned out to be to ourself is never retried.
+//!
+//! This is a sans-IO state machine: it opens no sockets, reads no clock and does no DNS lookups
+//! of its own. The driver feeds it events (`refresh`, `dial_failed`, `connection_up`,
+//! `connection_down`, `initiate_connections`, `forget_connections`) together with `now`, asks
+//! [`ConnectionMaker::poll_dial`] for addresses to dial, and sleeps until
+//! [`ConnectionMaker::poll_timeout`]. Randomness comes from a seeded RNG owned by the maker, so
+//! runs are reproducible.
+//!
+//! Deliberately left out: the accept-side token bucket (a listener concern), the conn-limit check
+//! when a connection is *added* (a router concern), and the topology walk that produces discovery
+//! candidates (the caller passes them in). Because there is no wall clock, the `retry:` and
+//! `until:` times in [`TargetStatus::info`] are rendered relative to `now` (e.g. `retry: 3.2s`)
+//! rather than as Go's absolute `time.Time`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// Back-off interval after the first failure of a target (and after a reset).
+pub const INITIAL_INTERVAL: Duration = Duration::from_secs(2);
+/// Upper bound of the back-off interval.
+pub const MAX_INTERVAL: Duration = Duration::from_secs(6 * 60);
+/// An outbound connection that ends more than this long after its target's try-after time counts
+/// as having "lived long enough": the target is retried at once with the back-off reset.
+pub const RESET_AFTER: Duration = Duration::from_secs(60);
+
+/// An address [`ConnectionMaker::poll_dial`] wants dialled now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dial {
+    /// Where to connect.
+    pub addr: SocketAddr,
+    /// Whether the handshake may accept a peer name we have never heard of: true for direct
+    /// targets (command line / `weft connect`), false for targets found through discovery, which
+    /// must turn out to be a peer already known from topology.
+    pub accept_new_peer: bool,
+}
+
+/// A live connection, as reported to [`ConnectionMaker::refresh`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectedAddr {
+    /// For an outbound connection the address we dialled; for an inbound one the remote address
+    /// of the TCP connection (the remote's ephemeral port).
+    pub addr: SocketAddr,
+    /// Whether we dialled this connection.
+    pub outbound: bool,
+}
+
+/// Lifecycle state of one target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetState {
+    /// Wanted, and due to be dialled once its try-after time has passed (possibly never, after a
+    /// name collision or a connection to ourself).
+    Waiting,
+    /// A dial or handshake is in progress.
+    Attempting,
+    /// An outbound connection to this address completed its handshake and is live.
+    Connected,
+    /// A direct target that is not wanted right now (already connected from elsewhere, or an
+    /// inbound connection from its IP exists); it keeps its back-off state.
+    Suspended,
+}
+
+/// One line of the connection-maker part of `status connections`: a target that is not
+/// currently connected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetStatus {
+    /// The target address, `ip:port` (`[v6]:port` for IPv6).
+    pub address: String,
+    /// `"connecting"` (first attempt in progress), `"retrying"` (a later attempt in progress),
+    /// `"failed"` (waiting for back-off after an error) or `"waiting"` (waiting, no error).
+    pub state: &'static str,
+    /// Empty for `connecting`; the last error for `retrying`; `<last error>, retry: <in>` for
+    /// `failed`; `until: <in>` for `waiting`. `<in>` is the time left relative to the `now`
+    /// given to [`ConnectionMaker::status`], e.g. `3.2s` or `1m5.0s`, or `never`.
+    pub info: String,
+}
+
+/// How a connection to a target ended, for [`ConnectionMaker::connection_down`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Termination {
+    /// The remote has our peer name but a different UID: never retried.
+    NameCollision,
+    /// The remote turned out to be ourself: never retried.
+    Ourself,
+    /// Any other error or close: back off, or retry at once if the connection lived long enough.
+    Other,
+}
+
+/// Parses a peer string `host[:port]`: an IPv4 address, a host name or a bracketed IPv6 address,
+/// optionally followed by `:port`. A missing, empty or zero port yields `default_port`.
+///
+/// Call it to validate user input before storing or showing it; the error is Weave's text,
+/// `invalid peer name "<s>", should be host[:port]`.
+pub fn parse_peer(s: &str, default_port: u16) -> Result<(String, u16), String> {
+    let (host, port) = split_peer(s)?;
+    Ok((host.to_owned(), port.unwrap_or(default_port)))
+}
+
+/// Splits `host[:port]`; `None` means "no port given" (Weave's port 0).
+fn split_peer(s: &str) -> Result<(&str, Option<u16>), String> {
+    let invalid = || format!("invalid peer name {s:?}, should be host[:port]");
+    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+        let (host, after) = rest.split_once(']').ok_or_else(invalid)?;
+        match after {
+            "" => (host, ""),
+            _ => (host, after.strip_prefix(':').ok_or_else(invalid)?),
+        }
+    } else {
+        match s.split_once(':') {
+            None => (s, ""),
+            Some((_, port)) if port.contains(':') => return Err(invalid()),
+            Some((host, port)) => (host, port),
+        }
+    };
+    if host.is_empty() || host.contains(['[', ']']) {
+        return Err(invalid());
+    }
+    let port = match port {
+        "" => None,
+        p if p.bytes().all(|b| b.is_ascii_digit()) => match p.parse::<u16>() {
+            Ok(0) => None,
+            Ok(n) => Some(n),
+            Err(_) => return Err(invalid()),
+        },
+        _ => return Err(invalid()),
+    };
+    Ok((host, port))
+}
+
+/// A command-line or `weft connect` peer.
+#[derive(Debug, Clone)]
+struct DirectPeer {
+    /// What the user typed; shown by `status targets` and persisted.
+    user: String,
+    /// The resolved address.
+    ip: IpAddr,
+    /// The port given, or `None` to use ours (and to skip the dial when an inbound connection
+    /// from `ip` exists).
+    port: Option<u16>,
+}
+
+/// Per-address dialling state.
+#[derive(Debug, Clone)]
+struct Target {
+    state: TargetState,
+    /// Why the last attempt or connection ended.
+    last_error: Option<String>,
+    /// Earliest time of the next attempt; `None` = never.
+    try_after: Option<Instant>,
+    /// Back-off interval to use on the next failure.
+    try_interval: Duration,
+}
+
+impl Target {
+    fn new(now: Instant) -> Self {
+        Self {
+            state: TargetState::Waiting,
+            last_error: None,
+            try_after: Some(now),
+            try_interval: INITIAL_INTERVAL,
+        }
+    }
+
+    fn try_now(&mut self, now: Instant) {
+        self.try_after = Some(now);
+        self.try_interval = INITIAL_INTERVAL;
+    }
+
+    fn try_later(&mut self, now: Instant, rng: &mut StdRng) {
+        let interval = self.try_interval;
+        let nanos = u64::try_from(interval.as_nanos())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let jitter = Duration::from_nanos(rng.gen_range(0..nanos));
+        self.try_after = now.checked_add(interval / 2 + jitter);
+        self.try_interval = (interval * 3 / 2).min(MAX_INTERVAL);
+    }
+
+    fn try_never(&mut self) {
+        self.try_after = None;
+        self.try_interval = MAX_INTERVAL;
+    }
+
+    fn due(&self, now: Instant) -> bool {
+        self.state == TargetState::Waiting && self.try_after.is_some_and(|t| t <= now)
+    }
+}
+
+/// Decides which peer addresses to dial and when; see the module docs.
+#[derive(Debug)]
+pub struct ConnectionMaker {
+    /// Our listen port: completes port-less peers and discovery candidates.
+    port: u16,
+    discovery: bool,
+    /// 0 = unlimited.
+    conn_limit: usize,
+    rng: StdRng,
+    direct: Vec<DirectPeer>,
+    targets: BTreeMap<SocketAddr, Target>,
+    /// Live connections, as of the last `refresh` plus `connection_up`/`connection_down` since.
+    connected: Vec<ConnectedAddr>,
+    /// Discovery candidates from the last `refresh` (empty when discovery is off).
+    discovered: Vec<SocketAddr>,
+}
+
+impl ConnectionMaker {
+    /// Creates a maker with no targets. `port` is our mesh listen port (`--port`), `discovery`
+    /// is false under `--no-discovery`, `conn_limit` is `--conn-limit` (0 = unlimited) and `seed`
+    /// seeds the back-off jitter.
+    pub fn new(port: u16, discovery: bool, conn_limit: usize, seed: u64) -> Self {
+        Self {
+            port,
+            discovery,
+            conn_limit,
+            rng: StdRng::seed_from_u64(seed),
+            direct: Vec::new(),
+            targets: BTreeMap::new(),
+            connected: Vec::new(),
+            discovered: Vec::new(),
+        }
+    }
+
+    /// Adds direct peers: call at start-up with the command-line (or resumed) peers and for
+    /// `weft connect`. `replace` first forgets all direct peers (`weft connect --replace`).
+    ///
+    /// Each string is parsed as `host[:port]` and resolved with `resolve(host, port)` (the port
+    /// passed is ours when none was given; IP literals skip the resolver; an IPv4 result is
+    /// preferred). Returns one error text per bad peer; the good ones are still added. A peer
+    /// whose target already exists has its back-off reset so it is tried at once (unless it is
+    /// mid-attempt or connected). Afterwards call [`Self::poll_dial`].
+    // The resolver's type is part of the agreed API; a named alias would only hide it.
+    #[allow(clippy::type_complexity)]
+    pub fn initiate_connections(
+        &mut self,
+        peers: &[String],
+        replace: bool,
+        resolve: &mut dyn FnMut(&str, u16) -> Result<Vec<SocketAddr>, String>,
+        now: Instant,
+    ) -> Vec<String> {
+        let mut errors = Vec::new();
+        let mut good = Vec::new();
+        for peer in peers {
+            match self.resolve_peer(peer, resolve) {
+                Ok(p) => good.push(p),
+                Err(e) => errors.push(e),
+            }
+        }
+        if replace {
+            self.direct.clear();
+        }
+        for peer in good {
+            let addr = self.complete(SocketAddr::new(peer.ip, peer.port.unwrap_or(0)));
+            match self.direct.iter_mut().find(|d| d.user == peer.user) {
+                Some(existing) => *existing = peer,
+                None => self.direct.push(peer),
+            }
+            if let Some(target) = self.targets.get_mut(&addr) {
+                target.try_now(now);
+            }
+        }
+        self.reconcile(Some(now));
+        errors
+    }
+
+    /// Removes direct peers by their user strings (`weft forget`). A live or in-progress
+    /// connection to a forgotten target is left alone; the target is dropped once it ends (unless
+    /// discovery still wants the address).
+    pub fn forget_connections(&mut self, peers: &[String]) {
+        self.direct.retain(|d| !peers.contains(&d.user));
+        self.reconcile(None);
+    }
+
+    /// The direct peers as the user gave them, in the order first given: for `status targets`,
+    /// the `Targets:` count and persistence.
+    pub fn direct_peers(&self) -> Vec<String> {
+        self.direct.iter().map(|d| d.user.clone()).collect()
+    }
+
+    /// Tells the maker the current world: every live connection (`connected`) and the discovery
+    /// candidates the caller computed from topology (`discovered`; ignored when discovery is
+    /// off; port 0 is completed with our port). Call after every topology or connection change,
+    /// then call [`Self::poll_dial`]. New targets are due at once; unwanted ones are deleted
+    /// (discovered) or suspended (direct).
+    pub fn refresh(
+        &mut self,
+        connected: &[ConnectedAddr],
+        discovered: &[SocketAddr],
+        now: Instant,
+    ) {
+        self.connected = connected.to_vec();
+        self.discovered = if self.discovery {
+            discovered.to_vec()
+        } else {
+            Vec::new()
+        };
+        self.reconcile(Some(now));
+    }
+
+    /// Returns the next address to dial now, marking its target as attempting, or `None` when
+    /// nothing is due or the number of live connections has reached the connection limit. Call
+    /// repeatedly until `None` after every event and when [`Self::poll_timeout`] expires; report
+    /// the outcome with [`Self::dial_failed`], [`Self::connection_up`] or
+    /// [`Self::connection_down`].
+    pub fn poll_dial(&mut self, now: Instant) -> Option<Dial> {
+        if self.at_limit() {
+            return None;
+        }
+        let (&addr, target) = self.targets.iter_mut().find(|(_, t)| t.due(now))?;
+        target.state = TargetState::Attempting;
+        let accept_new_peer = self.is_direct(addr);
+        Some(Dial {
+            addr,
+            accept_new_peer,
+        })
+    }
+
+    /// Reports that dialling `addr` (from [`Self::poll_dial`]) failed before any handshake, e.g.
+    /// `connect: connection refused`. The target backs off and `error` is shown in status.
+    pub fn dial_failed(&mut self, addr: SocketAddr, error: String, now: Instant) {
+        if let Some(target) = self.targets.get_mut(&addr) {
+            if target.state == TargetState::Attempting {
+                target.state = TargetState::Waiting;
+                target.last_error = Some(error);
+                target.try_later(now, &mut self.rng);
+            }
+        }
+        self.reconcile(Some(now));
+    }
+
+    /// Reports that the outbound connection dialled to `addr` finished its handshake and is live.
+    /// Ignored unless `addr` is a target being attempted.
+    pub fn connection_up(&mut self, addr: SocketAddr) {
+        let Some(target) = self.targets.get_mut(&addr) else {
+            return;
+        };
+        if target.state != TargetState::Attempting {
+            return;
+        }
+        target.state = TargetState::Connected;
+        let entry = ConnectedAddr {
+            addr,
+            outbound: true,
+        };
+        if !self.connected.contains(&entry) {
+            self.connected.push(entry);
+        }
+    }
+
+    /// Reports that the outbound connection dialled to `addr` ended, during or after the
+    /// handshake, with `error` as the reason shown in status. `NameCollision` and `Ourself` are
+    /// never retried; a connection that ended more than [`RESET_AFTER`] past its try-after time
+    /// is retried at once; otherwise the target backs off. Ignored unless `addr` is a target
+    /// being attempted or connected.
+    pub fn connection_down(
+        &mut self,
+        addr: SocketAddr,
+        how: Termination,
+        error: Option<String>,
+        now: Instant,
+    ) {
+        let gone = ConnectedAddr {
+            addr,
+            outbound: true,
+        };
+        if let Some(target) = self.targets.get_mut(&addr) {
+            if matches!(
+                target.state,
+                TargetState::Attempting | TargetState::Connected
+            ) {
+                self.connected.retain(|c| *c != gone);
+                target.state = TargetState::Waiting;
+                match how {
+                    Termination::NameCollision => {
+                        target.last_error =
+                            Some(error.unwrap_or_else(|| "peer names collision".to_owned()));
+                        target.try_never();
+                    }
+                    Termination::Ourself => {
+                        target.last_error =
+                            Some(error.unwrap_or_else(|| "cannot connect to ourself".to_owned()));
+                        target.try_never();
+                    }
+                    Termination::Other => {
+                        target.last_error = error;
+                        let lived_long = target
+                            .try_after
+                            .and_then(|t| t.checked_add(RESET_AFTER))
+                            .is_some_and(|t| now > t);
+                        if lived_long {
+                            target.try_now(now);
+                        } else {
+                            target.try_later(now, &mut self.rng);
+                        }
+                    }
+                }
+            }
+        }
+        self.reconcile(Some(now));
+    }
+
+    /// The earliest try-after time of a waiting target (possibly already past), or `None` when
+    /// nothing is waiting or the connection limit is reached (a later `refresh` reopens it).
+    /// Call [`Self::poll_dial`] when it expires.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.at_limit() {
+            return None;
+        }
+        self.targets
+            .values()
+            .filter(|t| t.state == TargetState::Waiting)
+            .filter_map(|t| t.try_after)
+            .min()
+    }
+
+    /// The state of the target at `addr`, if there is one (for diagnostics and tests).
+    pub fn target_state(&self, addr: SocketAddr) -> Option<TargetState> {
+        self.targets.get(&addr).map(|t| t.state)
+    }
+
+    /// Status lines for targets that are waiting or being attempted, sorted by address, for
+    /// `status connections` and the `Connections:` counts (connected and suspended targets are
+    /// not listed; live connections are reported by their owners). Times are relative to `now`.
+    pub fn status(&self, now: Instant) -> Vec<TargetStatus> {
+        let mut out = Vec::new();
+        for (addr, t) in &self.targets {
+            let (state, info) = match (t.state, &t.last_error) {
+                (TargetState::Attempting, None) => ("connecting", String::new()),
+                (TargetState::Attempting, Some(e)) => ("retrying", e.clone()),
+                (TargetState::Waiting, Some(e)) => (
+                    "failed",
+                    format!("{e}, retry: {}", in_time(t.try_after, now)),
+                ),
+                (TargetState::Waiting, None) => {
+                    ("waiting", format!("until: {}", in_time(t.try_after, now)))
+                }
+                (TargetState::Connected | TargetState::Suspended, _) => continue,
+            };
+            out.push(TargetStatus {
+                address: addr.to_string(),
+                state,
+                info,
+            });
+        }
+        out
+    }
+
+    #[allow(clippy::type_complexity)] // Same resolver type as `initiate_connections`.
+    fn resolve_peer(
+        &self,
+        peer: &str,
+        resolve: &mut dyn FnMut(&str, u16) -> Result<Vec<SocketAddr>, String>,
+    ) -> Result<DirectPeer, String> {
+        let (host, port) = split_peer(peer)?;
+        let ip = match host.parse::<IpAddr>() {
+            Ok(ip) => ip,
+            Err(_) => {
+                let addrs = resolve(host, port.unwrap_or(self.port))?;
+                addrs
+                    .iter()
+                    .find(|a| a.is_ipv4())
+                    .or_else(|| addrs.first())
+                    .map(SocketAddr::ip)
+                    .ok_or_else(|| format!("lookup {host}: no such host"))?
+            }
+        };
+        Ok(DirectPeer {
+            user: peer.to_owned(),
+            ip,
+            port,
+        })
+    }
+
+    /// Fills in our port when `addr` has none.
+    fn complete(&self, addr: SocketAddr) -> SocketAddr {
+        if addr.port() == 0 {
+            SocketAddr::new(addr.ip(), self.port)
+        } else {
+            addr
+        }
+    }
+
+    fn direct_addr(&self, d: &DirectPeer) -> SocketAddr {
+        SocketAddr::new(d.ip, d.port.unwrap_or(self.port))
+    }
+
+    fn is_direct(&self, addr: SocketAddr) -> bool {
+        self.direct.iter().any(|d| self.direct_addr(d) == addr)
+    }
+
+    fn at_limit(&self) -> bool {
+        self.conn_limit > 0 && self.connected.len() >= self.conn_limit
+    }
+
+    /// Recomputes which addresses are wanted, creates missing targets (only when `now` is known)
+    /// and deletes or suspends waiting targets that are no longer wanted.
+    fn reconcile(&mut self, now: Option<Instant>) {
+        let connected: BTreeSet<SocketAddr> = self.connected.iter().map(|c| c.addr).collect();
+        let inbound_ips: BTreeSet<IpAddr> = self
+            .connected
+            .iter()
+            .filter(|c| !c.outbound)
+            .map(|c| c.addr.ip().to_canonical())
+            .collect();
+        let mut direct = BTreeSet::new();
+        let mut wanted = BTreeSet::new();
+        for d in &self.direct {
+            let addr = self.direct_addr(d);
+            direct.insert(addr);
+            let inbound_from_ip = d.port.is_none() && inbound_ips.contains(&d.ip.to_canonical());
+            if !inbound_from_ip && !connected.contains(&addr) {
+                wanted.insert(addr);
+            }
+        }
+        for &addr in &self.discovered {
+            let addr = self.complete(addr);
+            if !connected.contains(&addr) {
+                wanted.insert(addr);
+            }
+        }
+        if let Some(now) = now {
+            for &addr in &wanted {
+                self.targets.entry(addr).or_insert_with(|| Target::new(now));
+            }
+        }
+        self.targets.retain(|addr, t| match t.state {
+            TargetState::Attempting | TargetState::Connected => true,
+            TargetState::Waiting | TargetState::Suspended => {
+                if wanted.contains(addr) {
+                    t.state = TargetState::Waiting;
+                    true
+                } else if direct.contains(addr) {
+                    t.state = TargetState::Suspended;
+                    true
+                } else {
+                    false
+                }
+            }
+        });
+    }
+}
+
+/// Renders the time from `now` until `at` like Go's `Duration.String` with one decimal
+/// (`3.2s`, `1m5.0s`), or `never`.
+fn in_time(at: Option<Instant>, now: Instant) -> String {
+    let Some(at) = at else {
+        return "never".to_owned();
+    };
+    let d = at.saturating_duration_since(now);
+    let mins = d.as_secs() / 60;
+    let secs = d.as_secs_f64() - (mins * 60) as f64;
+    if mins > 0 {
+        format!("{mins}m{secs:.1}s")
+    } else {
+        format!("{secs:.1}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use proptest::prelude::*;
+
+    const PORT: u16 = 6783;
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().expect("test address")
+    }
+
+    fn no_dns(host: &str, _port: u16) -> Result<Vec<SocketAddr>, String> {
+        Err(format!("lookup {host}: no such host"))
+    }
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    fn connect(cm: &mut ConnectionMaker, peers: &[&str], now: Instant) -> Vec<String> {
+        cm.initiate_connections(&strings(peers), false, &mut no_dns, now)
+    }
+
+    fn secs(s: f64) -> Duration {
+        Duration::from_secs_f64(s)
+    }
+
+    #[test]
+    fn parse_accepts_host_port_forms() {
+        assert_eq!(
+            parse_peer("10.0.0.1", PORT),
+            Ok(("10.0.0.1".to_owned(), PORT))
+        );
+        assert_eq!(
+            parse_peer("10.0.0.1:7000", PORT),
+            Ok(("10.0.0.1".to_owned(), 7000))
+        );
+        assert_eq!(
+            parse_peer("host.example", PORT),
+            Ok(("host.example".to_owned(), PORT))
+        );
+        assert_eq!(parse_peer("h:1", PORT), Ok(("h".to_owned(), 1)));
+        assert_eq!(parse_peer("[::1]", PORT), Ok(("::1".to_owned(), PORT)));
+        assert_eq!(
+            parse_peer("[fe80::1]:7000", PORT),
+            Ok(("fe80::1".to_owned(), 7000))
+        );
+        // Weave treats port 0 and an empty port as "no port given".
+        assert_eq!(parse_peer("h:0", PORT), Ok(("h".to_owned(), PORT)));
+        assert_eq!(parse_peer("h:", PORT), Ok(("h".to_owned(), PORT)));
+    }
+
+    #[test]
+    fn parse_rejects_with_weave_text() {
+        for bad in [
+            "x:y:z", "::1", "", ":6783", "h:http", "h:65536", "h:-1", "[::1", "[::1]x", "[]:1",
+            "a]:1", "[::1]:x",
+        ] {
+            assert_eq!(
+                parse_peer(bad, PORT),
+                Err(format!("invalid peer name {bad:?}, should be host[:port]")),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            parse_peer("x:y:z", PORT),
+            Err(r#"invalid peer name "x:y:z", should be host[:port]"#.to_owned())
+        );
+    }
+
+    #[test]
+    fn bad_peers_report_errors_and_good_ones_are_added() {
+        let now = Instant::now();
+        let mut cm = ConnectionMaker::new(PORT, true, 0, 1);
+        let mut resolve = |host: &str, port: u16| -> Result<Vec<SocketAddr>, String> {
+            match host {
+                "good.example" => Ok(vec![
+                    sa("[2001:db8::1]:1"),
+                    SocketAddr::new([10, 0, 0, 9].into(), port),
+                ]),
+                "empty.example" => Ok(vec![]),
+                _ => Err(format!("lookup {host} on 127.0.0.53:53: no such host")),
+            }
+        };
+        let errs = cm.initiate_connections(
+            &strings(&[
+                "x:y:z",
+                "good.example",
+                "bad.example",
+                "empty.example",
+                "10.0.0.2:7000",
+            ]),
+            false,
+            &mut resolve,
+            now,
+        );
+        assert_eq!(
+            errs,
+            vec![
+                r#"invalid peer name "x:y:z", should be host[:port]"#.to_owned(),
+                "lookup bad.example on 127.0.0.53:53: no such host".to_owned(),
+                "lookup empty.example: no such host".to_owned(),
+            ]
+        );
+        assert_eq!(
+            cm.direct_peers(),
+            strings(&["good.example", "10.0.0.2:7000"])
+        );
+        let dials: Vec<Dial> = std::iter::from_fn(|| cm.poll_dial(now)).collect();
+        assert_eq!(
+            dials,
+            vec![
+                Dial {
+                    addr: sa("10.0.0.2:7000"),
+                    accept_new_peer: true
+                },
+                Dial {
+                    addr: sa("10.0.0.9:6783"),
+                    accept_new_peer: true
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn first_dial_is_immediate() {
+        let now = Instant::now();
+        let mut cm = ConnectionMaker::new(PORT, true, 0, 7);
+        assert!(connect(&mut cm, &["10.0.0.1"], now).is_empty());
+        assert_eq!(cm.poll_timeout(), Some(now));
+        assert_eq!(
+            cm.poll_dial(now),
+            Some(Dial {
+                addr: sa("10.0.0.1:6783"),
+                accept_new_peer: true
+            })
+        );
+        assert_eq!(cm.poll_dial(now), None);
+        assert_eq!(
+            cm.target_state(sa("10.0.0.1:6783")),
+            Some(TargetState::Attempting)
+        );
+        assert_eq!(cm.poll_timeout(), None);
+    }
+
+    #[test]
+    fn backoff_grows_within_bounds() {
+        let addr = sa("10.0.0.1:6783");
+        for seed in 0..200 {
+            let base = Instant::now();
+            let mut now = base;
+            let mut cm = ConnectionMaker::new(PORT, true, 0, seed);
+            connect(&mut cm, &["10.0.0.1"], now);
+            let mut interval = INITIAL_INTERVAL;
+            for _ in 0..30 {
+                assert_eq!(cm.poll_dial(now).map(|d| d.addr), Some(addr));
+                cm.dial_failed(addr, "connect: connection refused".to_owned(), now);
+                let due = cm.poll_timeout().expect("waiting target has a deadline");
+                let wait = due - now;
+                assert!(
+                    wait >= interval / 2 && wait < interval * 3 / 2,
+                    "seed {seed}: {wait:?} vs {interval:?}"
+                );
+                // Not due a moment early.
+                assert_eq!(cm.poll_dial(due - Duration::from_nanos(1)), None);
+                now = due;
+                interval = (interval * 3 / 2).min(MAX_INTERVAL);
+            }
+            assert_eq!(interval, MAX_INTERVAL);
+        }
+    }
+
+    #[test]
+    fn backoff_is_spread_and_seeded() {
+        let addr = sa("10.0.0.1:6783");
+        let first_wait = |seed| {
+            let now = Instant::now();
+            let mut cm = ConnectionMaker::new(PORT, true, 0, seed);
+            connect(&mut cm, &["10.0.0.1"], now);
+            cm.poll_dial(now);
+            cm.dial_failed(addr, "e".to_owned(), now);
+            cm.poll_timeout().expect("deadline") - now
+        };
+        assert_eq!(first_wait(42), first_wait(42));
+        let waits: Vec<Duration> = (0..400).map(first_wait).collect();
+        assert!(waits.iter().any(|w| *w < secs(1.5)));
+        assert!(waits.iter().any(|w| *w > secs(2.5)));
+    }
+
+    #[test]
+    fn long_lived_connection_retries_now_short_one_backs_off() {
+        let base = Instant::now();
+        let addr = sa("10.0.0.1:6783");
+        let mut cm = ConnectionMaker::new(PORT, true, 0, 3);
+        connect(&mut cm, &["10.0.0.1"], base);
+        cm.poll_dial(base);
+        cm.connection_up(addr);
+        assert_eq!(cm.target_state(addr), Some(TargetState::Connected));
+        let end = base + secs(61.0);
+        cm.connection_down(
+            addr,
+            Termination::Other,
+            Some("read: connection reset".to_owned()),
+            end,
+        );
+        assert_eq!(cm.poll_timeout(), Some(end));
+        assert_eq!(cm.poll_dial(end).map(|d| d.addr), Some(addr));
+        let st = cm.status(end);
+        assert_eq!(st[0].state, "retrying");
+        assert_eq!(st[0].info, "read: connection reset");
+
+        // This connection lives only 30 s past its try-after: back off from 2 s.
+        cm.connection_up(addr);
+        let end2 = end + secs(30.0);
+        cm.connection_down(addr, Termination::Other, Some("EOF".to_owned()), end2);
+        let wait = cm.poll_timeout().expect("deadline") - end2;
+        assert!(wait >= secs(1.0) && wait < secs(3.0), "{wait:?}");
+    }
+
+    #[test]
+    fn reset_restores_initial_interval() {
+        let base = Instant::now();
+        let addr = sa("10.0.0.1:6783");
+        let mut cm = ConnectionMaker::new(PORT, true, 0, 9);
+        connect(&mut cm, &["10.0.0.1"], base);
+        let mut now = base;
+        for _ in 0..10 {
+            cm.poll_dial(now);
+            cm.dial_failed(addr, "refused".to_owned(), now);
+            now = cm.poll_timeout().expect("deadline");
+        }
+        cm.poll_dial(now);
+        cm.connection_up(addr);
+        now += secs(120.0);
+        cm.connection_down(addr, Termination::Other, None, now);
+        cm.poll_dial(now);
+        cm.dial_failed(addr, "refused".to_owned(), now);
+        let wait = cm.poll_timeout().expect("deadline") - now;
+        assert!(wait < secs(3.0), "{wait:?}");
+    }
+
+    #[test]
+    fn collision_and_self_are_never_retried() {
+        for (how, text) in [
+            (Termination::NameCollision, "peer names collision"),
+            (Termination::Ourself, "cannot connect to ourself"),
+        ] {
+            let base = Instant::now();
+            let addr = sa("10.0.0.1:6783");
+            let mut cm = ConnectionMaker::new(PORT, true, 0, 5);
+            connect(&mut cm, &["10.0.0.1"], base);
+            cm.poll_dial(base);
+            cm.connection_down(addr, how, None, base + secs(1000.0));
+            assert_eq!(cm.poll_timeout(), None);
+            assert_eq!(cm.poll_dial(base + secs(1e7)), None);
+            let st = cm.status(base);
+            assert_eq!(st.len(), 1);
+            assert_eq!(st[0].state, "failed");
+            assert_eq!(st[0].info, format!("{text}, retry: never"));
+            // `weft connect` again resets it.
+            let later = base + secs(2000.0);
+            connect(&mut cm, &["10.0.0.1"], later);
+            assert_eq!(cm.poll_dial(later).map(|d| d.addr), Some(addr));
+        }
+    }
+
+    #[test]
+    fn connect_resets_backoff_of_existing_target() {
+        let base = Instant::now();
+        let addr = sa("10.0.0.1:6783");
+        let mut cm = ConnectionMaker::new(PORT, true, 0, 11);
+        connect(&mut cm, &["10.0.0.1"], base);
+        cm.poll_dial(base);
+        cm.dial_failed(addr, "refused".to_owned(), base);
+        assert_eq!(cm.poll_dial(base + secs(0.5)), None);
+        connect(&mut cm, &["10.0.0.1:6783"], base + secs(0.5));
+        assert_eq!(cm.poll_dial(base + secs(0.5)).map(|d| d.addr), Some(addr));
+        assert_eq!(cm.direct_peers(), strings(&["10.0.0.1", "10.0.0.1:6783"]));
+    }
+
+    #[test]
+    fn forget_drops_target_after_connection_ends() {
+        let base = Instant::now();
+        let addr = sa("10.0.0.1:6783");
+        let mut cm = ConnectionMaker::new(PORT, true, 0, 1);
+        connect(&mut cm, &["10.0.0.1", "10.0.0.2"], base);
+        cm.poll_dial(base);
+        cm.connection_up(addr);
+        cm.forget_connections(&strings(&["10.0.0.1"]));
+        assert_eq!(cm.direct_peers(), strings(&["10.0.0.2"]));
+        assert_eq!(cm.target_state(addr), Some(TargetState::Connected));
+        cm.connection_down(
+            addr,
+            Termination::Other,
+            Some("EOF".to_owned()),
+            base + secs(5.0),
+        );
+        assert_eq!(cm.target_state(addr), None);
+        assert!(cm.status(base).iter().all(|s| s.address != "10.0.0.1:6783"));
+        // A waiting target is dropped at once.
+        cm.forget_connections(&strings(&["10.0.0.2"]));
+        assert_eq!(cm.target_state(sa("10.0.0.2:6783")), None);
+        assert!(cm.direct_peers().is_empty());
+    }
+
+    #[test]
+    fn forgotten_but_discovered_target_is_kept() {
+        let base = Instant::now();
+        let addr = sa("10.0.0.1:6783");
+        let mut cm = ConnectionMaker::new(PORT, true, 0, 1);
+        connect(&mut cm, &["10.0.0.1"], base);
+        cm.refresh(&[], &[addr], base);
+        cm.forget_connections(&strings(&["10.0.0.1"]));
+        assert_eq!(
+            cm.poll_dial(base),
+            Some(Dial {
+                addr,
+                accept_new_peer: false
+            })
+        );
+    }
+
+    #[test]
+    fn replace_clears_direct_peers() {
+        let base = Instant::now();
+        let mut cm = ConnectionMaker::new(PORT, true, 0, 1);
+        connect(&mut cm, &["10.0.0.1", "10.0.0.2"], base);
+        let errs =
+            cm.initiate_connections(&strings(&["10.0.0.3", "10.0.0.2"]), true, &mut no_dns, base);
+        assert!(errs.is_empty());
+        assert_eq!(cm.direct_peers(), strings(&["10.0.0.3", "10.0.0.2"]));
+        assert_eq!(cm.target_state(sa("10.0.0.1:6783")), None);
+        let dialled: Vec<SocketAddr> = std::iter::from_fn(|| cm.poll_dial(base))
+            .map(|d| d.addr)
+            .collect();
+        assert_eq!(dialled, vec![sa("10.0.0.2:6783"), sa("10.0.0.3:6783")]);
+    }
+
+    #[test]
+    fn discovery_adds_and_removes() {
+        let base = Instant::now();
+        let a = sa("10.0.0.5:6783");
+        let b = sa("10.0.0.6:7000");
+        let mut cm = ConnectionMaker::new(PORT, true, 0, 1);
+        cm.refresh(&[], &[a, sa("10.0.0.6:0")], base);
+        assert_eq!(
+            cm.poll_dial(base),
+            Some(Dial {
+                addr: a,
+                accept_new_peer: false
+            })
+        );
+        cm.dial_failed(a, "refused".to_owned(), base);
+        assert_eq!(
+            cm.poll_dial(base),
+            Some(Dial {
+                addr: sa("10.0.0.6:6783"),
+                accept_new_peer: false
+            })
+        );
+        cm.refresh(&[], &[b], base);
+        // `a` was waiting and is no longer a candidate: deleted. 10.0.0.6:6783 is mid-attempt.
+        assert_eq!(cm.target_state(a), None);
+        assert_eq!(
+            cm.target_state(sa("10.0.0.6:6783")),
+            Some(TargetState::Attempting)
+        );
+        assert_eq!(
+            cm.poll_dial(base),
+            Some(Dial {
+                addr: b,
+                accept_new_peer: false
+            })
+        );
+        cm.dial_failed(sa("10.0.0.6:6783"), "refused".to_owned(), base);
+        assert_eq!(cm.target_state(sa("10.0.0.6:6783")), None);
+
+        // Discovery off: candidates ignored.
+        let mut off = ConnectionMaker::new(PORT, false, 0, 1);
+        off.refresh(&[], &[a], base);
+        assert_eq!(off.poll_dial(base), None);
+        assert_eq!(off.poll_timeout(), None);
+    }
+
+    #[test]
+    fn connected_address_is_not_a_target_and_direct_is_suspended() {
+        let base = Instant::now();
+        let a = sa("10.0.0.1:6783");
+        let mut cm = ConnectionMaker::new(PORT, true, 0, 1);
+        connect(&mut cm, &["10.0.0.1"], base);
+        cm.refresh(
+            &[ConnectedAddr {
+                addr: a,
+                outbound: true,
+            }],
+            &[sa("10.0.0.7:6783")],
+            base,
+        );
+        assert_eq!(cm.target_state(a), Some(TargetState::Suspended));
+        assert_eq!(
+            cm.poll_dial(base).map(|d| d.addr),
+            Some(sa("10.0.0.7:6783"))
+        );
+        assert_eq!(cm.poll_dial(base), None);
+        assert!(cm.status(base).iter().all(|s| s.address != "10.0.0.1:6783"));
+        cm.refresh(&[], &[], base);
+        assert_eq!(cm.target_state(a), Some(TargetState::Waiting));
+        assert_eq!(cm.poll_dial(base).map(|d| d.addr), Some(a));
+    }
+
+    #[test]
+    fn inbound_from_same_ip_suppresses_portless_peer_only() {
+        let base = Instant::now();
+        let mut cm = ConnectionMaker::new(PORT, true, 0, 1);
+        let inbound = [
+            ConnectedAddr {
+                addr: sa("10.0.0.1:51742"),
+                outbound: false,
+            },
+            ConnectedAddr {
+                addr: sa("10.0.0.2:40121"),
+                outbound: false,
+            },
+        ];
+        cm.refresh(&inbound, &[], base);
+        connect(&mut cm, &["10.0.0.1", "10.0.0.2:6783"], base);
+        assert_eq!(
+            cm.poll_dial(base).map(|d| d.addr),
+            Some(sa("10.0.0.2:6783"))
+        );
+        assert_eq!(cm.poll_dial(base), None);
+        assert_eq!(cm.target_state(sa("10.0.0.1:6783")), None);
+        // The inbound connection goes away: now we dial.
+        cm.refresh(&inbound[1..], &[], base + secs(1.0));
+        assert_eq!(
+            cm.poll_dial(base + secs(1.0)).map(|d| d.addr),
+            Some(sa("10.0.0.1:6783"))
+        );
+        // IPv4-mapped inbound addresses count too.
+        cm.dial_failed(sa("10.0.0.1:6783"), "refused".to_owned(), base + secs(1.0));
+        cm.refresh(
+            &[ConnectedAddr {
+                addr: sa("[::ffff:10.0.0.1]:5000"),
+                outbound: false,
+            }],
+            &[],
+            base,
+        );
+        assert_eq!(
+            cm.target_state(sa("10.0.0.1:6783")),
+            Some(TargetState::Suspended)
+        );
+    }
+
+    #[test]
+    fn connection_limit_blocks_dialling() {
+        let base = Instant::now();
+        let mut cm = ConnectionMaker::new(PORT, true, 2, 1);
+        connect(&mut cm, &["10.0.0.1", "10.0.0.2", "10.0.0.3"], base);
+        let live = [
+            ConnectedAddr {
+                addr: sa("10.0.0.8:1000"),
+                outbound: false,
+            },
+            ConnectedAddr {
+                addr: sa("10.0.0.9:1000"),
+                outbound: false,
+            },
+        ];
+        cm.refresh(&live, &[], base);
+        assert_eq!(cm.poll_dial(base), None);
+        assert_eq!(cm.poll_timeout(), None);
+        cm.refresh(&live[..1], &[], base);
+        assert_eq!(cm.poll_timeout(), Some(base));
+        assert_eq!(
+            cm.poll_dial(base).map(|d| d.addr),
+            Some(sa("10.0.0.1:6783"))
+        );
+        // Only live connections count, as in Weave; the handshake re-checks the limit.
+        assert_eq!(
+            cm.poll_dial(base).map(|d| d.addr),
+            Some(sa("10.0.0.2:6783"))
+        );
+        cm.connection_up(sa("10.0.0.1:6783"));
+        assert_eq!(cm.poll_dial(base), None);
+        cm.connection_down(sa("10.0.0.1:6783"), Termination::Other, None, base);
+        assert_eq!(
+            cm.poll_dial(base).map(|d| d.addr),
+            Some(sa("10.0.0.3:6783"))
+        );
+
+        let mut unlimited = ConnectionMaker::new(PORT, true, 0, 1);
+        connect(&mut unlimited, &["10.0.0.1"], base);
+        unlimited.refresh(&live, &[], base);
+        assert!(unlimited.poll_dial(base).is_some());
+    }
+
+    #[test]
+    fn status_texts() {
+        let base = Instant::now();
+        let a = sa("10.0.0.1:6783");
+        let mut cm = ConnectionMaker::new(PORT, true, 0, 1);
+        connect(&mut cm, &["10.0.0.1", "[2001:db8::2]:7000"], base);
+        let v6 = sa("[2001:db8::2]:7000");
+        assert_eq!(
+            cm.status(base),
+            vec![
+                TargetStatus {
+                    address: "10.0.0.1:6783".to_owned(),
+                    state: "waiting",
+                    info: "until: 0.0s".to_owned()
+                },
+                TargetStatus {
+                    address: "[2001:db8::2]:7000".to_owned(),
+                    state: "waiting",
+                    info: "until: 0.0s".to_owned()
+                },
+            ]
+        );
+        cm.poll_dial(base);
+        cm.poll_dial(base);
+        assert_eq!(
+            cm.status(base)[0],
+            TargetStatus {
+                address: "10.0.0.1:6783".to_owned(),
+                state: "connecting",
+                info: String::new()
+            }
+        );
+        let err = "dial tcp4 10.0.0.1:6783: connect: no route to host";
+        cm.dial_failed(a, err.to_owned(), base);
+        let due = cm.poll_timeout().expect("deadline");
+        let st = cm.status(base);
+        assert_eq!(st[0].state, "failed");
+        assert_eq!(
+            st[0].info,
+            format!("{err}, retry: {:.1}s", (due - base).as_secs_f64())
+        );
+        cm.poll_dial(due);
+        assert_eq!(
+            cm.status(due)[0],
+            TargetStatus {
+                address: "10.0.0.1:6783".to_owned(),
+                state: "retrying",
+                info: err.to_owned()
+            }
+        );
+        cm.connection_up(v6);
+        assert_eq!(cm.status(due).len(), 1);
+        assert_eq!(in_time(Some(base + secs(65.25)), base), "1m5.2s");
+        assert_eq!(in_time(Some(base), base + secs(1.0)), "0.0s");
+    }
+
+    #[derive(Debug, Clone)]
+    enum Event {
+        Connect(Vec<usize>, bool),
+        Forget(Vec<usize>),
+        Refresh(Vec<(usize, bool)>, Vec<usize>),
+        Dial,
+        DialFailed(usize),
+        Up(usize),
+        Down(usize, u8),
+        Advance(u64),
+        Status,
+    }
+
+    const POOL: [&str; 6] = [
+        "10.0.0.1",
+        "10.0.0.1:6783",
+        "10.0.0.2:7000",
+        "10.0.0.3",
+        "[::1]",
+        "bad:x:y",
+    ];
+
+    fn pool_addr(i: usize) -> SocketAddr {
+        [
+            sa("10.0.0.1:6783"),
+            sa("10.0.0.2:7000"),
+            sa("10.0.0.3:6783"),
+            sa("[::1]:6783"),
+            sa("10.0.0.4:6783"),
+            sa("10.0.0.1:5555"),
+        ][i % 6]
+    }
+
+    fn event() -> impl Strategy<Value = Event> {
+        prop_oneof![
+            1 => (prop::collection::vec(0..6usize, 0..4), any::<bool>())
+                .prop_map(|(p, r)| Event::Connect(p, r)),
+            1 => prop::collection::vec(0..6usize, 0..3).prop_map(Event::Forget),
+            1 => (
+                prop::collection::vec((0..6usize, any::<bool>()), 0..4),
+                prop::collection::vec(0..6usize, 0..4),
+            )
+                .prop_map(|(c, d)| Event::Refresh(c, d)),
+            4 => Just(Event::Dial),
+            2 => (0..6usize).prop_map(Event::DialFailed),
+            2 => (0..6usize).prop_map(Event::Up),
+            2 => (0..6usize, 0..3u8).prop_map(|(a, h)| Event::Down(a, h)),
+            2 => (0..200_000u64).prop_map(Event::Advance),
+            1 => Just(Event::Status),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn random_events_never_double_dial(
+            seed in any::<u64>(),
+            limit in 0..3usize,
+            discovery in any::<bool>(),
+            events in prop::collection::vec(event(), 0..120),
+        ) {
+            let base = Instant::now();
+            let mut now = base;
+            let mut cm = ConnectionMaker::new(PORT, discovery, limit, seed);
+            // Addresses handed out by poll_dial and not yet ended.
+            let mut outstanding: BTreeSet<SocketAddr> = BTreeSet::new();
+            let mut resolve = |h: &str, p: u16| -> Result<Vec<SocketAddr>, String> {
+                Err(format!("no dns for {h}:{p}"))
+            };
+            for ev in events {
+                match ev {
+                    Event::Connect(p, replace) => {
+                        let peers: Vec<String> = p.iter().map(|&i| POOL[i].to_owned()).collect();
+                        cm.initiate_connections(&peers, replace, &mut resolve, now);
+                    }
+                    Event::Forget(p) => {
+                        let peers: Vec<String> = p.iter().map(|&i| POOL[i].to_owned()).collect();
+                        cm.forget_connections(&peers);
+                    }
+                    Event::Refresh(c, d) => {
+                        let connected: Vec<ConnectedAddr> = c
+                            .iter()
+                            .map(|&(i, outbound)| ConnectedAddr { addr: pool_addr(i), outbound })
+                            .collect();
+                        let discovered: Vec<SocketAddr> = d.iter().map(|&i| pool_addr(i)).collect();
+                        cm.refresh(&connected, &discovered, now);
+                    }
+                    Event::Dial => {
+                        // An expired deadline always yields a dial (no busy loop in the driver).
+                        let expired = cm.poll_timeout().is_some_and(|t| t <= now);
+                        let dial = cm.poll_dial(now);
+                        prop_assert!(!expired || dial.is_some());
+                        if let Some(dial) = dial {
+                            prop_assert!(
+                                outstanding.insert(dial.addr),
+                                "double dial of {}",
+                                dial.addr
+                            );
+                            prop_assert_eq!(
+                                cm.target_state(dial.addr),
+                                Some(TargetState::Attempting)
+                            );
+                        }
+                    }
+                    Event::DialFailed(i) => {
+                        let addr = pool_addr(i);
+                        cm.dial_failed(addr, "refused".to_owned(), now);
+                        outstanding.remove(&addr);
+                    }
+                    Event::Up(i) => cm.connection_up(pool_addr(i)),
+                    Event::Down(i, h) => {
+                        let addr = pool_addr(i);
+                        let how = match h {
+                            0 => Termination::Other,
+                            1 => Termination::NameCollision,
+                            _ => Termination::Ourself,
+                        };
+                        cm.connection_down(addr, how, Some("EOF".to_owned()), now);
+                        outstanding.remove(&addr);
+                    }
+                    Event::Advance(ms) => now += Duration::from_millis(ms),
+                    Event::Status => {
+                        for s in cm.status(now) {
+                            let known = ["connecting", "retrying", "failed", "waiting"];
+                            prop_assert!(known.contains(&s.state));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -7,5 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod connection_maker;
+pub mod handshake;
+pub mod mesh;
 pub mod routes;
 pub mod topology;

@@ -1,1 +1,1117 @@
-//! (being written)
+//! The local view of the whole mesh: every known peer, its summary and its connection list
+//! (Weave Net's `Peers` together with the `localPeer`), and the rules that change it.
+//!
+//! This module owns the topology *state machine* of spec §2: local connection add / establish /
+//! delete (each bumps our version), merging received topology gossip (§2.3, including
+//! placeholders and the self-incarnation bump), garbage collection of unreachable peers (§2.4) and
+//! short-ID collision handling (§2.6). It deliberately leaves out everything with a clock or a
+//! socket: the 1 s coalescing of topology broadcasts, the 1 s deferred GC after an update and the
+//! choice of neighbours to gossip to are the caller's (see [`crate::routes`] for the latter).
+//! Route calculation reads this state through [`Peers::view`].
+//!
+//! Input from the network (the `update` of [`Peers::apply_update`]) never panics: malformed
+//! updates are rejected as a whole before anything is changed, with a [`TopologyError`].
+//!
+//! Invariants kept by every method:
+//! * our own entry always exists and always has a short ID;
+//! * every connection in every list names a known peer (unknown names become placeholders on
+//!   merge, and GC only removes peers no remaining list points to);
+//! * connection lists are sorted by remote name without duplicates, so views and summaries are
+//!   deterministic and comparable across peers.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::ops::Bound::{Excluded, Unbounded};
+
+use rand::Rng;
+use weft_wire::{ConnectionSummary, PeerName, PeerSummary};
+
+/// Number of bits in a short ID (fast datapath VNI space).
+pub const SHORT_ID_BITS: u32 = 12;
+
+/// Number of distinct short IDs (4096).
+pub const SHORT_ID_SPACE: u16 = 1 << SHORT_ID_BITS;
+
+/// How many random picks [`Peers::resolve_short_id_collision`] tries before counting free IDs.
+const SHORT_ID_RANDOM_TRIES: usize = 10;
+
+/// Why a topology update was rejected. The whole update is rejected; nothing is applied.
+///
+/// Weave Net never produces any of these, so they indicate a broken or hostile peer; callers
+/// should treat them like a decode error of the gossip payload.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TopologyError {
+    /// A peer summary or a connection summary names `00:00:00:00:00:00`, the "no peer" sentinel.
+    #[error("topology update names the unknown peer 00:00:00:00:00:00")]
+    UnknownPeerName,
+    /// The same peer is described twice in one update (Go encodes updates from a set).
+    #[error("topology update describes peer {0} more than once")]
+    DuplicatePeer(PeerName),
+    /// A peer claims a short ID that does not fit in 12 bits.
+    #[error("peer {peer} has short id {short_id}, which does not fit in 12 bits")]
+    ShortIdOutOfRange {
+        /// The peer whose summary carries the bad short ID.
+        peer: PeerName,
+        /// The short ID it claims.
+        short_id: u16,
+    },
+}
+
+/// Result of [`Peers::add_local_connection`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AddedConnection {
+    /// The remote was unknown, or not reachable over established symmetric connections, or we
+    /// knew it with another UID (a restarted peer). The caller must then send the full state
+    /// of every gossip channel down this connection (`sendAllGossipDown`, spec §1.10).
+    pub new_or_restarted: bool,
+}
+
+/// Result of [`Peers::apply_update`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Update {
+    /// Every peer named by a summary in the update, in update order (Go's "received" set; it is
+    /// what a legacy tag-6 broadcast relays).
+    pub received: Vec<PeerName>,
+    /// The peers that were new or replaced by a newer summary, in update order (Go's "improved"
+    /// set; it is what a tag-4 gossip relays to random neighbours). Placeholders created for
+    /// peers only mentioned in connection lists are not included.
+    pub improved: Vec<PeerName>,
+    /// The update described an older incarnation of us and our version was raised beyond it:
+    /// the caller must schedule a broadcast of our own summary (spec §2.3).
+    pub announce_self: bool,
+}
+
+impl Update {
+    /// Whether anything changed, i.e. routes need recalculating and discovery refreshing.
+    pub fn is_improvement(&self) -> bool {
+        !self.improved.is_empty()
+    }
+}
+
+/// One peer as stored: its summary and its connection list (sorted by name, no duplicates).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PeerEntry {
+    summary: PeerSummary,
+    conns: Vec<ConnectionSummary>,
+}
+
+impl PeerEntry {
+    fn placeholder(name: PeerName) -> Self {
+        Self {
+            summary: PeerSummary {
+                name,
+                ..PeerSummary::default()
+            },
+            conns: Vec::new(),
+        }
+    }
+
+    fn conn(&self, remote: PeerName) -> Option<&ConnectionSummary> {
+        self.conns
+            .binary_search_by_key(&remote, |c| c.name)
+            .ok()
+            .and_then(|i| self.conns.get(i))
+    }
+}
+
+/// A read-only view of one peer, handed to route calculation by [`Peers::view`].
+#[derive(Debug, Clone, Copy)]
+pub struct PeerView<'a> {
+    /// The peer's summary.
+    pub summary: &'a PeerSummary,
+    /// Its connections, sorted by remote name, no duplicates, each naming a known peer.
+    pub connections: &'a [ConnectionSummary],
+}
+
+/// The local view of the whole mesh: ourself (with our local connections) and every peer we
+/// have heard of, with the connection lists they last gossiped.
+///
+/// Create one per process incarnation with [`Peers::new`]; feed it connection events from the
+/// connection layer and decoded topology gossip; read it to gossip ([`Peers::summaries`]) and
+/// to compute routes ([`crate::routes::Routes::calculate`]).
+#[derive(Debug, Clone)]
+pub struct Peers {
+    /// Our own entry; its connection list holds our local connections.
+    ourself: PeerEntry,
+    /// Every other known peer, placeholders included.
+    others: BTreeMap<PeerName, PeerEntry>,
+    /// Holders of each short ID (ourself included); the lowest name is the principal.
+    by_short_id: BTreeMap<u16, BTreeSet<PeerName>>,
+}
+
+impl Peers {
+    /// Creates the view of a freshly started peer: only ourself, version 0, no connections.
+    ///
+    /// `uid` identifies this incarnation and should be random and non-zero (0 is reserved for
+    /// placeholders). `short_id` is masked to 12 bits.
+    pub fn new(name: PeerName, nick: String, uid: u64, short_id: u16) -> Self {
+        let short_id = short_id & (SHORT_ID_SPACE - 1);
+        let ourself = PeerEntry {
+            summary: PeerSummary {
+                name,
+                nick_name: nick,
+                uid,
+                version: 0,
+                short_id,
+                has_short_id: true,
+            },
+            conns: Vec::new(),
+        };
+        let mut by_short_id = BTreeMap::new();
+        by_short_id.insert(short_id, BTreeSet::from([name]));
+        Self {
+            ourself,
+            others: BTreeMap::new(),
+            by_short_id,
+        }
+    }
+
+    /// Our peer name.
+    pub fn our_name(&self) -> PeerName {
+        self.ourself.summary.name
+    }
+
+    /// Our current summary (its version changes with every local connection event).
+    pub fn our_summary(&self) -> PeerSummary {
+        self.ourself.summary.clone()
+    }
+
+    /// Our local connection to `remote`, if any (as it will be gossiped).
+    pub fn local_connection(&self, remote: PeerName) -> Option<&ConnectionSummary> {
+        self.ourself.conn(remote)
+    }
+
+    /// Checks made before [`Self::add_local_connection`] are the caller's (spec §1.10: ourself,
+    /// name collision, duplicates, connection limit, unknown discovered remote).
+    ///
+    /// Call this once a local connection finished its handshake and passed those checks;
+    /// `remote` is the identity from its features (version ignored). Bumps our version.
+    ///
+    /// An unknown remote is inserted from `remote` (version 0, no connections) and is protected
+    /// from GC by the local connection. A known remote keeps its entry even if the UID differs;
+    /// gossip will replace it. If we already have a connection to `remote` (the caller resolved
+    /// a duplicate in favour of the new one) it is replaced. A `remote` naming ourself or the
+    /// unknown peer is ignored (nothing changes).
+    pub fn add_local_connection(
+        &mut self,
+        remote: &PeerSummary,
+        remote_tcp_addr: String,
+        outbound: bool,
+    ) -> AddedConnection {
+        let name = remote.name;
+        if name == self.our_name() || name == PeerName::UNKNOWN {
+            return AddedConnection {
+                new_or_restarted: false,
+            };
+        }
+        let new_or_restarted = match self.others.get(&name) {
+            Some(known) => known.summary.uid != remote.uid || !self.reachable_established(name),
+            None => {
+                let mut summary = remote.clone();
+                summary.version = 0;
+                if summary.short_id >= SHORT_ID_SPACE {
+                    summary.has_short_id = false;
+                }
+                self.index_short_id(&summary);
+                self.others.insert(
+                    name,
+                    PeerEntry {
+                        summary,
+                        conns: Vec::new(),
+                    },
+                );
+                true
+            }
+        };
+        let conn = ConnectionSummary {
+            name,
+            remote_tcp_addr,
+            outbound,
+            established: false,
+        };
+        match self.ourself.conns.binary_search_by_key(&name, |c| c.name) {
+            Ok(i) => {
+                if let Some(slot) = self.ourself.conns.get_mut(i) {
+                    *slot = conn;
+                }
+            }
+            Err(i) => self.ourself.conns.insert(i, conn),
+        }
+        self.bump_version();
+        AddedConnection { new_or_restarted }
+    }
+
+    /// Call when our side considers the connection to `remote` established (after the overlay
+    /// heartbeat exchange, spec §1.11). Bumps our version; the caller schedules a topology
+    /// update. Returns false (and changes nothing) if there is no connection to `remote`.
+    pub fn establish_local_connection(&mut self, remote: PeerName) -> bool {
+        let Ok(i) = self.ourself.conns.binary_search_by_key(&remote, |c| c.name) else {
+            return false;
+        };
+        if let Some(c) = self.ourself.conns.get_mut(i) {
+            c.established = true;
+        }
+        self.bump_version();
+        true
+    }
+
+    /// Call when the local connection to `remote` is gone. Bumps our version, drops the local
+    /// reference and garbage-collects synchronously (so the update the caller then schedules
+    /// never re-advertises unreachable peers, spec §2.4). Returns the GC'd peers, sorted by
+    /// name; an empty list and no change if there was no such connection.
+    pub fn delete_local_connection(&mut self, remote: PeerName) -> Vec<PeerSummary> {
+        let Ok(i) = self.ourself.conns.binary_search_by_key(&remote, |c| c.name) else {
+            return Vec::new();
+        };
+        self.ourself.conns.remove(i);
+        self.bump_version();
+        self.garbage_collect()
+    }
+
+    /// Merges a decoded topology payload (spec §2.3).
+    ///
+    /// Call for every topology gossip received (tag 4 or tag 6). Then, as Weave Net does:
+    /// schedule [`Self::garbage_collect`] ~1 s later (coalesced), call
+    /// [`Self::resolve_short_id_collision`], recalculate routes if [`Update::is_improvement`],
+    /// relay `improved` (tag 4) or `received` (tag 6), and announce ourself if
+    /// `announce_self`.
+    ///
+    /// Rules: unknown peers are created from their summary; names only referenced in
+    /// connection lists become placeholders (UID 0, version 0, no short ID). A summary of
+    /// ourself with another UID raises our version to `max(ours, theirs + 1)`. A known peer is
+    /// replaced unless the new summary is older: lower version, or equal version and (lower
+    /// UID, or equal UID and (`!new.has_short_id || old.has_short_id`)).
+    ///
+    /// # Errors
+    /// The update is rejected as a whole, before any change, if a summary or connection names
+    /// the unknown peer ([`TopologyError::UnknownPeerName`]), a peer appears twice
+    /// ([`TopologyError::DuplicatePeer`]) or a short ID exceeds 12 bits
+    /// ([`TopologyError::ShortIdOutOfRange`]).
+    pub fn apply_update(
+        &mut self,
+        update: Vec<(PeerSummary, Vec<ConnectionSummary>)>,
+    ) -> Result<Update, TopologyError> {
+        validate(&update)?;
+        let ours = self.our_name();
+
+        // Peers new to us are created from their summary first, then placeholders for names
+        // only referenced by connections, so every connection below resolves.
+        let mut created = BTreeSet::new();
+        for (summary, _) in &update {
+            if summary.name != ours && !self.others.contains_key(&summary.name) {
+                self.index_short_id(summary);
+                self.others.insert(
+                    summary.name,
+                    PeerEntry {
+                        summary: summary.clone(),
+                        conns: Vec::new(),
+                    },
+                );
+                created.insert(summary.name);
+            }
+        }
+        for (_, conns) in &update {
+            for c in conns {
+                if c.name != ours && !self.others.contains_key(&c.name) {
+                    self.others.insert(c.name, PeerEntry::placeholder(c.name));
+                }
+            }
+        }
+
+        let mut result = Update::default();
+        for (summary, conns) in update {
+            let name = summary.name;
+            result.received.push(name);
+            if name == ours {
+                if summary.uid != self.ourself.summary.uid
+                    && summary.version >= self.ourself.summary.version
+                {
+                    self.ourself.summary.version = summary.version.saturating_add(1);
+                    result.announce_self = true;
+                }
+                continue;
+            }
+            if created.contains(&name) {
+                if let Some(entry) = self.others.get_mut(&name) {
+                    entry.conns = normalise(conns);
+                }
+                result.improved.push(name);
+                continue;
+            }
+            let Some(old) = self.others.get(&name) else {
+                continue; // unreachable: every summarised peer was created above
+            };
+            let old = &old.summary;
+            let older = summary.version < old.version
+                || (summary.version == old.version
+                    && (summary.uid < old.uid
+                        || (summary.uid == old.uid
+                            && (!summary.has_short_id || old.has_short_id))));
+            if older {
+                continue;
+            }
+            let short_id_changed =
+                summary.short_id != old.short_id || summary.has_short_id != old.has_short_id;
+            if short_id_changed {
+                let old = old.clone();
+                self.unindex_short_id(&old);
+                self.index_short_id(&summary);
+            }
+            if let Some(entry) = self.others.get_mut(&name) {
+                entry.summary = summary;
+                entry.conns = normalise(conns);
+            }
+            result.improved.push(name);
+        }
+        Ok(result)
+    }
+
+    /// Removes every peer that is not reachable from us over *all* connections (established
+    /// or not, symmetric or not) and to which we hold no local connection (spec §2.4).
+    ///
+    /// Call ~1 s after received updates (coalesced); [`Self::delete_local_connection`] calls it
+    /// itself. Afterwards call [`Self::resolve_short_id_collision`], as a freed short ID may
+    /// let us leave a collision. Returns the removed peers, sorted by name. O(V + E log d).
+    pub fn garbage_collect(&mut self) -> Vec<PeerSummary> {
+        let doomed: Vec<PeerName> = self
+            .reachable(|_, _, _| true, None)
+            .1
+            .into_iter()
+            .filter(|&n| n != self.our_name() && self.ourself.conn(n).is_none())
+            .collect();
+        let mut removed = Vec::with_capacity(doomed.len());
+        for name in doomed {
+            if let Some(entry) = self.others.remove(&name) {
+                self.unindex_short_id(&entry.summary);
+                removed.push(entry.summary);
+            }
+        }
+        removed
+    }
+
+    /// Summaries to gossip for `names`, in the given order; unknown names are skipped. Pass
+    /// [`Self::all_names`] for the full state (`Gossip()`), or an update's `improved` set.
+    pub fn summaries(&self, names: &[PeerName]) -> Vec<(PeerSummary, Vec<ConnectionSummary>)> {
+        names
+            .iter()
+            .filter_map(|&n| self.entry(n))
+            .map(|e| (e.summary.clone(), e.conns.clone()))
+            .collect()
+    }
+
+    /// Every known peer (ourself and placeholders included), sorted by name.
+    pub fn all_names(&self) -> Vec<PeerName> {
+        self.view().map(|p| p.summary.name).collect()
+    }
+
+    /// Number of known peers, ourself and placeholders included (the `Peers: N` of status).
+    pub fn len(&self) -> usize {
+        self.others.len() + 1
+    }
+
+    /// Always false: we always know ourself. Present for API symmetry with [`Self::len`].
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The summary and connection list of `name`, if known.
+    pub fn get(&self, name: PeerName) -> Option<(PeerSummary, &[ConnectionSummary])> {
+        self.entry(name)
+            .map(|e| (e.summary.clone(), e.conns.as_slice()))
+    }
+
+    /// Resolves a user's peer string (`weave forget`, status filters): a parseable peer name
+    /// that is known wins; otherwise the lowest-named peer with that nickname.
+    pub fn by_nickname_or_name(&self, s: &str) -> Option<PeerName> {
+        if let Ok(name) = s.parse::<PeerName>() {
+            if self.entry(name).is_some() {
+                return Some(name);
+            }
+        }
+        self.view()
+            .find(|p| p.summary.nick_name == s)
+            .map(|p| p.summary.name)
+    }
+
+    /// The peer that owns `short_id` (the lowest-named holder), for the fast datapath.
+    pub fn by_short_id(&self, short_id: u16) -> Option<PeerName> {
+        self.by_short_id
+            .get(&short_id)
+            .and_then(|holders| holders.first().copied())
+    }
+
+    /// Status counts of spec §1.14: (established, pending) summed over every connection list
+    /// of every peer, ours included.
+    pub fn connection_counts(&self) -> (usize, usize) {
+        self.view()
+            .flat_map(|p| p.connections)
+            .fold((0, 0), |(e, p), c| {
+                if c.established {
+                    (e + 1, p)
+                } else {
+                    (e, p + 1)
+                }
+            })
+    }
+
+    /// Short-ID collision handling (spec §2.6). Call after merges and after GC.
+    ///
+    /// If a lower-named peer holds our short ID, picks a free one: 10 uniform random picks,
+    /// then a uniform choice among the free IDs. Returns true if our short ID changed: our
+    /// version was bumped and the caller must announce ourself. Returns false if we own our
+    /// ID, or if all 4096 IDs are taken (retry after the next GC).
+    pub fn resolve_short_id_collision(&mut self, rng: &mut impl Rng) -> bool {
+        let ours = self.ourself.summary.clone();
+        if self.by_short_id(ours.short_id) == Some(ours.name) {
+            return false;
+        }
+        let free = |id: u16| !self.by_short_id.contains_key(&id); // empty sets are removed
+        let mut chosen = None;
+        for _ in 0..SHORT_ID_RANDOM_TRIES {
+            let id = rng.gen_range(0..SHORT_ID_SPACE);
+            if free(id) {
+                chosen = Some(id);
+                break;
+            }
+        }
+        if chosen.is_none() {
+            let available: Vec<u16> = (0..SHORT_ID_SPACE).filter(|&id| free(id)).collect();
+            if available.is_empty() {
+                return false;
+            }
+            chosen = available.get(rng.gen_range(0..available.len())).copied();
+        }
+        let Some(id) = chosen else {
+            return false;
+        };
+        self.unindex_short_id(&ours);
+        self.ourself.summary.short_id = id;
+        self.ourself.summary.has_short_id = true;
+        self.index_short_id(&self.ourself.summary.clone());
+        self.bump_version();
+        true
+    }
+
+    /// Every peer (ourself included) in ascending name order, for route calculation.
+    pub fn view(&self) -> impl Iterator<Item = PeerView<'_>> + '_ {
+        let ours = self.our_name();
+        self.others
+            .range(..ours)
+            .map(|(_, e)| e)
+            .chain(std::iter::once(&self.ourself))
+            .chain(
+                self.others
+                    .range((Excluded(ours), Unbounded))
+                    .map(|(_, e)| e),
+            )
+            .map(|e| PeerView {
+                summary: &e.summary,
+                connections: &e.conns,
+            })
+    }
+
+    fn entry(&self, name: PeerName) -> Option<&PeerEntry> {
+        if name == self.our_name() {
+            Some(&self.ourself)
+        } else {
+            self.others.get(&name)
+        }
+    }
+
+    fn bump_version(&mut self) {
+        let v = &mut self.ourself.summary.version;
+        *v = v.saturating_add(1);
+    }
+
+    fn index_short_id(&mut self, summary: &PeerSummary) {
+        if summary.has_short_id && summary.short_id < SHORT_ID_SPACE {
+            self.by_short_id
+                .entry(summary.short_id)
+                .or_default()
+                .insert(summary.name);
+        }
+    }
+
+    fn unindex_short_id(&mut self, summary: &PeerSummary) {
+        if !summary.has_short_id {
+            return;
+        }
+        if let Some(holders) = self.by_short_id.get_mut(&summary.short_id) {
+            holders.remove(&summary.name);
+            if holders.is_empty() {
+                self.by_short_id.remove(&summary.short_id);
+            }
+        }
+    }
+
+    /// Whether `target` is reachable from us over established symmetric connections (the
+    /// "is a connected peer" test of §1.10). Stops as soon as `target` is reached.
+    fn reachable_established(&self, target: PeerName) -> bool {
+        self.reachable(
+            |from, c, remote| {
+                c.established
+                    && remote
+                        .connections
+                        .binary_search_by_key(&from.summary.name, |b| b.name)
+                        .ok()
+                        .and_then(|i| remote.connections.get(i))
+                        .is_some_and(|b| b.established)
+            },
+            Some(target),
+        )
+        .0
+    }
+
+    /// Breadth-first reachability from us over the connections `follow(from, conn, remote)`
+    /// accepts, stopping early at `stop`. Returns whether `stop` was reached and the peers
+    /// not reached (ascending). O(V + E log V), with dense indices rather than sets.
+    fn reachable(
+        &self,
+        follow: impl Fn(&PeerView<'_>, &ConnectionSummary, &PeerView<'_>) -> bool,
+        stop: Option<PeerName>,
+    ) -> (bool, Vec<PeerName>) {
+        let views: Vec<PeerView<'_>> = self.view().collect();
+        let names: Vec<PeerName> = views.iter().map(|v| v.summary.name).collect();
+        let mut reached = vec![false; views.len()];
+        let mut queue = VecDeque::new();
+        if let Some(start) = dense_index(&names, self.our_name(), 0) {
+            if let Some(r) = reached.get_mut(start) {
+                *r = true;
+                queue.push_back(start);
+            }
+        }
+        while let Some(cur) = queue.pop_front() {
+            let Some(v) = views.get(cur) else { continue };
+            if Some(v.summary.name) == stop {
+                return (true, Vec::new());
+            }
+            let mut hint = 0;
+            for c in v.connections {
+                let Some(j) = dense_index(&names, c.name, hint) else {
+                    continue;
+                };
+                hint = j + 1; // connection lists are strictly ascending
+                let (Some(remote), Some(r)) = (views.get(j), reached.get_mut(j)) else {
+                    continue;
+                };
+                if !*r && follow(v, c, remote) {
+                    *r = true;
+                    queue.push_back(j);
+                }
+            }
+        }
+        let unreached = names
+            .iter()
+            .zip(&reached)
+            .filter(|(_, &r)| !r)
+            .map(|(&n, _)| n)
+            .collect();
+        (false, unreached)
+    }
+}
+
+/// Position of `name` in the ascending `names`, searching from `from` on (a hint that makes
+/// looking up an ascending sequence of names cheaper).
+pub(crate) fn dense_index(names: &[PeerName], name: PeerName, from: usize) -> Option<usize> {
+    let (mut lo, mut hi) = (from, names.len());
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        let m = names.get(mid)?.0;
+        if m < name.0 {
+            lo = mid + 1;
+        } else if m > name.0 {
+            hi = mid;
+        } else {
+            return Some(mid);
+        }
+    }
+    None
+}
+
+/// Rejects updates that no correct peer sends (see [`TopologyError`]).
+fn validate(update: &[(PeerSummary, Vec<ConnectionSummary>)]) -> Result<(), TopologyError> {
+    let mut seen = BTreeSet::new();
+    for (summary, conns) in update {
+        if summary.name == PeerName::UNKNOWN {
+            return Err(TopologyError::UnknownPeerName);
+        }
+        if !seen.insert(summary.name) {
+            return Err(TopologyError::DuplicatePeer(summary.name));
+        }
+        if summary.has_short_id && summary.short_id >= SHORT_ID_SPACE {
+            return Err(TopologyError::ShortIdOutOfRange {
+                peer: summary.name,
+                short_id: summary.short_id,
+            });
+        }
+        if conns.iter().any(|c| c.name == PeerName::UNKNOWN) {
+            return Err(TopologyError::UnknownPeerName);
+        }
+    }
+    Ok(())
+}
+
+/// Sorts a received connection list by remote name; for duplicate names the last entry wins
+/// (as Go's map assignment does).
+fn normalise(mut conns: Vec<ConnectionSummary>) -> Vec<ConnectionSummary> {
+    if conns
+        .windows(2)
+        .all(|w| matches!(w, [a, b] if a.name < b.name))
+    {
+        return conns;
+    }
+    conns.sort_by_key(|c| c.name); // stable: duplicates keep their received order
+    let mut out: Vec<ConnectionSummary> = Vec::with_capacity(conns.len());
+    for c in conns {
+        match out.last_mut() {
+            Some(last) if last.name == c.name => *last = c,
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // In tests a panic is the failed assertion.
+mod tests {
+    use super::*;
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+
+    fn pn(n: u64) -> PeerName {
+        PeerName(n)
+    }
+
+    fn summary(n: u64, uid: u64, version: u64) -> PeerSummary {
+        PeerSummary {
+            name: pn(n),
+            nick_name: format!("nick{n}"),
+            uid,
+            version,
+            short_id: n as u16,
+            has_short_id: true,
+        }
+    }
+
+    fn conn(n: u64, established: bool) -> ConnectionSummary {
+        ConnectionSummary {
+            name: pn(n),
+            remote_tcp_addr: format!("10.0.0.{n}:6783"),
+            outbound: true,
+            established,
+        }
+    }
+
+    fn peers(n: u64) -> Peers {
+        Peers::new(pn(n), format!("nick{n}"), 100 + n, n as u16)
+    }
+
+    #[test]
+    fn new_peer_knows_only_itself() {
+        let p = peers(1);
+        assert_eq!(p.len(), 1);
+        assert_eq!(p.all_names(), vec![pn(1)]);
+        let s = p.our_summary();
+        assert_eq!(
+            (s.version, s.uid, s.short_id, s.has_short_id),
+            (0, 101, 1, true)
+        );
+        assert_eq!(p.by_short_id(1), Some(pn(1)));
+        assert!(p.get(pn(1)).is_some_and(|(_, c)| c.is_empty()));
+    }
+
+    #[test]
+    fn local_connection_lifecycle_bumps_version() {
+        let mut p = peers(1);
+        let added = p.add_local_connection(&summary(2, 202, 7), "10.0.0.2:6783".into(), true);
+        assert!(added.new_or_restarted, "unknown peer is new");
+        assert_eq!(p.our_summary().version, 1);
+        // An inserted remote starts at version 0 whatever it claimed.
+        assert_eq!(p.get(pn(2)).map(|(s, _)| s.version), Some(0));
+        let c = p.local_connection(pn(2)).cloned();
+        assert_eq!(
+            c,
+            Some(ConnectionSummary {
+                name: pn(2),
+                remote_tcp_addr: "10.0.0.2:6783".into(),
+                outbound: true,
+                established: false,
+            })
+        );
+        assert!(p.establish_local_connection(pn(2)));
+        assert_eq!(p.our_summary().version, 2);
+        assert!(p.local_connection(pn(2)).is_some_and(|c| c.established));
+        assert!(!p.establish_local_connection(pn(3)), "unknown connection");
+        assert_eq!(p.our_summary().version, 2);
+        // Deleting GCs the now unreachable peer synchronously.
+        let gone = p.delete_local_connection(pn(2));
+        assert_eq!(gone.iter().map(|s| s.name).collect::<Vec<_>>(), vec![pn(2)]);
+        assert_eq!(p.our_summary().version, 3);
+        assert_eq!(p.len(), 1);
+        assert!(p.delete_local_connection(pn(2)).is_empty());
+        assert_eq!(
+            p.our_summary().version,
+            3,
+            "deleting nothing changes nothing"
+        );
+    }
+
+    #[test]
+    fn add_local_connection_ignores_ourself_and_replaces_duplicates() {
+        let mut p = peers(1);
+        let r = p.add_local_connection(&summary(1, 101, 0), String::new(), true);
+        assert!(!r.new_or_restarted);
+        assert_eq!(p.our_summary().version, 0);
+        p.add_local_connection(&summary(2, 202, 0), "a".into(), true);
+        p.add_local_connection(&summary(2, 202, 0), "b".into(), false);
+        let (_, conns) = p.get(pn(1)).unwrap();
+        assert_eq!(conns.len(), 1);
+        assert_eq!(conns[0].remote_tcp_addr, "b");
+        assert!(!conns[0].outbound);
+    }
+
+    #[test]
+    fn new_or_restarted_detection() {
+        let mut p = peers(1);
+        p.add_local_connection(&summary(2, 202, 0), "x".into(), true);
+        p.establish_local_connection(pn(2));
+        // Peer 2 reports its established connection back: now 2 is reachable symmetrically.
+        p.apply_update(vec![(
+            summary(2, 202, 2),
+            vec![conn(1, true), conn(3, true)],
+        )])
+        .unwrap();
+        p.apply_update(vec![(summary(3, 303, 2), vec![conn(2, true)])])
+            .unwrap();
+        // 3 is reachable over established symmetric connections: not new.
+        let r = p.add_local_connection(&summary(3, 303, 0), "y".into(), false);
+        assert!(!r.new_or_restarted);
+        // Same name, other UID: restarted.
+        p.delete_local_connection(pn(3));
+        let r = p.add_local_connection(&summary(3, 999, 0), "y".into(), false);
+        assert!(r.new_or_restarted);
+        // Known but only reachable over a non-established connection: new.
+        let mut q = peers(1);
+        q.add_local_connection(&summary(2, 202, 0), "x".into(), true);
+        q.apply_update(vec![(
+            summary(2, 202, 2),
+            vec![conn(1, false), conn(3, false)],
+        )])
+        .unwrap();
+        q.apply_update(vec![(summary(3, 303, 2), vec![conn(2, false)])])
+            .unwrap();
+        let r = q.add_local_connection(&summary(3, 303, 0), "y".into(), false);
+        assert!(r.new_or_restarted);
+        // A placeholder (UID 0) counts as restarted.
+        let mut z = peers(1);
+        z.add_local_connection(&summary(2, 202, 0), "x".into(), true);
+        z.apply_update(vec![(summary(2, 202, 1), vec![conn(4, true)])])
+            .unwrap();
+        assert_eq!(z.get(pn(4)).map(|(s, _)| s.uid), Some(0));
+        let r = z.add_local_connection(&summary(4, 404, 0), "w".into(), true);
+        assert!(r.new_or_restarted);
+        // The entry is kept (still the placeholder) until gossip replaces it.
+        assert_eq!(z.get(pn(4)).map(|(s, _)| s.uid), Some(0));
+    }
+
+    #[test]
+    fn unknown_peers_are_created_and_placeholders_added() {
+        let mut p = peers(1);
+        let u = p
+            .apply_update(vec![(
+                summary(2, 202, 5),
+                vec![conn(3, true), conn(1, false)],
+            )])
+            .unwrap();
+        assert_eq!(u.received, vec![pn(2)]);
+        assert_eq!(u.improved, vec![pn(2)]);
+        assert!(!u.announce_self);
+        let (s3, c3) = p.get(pn(3)).unwrap();
+        assert_eq!(
+            s3,
+            PeerSummary {
+                name: pn(3),
+                ..PeerSummary::default()
+            }
+        );
+        assert!(c3.is_empty());
+        let (s2, c2) = p.get(pn(2)).unwrap();
+        assert_eq!(s2, summary(2, 202, 5));
+        assert_eq!(
+            c2.iter().map(|c| c.name).collect::<Vec<_>>(),
+            vec![pn(1), pn(3)]
+        );
+        assert_eq!(p.len(), 3);
+        // A placeholder is replaced by a real summary, even at version 0.
+        let u = p.apply_update(vec![(summary(3, 303, 0), vec![])]).unwrap();
+        assert_eq!(u.improved, vec![pn(3)]);
+        assert_eq!(p.get(pn(3)).map(|(s, _)| s.uid), Some(303));
+    }
+
+    #[test]
+    fn merge_precedence_version_uid_short_id() {
+        let mut p = peers(1);
+        p.apply_update(vec![(summary(2, 500, 5), vec![conn(3, true)])])
+            .unwrap();
+        let mut apply = |s: PeerSummary, conns: Vec<ConnectionSummary>| {
+            p.apply_update(vec![(s, conns)]).unwrap().improved == vec![pn(2)]
+        };
+        // Lower version loses, whatever the UID.
+        assert!(!apply(summary(2, 900, 4), vec![]));
+        // Equal version: lower UID loses, higher UID wins.
+        assert!(!apply(summary(2, 499, 5), vec![]));
+        // Equal version and UID: only gaining a short ID wins.
+        assert!(!apply(summary(2, 500, 5), vec![]));
+        let mut no_short = summary(2, 500, 6);
+        no_short.has_short_id = false;
+        assert!(apply(no_short.clone(), vec![conn(4, true)]));
+        assert!(
+            !apply(no_short.clone(), vec![]),
+            "equal, neither gains a short id"
+        );
+        let mut with_short = no_short;
+        with_short.short_id = 77;
+        with_short.has_short_id = true;
+        assert!(apply(with_short, vec![conn(4, true)]));
+        assert!(
+            !apply(summary(2, 500, 6), vec![]),
+            "old already has a short id"
+        );
+        assert!(
+            apply(summary(2, 501, 6), vec![conn(5, false)]),
+            "higher uid wins"
+        );
+        assert!(
+            apply(summary(2, 1, 7), vec![conn(6, false)]),
+            "higher version wins"
+        );
+        let (s, c) = p.get(pn(2)).unwrap();
+        assert_eq!(s, summary(2, 1, 7));
+        assert_eq!(c.iter().map(|c| c.name).collect::<Vec<_>>(), vec![pn(6)]);
+        assert_eq!(p.by_short_id(2), Some(pn(2)));
+        assert_eq!(p.by_short_id(77), None, "short id re-indexed");
+    }
+
+    #[test]
+    fn skipped_updates_still_create_placeholders() {
+        let mut p = peers(1);
+        p.apply_update(vec![(summary(2, 202, 5), vec![])]).unwrap();
+        let u = p
+            .apply_update(vec![(summary(2, 202, 4), vec![conn(9, true)])])
+            .unwrap();
+        assert!(u.improved.is_empty());
+        assert_eq!(u.received, vec![pn(2)]);
+        assert!(
+            p.get(pn(9)).is_some(),
+            "placeholder created even though skipped"
+        );
+        // And GC removes it, as nothing reachable points to it.
+        let gone = p.garbage_collect();
+        assert!(gone.iter().any(|s| s.name == pn(9)));
+    }
+
+    #[test]
+    fn self_incarnation_bump() {
+        let mut p = peers(1);
+        p.add_local_connection(&summary(2, 202, 0), "x".into(), true); // version 1
+                                                                       // Our own current incarnation: ignored whatever it says.
+        let u = p
+            .apply_update(vec![(summary(1, 101, 50), vec![conn(7, true)])])
+            .unwrap();
+        assert!(!u.announce_self && u.improved.is_empty());
+        assert_eq!(p.our_summary().version, 1);
+        assert_eq!(p.get(pn(1)).map(|(_, c)| c.len()), Some(1));
+        // An old incarnation at a higher version: we jump beyond it.
+        let u = p.apply_update(vec![(summary(1, 55, 50), vec![])]).unwrap();
+        assert!(u.announce_self);
+        assert_eq!(u.received, vec![pn(1)]);
+        assert!(u.improved.is_empty());
+        assert_eq!(p.our_summary().version, 51);
+        assert_eq!(p.our_summary().uid, 101);
+        // Equal version also bumps (>=), lower does not.
+        assert!(
+            p.apply_update(vec![(summary(1, 55, 51), vec![])])
+                .unwrap()
+                .announce_self
+        );
+        assert_eq!(p.our_summary().version, 52);
+        assert!(
+            !p.apply_update(vec![(summary(1, 55, 10), vec![])])
+                .unwrap()
+                .announce_self
+        );
+        assert_eq!(p.our_summary().version, 52);
+    }
+
+    #[test]
+    fn connection_lists_are_normalised() {
+        let mut p = peers(1);
+        let mut late = conn(3, false);
+        late.remote_tcp_addr = "late".into();
+        p.apply_update(vec![(
+            summary(2, 202, 1),
+            vec![conn(4, true), conn(3, true), late],
+        )])
+        .unwrap();
+        let (_, c) = p.get(pn(2)).unwrap();
+        assert_eq!(
+            c.iter().map(|c| c.name).collect::<Vec<_>>(),
+            vec![pn(3), pn(4)]
+        );
+        assert_eq!(c[0].remote_tcp_addr, "late", "last duplicate wins");
+    }
+
+    #[test]
+    fn invalid_updates_are_rejected_atomically() {
+        let mut p = peers(1);
+        let before = p.summaries(&p.all_names());
+        let bad = vec![
+            (summary(2, 202, 1), vec![conn(3, true)]),
+            (summary(0, 1, 1), vec![]),
+        ];
+        assert_eq!(p.apply_update(bad), Err(TopologyError::UnknownPeerName));
+        let bad = vec![(summary(2, 202, 1), vec![conn(0, true)])];
+        assert_eq!(p.apply_update(bad), Err(TopologyError::UnknownPeerName));
+        let bad = vec![(summary(2, 202, 1), vec![]), (summary(2, 202, 2), vec![])];
+        assert_eq!(
+            p.apply_update(bad),
+            Err(TopologyError::DuplicatePeer(pn(2)))
+        );
+        let mut s = summary(2, 202, 1);
+        s.short_id = 4096;
+        assert_eq!(
+            p.apply_update(vec![(s, vec![])]),
+            Err(TopologyError::ShortIdOutOfRange {
+                peer: pn(2),
+                short_id: 4096
+            })
+        );
+        assert_eq!(p.summaries(&p.all_names()), before);
+        assert_eq!(
+            TopologyError::DuplicatePeer(pn(2)).to_string(),
+            "topology update describes peer 00:00:00:00:00:02 more than once"
+        );
+    }
+
+    #[test]
+    fn gc_keeps_reachable_and_locally_connected_peers() {
+        let mut p = peers(1);
+        p.add_local_connection(&summary(2, 202, 0), "x".into(), true);
+        // 2 says it has no connections at all; it is still kept (local ref).
+        p.apply_update(vec![(summary(2, 202, 1), vec![])]).unwrap();
+        // 3 and 4 are learnt via 2's neighbours but 2 does not list them: unreachable.
+        p.apply_update(vec![
+            (summary(3, 303, 1), vec![conn(4, true)]),
+            (summary(4, 404, 1), vec![conn(3, true)]),
+        ])
+        .unwrap();
+        assert_eq!(p.len(), 4);
+        let gone: Vec<_> = p.garbage_collect().into_iter().map(|s| s.name).collect();
+        assert_eq!(gone, vec![pn(3), pn(4)]);
+        assert_eq!(p.all_names(), vec![pn(1), pn(2)]);
+        // Reachability uses all connections, not only established ones, and is directed.
+        p.apply_update(vec![
+            (summary(2, 202, 2), vec![conn(5, false)]),
+            (summary(5, 505, 1), vec![conn(6, false)]),
+            (summary(6, 606, 1), vec![]),
+            (summary(7, 707, 1), vec![conn(2, true)]),
+        ])
+        .unwrap();
+        let gone: Vec<_> = p.garbage_collect().into_iter().map(|s| s.name).collect();
+        assert_eq!(gone, vec![pn(7)], "7 points to us but nothing points to 7");
+        assert_eq!(p.all_names(), vec![pn(1), pn(2), pn(5), pn(6)]);
+        // Deleting the local connection GCs the whole now unreachable subtree at once.
+        let gone: Vec<_> = p
+            .delete_local_connection(pn(2))
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+        assert_eq!(gone, vec![pn(2), pn(5), pn(6)]);
+        assert_eq!(p.len(), 1);
+    }
+
+    #[test]
+    fn gc_frees_short_ids() {
+        let mut p = peers(1);
+        p.apply_update(vec![(summary(9, 909, 1), vec![])]).unwrap();
+        assert_eq!(p.by_short_id(9), Some(pn(9)));
+        p.garbage_collect();
+        assert_eq!(p.by_short_id(9), None);
+    }
+
+    #[test]
+    fn summaries_and_lookups() {
+        let mut p = peers(5);
+        p.add_local_connection(&summary(2, 202, 0), "x".into(), true);
+        p.apply_update(vec![(
+            summary(2, 202, 3),
+            vec![conn(5, true), conn(8, false)],
+        )])
+        .unwrap();
+        assert_eq!(p.all_names(), vec![pn(2), pn(5), pn(8)]);
+        let s = p.summaries(&[pn(8), pn(42), pn(5)]);
+        assert_eq!(s.len(), 2, "unknown names skipped");
+        assert_eq!(s[0].0.name, pn(8));
+        assert_eq!(s[1].0, p.our_summary());
+        assert_eq!(s[1].1.len(), 1);
+        assert_eq!(p.by_nickname_or_name("nick2"), Some(pn(2)));
+        assert_eq!(p.by_nickname_or_name("00:00:00:00:00:08"), Some(pn(8)));
+        assert_eq!(p.by_nickname_or_name("::5"), Some(pn(5)));
+        assert_eq!(p.by_nickname_or_name("::42"), None);
+        assert_eq!(p.by_nickname_or_name("nobody"), None);
+        assert_eq!(p.connection_counts(), (1, 2));
+    }
+
+    #[test]
+    fn short_id_collision_lowest_name_keeps_it() {
+        let mut rng = StdRng::seed_from_u64(1);
+        // We are 5 with short id 5; a higher-named peer with the same id does not bump us.
+        let mut p = peers(5);
+        let mut s = summary(9, 909, 1);
+        s.short_id = 5;
+        p.apply_update(vec![(s, vec![])]).unwrap();
+        assert_eq!(p.by_short_id(5), Some(pn(5)));
+        assert!(!p.resolve_short_id_collision(&mut rng));
+        // A lower-named one does: we move to a free id and bump our version.
+        let mut s = summary(3, 303, 1);
+        s.short_id = 5;
+        p.apply_update(vec![(s, vec![])]).unwrap();
+        assert_eq!(p.by_short_id(5), Some(pn(3)));
+        let v = p.our_summary().version;
+        assert!(p.resolve_short_id_collision(&mut rng));
+        let ours = p.our_summary();
+        assert_eq!(ours.version, v + 1);
+        assert_ne!(ours.short_id, 5);
+        assert!(ours.short_id < SHORT_ID_SPACE);
+        assert_eq!(p.by_short_id(ours.short_id), Some(pn(5)));
+        assert!(!p.resolve_short_id_collision(&mut rng), "settled");
+    }
+
+    #[test]
+    fn short_id_exhaustion_and_dense_space() {
+        let mut rng = StdRng::seed_from_u64(2);
+        let mut p = Peers::new(pn(10_000), "us".into(), 1, 0);
+        // Fill all ids except 4000 with lower-named peers (id 0 included: we are bumped).
+        let update: Vec<_> = (0..SHORT_ID_SPACE)
+            .filter(|&id| id != 4000)
+            .map(|id| {
+                let mut s = summary(u64::from(id) + 1, 7, 1);
+                s.short_id = id;
+                (s, vec![])
+            })
+            .collect();
+        p.apply_update(update).unwrap();
+        assert!(
+            p.resolve_short_id_collision(&mut rng),
+            "falls back to counting free ids"
+        );
+        assert_eq!(p.our_summary().short_id, 4000);
+        // Now take 4000 too with a lower name: nothing is free.
+        let mut s = summary(5000, 7, 1);
+        s.short_id = 4000;
+        p.apply_update(vec![(s, vec![])]).unwrap();
+        let v = p.our_summary().version;
+        assert!(!p.resolve_short_id_collision(&mut rng));
+        assert_eq!(p.our_summary().version, v);
+    }
+}

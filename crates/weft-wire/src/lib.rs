@@ -5,8 +5,23 @@
 //! framing and the topology payload. Decoders are strict (trailing bytes, oversize lengths and
 //! malformed input are errors, never panics) because every byte here may come from a hostile
 //! peer. No I/O and no clocks live in this crate.
+//!
+//! Left out: encryption (NaCl framing of TCP and UDP), which wraps these formats, and the
+//! channel-specific gossip payloads of IPAM and DNS, which their owners build on [`gob`].
 #![warn(missing_docs)]
 
+mod error;
+pub mod features;
+pub mod frame;
+pub mod gob;
+pub mod header;
 pub mod peer;
+pub mod protocol;
+pub mod sleeve;
+pub mod topology;
 
+#[cfg(any(fuzzing, test))]
+pub mod fuzzing;
+
+pub use error::{DecodeError, EncodeError};
 pub use peer::{ConnectionSummary, PeerName, PeerSummary};

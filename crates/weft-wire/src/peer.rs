@@ -29,7 +29,9 @@ impl PeerName {
         if b.len() != PEER_NAME_LEN {
             return None;
         }
-        Some(Self(b.iter().fold(0u64, |acc, &x| (acc << 8) | u64::from(x))))
+        Some(Self(
+            b.iter().fold(0u64, |acc, &x| (acc << 8) | u64::from(x)),
+        ))
     }
 
     /// The 6-byte big-endian binary form.
@@ -130,6 +132,7 @@ pub struct ConnectionSummary {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // In tests a panic is the failed assertion.
 mod tests {
     use super::*;
 
@@ -142,7 +145,15 @@ mod tests {
         assert_eq!("1::".parse::<PeerName>().unwrap().0, 0x010000000000);
         assert_eq!("12:34::56".parse::<PeerName>().unwrap().0, 0x123400000056);
         assert_eq!(PeerName::from_bytes(&n.to_bytes()), Some(n));
-        for bad in ["", "aa:bb", "1:2:3:4:5:6:7", "::1::", "zz::", "123::", "1:2:3::4:5:6"] {
+        for bad in [
+            "",
+            "aa:bb",
+            "1:2:3:4:5:6:7",
+            "::1::",
+            "zz::",
+            "123::",
+            "1:2:3::4:5:6",
+        ] {
             assert!(bad.parse::<PeerName>().is_err(), "{bad}");
         }
         assert_eq!(

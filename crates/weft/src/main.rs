@@ -1,1 +1,200 @@
-fn main() {}
+//! `weft` (also answers to `weave`): the command line users drive the network with, and —
+//! as the hidden `weft router` — the router daemon itself.
+//!
+//! Commands, flags, outputs and exit codes follow Weave Net's `weave` script so that scripts
+//! written for it keep working. Top-level dispatch is by hand because Weave's grammar (an
+//! unknown command prints `Unknown weave command`, `<cmd> --help` prints the usage) is not
+//! clap's; each command's flags are parsed with clap.
+
+mod client;
+mod launch;
+
+use std::process::ExitCode;
+
+use client::Reply;
+
+pub(crate) const USAGE: &str = "Usage:
+
+weft --help | help
+     setup
+     version
+
+weft launch        <same arguments as 'weft launch-router'>
+     launch-router [--password <pass>] [--trusted-subnets <cidr>,...]
+                   [--host <ip_address>]
+                   [--name <mac>] [--nickname <nickname>]
+                   [--no-restart] [--resume] [--no-discovery] [--no-dns]
+                   [--conn-limit <n>] [--port <port>] [--no-docker]
+                   [--log-level debug|info|warning|error]
+                   [--ipalloc-range <cidr> [--ipalloc-default-subnet <cidr>]]
+                   [--ipalloc-init <mode>]
+                   <peer> ...
+
+weft status        [targets | connections | peers]
+     report        [-f <format>]
+
+weft connect       [--replace] [<peer> ...]
+     forget        <peer> ...
+
+weft stop
+weft reset         [--force]
+
+where <peer>    = <ip_address_or_fqdn>[:<port>]
+      <mode>    = consensus[=<count>] | seed=<mac>,... | observer
+
+Every command honours WEFT_STATE_DIR (default /var/lib/weft), WEFT_RUN_DIR (default
+/run/weft), WEAVE_HTTP_ADDR (default 127.0.0.1:6784) and WEAVE_STATUS_ADDR
+(default 127.0.0.1:6782).
+";
+
+/// The name the binary was invoked as, for messages (`weft` or `weave`).
+pub(crate) fn prog() -> String {
+    std::env::args()
+        .next()
+        .and_then(|a| {
+            std::path::Path::new(&a)
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+        })
+        .filter(|n| n == "weave")
+        .unwrap_or_else(|| "weft".into())
+}
+
+pub(crate) fn http_addr() -> String {
+    std::env::var("WEAVE_HTTP_ADDR").unwrap_or_else(|_| "127.0.0.1:6784".into())
+}
+
+fn usage_error() -> ExitCode {
+    eprint!("{USAGE}");
+    ExitCode::from(1)
+}
+
+/// Prints a reply the way Weave's `http_call` does and returns the exit code.
+pub(crate) fn print_reply(r: Reply) -> ExitCode {
+    match r {
+        Reply::Ok(body) => {
+            print!("{body}");
+            ExitCode::SUCCESS
+        }
+        Reply::NotFound => ExitCode::from(4),
+        Reply::Failed(_, body) => {
+            eprint!("{body}");
+            ExitCode::from(1)
+        }
+        Reply::Down(_) => not_running(),
+    }
+}
+
+pub(crate) fn not_running() -> ExitCode {
+    eprintln!("{} router is not running. Have you launched it?", prog());
+    ExitCode::from(1)
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(cmd) = args.first() else {
+        return usage_error();
+    };
+    let rest = &args[1..];
+    if rest.first().is_some_and(|a| a == "--help")
+        && !matches!(
+            cmd.as_str(),
+            "launch" | "launch-router" | "router" | "version"
+        )
+    {
+        print!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
+    match cmd.as_str() {
+        "help" | "--help" => {
+            print!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        "router" => launch::router(rest),
+        "launch" | "launch-router" => launch::launch(rest),
+        "stop" | "stop-router" => launch::stop(),
+        "reset" => launch::reset(rest),
+        "version" => version(),
+        "status" => status(rest),
+        "report" => report(rest),
+        "connect" => connect(rest),
+        "forget" => forget(rest),
+        _ => {
+            eprintln!("Unknown {} command '{cmd}'", prog());
+            usage_error()
+        }
+    }
+}
+
+fn version() -> ExitCode {
+    let v = env!("CARGO_PKG_VERSION");
+    println!("{} script {v}", prog());
+    match client::get_query(&http_addr(), "/report", &[("format", "{{.Version}}")]) {
+        Reply::Ok(rv) => println!("{} {}", prog(), rv.trim()),
+        _ => println!("{} {v}", prog()),
+    }
+    ExitCode::SUCCESS
+}
+
+fn status(rest: &[String]) -> ExitCode {
+    match rest {
+        [] => match client::get(&http_addr(), "/status", false) {
+            Reply::Ok(body) => {
+                print!("\n{body}\n");
+                ExitCode::SUCCESS
+            }
+            other => print_reply(other),
+        },
+        [sub] => match client::get(&http_addr(), &format!("/status/{sub}"), false) {
+            Reply::NotFound => {
+                eprintln!("Invalid '{} status' sub-command: {sub}", prog());
+                usage_error()
+            }
+            other => print_reply(other),
+        },
+        _ => usage_error(),
+    }
+}
+
+fn report(rest: &[String]) -> ExitCode {
+    match rest {
+        [] => print_reply(client::get(&http_addr(), "/report", true)),
+        [f, tpl] if f == "-f" || f == "--format" => print_reply(client::get_query(
+            &http_addr(),
+            "/report",
+            &[("format", tpl)],
+        )),
+        [f] if f.starts_with("--format=") => {
+            let tpl = &f["--format=".len()..];
+            print_reply(client::get_query(
+                &http_addr(),
+                "/report",
+                &[("format", tpl)],
+            ))
+        }
+        _ => usage_error(),
+    }
+}
+
+fn connect(rest: &[String]) -> ExitCode {
+    let (replace, peers) = match rest.split_first() {
+        Some((f, peers)) if f == "--replace" => (true, peers),
+        _ => (false, rest),
+    };
+    if peers.is_empty() && !replace {
+        return usage_error();
+    }
+    let mut form: Vec<(&str, &str)> = peers.iter().map(|p| ("peer", p.as_str())).collect();
+    if replace {
+        form.push(("replace", "true"));
+    }
+    print_reply(client::post_form(&http_addr(), "/connect", &form))
+}
+
+fn forget(rest: &[String]) -> ExitCode {
+    if rest.is_empty() {
+        return usage_error();
+    }
+    let form: Vec<(&str, &str)> = rest.iter().map(|p| ("peer", p.as_str())).collect();
+    print_reply(client::post_form(&http_addr(), "/forget", &form))
+}

@@ -1,1 +1,197 @@
-//! placeholder
+//! weftd: the weft router daemon — the tokio drivers around weft-core's state machines, the
+//! HTTP API, status formats, metrics and persistent state.
+//!
+//! [`run`] is what `weft launch` starts in the background (`weft router …`).
+#![warn(missing_docs)]
+
+pub mod driver;
+pub mod http;
+pub mod metrics;
+pub mod status;
+pub mod store;
+pub mod template;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use rand::Rng;
+use tokio::sync::mpsc;
+use weft_core::handshake::LocalIdentity;
+use weft_core::mesh::{Mesh, MeshConfig};
+use weft_wire::PeerName;
+
+use crate::status::RouterInfo;
+use crate::store::Store;
+
+/// Everything the router needs to start.
+#[derive(Debug, Clone)]
+pub struct RouterConfig {
+    /// `--name`; else the persisted name; else a new random one.
+    pub name: Option<PeerName>,
+    /// `--nickname`.
+    pub nickname: String,
+    /// `--port`.
+    pub port: u16,
+    /// `--host`: listen and dial-from address.
+    pub host: Option<IpAddr>,
+    /// `--conn-limit`.
+    pub conn_limit: usize,
+    /// `--no-discovery` negated.
+    pub discovery: bool,
+    /// Peers from the command line.
+    pub peers: Vec<String>,
+    /// `--resume`: use the persisted targets instead.
+    pub resume: bool,
+    /// `WEFT_STATE_DIR`.
+    pub state_dir: PathBuf,
+    /// `WEFT_RUN_DIR`.
+    pub run_dir: PathBuf,
+    /// Control API address.
+    pub http_addr: SocketAddr,
+    /// Status and metrics address.
+    pub status_addr: Option<SocketAddr>,
+}
+
+/// Why the router could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// State database trouble.
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    /// A listener could not be bound.
+    #[error("cannot listen on {0}: {1}")]
+    Bind(String, std::io::Error),
+    /// Flags that contradict each other.
+    #[error("{0}")]
+    Config(String),
+    /// Files under the run dir.
+    #[error("{0}: {1}")]
+    Io(PathBuf, std::io::Error),
+}
+
+/// A locally administered unicast MAC, as Weave Net's generated names are.
+fn random_peer_name() -> PeerName {
+    let mut b: [u8; 6] = rand::thread_rng().gen();
+    b[0] = (b[0] & 0xfe) | 0x02;
+    PeerName::from_bytes(&b).unwrap_or(PeerName(0x0200_0000_0001))
+}
+
+/// Chooses and persists the peer name: `--name`, else the stored one, else a new one.
+pub fn peer_name(cfg_name: Option<PeerName>, store: &Store) -> Result<PeerName, StartError> {
+    let name = match cfg_name {
+        Some(n) => n,
+        None => match store.peer_name()? {
+            Some(n) => n,
+            None => random_peer_name(),
+        },
+    };
+    store.set_peer_name(name)?;
+    Ok(name)
+}
+
+/// Runs the router until SIGTERM/SIGINT.
+pub async fn run(cfg: RouterConfig) -> Result<(), StartError> {
+    if cfg.resume && !cfg.peers.is_empty() {
+        return Err(StartError::Config(
+            "You must not specify an initial peer list in conjunction with --resume".into(),
+        ));
+    }
+    let store = Arc::new(Store::open(&cfg.state_dir)?);
+    let name = peer_name(cfg.name, &store)?;
+    let peers = if cfg.resume {
+        store.direct_peers()?
+    } else {
+        cfg.peers.clone()
+    };
+    std::fs::create_dir_all(&cfg.run_dir).map_err(|e| StartError::Io(cfg.run_dir.clone(), e))?;
+    let mut rng = rand::thread_rng();
+    let identity = LocalIdentity {
+        name,
+        nick_name: cfg.nickname.clone(),
+        uid: rng.gen_range(1..=u64::MAX),
+        short_id: rng.gen_range(0..4096),
+    };
+    let listen = SocketAddr::new(cfg.host.unwrap_or(IpAddr::from([0, 0, 0, 0])), cfg.port);
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| StartError::Bind(format!("tcp {listen}"), e))?;
+    let udp = tokio::net::UdpSocket::bind(listen)
+        .await
+        .map_err(|e| StartError::Bind(format!("udp {listen}"), e))?;
+    let http = tokio::net::TcpListener::bind(cfg.http_addr)
+        .await
+        .map_err(|e| StartError::Bind(format!("http {}", cfg.http_addr), e))?;
+    let status_listener = match cfg.status_addr {
+        Some(a) => Some(
+            tokio::net::TcpListener::bind(a)
+                .await
+                .map_err(|e| StartError::Bind(format!("status {a}"), e))?,
+        ),
+        None => None,
+    };
+    tracing::info!(
+        "Command line peers: {:?}; our name is {}({})",
+        peers,
+        name,
+        cfg.nickname
+    );
+    let mesh_cfg = MeshConfig {
+        identity: identity.clone(),
+        port: cfg.port,
+        conn_limit: cfg.conn_limit,
+        discovery: cfg.discovery,
+    };
+    let mesh = Mesh::new(mesh_cfg, rng.gen(), Instant::now());
+    let (cmd_tx, cmd_rx) = mpsc::channel(64);
+    let info = Arc::new(RouterInfo {
+        encryption: false,
+        trusted_subnets: Vec::new(),
+    });
+    let api = http::Api {
+        commands: cmd_tx,
+        info,
+    };
+    if let Some(l) = status_listener {
+        let routes = http::status_routes(api.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(l, routes).await;
+        });
+    }
+    tokio::spawn(async move {
+        let _ = axum::serve(http, http::control_routes(api)).await;
+    });
+    let driver = driver::Driver {
+        identity,
+        listener,
+        udp,
+        host: cfg.host,
+        store,
+    };
+    let pid_file = cfg.run_dir.join("weft.pid");
+    std::fs::write(&pid_file, format!("{}\n", std::process::id()))
+        .map_err(|e| StartError::Io(pid_file.clone(), e))?;
+    tokio::select! {
+        () = driver.run(mesh, peers, cmd_rx) => {}
+        () = shutdown_signal() => tracing::info!("=> shutting down"),
+    }
+    let _ = std::fs::remove_file(&pid_file);
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

@@ -1,0 +1,1004 @@
+//! The mesh router as one sans-IO state machine: the local peer, its live connections, the
+//! topology view, routes, the connection maker and gossip relay.
+//!
+//! The driver (weftd) owns sockets and the clock. It tells the [`Mesh`] what happened —
+//! a connection finished its intro ([`Mesh::handle_connection_ready`]), a frame arrived
+//! ([`Mesh::handle_frame`]), a UDP datagram arrived ([`Mesh::handle_datagram`]), a socket
+//! closed, a timer fired — and then drains [`Mesh::poll_event`] for what to do: bytes to
+//! send, connections to close, addresses to dial. [`Mesh::poll_timeout`] says when to call
+//! [`Mesh::handle_timeout`] next.
+//!
+//! Connections count as established the way Weave Net's sleeve overlay decides it: each side
+//! sends 42-byte UDP heartbeats carrying the connection uid; whoever receives one answers
+//! `ConnectionEstablished` over TCP, and the side that receives that marks the connection
+//! established. That is what a Go peer needs before it stops calling a connection pending.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use weft_wire::protocol::ProtocolMsg;
+use weft_wire::{frame, sleeve, topology as topo_wire, PeerName, PeerSummary};
+
+use crate::connection_maker::{ConnectedAddr, ConnectionMaker, Termination};
+use crate::handshake::{LocalIdentity, RemoteFeatures, PROTOCOL_MAX_VERSION, PROTOCOL_MIN_VERSION};
+use crate::routes::Routes;
+use crate::topology::Peers;
+
+/// Name of the topology gossip channel.
+pub const TOPOLOGY_CHANNEL: &str = "topology";
+/// TCP heartbeat period.
+pub const TCP_HEARTBEAT: Duration = Duration::from_secs(30);
+/// Sleeve heartbeat period until the connection is established.
+pub const FAST_HEARTBEAT: Duration = Duration::from_millis(500);
+/// Sleeve heartbeat period once established.
+pub const SLOW_HEARTBEAT: Duration = Duration::from_secs(10);
+/// Silence on the UDP path after which the connection is torn down.
+pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Coalescing delay for topology updates.
+pub const TOPOLOGY_UPDATE_DELAY: Duration = Duration::from_secs(1);
+/// Delay before garbage-collecting after a received update.
+pub const GC_DELAY: Duration = Duration::from_secs(1);
+/// Period of full-state gossip.
+pub const GOSSIP_INTERVAL: Duration = Duration::from_secs(30);
+
+/// A live connection's id, chosen by the driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConnId(pub u64);
+
+/// Static configuration of the local router.
+#[derive(Debug, Clone)]
+pub struct MeshConfig {
+    /// Our identity.
+    pub identity: LocalIdentity,
+    /// The mesh port (TCP and sleeve UDP).
+    pub port: u16,
+    /// Maximum number of connections; 0 = unlimited.
+    pub conn_limit: usize,
+    /// Whether to connect to peers learnt through gossip.
+    pub discovery: bool,
+}
+
+/// Which side opened a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The remote dialled us.
+    Inbound,
+    /// We dialled `dial_addr`.
+    Outbound {
+        /// The target address we dialled.
+        dial_addr: SocketAddr,
+        /// Whether an unknown remote name is acceptable (direct target).
+        accept_new_peer: bool,
+    },
+}
+
+/// Something the driver must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MeshEvent {
+    /// Open a TCP connection and run the intro, then call `handle_connection_ready` or
+    /// `handle_dial_failed`.
+    Dial {
+        /// Where to connect.
+        addr: SocketAddr,
+        /// Pass back in [`Origin::Outbound`].
+        accept_new_peer: bool,
+    },
+    /// Write these bytes (already framed) to the connection.
+    Send {
+        /// The connection.
+        conn: ConnId,
+        /// A length-prefixed frame.
+        bytes: Vec<u8>,
+    },
+    /// Close the connection; then call `handle_connection_closed`.
+    Close {
+        /// The connection.
+        conn: ConnId,
+        /// Why, for the log.
+        reason: String,
+    },
+    /// Send a UDP datagram from the mesh port.
+    SendUdp {
+        /// Destination.
+        to: SocketAddr,
+        /// The datagram.
+        datagram: Vec<u8>,
+    },
+    /// The list of direct targets changed: persist it.
+    TargetsChanged(Vec<String>),
+}
+
+/// What `weft status connections` shows for one line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionStatus {
+    /// `ip:port`.
+    pub address: String,
+    /// Whether we dialled.
+    pub outbound: bool,
+    /// established, pending, connecting, retrying, failed, waiting.
+    pub state: String,
+    /// The info column.
+    pub info: String,
+    /// Extra attributes (`mtu`, `encrypted`).
+    pub attrs: BTreeMap<String, String>,
+}
+
+/// One peer as `weft status peers` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerStatus {
+    /// Its summary.
+    pub summary: PeerSummary,
+    /// Its connections as it reported them.
+    pub connections: Vec<PeerConnectionStatus>,
+}
+
+/// One connection of a peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerConnectionStatus {
+    /// Remote end.
+    pub name: PeerName,
+    /// Remote end's nickname, if known.
+    pub nick_name: String,
+    /// `ip:port` as the owner sees it.
+    pub address: String,
+    /// Owner dialled.
+    pub outbound: bool,
+    /// Owner considers it established.
+    pub established: bool,
+}
+
+/// A snapshot of everything the status and report endpoints show about the mesh.
+#[derive(Debug, Clone)]
+pub struct MeshStatus {
+    /// Our summary.
+    pub local: PeerSummary,
+    /// Mesh port.
+    pub port: u16,
+    /// Lowest protocol version offered.
+    pub protocol_min: u8,
+    /// Highest protocol version offered.
+    pub protocol_max: u8,
+    /// Discovery on.
+    pub discovery: bool,
+    /// Direct targets, as given by the user.
+    pub targets: Vec<String>,
+    /// Live connections, then targets not connected.
+    pub connections: Vec<ConnectionStatus>,
+    /// All known peers, ourselves first.
+    pub peers: Vec<PeerStatus>,
+    /// (destination, next hop), established connections only.
+    pub unicast_routes: Vec<(PeerName, PeerName)>,
+    /// (source, next hops), established connections only.
+    pub broadcast_routes: Vec<(PeerName, Vec<PeerName>)>,
+    /// Connections terminated so far (not counting connect-to-self).
+    pub termination_count: u64,
+}
+
+#[derive(Debug)]
+struct Conn {
+    remote: PeerName,
+    remote_nick: String,
+    remote_addr: SocketAddr,
+    origin: Origin,
+    uid: u64,
+    /// We received the remote's `ConnectionEstablished`.
+    established: bool,
+    /// We answered the remote's heartbeat with `ConnectionEstablished`.
+    sent_established: bool,
+    udp_addr: Option<SocketAddr>,
+    last_udp_rx: Instant,
+    next_udp_heartbeat: Instant,
+    next_tcp_heartbeat: Instant,
+}
+
+/// The mesh router state machine. See the module docs for how to drive it.
+#[derive(Debug)]
+pub struct Mesh {
+    cfg: MeshConfig,
+    peers: Peers,
+    routes: Routes,
+    routes_dirty: bool,
+    maker: ConnectionMaker,
+    conns: BTreeMap<ConnId, Conn>,
+    by_remote: BTreeMap<PeerName, ConnId>,
+    rng: StdRng,
+    events: VecDeque<MeshEvent>,
+    pending_update: BTreeSet<PeerName>,
+    update_at: Option<Instant>,
+    gc_at: Option<Instant>,
+    gossip_at: Instant,
+    relayed: HashMap<u64, (Instant, Vec<u8>)>,
+    termination_count: u64,
+}
+
+impl Mesh {
+    /// Creates the router. `seed` feeds every random choice, so runs are reproducible.
+    pub fn new(cfg: MeshConfig, seed: u64, now: Instant) -> Self {
+        let id = &cfg.identity;
+        let peers = Peers::new(id.name, id.nick_name.clone(), id.uid, id.short_id);
+        let routes = Routes::calculate(&peers);
+        let maker = ConnectionMaker::new(cfg.port, cfg.discovery, cfg.conn_limit, seed ^ 0x5eed);
+        Self {
+            cfg,
+            peers,
+            routes,
+            routes_dirty: false,
+            maker,
+            conns: BTreeMap::new(),
+            by_remote: BTreeMap::new(),
+            rng: StdRng::seed_from_u64(seed),
+            events: VecDeque::new(),
+            pending_update: BTreeSet::new(),
+            update_at: None,
+            gc_at: None,
+            gossip_at: now + GOSSIP_INTERVAL,
+            relayed: HashMap::new(),
+            termination_count: 0,
+        }
+    }
+
+    /// Our peer name.
+    pub fn name(&self) -> PeerName {
+        self.cfg.identity.name
+    }
+
+    /// The topology view (read-only).
+    pub fn peers(&self) -> &Peers {
+        &self.peers
+    }
+
+    /// `weft connect`: adds targets (or replaces them). Returns one error line per bad peer.
+    pub fn connect(
+        &mut self,
+        peers: &[String],
+        replace: bool,
+        resolve: &mut dyn FnMut(&str, u16) -> Result<Vec<SocketAddr>, String>,
+        now: Instant,
+    ) -> Vec<String> {
+        let errs = self
+            .maker
+            .initiate_connections(peers, replace, resolve, now);
+        self.events
+            .push_back(MeshEvent::TargetsChanged(self.maker.direct_peers()));
+        self.refresh_maker(now);
+        errs
+    }
+
+    /// `weft forget`: drops targets; live connections stay up.
+    pub fn forget(&mut self, peers: &[String], now: Instant) {
+        self.maker.forget_connections(peers);
+        self.events
+            .push_back(MeshEvent::TargetsChanged(self.maker.direct_peers()));
+        self.refresh_maker(now);
+    }
+
+    /// The direct targets, as the user gave them.
+    pub fn targets(&self) -> Vec<String> {
+        self.maker.direct_peers()
+    }
+
+    /// A dial or an outbound intro failed before the connection was registered.
+    pub fn handle_dial_failed(&mut self, addr: SocketAddr, error: String, now: Instant) {
+        self.maker.dial_failed(addr, error, now);
+    }
+
+    /// A connection finished its intro. Registers it, or returns the reason to refuse it
+    /// (the driver closes the socket and logs the text; the maker is already told).
+    pub fn handle_connection_ready(
+        &mut self,
+        conn: ConnId,
+        remote: &RemoteFeatures,
+        remote_addr: SocketAddr,
+        origin: Origin,
+        our_conn_id: u64,
+        now: Instant,
+    ) -> Result<(), String> {
+        let result = self.register(conn, remote, remote_addr, origin, our_conn_id, now);
+        if let (Err((reason, how)), Origin::Outbound { dial_addr, .. }) = (&result, origin) {
+            if *how == Termination::Ourself {
+                // Not a termination in Weave's count, but never retried either.
+            } else {
+                self.termination_count += 1;
+            }
+            self.maker
+                .connection_down(dial_addr, *how, Some(reason.clone()), now);
+        }
+        result.map_err(|(reason, _)| reason)
+    }
+
+    fn register(
+        &mut self,
+        conn: ConnId,
+        remote: &RemoteFeatures,
+        remote_addr: SocketAddr,
+        origin: Origin,
+        our_conn_id: u64,
+        now: Instant,
+    ) -> Result<(), (String, Termination)> {
+        let us = &self.cfg.identity;
+        if remote.name == us.name {
+            if remote.uid == us.uid {
+                return Err(("cannot connect to ourself".into(), Termination::Ourself));
+            }
+            return Err((
+                format!(
+                    "local \"{}({})\" and remote \"{}({})\" peer names collision",
+                    us.name, us.nick_name, remote.name, remote.nick_name
+                ),
+                Termination::NameCollision,
+            ));
+        }
+        if let Origin::Outbound {
+            accept_new_peer: false,
+            ..
+        } = origin
+        {
+            if self.peers.get(remote.name).is_none() {
+                return Err((
+                    format!(
+                        "Found unknown remote name: {} at {}",
+                        remote.name, remote_addr
+                    ),
+                    Termination::Other,
+                ));
+            }
+        }
+        let uid = our_conn_id ^ remote.conn_id;
+        if let Some(&dup) = self.by_remote.get(&remote.name) {
+            let dup_uid = self.conns.get(&dup).map_or(0, |c| c.uid);
+            let text = format!(
+                "Multiple connections to {} added to {}",
+                remote.name, us.name
+            );
+            if dup_uid <= uid {
+                if dup_uid == uid {
+                    self.close(dup, text.clone());
+                }
+                return Err((text, Termination::Other));
+            }
+            self.close(dup, text);
+            self.remove_conn(dup, now);
+        }
+        if self.cfg.conn_limit > 0 && self.conns.len() >= self.cfg.conn_limit {
+            return Err((
+                format!("Connection limit reached ({})", self.cfg.conn_limit),
+                Termination::Other,
+            ));
+        }
+        let summary = PeerSummary {
+            name: remote.name,
+            nick_name: remote.nick_name.clone(),
+            uid: remote.uid,
+            version: 0,
+            short_id: remote.short_id.unwrap_or(0),
+            has_short_id: remote.short_id.is_some(),
+        };
+        let outbound = matches!(origin, Origin::Outbound { .. });
+        let added = self
+            .peers
+            .add_local_connection(&summary, remote_addr.to_string(), outbound);
+        tracing::info!(
+            "->[{}|{}({})]: connection added{}",
+            remote_addr,
+            remote.name,
+            remote.nick_name,
+            if added.new_or_restarted {
+                " (new peer)"
+            } else {
+                ""
+            }
+        );
+        let udp_addr = match origin {
+            Origin::Outbound { dial_addr, .. } => Some(dial_addr),
+            Origin::Inbound => None,
+        };
+        self.conns.insert(
+            conn,
+            Conn {
+                remote: remote.name,
+                remote_nick: remote.nick_name.clone(),
+                remote_addr,
+                origin,
+                uid,
+                established: false,
+                sent_established: false,
+                udp_addr,
+                last_udp_rx: now,
+                next_udp_heartbeat: now,
+                next_tcp_heartbeat: now + TCP_HEARTBEAT,
+            },
+        );
+        self.by_remote.insert(remote.name, conn);
+        if let Origin::Outbound { dial_addr, .. } = origin {
+            self.maker.connection_up(dial_addr);
+        }
+        self.routes_dirty = true;
+        if added.new_or_restarted {
+            let all = self.peers.all_names();
+            self.send_topology(conn, TOPOLOGY_CHANNEL, &all);
+        }
+        self.schedule_update(&[remote.name], now);
+        self.refresh_maker(now);
+        self.send_udp_heartbeats(now);
+        Ok(())
+    }
+
+    /// The socket of `conn` closed, or the driver closed it after a `Close` event.
+    pub fn handle_connection_closed(&mut self, conn: ConnId, error: Option<String>, now: Instant) {
+        if let Some(c) = self.conns.get(&conn) {
+            if let Some(e) = &error {
+                tracing::info!(
+                    "->[{}|{}({})]: connection shutting down due to error: {}",
+                    c.remote_addr,
+                    c.remote,
+                    c.remote_nick,
+                    e
+                );
+            }
+            if let Origin::Outbound { dial_addr, .. } = c.origin {
+                self.maker
+                    .connection_down(dial_addr, Termination::Other, error, now);
+            }
+            self.termination_count += 1;
+        }
+        self.remove_conn(conn, now);
+    }
+
+    fn remove_conn(&mut self, conn: ConnId, now: Instant) {
+        let Some(c) = self.conns.remove(&conn) else {
+            return;
+        };
+        if self.by_remote.get(&c.remote) == Some(&conn) {
+            self.by_remote.remove(&c.remote);
+        }
+        tracing::info!(
+            "->[{}|{}({})]: connection deleted",
+            c.remote_addr,
+            c.remote,
+            c.remote_nick
+        );
+        for gone in self.peers.delete_local_connection(c.remote) {
+            tracing::info!("Removed unreachable peer {}({})", gone.name, gone.nick_name);
+        }
+        self.routes_dirty = true;
+        self.schedule_update(&[], now);
+        self.refresh_maker(now);
+    }
+
+    /// A complete frame body arrived on `conn`. Malformed input closes that connection only.
+    pub fn handle_frame(&mut self, conn: ConnId, body: &[u8], now: Instant) {
+        let msg = match ProtocolMsg::decode(body) {
+            Ok(Some(m)) => m,
+            Ok(None) => {
+                tracing::debug!("ignoring blank msg");
+                return;
+            }
+            Err(e) => {
+                self.close(conn, format!("malformed message: {e}"));
+                return;
+            }
+        };
+        if let Err(e) = self.handle_msg(conn, msg, body, now) {
+            self.close(conn, e);
+        }
+    }
+
+    fn handle_msg(
+        &mut self,
+        conn: ConnId,
+        msg: ProtocolMsg,
+        raw: &[u8],
+        now: Instant,
+    ) -> Result<(), String> {
+        match msg {
+            ProtocolMsg::Heartbeat => Ok(()),
+            ProtocolMsg::ConnectionEstablished => {
+                self.mark_established(conn, now);
+                Ok(())
+            }
+            ProtocolMsg::FragmentationReceived | ProtocolMsg::PmtuVerified(_) => Ok(()),
+            ProtocolMsg::OverlayControl(_) => Ok(()),
+            ProtocolMsg::Unknown(tag) => {
+                tracing::debug!("ignoring unknown protocol tag: {tag}");
+                Ok(())
+            }
+            ProtocolMsg::Gossip {
+                channel,
+                src,
+                payload,
+            } => self.on_gossip(conn, &channel, src, payload, now),
+            ProtocolMsg::GossipBroadcast {
+                channel,
+                src,
+                payload,
+            } => self.on_gossip_broadcast(&channel, src, payload, now),
+            ProtocolMsg::GossipUnicast {
+                channel, src, dst, ..
+            } => {
+                if channel == TOPOLOGY_CHANNEL {
+                    return Err(format!("unexpected topology gossip unicast: {src}"));
+                }
+                if dst != self.name() {
+                    self.relay_unicast(dst, raw);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn on_gossip(
+        &mut self,
+        from: ConnId,
+        channel: &str,
+        src: PeerName,
+        payload: Vec<u8>,
+        now: Instant,
+    ) -> Result<(), String> {
+        let _ = from;
+        if channel != TOPOLOGY_CHANNEL {
+            // A channel we do not implement: relay it like Weave's surrogate gossiper,
+            // de-duplicated within one gossip interval so it cannot circulate forever.
+            if self.seen_recently(channel, &payload, now) {
+                return Ok(());
+            }
+            let msg = ProtocolMsg::Gossip {
+                channel: channel.to_string(),
+                src: self.name(),
+                payload,
+            };
+            for hop in self.random_neighbours(src) {
+                self.send_msg_to_peer(hop, &msg);
+            }
+            return Ok(());
+        }
+        let update = topo_wire::decode(&payload).map_err(|e| e.to_string())?;
+        let res = self.peers.apply_update(update).map_err(|e| e.to_string())?;
+        if res.announce_self {
+            self.schedule_update(&[], now);
+        }
+        if !res.improved.is_empty() {
+            self.routes_dirty = true;
+            self.refresh_maker(now);
+            for hop in self.random_neighbours(src) {
+                if let Some(&c) = self.by_remote.get(&hop) {
+                    self.send_topology(c, TOPOLOGY_CHANNEL, &res.improved);
+                }
+            }
+        }
+        self.gc_at.get_or_insert(now + GC_DELAY);
+        Ok(())
+    }
+
+    fn on_gossip_broadcast(
+        &mut self,
+        channel: &str,
+        src: PeerName,
+        payload: Vec<u8>,
+        now: Instant,
+    ) -> Result<(), String> {
+        let relay_payload = if channel == TOPOLOGY_CHANNEL {
+            let update = topo_wire::decode(&payload).map_err(|e| e.to_string())?;
+            let res = self.peers.apply_update(update).map_err(|e| e.to_string())?;
+            if res.announce_self {
+                self.schedule_update(&[], now);
+            }
+            if !res.improved.is_empty() {
+                self.routes_dirty = true;
+                self.refresh_maker(now);
+            }
+            self.gc_at.get_or_insert(now + GC_DELAY);
+            topo_wire::encode(&self.peers.summaries(&res.received))
+        } else {
+            payload
+        };
+        let msg = ProtocolMsg::GossipBroadcast {
+            channel: channel.to_string(),
+            src,
+            payload: relay_payload,
+        };
+        let hops = self.routes().broadcast_all(src).to_vec();
+        for hop in hops {
+            self.send_msg_to_peer(hop, &msg);
+        }
+        Ok(())
+    }
+
+    fn relay_unicast(&mut self, dst: PeerName, raw: &[u8]) {
+        let Some(hop) = self.routes().unicast_all(dst) else {
+            tracing::debug!("unknown relay destination: {dst}");
+            return;
+        };
+        match self.by_remote.get(&hop) {
+            Some(&c) => self.send_raw(c, raw),
+            None => tracing::debug!("unable to find connection to relay peer {hop}"),
+        }
+    }
+
+    fn seen_recently(&mut self, channel: &str, payload: &[u8], now: Instant) -> bool {
+        self.relayed
+            .retain(|_, (at, _)| now.saturating_duration_since(*at) < GOSSIP_INTERVAL);
+        let mut key = Vec::with_capacity(channel.len() + 1 + payload.len());
+        key.extend_from_slice(channel.as_bytes());
+        key.push(0);
+        key.extend_from_slice(payload);
+        let h = fnv64a(&key);
+        match self.relayed.get(&h) {
+            Some((_, seen)) if *seen == key => true,
+            _ => {
+                self.relayed.insert(h, (now, key));
+                false
+            }
+        }
+    }
+
+    /// A UDP datagram arrived on the mesh port from `from`.
+    pub fn handle_datagram(&mut self, from: SocketAddr, datagram: &[u8], now: Instant) {
+        let Ok((sender, frames)) = sleeve::parse(datagram) else {
+            tracing::debug!("dropping malformed datagram from {from}");
+            return;
+        };
+        let Some(&conn) = self.by_remote.get(&sender) else {
+            return;
+        };
+        let us = self.name();
+        let mut answer = false;
+        for f in frames {
+            let Ok(f) = f else { break };
+            if f.src != sender || f.dst != us {
+                continue;
+            }
+            let Some(uid) = sleeve::heartbeat_uid(f.data) else {
+                continue;
+            };
+            let Some(c) = self.conns.get_mut(&conn) else {
+                return;
+            };
+            if uid != c.uid {
+                continue;
+            }
+            c.last_udp_rx = now;
+            if c.udp_addr.is_none() {
+                c.udp_addr = Some(from);
+                c.next_udp_heartbeat = now;
+            }
+            if !c.sent_established {
+                c.sent_established = true;
+                answer = true;
+            }
+        }
+        if answer {
+            self.send_msg(conn, &ProtocolMsg::ConnectionEstablished);
+            self.send_udp_heartbeats(now);
+        }
+    }
+
+    fn mark_established(&mut self, conn: ConnId, now: Instant) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if c.established {
+            return;
+        }
+        c.established = true;
+        c.next_udp_heartbeat = now + SLOW_HEARTBEAT;
+        let (remote, addr, nick) = (c.remote, c.remote_addr, c.remote_nick.clone());
+        tracing::info!("->[{addr}|{remote}({nick})]: connection fully established");
+        self.peers.establish_local_connection(remote);
+        self.routes_dirty = true;
+        self.schedule_update(&[], now);
+    }
+
+    /// When `handle_timeout` must next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut t = Some(self.gossip_at);
+        let mut min = |x: Option<Instant>| {
+            if let Some(x) = x {
+                t = Some(t.map_or(x, |t| t.min(x)));
+            }
+        };
+        min(self.update_at);
+        min(self.gc_at);
+        min(self.maker.poll_timeout());
+        for c in self.conns.values() {
+            min(Some(c.next_tcp_heartbeat));
+            if c.udp_addr.is_some() {
+                min(Some(c.next_udp_heartbeat));
+            }
+            min(Some(c.last_udp_rx + HEARTBEAT_TIMEOUT));
+        }
+        t
+    }
+
+    /// Runs everything due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.update_at.is_some_and(|t| t <= now) {
+            self.update_at = None;
+            let mut names: Vec<PeerName> = std::mem::take(&mut self.pending_update)
+                .into_iter()
+                .collect();
+            names.push(self.name());
+            names.sort();
+            names.dedup();
+            self.gossip_topology(&names);
+        }
+        if self.gc_at.is_some_and(|t| t <= now) {
+            self.gc_at = None;
+            let gone = self.peers.garbage_collect();
+            for p in &gone {
+                tracing::info!("Removed unreachable peer {}({})", p.name, p.nick_name);
+            }
+            if !gone.is_empty() {
+                self.routes_dirty = true;
+                self.refresh_maker(now);
+            }
+            if self.peers.resolve_short_id_collision(&mut self.rng) {
+                self.schedule_update(&[], now);
+            }
+        }
+        if self.gossip_at <= now {
+            self.gossip_at = now + GOSSIP_INTERVAL;
+            let all = self.peers.all_names();
+            self.gossip_topology(&all);
+        }
+        let mut dead = Vec::new();
+        let mut tcp_beats = Vec::new();
+        for (&id, c) in &mut self.conns {
+            if now.saturating_duration_since(c.last_udp_rx) >= HEARTBEAT_TIMEOUT {
+                dead.push((
+                    id,
+                    format!("no working forwarders to {}({})", c.remote, c.remote_nick),
+                ));
+                continue;
+            }
+            if c.next_tcp_heartbeat <= now {
+                c.next_tcp_heartbeat = now + TCP_HEARTBEAT;
+                tcp_beats.push(id);
+            }
+        }
+        for id in tcp_beats {
+            self.send_msg(id, &ProtocolMsg::Heartbeat);
+        }
+        for (id, reason) in dead {
+            self.close(id, reason);
+        }
+        self.send_udp_heartbeats(now);
+    }
+
+    /// The next thing for the driver to do. Call until `None` after every `handle_*`.
+    pub fn poll_event(&mut self, now: Instant) -> Option<MeshEvent> {
+        if let Some(e) = self.events.pop_front() {
+            return Some(e);
+        }
+        self.maker.poll_dial(now).map(|d| MeshEvent::Dial {
+            addr: d.addr,
+            accept_new_peer: d.accept_new_peer,
+        })
+    }
+
+    /// A snapshot for the status, report and metrics endpoints.
+    pub fn status(&mut self, now: Instant) -> MeshStatus {
+        let us = self.peers.our_summary();
+        let mut connections: Vec<ConnectionStatus> = self
+            .conns
+            .values()
+            .map(|c| ConnectionStatus {
+                address: c.remote_addr.to_string(),
+                outbound: matches!(c.origin, Origin::Outbound { .. }),
+                state: if c.established {
+                    "established"
+                } else {
+                    "pending"
+                }
+                .into(),
+                info: format!(
+                    "{:<6} {}({})",
+                    if c.established { "sleeve" } else { "none" },
+                    c.remote,
+                    c.remote_nick
+                ),
+                attrs: BTreeMap::new(),
+            })
+            .collect();
+        connections.extend(
+            self.maker
+                .status(now)
+                .into_iter()
+                .map(|t| ConnectionStatus {
+                    address: t.address,
+                    outbound: true,
+                    state: t.state.to_string(),
+                    info: t.info,
+                    attrs: BTreeMap::new(),
+                }),
+        );
+        let nick_of = |n: PeerName| {
+            self.peers
+                .get(n)
+                .map(|(s, _)| s.nick_name)
+                .unwrap_or_default()
+        };
+        let mut names = self.peers.all_names();
+        names.sort_by_key(|&n| n != us.name);
+        let peers = names
+            .into_iter()
+            .filter_map(|n| self.peers.get(n))
+            .map(|(summary, conns)| PeerStatus {
+                summary,
+                connections: conns
+                    .iter()
+                    .map(|c| PeerConnectionStatus {
+                        name: c.name,
+                        nick_name: nick_of(c.name),
+                        address: c.remote_tcp_addr.clone(),
+                        outbound: c.outbound,
+                        established: c.established,
+                    })
+                    .collect(),
+            })
+            .collect();
+        let routes = self.routes();
+        let unicast_routes = routes.unicast_table();
+        let broadcast_routes = routes.broadcast_table();
+        MeshStatus {
+            local: us,
+            port: self.cfg.port,
+            protocol_min: PROTOCOL_MIN_VERSION,
+            protocol_max: PROTOCOL_MAX_VERSION,
+            discovery: self.cfg.discovery,
+            targets: self.maker.direct_peers(),
+            connections,
+            peers,
+            unicast_routes,
+            broadcast_routes,
+            termination_count: self.termination_count,
+        }
+    }
+
+    fn routes(&mut self) -> &Routes {
+        if self.routes_dirty {
+            self.routes = Routes::calculate(&self.peers);
+            self.routes_dirty = false;
+        }
+        &self.routes
+    }
+
+    fn random_neighbours(&mut self, except: PeerName) -> Vec<PeerName> {
+        if self.routes_dirty {
+            self.routes = Routes::calculate(&self.peers);
+            self.routes_dirty = false;
+        }
+        self.routes.random_neighbours(except, &mut self.rng)
+    }
+
+    fn schedule_update(&mut self, names: &[PeerName], now: Instant) {
+        self.pending_update.extend(names.iter().copied());
+        self.update_at.get_or_insert(now + TOPOLOGY_UPDATE_DELAY);
+    }
+
+    fn gossip_topology(&mut self, names: &[PeerName]) {
+        let us = self.name();
+        for hop in self.random_neighbours(us) {
+            if let Some(&c) = self.by_remote.get(&hop) {
+                self.send_topology(c, TOPOLOGY_CHANNEL, names);
+            }
+        }
+    }
+
+    fn send_topology(&mut self, conn: ConnId, channel: &str, names: &[PeerName]) {
+        let payload = topo_wire::encode(&self.peers.summaries(names));
+        let msg = ProtocolMsg::Gossip {
+            channel: channel.to_string(),
+            src: self.name(),
+            payload,
+        };
+        self.send_msg(conn, &msg);
+    }
+
+    fn send_msg_to_peer(&mut self, peer: PeerName, msg: &ProtocolMsg) {
+        if let Some(&c) = self.by_remote.get(&peer) {
+            self.send_msg(c, msg);
+        }
+    }
+
+    fn send_msg(&mut self, conn: ConnId, msg: &ProtocolMsg) {
+        let mut body = Vec::new();
+        msg.encode(&mut body);
+        self.send_raw(conn, &body);
+    }
+
+    fn send_raw(&mut self, conn: ConnId, body: &[u8]) {
+        let mut bytes = Vec::with_capacity(body.len() + 4);
+        if let Err(e) = frame::encode(body, &mut bytes) {
+            tracing::warn!("not sending: {e}");
+            return;
+        }
+        self.events.push_back(MeshEvent::Send { conn, bytes });
+    }
+
+    fn send_udp_heartbeats(&mut self, now: Instant) {
+        let us = self.name();
+        for c in self.conns.values_mut() {
+            let Some(to) = c.udp_addr else { continue };
+            if c.next_udp_heartbeat > now {
+                continue;
+            }
+            c.next_udp_heartbeat = now
+                + if c.established {
+                    SLOW_HEARTBEAT
+                } else {
+                    FAST_HEARTBEAT
+                };
+            let datagram = sleeve::encode_heartbeat(us, us, c.remote, c.uid).to_vec();
+            self.events.push_back(MeshEvent::SendUdp { to, datagram });
+        }
+    }
+
+    fn close(&mut self, conn: ConnId, reason: String) {
+        self.events.push_back(MeshEvent::Close { conn, reason });
+    }
+
+    fn refresh_maker(&mut self, now: Instant) {
+        let connected: Vec<ConnectedAddr> = self
+            .conns
+            .values()
+            .map(|c| match c.origin {
+                Origin::Outbound { dial_addr, .. } => ConnectedAddr {
+                    addr: dial_addr,
+                    outbound: true,
+                },
+                Origin::Inbound => ConnectedAddr {
+                    addr: c.remote_addr,
+                    outbound: false,
+                },
+            })
+            .collect();
+        let discovered = if self.cfg.discovery {
+            self.discovery_candidates()
+        } else {
+            Vec::new()
+        };
+        self.maker.refresh(&connected, &discovered, now);
+    }
+
+    /// Addresses to try, learnt from other peers' connections (Weave's discovery rule).
+    fn discovery_candidates(&self) -> Vec<SocketAddr> {
+        let us = self.name();
+        let mut out = BTreeSet::new();
+        for p in self.peers.all_names() {
+            if p == us {
+                continue;
+            }
+            let Some((_, conns)) = self.peers.get(p) else {
+                continue;
+            };
+            for c in conns {
+                if c.name == us || self.by_remote.contains_key(&c.name) {
+                    continue;
+                }
+                let Ok(addr) = c.remote_tcp_addr.parse::<SocketAddr>() else {
+                    continue;
+                };
+                if c.outbound {
+                    out.insert(addr);
+                } else {
+                    out.insert(SocketAddr::new(addr.ip(), self.cfg.port));
+                }
+            }
+        }
+        out.into_iter().collect()
+    }
+
+    /// A random id for a new connection's intro.
+    pub fn new_conn_id(&mut self) -> u64 {
+        self.rng.gen()
+    }
+}
+
+fn fnv64a(data: &[u8]) -> u64 {
+    data.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}

@@ -1,0 +1,259 @@
+//! A hand-written Go `encoding/gob` codec: the dynamic, schema-by-value kind that the mesh
+//! control plane needs (bool, int, uint, float, `[]byte`, string, slices, arrays, maps and
+//! structs, with type definitions sent in the stream).
+//!
+//! Why not a crate: the existing `gobwire` crate panics on hostile input (our fuzzer found an
+//! overflow negating a type id), and every byte decoded here comes from a peer we do not trust.
+//! This codec never panics and bounds everything by the input: lengths and counts are checked
+//! against the bytes left before anything is allocated, integer arithmetic is checked, type
+//! nesting is limited to [`MAX_DEPTH`], a type may expand to at most [`MAX_TYPE_NODES`] nodes, a
+//! stream may not make the decoder expand much more type structure than it carries bytes, and
+//! bytes left over inside a message are an error.
+//!
+//! Model: a [`Type`] tree describes a value; a [`Value`] tree holds it. An [`Encoder`] and a
+//! [`Decoder`] each belong to one gob stream, as in Go: the encoder remembers which type
+//! definitions it has sent, the decoder learns them.
+//!
+//! Struct fields follow Go's rules. On encode, a field missing from the value's field list is
+//! not sent (that is how a nil map or a nil pointer is expressed), and so is a field holding a
+//! zero scalar, an empty string, byte slice or slice, or a zero-length array; a present empty map
+//! and a nested struct are always sent. On decode, fields are matched by name and listed in wire
+//! order; fields the wire did not carry (or carried as such a zero) are left out, so a decoded
+//! value is canonical and a missing field means "zero" (or "nil" for maps and pointers). Fields
+//! unknown to the caller are kept in the value; callers look fields up by name and so ignore them.
+//!
+//! Left out on purpose: complex numbers, interface values and recursive types (all rejected),
+//! and the names of slice, array and map types (Go sends them for named types but never checks
+//! them; ours go out unnamed). `GobEncoder`/`BinaryMarshaler`/`TextMarshaler` types decode as
+//! [`Type::Bytes`].
+
+mod decode;
+mod encode;
+mod wire;
+mod wiretype;
+
+pub use self::decode::Decoder;
+pub use self::encode::Encoder;
+pub(crate) use self::encode::{put_top_level_bytes, put_top_level_string, put_top_level_uint};
+pub use crate::error::{DecodeError, EncodeError};
+
+/// Deepest type nesting accepted (a top-level scalar is depth 1).
+pub const MAX_DEPTH: usize = 32;
+
+/// Most nodes a single type may expand to once its definitions are resolved into a tree.
+pub const MAX_TYPE_NODES: usize = 1024;
+
+/// Type id of `bool`.
+pub(crate) const ID_BOOL: i64 = 0x01;
+/// Type id of `int` (all Go signed integers).
+pub(crate) const ID_INT: i64 = 0x02;
+/// Type id of `uint` (all Go unsigned integers).
+pub(crate) const ID_UINT: i64 = 0x03;
+/// Type id of `float` (float32 and float64).
+pub(crate) const ID_FLOAT: i64 = 0x04;
+/// Type id of `[]byte`.
+pub(crate) const ID_BYTES: i64 = 0x05;
+/// Type id of `string`.
+pub(crate) const ID_STRING: i64 = 0x06;
+/// First type id Go hands out to user types.
+pub const FIRST_USER_TYPE_ID: i64 = 65;
+
+/// A gob type. Basic types have fixed wire ids; the composite ones are sent as definitions.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Type {
+    /// `bool`.
+    Bool,
+    /// Any Go signed integer.
+    Int,
+    /// Any Go unsigned integer.
+    Uint,
+    /// `float32` / `float64`.
+    Float,
+    /// `[]byte` (and opaque `GobEncoder`-style types on decode).
+    Bytes,
+    /// `string`.
+    String,
+    /// A slice of the element type; its value is [`Value::Slice`].
+    Slice(Box<Self>),
+    /// A fixed-length array; its value is a [`Value::Slice`] of exactly that many elements.
+    Array(usize, Box<Self>),
+    /// A map from key type to element type; its value is [`Value::Map`].
+    Map(Box<Self>, Box<Self>),
+    /// A struct; its value is [`Value::Struct`].
+    Struct(StructType),
+}
+
+/// A struct type: Go's type name and its exported fields in declaration order.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct StructType {
+    /// The Go type name (sent on the wire, never checked by Go's decoder).
+    pub name: String,
+    /// Field names and types, in declaration order (which fixes the field numbers).
+    pub fields: Vec<(String, Type)>,
+}
+
+/// A gob value, shaped by a [`Type`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// A bool.
+    Bool(bool),
+    /// A signed integer.
+    Int(i64),
+    /// An unsigned integer.
+    Uint(u64),
+    /// A float.
+    Float(f64),
+    /// A byte slice.
+    Bytes(Vec<u8>),
+    /// A string.
+    String(String),
+    /// The elements of a slice or an array.
+    Slice(Vec<Self>),
+    /// Map entries, in wire order (Go's is random); duplicate keys are kept as sent.
+    Map(Vec<(Self, Self)>),
+    /// Struct fields by name. On encode, a missing field is not sent; on decode, fields the
+    /// wire did not carry are missing (see the module docs).
+    Struct(Vec<(String, Self)>),
+}
+
+impl Type {
+    /// The predefined wire id of a basic type; `None` for types that need a definition.
+    pub(crate) fn basic_id(&self) -> Option<i64> {
+        match self {
+            Self::Bool => Some(ID_BOOL),
+            Self::Int => Some(ID_INT),
+            Self::Uint => Some(ID_UINT),
+            Self::Float => Some(ID_FLOAT),
+            Self::Bytes => Some(ID_BYTES),
+            Self::String => Some(ID_STRING),
+            Self::Slice(_) | Self::Array(..) | Self::Map(..) | Self::Struct(_) => None,
+        }
+    }
+
+    /// A short name of the type's kind, for error messages.
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            Self::Bool => "bool",
+            Self::Int => "int",
+            Self::Uint => "uint",
+            Self::Float => "float",
+            Self::Bytes => "[]byte",
+            Self::String => "string",
+            Self::Slice(_) => "slice",
+            Self::Array(..) => "array",
+            Self::Map(..) => "map",
+            Self::Struct(_) => "struct",
+        }
+    }
+}
+
+impl Value {
+    /// The named field of a struct value; `None` if absent (zero or nil) or not a struct.
+    pub fn field(&self, name: &str) -> Option<&Self> {
+        match self {
+            Self::Struct(fields) => fields.iter().find(|(n, _)| n == name).map(|(_, v)| v),
+            _ => None,
+        }
+    }
+
+    /// The unsigned integer, if this is one.
+    pub fn as_u64(&self) -> Option<u64> {
+        match self {
+            Self::Uint(u) => Some(*u),
+            _ => None,
+        }
+    }
+
+    /// The signed integer, if this is one.
+    pub fn as_i64(&self) -> Option<i64> {
+        match self {
+            Self::Int(i) => Some(*i),
+            _ => None,
+        }
+    }
+
+    /// The bool, if this is one.
+    pub fn as_bool(&self) -> Option<bool> {
+        match self {
+            Self::Bool(b) => Some(*b),
+            _ => None,
+        }
+    }
+
+    /// The float, if this is one.
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            Self::Float(f) => Some(*f),
+            _ => None,
+        }
+    }
+
+    /// The string, if this is one.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Self::String(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The bytes, if this is a byte slice.
+    pub fn as_bytes(&self) -> Option<&[u8]> {
+        match self {
+            Self::Bytes(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    /// The elements, if this is a slice or array value.
+    pub fn as_slice(&self) -> Option<&[Self]> {
+        match self {
+            Self::Slice(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// The entries, if this is a map value.
+    pub fn as_map(&self) -> Option<&[(Self, Self)]> {
+        match self {
+            Self::Map(m) => Some(m),
+            _ => None,
+        }
+    }
+
+    /// A short name of the value's kind, for error messages.
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            Self::Bool(_) => "bool",
+            Self::Int(_) => "int",
+            Self::Uint(_) => "uint",
+            Self::Float(_) => "float",
+            Self::Bytes(_) => "[]byte",
+            Self::String(_) => "string",
+            Self::Slice(_) => "slice",
+            Self::Map(_) => "map",
+            Self::Struct(_) => "struct",
+        }
+    }
+}
+
+/// Whether a struct field of type `ty` holding `v` is left off the wire (Go omits zero scalars,
+/// empty strings, byte slices and slices, and zero-length arrays; never maps or structs). A
+/// value that does not match the type is never "omitted", so the encoder reports the mismatch.
+pub(crate) fn is_omitted_field(ty: &Type, v: &Value) -> bool {
+    match (ty, v) {
+        (Type::Bool, Value::Bool(b)) => !*b,
+        (Type::Int, Value::Int(i)) => *i == 0,
+        (Type::Uint, Value::Uint(u)) => *u == 0,
+        (Type::Float, Value::Float(f)) => *f == 0.0,
+        (Type::Bytes, Value::Bytes(b)) => b.is_empty(),
+        (Type::String, Value::String(s)) => s.is_empty(),
+        (Type::Slice(_), Value::Slice(s)) => s.is_empty(),
+        (Type::Array(n, _), Value::Slice(s)) => *n == 0 && s.is_empty(),
+        _ => false,
+    }
+}
+
+// Tests may unwrap: a panic is how they fail.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests;

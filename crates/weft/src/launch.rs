@@ -1,0 +1,299 @@
+//! Starting and stopping the router: `weft launch` (start `weft router` in the background and
+//! wait for its API), `weft router` (the daemon in the foreground), `weft stop`, `weft reset`.
+
+use std::fs::OpenOptions;
+use std::net::{IpAddr, SocketAddr};
+use std::os::unix::process::CommandExt as _;
+use std::path::PathBuf;
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::{ArgAction, Parser};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use weft_wire::PeerName;
+
+use crate::client::{self, Reply};
+use crate::{http_addr, prog};
+
+/// Router flags, as `weft launch` and `weft router` take them (Weave's names; both
+/// `--flag=value` and `--flag value`; booleans also as `--flag=true|false`).
+#[derive(Parser, Debug)]
+#[command(
+    name = "weft launch",
+    disable_help_flag = true,
+    disable_version_flag = true
+)]
+struct RouterArgs {
+    /// Peer name (MAC style, `::1` short forms allowed).
+    #[arg(long)]
+    name: Option<String>,
+    /// Nickname; default: the host name.
+    #[arg(long)]
+    nickname: Option<String>,
+    /// Mesh port (TCP and sleeve UDP).
+    #[arg(long, env = "WEAVE_PORT", default_value_t = 6783)]
+    port: u16,
+    /// Address to listen on and dial from.
+    #[arg(long)]
+    host: Option<IpAddr>,
+    /// Maximum number of connections (0 = unlimited).
+    #[arg(long, default_value_t = 200)]
+    conn_limit: usize,
+    /// Only connect to the given targets.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set, default_value = "false")]
+    no_discovery: bool,
+    /// Reconnect to the persisted targets.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set, default_value = "false")]
+    resume: bool,
+    /// Never talk to a Docker daemon.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set, default_value = "false")]
+    no_docker: bool,
+    /// Accepted for compatibility: weft never installs a restart policy.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set, default_value = "false")]
+    no_restart: bool,
+    /// debug, info, warning or error.
+    #[arg(long, default_value = "info")]
+    log_level: String,
+    /// Control API address.
+    #[arg(long, env = "WEAVE_HTTP_ADDR", default_value = "127.0.0.1:6784")]
+    http_addr: SocketAddr,
+    /// Status and metrics address.
+    #[arg(long, env = "WEAVE_STATUS_ADDR", default_value = "127.0.0.1:6782")]
+    status_addr: SocketAddr,
+    /// Encryption password (not available yet: refused rather than ignored).
+    #[arg(long, env = "WEAVE_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+    /// Peers to connect to.
+    peers: Vec<String>,
+}
+
+fn run_dir() -> PathBuf {
+    std::env::var_os("WEFT_RUN_DIR").map_or_else(|| PathBuf::from("/run/weft"), PathBuf::from)
+}
+
+fn state_dir() -> PathBuf {
+    std::env::var_os("WEFT_STATE_DIR").map_or_else(|| PathBuf::from("/var/lib/weft"), PathBuf::from)
+}
+
+fn parse_args(args: &[String]) -> Result<RouterArgs, ExitCode> {
+    let argv = std::iter::once("weft launch".to_string()).chain(args.iter().cloned());
+    let parsed = RouterArgs::try_parse_from(argv).map_err(|e| {
+        let msg = e.to_string();
+        eprintln!("{}", msg.lines().next().unwrap_or("invalid arguments"));
+        ExitCode::from(1)
+    })?;
+    if parsed.password.as_deref().is_some_and(|p| !p.is_empty()) {
+        eprintln!("--password: encryption is not available in this version of weft");
+        return Err(ExitCode::from(1));
+    }
+    Ok(parsed)
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+/// `weft router`: the daemon, in the foreground.
+pub(crate) fn router(args: &[String]) -> ExitCode {
+    let a = match parse_args(args) {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
+    let level = match a.log_level.as_str() {
+        "debug" => "debug",
+        "info" => "info",
+        "warning" | "warn" => "warn",
+        "error" => "error",
+        other => {
+            eprintln!(
+                "--log-level: unknown level {other:?}, expected debug, info, warning or error"
+            );
+            return ExitCode::from(1);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(level))
+        .with_ansi(false)
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .init();
+    let name = match a.name.as_deref().map(str::parse::<PeerName>) {
+        None => None,
+        Some(Ok(n)) => Some(n),
+        Some(Err(e)) => {
+            eprintln!("--name: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let cfg = weftd::RouterConfig {
+        name,
+        nickname: a.nickname.unwrap_or_else(hostname),
+        port: a.port,
+        host: a.host,
+        conn_limit: a.conn_limit,
+        discovery: !a.no_discovery,
+        peers: a.peers,
+        resume: a.resume,
+        state_dir: state_dir(),
+        run_dir: run_dir(),
+        http_addr: a.http_addr,
+        status_addr: Some(a.status_addr),
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(weftd::run(cfg)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("{e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `weft launch`: start the router in the background, return once its API answers.
+pub(crate) fn launch(args: &[String]) -> ExitCode {
+    if let Err(code) = parse_args(args) {
+        return code;
+    }
+    if !matches!(client::get(&http_addr(), "/status", false), Reply::Down(_)) {
+        eprintln!(
+            "{p} is already running; you can stop it with '{p} stop'.",
+            p = prog()
+        );
+        return ExitCode::from(3);
+    }
+    let run = run_dir();
+    if let Err(e) = std::fs::create_dir_all(&run) {
+        eprintln!("cannot create {}: {e}", run.display());
+        return ExitCode::from(1);
+    }
+    let log_path = run.join("weft.log");
+    let log = match OpenOptions::new().create(true).append(true).open(&log_path) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("cannot open {}: {e}", log_path.display());
+            return ExitCode::from(1);
+        }
+    };
+    let exe = match std::env::current_exe() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("cannot find own executable: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let stderr = match log.try_clone() {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("cannot open {}: {e}", log_path.display());
+            return ExitCode::from(1);
+        }
+    };
+    let mut child = match Command::new(exe)
+        .arg("router")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(stderr)
+        .process_group(0)
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("cannot start router: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            eprintln!(
+                "The {} router has died. Consult the log ({}) for further details.",
+                prog(),
+                log_path.display()
+            );
+            return ExitCode::from(1);
+        }
+        if let Reply::Ok(_) = client::get(&http_addr(), "/status", false) {
+            println!("{}", child.id());
+            return ExitCode::SUCCESS;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    eprintln!(
+        "The {} router did not answer within 30s; see {}",
+        prog(),
+        log_path.display()
+    );
+    ExitCode::from(1)
+}
+
+fn router_pid() -> Option<Pid> {
+    let s = std::fs::read_to_string(run_dir().join("weft.pid")).ok()?;
+    let pid: i32 = s.trim().parse().ok()?;
+    let pid = Pid::from_raw(pid);
+    kill(pid, None).ok().map(|()| pid)
+}
+
+/// `weft stop`.
+pub(crate) fn stop() -> ExitCode {
+    let Some(pid) = router_pid() else {
+        println!(
+            "{} is not running (ignore on Kubernetes).",
+            capitalised(&prog())
+        );
+        return ExitCode::SUCCESS;
+    };
+    if kill(pid, Signal::SIGTERM).is_err() {
+        return ExitCode::SUCCESS;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if kill(pid, None).is_err() || is_zombie(pid) {
+            return ExitCode::SUCCESS;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = kill(pid, Signal::SIGKILL);
+    ExitCode::SUCCESS
+}
+
+fn is_zombie(pid: Pid) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(") ").map(|(_, r)| r.starts_with('Z')))
+        .unwrap_or(false)
+}
+
+fn capitalised(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
+        .unwrap_or_default()
+}
+
+/// `weft reset [--force]`: leave the cluster, stop, and remove everything weft created.
+pub(crate) fn reset(args: &[String]) -> ExitCode {
+    if args.iter().any(|a| a != "--force") {
+        return crate::print_reply(Reply::Failed(1, crate::USAGE.into()));
+    }
+    let _ = client::delete(&http_addr(), "/peer");
+    let code = stop();
+    let _ = std::fs::remove_file(weftd::store::Store::file(&state_dir()));
+    for f in ["weft.pid", "weft.log"] {
+        let _ = std::fs::remove_file(run_dir().join(f));
+    }
+    code
+}

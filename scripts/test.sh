@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# All tests: unit, property and simulation tests (cargo test), then the privileged
+# end-to-end tests in network namespaces (scripts/e2e.sh). Needs root for the latter.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/weft-target}"
+cargo build --release -p weft
+cargo test --workspace --release
+scripts/e2e.sh
