@@ -613,6 +613,9 @@ impl Peers {
 /// Position of `name` in the ascending `names`, searching from `from` on (a hint that makes
 /// looking up an ascending sequence of names cheaper).
 pub(crate) fn dense_index(names: &[PeerName], name: PeerName, from: usize) -> Option<usize> {
+    if names.get(from) == Some(&name) {
+        return Some(from); // dense lists (full mesh): the next name is usually the next peer
+    }
     let (mut lo, mut hi) = (from, names.len());
     while lo < hi {
         let mid = lo + (hi - lo) / 2;

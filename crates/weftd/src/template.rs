@@ -126,9 +126,9 @@ fn parse(toks: &[Tok], pos: &mut usize) -> Result<(Vec<Node>, Option<String>), T
 
 fn lookup<'a>(v: &'a Value, p: &[String]) -> Result<&'a Value, TemplateError> {
     p.iter().try_fold(v, |v, k| match v {
-        Value::Object(m) => m
-            .get(k)
-            .ok_or_else(|| TemplateError(format!("can't evaluate field {k}"))),
+        // A subsystem that is off is absent from the document; like Go's nil pointer it is
+        // falsy in `if` and prints as `<no value>`.
+        Value::Object(m) => Ok(m.get(k).unwrap_or(&Value::Null)),
         Value::Null => Ok(&Value::Null),
         _ => Err(TemplateError(format!("can't evaluate field {k}"))),
     })

@@ -1,0 +1,550 @@
+//! Many `Mesh` routers in one process, wired through an in-memory network with a virtual clock:
+//! real intros, real frames and real sleeve heartbeats, only the sockets are simulated. Checks
+//! that chains and random joins converge to a full mesh with identical topology everywhere,
+//! that partitions heal, that a restarted peer rejoins and that a hostile frame costs only
+//! the connection it came on.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use weft_core::handshake::{Handshake, LocalIdentity};
+use weft_core::mesh::{ConnId, Mesh, MeshConfig, MeshEvent, Origin};
+use weft_wire::{frame, PeerName};
+
+const PORT: u16 = 6783;
+const LATENCY: Duration = Duration::from_millis(1);
+
+fn ip(i: usize) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(10, 0, (i / 250) as u8, (i % 250 + 1) as u8))
+}
+
+enum Delivery {
+    Frame {
+        peer: usize,
+        conn: ConnId,
+        body: Vec<u8>,
+    },
+    Datagram {
+        peer: usize,
+        from: SocketAddr,
+        data: Vec<u8>,
+    },
+}
+
+struct Cluster {
+    discovery: bool,
+    meshes: Vec<Option<Mesh>>,
+    /// (peer, conn) -> (other peer, other conn)
+    links: BTreeMap<(usize, ConnId), (usize, ConnId)>,
+    blocked: BTreeSet<(usize, usize)>,
+    queue: VecDeque<(Instant, Delivery)>,
+    now: Instant,
+    next_conn: u64,
+    next_port: u16,
+    rng: StdRng,
+    frames_sent: u64,
+    bytes_sent: u64,
+}
+
+impl Cluster {
+    fn new(n: usize, seed: u64) -> Self {
+        Self::with_discovery(n, seed, true)
+    }
+
+    fn with_discovery(n: usize, seed: u64, discovery: bool) -> Self {
+        let mut c = Self {
+            discovery,
+            meshes: Vec::new(),
+            links: BTreeMap::new(),
+            blocked: BTreeSet::new(),
+            queue: VecDeque::new(),
+            now: Instant::now(),
+            next_conn: 1,
+            next_port: 30000,
+            rng: StdRng::seed_from_u64(seed),
+            frames_sent: 0,
+            bytes_sent: 0,
+        };
+        for i in 0..n {
+            let m = c.make(i);
+            c.meshes.push(Some(m));
+        }
+        c
+    }
+
+    fn make(&mut self, i: usize) -> Mesh {
+        let cfg = MeshConfig {
+            identity: LocalIdentity {
+                name: PeerName(0x0200_0000_0000 + i as u64 + 1),
+                nick_name: format!("h{i}"),
+                uid: self.rng.gen_range(1..u64::MAX),
+                short_id: self.rng.gen_range(0..4096),
+            },
+            port: PORT,
+            conn_limit: 0,
+            discovery: self.discovery,
+        };
+        Mesh::new(cfg, self.rng.gen(), self.now)
+    }
+
+    fn mesh(&mut self, i: usize) -> &mut Mesh {
+        self.meshes[i].as_mut().expect("peer is up")
+    }
+
+    fn connect(&mut self, from: usize, to: usize) {
+        let now = self.now;
+        let target = format!("{}", ip(to));
+        let errs = self.mesh(from).connect(
+            &[target],
+            false,
+            &mut |h, p| Ok(vec![SocketAddr::new(h.parse().map_err(|_| "bad")?, p)]),
+            now,
+        );
+        assert!(errs.is_empty(), "{errs:?}");
+    }
+
+    fn is_blocked(&self, a: usize, b: usize) -> bool {
+        self.blocked.contains(&(a.min(b), a.max(b)))
+    }
+
+    fn peer_at(&self, addr: SocketAddr) -> Option<usize> {
+        (0..self.meshes.len()).find(|&i| ip(i) == addr.ip() && self.meshes[i].is_some())
+    }
+
+    /// Drains every router's events and the due deliveries until nothing is left at `now`.
+    fn settle(&mut self) {
+        loop {
+            let mut progressed = false;
+            for i in 0..self.meshes.len() {
+                while let Some(ev) = self.meshes[i].as_mut().and_then(|m| m.poll_event(self.now)) {
+                    progressed = true;
+                    self.act(i, ev);
+                }
+            }
+            while self.queue.front().is_some_and(|(t, _)| *t <= self.now) {
+                let Some((_, d)) = self.queue.pop_front() else {
+                    break;
+                };
+                progressed = true;
+                let now = self.now;
+                match d {
+                    Delivery::Frame { peer, conn, body } => {
+                        if self.links.contains_key(&(peer, conn)) {
+                            if let Some(m) = self.meshes[peer].as_mut() {
+                                m.handle_frame(conn, &body, now);
+                            }
+                        }
+                    }
+                    Delivery::Datagram { peer, from, data } => {
+                        if let Some(m) = self.meshes[peer].as_mut() {
+                            m.handle_datagram(from, &data, now);
+                        }
+                    }
+                }
+            }
+            if !progressed {
+                return;
+            }
+        }
+    }
+
+    fn act(&mut self, i: usize, ev: MeshEvent) {
+        let now = self.now;
+        match ev {
+            MeshEvent::Dial {
+                addr,
+                accept_new_peer,
+            } => {
+                let Some(j) = self.peer_at(addr).filter(|&j| !self.is_blocked(i, j)) else {
+                    self.mesh(i).handle_dial_failed(
+                        addr,
+                        "connect: connection refused".into(),
+                        now,
+                    );
+                    return;
+                };
+                let (ci, cj) = (ConnId(self.next_conn), ConnId(self.next_conn + 1));
+                self.next_conn += 2;
+                self.next_port += 1;
+                let src = SocketAddr::new(ip(i), self.next_port);
+                let (idi, idj) = (self.mesh(i).new_conn_id(), self.mesh(j).new_conn_id());
+                let ident = |m: &Mesh| {
+                    let s = m.peers().our_summary();
+                    LocalIdentity {
+                        name: s.name,
+                        nick_name: s.nick_name,
+                        uid: s.uid,
+                        short_id: s.short_id,
+                    }
+                };
+                let (li, lj) = (ident(self.mesh(i)), ident(self.mesh(j)));
+                let (mut hi, mut hj) = (
+                    Handshake::new(&li, idi, false),
+                    Handshake::new(&lj, idj, false),
+                );
+                let mut to_j = hi.poll_transmit().unwrap_or_default();
+                let mut to_i = hj.poll_transmit().unwrap_or_default();
+                let rj = hj
+                    .handle_input(&mut to_j)
+                    .expect("intro")
+                    .expect("complete");
+                let ri = hi
+                    .handle_input(&mut to_i)
+                    .expect("intro")
+                    .expect("complete");
+                let origin = Origin::Outbound {
+                    dial_addr: addr,
+                    accept_new_peer,
+                };
+                if self
+                    .mesh(i)
+                    .handle_connection_ready(ci, &ri, addr, origin, idi, now)
+                    .is_err()
+                {
+                    return;
+                }
+                if self
+                    .mesh(j)
+                    .handle_connection_ready(cj, &rj, src, Origin::Inbound, idj, now)
+                    .is_err()
+                {
+                    self.mesh(i)
+                        .handle_connection_closed(ci, Some("EOF".into()), now);
+                    return;
+                }
+                self.links.insert((i, ci), (j, cj));
+                self.links.insert((j, cj), (i, ci));
+            }
+            MeshEvent::Send { conn, bytes } => {
+                let Some(&(j, cj)) = self.links.get(&(i, conn)) else {
+                    return;
+                };
+                self.frames_sent += 1;
+                self.bytes_sent += bytes.len() as u64;
+                let Ok(Some((body, used))) = frame::parse(&bytes) else {
+                    panic!("bad frame from {i}")
+                };
+                assert_eq!(used, bytes.len(), "one frame per Send");
+                self.queue.push_back((
+                    now + LATENCY,
+                    Delivery::Frame {
+                        peer: j,
+                        conn: cj,
+                        body: body.to_vec(),
+                    },
+                ));
+            }
+            MeshEvent::Close { conn, reason } => {
+                self.mesh(i)
+                    .handle_connection_closed(conn, Some(reason), now);
+                if let Some((j, cj)) = self.links.remove(&(i, conn)) {
+                    self.links.remove(&(j, cj));
+                    if let Some(m) = self.meshes[j].as_mut() {
+                        m.handle_connection_closed(cj, Some("EOF".into()), now);
+                    }
+                }
+            }
+            MeshEvent::SendUdp { to, datagram } => {
+                if let Some(j) = self.peer_at(to).filter(|&j| !self.is_blocked(i, j)) {
+                    let from = SocketAddr::new(ip(i), PORT);
+                    self.queue.push_back((
+                        now + LATENCY,
+                        Delivery::Datagram {
+                            peer: j,
+                            from,
+                            data: datagram,
+                        },
+                    ));
+                }
+            }
+            MeshEvent::TargetsChanged(_) => {}
+        }
+    }
+
+    /// Runs the virtual clock forward by `d`, firing timers and deliveries in order.
+    fn run_for(&mut self, d: Duration) {
+        let end = self.now + d;
+        loop {
+            self.settle();
+            let mut next = end;
+            for m in self.meshes.iter().flatten() {
+                if let Some(t) = m.poll_timeout() {
+                    next = next.min(t);
+                }
+            }
+            if let Some((t, _)) = self.queue.front() {
+                next = next.min(*t);
+            }
+            if next >= end {
+                self.now = end;
+                self.settle();
+                return;
+            }
+            self.now = next.max(self.now);
+            for m in self.meshes.iter_mut().flatten() {
+                if m.poll_timeout().is_some_and(|t| t <= self.now) {
+                    m.handle_timeout(self.now);
+                }
+            }
+        }
+    }
+
+    /// Cuts the link between `a` and `b`: closes their connections, drops their traffic.
+    fn block(&mut self, a: usize, b: usize) {
+        self.blocked.insert((a.min(b), a.max(b)));
+        let cut: Vec<(usize, ConnId)> = self
+            .links
+            .iter()
+            .filter(|((p, _), (q, _))| *p == a && *q == b)
+            .map(|(k, _)| *k)
+            .collect();
+        for (p, c) in cut {
+            self.act(
+                p,
+                MeshEvent::Close {
+                    conn: c,
+                    reason: "partition".into(),
+                },
+            );
+        }
+    }
+
+    fn crash(&mut self, i: usize) {
+        let conns: Vec<ConnId> = self
+            .links
+            .keys()
+            .filter(|(p, _)| *p == i)
+            .map(|(_, c)| *c)
+            .collect();
+        self.meshes[i] = None;
+        for c in conns {
+            if let Some((j, cj)) = self.links.remove(&(i, c)) {
+                self.links.remove(&(j, cj));
+                let now = self.now;
+                if let Some(m) = self.meshes[j].as_mut() {
+                    m.handle_connection_closed(cj, Some("EOF".into()), now);
+                }
+            }
+        }
+    }
+
+    fn status_line(&mut self, i: usize) -> (usize, usize, usize) {
+        let now = self.now;
+        let s = self.mesh(i).status(now);
+        let est = s
+            .peers
+            .iter()
+            .flat_map(|p| &p.connections)
+            .filter(|c| c.established)
+            .count();
+        let live = s
+            .connections
+            .iter()
+            .filter(|c| c.state == "established")
+            .count();
+        (s.peers.len(), est, live)
+    }
+
+    /// Every live router's view of the topology, as comparable data.
+    fn views_agree(&mut self) -> bool {
+        let now = self.now;
+        let up: Vec<usize> = (0..self.meshes.len())
+            .filter(|&i| self.meshes[i].is_some())
+            .collect();
+        let views: Vec<Vec<(PeerName, u64, Vec<(PeerName, bool)>)>> = up
+            .into_iter()
+            .map(|i| {
+                let mut v: Vec<_> = self
+                    .mesh(i)
+                    .status(now)
+                    .peers
+                    .into_iter()
+                    .map(|p| {
+                        let mut c: Vec<_> = p
+                            .connections
+                            .iter()
+                            .map(|c| (c.name, c.established))
+                            .collect();
+                        c.sort();
+                        (p.summary.name, p.summary.version, c)
+                    })
+                    .collect();
+                v.sort();
+                v
+            })
+            .collect();
+        views.windows(2).all(|w| w[0] == w[1])
+    }
+}
+
+#[test]
+fn chain_of_four_becomes_full_mesh() {
+    let mut c = Cluster::new(4, 1);
+    for i in 1..4 {
+        c.connect(i, i - 1);
+    }
+    c.run_for(Duration::from_secs(10));
+    for i in 0..4 {
+        assert_eq!(c.status_line(i), (4, 12, 3), "peer {i}");
+    }
+    assert!(c.views_agree());
+}
+
+#[test]
+fn thirty_peer_full_mesh_from_random_joins() {
+    let n = 30;
+    let mut c = Cluster::new(n, 7);
+    for i in 1..n {
+        let to = c.rng.gen_range(0..i);
+        c.connect(i, to);
+        c.run_for(Duration::from_millis(50));
+    }
+    c.run_for(Duration::from_secs(40));
+    for i in 0..n {
+        assert_eq!(c.status_line(i), (n, n * (n - 1), n - 1), "peer {i}");
+    }
+    assert!(c.views_agree());
+}
+
+/// 120 routers without discovery, each joining two random earlier ones: gossip must cross many
+/// hops. Then a partition, a heal and restarts; every view must end identical.
+#[test]
+fn hundred_and_twenty_sparse_peers_converge_through_partitions_and_restarts() {
+    let n = 120;
+    let mut c = Cluster::with_discovery(n, 11, false);
+    let mut order: Vec<usize> = (1..n).collect();
+    for k in (1..order.len()).rev() {
+        let j = c.rng.gen_range(0..=k);
+        order.swap(k, j);
+    }
+    let mut joined = vec![0usize];
+    for &i in &order {
+        for _ in 0..2 {
+            let to = joined[c.rng.gen_range(0..joined.len())];
+            c.connect(i, to);
+        }
+        joined.push(i);
+        c.run_for(Duration::from_millis(20));
+    }
+    c.run_for(Duration::from_secs(70));
+    let edges = c.links.len() / 2;
+    for i in 0..n {
+        let (peers, est, _) = c.status_line(i);
+        assert_eq!(peers, n, "peer {i} knows everyone");
+        assert_eq!(est, 2 * edges, "peer {i} sees every connection established");
+    }
+    assert!(c.views_agree(), "views differ after joins");
+    // Cut every link of the first 10 joiners' group from the rest, then heal.
+    let group: BTreeSet<usize> = order.iter().take(10).copied().collect();
+    let cut: Vec<(usize, usize)> = c
+        .links
+        .iter()
+        .map(|((p, _), (q, _))| (*p, *q))
+        .filter(|(p, q)| group.contains(p) != group.contains(q))
+        .collect();
+    for (p, q) in &cut {
+        c.block(*p, *q);
+    }
+    c.run_for(Duration::from_secs(70));
+    assert!(c.status_line(0).0 < n, "partitioned peers were collected");
+    c.blocked.clear();
+    c.run_for(Duration::from_secs(400));
+    for i in 0..n {
+        assert_eq!(c.status_line(i).0, n, "healed: peer {i} knows everyone");
+    }
+    assert!(c.views_agree(), "views differ after heal");
+    // Three routers restart as new incarnations and rejoin through their old targets.
+    for &i in order.iter().skip(20).take(3) {
+        c.crash(i);
+        c.run_for(Duration::from_secs(2));
+        let m = c.make(i);
+        c.meshes[i] = Some(m);
+        c.connect(i, 0);
+    }
+    c.run_for(Duration::from_secs(70));
+    for i in 0..n {
+        assert_eq!(c.status_line(i).0, n, "restarts: peer {i} knows everyone");
+    }
+    assert!(c.views_agree(), "views differ after restarts");
+}
+
+#[test]
+fn partition_heals_and_restarted_peer_rejoins() {
+    let mut c = Cluster::new(5, 3);
+    for i in 1..5 {
+        c.connect(i, 0);
+    }
+    c.run_for(Duration::from_secs(10));
+    assert_eq!(c.status_line(0), (5, 20, 4));
+    // Split {0,1,2} from {3,4}.
+    for a in 0..3 {
+        for b in 3..5 {
+            c.block(a, b);
+        }
+    }
+    c.run_for(Duration::from_secs(5));
+    assert_eq!(
+        c.status_line(0),
+        (3, 6, 2),
+        "majority side forgot the others"
+    );
+    assert_eq!(
+        c.status_line(4),
+        (2, 2, 1),
+        "minority side forgot the others"
+    );
+    c.blocked.clear();
+    c.run_for(Duration::from_secs(400)); // back-off is at most 6 minutes
+    for i in 0..5 {
+        assert_eq!(c.status_line(i), (5, 20, 4), "healed, peer {i}");
+    }
+    assert!(c.views_agree());
+    // Peer 2 crashes and comes back as a new incarnation under the same name.
+    c.crash(2);
+    c.run_for(Duration::from_secs(5));
+    assert_eq!(c.status_line(0).0, 4);
+    let m = c.make(2);
+    c.meshes[2] = Some(m);
+    c.connect(2, 0);
+    c.run_for(Duration::from_secs(10));
+    for i in 0..5 {
+        assert_eq!(c.status_line(i), (5, 20, 4), "after restart, peer {i}");
+    }
+    assert!(c.views_agree());
+}
+
+#[test]
+fn hostile_frame_closes_only_its_connection() {
+    let mut c = Cluster::new(3, 5);
+    c.connect(1, 0);
+    c.connect(2, 0);
+    c.run_for(Duration::from_secs(5));
+    assert_eq!(c.status_line(0), (3, 6, 2));
+    let conn = *c
+        .links
+        .keys()
+        .find(|(p, _)| *p == 0)
+        .map(|(_, c)| c)
+        .expect("a connection");
+    let now = c.now;
+    // A gossip message whose topology payload is garbage.
+    let mut body = vec![4u8];
+    body.extend_from_slice(&[0x0b, 0x0c, 0x00, 0x08]);
+    body.extend_from_slice(b"topology");
+    body.extend_from_slice(&[
+        0x09, 0x06, 0x00, 0xfa, 2, 0, 0, 0, 0, 2, 0x06, 0x0a, 0x00, 0x03, 1, 2, 3,
+    ]);
+    c.mesh(0).handle_frame(conn, &body, now);
+    c.mesh(0).handle_frame(conn, &[0xff, 0xff], now);
+    c.mesh(0).handle_frame(conn, &[], now);
+    c.mesh(0)
+        .handle_datagram(SocketAddr::new(ip(1), PORT), &[1, 2, 3], now);
+    c.settle();
+    c.run_for(Duration::from_secs(30));
+    // The victim connection was closed and re-made by the connection maker; the rest is intact.
+    assert_eq!(c.status_line(0), (3, 6, 2));
+    assert!(c.views_agree());
+}
