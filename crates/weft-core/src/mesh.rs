@@ -25,7 +25,7 @@ use weft_wire::{frame, sleeve, topology as topo_wire, PeerName, PeerSummary};
 use crate::connection_maker::{ConnectedAddr, ConnectionMaker, Termination};
 use crate::handshake::{LocalIdentity, RemoteFeatures, PROTOCOL_MAX_VERSION, PROTOCOL_MIN_VERSION};
 use crate::routes::Routes;
-use crate::topology::Peers;
+use crate::topology::{Peers, Update};
 
 /// Name of the topology gossip channel.
 pub const TOPOLOGY_CHANNEL: &str = "topology";
@@ -554,7 +554,21 @@ impl Mesh {
             }
             return Ok(());
         }
-        let update = topo_wire::decode(&payload).map_err(|e| e.to_string())?;
+        let res = self.apply_topology(&payload, now)?;
+        if !res.improved.is_empty() {
+            for hop in self.random_neighbours(src) {
+                if let Some(&c) = self.by_remote.get(&hop) {
+                    self.send_topology(c, TOPOLOGY_CHANNEL, &res.improved);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Merges a received topology payload; schedules what follows from it (our own
+    /// announcement, route recalculation, discovery, GC). Errors close the connection.
+    fn apply_topology(&mut self, payload: &[u8], now: Instant) -> Result<Update, String> {
+        let update = topo_wire::decode(payload).map_err(|e| e.to_string())?;
         let res = self.peers.apply_update(update).map_err(|e| e.to_string())?;
         if res.announce_self {
             self.schedule_update(&[], now);
@@ -562,14 +576,9 @@ impl Mesh {
         if !res.improved.is_empty() {
             self.routes_dirty = true;
             self.refresh_maker(now);
-            for hop in self.random_neighbours(src) {
-                if let Some(&c) = self.by_remote.get(&hop) {
-                    self.send_topology(c, TOPOLOGY_CHANNEL, &res.improved);
-                }
-            }
         }
         self.gc_at.get_or_insert(now + GC_DELAY);
-        Ok(())
+        Ok(res)
     }
 
     fn on_gossip_broadcast(
@@ -580,16 +589,7 @@ impl Mesh {
         now: Instant,
     ) -> Result<(), String> {
         let relay_payload = if channel == TOPOLOGY_CHANNEL {
-            let update = topo_wire::decode(&payload).map_err(|e| e.to_string())?;
-            let res = self.peers.apply_update(update).map_err(|e| e.to_string())?;
-            if res.announce_self {
-                self.schedule_update(&[], now);
-            }
-            if !res.improved.is_empty() {
-                self.routes_dirty = true;
-                self.refresh_maker(now);
-            }
-            self.gc_at.get_or_insert(now + GC_DELAY);
+            let res = self.apply_topology(&payload, now)?;
             topo_wire::encode(&self.peers.summaries(&res.received))
         } else {
             payload
