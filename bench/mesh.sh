@@ -43,6 +43,14 @@ wt=$(median "${weft_times[@]}")
 printf 'weft: start -> connection established: median %.3f s over %d runs (%s)\n' "$wt" "$RUNS" "${weft_times[*]}"
 printf 'weft: idle router RSS: %.1f MB\n' "$(echo "$weft_rss/1024" | bc -l)"
 
+# The weaver process among the descendants of $1 (it runs under unshare and nlshim).
+weaver_of() {
+    local c
+    for c in $(pgrep -P "$1" || true); do
+        if [ "$(cat "/proc/$c/comm" 2>/dev/null)" = weaver ]; then echo "$c"; return; fi
+        weaver_of "$c"
+    done
+}
 ref="${WEAVE_REF_DIR:-}"
 if [ -n "$ref" ] && [ -x "$ref/weaver" ]; then
     go_times=()
@@ -64,12 +72,17 @@ if [ -n "$ref" ] && [ -x "$ref/weaver" ]; then
         go_times+=("$(echo "$(date -d "${ts//\//-}" +%s.%N) - $t0" | bc -l)")
         if [ "$r" = "$RUNS" ]; then
             sleep 2
-            wpid=$(pgrep -P "$(pgrep -P "$(cat "$d2/pid")" | head -1)" | head -1 || true)
-            [ -n "$wpid" ] || wpid=$(pgrep -P "$(cat "$d2/pid")" | head -1)
+            wpid=$(weaver_of "$(cat "$d2/pid")")
             go_rss=$(awk '/VmRSS/{print $2}' "/proc/$wpid/status")
         fi
         for i in 1 2; do kill -9 "$(cat "$LAB_DIR/go$i-$r/pid")" 2>/dev/null || true; done
-        for i in 1 2; do lab_wait 5 bash -c "! ip netns exec $(lab_ns "$i") ss -ltn | grep -q ':6784 '" || true; done
+        # weaver refuses to start on the bridge it left behind: remove its devices.
+        for i in 1 2; do
+            lab_wait 5 bash -c "! ip netns exec $(lab_ns "$i") ss -ltn | grep -q ':6784 '" || true
+            for l in weave datapath vethwe-bridge vethwe-pcap vethwe-datapath; do
+                ip -n "$(lab_ns "$i")" link del "$l" 2>/dev/null || true
+            done
+        done
     done
     gt=$(median "${go_times[@]}")
     printf 'weave: start -> connection established: median %.3f s (%s)\n' "$gt" "${go_times[*]}"

@@ -12,9 +12,9 @@ pub(crate) enum Reply {
     /// 404.
     NotFound,
     /// Another status, with the body.
-    Failed(u16, String),
+    Failed(String),
     /// Nothing listening, or the connection broke.
-    Down(String),
+    Down,
 }
 
 fn agent() -> ureq::Agent {
@@ -28,10 +28,8 @@ fn finish(r: Result<ureq::Response, ureq::Error>) -> Reply {
     match r {
         Ok(resp) => Reply::Ok(resp.into_string().unwrap_or_default()),
         Err(ureq::Error::Status(404, _)) => Reply::NotFound,
-        Err(ureq::Error::Status(code, resp)) => {
-            Reply::Failed(code, resp.into_string().unwrap_or_default())
-        }
-        Err(ureq::Error::Transport(t)) => Reply::Down(t.to_string()),
+        Err(ureq::Error::Status(_, resp)) => Reply::Failed(resp.into_string().unwrap_or_default()),
+        Err(ureq::Error::Transport(_)) => Reply::Down,
     }
 }
 

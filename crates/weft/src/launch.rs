@@ -167,7 +167,7 @@ pub(crate) fn launch(args: &[String]) -> ExitCode {
     if let Err(code) = parse_args(args) {
         return code;
     }
-    if !matches!(client::get(&http_addr(), "/status", false), Reply::Down(_)) {
+    if !matches!(client::get(&http_addr(), "/status", false), Reply::Down) {
         eprintln!(
             "{p} is already running; you can stop it with '{p} stop'.",
             p = prog()
@@ -287,7 +287,7 @@ fn capitalised(s: &str) -> String {
 /// `weft reset [--force]`: leave the cluster, stop, and remove everything weft created.
 pub(crate) fn reset(args: &[String]) -> ExitCode {
     if args.iter().any(|a| a != "--force") {
-        return crate::print_reply(Reply::Failed(1, crate::USAGE.into()));
+        return crate::print_reply(Reply::Failed(crate::USAGE.into()));
     }
     let _ = client::delete(&http_addr(), "/peer");
     let code = stop();

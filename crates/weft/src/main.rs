@@ -77,11 +77,11 @@ pub(crate) fn print_reply(r: Reply) -> ExitCode {
             ExitCode::SUCCESS
         }
         Reply::NotFound => ExitCode::from(4),
-        Reply::Failed(_, body) => {
+        Reply::Failed(body) => {
             eprint!("{body}");
             ExitCode::from(1)
         }
-        Reply::Down(_) => not_running(),
+        Reply::Down => not_running(),
     }
 }
 
