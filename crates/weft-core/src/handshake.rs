@@ -29,6 +29,8 @@ pub struct LocalIdentity {
     pub uid: u64,
     /// Our 12-bit short id.
     pub short_id: u16,
+    /// Our `Overlays` feature (space-separated overlay names).
+    pub overlays: String,
 }
 
 /// What the remote told us about itself.
@@ -186,6 +188,7 @@ fn local_features(local: &LocalIdentity, conn_id: u64, trusted: bool) -> BTreeMa
         ("ConnID", conn_id.to_string()),
         ("ShortID", local.short_id.to_string()),
         ("Trusted", trusted.to_string()),
+        ("Overlays", local.overlays.clone()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -243,6 +246,7 @@ mod tests {
             nick_name: nick.into(),
             uid: n * 7,
             short_id: 5,
+            overlays: "sleeve".into(),
         }
     }
 

@@ -9,5 +9,6 @@
 pub mod connection_maker;
 pub mod handshake;
 pub mod mesh;
+pub mod overlay_switch;
 pub mod routes;
 pub mod topology;

@@ -14,7 +14,7 @@
 //! established. That is what a Go peer needs before it stops calling a connection pending.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
@@ -24,6 +24,9 @@ use weft_wire::{frame, sleeve, topology as topo_wire, PeerName, PeerSummary};
 
 use crate::connection_maker::{ConnectedAddr, ConnectionMaker, Termination};
 use crate::handshake::{LocalIdentity, RemoteFeatures, PROTOCOL_MAX_VERSION, PROTOCOL_MIN_VERSION};
+use crate::overlay_switch::{
+    fastdp_heartbeat_sender, overlays_feature, LinkIds, OverlaySwitch, SwitchOutput,
+};
 use crate::routes::Routes;
 use crate::topology::{Peers, Update};
 
@@ -31,12 +34,6 @@ use crate::topology::{Peers, Update};
 pub const TOPOLOGY_CHANNEL: &str = "topology";
 /// TCP heartbeat period.
 pub const TCP_HEARTBEAT: Duration = Duration::from_secs(30);
-/// Sleeve heartbeat period until the connection is established.
-pub const FAST_HEARTBEAT: Duration = Duration::from_millis(500);
-/// Sleeve heartbeat period once established.
-pub const SLOW_HEARTBEAT: Duration = Duration::from_secs(10);
-/// Silence on the UDP path after which the connection is torn down.
-pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Coalescing delay for topology updates.
 pub const TOPOLOGY_UPDATE_DELAY: Duration = Duration::from_secs(1);
 /// Delay before garbage-collecting after a received update.
@@ -59,6 +56,10 @@ pub struct MeshConfig {
     pub conn_limit: usize,
     /// Whether to connect to peers learnt through gossip.
     pub discovery: bool,
+    /// Whether to offer weft's kernel-VXLAN fast datapath.
+    pub fastdp: bool,
+    /// The weave bridge MTU (fastdp heartbeats are this size plus the Ethernet header).
+    pub mtu: u32,
 }
 
 /// Which side opened a connection.
@@ -109,6 +110,27 @@ pub enum MeshEvent {
     },
     /// The list of direct targets changed: persist it.
     TargetsChanged(Vec<String>),
+    /// A fastdp-capable peer appeared (`add`) or went away: program (or remove) the VXLAN
+    /// forwarding entry for its peer-name MAC, which carries fastdp heartbeats.
+    FastdpPeer {
+        /// The peer.
+        peer: PeerName,
+        /// Its underlay address.
+        ip: Ipv4Addr,
+        /// Add or remove.
+        add: bool,
+    },
+    /// Start or stop flooding broadcast/unknown frames to this peer through VXLAN.
+    FastdpFlood {
+        /// The peer.
+        peer: PeerName,
+        /// Its underlay address.
+        ip: Ipv4Addr,
+        /// On or off.
+        on: bool,
+    },
+    /// Send this Ethernet frame (a fastdp heartbeat) out of the local VXLAN device.
+    SendFastdp(Vec<u8>),
 }
 
 /// What `weft status connections` shows for one line.
@@ -184,13 +206,9 @@ struct Conn {
     remote_addr: SocketAddr,
     origin: Origin,
     uid: u64,
-    /// We received the remote's `ConnectionEstablished`.
+    /// Some data path to the remote works (reported to the topology once).
     established: bool,
-    /// We answered the remote's heartbeat with `ConnectionEstablished`.
-    sent_established: bool,
-    udp_addr: Option<SocketAddr>,
-    last_udp_rx: Instant,
-    next_udp_heartbeat: Instant,
+    switch: OverlaySwitch,
     next_tcp_heartbeat: Instant,
 }
 
@@ -318,7 +336,7 @@ impl Mesh {
         our_conn_id: u64,
         now: Instant,
     ) -> Result<(), (String, Termination)> {
-        let us = &self.cfg.identity;
+        let us = self.cfg.identity.clone();
         if remote.name == us.name {
             if remote.uid == us.uid {
                 return Err(("cannot connect to ourself".into(), Termination::Ourself));
@@ -368,6 +386,24 @@ impl Mesh {
                 Termination::Other,
             ));
         }
+        let udp_addr = match origin {
+            Origin::Outbound { dial_addr, .. } => Some(dial_addr),
+            Origin::Inbound => None,
+        };
+        let ids = LinkIds {
+            local: us.name,
+            remote: remote.name,
+            uid,
+            remote_ip: match remote_addr.ip() {
+                IpAddr::V4(ip) if self.cfg.fastdp => Some(ip),
+                _ => None,
+            },
+            fastdp_frame_len: 14 + self.cfg.mtu as usize,
+        };
+        let ours = overlays_feature(self.cfg.fastdp);
+        let switch = OverlaySwitch::new(ids, &ours, remote.overlays.as_deref(), udp_addr, now)
+            .map_err(|e| (e, Termination::Other))?;
+        let fastdp = ids.remote_ip.is_some() && switch.fastdp_offered();
         let summary = PeerSummary {
             name: remote.name,
             nick_name: remote.nick_name.clone(),
@@ -391,10 +427,6 @@ impl Mesh {
                 ""
             }
         );
-        let udp_addr = match origin {
-            Origin::Outbound { dial_addr, .. } => Some(dial_addr),
-            Origin::Inbound => None,
-        };
         self.conns.insert(
             conn,
             Conn {
@@ -404,13 +436,17 @@ impl Mesh {
                 origin,
                 uid,
                 established: false,
-                sent_established: false,
-                udp_addr,
-                last_udp_rx: now,
-                next_udp_heartbeat: now,
+                switch,
                 next_tcp_heartbeat: now + TCP_HEARTBEAT,
             },
         );
+        if let (true, IpAddr::V4(ip)) = (fastdp, remote_addr.ip()) {
+            self.events.push_back(MeshEvent::FastdpPeer {
+                peer: remote.name,
+                ip,
+                add: true,
+            });
+        }
         self.by_remote.insert(remote.name, conn);
         if let Origin::Outbound { dial_addr, .. } = origin {
             self.maker.connection_up(dial_addr);
@@ -422,7 +458,7 @@ impl Mesh {
         }
         self.schedule_update(&[remote.name], now);
         self.refresh_maker(now);
-        self.send_udp_heartbeats(now);
+        self.run_switch(conn, now);
         Ok(())
     }
 
@@ -460,6 +496,20 @@ impl Mesh {
             c.remote,
             c.remote_nick
         );
+        if let (true, IpAddr::V4(ip)) = (c.switch.fastdp_offered(), c.remote_addr.ip()) {
+            if c.switch.is_direct_fastdp() {
+                self.events.push_back(MeshEvent::FastdpFlood {
+                    peer: c.remote,
+                    ip,
+                    on: false,
+                });
+            }
+            self.events.push_back(MeshEvent::FastdpPeer {
+                peer: c.remote,
+                ip,
+                add: false,
+            });
+        }
         for gone in self.peers.delete_local_connection(c.remote) {
             tracing::info!("Removed unreachable peer {}({})", gone.name, gone.nick_name);
         }
@@ -496,11 +546,21 @@ impl Mesh {
         match msg {
             ProtocolMsg::Heartbeat => Ok(()),
             ProtocolMsg::ConnectionEstablished => {
-                self.mark_established(conn, now);
+                self.overlay_control(conn, 1, &[], now);
                 Ok(())
             }
-            ProtocolMsg::FragmentationReceived | ProtocolMsg::PmtuVerified(_) => Ok(()),
-            ProtocolMsg::OverlayControl(_) => Ok(()),
+            ProtocolMsg::FragmentationReceived => {
+                self.overlay_control(conn, 2, &[], now);
+                Ok(())
+            }
+            ProtocolMsg::PmtuVerified(mtu) => {
+                self.overlay_control(conn, 3, &mtu.to_be_bytes(), now);
+                Ok(())
+            }
+            ProtocolMsg::OverlayControl(payload) => {
+                self.overlay_control(conn, 7, &payload, now);
+                Ok(())
+            }
             ProtocolMsg::Unknown(tag) => {
                 tracing::debug!("ignoring unknown protocol tag: {tag}");
                 Ok(())
@@ -634,7 +694,7 @@ impl Mesh {
         }
     }
 
-    /// A UDP datagram arrived on the mesh port from `from`.
+    /// A UDP datagram with special (control) frames arrived on the mesh port from `from`.
     pub fn handle_datagram(&mut self, from: SocketAddr, datagram: &[u8], now: Instant) {
         let Ok((sender, frames)) = sleeve::parse(datagram) else {
             tracing::debug!("dropping malformed datagram from {from}");
@@ -644,7 +704,7 @@ impl Mesh {
             return;
         };
         let us = self.name();
-        let mut answer = false;
+        let mut heard = false;
         for f in frames {
             let Ok(f) = f else { break };
             if f.src != sender || f.dst != us {
@@ -653,25 +713,66 @@ impl Mesh {
             let Some(uid) = sleeve::heartbeat_uid(f.data) else {
                 continue;
             };
-            let Some(c) = self.conns.get_mut(&conn) else {
-                return;
-            };
-            if uid != c.uid {
-                continue;
-            }
-            c.last_udp_rx = now;
-            if c.udp_addr.is_none() {
-                c.udp_addr = Some(from);
-                c.next_udp_heartbeat = now;
-            }
-            if !c.sent_established {
-                c.sent_established = true;
-                answer = true;
+            if self.conns.get(&conn).is_some_and(|c| c.uid == uid) {
+                heard = true;
             }
         }
-        if answer {
-            self.send_msg(conn, &ProtocolMsg::ConnectionEstablished);
-            self.send_udp_heartbeats(now);
+        if heard {
+            if let Some(c) = self.conns.get_mut(&conn) {
+                c.switch.handle_sleeve_heartbeat(from, now);
+            }
+            self.run_switch(conn, now);
+        }
+    }
+
+    /// A fastdp heartbeat frame arrived on the local VXLAN device.
+    pub fn handle_fastdp_frame(&mut self, frame: &[u8], now: Instant) {
+        let Some(sender) = fastdp_heartbeat_sender(frame) else {
+            return;
+        };
+        let Some(&conn) = self.by_remote.get(&sender) else {
+            return;
+        };
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.switch.handle_fastdp_heartbeat(frame, now);
+        }
+        self.run_switch(conn, now);
+    }
+
+    fn overlay_control(&mut self, conn: ConnId, tag: u8, payload: &[u8], now: Instant) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.switch.handle_control(tag, payload, now);
+        }
+        self.run_switch(conn, now);
+    }
+
+    /// Sends what the connection's overlay switch produced and notes a first establishment.
+    fn run_switch(&mut self, conn: ConnId, now: Instant) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let outs: Vec<SwitchOutput> = c.switch.drain().collect();
+        let (remote, ip) = (c.remote, c.remote_addr.ip());
+        let became = !c.established && c.switch.established();
+        for o in outs {
+            match o {
+                SwitchOutput::Control(body) => self.send_raw(conn, &body),
+                SwitchOutput::SleeveHeartbeat { to, datagram } => {
+                    self.events.push_back(MeshEvent::SendUdp { to, datagram });
+                }
+                SwitchOutput::FastdpHeartbeat(frame) => {
+                    self.events.push_back(MeshEvent::SendFastdp(frame));
+                }
+                SwitchOutput::FastdpFlood(on) => {
+                    if let IpAddr::V4(ip) = ip {
+                        tracing::info!("overlay_switch ->[{remote}] using {}", if on { "fastdp" } else { "sleeve" });
+                        self.events.push_back(MeshEvent::FastdpFlood { peer: remote, ip, on });
+                    }
+                }
+            }
+        }
+        if became {
+            self.mark_established(conn, now);
         }
     }
 
@@ -683,7 +784,6 @@ impl Mesh {
             return;
         }
         c.established = true;
-        c.next_udp_heartbeat = now + SLOW_HEARTBEAT;
         let (remote, addr, nick) = (c.remote, c.remote_addr, c.remote_nick.clone());
         tracing::info!("->[{addr}|{remote}({nick})]: connection fully established");
         self.peers.establish_local_connection(remote);
@@ -704,10 +804,7 @@ impl Mesh {
         min(self.maker.poll_timeout());
         for c in self.conns.values() {
             min(Some(c.next_tcp_heartbeat));
-            if c.udp_addr.is_some() {
-                min(Some(c.next_udp_heartbeat));
-            }
-            min(Some(c.last_udp_rx + HEARTBEAT_TIMEOUT));
+            min(Some(c.switch.poll_timeout()));
         }
         t
     }
@@ -745,12 +842,10 @@ impl Mesh {
         }
         let mut dead = Vec::new();
         let mut tcp_beats = Vec::new();
+        let ids: Vec<ConnId> = self.conns.keys().copied().collect();
         for (&id, c) in &mut self.conns {
-            if now.saturating_duration_since(c.last_udp_rx) >= HEARTBEAT_TIMEOUT {
-                dead.push((
-                    id,
-                    format!("no working forwarders to {}({})", c.remote, c.remote_nick),
-                ));
+            if let Err(reason) = c.switch.handle_timeout(now) {
+                dead.push((id, reason));
                 continue;
             }
             if c.next_tcp_heartbeat <= now {
@@ -761,10 +856,12 @@ impl Mesh {
         for id in tcp_beats {
             self.send_msg(id, &ProtocolMsg::Heartbeat);
         }
+        for id in ids {
+            self.run_switch(id, now);
+        }
         for (id, reason) in dead {
             self.close(id, reason);
         }
-        self.send_udp_heartbeats(now);
     }
 
     /// The next thing for the driver to do. Call until `None` after every `handle_*`.
@@ -916,24 +1013,6 @@ impl Mesh {
             return;
         }
         self.events.push_back(MeshEvent::Send { conn, bytes });
-    }
-
-    fn send_udp_heartbeats(&mut self, now: Instant) {
-        let us = self.name();
-        for c in self.conns.values_mut() {
-            let Some(to) = c.udp_addr else { continue };
-            if c.next_udp_heartbeat > now {
-                continue;
-            }
-            c.next_udp_heartbeat = now
-                + if c.established {
-                    SLOW_HEARTBEAT
-                } else {
-                    FAST_HEARTBEAT
-                };
-            let datagram = sleeve::encode_heartbeat(us, us, c.remote, c.uid).to_vec();
-            self.events.push_back(MeshEvent::SendUdp { to, datagram });
-        }
     }
 
     fn close(&mut self, conn: ConnId, reason: String) {

@@ -82,10 +82,13 @@ impl Cluster {
                 nick_name: format!("h{i}"),
                 uid: self.rng.gen_range(1..u64::MAX),
                 short_id: self.rng.gen_range(0..4096),
+                overlays: "sleeve".into(),
             },
             port: PORT,
             conn_limit: 0,
             discovery: self.discovery,
+            fastdp: false,
+            mtu: 65535,
         };
         Mesh::new(cfg, self.rng.gen(), self.now)
     }
@@ -178,6 +181,7 @@ impl Cluster {
                         nick_name: s.nick_name,
                         uid: s.uid,
                         short_id: s.short_id,
+                        overlays: "sleeve".into(),
                     }
                 };
                 let (li, lj) = (ident(self.mesh(i)), ident(self.mesh(j)));
@@ -260,7 +264,10 @@ impl Cluster {
                     ));
                 }
             }
-            MeshEvent::TargetsChanged(_) => {}
+            MeshEvent::TargetsChanged(_)
+            | MeshEvent::FastdpPeer { .. }
+            | MeshEvent::FastdpFlood { .. }
+            | MeshEvent::SendFastdp(_) => {}
         }
     }
 

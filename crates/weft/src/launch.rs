@@ -52,6 +52,12 @@ struct RouterArgs {
     /// Accepted for compatibility: weft never installs a restart policy.
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set, default_value = "false")]
     no_restart: bool,
+    /// Sleeve only: no kernel-VXLAN fast datapath (also `WEAVE_NO_FASTDP`).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set, default_value = "false")]
+    no_fastdp: bool,
+    /// Bridge MTU (also `WEAVE_MTU`); default 1376 with fastdp, 65535 without.
+    #[arg(long, env = "WEAVE_MTU", value_parser = clap::value_parser!(u32).range(576..=65535))]
+    mtu: Option<u32>,
     /// debug, info, warning or error.
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -141,6 +147,8 @@ pub(crate) fn router(args: &[String]) -> ExitCode {
         run_dir: run_dir(),
         http_addr: a.http_addr,
         status_addr: Some(a.status_addr),
+        fastdp: !a.no_fastdp && std::env::var_os("WEAVE_NO_FASTDP").is_none_or(|v| v.is_empty()),
+        mtu: a.mtu,
     };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

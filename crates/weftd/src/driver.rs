@@ -196,6 +196,9 @@ impl Ctx {
                     tracing::debug!("udp send to {to}: {e}");
                 }
             }
+            MeshEvent::FastdpPeer { .. } | MeshEvent::FastdpFlood { .. } | MeshEvent::SendFastdp(_) => {
+                tracing::debug!("no fast datapath device: {ev:?}");
+            }
             MeshEvent::TargetsChanged(t) => {
                 if let Err(e) = self.store.set_direct_peers(&t) {
                     tracing::warn!("cannot persist targets: {e}");

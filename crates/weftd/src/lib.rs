@@ -52,6 +52,18 @@ pub struct RouterConfig {
     pub http_addr: SocketAddr,
     /// Status and metrics address.
     pub status_addr: Option<SocketAddr>,
+    /// Offer the kernel-VXLAN fast datapath (`--no-fastdp` / `WEAVE_NO_FASTDP` turn it off).
+    pub fastdp: bool,
+    /// `--mtu` / `WEAVE_MTU`; default 1376 with fastdp, 65535 without.
+    pub mtu: Option<u32>,
+}
+
+impl RouterConfig {
+    /// The weave bridge MTU.
+    pub fn mtu(&self) -> u32 {
+        self.mtu
+            .unwrap_or(if self.fastdp { 1376 } else { 65535 })
+    }
 }
 
 /// Why the router could not start.
@@ -113,6 +125,7 @@ pub async fn run(cfg: RouterConfig) -> Result<(), StartError> {
         nick_name: cfg.nickname.clone(),
         uid: rng.gen_range(1..=u64::MAX),
         short_id: rng.gen_range(0..4096),
+        overlays: weft_core::overlay_switch::overlays_feature(cfg.fastdp),
     };
     let listen = SocketAddr::new(cfg.host.unwrap_or(IpAddr::from([0, 0, 0, 0])), cfg.port);
     let listener = tokio::net::TcpListener::bind(listen)
@@ -143,6 +156,8 @@ pub async fn run(cfg: RouterConfig) -> Result<(), StartError> {
         port: cfg.port,
         conn_limit: cfg.conn_limit,
         discovery: cfg.discovery,
+        fastdp: cfg.fastdp,
+        mtu: cfg.mtu(),
     };
     let mesh = Mesh::new(mesh_cfg, rng.gen(), Instant::now());
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
