@@ -207,6 +207,143 @@ test_interop_with_weave_net() {
     expect_eq "$(ip netns exec "$(lab_ns 2)" curl -s http://127.0.0.1:6784/status/connections | grep -c established)" 2 "weaver established connections"
 }
 
+
+# --- data plane ----------------------------------------------------------------------------
+
+# three_hosts_with_containers [launch flags...]: h1..h3 chain-joined, container cN on hN at
+# 10.2.1.N/24; waits for the full mesh.
+three_hosts_with_containers() {
+    lab_up 3
+    lab_weft 1 launch --nickname host1 "$@" >/dev/null
+    lab_weft 2 launch --nickname host2 "$@" "$(lab_ip 1)" >/dev/null
+    lab_weft 3 launch --nickname host3 "$@" "$(lab_ip 2)" >/dev/null
+    for i in 1 2 3; do
+        lab_container "c$i"
+        expect_eq "$(lab_weft "$i" attach "10.2.1.$i/24" "netns:${LAB}c$i")" "10.2.1.$i" "attach output"
+    done
+    for i in 1 2 3; do lab_wait 30 full_mesh_of "$i" 3 || { dump_logs; fail "no mesh"; }; done
+}
+
+pings() { lab_in "$1" ping -c 1 -W 1 "${@:2}" >/dev/null 2>&1; }
+ping_ok() { lab_wait 15 pings "$@" || fail "ping from $1 to ${*: -1} failed"; }
+ping_fails() { ! lab_in "$1" ping -c 2 -W 1 "${@:2}" >/dev/null 2>&1 || fail "ping from $1 to ${*: -1} should fail"; }
+
+test_sleeve_ping_across_hosts() {
+    three_hosts_with_containers --no-fastdp
+    ping_ok c1 10.2.1.2
+    ping_ok c1 10.2.1.3
+    ping_ok c3 10.2.1.2
+    # Large packets: 8000-byte pings cross the sleeve path whole.
+    ping_ok c1 -s 8000 10.2.1.3
+    expect_match "$(lab_weft 1 status connections)" "established sleeve" "sleeve in use"
+    expect_match "$(lab_weft 1 status connections)" "fastdp-fallback=\"not offered by both peers\"" "reason shown"
+}
+
+test_fastdp_ping_and_status() {
+    three_hosts_with_containers
+    fastdp_all() { [ "$(lab_weft 1 status connections | grep -c 'established fastdp')" = 2 ]; }
+    lab_wait 20 fastdp_all || { lab_weft 1 status connections >&2; dump_logs; fail "fastdp not chosen"; }
+    ping_ok c1 10.2.1.2
+    ping_ok c2 10.2.1.3
+    ping_ok c3 -s 1300 10.2.1.1
+    expect_match "$(lab_weft 1 status connections)" "mtu=1376" "fastdp mtu"
+    expect_match "$(lab_in c1 ip -o link show ethwe)" "mtu 1376" "container MTU"
+}
+
+test_fastdp_falls_back_when_vxlan_blocked() {
+    lab_up 2
+    lab_block_port 1 2 6784
+    lab_weft 1 launch --nickname host1 >/dev/null
+    lab_weft 2 launch --nickname host2 "$(lab_ip 1)" >/dev/null
+    for i in 1 2; do lab_container "c$i"; lab_weft "$i" attach "10.2.1.$i/24" "netns:${LAB}c$i" >/dev/null; done
+    lab_wait 20 full_mesh_of 1 2 || { dump_logs; fail "no mesh"; }
+    reason() { lab_weft 1 status connections | grep -q 'fastdp-fallback="no VXLAN heartbeat'; }
+    lab_wait 20 reason || { lab_weft 1 status connections >&2; fail "no fallback reason"; }
+    expect_match "$(lab_weft 1 status connections)" "established sleeve" "fell back to sleeve"
+    ping_ok c1 10.2.1.2
+}
+
+test_relay_through_third_host() {
+    lab_up 3
+    lab_block 1 3
+    lab_weft 2 launch --nickname host2 >/dev/null
+    lab_weft 1 launch --nickname host1 "$(lab_ip 2)" >/dev/null
+    lab_weft 3 launch --nickname host3 "$(lab_ip 2)" >/dev/null
+    for i in 1 3; do lab_container "c$i"; lab_weft "$i" attach "10.2.1.$i/24" "netns:${LAB}c$i" >/dev/null; done
+    knows3() { lab_weft 1 status | grep -q 'Peers: 3 (with 4 established'; }
+    lab_wait 30 knows3 || { lab_weft 1 status >&2; dump_logs; fail "h1 does not see h3 through h2"; }
+    ping_ok c1 10.2.1.3
+    ping_ok c3 -s 3000 10.2.1.1
+}
+
+test_attach_detach_ps() {
+    lab_up 1
+    lab_weft 1 launch --nickname host1 >/dev/null
+    lab_container c1
+    local c="netns:${LAB}c1" rc out
+    expect_eq "$(lab_weft 1 attach 10.2.1.1/24 ip:10.2.2.1/24 "$c")" "10.2.1.1 10.2.2.1" "attach two"
+    expect_eq "$(lab_weft 1 attach 10.2.1.1/24 "$c")" "10.2.1.1" "attach again is idempotent"
+    expect_eq "$(lab_in c1 ip -o -4 addr show ethwe | wc -l)" 2 "two addresses in the container"
+    lab_in c1 ip route | grep -q '^224.0.0.0/4 dev ethwe' || fail "multicast route missing"
+    out=$(lab_weft 1 ps "$c")
+    expect_match "$out" "^weave:expose ([0-9a-f]{2}:){5}[0-9a-f]{2}$" "ps expose line"
+    expect_match "$out" "^${LAB}c1 ([0-9a-f]{2}:){5}[0-9a-f]{2} 10.2.1.1/24 10.2.2.1/24$" "ps container line"
+    expect_eq "$(lab_weft 1 detach 10.2.2.1/24 "$c")" "10.2.2.1" "detach one"
+    lab_in c1 ip link show ethwe >/dev/null 2>&1 || fail "ethwe gone too early"
+    expect_eq "$(lab_weft 1 detach 10.2.1.1/24 "$c")" "10.2.1.1" "detach last"
+    ! lab_in c1 ip link show ethwe >/dev/null 2>&1 || fail "ethwe still there after last detach"
+    # Errors: missing container, bad CIDR, no address; nothing half-created.
+    rc=0; out=$(lab_weft 1 attach 10.2.1.1/24 "netns:${LAB}nope" 2>&1) || rc=$?
+    expect_eq "$rc" 1 "missing container exit"
+    expect_match "$out" "does not exist" "missing container text"
+    rc=0; out=$(lab_weft 1 attach 10.2.1.300/24 "$c" 2>&1) || rc=$?
+    expect_eq "$rc" 1 "bad cidr exit"
+    expect_match "$out" "invalid address" "bad cidr text"
+    rc=0; out=$(lab_weft 1 attach "$c" 2>&1) || rc=$?
+    expect_eq "$rc" 1 "no address exit"
+    expect_eq "$out" "IP address allocation must be enabled to use 'net:'" "no address text"
+    [ -z "$(ip -n "$(lab_ns 1)" -o link show | grep vethwepl)" ] || fail "veth left behind"
+}
+
+test_expose_hide_and_isolation() {
+    lab_up 2
+    lab_weft 1 launch --nickname host1 >/dev/null
+    lab_weft 2 launch --nickname host2 "$(lab_ip 1)" >/dev/null
+    lab_container c1; lab_container c2; lab_container c3
+    lab_weft 1 attach 10.2.1.1/24 "netns:${LAB}c1" >/dev/null
+    lab_weft 2 attach 10.2.1.2/24 "netns:${LAB}c2" >/dev/null
+    lab_weft 2 attach 10.2.2.3/24 "netns:${LAB}c3" >/dev/null
+    lab_wait 20 full_mesh_of 1 2 || { dump_logs; fail "no mesh"; }
+    ping_ok c1 10.2.1.2
+    # Isolation: another subnet of the range is unreachable.
+    ping_fails c1 10.2.2.3
+    ping_fails c3 10.2.1.2
+    # Expose: host1 reaches a container on host2; hide takes it away.
+    expect_eq "$(lab_weft 1 expose 10.2.1.254/24)" "10.2.1.254" "expose output"
+    host_ping() { ip netns exec "$(lab_ns 1)" ping -c 1 -W 1 10.2.1.2 >/dev/null 2>&1; }
+    lab_wait 15 host_ping || fail "exposed host cannot reach container"
+    ip netns exec "$(lab_ns 1)" nft list table inet weft | grep -q 'masquerade' || fail "no masquerade rule"
+    expect_eq "$(lab_weft 1 hide 10.2.1.254/24)" "10.2.1.254" "hide output"
+    ! host_ping || fail "host still reaches container after hide"
+}
+
+test_iperf_both_paths() {
+    command -v iperf3 >/dev/null || { echo "    (skipped: no iperf3)"; return 0; }
+    local mode
+    for mode in fastdp sleeve; do
+        lab_down; LAB_HOSTS=0
+        if [ "$mode" = sleeve ]; then three_hosts_with_containers --no-fastdp; else three_hosts_with_containers; fi
+        ping_ok c1 10.2.1.2
+        (lab_in c2 timeout 30 iperf3 -s -1 >/dev/null 2>&1 &)
+        listening() { lab_in c2 ss -ltn | grep -q ':5201 '; }
+        lab_wait 10 listening || fail "iperf3 server did not start"
+        local bps
+        bps=$(lab_in c1 timeout 20 iperf3 -c 10.2.1.2 -t 2 -J | grep -m1 '"bits_per_second"' | tr -dc '0-9.' ) || true
+        echo "    $mode: $(echo "${bps:-0} / 1000000" | bc) Mbit/s"
+        [ "$(echo "${bps:-0} > 50000000" | bc)" = 1 ] || fail "$mode iperf3 too slow or failed: ${bps:-none}"
+    done
+}
+
 # --- main --------------------------------------------------------------------------------
 [ "$(id -u)" = 0 ] || { echo "e2e tests need root"; exit 1; }
 [ -x "$WEFT" ] || cargo build --release -p weft

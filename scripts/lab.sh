@@ -45,11 +45,33 @@ lab_weft() {
         "$WEFT" "$@"
 }
 
+# lab_container <name>: a "container" network namespace named $LAB<name> (attach it to a host
+# with `lab_weft <h> attach <cidr> netns:$LAB<name>`); lab_in <name> <cmd...> runs inside it.
+lab_container() {
+    ip netns add "$LAB$1"
+    ip -n "$LAB$1" link set lo up
+}
+lab_in() { local c=$1; shift; ip netns exec "$LAB$c" "$@"; }
+
+# lab_block_port <a#> <b#> <udp port>: drop that UDP port between two hosts (both directions).
+lab_block_port() {
+    local a=$1 b=$2 port=$3
+    ip netns exec "$(lab_ns "$a")" nft -f - <<NFT
+table inet ${LAB}blockp {
+    chain in { type filter hook input priority 0; ip saddr $(lab_ip "$b") udp dport $port drop; }
+    chain out { type filter hook output priority 0; ip daddr $(lab_ip "$b") udp dport $port drop; }
+}
+NFT
+}
+
 # lab_block <a#> <b#>: drop underlay traffic between two hosts (in both namespaces).
 lab_block() {
     local a=$1 b=$2
     ip netns exec "$(lab_ns "$a")" nft -f - <<NFT
-table inet ${LAB}block { chain in { type filter hook input priority 0; ip saddr $(lab_ip "$b") drop; } chain out { type filter hook output priority 0; ip daddr $(lab_ip "$b") drop; } }
+table inet ${LAB}block {
+    chain in { type filter hook input priority 0; ip saddr $(lab_ip "$b") drop; }
+    chain out { type filter hook output priority 0; ip daddr $(lab_ip "$b") drop; }
+}
 NFT
 }
 
@@ -82,6 +104,10 @@ lab_down() {
         ip link del "${LAB}h${i}u" 2>/dev/null || true
     done
     ip link del "${LAB}br0" 2>/dev/null || true
+    # Container namespaces carry our prefix too.
+    for ns in $(ip netns list | awk '{print $1}' | grep "^${LAB}" || true); do
+        ip netns del "$ns" 2>/dev/null || true
+    done
     rm -rf "$LAB_DIR"
     LAB_HOSTS=0
 }

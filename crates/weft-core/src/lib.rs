@@ -9,6 +9,7 @@
 pub mod connection_maker;
 pub mod handshake;
 pub mod mesh;
+pub mod overlay;
 pub mod overlay_switch;
 pub mod routes;
 pub mod topology;

@@ -24,6 +24,7 @@ use weft_wire::{frame, sleeve, topology as topo_wire, PeerName, PeerSummary};
 
 use crate::connection_maker::{ConnectedAddr, ConnectionMaker, Termination};
 use crate::handshake::{LocalIdentity, RemoteFeatures, PROTOCOL_MAX_VERSION, PROTOCOL_MIN_VERSION};
+use crate::overlay::Fabric;
 use crate::overlay_switch::{
     fastdp_heartbeat_sender, overlays_feature, LinkIds, OverlaySwitch, SwitchOutput,
 };
@@ -395,8 +396,8 @@ impl Mesh {
             remote: remote.name,
             uid,
             remote_ip: match remote_addr.ip() {
-                IpAddr::V4(ip) if self.cfg.fastdp => Some(ip),
-                _ => None,
+                IpAddr::V4(ip) => Some(ip),
+                IpAddr::V6(_) => None,
             },
             fastdp_frame_len: 14 + self.cfg.mtu as usize,
         };
@@ -765,8 +766,15 @@ impl Mesh {
                 }
                 SwitchOutput::FastdpFlood(on) => {
                     if let IpAddr::V4(ip) = ip {
-                        tracing::info!("overlay_switch ->[{remote}] using {}", if on { "fastdp" } else { "sleeve" });
-                        self.events.push_back(MeshEvent::FastdpFlood { peer: remote, ip, on });
+                        tracing::info!(
+                            "overlay_switch ->[{remote}] using {}",
+                            if on { "fastdp" } else { "sleeve" }
+                        );
+                        self.events.push_back(MeshEvent::FastdpFlood {
+                            peer: remote,
+                            ip,
+                            on,
+                        });
                     }
                 }
             }
@@ -881,22 +889,24 @@ impl Mesh {
         let mut connections: Vec<ConnectionStatus> = self
             .conns
             .values()
-            .map(|c| ConnectionStatus {
-                address: c.remote_addr.to_string(),
-                outbound: matches!(c.origin, Origin::Outbound { .. }),
-                state: if c.established {
-                    "established"
-                } else {
-                    "pending"
+            .map(|c| {
+                let mut attrs = BTreeMap::new();
+                if let Some(why) = c.switch.fastdp_fallback(now) {
+                    attrs.insert("fastdp-fallback".to_string(), format!("\"{why}\" "));
                 }
-                .into(),
-                info: format!(
-                    "{:<6} {}({})",
-                    if c.established { "sleeve" } else { "none" },
-                    c.remote,
-                    c.remote_nick
-                ),
-                attrs: BTreeMap::new(),
+                attrs.insert("mtu".to_string(), self.cfg.mtu.to_string());
+                ConnectionStatus {
+                    address: c.remote_addr.to_string(),
+                    outbound: matches!(c.origin, Origin::Outbound { .. }),
+                    state: if c.established {
+                        "established"
+                    } else {
+                        "pending"
+                    }
+                    .into(),
+                    info: format!("{:<6} {}({})", c.switch.best(), c.remote, c.remote_nick),
+                    attrs,
+                }
             })
             .collect();
         connections.extend(
@@ -952,6 +962,27 @@ impl Mesh {
             broadcast_routes,
             termination_count: self.termination_count,
         }
+    }
+
+    /// The data plane's view of the mesh: routes and which peers are direct fastdp neighbours.
+    pub fn fabric(&mut self) -> MeshFabric<'_> {
+        if self.routes_dirty {
+            self.routes = Routes::calculate(&self.peers);
+            self.routes_dirty = false;
+        }
+        MeshFabric {
+            us: self.cfg.identity.name,
+            routes: &self.routes,
+            peers: &self.peers,
+            by_remote: &self.by_remote,
+            conns: &self.conns,
+        }
+    }
+
+    /// Where sleeve datagrams for a directly connected peer go, once known.
+    pub fn peer_udp_addr(&self, peer: PeerName) -> Option<SocketAddr> {
+        let c = self.conns.get(self.by_remote.get(&peer)?)?;
+        c.switch.udp_addr()
     }
 
     fn routes(&mut self) -> &Routes {
@@ -1073,6 +1104,41 @@ impl Mesh {
     /// A random id for a new connection's intro.
     pub fn new_conn_id(&mut self) -> u64 {
         self.rng.gen()
+    }
+}
+
+/// The mesh as the data-plane forwarder sees it; borrowed from [`Mesh::fabric`].
+#[derive(Debug)]
+pub struct MeshFabric<'a> {
+    us: PeerName,
+    routes: &'a Routes,
+    peers: &'a Peers,
+    by_remote: &'a BTreeMap<PeerName, ConnId>,
+    conns: &'a BTreeMap<ConnId, Conn>,
+}
+
+impl Fabric for MeshFabric<'_> {
+    fn our_name(&self) -> PeerName {
+        self.us
+    }
+
+    fn unicast_next_hop(&self, dst: PeerName) -> Option<PeerName> {
+        self.routes.unicast(dst)
+    }
+
+    fn broadcast_next_hops(&self, src: PeerName) -> &[PeerName] {
+        self.routes.broadcast(src)
+    }
+
+    fn is_direct_fastdp(&self, peer: PeerName) -> bool {
+        self.by_remote
+            .get(&peer)
+            .and_then(|c| self.conns.get(c))
+            .is_some_and(|c| c.switch.is_direct_fastdp())
+    }
+
+    fn is_known_peer(&self, peer: PeerName) -> bool {
+        self.peers.get(peer).is_some()
     }
 }
 

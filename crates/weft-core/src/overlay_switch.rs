@@ -222,9 +222,13 @@ impl OverlaySwitch {
             None if self.ids.remote_ip.is_none() => Some("no IPv4 underlay address".into()),
             None => Some("not offered by both peers".into()),
             Some(f) if now.saturating_duration_since(f.started) < FASTDP_GRACE => None,
-            Some(f) if f.acked => Some("heartbeats lost (UDP 6784 blocked or path MTU too small?)".into()),
+            Some(f) if f.acked => {
+                Some("heartbeats lost (UDP 6784 blocked or path MTU too small?)".into())
+            }
             Some(f) if f.last_rx.is_some() => Some("our heartbeats are not acknowledged".into()),
-            Some(_) => Some("no VXLAN heartbeat from peer (UDP 6784 blocked or path MTU too small?)".into()),
+            Some(_) => Some(
+                "no VXLAN heartbeat from peer (UDP 6784 blocked or path MTU too small?)".into(),
+            ),
         }
     }
 
@@ -297,7 +301,9 @@ impl OverlaySwitch {
     /// A fastdp heartbeat frame from this connection's peer arrived; checks it.
     pub fn handle_fastdp_heartbeat(&mut self, frame: &[u8], now: Instant) {
         let uid = self.ids.uid;
-        let Some(f) = self.fastdp.as_mut() else { return };
+        let Some(f) = self.fastdp.as_mut() else {
+            return;
+        };
         let ok = frame.len() == self.ids.fastdp_frame_len
             && frame.get(14..18) == Some(FASTDP_MAGIC.as_slice())
             && frame.get(18..26) == Some(uid.to_be_bytes().as_slice());
@@ -315,9 +321,13 @@ impl OverlaySwitch {
     }
 
     fn update_flood(&mut self, now: Instant) {
-        let Some(f) = self.fastdp.as_mut() else { return };
+        let Some(f) = self.fastdp.as_mut() else {
+            return;
+        };
         // Healthy = both directions seen recently: they hear us (acks) and we hear them.
-        let fresh = |t: Option<Instant>| t.is_some_and(|t| now.saturating_duration_since(t) < HEARTBEAT_TIMEOUT);
+        let fresh = |t: Option<Instant>| {
+            t.is_some_and(|t| now.saturating_duration_since(t) < HEARTBEAT_TIMEOUT)
+        };
         let healthy = f.acked && fresh(f.last_rx);
         if healthy != f.flooding {
             f.flooding = healthy;
@@ -337,16 +347,24 @@ impl OverlaySwitch {
                         };
                     let ids = self.ids;
                     let datagram =
-                        sleeve::encode_heartbeat(ids.local, ids.local, ids.remote, ids.uid).to_vec();
-                    self.out.push(SwitchOutput::SleeveHeartbeat { to, datagram });
+                        sleeve::encode_heartbeat(ids.local, ids.local, ids.remote, ids.uid)
+                            .to_vec();
+                    self.out
+                        .push(SwitchOutput::SleeveHeartbeat { to, datagram });
                 }
             }
         }
         let ids = self.ids;
         if let Some(f) = self.fastdp.as_mut() {
             if f.next_heartbeat <= now {
-                f.next_heartbeat = now + if f.acked { SLOW_HEARTBEAT } else { FAST_HEARTBEAT };
-                self.out.push(SwitchOutput::FastdpHeartbeat(fastdp_heartbeat(&ids)));
+                f.next_heartbeat = now
+                    + if f.acked {
+                        SLOW_HEARTBEAT
+                    } else {
+                        FAST_HEARTBEAT
+                    };
+                self.out
+                    .push(SwitchOutput::FastdpHeartbeat(fastdp_heartbeat(&ids)));
             }
         }
     }
@@ -430,13 +448,26 @@ mod tests {
     fn pair(now: Instant) -> (OverlaySwitch, OverlaySwitch) {
         let ours = overlays_feature(true);
         let theirs: Vec<String> = ours.split(' ').map(str::to_string).collect();
-        let a = OverlaySwitch::new(ids(1, 2), &ours, Some(&theirs), Some("10.0.0.2:6783".parse().unwrap()), now).unwrap();
+        let a = OverlaySwitch::new(
+            ids(1, 2),
+            &ours,
+            Some(&theirs),
+            Some("10.0.0.2:6783".parse().unwrap()),
+            now,
+        )
+        .unwrap();
         let b = OverlaySwitch::new(ids(2, 1), &ours, Some(&theirs), None, now).unwrap();
         (a, b)
     }
 
     /// Delivers everything each side emits to the other, as the network and TCP would.
-    fn exchange(a: &mut OverlaySwitch, b: &mut OverlaySwitch, now: Instant, vxlan: bool, udp: bool) {
+    fn exchange(
+        a: &mut OverlaySwitch,
+        b: &mut OverlaySwitch,
+        now: Instant,
+        vxlan: bool,
+        udp: bool,
+    ) {
         for _ in 0..4 {
             let outs: Vec<_> = a.drain().collect();
             for o in outs {
@@ -493,7 +524,14 @@ mod tests {
     #[test]
     fn compat_mode_uses_legacy_tags_and_no_overlays_fails() {
         let now = Instant::now();
-        let mut a = OverlaySwitch::new(ids(1, 2), "sleeve", None, Some("10.0.0.2:6783".parse().unwrap()), now).unwrap();
+        let mut a = OverlaySwitch::new(
+            ids(1, 2),
+            "sleeve",
+            None,
+            Some("10.0.0.2:6783".parse().unwrap()),
+            now,
+        )
+        .unwrap();
         a.handle_sleeve_heartbeat("10.0.0.2:6783".parse().unwrap(), now);
         let outs: Vec<_> = a.drain().collect();
         assert!(outs.contains(&SwitchOutput::Control(vec![1])));

@@ -7,6 +7,7 @@
 //! clap's; each command's flags are parsed with clap.
 
 mod client;
+mod containers;
 mod launch;
 
 use std::process::ExitCode;
@@ -36,11 +37,19 @@ weft status        [targets | connections | peers]
 weft connect       [--replace] [<peer> ...]
      forget        <peer> ...
 
+weft attach        [<addr> ...] [--no-multicast-route] <container>
+     detach        [<addr> ...] <container>
+     ps            [<container> ...]
+     expose        [<addr> ...] [-h <fqdn>] [--without-masquerade]
+     hide          [<addr> ...]
+
 weft stop
 weft reset         [--force]
 
-where <peer>    = <ip_address_or_fqdn>[:<port>]
-      <mode>    = consensus[=<count>] | seed=<mac>,... | observer
+where <peer>      = <ip_address_or_fqdn>[:<port>]
+      <addr>      = [ip:]<cidr> | net:<cidr> | net:default
+      <container> = netns:<name> | pid:<pid>
+      <mode>      = consensus[=<count>] | seed=<mac>,... | observer
 
 Every command honours WEFT_STATE_DIR (default /var/lib/weft), WEFT_RUN_DIR (default
 /run/weft), WEAVE_HTTP_ADDR (default 127.0.0.1:6784) and WEAVE_STATUS_ADDR
@@ -64,7 +73,7 @@ pub(crate) fn http_addr() -> String {
     std::env::var("WEAVE_HTTP_ADDR").unwrap_or_else(|_| "127.0.0.1:6784".into())
 }
 
-fn usage_error() -> ExitCode {
+pub(crate) fn usage_error() -> ExitCode {
     eprint!("{USAGE}");
     ExitCode::from(1)
 }
@@ -119,6 +128,11 @@ fn main() -> ExitCode {
         "report" => report(rest),
         "connect" => connect(rest),
         "forget" => forget(rest),
+        "attach" => containers::attach(rest),
+        "detach" => containers::detach(rest),
+        "ps" => containers::ps(rest),
+        "expose" => containers::expose(rest),
+        "hide" => containers::hide(rest),
         _ => {
             eprintln!("Unknown {} command '{cmd}'", prog());
             usage_error()

@@ -20,6 +20,11 @@ use weft_core::handshake::{Handshake, LocalIdentity, RemoteFeatures};
 use weft_core::mesh::{ConnId, Mesh, MeshEvent, MeshStatus, Origin};
 use weft_wire::frame;
 
+use weft_core::overlay::{Delivery, Forwarder, Received, MAC_SWEEP_INTERVAL};
+use weft_netdev::{PacketSocket, Tap};
+
+use crate::attach::Cidr;
+use crate::dataplane::Dataplane;
 use crate::store::Store;
 
 /// Intro must complete within this time.
@@ -45,6 +50,19 @@ pub enum Command {
     },
     /// `POST /forget`.
     Forget(Vec<String>, oneshot::Sender<()>),
+    /// `POST /expose/{ip}/{len}`.
+    Expose {
+        /// The address.
+        cidr: Cidr,
+        /// `--without-masquerade`.
+        skip_nat: bool,
+        /// Error text, if any.
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    /// `DELETE /expose/{ip}/{len}`.
+    Hide(Cidr, oneshot::Sender<Result<(), String>>),
+    /// `GET /expose`.
+    Exposed(oneshot::Sender<Vec<Cidr>>),
 }
 
 enum Input {
@@ -62,6 +80,8 @@ enum Input {
     Frame(ConnId, Vec<u8>),
     Closed(ConnId, Option<String>),
     Datagram(SocketAddr, Vec<u8>),
+    Captured(Vec<u8>),
+    FastdpFrame(Vec<u8>),
     Command(Command),
 }
 
@@ -82,6 +102,8 @@ pub struct Driver {
     pub host: Option<std::net::IpAddr>,
     /// Persistent state, for targets.
     pub store: Arc<Store>,
+    /// Bridge, TAP, VXLAN and firewall.
+    pub dataplane: Dataplane,
 }
 
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
@@ -105,15 +127,25 @@ impl Driver {
             udp,
             host,
             store,
+            dataplane,
         } = self;
-        let ctx = Ctx {
+        let udp = Arc::new(udp);
+        spawn_listener(listener, identity.clone(), tx.clone());
+        spawn_udp_reader(udp.clone(), tx.clone());
+        spawn_tap_reader(dataplane.tap.clone(), tx.clone());
+        if let Some(hb) = dataplane.heartbeats.clone() {
+            spawn_heartbeat_reader(hb, tx.clone());
+        }
+        let mut ctx = Ctx {
             identity,
             host,
             store,
+            dataplane,
+            udp: udp.clone(),
+            forwarder: Forwarder::new(),
+            out: Vec::with_capacity(65536),
         };
-        let udp = Arc::new(udp);
-        spawn_listener(listener, ctx.identity.clone(), tx.clone());
-        spawn_udp_reader(udp.clone(), tx.clone());
+        let mut sweep = tokio::time::interval(MAC_SWEEP_INTERVAL);
         let mut live: HashMap<ConnId, Live> = HashMap::new();
         let now = Instant::now();
         if !initial_peers.is_empty() {
@@ -124,7 +156,7 @@ impl Driver {
         loop {
             let now = Instant::now();
             while let Some(ev) = mesh.poll_event(now) {
-                ctx.act(ev, &mut mesh, &mut live, &udp, &tx, now);
+                ctx.act(ev, &mut mesh, &mut live, &tx, now).await;
             }
             let deadline = mesh
                 .poll_timeout()
@@ -132,11 +164,14 @@ impl Driver {
             tokio::select! {
                 input = rx.recv() => {
                     let Some(input) = input else { break };
-                    handle_input(input, &mut mesh, &mut live, &tx);
+                    ctx.handle_input(input, &mut mesh, &mut live, &tx).await;
                 }
                 cmd = commands.recv() => {
                     let Some(cmd) = cmd else { break };
-                    handle_input(Input::Command(cmd), &mut mesh, &mut live, &tx);
+                    ctx.handle_input(Input::Command(cmd), &mut mesh, &mut live, &tx).await;
+                }
+                _ = sweep.tick() => {
+                    ctx.forwarder.expire(Instant::now());
                 }
                 () = tokio::time::sleep_until(deadline.into()) => {
                     mesh.handle_timeout(Instant::now());
@@ -151,15 +186,18 @@ struct Ctx {
     identity: LocalIdentity,
     host: Option<std::net::IpAddr>,
     store: Arc<Store>,
+    dataplane: Dataplane,
+    udp: Arc<UdpSocket>,
+    forwarder: Forwarder,
+    out: Vec<u8>,
 }
 
 impl Ctx {
-    fn act(
-        &self,
+    async fn act(
+        &mut self,
         ev: MeshEvent,
         mesh: &mut Mesh,
         live: &mut HashMap<ConnId, Live>,
-        udp: &UdpSocket,
         tx: &mpsc::UnboundedSender<Input>,
         now: Instant,
     ) {
@@ -192,13 +230,17 @@ impl Ctx {
                 mesh.handle_connection_closed(conn, Some(reason), now);
             }
             MeshEvent::SendUdp { to, datagram } => {
-                if let Err(e) = udp.try_send_to(&datagram, to) {
+                if let Err(e) = self.udp.try_send_to(&datagram, to) {
                     tracing::debug!("udp send to {to}: {e}");
                 }
             }
-            MeshEvent::FastdpPeer { .. } | MeshEvent::FastdpFlood { .. } | MeshEvent::SendFastdp(_) => {
-                tracing::debug!("no fast datapath device: {ev:?}");
+            MeshEvent::FastdpPeer { peer, ip, add } => {
+                self.dataplane.fastdp_peer(peer, ip, add).await;
             }
+            MeshEvent::FastdpFlood { peer, ip, on } => {
+                self.dataplane.fastdp_flood(peer, ip, on).await;
+            }
+            MeshEvent::SendFastdp(frame) => self.dataplane.send_heartbeat(&frame),
             MeshEvent::TargetsChanged(t) => {
                 if let Err(e) = self.store.set_direct_peers(&t) {
                     tracing::warn!("cannot persist targets: {e}");
@@ -208,75 +250,141 @@ impl Ctx {
     }
 }
 
-fn handle_input(
-    input: Input,
-    mesh: &mut Mesh,
-    live: &mut HashMap<ConnId, Live>,
-    tx: &mpsc::UnboundedSender<Input>,
-) {
-    let now = Instant::now();
-    match input {
-        Input::Ready {
-            conn,
-            remote,
-            addr,
-            origin,
-            our_conn_id,
-            reader,
-            writer,
-            leftover,
-        } => {
-            tracing::info!(
-                "->[{addr}|{}({})]: connection ready; using protocol version 2",
-                remote.name,
-                remote.nick_name
-            );
-            if let Err(reason) =
-                mesh.handle_connection_ready(conn, &remote, addr, origin, our_conn_id, now)
-            {
+impl Ctx {
+    /// Sends every datagram the forwarder has ready to its next hop's sleeve address.
+    fn flush(&mut self, mesh: &Mesh) {
+        while let Some(peer) = self.forwarder.poll_datagram(&mut self.out) {
+            match mesh.peer_udp_addr(peer) {
+                Some(to) => {
+                    if let Err(e) = self.udp.try_send_to(&self.out, to) {
+                        tracing::debug!("sleeve send to {peer}: {e}");
+                    }
+                }
+                None => tracing::debug!("Cannot forward frame yet - awaiting contact with {peer}"),
+            }
+        }
+    }
+
+    async fn handle_input(
+        &mut self,
+        input: Input,
+        mesh: &mut Mesh,
+        live: &mut HashMap<ConnId, Live>,
+        tx: &mpsc::UnboundedSender<Input>,
+    ) {
+        let now = Instant::now();
+        match input {
+            Input::Ready {
+                conn,
+                remote,
+                addr,
+                origin,
+                our_conn_id,
+                reader,
+                writer,
+                leftover,
+            } => {
                 tracing::info!(
-                    "->[{addr}|{}({})]: connection shutting down due to error: {reason}",
+                    "->[{addr}|{}({})]: connection ready; using protocol version 2",
                     remote.name,
                     remote.nick_name
                 );
-                return;
+                if let Err(reason) =
+                    mesh.handle_connection_ready(conn, &remote, addr, origin, our_conn_id, now)
+                {
+                    tracing::info!(
+                        "->[{addr}|{}({})]: connection shutting down due to error: {reason}",
+                        remote.name,
+                        remote.nick_name
+                    );
+                    return;
+                }
+                let (wtx, wrx) = mpsc::unbounded_channel();
+                tokio::spawn(writer_task(writer, wrx));
+                let reader = tokio::spawn(reader_task(conn, reader, leftover, tx.clone()));
+                live.insert(
+                    conn,
+                    Live {
+                        tx: wtx,
+                        reader: reader.abort_handle(),
+                    },
+                );
             }
-            let (wtx, wrx) = mpsc::unbounded_channel();
-            tokio::spawn(writer_task(writer, wrx));
-            let reader = tokio::spawn(reader_task(conn, reader, leftover, tx.clone()));
-            live.insert(
-                conn,
-                Live {
-                    tx: wtx,
-                    reader: reader.abort_handle(),
-                },
-            );
-        }
-        Input::DialFailed(addr, err) => {
-            tracing::info!("->[{addr}] error during connection attempt: {err}");
-            mesh.handle_dial_failed(addr, err, now);
-        }
-        Input::Frame(conn, body) => mesh.handle_frame(conn, &body, now),
-        Input::Closed(conn, err) => {
-            if live.remove(&conn).is_some() {
-                mesh.handle_connection_closed(conn, err, now);
+            Input::DialFailed(addr, err) => {
+                tracing::info!("->[{addr}] error during connection attempt: {err}");
+                mesh.handle_dial_failed(addr, err, now);
             }
-        }
-        Input::Datagram(from, d) => mesh.handle_datagram(from, &d, now),
-        Input::Command(Command::Status(reply)) => {
-            let _ = reply.send(mesh.status(now));
-        }
-        Input::Command(Command::Connect {
-            peers,
-            replace,
-            reply,
-        }) => {
-            let errs = mesh.connect(&peers, replace, &mut resolve, now);
-            let _ = reply.send(errs);
-        }
-        Input::Command(Command::Forget(peers, reply)) => {
-            mesh.forget(&peers, now);
-            let _ = reply.send(());
+            Input::Frame(conn, body) => mesh.handle_frame(conn, &body, now),
+            Input::Closed(conn, err) => {
+                if live.remove(&conn).is_some() {
+                    mesh.handle_connection_closed(conn, err, now);
+                }
+            }
+            Input::Datagram(from, d) => {
+                let tap = self.dataplane.tap.clone();
+                let mut special = false;
+                let r =
+                    self.forwarder
+                        .handle_datagram(&d, &mesh.fabric(), now, &mut |del| match del {
+                            Delivery::Inject(frame) => {
+                                if let Err(e) = tap.try_send(frame) {
+                                    tracing::debug!("inject: {e}");
+                                }
+                            }
+                            Delivery::Special { .. } => special = true,
+                        });
+                if let Ok(Received {
+                    error: Some(e),
+                    sender,
+                    ..
+                }) = &r
+                {
+                    tracing::debug!("datagram from {sender} ({from}): {e}");
+                }
+                if special {
+                    mesh.handle_datagram(from, &d, now);
+                }
+                self.flush(mesh);
+            }
+            Input::Captured(frame) => {
+                self.forwarder.handle_captured(&frame, &mesh.fabric(), now);
+                self.flush(mesh);
+            }
+            Input::FastdpFrame(frame) => mesh.handle_fastdp_frame(&frame, now),
+            Input::Command(Command::Expose {
+                cidr,
+                skip_nat,
+                reply,
+            }) => {
+                let r = self
+                    .dataplane
+                    .expose(cidr, skip_nat)
+                    .await
+                    .map_err(|e| e.to_string());
+                let _ = reply.send(r);
+            }
+            Input::Command(Command::Hide(cidr, reply)) => {
+                let r = self.dataplane.hide(cidr).await.map_err(|e| e.to_string());
+                let _ = reply.send(r);
+            }
+            Input::Command(Command::Exposed(reply)) => {
+                let _ = reply.send(self.dataplane.exposed().await.unwrap_or_default());
+            }
+            Input::Command(Command::Status(reply)) => {
+                let _ = reply.send(mesh.status(now));
+            }
+            Input::Command(Command::Connect {
+                peers,
+                replace,
+                reply,
+            }) => {
+                let errs = mesh.connect(&peers, replace, &mut resolve, now);
+                let _ = reply.send(errs);
+            }
+            Input::Command(Command::Forget(peers, reply)) => {
+                mesh.forget(&peers, now);
+                let _ = reply.send(());
+            }
         }
     }
 }
@@ -459,6 +567,44 @@ async fn writer_task(mut writer: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver
         }
     }
     let _ = writer.shutdown().await;
+}
+
+fn spawn_tap_reader(tap: Arc<Tap>, tx: mpsc::UnboundedSender<Input>) {
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65536];
+        loop {
+            match tap.recv(&mut buf).await {
+                Ok(n) => {
+                    if tx.send(Input::Captured(buf[..n].to_vec())).is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!("tap read: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    });
+}
+
+fn spawn_heartbeat_reader(sock: Arc<PacketSocket>, tx: mpsc::UnboundedSender<Input>) {
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65536];
+        loop {
+            match sock.recv(&mut buf).await {
+                Ok(n) => {
+                    if tx.send(Input::FastdpFrame(buf[..n].to_vec())).is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!("fastdp heartbeat read: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    });
 }
 
 fn spawn_udp_reader(udp: Arc<UdpSocket>, tx: mpsc::UnboundedSender<Input>) {

@@ -11,6 +11,7 @@ use axum::Router;
 use tokio::sync::{mpsc, oneshot};
 use weft_core::mesh::MeshStatus;
 
+use crate::attach::Cidr;
 use crate::driver::Command;
 use crate::metrics;
 use crate::status::{self, RouterInfo};
@@ -66,6 +67,8 @@ pub fn control_routes(api: Api) -> Router {
             .route("/connect", post(post_connect))
             .route("/forget", post(post_forget))
             .route("/peer", delete(delete_peer))
+            .route("/expose", get(get_exposed))
+            .route("/expose/:ip/:len", post(post_expose).delete(delete_expose))
             .with_state(api),
     )
 }
@@ -184,6 +187,81 @@ async fn post_forget(State(api): State<Api>, body: String) -> Response {
     }
     let _ = rx.await;
     text(StatusCode::OK, String::new())
+}
+
+fn parse_cidr(ip: &str, len: &str) -> Result<Cidr, Response> {
+    format!("{ip}/{len}").parse::<Cidr>().map_err(|e| {
+        text(
+            StatusCode::BAD_REQUEST,
+            format!("unable to parse ip addr: {e}\n"),
+        )
+    })
+}
+
+async fn post_expose(
+    State(api): State<Api>,
+    Path((ip, len)): Path<(String, String)>,
+    Query(q): Query<Vec<(String, String)>>,
+    body: String,
+) -> Response {
+    let cidr = match parse_cidr(&ip, &len) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let skip_nat = q
+        .iter()
+        .chain(form_pairs(&body).iter())
+        .any(|(k, v)| k == "skipNAT" && v == "true");
+    let (tx, rx) = oneshot::channel();
+    let cmd = Command::Expose {
+        cidr,
+        skip_nat,
+        reply: tx,
+    };
+    if api.commands.send(cmd).await.is_err() {
+        return unavailable();
+    }
+    match rx.await {
+        Ok(Ok(())) => StatusCode::NO_CONTENT.into_response(),
+        Ok(Err(e)) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("unable to expose: {e}\n"),
+        ),
+        Err(_) => unavailable(),
+    }
+}
+
+async fn delete_expose(
+    State(api): State<Api>,
+    Path((ip, len)): Path<(String, String)>,
+) -> Response {
+    let cidr = match parse_cidr(&ip, &len) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let (tx, rx) = oneshot::channel();
+    if api.commands.send(Command::Hide(cidr, tx)).await.is_err() {
+        return unavailable();
+    }
+    match rx.await {
+        Ok(Ok(())) => StatusCode::NO_CONTENT.into_response(),
+        Ok(Err(e)) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("unable to hide: {e}\n"),
+        ),
+        Err(_) => unavailable(),
+    }
+}
+
+async fn get_exposed(State(api): State<Api>) -> Response {
+    let (tx, rx) = oneshot::channel();
+    if api.commands.send(Command::Exposed(tx)).await.is_err() {
+        return unavailable();
+    }
+    match rx.await {
+        Ok(v) => text(StatusCode::OK, v.iter().map(|c| format!("{c}\n")).collect()),
+        Err(_) => unavailable(),
+    }
 }
 
 async fn delete_peer() -> Response {

@@ -4,6 +4,8 @@
 //! [`run`] is what `weft launch` starts in the background (`weft router …`).
 #![warn(missing_docs)]
 
+pub mod attach;
+pub mod dataplane;
 pub mod driver;
 pub mod http;
 pub mod metrics;
@@ -24,6 +26,9 @@ use weft_wire::PeerName;
 
 use crate::status::RouterInfo;
 use crate::store::Store;
+
+/// The largest IP MTU a sleeve record carries in one UDP datagram.
+pub const SLEEVE_MAX_MTU: u32 = 65473;
 
 /// Everything the router needs to start.
 #[derive(Debug, Clone)]
@@ -59,10 +64,13 @@ pub struct RouterConfig {
 }
 
 impl RouterConfig {
-    /// The weave bridge MTU.
+    /// The weave bridge MTU. Weave Net's sleeve-only default is 65535, but a sleeve record
+    /// must fit one UDP datagram (65507 bytes: 6 sender + 14 record header + frame), so the
+    /// largest IP packet sleeve can carry whole is 65473; that is weft's default, and the cap.
     pub fn mtu(&self) -> u32 {
         self.mtu
-            .unwrap_or(if self.fastdp { 1376 } else { 65535 })
+            .unwrap_or(if self.fastdp { 1376 } else { SLEEVE_MAX_MTU })
+            .min(SLEEVE_MAX_MTU)
     }
 }
 
@@ -82,6 +90,9 @@ pub enum StartError {
     /// Files under the run dir.
     #[error("{0}: {1}")]
     Io(PathBuf, std::io::Error),
+    /// Bridge, devices or firewall.
+    #[error("data plane: {0}")]
+    Dataplane(#[from] dataplane::DataplaneError),
 }
 
 /// A locally administered unicast MAC, as Weave Net's generated names are.
@@ -178,12 +189,14 @@ pub async fn run(cfg: RouterConfig) -> Result<(), StartError> {
     tokio::spawn(async move {
         let _ = axum::serve(http, http::control_routes(api)).await;
     });
+    let dataplane = dataplane::Dataplane::setup(name, cfg.mtu(), cfg.fastdp, cfg.port).await?;
     let driver = driver::Driver {
         identity,
         listener,
         udp,
         host: cfg.host,
         store,
+        dataplane,
     };
     let pid_file = cfg.run_dir.join("weft.pid");
     std::fs::write(&pid_file, format!("{}\n", std::process::id()))

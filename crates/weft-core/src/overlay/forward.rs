@@ -1,0 +1,584 @@
+//! The [`Forwarder`]: capture, injection and relay decisions (spec §4.7) and the per-next-hop
+//! sleeve datagram batches (spec §4.2, "Batching").
+
+use std::collections::{HashMap, VecDeque};
+use std::mem;
+use std::time::Instant;
+
+use weft_wire::sleeve::{self, Frame, SleeveError, ETH_HEADER_LEN, RECORD_HEADER_LEN};
+use weft_wire::PeerName;
+
+use super::mac_cache::{MacCache, MacOwner};
+use super::{Fabric, Mac};
+
+/// Default largest datagram (sender name + records) per next hop: the largest UDP payload of
+/// an IPv4 packet, 65535 − 28, which is what Weave Net allows on the non-DF path.
+pub const DEFAULT_MAX_PAYLOAD: usize = 65535 - 28;
+/// Most frame records batched into one datagram (Weave Net drains up to 100 per packet).
+pub const MAX_FRAMES_PER_DATAGRAM: usize = 100;
+/// Most frame records queued for one next hop between polls; more are dropped
+/// ([`DropReason::QueueFull`]), so a caller that stops polling cannot grow memory without
+/// bound.
+pub const MAX_QUEUED_FRAMES: usize = 1024;
+/// Most emptied buffers kept for reuse.
+const MAX_SPARE_BUFFERS: usize = 64;
+
+/// Why a frame or record was dropped. Each reason has its counter in [`ForwarderStats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DropReason {
+    /// Shorter than an Ethernet header, a group source MAC, a captured frame that looks like
+    /// a special (all-zero header) frame, or a special record not from the sender to us.
+    Malformed,
+    /// Longer than a sleeve record can carry (65535 bytes).
+    TooBig,
+    /// A captured frame whose source MAC is bound to a remote peer.
+    MacConflict,
+    /// A captured STP BPDU (destination `01:80:c2:00:00:00`).
+    Stp,
+    /// A captured frame for a MAC behind our own bridge (the bridge should have delivered it).
+    LocalDst,
+    /// No route to the destination peer.
+    NoRoute,
+    /// A record naming a source or destination peer not in our topology.
+    UnknownPeer,
+    /// A record claiming to be captured by ourself came back to us.
+    Looped,
+    /// The next hop's queue holds [`MAX_QUEUED_FRAMES`] already.
+    QueueFull,
+}
+
+/// What [`Forwarder::handle_captured`] did with a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Queued as one record towards a known remote MAC, for `next_hop`.
+    Unicast {
+        /// The peer the datagram goes to.
+        next_hop: PeerName,
+    },
+    /// Queued as one record per next hop of our broadcast tree (possibly none).
+    Flooded {
+        /// How many copies were queued.
+        copies: usize,
+    },
+    /// For a MAC behind a direct fastdp neighbour: the kernel's VXLAN carries it, nothing
+    /// queued.
+    Fastdp,
+    /// Dropped.
+    Dropped(DropReason),
+}
+
+/// A frame for the local host, handed to the callback of [`Forwarder::handle_datagram`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery<'a> {
+    /// An Ethernet frame to write into the bridge's TAP port.
+    Inject(&'a [u8]),
+    /// A special (control) frame — heartbeat, PMTU or fragmentation test — from the datagram's
+    /// sender to us, for the control plane (spec §4.3). Never forwarded or injected.
+    Special {
+        /// The peer that sent the datagram (and captured the frame).
+        sender: PeerName,
+        /// The whole special frame, zero Ethernet header included.
+        frame: &'a [u8],
+    },
+}
+
+/// What [`Forwarder::handle_datagram`] did with one datagram.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Received {
+    /// The datagram's sender (this hop).
+    pub sender: PeerName,
+    /// Well-formed records parsed.
+    pub records: usize,
+    /// Frames handed out as [`Delivery::Inject`].
+    pub injected: usize,
+    /// Records queued towards other peers.
+    pub relayed: usize,
+    /// Frames handed out as [`Delivery::Special`].
+    pub specials: usize,
+    /// Records dropped (see [`ForwarderStats`] for why).
+    pub dropped: usize,
+    /// The malformed tail that ended parsing, if any; the records before it were handled.
+    pub error: Option<SleeveError>,
+}
+
+/// Counters since the forwarder was created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ForwarderStats {
+    /// Frames passed to [`Forwarder::handle_captured`].
+    pub captured: u64,
+    /// Non-special records parsed from datagrams.
+    pub received: u64,
+    /// Special frames handed to the control plane.
+    pub specials: u64,
+    /// Frames injected into the bridge.
+    pub injected: u64,
+    /// Records queued for captured frames (unicasts plus flood copies).
+    pub sent: u64,
+    /// Records queued for received frames (relays plus onward flood copies).
+    pub relayed: u64,
+    /// Captured unicasts left to the kernel's fastdp path.
+    pub fastdp: u64,
+    /// Broadcast copies from a direct fastdp neighbour not injected (already got over VXLAN).
+    pub skipped_injection: u64,
+    /// MACs learnt at a different peer than before.
+    pub mac_moves: u64,
+    /// Datagrams handed out by [`Forwarder::poll_datagram`].
+    pub datagrams: u64,
+    /// Dropped: [`DropReason::NoRoute`].
+    pub dropped_no_route: u64,
+    /// Dropped: [`DropReason::UnknownPeer`].
+    pub dropped_unknown_peer: u64,
+    /// Dropped: [`DropReason::Malformed`], plus datagrams too short for a sender and malformed
+    /// datagram tails.
+    pub dropped_malformed: u64,
+    /// Dropped: [`DropReason::LocalDst`].
+    pub dropped_local_dst: u64,
+    /// Dropped: [`DropReason::Stp`].
+    pub dropped_stp: u64,
+    /// Dropped: [`DropReason::MacConflict`].
+    pub dropped_mac_conflict: u64,
+    /// Dropped: [`DropReason::TooBig`].
+    pub dropped_too_big: u64,
+    /// Dropped: [`DropReason::Looped`].
+    pub dropped_looped: u64,
+    /// Dropped: [`DropReason::QueueFull`].
+    pub dropped_queue_full: u64,
+}
+
+impl ForwarderStats {
+    fn count_drop(&mut self, reason: DropReason) {
+        let c = match reason {
+            DropReason::Malformed => &mut self.dropped_malformed,
+            DropReason::TooBig => &mut self.dropped_too_big,
+            DropReason::MacConflict => &mut self.dropped_mac_conflict,
+            DropReason::Stp => &mut self.dropped_stp,
+            DropReason::LocalDst => &mut self.dropped_local_dst,
+            DropReason::NoRoute => &mut self.dropped_no_route,
+            DropReason::UnknownPeer => &mut self.dropped_unknown_peer,
+            DropReason::Looped => &mut self.dropped_looped,
+            DropReason::QueueFull => &mut self.dropped_queue_full,
+        };
+        *c += 1;
+    }
+}
+
+/// Output state for one next hop.
+#[derive(Debug)]
+struct PeerQueue {
+    /// Largest datagram to build, sender name included.
+    max_payload: usize,
+    /// The datagram being filled: our name then `pending_frames` records (stale bytes if 0).
+    pending: Vec<u8>,
+    pending_frames: usize,
+    /// Closed datagrams with their record counts, oldest first.
+    full: VecDeque<(Vec<u8>, usize)>,
+    /// Records in `pending` and `full`.
+    queued_frames: usize,
+    /// Whether the peer is in `Forwarder::ready`.
+    scheduled: bool,
+}
+
+impl PeerQueue {
+    fn new(max_payload: usize) -> Self {
+        Self {
+            max_payload,
+            pending: Vec::new(),
+            pending_frames: 0,
+            full: VecDeque::new(),
+            queued_frames: 0,
+            scheduled: false,
+        }
+    }
+}
+
+/// The data-plane forwarder of one peer: owns the [`MacCache`] and the output batches.
+///
+/// Feed it captured frames ([`Self::handle_captured`]) and received sleeve datagrams
+/// ([`Self::handle_datagram`]), then drain [`Self::poll_datagram`] until `None` and send each
+/// datagram to its peer. Handling several inputs before polling batches more records per
+/// datagram. Call [`Self::expire`] every [`MAC_SWEEP_INTERVAL`](super::MAC_SWEEP_INTERVAL)
+/// and [`Self::forget_peer`] when a peer leaves the topology.
+#[derive(Debug)]
+pub struct Forwarder {
+    macs: MacCache,
+    queues: HashMap<PeerName, PeerQueue>,
+    /// Peers with queued records, served round-robin.
+    ready: VecDeque<PeerName>,
+    /// Emptied buffers, reused for new datagrams.
+    spare: Vec<Vec<u8>>,
+    stats: ForwarderStats,
+}
+
+impl Default for Forwarder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Forwarder {
+    /// A forwarder with an empty MAC cache and no queued output.
+    pub fn new() -> Self {
+        Self {
+            macs: MacCache::new(),
+            queues: HashMap::new(),
+            ready: VecDeque::new(),
+            spare: Vec::new(),
+            stats: ForwarderStats::default(),
+        }
+    }
+
+    /// Handles a frame a local container sent, as read from the bridge's TAP port.
+    ///
+    /// Learns the source MAC as local (dropping the frame if that MAC is bound to a remote
+    /// peer), drops STP, then by destination MAC: local → drop; behind a direct fastdp
+    /// neighbour → [`Verdict::Fastdp`] (the kernel carries it); behind another remote peer →
+    /// one record to the unicast next hop (no route → drop); unknown, broadcast or multicast →
+    /// one record per next hop of our broadcast tree, each addressed to that hop. Copies to
+    /// fastdp neighbours are skipped when [`Fabric::broadcast_has_onward_hops`] says they
+    /// would not relay them. Queued records leave through [`Self::poll_datagram`].
+    pub fn handle_captured(&mut self, frame: &[u8], fabric: &impl Fabric, now: Instant) -> Verdict {
+        self.stats.captured += 1;
+        let verdict = self.captured(frame, fabric, now);
+        if let Verdict::Dropped(reason) = verdict {
+            self.stats.count_drop(reason);
+        }
+        verdict
+    }
+
+    fn captured(&mut self, frame: &[u8], fabric: &impl Fabric, now: Instant) -> Verdict {
+        let (Some(dst), Some(src)) = (Mac::dst_of(frame), Mac::src_of(frame)) else {
+            return Verdict::Dropped(DropReason::Malformed);
+        };
+        // A special-looking frame from a container could pass for a heartbeat or PMTU reply
+        // at the next hop; a group source MAC is never valid.
+        if frame.len() < ETH_HEADER_LEN || sleeve::is_special(frame) || src.is_group() {
+            return Verdict::Dropped(DropReason::Malformed);
+        }
+        if frame.len() > usize::from(u16::MAX) {
+            return Verdict::Dropped(DropReason::TooBig);
+        }
+        let us = fabric.our_name();
+        if let Err(peer) = self.macs.learn_local(src, now) {
+            tracing::debug!("Captured frame from MAC ({src}) associated with another peer {peer}");
+            return Verdict::Dropped(DropReason::MacConflict);
+        }
+        if dst == Mac::STP {
+            return Verdict::Dropped(DropReason::Stp);
+        }
+        match self.macs.lookup(dst) {
+            Some(MacOwner::Local) => Verdict::Dropped(DropReason::LocalDst),
+            Some(MacOwner::Peer(p)) if p == us => Verdict::Dropped(DropReason::LocalDst),
+            Some(MacOwner::Peer(p)) => {
+                if fabric.is_direct_fastdp(p) {
+                    self.stats.fastdp += 1;
+                    return Verdict::Fastdp;
+                }
+                let Some(hop) = fabric.unicast_next_hop(p) else {
+                    return Verdict::Dropped(DropReason::NoRoute);
+                };
+                match self.enqueue(us, hop, us, p, frame) {
+                    Ok(()) => {
+                        self.stats.sent += 1;
+                        Verdict::Unicast { next_hop: hop }
+                    }
+                    Err(reason) => Verdict::Dropped(reason),
+                }
+            }
+            None => {
+                let mut copies = 0;
+                for &hop in fabric.broadcast_next_hops(us) {
+                    if fabric.is_direct_fastdp(hop) && !fabric.broadcast_has_onward_hops(hop, us) {
+                        continue;
+                    }
+                    match self.enqueue(us, hop, us, hop, frame) {
+                        Ok(()) => copies += 1,
+                        Err(reason) => self.stats.count_drop(reason),
+                    }
+                }
+                self.stats.sent += copies as u64;
+                Verdict::Flooded { copies }
+            }
+        }
+    }
+
+    /// Handles one received plaintext sleeve datagram (decrypted already, if the connection is
+    /// encrypted): `sender || records…` (spec §4.2).
+    ///
+    /// For each record, in order:
+    /// * a special frame (all-zero Ethernet header) from the sender to us goes to `deliver` as
+    ///   [`Delivery::Special`]; other special records are dropped;
+    /// * a record whose source or destination peer is unknown is dropped, and so is one
+    ///   captured by ourself;
+    /// * a record for another peer is relayed unchanged to the unicast next hop for it,
+    ///   without MAC learning;
+    /// * a record for us binds its source MAC to its source peer (forced), goes to `deliver`
+    ///   as [`Delivery::Inject`] — unless its source peer is a direct fastdp neighbour, whose
+    ///   bridge already flooded it to ours over VXLAN — and, unless its destination MAC is
+    ///   known to be local, is relayed along the source peer's broadcast tree, each copy
+    ///   addressed to its next hop.
+    ///
+    /// Parsing stops at a malformed record or trailing garbage, reported in
+    /// [`Received::error`]; the records before it are still handled (Weave Net's rule). A
+    /// datagram too short to name its sender is the only `Err`. Queued relays leave through
+    /// [`Self::poll_datagram`].
+    pub fn handle_datagram(
+        &mut self,
+        datagram: &[u8],
+        fabric: &impl Fabric,
+        now: Instant,
+        deliver: &mut impl FnMut(Delivery<'_>),
+    ) -> Result<Received, SleeveError> {
+        let (sender, records) = sleeve::parse(datagram).inspect_err(|_| {
+            self.stats.dropped_malformed += 1;
+        })?;
+        let us = fabric.our_name();
+        let mut received = Received {
+            sender,
+            ..Received::default()
+        };
+        for record in records {
+            let frame = match record {
+                Ok(frame) => frame,
+                Err(e) => {
+                    self.stats.dropped_malformed += 1;
+                    received.error = Some(e);
+                    break;
+                }
+            };
+            received.records += 1;
+            if sleeve::is_special(frame.data) {
+                if frame.src == sender && frame.dst == us {
+                    self.stats.specials += 1;
+                    received.specials += 1;
+                    deliver(Delivery::Special {
+                        sender,
+                        frame: frame.data,
+                    });
+                } else {
+                    self.stats.count_drop(DropReason::Malformed);
+                    received.dropped += 1;
+                }
+                continue;
+            }
+            self.stats.received += 1;
+            if let Err(reason) = self.forwarded(frame, us, fabric, now, deliver, &mut received) {
+                self.stats.count_drop(reason);
+                received.dropped += 1;
+            }
+        }
+        Ok(received)
+    }
+
+    fn forwarded(
+        &mut self,
+        frame: Frame<'_>,
+        us: PeerName,
+        fabric: &impl Fabric,
+        now: Instant,
+        deliver: &mut impl FnMut(Delivery<'_>),
+        received: &mut Received,
+    ) -> Result<(), DropReason> {
+        let data = frame.data;
+        let (Some(dst_mac), Some(src_mac)) = (Mac::dst_of(data), Mac::src_of(data)) else {
+            return Err(DropReason::Malformed);
+        };
+        if data.len() < ETH_HEADER_LEN {
+            return Err(DropReason::Malformed);
+        }
+        if frame.src == us {
+            return Err(DropReason::Looped);
+        }
+        if !fabric.is_known_peer(frame.src) || (frame.dst != us && !fabric.is_known_peer(frame.dst))
+        {
+            return Err(DropReason::UnknownPeer);
+        }
+        if frame.dst != us {
+            let hop = fabric
+                .unicast_next_hop(frame.dst)
+                .ok_or(DropReason::NoRoute)?;
+            self.enqueue(us, hop, frame.src, frame.dst, data)?;
+            self.stats.relayed += 1;
+            received.relayed += 1;
+            return Ok(());
+        }
+        if src_mac.is_group() {
+            return Err(DropReason::Malformed);
+        }
+        if let Some(was) = self.macs.learn_remote(src_mac, frame.src, now) {
+            self.stats.mac_moves += 1;
+            tracing::info!(
+                "Discovered remote MAC {src_mac} at {} (was at {was:?})",
+                frame.src
+            );
+        }
+        if fabric.is_direct_fastdp(frame.src) {
+            self.stats.skipped_injection += 1;
+        } else {
+            deliver(Delivery::Inject(data));
+            self.stats.injected += 1;
+            received.injected += 1;
+        }
+        let dst_is_local =
+            !dst_mac.is_group() && self.macs.lookup(dst_mac) == Some(MacOwner::Local);
+        if !dst_is_local {
+            for &hop in fabric.broadcast_next_hops(frame.src) {
+                match self.enqueue(us, hop, frame.src, hop, data) {
+                    Ok(()) => {
+                        self.stats.relayed += 1;
+                        received.relayed += 1;
+                    }
+                    Err(reason) => {
+                        self.stats.count_drop(reason);
+                        received.dropped += 1;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends the record `src → dst: frame` to the batch for `hop`.
+    fn enqueue(
+        &mut self,
+        us: PeerName,
+        hop: PeerName,
+        src: PeerName,
+        dst: PeerName,
+        frame: &[u8],
+    ) -> Result<(), DropReason> {
+        if hop == us {
+            return Err(DropReason::Looped);
+        }
+        if frame.len() > usize::from(u16::MAX) {
+            return Err(DropReason::TooBig);
+        }
+        let record_len = RECORD_HEADER_LEN + frame.len();
+        let q = self
+            .queues
+            .entry(hop)
+            .or_insert_with(|| PeerQueue::new(DEFAULT_MAX_PAYLOAD));
+        if q.queued_frames >= MAX_QUEUED_FRAMES {
+            return Err(DropReason::QueueFull);
+        }
+        if q.pending_frames > 0
+            && (q.pending.len() + record_len > q.max_payload
+                || q.pending_frames >= MAX_FRAMES_PER_DATAGRAM)
+        {
+            let fresh = self.spare.pop().unwrap_or_default();
+            let closed = mem::replace(&mut q.pending, fresh);
+            q.full.push_back((closed, q.pending_frames));
+            q.pending_frames = 0;
+        }
+        if q.pending_frames == 0 {
+            q.pending.clear();
+            q.pending.extend_from_slice(&us.to_bytes());
+        }
+        sleeve::encode_frame(src, dst, frame, &mut q.pending).map_err(|_| DropReason::TooBig)?;
+        q.pending_frames += 1;
+        q.queued_frames += 1;
+        if !q.scheduled {
+            q.scheduled = true;
+            self.ready.push_back(hop);
+        }
+        Ok(())
+    }
+
+    /// Takes one ready datagram: replaces `out` with `our name || records…` and returns the
+    /// peer to send it to, or returns `None` (leaving `out` alone) when nothing is queued.
+    ///
+    /// Call until `None` after handling a batch of input. Records for one next hop are packed
+    /// in order into datagrams of at most its max payload ([`Self::set_max_payload`]) and
+    /// [`MAX_FRAMES_PER_DATAGRAM`] records; a single record larger than the max payload goes
+    /// alone. Next hops are served round-robin. The buffer previously in `out` is kept for
+    /// reuse, so steady-state forwarding does not allocate.
+    pub fn poll_datagram(&mut self, out: &mut Vec<u8>) -> Option<PeerName> {
+        while let Some(peer) = self.ready.pop_front() {
+            let Some(q) = self.queues.get_mut(&peer) else {
+                continue;
+            };
+            q.scheduled = false;
+            let (buf, frames) = if let Some(closed) = q.full.pop_front() {
+                closed
+            } else if q.pending_frames > 0 {
+                let fresh = self.spare.pop().unwrap_or_default();
+                let frames = mem::take(&mut q.pending_frames);
+                (mem::replace(&mut q.pending, fresh), frames)
+            } else {
+                continue;
+            };
+            q.queued_frames = q.queued_frames.saturating_sub(frames);
+            if !q.full.is_empty() || q.pending_frames > 0 {
+                q.scheduled = true;
+                self.ready.push_back(peer);
+            }
+            let old = mem::replace(out, buf);
+            self.recycle(old);
+            self.stats.datagrams += 1;
+            return Some(peer);
+        }
+        None
+    }
+
+    fn recycle(&mut self, mut buf: Vec<u8>) {
+        if buf.capacity() > 0 && self.spare.len() < MAX_SPARE_BUFFERS {
+            buf.clear();
+            self.spare.push(buf);
+        }
+    }
+
+    /// Sets the largest datagram (sender name and records; the UDP payload before encryption
+    /// overhead) built for `peer`; takes effect for the next datagram started. Call when the
+    /// connection's PMTU is known or changes; the default is [`DEFAULT_MAX_PAYLOAD`]. Values
+    /// below one record still let single frames through, one per datagram.
+    pub fn set_max_payload(&mut self, peer: PeerName, bytes: usize) {
+        self.queues
+            .entry(peer)
+            .or_insert_with(|| PeerQueue::new(DEFAULT_MAX_PAYLOAD))
+            .max_payload = bytes;
+    }
+
+    /// The largest datagram built for `peer`.
+    pub fn max_payload(&self, peer: PeerName) -> usize {
+        self.queues
+            .get(&peer)
+            .map_or(DEFAULT_MAX_PAYLOAD, |q| q.max_payload)
+    }
+
+    /// Forgets `peer`: its MACs and its queued output (and its max payload setting). Call when
+    /// the peer leaves the topology (is garbage-collected).
+    pub fn forget_peer(&mut self, peer: PeerName) {
+        let forgotten = self.macs.forget_peer(peer);
+        if forgotten > 0 {
+            tracing::debug!("Forgot {forgotten} MACs of {peer}");
+        }
+        if let Some(q) = self.queues.remove(&peer) {
+            self.ready.retain(|p| *p != peer);
+            self.recycle(q.pending);
+            for (buf, _) in q.full {
+                self.recycle(buf);
+            }
+        }
+    }
+
+    /// Sweeps MAC entries not seen for [`MAC_EXPIRY`](super::MAC_EXPIRY); call every
+    /// [`MAC_SWEEP_INTERVAL`](super::MAC_SWEEP_INTERVAL). Returns how many were removed.
+    pub fn expire(&mut self, now: Instant) -> usize {
+        self.macs.expire(now)
+    }
+
+    /// The MAC cache, for status output.
+    pub fn mac_cache(&self) -> &MacCache {
+        &self.macs
+    }
+
+    /// Counters since creation.
+    pub fn stats(&self) -> ForwarderStats {
+        self.stats
+    }
+
+    /// Records queued for `peer` and not yet polled.
+    pub fn queued_frames(&self, peer: PeerName) -> usize {
+        self.queues.get(&peer).map_or(0, |q| q.queued_frames)
+    }
+}

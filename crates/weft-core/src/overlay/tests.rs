@@ -1,0 +1,653 @@
+//! Unit tests of the forwarding rules against a fake [`Fabric`].
+#![allow(clippy::unwrap_used)] // In tests a panic is the failed assertion.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use proptest::prelude::*;
+use weft_wire::sleeve::{self, SleeveError};
+use weft_wire::PeerName;
+
+use super::*;
+
+pub(super) const A: PeerName = PeerName(0x0a);
+pub(super) const B: PeerName = PeerName(0x0b);
+pub(super) const C: PeerName = PeerName(0x0c);
+pub(super) const D: PeerName = PeerName(0x0d);
+
+pub(super) fn mac(n: u8) -> Mac {
+    Mac([0x02, 0, 0, 0, 0, n])
+}
+
+/// An Ethernet frame `dst, src, type 0x0800, payload`.
+pub(super) fn eth(dst: Mac, src: Mac, payload: &[u8]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(14 + payload.len());
+    f.extend_from_slice(&dst.0);
+    f.extend_from_slice(&src.0);
+    f.extend_from_slice(&[0x08, 0x00]);
+    f.extend_from_slice(payload);
+    f
+}
+
+fn datagram(sender: PeerName, records: &[(PeerName, PeerName, &[u8])]) -> Vec<u8> {
+    let mut d = sender.to_bytes().to_vec();
+    for (s, t, f) in records {
+        sleeve::encode_frame(*s, *t, f, &mut d).unwrap();
+    }
+    d
+}
+
+type Record = (PeerName, PeerName, Vec<u8>);
+
+/// Parses a datagram built by the forwarder: sender and records.
+pub(super) fn records(d: &[u8]) -> (PeerName, Vec<Record>) {
+    let (sender, iter) = sleeve::parse(d).unwrap();
+    let recs = iter
+        .map(|r| r.unwrap())
+        .map(|f| (f.src, f.dst, f.data.to_vec()))
+        .collect();
+    (sender, recs)
+}
+
+/// Drains every ready datagram.
+fn drain(fwd: &mut Forwarder) -> Vec<(PeerName, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut buf = Vec::new();
+    while let Some(p) = fwd.poll_datagram(&mut buf) {
+        out.push((p, buf.clone()));
+    }
+    out
+}
+
+#[derive(Debug, Default, Clone)]
+struct FakeFabric {
+    us: PeerName,
+    unicast: HashMap<PeerName, PeerName>,
+    broadcast: HashMap<PeerName, Vec<PeerName>>,
+    fastdp: HashSet<PeerName>,
+    known: HashSet<PeerName>,
+    no_onward: HashSet<(PeerName, PeerName)>,
+}
+
+impl Fabric for FakeFabric {
+    fn our_name(&self) -> PeerName {
+        self.us
+    }
+    fn unicast_next_hop(&self, dst: PeerName) -> Option<PeerName> {
+        self.unicast.get(&dst).copied()
+    }
+    fn broadcast_next_hops(&self, src: PeerName) -> &[PeerName] {
+        self.broadcast.get(&src).map_or(&[], |v| v.as_slice())
+    }
+    fn is_direct_fastdp(&self, peer: PeerName) -> bool {
+        self.fastdp.contains(&peer)
+    }
+    fn is_known_peer(&self, peer: PeerName) -> bool {
+        self.known.contains(&peer)
+    }
+    fn broadcast_has_onward_hops(&self, hop: PeerName, src: PeerName) -> bool {
+        !self.no_onward.contains(&(hop, src))
+    }
+}
+
+/// Line A – B – C as seen from `us`.
+fn line(us: PeerName) -> FakeFabric {
+    let mut f = FakeFabric {
+        us,
+        known: [A, B, C].into(),
+        ..FakeFabric::default()
+    };
+    match us {
+        A => {
+            f.unicast = [(B, B), (C, B)].into();
+            f.broadcast = [(A, vec![B]), (B, vec![]), (C, vec![])].into();
+        }
+        B => {
+            f.unicast = [(A, A), (C, C)].into();
+            f.broadcast = [(A, vec![C]), (B, vec![A, C]), (C, vec![A])].into();
+        }
+        _ => {
+            f.unicast = [(B, B), (A, B)].into();
+            f.broadcast = [(C, vec![B]), (A, vec![]), (B, vec![])].into();
+        }
+    }
+    f
+}
+
+/// Star with A at the centre and leaves B, C, D, seen from A.
+fn star_centre() -> FakeFabric {
+    FakeFabric {
+        us: A,
+        known: [A, B, C, D].into(),
+        unicast: [(B, B), (C, C), (D, D)].into(),
+        broadcast: [
+            (A, vec![B, C, D]),
+            (B, vec![C, D]),
+            (C, vec![B, D]),
+            (D, vec![B, C]),
+        ]
+        .into(),
+        ..FakeFabric::default()
+    }
+}
+
+/// A datagram's result, injected frames and special frames.
+type Collected = (
+    Result<Received, SleeveError>,
+    Vec<Vec<u8>>,
+    Vec<(PeerName, Vec<u8>)>,
+);
+
+fn collect(fwd: &mut Forwarder, d: &[u8], fabric: &FakeFabric, now: Instant) -> Collected {
+    let mut injected = Vec::new();
+    let mut specials = Vec::new();
+    let r = fwd.handle_datagram(d, fabric, now, &mut |dl| match dl {
+        Delivery::Inject(f) => injected.push(f.to_vec()),
+        Delivery::Special { sender, frame } => specials.push((sender, frame.to_vec())),
+    });
+    (r, injected, specials)
+}
+
+#[test]
+fn captured_broadcast_floods_our_tree_with_hop_as_destination() {
+    let fab = star_centre();
+    let mut fwd = Forwarder::new();
+    let now = Instant::now();
+    let f = eth(Mac::BROADCAST, mac(1), b"arp");
+    assert_eq!(
+        fwd.handle_captured(&f, &fab, now),
+        Verdict::Flooded { copies: 3 }
+    );
+    let out = drain(&mut fwd);
+    assert_eq!(out.len(), 3);
+    for (i, hop) in [B, C, D].into_iter().enumerate() {
+        assert_eq!(out[i].0, hop);
+        assert_eq!(records(&out[i].1), (A, vec![(A, hop, f.clone())]));
+    }
+    assert_eq!(fwd.mac_cache().lookup(mac(1)), Some(MacOwner::Local));
+    // Multicast and unknown unicast flood the same way.
+    let f = eth(Mac([0x01, 0, 0x5e, 0, 0, 1]), mac(1), b"mc");
+    assert_eq!(
+        fwd.handle_captured(&f, &fab, now),
+        Verdict::Flooded { copies: 3 }
+    );
+    let f = eth(mac(99), mac(1), b"unknown");
+    assert_eq!(
+        fwd.handle_captured(&f, &fab, now),
+        Verdict::Flooded { copies: 3 }
+    );
+    assert_eq!(drain(&mut fwd).len(), 3, "batched per hop");
+    assert_eq!(fwd.stats().sent, 9);
+}
+
+#[test]
+fn captured_unicast_goes_to_next_hop_and_keeps_final_destination() {
+    let fab = line(A);
+    let mut fwd = Forwarder::new();
+    let now = Instant::now();
+    // C's container broadcast reached us through B: learn mac(3) at C.
+    let bc = eth(Mac::BROADCAST, mac(3), b"hello");
+    let (r, inj, _) = collect(&mut fwd, &datagram(B, &[(C, A, &bc)]), &fab, now);
+    assert_eq!(r.unwrap().injected, 1);
+    assert_eq!(inj, vec![bc]);
+    assert_eq!(fwd.mac_cache().lookup(mac(3)), Some(MacOwner::Peer(C)));
+    assert!(
+        drain(&mut fwd).is_empty(),
+        "no onward hops for C's tree at A"
+    );
+
+    let f = eth(mac(3), mac(1), b"reply");
+    assert_eq!(
+        fwd.handle_captured(&f, &fab, now),
+        Verdict::Unicast { next_hop: B }
+    );
+    let out = drain(&mut fwd);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].0, B);
+    assert_eq!(records(&out[0].1), (A, vec![(A, C, f)]));
+}
+
+#[test]
+fn captured_drops() {
+    let mut fab = line(A);
+    let mut fwd = Forwarder::new();
+    let now = Instant::now();
+    // Too short, special-looking, group source.
+    for f in [
+        vec![1u8; 13],
+        vec![0u8; 22],
+        eth(mac(2), Mac::BROADCAST, b""),
+    ] {
+        assert_eq!(
+            fwd.handle_captured(&f, &fab, now),
+            Verdict::Dropped(DropReason::Malformed)
+        );
+    }
+    assert_eq!(
+        fwd.handle_captured(&vec![2u8; 65536], &fab, now),
+        Verdict::Dropped(DropReason::TooBig)
+    );
+    // STP: dropped, but the source is learnt first (spec order).
+    let stp = eth(Mac::STP, mac(5), b"bpdu");
+    assert_eq!(
+        fwd.handle_captured(&stp, &fab, now),
+        Verdict::Dropped(DropReason::Stp)
+    );
+    assert_eq!(fwd.mac_cache().lookup(mac(5)), Some(MacOwner::Local));
+    // Local destination.
+    let f = eth(mac(5), mac(1), b"x");
+    assert_eq!(
+        fwd.handle_captured(&f, &fab, now),
+        Verdict::Dropped(DropReason::LocalDst)
+    );
+    // Source MAC bound to a remote peer.
+    fwd.handle_datagram(
+        &datagram(B, &[(B, A, &eth(mac(1), mac(7), b""))]),
+        &fab,
+        now,
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(fwd.mac_cache().lookup(mac(7)), Some(MacOwner::Peer(B)));
+    let f = eth(Mac::BROADCAST, mac(7), b"spoof");
+    assert_eq!(
+        fwd.handle_captured(&f, &fab, now),
+        Verdict::Dropped(DropReason::MacConflict)
+    );
+    assert_eq!(fwd.mac_cache().lookup(mac(7)), Some(MacOwner::Peer(B)));
+    // Known remote, no route.
+    fab.unicast.clear();
+    let f = eth(mac(7), mac(1), b"x");
+    assert_eq!(
+        fwd.handle_captured(&f, &fab, now),
+        Verdict::Dropped(DropReason::NoRoute)
+    );
+    assert!(drain(&mut fwd).is_empty());
+    let s = fwd.stats();
+    assert_eq!(
+        (
+            s.captured,
+            s.dropped_malformed,
+            s.dropped_too_big,
+            s.dropped_stp,
+            s.dropped_local_dst,
+            s.dropped_mac_conflict,
+            s.dropped_no_route
+        ),
+        (8, 3, 1, 1, 1, 1, 1)
+    );
+}
+
+#[test]
+fn captured_to_direct_fastdp_peer_is_left_to_the_kernel() {
+    let mut fab = line(A);
+    fab.fastdp.insert(B);
+    let mut fwd = Forwarder::new();
+    let now = Instant::now();
+    fwd.handle_datagram(
+        &datagram(B, &[(B, A, &eth(Mac::BROADCAST, mac(2), b""))]),
+        &fab,
+        now,
+        &mut |_| {},
+    )
+    .unwrap();
+    let f = eth(mac(2), mac(1), b"x");
+    assert_eq!(fwd.handle_captured(&f, &fab, now), Verdict::Fastdp);
+    // C sits behind B: the kernel cannot relay, so that goes over sleeve to B.
+    fwd.handle_datagram(
+        &datagram(B, &[(C, A, &eth(Mac::BROADCAST, mac(3), b""))]),
+        &fab,
+        now,
+        &mut |_| {},
+    )
+    .unwrap();
+    let f = eth(mac(3), mac(1), b"x");
+    assert_eq!(
+        fwd.handle_captured(&f, &fab, now),
+        Verdict::Unicast { next_hop: B }
+    );
+    assert_eq!(fwd.stats().fastdp, 1);
+}
+
+#[test]
+fn captured_flood_copies_to_fastdp_neighbours_only_when_they_relay() {
+    let mut fab = star_centre();
+    fab.fastdp = [B, C].into();
+    fab.no_onward.insert((B, A));
+    let mut fwd = Forwarder::new();
+    let f = eth(Mac::BROADCAST, mac(1), b"arp");
+    assert_eq!(
+        fwd.handle_captured(&f, &fab, Instant::now()),
+        Verdict::Flooded { copies: 2 }
+    );
+    let hops: Vec<_> = drain(&mut fwd).into_iter().map(|(p, _)| p).collect();
+    assert_eq!(hops, vec![C, D]);
+}
+
+#[test]
+fn received_for_another_peer_is_relayed_unchanged_without_learning() {
+    let fab = line(B);
+    let mut fwd = Forwarder::new();
+    let f = eth(mac(3), mac(1), b"through");
+    let (r, inj, _) = collect(&mut fwd, &datagram(A, &[(A, C, &f)]), &fab, Instant::now());
+    let r = r.unwrap();
+    assert_eq!((r.sender, r.records, r.relayed, r.injected), (A, 1, 1, 0));
+    assert!(inj.is_empty());
+    assert!(fwd.mac_cache().is_empty());
+    let out = drain(&mut fwd);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].0, C);
+    assert_eq!(records(&out[0].1), (B, vec![(A, C, f)]));
+}
+
+#[test]
+fn received_broadcast_is_injected_and_relayed_along_source_tree() {
+    let fab = line(B);
+    let mut fwd = Forwarder::new();
+    let f = eth(Mac::BROADCAST, mac(1), b"arp");
+    let (r, inj, _) = collect(&mut fwd, &datagram(A, &[(A, B, &f)]), &fab, Instant::now());
+    assert_eq!(r.unwrap().relayed, 1);
+    assert_eq!(inj, vec![f.clone()]);
+    assert_eq!(fwd.mac_cache().lookup(mac(1)), Some(MacOwner::Peer(A)));
+    let out = drain(&mut fwd);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].0, C);
+    assert_eq!(records(&out[0].1), (B, vec![(A, C, f)]));
+}
+
+#[test]
+fn received_unicast_for_local_mac_is_injected_only() {
+    let fab = line(B);
+    let mut fwd = Forwarder::new();
+    let now = Instant::now();
+    fwd.handle_captured(&eth(Mac::BROADCAST, mac(2), b""), &fab, now);
+    drain(&mut fwd);
+    let f = eth(mac(2), mac(1), b"hi");
+    let (r, inj, _) = collect(&mut fwd, &datagram(A, &[(A, B, &f)]), &fab, now);
+    assert_eq!(r.unwrap().relayed, 0);
+    assert_eq!(inj, vec![f]);
+    assert!(drain(&mut fwd).is_empty());
+    // An unknown destination MAC is flooded on along A's tree.
+    let f = eth(mac(9), mac(1), b"who");
+    let (r, inj, _) = collect(&mut fwd, &datagram(A, &[(A, B, &f)]), &fab, now);
+    assert_eq!(r.unwrap().relayed, 1);
+    assert_eq!(inj.len(), 1);
+    assert_eq!(drain(&mut fwd)[0].0, C);
+}
+
+#[test]
+fn broadcast_from_direct_fastdp_source_is_relayed_but_not_injected() {
+    let mut fab = line(B);
+    fab.fastdp.insert(A);
+    let mut fwd = Forwarder::new();
+    let f = eth(Mac::BROADCAST, mac(1), b"arp");
+    let (r, inj, _) = collect(&mut fwd, &datagram(A, &[(A, B, &f)]), &fab, Instant::now());
+    let r = r.unwrap();
+    assert_eq!((r.injected, r.relayed), (0, 1));
+    assert!(inj.is_empty());
+    assert_eq!(fwd.stats().skipped_injection, 1);
+    // Still learnt, so replies know where mac(1) is.
+    assert_eq!(fwd.mac_cache().lookup(mac(1)), Some(MacOwner::Peer(A)));
+    let out = drain(&mut fwd);
+    assert_eq!(records(&out[0].1), (B, vec![(A, C, f.clone())]));
+    // C is not A's fastdp neighbour: it injects the relayed copy.
+    let fab_c = line(C);
+    let mut fwd_c = Forwarder::new();
+    let (_, inj, _) = collect(&mut fwd_c, &out[0].1, &fab_c, Instant::now());
+    assert_eq!(inj, vec![f]);
+}
+
+#[test]
+fn unknown_peers_and_loops_are_dropped() {
+    let fab = line(B);
+    let mut fwd = Forwarder::new();
+    let f = eth(Mac::BROADCAST, mac(1), b"x");
+    let d = datagram(A, &[(D, B, &f), (A, D, &f), (B, C, &f), (A, B, &f)]);
+    let (r, inj, _) = collect(&mut fwd, &d, &fab, Instant::now());
+    let r = r.unwrap();
+    assert_eq!((r.records, r.dropped, r.injected), (4, 3, 1));
+    assert_eq!(inj.len(), 1);
+    let s = fwd.stats();
+    assert_eq!((s.dropped_unknown_peer, s.dropped_looped), (2, 1));
+    // No route to a known destination.
+    let mut fab = line(B);
+    fab.unicast.remove(&C);
+    let (r, _, _) = collect(&mut fwd, &datagram(A, &[(A, C, &f)]), &fab, Instant::now());
+    assert_eq!(r.unwrap().dropped, 1);
+    assert_eq!(fwd.stats().dropped_no_route, 1);
+}
+
+#[test]
+fn special_frames_go_to_the_control_plane() {
+    let fab = line(B);
+    let mut fwd = Forwarder::new();
+    let hb = sleeve::encode_heartbeat(A, A, B, 42);
+    let (r, inj, specials) = collect(&mut fwd, &hb, &fab, Instant::now());
+    assert_eq!(r.unwrap().specials, 1);
+    assert!(inj.is_empty());
+    assert_eq!(specials.len(), 1);
+    assert_eq!(specials[0].0, A);
+    assert_eq!(sleeve::heartbeat_uid(&specials[0].1), Some(42));
+    // A PMTU test frame (zeros of candidate + 14) is special too.
+    let (_, _, specials) = collect(
+        &mut fwd,
+        &datagram(A, &[(A, B, &[0; 1452])]),
+        &fab,
+        Instant::now(),
+    );
+    assert_eq!(specials[0].1.len(), 1452);
+    // Specials not from the sender to us are neither delivered nor forwarded.
+    let d = datagram(A, &[(C, B, &[0; 22]), (A, C, &[0; 22])]);
+    let (r, inj, specials) = collect(&mut fwd, &d, &fab, Instant::now());
+    assert_eq!(r.unwrap().dropped, 2);
+    assert!(inj.is_empty() && specials.is_empty());
+    assert!(drain(&mut fwd).is_empty());
+}
+
+#[test]
+fn malformed_datagrams_deliver_the_records_before_the_error() {
+    let fab = line(B);
+    let mut fwd = Forwarder::new();
+    let now = Instant::now();
+    let f = eth(Mac::BROADCAST, mac(1), b"first");
+    let mut d = datagram(A, &[(A, B, &f), (A, B, &f)]);
+    d.truncate(d.len() - 3);
+    let (r, inj, _) = collect(&mut fwd, &d, &fab, now);
+    let r = r.unwrap();
+    assert_eq!(r.injected, 1);
+    assert_eq!(
+        r.error,
+        Some(SleeveError::FrameTooShort {
+            expected: f.len(),
+            got: f.len() - 3
+        })
+    );
+    assert_eq!(inj.len(), 1);
+    let mut d = datagram(A, &[(A, B, &f)]);
+    d.extend_from_slice(&[1, 2, 3, 4, 5]);
+    let (r, inj, _) = collect(&mut fwd, &d, &fab, now);
+    assert_eq!(r.unwrap().error, Some(SleeveError::TrailingGarbage(5)));
+    assert_eq!(inj.len(), 1);
+    // A record shorter than an Ethernet header.
+    let (r, inj, _) = collect(&mut fwd, &datagram(A, &[(A, B, &[1; 13])]), &fab, now);
+    assert_eq!(r.unwrap().dropped, 1);
+    assert!(inj.is_empty());
+    let (r, _, _) = collect(&mut fwd, &[1, 2, 3], &fab, now);
+    assert_eq!(r.unwrap_err(), SleeveError::TooShort(3));
+    assert_eq!(fwd.stats().dropped_malformed, 4);
+}
+
+#[test]
+fn mac_learning_moves_expiry_and_forget() {
+    let t0 = Instant::now();
+    let mut cache = MacCache::new();
+    assert_eq!(cache.learn_local(mac(1), t0), Ok(()));
+    assert_eq!(cache.learn_remote(mac(1), B, t0), Some(MacOwner::Local));
+    assert_eq!(cache.learn_remote(mac(1), B, t0), None);
+    assert_eq!(cache.learn_remote(mac(1), C, t0), Some(MacOwner::Peer(B)));
+    assert_eq!(cache.learn_local(mac(1), t0), Err(C));
+    assert_eq!(cache.lookup(mac(1)), Some(MacOwner::Peer(C)));
+
+    cache.learn_local(mac(2), t0).unwrap();
+    cache.learn_remote(mac(3), C, t0).unwrap_or(MacOwner::Local);
+    let t1 = t0 + Duration::from_secs(5 * 60);
+    cache.learn_local(mac(2), t1).unwrap();
+    assert_eq!(
+        cache.expire(t0 + MAC_EXPIRY),
+        0,
+        "exactly ten minutes is still fresh"
+    );
+    assert_eq!(cache.expire(t0 + MAC_EXPIRY + Duration::from_secs(1)), 2);
+    assert_eq!(
+        cache.lookup(mac(2)),
+        Some(MacOwner::Local),
+        "refreshed at t1"
+    );
+    assert_eq!(cache.lookup(mac(1)), None);
+
+    cache.learn_remote(mac(4), D, t1);
+    cache.learn_remote(mac(5), D, t1);
+    cache.learn_remote(mac(6), B, t1);
+    assert_eq!(cache.forget_peer(D), 2);
+    assert_eq!(cache.len(), 2);
+
+    // Through the forwarder: moves are counted, forget drops MACs and queued output.
+    let fab = line(B);
+    let mut fwd = Forwarder::new();
+    let f = eth(Mac::BROADCAST, mac(7), b"");
+    fwd.handle_datagram(&datagram(A, &[(A, B, &f)]), &fab, t0, &mut |_| {})
+        .unwrap();
+    fwd.handle_datagram(&datagram(C, &[(C, B, &f)]), &fab, t0, &mut |_| {})
+        .unwrap();
+    assert_eq!(fwd.stats().mac_moves, 1);
+    assert_eq!(fwd.mac_cache().lookup(mac(7)), Some(MacOwner::Peer(C)));
+    assert_eq!(fwd.queued_frames(A), 1);
+    fwd.forget_peer(C);
+    fwd.forget_peer(A);
+    assert_eq!(fwd.mac_cache().lookup(mac(7)), None);
+    assert_eq!(fwd.queued_frames(A), 0);
+    assert_eq!(drain(&mut fwd).iter().filter(|(p, _)| *p == A).count(), 0);
+    fwd.handle_datagram(&datagram(A, &[(A, B, &f)]), &fab, t0, &mut |_| {})
+        .unwrap();
+    assert_eq!(fwd.expire(t0 + MAC_EXPIRY + Duration::from_secs(1)), 1);
+}
+
+#[test]
+fn batching_respects_max_payload_frame_cap_and_queue_cap() {
+    let fab = line(A);
+    let mut fwd = Forwarder::new();
+    let now = Instant::now();
+    let f = eth(Mac::BROADCAST, mac(1), &[7; 86]); // 100-byte frame, 114-byte record
+    fwd.set_max_payload(B, 6 + 2 * 114);
+    assert_eq!(fwd.max_payload(B), 234);
+    for _ in 0..5 {
+        fwd.handle_captured(&f, &fab, now);
+    }
+    let out = drain(&mut fwd);
+    let sizes: Vec<_> = out.iter().map(|(_, d)| records(d).1.len()).collect();
+    assert_eq!(sizes, vec![2, 2, 1]);
+    assert!(out.iter().all(|(p, d)| *p == B && d.len() <= 234));
+
+    // A frame bigger than the max payload goes alone.
+    let big = eth(Mac::BROADCAST, mac(1), &[7; 500]);
+    fwd.handle_captured(&f, &fab, now);
+    fwd.handle_captured(&big, &fab, now);
+    fwd.handle_captured(&f, &fab, now);
+    let sizes: Vec<_> = drain(&mut fwd)
+        .iter()
+        .map(|(_, d)| records(d).1.len())
+        .collect();
+    assert_eq!(sizes, vec![1, 1, 1]);
+
+    // At most 100 records per datagram at the default max payload.
+    fwd.set_max_payload(B, DEFAULT_MAX_PAYLOAD);
+    let small = eth(Mac::BROADCAST, mac(1), b"s");
+    for _ in 0..150 {
+        fwd.handle_captured(&small, &fab, now);
+    }
+    let sizes: Vec<_> = drain(&mut fwd)
+        .iter()
+        .map(|(_, d)| records(d).1.len())
+        .collect();
+    assert_eq!(sizes, vec![100, 50]);
+
+    // The queue per next hop is bounded when nobody polls.
+    for _ in 0..MAX_QUEUED_FRAMES + 10 {
+        fwd.handle_captured(&small, &fab, now);
+    }
+    assert_eq!(fwd.stats().dropped_queue_full, 10);
+    assert_eq!(fwd.queued_frames(B), MAX_QUEUED_FRAMES);
+    let total: usize = drain(&mut fwd)
+        .iter()
+        .map(|(_, d)| records(d).1.len())
+        .sum();
+    assert_eq!(total, MAX_QUEUED_FRAMES);
+    assert_eq!(fwd.queued_frames(B), 0);
+}
+
+#[test]
+fn next_hops_are_served_round_robin() {
+    let fab = star_centre();
+    let mut fwd = Forwarder::new();
+    fwd.set_max_payload(B, 1);
+    fwd.set_max_payload(C, 1);
+    let f = eth(Mac::BROADCAST, mac(1), b"x");
+    let now = Instant::now();
+    fwd.handle_captured(&f, &fab, now);
+    fwd.handle_captured(&f, &fab, now);
+    let order: Vec<_> = drain(&mut fwd).into_iter().map(|(p, _)| p).collect();
+    assert_eq!(order, vec![B, C, D, B, C]);
+}
+
+proptest! {
+    #[test]
+    fn arbitrary_input_never_panics(
+        bytes in prop::collection::vec(any::<u8>(), 0..256),
+        sender in 0usize..4,
+    ) {
+        let fab = star_centre();
+        let mut fwd = Forwarder::new();
+        let now = Instant::now();
+        let _ = fwd.handle_captured(&bytes, &fab, now);
+        let mut d = [A, B, C, D][sender].to_bytes().to_vec();
+        d.extend_from_slice(&bytes);
+        let _ = fwd.handle_datagram(&bytes, &fab, now, &mut |_| {});
+        let _ = fwd.handle_datagram(&d, &fab, now, &mut |_| {});
+        let mut out = Vec::new();
+        while fwd.poll_datagram(&mut out).is_some() {
+            let (_, iter) = sleeve::parse(&out).unwrap();
+            for r in iter {
+                prop_assert!(r.is_ok());
+            }
+        }
+    }
+
+    #[test]
+    fn well_formed_records_never_panic_and_output_parses(
+        recs in prop::collection::vec(
+            (0usize..5, 0usize..5, prop::collection::vec(any::<u8>(), 0..64)),
+            0..8,
+        ),
+        sender in 0usize..5,
+    ) {
+        let names = [A, B, C, D, PeerName(0x77)];
+        let fab = star_centre();
+        let mut fwd = Forwarder::new();
+        let mut d = names[sender].to_bytes().to_vec();
+        for (s, t, data) in &recs {
+            sleeve::encode_frame(names[*s], names[*t], data, &mut d).unwrap();
+        }
+        let mut n = 0;
+        let r = fwd.handle_datagram(&d, &fab, Instant::now(), &mut |_| n += 1).unwrap();
+        prop_assert_eq!(r.records, recs.len());
+        prop_assert!(r.error.is_none());
+        prop_assert_eq!(r.injected + r.specials, n);
+        let mut out = Vec::new();
+        while let Some(hop) = fwd.poll_datagram(&mut out) {
+            prop_assert!(hop != A);
+            let (s, iter) = sleeve::parse(&out).unwrap();
+            prop_assert_eq!(s, A);
+            prop_assert!(iter.count() > 0);
+        }
+    }
+}

@@ -1,0 +1,325 @@
+//! The rule-set model: the plain inputs that determine weft's firewall and NAT rules.
+//!
+//! Everything here is pure data with validation at construction, so rendering
+//! ([`crate::render`]) cannot fail and an invalid name never reaches `nft`.
+
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::str::FromStr;
+
+use crate::FwError;
+
+/// Weave's default bridge name.
+const DEFAULT_BRIDGE: &str = "weave";
+/// Router control (HTTP API) address, `127.0.0.1:6784`.
+const DEFAULT_CONTROL: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 6784);
+/// Mesh port: TCP control connections and UDP sleeve.
+const DEFAULT_MESH_PORT: u16 = 6783;
+/// Fastdp VXLAN port (UDP).
+const DEFAULT_VXLAN_PORT: u16 = 6784;
+/// Linux `IFNAMSIZ` minus the terminating NUL.
+const MAX_IFNAME: usize = 15;
+
+/// A network interface name, valid as an exact match in nft (`iifname "weave"`).
+///
+/// Besides the kernel's rules (1-15 bytes, no `/`, no whitespace) it rejects `*` and `\`,
+/// which nft would read as a wildcard or escape in an interface-name match.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct IfName(String);
+
+impl IfName {
+    /// Validates `name` as an interface name.
+    pub fn new(name: &str) -> Result<Self, FwError> {
+        let ok = !name.is_empty()
+            && name.len() <= MAX_IFNAME
+            && name != "."
+            && name != ".."
+            && !name
+                .chars()
+                .any(|c| c == '/' || c == '*' || c == '\\' || c.is_whitespace() || c == '\0');
+        if ok {
+            Ok(Self(name.to_owned()))
+        } else {
+            Err(FwError::InvalidInterface(name.to_owned()))
+        }
+    }
+
+    /// The name as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for IfName {
+    type Err = FwError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::new(s)
+    }
+}
+
+impl fmt::Display for IfName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An IPv4 network in CIDR form, stored with its host bits cleared.
+///
+/// `10.32.0.1/12` (an exposed bridge address, as `weave expose` passes it) becomes
+/// `10.32.0.0/12`, which is also what iptables would have matched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Ipv4Cidr {
+    network: Ipv4Addr,
+    prefix_len: u8,
+}
+
+impl Ipv4Cidr {
+    /// `addr/prefix_len` with host bits cleared; `prefix_len` must be at most 32.
+    pub fn new(addr: Ipv4Addr, prefix_len: u8) -> Result<Self, FwError> {
+        if prefix_len > 32 {
+            return Err(FwError::InvalidCidr(format!("{addr}/{prefix_len}")));
+        }
+        let mask = u32::MAX
+            .checked_shl(32 - u32::from(prefix_len))
+            .unwrap_or(0);
+        Ok(Self {
+            network: Ipv4Addr::from(u32::from(addr) & mask),
+            prefix_len,
+        })
+    }
+
+    /// The network address (host bits zero).
+    pub fn network(&self) -> Ipv4Addr {
+        self.network
+    }
+
+    /// The prefix length, 0..=32.
+    pub fn prefix_len(&self) -> u8 {
+        self.prefix_len
+    }
+}
+
+impl FromStr for Ipv4Cidr {
+    type Err = FwError;
+
+    /// Parses `a.b.c.d/len`; a bare address means `/32`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || FwError::InvalidCidr(s.to_owned());
+        let (addr, len) = match s.split_once('/') {
+            Some((a, l)) => {
+                // u8::from_str accepts a leading '+'; CIDR notation does not.
+                if l.is_empty() || !l.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(bad());
+                }
+                (a, l.parse::<u8>().map_err(|_| bad())?)
+            }
+            None => (s, 32),
+        };
+        let addr = addr.parse::<Ipv4Addr>().map_err(|_| bad())?;
+        Self::new(addr, len).map_err(|_| bad())
+    }
+}
+
+impl fmt::Display for Ipv4Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix_len)
+    }
+}
+
+/// The Docker bridge weft guards the weave bridge and the router from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DockerBridge {
+    /// Interface name, `docker0` by default in Weave (`$DOCKER_BRIDGE`).
+    pub name: IfName,
+    /// Its IPv4 address. Without it the rules that drop container access to the router's ports
+    /// on that address are left out (Weave matches `--dst <docker0 IP>`; matching every
+    /// destination instead would be broader than Weave).
+    pub addr: Option<Ipv4Addr>,
+}
+
+/// One exposed CIDR (`weave expose`), in the order it was exposed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Exposed {
+    /// The exposed network.
+    pub cidr: Ipv4Cidr,
+    /// Whether traffic into and out of it is masqueraded (`false` for
+    /// `weave expose --without-masquerade`).
+    pub masquerade: bool,
+}
+
+/// Everything that determines weft's rules; render it with [`RuleSet::to_nft_json`].
+///
+/// Start from [`RuleSet::new`] (Weave's defaults: bridge `weave`, no Docker bridge, control
+/// `127.0.0.1:6784`, mesh port 6783, VXLAN port 6784, nothing exposed) and adjust.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuleSet {
+    pub(crate) bridge: IfName,
+    pub(crate) docker: Option<DockerBridge>,
+    pub(crate) control: SocketAddrV4,
+    pub(crate) mesh_port: u16,
+    pub(crate) vxlan_port: u16,
+    pub(crate) exposed: Vec<Exposed>,
+}
+
+impl Default for RuleSet {
+    fn default() -> Self {
+        Self {
+            bridge: IfName(DEFAULT_BRIDGE.to_owned()),
+            docker: None,
+            control: DEFAULT_CONTROL,
+            mesh_port: DEFAULT_MESH_PORT,
+            vxlan_port: DEFAULT_VXLAN_PORT,
+            exposed: Vec::new(),
+        }
+    }
+}
+
+impl RuleSet {
+    /// Weave's defaults with the given weave bridge name.
+    pub fn new(bridge: IfName) -> Self {
+        Self {
+            bridge,
+            ..Self::default()
+        }
+    }
+
+    /// Sets the Docker bridge (`docker0`) and, if known, its IPv4 address.
+    ///
+    /// A Docker bridge with the same name as the weave bridge is ignored, as in Weave, where
+    /// the `docker0 → weave` drop is only installed when the two differ.
+    #[must_use]
+    pub fn with_docker_bridge(mut self, name: IfName, addr: Option<Ipv4Addr>) -> Self {
+        self.docker = Some(DockerBridge { name, addr });
+        self
+    }
+
+    /// Sets the router's control (HTTP API) address. The rule dropping non-local access to it
+    /// is only rendered when the address is a loopback one, as it is by default: an API bound
+    /// elsewhere was exposed on purpose.
+    #[must_use]
+    pub fn with_control_addr(mut self, addr: SocketAddrV4) -> Self {
+        self.control = addr;
+        self
+    }
+
+    /// Sets the mesh port (TCP and UDP, default 6783).
+    #[must_use]
+    pub fn with_mesh_port(mut self, port: u16) -> Self {
+        self.mesh_port = port;
+        self
+    }
+
+    /// Sets the fastdp VXLAN port (UDP, default 6784).
+    #[must_use]
+    pub fn with_vxlan_port(mut self, port: u16) -> Self {
+        self.vxlan_port = port;
+        self
+    }
+
+    /// Exposes `cidr`, appending it, or updates its `masquerade` choice in place if it is
+    /// already exposed. Returns whether the rule set changed.
+    pub fn expose(&mut self, cidr: Ipv4Cidr, masquerade: bool) -> bool {
+        if let Some(e) = self.exposed.iter_mut().find(|e| e.cidr == cidr) {
+            let changed = e.masquerade != masquerade;
+            e.masquerade = masquerade;
+            return changed;
+        }
+        self.exposed.push(Exposed { cidr, masquerade });
+        true
+    }
+
+    /// Hides `cidr` (`weave hide`). Returns whether it had been exposed.
+    pub fn hide(&mut self, cidr: Ipv4Cidr) -> bool {
+        let before = self.exposed.len();
+        self.exposed.retain(|e| e.cidr != cidr);
+        self.exposed.len() != before
+    }
+
+    /// The weave bridge name.
+    pub fn bridge(&self) -> &IfName {
+        &self.bridge
+    }
+
+    /// The Docker bridge, if one is guarded against.
+    pub fn docker_bridge(&self) -> Option<&DockerBridge> {
+        self.docker.as_ref()
+    }
+
+    /// The exposed CIDRs in exposure order.
+    pub fn exposed(&self) -> &[Exposed] {
+        &self.exposed
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // In tests a panic is the failed assertion.
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ifname_validation() {
+        for good in ["weave", "docker0", "a", "br-0123456789ab", "vethwe.bridge"] {
+            assert!(IfName::new(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "weave*",
+            "a/b",
+            "a b",
+            "0123456789abcdef",
+            ".",
+            "..",
+            "a\\b",
+            "x\0",
+        ] {
+            assert!(
+                matches!(IfName::new(bad), Err(FwError::InvalidInterface(_))),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn cidr_parse_and_normalise() {
+        let c: Ipv4Cidr = "10.32.0.1/12".parse().unwrap();
+        assert_eq!(c.to_string(), "10.32.0.0/12");
+        assert_eq!(c, "10.47.255.255/12".parse().unwrap());
+        assert_eq!(
+            "10.0.0.7".parse::<Ipv4Cidr>().unwrap().to_string(),
+            "10.0.0.7/32"
+        );
+        assert_eq!(
+            "1.2.3.4/0".parse::<Ipv4Cidr>().unwrap().to_string(),
+            "0.0.0.0/0"
+        );
+        for bad in [
+            "10.0.0.0/33",
+            "10.0.0.0/",
+            "10.0.0/8",
+            "x/8",
+            "10.0.0.0/+8",
+            "::1/128",
+        ] {
+            assert!(bad.parse::<Ipv4Cidr>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn expose_hide_bookkeeping() {
+        let mut rs = RuleSet::default();
+        let a: Ipv4Cidr = "10.32.0.1/12".parse().unwrap();
+        let b: Ipv4Cidr = "10.2.1.0/24".parse().unwrap();
+        assert!(rs.expose(a, true));
+        assert!(!rs.expose(a, true));
+        assert!(rs.expose(b, false));
+        assert!(rs.expose(a, false));
+        assert_eq!(
+            rs.exposed().iter().map(|e| e.cidr).collect::<Vec<_>>(),
+            [a, b]
+        );
+        assert!(rs.hide(a));
+        assert!(!rs.hide(a));
+        assert_eq!(rs.exposed().len(), 1);
+    }
+}

@@ -1,0 +1,635 @@
+//! Rendering a [`RuleSet`] to the JSON that `nft -j -f -` reads.
+//!
+//! # One `inet` table
+//!
+//! Everything lives in `table inet weft`: the filter chains and the NAT chain. One table is one
+//! unit to create, replace, list and delete, which is what the spec's "nftables, owned" asks
+//! for; splitting filter (`inet`) from NAT (`ip`) would only add a second object to keep in
+//! step. NAT chains in the `inet` family need Linux ≥ 5.2, which weft requires anyway. The
+//! rules match IPv4 (`ip saddr`, `ip daddr`) as Weave's did; nft adds the implicit IPv4
+//! dependency, so IPv6 packets pass the table untouched.
+//!
+//! # Chains and priorities
+//!
+//! | chain | hook | priority | Weave equivalent |
+//! |---|---|---|---|
+//! | `forward` | forward, filter | `filter - 10` (-10) | the block at the top of `filter/FORWARD` |
+//! | `expose` | (regular, jumped to) | — | `filter/WEAVE-EXPOSE` |
+//! | `input` | input, filter | `filter - 10` (-10) | the rules appended to `filter/INPUT` |
+//! | `postrouting` | postrouting, nat | `srcnat + 10` (110) | `nat/WEAVE` (appended jump) |
+//!
+//! The filter chains run just before iptables' `filter` table (priority 0, whether legacy or
+//! nft), mirroring Weave's rules sitting at the top of `FORWARD`. Since a drop is final in any
+//! table and an accept is not (see the crate docs), the priority decides ordering of counters
+//! and side effects, not which verdict wins.
+//!
+//! The NAT chain runs just after iptables' `nat` table (priority 100). For a new connection the
+//! kernel stops at the first NAT chain that sets up a mapping, so a source NAT chosen by other
+//! software (Docker's own `MASQUERADE`) wins, as it did when Weave's `-j WEAVE` was appended to
+//! `POSTROUTING` after Docker's rules.
+//!
+//! All base chains have policy `accept`. Rendering is deterministic: the same [`RuleSet`]
+//! always renders the same JSON, and each rule carries a `weft: …` comment saying why it exists.
+
+use serde_json::{json, Value};
+
+use crate::model::{Ipv4Cidr, RuleSet};
+
+/// Address family of weft's table.
+pub const TABLE_FAMILY: &str = "inet";
+/// Name of weft's table.
+pub const TABLE_NAME: &str = "weft";
+/// Filter chain on the forward hook.
+pub const CHAIN_FORWARD: &str = "forward";
+/// Filter chain on the input hook.
+pub const CHAIN_INPUT: &str = "input";
+/// Regular chain accepting forwarded traffic to exposed CIDRs (Weave's `WEAVE-EXPOSE`).
+pub const CHAIN_EXPOSE: &str = "expose";
+/// NAT chain on the postrouting hook (Weave's `nat/WEAVE`).
+pub const CHAIN_POSTROUTING: &str = "postrouting";
+/// Priority of the filter base chains: `filter - 10`.
+pub const FILTER_PRIORITY: i32 = -10;
+/// Priority of the NAT base chain: `srcnat + 10`.
+pub const NAT_PRIORITY: i32 = 110;
+
+/// The multicast range that exposed subnets never masquerade to.
+const MULTICAST: (&str, u8) = ("224.0.0.0", 4);
+/// DNS port accepted from the Docker bridge (weaveDNS listens on its address).
+const DNS_PORT: u16 = 53;
+
+impl RuleSet {
+    /// The `nft -j -f -` input that (re)creates weft's table in one transaction.
+    ///
+    /// It adds the table (a no-op if present), flushes it (dropping every rule weft installed
+    /// before, in this table only), adds the chains (a no-op for chains that exist with the
+    /// same definition) and then all rules. nft applies the batch atomically: packets see the
+    /// old rules or the new ones, never a mix, and re-applying never duplicates a rule.
+    pub fn to_nft_json(&self) -> Value {
+        let mut cmds = vec![
+            json!({"metainfo": {"json_schema_version": 1}}),
+            json!({"add": {"table": table()}}),
+            json!({"flush": {"table": table()}}),
+            base_chain(CHAIN_FORWARD, "filter", "forward", FILTER_PRIORITY),
+            base_chain(CHAIN_INPUT, "filter", "input", FILTER_PRIORITY),
+            json!({"add": {"chain": {
+                "family": TABLE_FAMILY, "table": TABLE_NAME, "name": CHAIN_EXPOSE,
+            }}}),
+            base_chain(CHAIN_POSTROUTING, "nat", "postrouting", NAT_PRIORITY),
+        ];
+        self.forward_rules(&mut cmds);
+        self.input_rules(&mut cmds);
+        self.expose_rules(&mut cmds);
+        self.nat_rules(&mut cmds);
+        json!({ "nftables": cmds })
+    }
+
+    /// The `nft -j -f -` input that deletes weft's table, and with it every chain and rule.
+    ///
+    /// Deleting a missing table is an error in nft, so the batch first adds the table (a no-op
+    /// when it exists) and then deletes it; the pair is one transaction, so this is idempotent
+    /// and never leaves an empty table behind.
+    pub fn delete_json() -> Value {
+        json!({"nftables": [
+            {"metainfo": {"json_schema_version": 1}},
+            {"add": {"table": table()}},
+            {"delete": {"table": table()}},
+        ]})
+    }
+
+    fn forward_rules(&self, out: &mut Vec<Value>) {
+        let weave = self.bridge.as_str();
+        if let Some(docker) = self.docker.as_ref().filter(|d| d.name != self.bridge) {
+            out.push(rule(
+                CHAIN_FORWARD,
+                "weft: docker bridge may not forward into weave",
+                vec![
+                    is(meta("iifname"), docker.name.as_str()),
+                    is(meta("oifname"), weave),
+                    verdict("drop"),
+                ],
+            ));
+        }
+        out.push(rule(
+            CHAIN_FORWARD,
+            "weft: weave to weave",
+            vec![
+                is(meta("iifname"), weave),
+                is(meta("oifname"), weave),
+                verdict("accept"),
+            ],
+        ));
+        out.push(rule(
+            CHAIN_FORWARD,
+            "weft: into weave only to exposed subnets",
+            vec![
+                is(meta("oifname"), weave),
+                json!({"jump": {"target": CHAIN_EXPOSE}}),
+            ],
+        ));
+        out.push(rule(
+            CHAIN_FORWARD,
+            "weft: weave to elsewhere",
+            vec![
+                is(meta("iifname"), weave),
+                is_not(meta("oifname"), weave),
+                verdict("accept"),
+            ],
+        ));
+        out.push(rule(
+            CHAIN_FORWARD,
+            "weft: replies into weave",
+            vec![
+                is(meta("oifname"), weave),
+                m(
+                    "in",
+                    json!({"ct": {"key": "state"}}),
+                    json!(["established", "related"]),
+                ),
+                verdict("accept"),
+            ],
+        ));
+    }
+
+    fn expose_rules(&self, out: &mut Vec<Value>) {
+        for e in &self.exposed {
+            out.push(rule(
+                CHAIN_EXPOSE,
+                &format!("weft: expose {}", e.cidr),
+                vec![is(ip("daddr"), cidr(e.cidr)), verdict("accept")],
+            ));
+        }
+    }
+
+    fn input_rules(&self, out: &mut Vec<Value>) {
+        if let Some(docker) = &self.docker {
+            let dev = docker.name.as_str();
+            if let Some(addr) = docker.addr {
+                let guarded = [
+                    ("tcp", self.mesh_port),
+                    ("udp", self.mesh_port),
+                    ("udp", self.vxlan_port),
+                ];
+                for (proto, port) in guarded {
+                    out.push(rule(
+                        CHAIN_INPUT,
+                        &format!("weft: containers may not reach the router ({proto} {port})"),
+                        vec![
+                            is(meta("iifname"), dev),
+                            is(ip("daddr"), addr.to_string()),
+                            is(payload(proto, "dport"), port),
+                            verdict("drop"),
+                        ],
+                    ));
+                }
+            }
+            for proto in ["udp", "tcp"] {
+                out.push(rule(
+                    CHAIN_INPUT,
+                    &format!("weft: DNS from containers ({proto})"),
+                    vec![
+                        is(meta("iifname"), dev),
+                        is(payload(proto, "dport"), DNS_PORT),
+                        verdict("accept"),
+                    ],
+                ));
+            }
+        }
+        if self.control.ip().is_loopback() {
+            out.push(rule(
+                CHAIN_INPUT,
+                "weft: block non-local access to the control port",
+                vec![
+                    is(ip("daddr"), self.control.ip().to_string()),
+                    is(payload("tcp", "dport"), self.control.port()),
+                    is_not(
+                        json!({"fib": {"result": "type", "flags": ["saddr"]}}),
+                        "local",
+                    ),
+                    is_not(
+                        json!({"ct": {"key": "state"}}),
+                        json!({"|": ["established", "related"]}),
+                    ),
+                    verdict("drop"),
+                ],
+            ));
+        }
+    }
+
+    fn nat_rules(&self, out: &mut Vec<Value>) {
+        let multicast = json!({"prefix": {"addr": MULTICAST.0, "len": MULTICAST.1}});
+        for e in self.exposed.iter().filter(|e| e.masquerade) {
+            let c = cidr(e.cidr);
+            let why = format!("weft: expose {}", e.cidr);
+            out.push(rule(
+                CHAIN_POSTROUTING,
+                &why,
+                vec![
+                    is(ip("saddr"), c.clone()),
+                    is(ip("daddr"), multicast.clone()),
+                    verdict("return"),
+                ],
+            ));
+            out.push(rule(
+                CHAIN_POSTROUTING,
+                &why,
+                vec![
+                    is(ip("daddr"), c.clone()),
+                    is_not(ip("saddr"), c.clone()),
+                    verdict("masquerade"),
+                ],
+            ));
+            out.push(rule(
+                CHAIN_POSTROUTING,
+                &why,
+                vec![
+                    is(ip("saddr"), c.clone()),
+                    is_not(ip("daddr"), c),
+                    verdict("masquerade"),
+                ],
+            ));
+        }
+    }
+}
+
+fn table() -> Value {
+    json!({"family": TABLE_FAMILY, "name": TABLE_NAME})
+}
+
+fn base_chain(name: &str, kind: &str, hook: &str, prio: i32) -> Value {
+    json!({"add": {"chain": {
+        "family": TABLE_FAMILY, "table": TABLE_NAME, "name": name,
+        "type": kind, "hook": hook, "prio": prio, "policy": "accept",
+    }}})
+}
+
+/// An `add rule` command; every rule counts its packets (like iptables' `-v` counters).
+fn rule(chain: &str, comment: &str, mut expr: Vec<Value>) -> Value {
+    let at = expr.len().saturating_sub(1);
+    expr.insert(at, json!({"counter": null}));
+    json!({"add": {"rule": {
+        "family": TABLE_FAMILY, "table": TABLE_NAME, "chain": chain,
+        "comment": comment, "expr": expr,
+    }}})
+}
+
+fn m(op: &str, left: Value, right: Value) -> Value {
+    json!({"match": {"op": op, "left": left, "right": right}})
+}
+
+fn is(left: Value, right: impl Into<Value>) -> Value {
+    m("==", left, right.into())
+}
+
+fn is_not(left: Value, right: impl Into<Value>) -> Value {
+    m("!=", left, right.into())
+}
+
+fn meta(key: &str) -> Value {
+    json!({"meta": {"key": key}})
+}
+
+fn payload(protocol: &str, field: &str) -> Value {
+    json!({"payload": {"protocol": protocol, "field": field}})
+}
+
+fn ip(field: &str) -> Value {
+    payload("ip", field)
+}
+
+/// A CIDR as nft writes it: a bare address for /32, otherwise a prefix.
+fn cidr(c: Ipv4Cidr) -> Value {
+    if c.prefix_len() == 32 {
+        json!(c.network().to_string())
+    } else {
+        json!({"prefix": {"addr": c.network().to_string(), "len": c.prefix_len()}})
+    }
+}
+
+fn verdict(v: &str) -> Value {
+    json!({ v: null })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // In tests a panic is the failed assertion.
+mod tests {
+    use std::net::{Ipv4Addr, SocketAddrV4};
+
+    use super::*;
+    use crate::IfName;
+
+    fn name(s: &str) -> IfName {
+        IfName::new(s).unwrap()
+    }
+
+    fn full() -> RuleSet {
+        let mut rs = RuleSet::new(name("weave"))
+            .with_docker_bridge(name("docker0"), Some(Ipv4Addr::new(172, 17, 0, 1)));
+        rs.expose("10.32.0.1/12".parse().unwrap(), true);
+        rs
+    }
+
+    fn cmds(v: &Value) -> &Vec<Value> {
+        v["nftables"].as_array().unwrap()
+    }
+
+    /// The `add rule` objects, in order.
+    fn rules(v: &Value) -> Vec<&Value> {
+        cmds(v)
+            .iter()
+            .filter_map(|c| c.get("add").and_then(|a| a.get("rule")))
+            .collect()
+    }
+
+    fn chain_rules<'a>(v: &'a Value, chain: &str) -> Vec<&'a Value> {
+        rules(v)
+            .into_iter()
+            .filter(|r| r["chain"] == chain)
+            .collect()
+    }
+
+    #[test]
+    fn transaction_shape() {
+        let v = full().to_nft_json();
+        let c = cmds(&v);
+        assert_eq!(c[0]["metainfo"]["json_schema_version"], 1);
+        assert_eq!(
+            c[1],
+            json!({"add": {"table": {"family": "inet", "name": "weft"}}})
+        );
+        assert_eq!(
+            c[2],
+            json!({"flush": {"table": {"family": "inet", "name": "weft"}}})
+        );
+        let chains: Vec<&Value> = c
+            .iter()
+            .filter_map(|c| c.get("add").and_then(|a| a.get("chain")))
+            .collect();
+        let want = [
+            (CHAIN_FORWARD, Some(("filter", "forward", -10))),
+            (CHAIN_INPUT, Some(("filter", "input", -10))),
+            (CHAIN_EXPOSE, None),
+            (CHAIN_POSTROUTING, Some(("nat", "postrouting", 110))),
+        ];
+        assert_eq!(chains.len(), want.len());
+        for (ch, (n, hook)) in chains.iter().zip(want) {
+            assert_eq!(ch["name"], n);
+            match hook {
+                Some((ty, hook, prio)) => {
+                    assert_eq!(ch["type"], ty);
+                    assert_eq!(ch["hook"], hook);
+                    assert_eq!(ch["prio"], prio);
+                    assert_eq!(ch["policy"], "accept", "never break other software");
+                }
+                None => assert!(ch.get("hook").is_none()),
+            }
+        }
+        // Chains come before every rule.
+        let first_rule = c
+            .iter()
+            .position(|c| c["add"].get("rule").is_some())
+            .unwrap();
+        assert!(c[first_rule..]
+            .iter()
+            .all(|c| c["add"].get("rule").is_some()));
+    }
+
+    #[test]
+    fn everything_lives_in_our_table() {
+        for v in [
+            full().to_nft_json(),
+            RuleSet::default().to_nft_json(),
+            RuleSet::delete_json(),
+        ] {
+            for c in cmds(&v) {
+                let (verb, body) = c.as_object().unwrap().iter().next().unwrap();
+                if verb == "metainfo" {
+                    continue;
+                }
+                assert!(
+                    ["add", "flush", "delete"].contains(&verb.as_str()),
+                    "{verb}"
+                );
+                let (kind, obj) = body.as_object().unwrap().iter().next().unwrap();
+                assert_eq!(obj["family"], "inet", "{c}");
+                match kind.as_str() {
+                    "table" => assert_eq!(obj["name"], "weft"),
+                    "chain" | "rule" => assert_eq!(obj["table"], "weft"),
+                    other => panic!("unexpected object {other}"),
+                }
+                if verb == "delete" {
+                    assert_eq!(kind, "table");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn delete_is_add_then_delete() {
+        let v = RuleSet::delete_json();
+        let c = cmds(&v);
+        assert_eq!(
+            c[1],
+            json!({"add": {"table": {"family": "inet", "name": "weft"}}})
+        );
+        assert_eq!(
+            c[2],
+            json!({"delete": {"table": {"family": "inet", "name": "weft"}}})
+        );
+        assert_eq!(c.len(), 3);
+    }
+
+    #[test]
+    fn rendering_is_deterministic_and_idempotent() {
+        let a = full();
+        assert_eq!(a.to_nft_json(), a.clone().to_nft_json());
+        let mut b = a.clone();
+        assert!(!b.expose("10.32.0.0/12".parse().unwrap(), true));
+        assert_eq!(a.to_nft_json(), b.to_nft_json());
+    }
+
+    #[test]
+    fn forward_and_input_rules() {
+        let v = full().to_nft_json();
+        let fwd: Vec<&str> = chain_rules(&v, CHAIN_FORWARD)
+            .iter()
+            .map(|r| r["comment"].as_str().unwrap())
+            .collect();
+        assert_eq!(fwd.len(), 5);
+        assert!(fwd[0].contains("docker bridge may not forward"));
+        let drop = chain_rules(&v, CHAIN_FORWARD)[0]["expr"].clone();
+        assert_eq!(
+            drop,
+            json!([
+                {"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": "docker0"}},
+                {"match": {"op": "==", "left": {"meta": {"key": "oifname"}}, "right": "weave"}},
+                {"counter": null},
+                {"drop": null},
+            ])
+        );
+        let input = chain_rules(&v, CHAIN_INPUT);
+        // 3 port drops, 2 DNS accepts, 1 control-port guard.
+        assert_eq!(input.len(), 6);
+        let ports: Vec<(String, u64)> = input[..3]
+            .iter()
+            .map(|r| {
+                let m = &r["expr"][2]["match"];
+                (
+                    m["left"]["payload"]["protocol"]
+                        .as_str()
+                        .unwrap()
+                        .to_owned(),
+                    m["right"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            ports,
+            [
+                ("tcp".into(), 6783),
+                ("udp".into(), 6783),
+                ("udp".into(), 6784)
+            ]
+        );
+        assert!(input[..3]
+            .iter()
+            .all(|r| r["expr"][1]["match"]["right"] == "172.17.0.1"));
+        assert!(input[3..5]
+            .iter()
+            .all(|r| r["expr"][1]["match"]["right"] == 53));
+        assert_eq!(input[5]["expr"][0]["match"]["right"], "127.0.0.1");
+        assert_eq!(input[5]["expr"][1]["match"]["right"], 6784);
+        assert_eq!(input[5]["expr"][5], json!({"drop": null}));
+    }
+
+    #[test]
+    fn optional_inputs_leave_rules_out() {
+        // No Docker bridge: no docker rules at all; the control-port guard stays.
+        let v = RuleSet::default().to_nft_json();
+        assert_eq!(chain_rules(&v, CHAIN_FORWARD).len(), 4);
+        assert_eq!(chain_rules(&v, CHAIN_INPUT).len(), 1);
+        // Docker bridge without an address: DNS accepts but no port drops.
+        let v = RuleSet::default()
+            .with_docker_bridge(name("docker0"), None)
+            .to_nft_json();
+        assert_eq!(chain_rules(&v, CHAIN_FORWARD).len(), 5);
+        assert_eq!(chain_rules(&v, CHAIN_INPUT).len(), 3);
+        // Docker using the weave bridge itself: no docker→weave drop.
+        let v = RuleSet::default()
+            .with_docker_bridge(name("weave"), None)
+            .to_nft_json();
+        assert_eq!(chain_rules(&v, CHAIN_FORWARD).len(), 4);
+        // API deliberately bound to a non-loopback address: no guard.
+        let v = RuleSet::default()
+            .with_control_addr(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 6784))
+            .to_nft_json();
+        assert_eq!(chain_rules(&v, CHAIN_INPUT).len(), 0);
+        // Non-default ports and bridge name flow through.
+        let v = RuleSet::new(name("wv"))
+            .with_docker_bridge(name("br0"), Some(Ipv4Addr::new(10, 9, 0, 1)))
+            .with_mesh_port(7000)
+            .with_vxlan_port(7001)
+            .to_nft_json();
+        let input = chain_rules(&v, CHAIN_INPUT);
+        assert_eq!(input[0]["expr"][2]["match"]["right"], 7000);
+        assert_eq!(input[2]["expr"][2]["match"]["right"], 7001);
+        assert!(chain_rules(&v, CHAIN_FORWARD)
+            .iter()
+            .all(|r| r.to_string().contains("\"wv\"")));
+    }
+
+    #[test]
+    fn nat_rules_match_weave() {
+        let v = full().to_nft_json();
+        let nat: Vec<Value> = chain_rules(&v, CHAIN_POSTROUTING)
+            .iter()
+            .map(|r| r["expr"].clone())
+            .collect();
+        let c = json!({"prefix": {"addr": "10.32.0.0", "len": 12}});
+        let ip = |f: &str| json!({"payload": {"protocol": "ip", "field": f}});
+        let m = |op: &str, l: Value, r: &Value| json!({"match": {"op": op, "left": l, "right": r}});
+        assert_eq!(
+            nat,
+            [
+                json!([
+                    m("==", ip("saddr"), &c),
+                    m("==", ip("daddr"), &json!({"prefix": {"addr": "224.0.0.0", "len": 4}})),
+                    {"counter": null},
+                    {"return": null},
+                ]),
+                json!([
+                    m("==", ip("daddr"), &c),
+                    m("!=", ip("saddr"), &c),
+                    {"counter": null},
+                    {"masquerade": null},
+                ]),
+                json!([
+                    m("==", ip("saddr"), &c),
+                    m("!=", ip("daddr"), &c),
+                    {"counter": null},
+                    {"masquerade": null},
+                ]),
+            ]
+        );
+        let exp = chain_rules(&v, CHAIN_EXPOSE);
+        assert_eq!(exp.len(), 1);
+        assert_eq!(exp[0]["expr"][0], m("==", ip("daddr"), &c));
+        assert_eq!(exp[0]["comment"], "weft: expose 10.32.0.0/12");
+    }
+
+    #[test]
+    fn host_cidr_renders_as_address() {
+        let mut rs = RuleSet::default();
+        rs.expose("10.1.2.3/32".parse().unwrap(), false);
+        let v = rs.to_nft_json();
+        assert_eq!(
+            chain_rules(&v, CHAIN_EXPOSE)[0]["expr"][0]["match"]["right"],
+            "10.1.2.3"
+        );
+        assert!(
+            chain_rules(&v, CHAIN_POSTROUTING).is_empty(),
+            "no masquerade requested"
+        );
+    }
+
+    #[test]
+    fn expose_and_hide_touch_only_their_rules() {
+        let base = full();
+        let before: Vec<Value> = rules(&base.to_nft_json()).into_iter().cloned().collect();
+        let other: Ipv4Cidr = "10.2.1.0/24".parse().unwrap();
+
+        let mut more = base.clone();
+        more.expose(other, true);
+        let after: Vec<Value> = rules(&more.to_nft_json()).into_iter().cloned().collect();
+        let added: Vec<&Value> = after.iter().filter(|r| !before.contains(r)).collect();
+        assert_eq!(after.len(), before.len() + 4);
+        assert_eq!(added.len(), 4);
+        assert!(added
+            .iter()
+            .all(|r| r["comment"] == "weft: expose 10.2.1.0/24"));
+        assert_eq!(
+            added.iter().filter(|r| r["chain"] == CHAIN_EXPOSE).count(),
+            1
+        );
+        assert_eq!(
+            added
+                .iter()
+                .filter(|r| r["chain"] == CHAIN_POSTROUTING)
+                .count(),
+            3
+        );
+        // Every earlier rule is still there, in the same relative order.
+        let kept: Vec<&Value> = after.iter().filter(|r| before.contains(r)).collect();
+        assert_eq!(kept, before.iter().collect::<Vec<_>>());
+
+        // Switching to --without-masquerade drops only the NAT rules.
+        let mut nomasq = more.clone();
+        assert!(nomasq.expose(other, false));
+        let v = nomasq.to_nft_json();
+        assert_eq!(rules(&v).len(), before.len() + 1);
+
+        // Hiding restores exactly the original rendering.
+        let mut hidden = more;
+        assert!(hidden.hide(other));
+        assert_eq!(hidden.to_nft_json(), base.to_nft_json());
+    }
+}

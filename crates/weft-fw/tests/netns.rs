@@ -1,0 +1,344 @@
+//! Privileged tests: weft's table applied by the real `nft`, each test inside network namespaces
+//! of its own.
+//!
+//! They run only with `WEFT_TEST_ROOT=1` (as root; `scripts/test.sh` sets it) and otherwise pass
+//! without doing anything, so plain `cargo test` stays unprivileged. Each test creates fresh
+//! namespaces named `wfw<pid><n>` and reaches them with [`Nft::in_netns`] (`ip netns exec`),
+//! so the root namespace's ruleset is never read or written. A guard deletes every namespace
+//! when the test ends, also when it fails.
+#![allow(clippy::unwrap_used)] // In tests a panic is the failed assertion.
+
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use serde_json::Value;
+use weft_fw::{FwError, IfName, Ipv4Cidr, Nft, RuleSet};
+
+fn privileged() -> bool {
+    let on = std::env::var("WEFT_TEST_ROOT").is_ok_and(|v| v == "1");
+    if !on {
+        eprintln!("skipped: set WEFT_TEST_ROOT=1 (as root) to run");
+    }
+    on
+}
+
+/// A network namespace that is deleted when dropped.
+struct Netns(String);
+
+impl Netns {
+    fn new() -> Self {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "wfw{}{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        sh(&["ip", "netns", "add", &name]);
+        let ns = Self(name);
+        ns.exec(&["ip", "link", "set", "lo", "up"]);
+        ns
+    }
+
+    fn nft(&self) -> Nft {
+        Nft::new().in_netns(&self.0)
+    }
+
+    /// Runs a command inside the namespace; panics on failure.
+    fn exec(&self, args: &[&str]) -> String {
+        let mut all = vec!["ip", "netns", "exec", &self.0];
+        all.extend_from_slice(args);
+        sh(&all)
+    }
+
+    /// Runs a command inside the namespace; returns whether it succeeded.
+    fn try_exec(&self, args: &[&str]) -> bool {
+        Command::new("ip")
+            .args(["netns", "exec", &self.0])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    }
+
+    /// Feeds an nft script (text syntax) to `nft -f -` inside the namespace.
+    fn nft_text(&self, script: &str) {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.0, "nft", "-f", "-"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(script.as_bytes())
+            .unwrap();
+        assert!(child.wait().unwrap().success(), "nft -f failed on {script}");
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all = vec!["nft", "-j"];
+        all.extend_from_slice(args);
+        serde_json::from_str(&self.exec(&all)).unwrap()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+fn sh(args: &[&str]) -> String {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn name(s: &str) -> IfName {
+    IfName::new(s).unwrap()
+}
+
+fn cidr(s: &str) -> Ipv4Cidr {
+    s.parse().unwrap()
+}
+
+/// The rules of an `nft -j list` output as (chain, comment, expr), with handles dropped and
+/// counter values zeroed so listings compare with renderings. Rules are grouped by chain name
+/// (stable, so the order within a chain is kept): nft lists chains in creation order.
+fn listed_rules(listing: &Value) -> Vec<(String, String, Value)> {
+    let mut rules = listing["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|o| o.get("rule"))
+        .map(|r| {
+            let mut expr = r["expr"].clone();
+            for e in expr.as_array_mut().unwrap() {
+                if e.get("counter").is_some() {
+                    *e = serde_json::json!({"counter": null});
+                }
+            }
+            (
+                r["chain"].as_str().unwrap().to_owned(),
+                r["comment"].as_str().unwrap_or_default().to_owned(),
+                expr,
+            )
+        })
+        .collect::<Vec<_>>();
+    rules.sort_by(|a, b| a.0.cmp(&b.0));
+    rules
+}
+
+/// The same triples, grouped the same way, from a rendering's `add rule` commands.
+fn rendered_rules(rs: &RuleSet) -> Vec<(String, String, Value)> {
+    let mut rules = rs.to_nft_json()["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c.get("add").and_then(|a| a.get("rule")))
+        .map(|r| {
+            (
+                r["chain"].as_str().unwrap().to_owned(),
+                r["comment"].as_str().unwrap().to_owned(),
+                r["expr"].clone(),
+            )
+        })
+        .collect::<Vec<_>>();
+    rules.sort_by(|a, b| a.0.cmp(&b.0));
+    rules
+}
+
+fn installed(ns: &Netns) -> Vec<(String, String, Value)> {
+    listed_rules(&serde_json::from_str(&ns.nft().list().unwrap()).unwrap())
+}
+
+fn sum_counter(ns: &Netns, chain: &str, comment_has: &str) -> u64 {
+    let v: Value = serde_json::from_str(&ns.nft().list().unwrap()).unwrap();
+    v["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|o| o.get("rule"))
+        .filter(|r| {
+            r["chain"] == chain && r["comment"].as_str().unwrap_or("").contains(comment_has)
+        })
+        .flat_map(|r| r["expr"].as_array().unwrap().iter())
+        .filter_map(|e| e.get("counter").map(|c| c["packets"].as_u64().unwrap_or(0)))
+        .sum()
+}
+
+#[test]
+fn apply_reapply_expose_hide_remove_in_own_table() {
+    if !privileged() {
+        return;
+    }
+    let ns = Netns::new();
+    let nft = ns.nft();
+    ns.nft_text(
+        "table ip other {\n chain c_fwd { type filter hook forward priority 0; policy accept;\n \
+         ip saddr 192.0.2.7 counter drop\n }\n chain c_post { type nat hook postrouting priority \
+         srcnat; policy accept;\n oifname \"eth9\" masquerade\n }\n}\n",
+    );
+    let other = ns.json(&["list", "table", "ip", "other"]);
+
+    assert!(!nft.is_installed().unwrap());
+    assert!(matches!(nft.list(), Err(FwError::Rejected(_))));
+
+    let mut rs = RuleSet::new(name("weave"))
+        .with_docker_bridge(name("docker0"), Some(Ipv4Addr::new(172, 17, 0, 1)));
+    rs.expose(cidr("10.32.0.1/12"), true);
+    nft.apply(&rs).unwrap();
+    assert!(nft.is_installed().unwrap());
+    // nft reads back exactly what was rendered: the JSON is in nft's canonical form.
+    assert_eq!(installed(&ns), rendered_rules(&rs));
+
+    // Re-applying replaces, never duplicates.
+    nft.apply(&rs).unwrap();
+    nft.apply(&rs).unwrap();
+    assert_eq!(installed(&ns), rendered_rules(&rs));
+
+    // Expose a second subnet, then hide the first: only those rules change.
+    rs.expose(cidr("10.2.1.0/24"), true);
+    nft.apply(&rs).unwrap();
+    let now = installed(&ns);
+    assert_eq!(now, rendered_rules(&rs));
+    let nat: Vec<&String> = now
+        .iter()
+        .filter(|r| r.0 == "postrouting")
+        .map(|r| &r.1)
+        .collect();
+    assert_eq!(nat.len(), 6);
+    assert_eq!(nat.iter().filter(|c| c.contains("10.2.1.0/24")).count(), 3);
+
+    rs.hide(cidr("10.32.0.0/12"));
+    nft.apply(&rs).unwrap();
+    let now = installed(&ns);
+    assert_eq!(now, rendered_rules(&rs));
+    let nat: Vec<&String> = now
+        .iter()
+        .filter(|r| r.0 == "postrouting")
+        .map(|r| &r.1)
+        .collect();
+    assert_eq!(nat, ["weft: expose 10.2.1.0/24"; 3]);
+    assert!(!now.iter().any(|r| r.1.contains("10.32.0.0/12")));
+
+    // --without-masquerade keeps the accept, drops the NAT.
+    rs.expose(cidr("10.2.1.0/24"), false);
+    nft.apply(&rs).unwrap();
+    let now = installed(&ns);
+    assert_eq!(now.iter().filter(|r| r.0 == "postrouting").count(), 0);
+    assert_eq!(now.iter().filter(|r| r.0 == "expose").count(), 1);
+
+    // The other table was never touched (same handles, same rules, same counters).
+    assert_eq!(ns.json(&["list", "table", "ip", "other"]), other);
+
+    nft.remove().unwrap();
+    assert!(!nft.is_installed().unwrap());
+    nft.remove().unwrap(); // idempotent
+    assert!(!nft.is_installed().unwrap());
+    assert_eq!(ns.json(&["list", "table", "ip", "other"]), other);
+}
+
+#[test]
+fn rejected_input_reports_nft_stderr() {
+    if !privileged() {
+        return;
+    }
+    let ns = Netns::new();
+    // A stale weft chain with another hook makes `add chain` fail: the whole batch is refused.
+    ns.nft_text("table inet weft {\n chain input { type filter hook output priority 0; }\n}\n");
+    let err = ns.nft().apply(&RuleSet::default()).unwrap_err();
+    let FwError::Rejected(msg) = &err else {
+        panic!("{err:?}")
+    };
+    assert!(msg.contains("Error"), "first line of nft's stderr: {msg:?}");
+    assert!(!msg.contains('\n'), "{msg:?}");
+    // The failed batch left nothing half-applied: the stale chain is still alone.
+    assert!(installed(&ns).is_empty());
+    // remove() still clears it, after which apply works.
+    ns.nft().remove().unwrap();
+    ns.nft().apply(&RuleSet::default()).unwrap();
+    assert_eq!(installed(&ns), rendered_rules(&RuleSet::default()));
+
+    // A missing nft inside the namespace is reported as such, not as a rejection.
+    let err = ns
+        .nft()
+        .with_program("/nonexistent/weft-test/nft")
+        .list()
+        .unwrap_err();
+    assert!(matches!(err, FwError::NftNotFound), "{err:?}");
+}
+
+/// A host namespace with a `weave` bridge (10.32.0.1/12), a container on it (10.32.0.2) and an
+/// outside peer (192.168.77.2) on a veth: masquerading is what makes the two reach each other.
+#[test]
+fn masquerade_rewrites_sources() {
+    if !privileged() {
+        return;
+    }
+    let host = Netns::new();
+    let ctr = Netns::new();
+    let out = Netns::new();
+    host.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    host.exec(&["ip", "link", "add", "weave", "type", "bridge"]);
+    host.exec(&["ip", "addr", "add", "10.32.0.1/12", "dev", "weave"]);
+    host.exec(&["ip", "link", "set", "weave", "up"]);
+    host.exec(&[
+        "ip", "link", "add", "vethc", "type", "veth", "peer", "name", "eth0", "netns", &ctr.0,
+    ]);
+    host.exec(&["ip", "link", "set", "vethc", "master", "weave", "up"]);
+    ctr.exec(&["ip", "addr", "add", "10.32.0.2/12", "dev", "eth0"]);
+    ctr.exec(&["ip", "link", "set", "eth0", "up"]);
+    ctr.exec(&["ip", "route", "add", "default", "via", "10.32.0.1"]);
+    host.exec(&[
+        "ip", "link", "add", "ext", "type", "veth", "peer", "name", "eth0", "netns", &out.0,
+    ]);
+    host.exec(&["ip", "addr", "add", "192.168.77.1/24", "dev", "ext"]);
+    host.exec(&["ip", "link", "set", "ext", "up"]);
+    out.exec(&["ip", "addr", "add", "192.168.77.2/24", "dev", "eth0"]);
+    out.exec(&["ip", "link", "set", "eth0", "up"]);
+    let ping = |from: &Netns, to: &str| from.try_exec(&["ping", "-c1", "-W1", "-q", to]);
+
+    let nft = host.nft();
+    let mut rs = RuleSet::new(name("weave"));
+    nft.apply(&rs).unwrap();
+    // The outside has no route to 10.32/12, so without NAT its replies go nowhere.
+    assert!(ping(&ctr, "10.32.0.1"), "bridge reachable");
+    assert!(!ping(&ctr, "192.168.77.2"), "no masquerade yet");
+
+    rs.expose(cidr("10.32.0.1/12"), true);
+    nft.apply(&rs).unwrap();
+    assert!(
+        ping(&ctr, "192.168.77.2"),
+        "container → outside, masqueraded to 192.168.77.1"
+    );
+    assert!(sum_counter(&host, "postrouting", "10.32.0.0/12") >= 1);
+
+    // Inbound: the outside routes to the subnet, the container has no route back except
+    // on-link, so replies only work when the source is rewritten to the bridge address.
+    ctr.exec(&["ip", "route", "del", "default"]);
+    out.exec(&["ip", "route", "add", "10.32.0.0/12", "via", "192.168.77.1"]);
+    assert!(
+        ping(&out, "10.32.0.2"),
+        "outside → container, masqueraded to 10.32.0.1"
+    );
+
+    rs.expose(cidr("10.32.0.1/12"), false);
+    nft.apply(&rs).unwrap();
+    assert!(
+        !ping(&out, "10.32.0.2"),
+        "without masquerade the container cannot reply"
+    );
+
+    nft.remove().unwrap();
+    assert!(!nft.is_installed().unwrap());
+}

@@ -1,0 +1,205 @@
+//! The router's side of the data plane: the `weave` bridge, the TAP port through which sleeve
+//! sees and injects frames, the kernel VXLAN port that is fastdp, their forwarding entries,
+//! and weft's nftables table (exposed subnets).
+//!
+//! The TAP (`vethwe-pcap`) and VXLAN (`vxlan-<port+1>`) ports are *isolated* bridge ports: the
+//! kernel never passes a frame between them, so a frame can never loop between the two paths;
+//! everything that needs relaying through another peer goes through sleeve, in userspace.
+//! VXLAN floods to a peer only while that peer's fastdp path is healthy (an all-zero FDB
+//! entry per peer), and a per-peer entry for the peer-name MAC carries fastdp heartbeats.
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use weft_core::overlay_switch::FASTDP_ETHERTYPE;
+use weft_fw::{Ipv4Cidr, RuleSet};
+use weft_netdev::{Netdev, NetdevError, PacketSocket, Tap};
+use weft_wire::PeerName;
+
+use crate::attach::{Cidr, BRIDGE};
+
+/// Name of the TAP port the router captures and injects through.
+pub const TAP: &str = "vethwe-pcap";
+/// The VXLAN network identifier weft's fastdp uses ("wf").
+pub const VNI: u32 = 0x7766;
+
+/// Data-plane setup or reconfiguration failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DataplaneError {
+    /// A netlink or device operation.
+    #[error(transparent)]
+    Netdev(#[from] NetdevError),
+    /// nftables.
+    #[error("firewall: {0}")]
+    Fw(#[from] weft_fw::FwError),
+    /// A device we created is not there.
+    #[error("device {0} did not appear after creation")]
+    Missing(&'static str),
+}
+
+/// The devices and rules the router owns.
+pub struct Dataplane {
+    nl: Netdev,
+    bridge: u32,
+    /// The sleeve TAP port.
+    pub tap: Arc<Tap>,
+    vxlan: Option<u32>,
+    /// Sends fastdp heartbeats out of the VXLAN device.
+    heartbeat_tx: Option<PacketSocket>,
+    /// Receives fastdp heartbeats. They are addressed to our peer-name MAC, which is the
+    /// bridge's, so they arrive through the bridge device: the bridge consumes frames on its
+    /// ports before a protocol-specific packet socket on the VXLAN port would see them.
+    pub heartbeats: Option<Arc<PacketSocket>>,
+    fw: RuleSet,
+}
+
+impl Dataplane {
+    /// Creates (or adopts) the bridge with MAC = peer name, the TAP port, and with `fastdp`
+    /// the VXLAN port on UDP `port + 1`; installs weft's firewall table.
+    pub async fn setup(
+        name: PeerName,
+        mtu: u32,
+        fastdp: bool,
+        port: u16,
+    ) -> Result<Self, DataplaneError> {
+        let nl = Netdev::new().await?;
+        let bridge = nl.ensure_bridge(BRIDGE, name.to_bytes(), mtu).await?;
+        for (k, v) in [
+            ("base_reachable_time", "5"),
+            ("delay_first_probe_time", "2"),
+            ("ucast_solicit", "1"),
+        ] {
+            let _ = weft_netdev::set_sysctl(&format!("net/ipv4/neigh/{BRIDGE}/{k}"), v);
+        }
+        // A TAP lives as long as its file descriptor: one left by a crashed router is gone.
+        if let Some(old) = nl.link(TAP).await? {
+            nl.delete_link(old.index).await?;
+        }
+        let tap = Tap::create(TAP)?;
+        let t = nl.link(TAP).await?.ok_or(DataplaneError::Missing(TAP))?;
+        nl.set_mtu(t.index, mtu).await?;
+        nl.set_master(t.index, bridge).await?;
+        nl.set_bridge_port_isolated(t.index, true).await?;
+        nl.set_up(t.index).await?;
+        let (vxlan, heartbeats) = if fastdp {
+            let vname = format!("vxlan-{}", port.wrapping_add(1));
+            // Start from a clean forwarding table.
+            if let Some(old) = nl.link(&vname).await? {
+                nl.delete_link(old.index).await?;
+            }
+            let v = nl
+                .create_vxlan(&vname, VNI, port.wrapping_add(1), true, mtu)
+                .await?;
+            nl.set_master(v, bridge).await?;
+            nl.set_bridge_port_isolated(v, true).await?;
+            nl.set_up(v).await?;
+            let tx = PacketSocket::bind(v, FASTDP_ETHERTYPE)?;
+            let rx = PacketSocket::bind(bridge, FASTDP_ETHERTYPE)?;
+            (Some(v), Some((tx, Arc::new(rx))))
+        } else {
+            (None, None)
+        };
+        let (heartbeat_tx, heartbeats) = match heartbeats {
+            Some((tx, rx)) => (Some(tx), Some(rx)),
+            None => (None, None),
+        };
+        let fw = RuleSet::new(weft_fw::IfName::new(BRIDGE)?)
+            .with_mesh_port(port)
+            .with_vxlan_port(port.wrapping_add(1));
+        let dp = Self {
+            nl,
+            bridge,
+            tap: Arc::new(tap),
+            vxlan,
+            heartbeat_tx,
+            heartbeats,
+            fw,
+        };
+        dp.apply_fw()?;
+        Ok(dp)
+    }
+
+    fn apply_fw(&self) -> Result<(), DataplaneError> {
+        weft_fw::apply(&self.fw)?;
+        Ok(())
+    }
+
+    /// Adds or removes the heartbeat forwarding entry for a fastdp-capable peer.
+    pub async fn fastdp_peer(&self, peer: PeerName, ip: Ipv4Addr, add: bool) {
+        let Some(v) = self.vxlan else { return };
+        let r = if add {
+            self.nl.fdb_append(v, peer.to_bytes(), ip).await
+        } else {
+            self.nl.fdb_del(v, peer.to_bytes(), ip).await
+        };
+        if let Err(e) = r {
+            tracing::warn!("fastdp entry for {peer}: {e}");
+        }
+    }
+
+    /// Starts or stops flooding to `ip` through VXLAN.
+    pub async fn fastdp_flood(&self, peer: PeerName, ip: Ipv4Addr, on: bool) {
+        let Some(v) = self.vxlan else { return };
+        let r = if on {
+            self.nl.fdb_append(v, [0; 6], ip).await
+        } else {
+            self.nl.fdb_del(v, [0; 6], ip).await
+        };
+        if let Err(e) = r {
+            tracing::warn!("fastdp flooding to {peer}: {e}");
+        }
+    }
+
+    /// Sends a fastdp heartbeat frame out of the VXLAN device.
+    pub fn send_heartbeat(&self, frame: &[u8]) {
+        if let Some(hb) = &self.heartbeat_tx {
+            if let Err(e) = hb.try_send(frame) {
+                tracing::debug!("fastdp heartbeat: {e}");
+            }
+        }
+    }
+
+    /// `weft expose`: gives the host an address on the weave network and, unless
+    /// `skip_nat`, masquerades traffic between the subnet and the outside.
+    pub async fn expose(&mut self, c: Cidr, skip_nat: bool) -> Result<(), DataplaneError> {
+        self.nl
+            .add_address(self.bridge, std::net::IpAddr::V4(c.addr), c.prefix)
+            .await?;
+        let _ = weft_netdev::send_gratuitous_arp(BRIDGE, c.addr);
+        self.fw.expose(Ipv4Cidr::new(c.addr, c.prefix)?, !skip_nat);
+        self.apply_fw()
+    }
+
+    /// `weft hide`: removes the address and its rules.
+    pub async fn hide(&mut self, c: Cidr) -> Result<(), DataplaneError> {
+        self.nl
+            .del_address(self.bridge, std::net::IpAddr::V4(c.addr), c.prefix)
+            .await?;
+        self.fw.hide(Ipv4Cidr::new(c.addr, c.prefix)?);
+        self.apply_fw()
+    }
+
+    /// The addresses currently on the bridge (what is exposed).
+    pub async fn exposed(&self) -> Result<Vec<Cidr>, DataplaneError> {
+        Ok(self
+            .nl
+            .addresses(self.bridge)
+            .await?
+            .into_iter()
+            .filter_map(|(a, p)| match a {
+                std::net::IpAddr::V4(addr) => Some(Cidr { addr, prefix: p }),
+                std::net::IpAddr::V6(_) => None,
+            })
+            .collect())
+    }
+
+    /// The bridge type in Weave's words, for `weft report`.
+    pub fn bridge_type(&self) -> &'static str {
+        if self.vxlan.is_some() {
+            "bridged_fastdp"
+        } else {
+            "bridge"
+        }
+    }
+}
