@@ -169,6 +169,8 @@ test_name_and_targets_persist() {
     local rc=0; lab_weft 2 stop; lab_weft 2 launch --resume "$(lab_ip 1)" >/dev/null 2>&1 || rc=$?
     expect_eq "$rc" 1 "--resume with peers refused"
     lab_weft 1 reset
+    ! ip -n "$(lab_ns 1)" link show weave >/dev/null 2>&1 || fail "reset left the bridge"
+    ! ip netns exec "$(lab_ns 1)" nft list table inet weft >/dev/null 2>&1 || fail "reset left the nft table"
     lab_weft 1 launch --nickname a >/dev/null
     [ "$(lab_weft 1 report -f '{{.Router.Name}}')" != "$name1" ] || fail "reset kept the peer name"
 }

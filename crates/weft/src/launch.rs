@@ -303,5 +303,17 @@ pub(crate) fn reset(args: &[String]) -> ExitCode {
     for f in ["weft.pid", "weft.log"] {
         let _ = std::fs::remove_file(run_dir().join(f));
     }
+    let torn = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+        .and_then(|rt| {
+            rt.block_on(weftd::dataplane::Dataplane::teardown())
+                .map_err(|e| e.to_string())
+        });
+    if let Err(e) = torn {
+        eprintln!("reset: {e}");
+        return ExitCode::from(1);
+    }
     code
 }

@@ -194,6 +194,23 @@ impl Dataplane {
             .collect())
     }
 
+    /// `weft reset`: removes the bridge, weft's VXLAN devices and weft's nftables table.
+    /// Container interfaces on the bridge go with it (deleting one end of a veth deletes both).
+    pub async fn teardown() -> Result<(), DataplaneError> {
+        let nl = Netdev::new().await?;
+        for l in nl.links().await? {
+            let ours = l.name == BRIDGE
+                || l.name == TAP
+                || (l.kind.as_deref() == Some("vxlan") && l.name.starts_with("vxlan-"))
+                || l.name.starts_with("vethwepl");
+            if ours {
+                let _ = nl.delete_link(l.index).await;
+            }
+        }
+        weft_fw::remove()?;
+        Ok(())
+    }
+
     /// The bridge type in Weave's words, for `weft report`.
     pub fn bridge_type(&self) -> &'static str {
         if self.vxlan.is_some() {
