@@ -47,6 +47,8 @@ test_chain_of_four_meshes_fully() {
     for i in 1 2 3 4; do
         lab_wait 30 full_mesh_of "$i" 4 || { dump_logs; fail "host$i never saw 4 peers / 12 established"; }
     done
+    all_fastdp() { [ "$(lab_weft 2 status connections | grep -c 'established fastdp')" = 3 ]; }
+    lab_wait 20 all_fastdp || fail "host2 connections not all fastdp"
     for i in 1 2 3 4; do
         local st; st=$(lab_weft "$i" status)
         expect_match "$st" "^ +Connections: 3 \(3 established\)$" "host$i connections"
@@ -61,8 +63,8 @@ test_chain_of_four_meshes_fully() {
     # Connections view: one line per connection, Weave's columns.
     local conns; conns=$(lab_weft 2 status connections)
     expect_eq "$(wc -l <<<"$conns")" 3 "host2 connection lines"
-    expect_match "$conns" "^-> $(lab_ip 1):6783 +established sleeve +02:00:00:00:00:01\(host1\) " "host2 -> host1 line"
-    expect_match "$conns" "^<- $(lab_ip 3):[0-9]+ +established sleeve +02:00:00:00:00:03\(host3\) " "host2 <- host3 line"
+    expect_match "$conns" "^-> $(lab_ip 1):6783 +established fastdp +02:00:00:00:00:01\(host1\) mtu=1376$" "host2 -> host1 line"
+    expect_match "$conns" "^<- $(lab_ip 3):[0-9]+ +established fastdp +02:00:00:00:00:03\(host3\) mtu=1376$" "host2 <- host3 line"
     # Peers view lists every peer with its connections.
     local peers; peers=$(lab_weft 4 status peers)
     for i in 1 2 3 4; do expect_match "$peers" "^02:00:00:00:00:0$i\(host$i\)$" "peer $i listed"; done
@@ -74,7 +76,7 @@ test_chain_of_four_meshes_fully() {
     lab_weft 1 report | grep -q '"NickName": "host4"' || fail "report JSON lacks host4"
     # metrics on the status port.
     local m; m=$(ip netns exec "$(lab_ns 1)" curl -sf http://127.0.0.1:6782/metrics)
-    expect_match "$m" 'weave_connections\{state="established",type="sleeve",encryption=""\} 3' "metrics connections"
+    expect_match "$m" 'weave_connections\{state="established",type="fastdp",encryption=""\} 3' "metrics connections"
     expect_match "$m" 'weave_connection_terminations_total 0' "metrics terminations"
 }
 
@@ -149,6 +151,9 @@ test_hostile_frames_do_not_kill_router() {
     ip netns exec "$ns2" bash -c "printf 'junk' >/dev/udp/$(lab_ip 1)/6783; printf '\x02\x00\x00\x00\x00\x02\x02' >/dev/udp/$(lab_ip 1)/6783"
     lab_weft 1 status >/dev/null || fail "router died"
     full_mesh_of 1 2 || fail "legit connection dropped"
+    # The junk datagrams were dropped and counted.
+    local m; m=$(ip netns exec "$(lab_ns 1)" curl -sf http://127.0.0.1:6782/metrics)
+    expect_match "$m" 'weft_sleeve_dropped_frames_total\{reason="unknown_sender"\} [1-9]' "unknown-sender drops counted"
     grep -q "remote version range \[1,1\] is incompatible with ours \[2,2\]" "$LAB_DIR/h1/run/weft.log" || fail "version refusal not logged"
     grep -q "no password specificed, but peer requested an encrypted connection" "$LAB_DIR/h1/run/weft.log" || fail "encryption refusal not logged"
     grep -q "incoming message exceeds maximum size" "$LAB_DIR/h1/run/weft.log" || fail "oversize not logged"

@@ -979,6 +979,11 @@ impl Mesh {
         }
     }
 
+    /// Whether a live connection to `peer` exists.
+    pub fn is_connected(&self, peer: PeerName) -> bool {
+        self.by_remote.contains_key(&peer)
+    }
+
     /// Where sleeve datagrams for a directly connected peer go, once known.
     pub fn peer_udp_addr(&self, peer: PeerName) -> Option<SocketAddr> {
         let c = self.conns.get(self.by_remote.get(&peer)?)?;

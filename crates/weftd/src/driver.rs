@@ -20,8 +20,9 @@ use weft_core::handshake::{Handshake, LocalIdentity, RemoteFeatures};
 use weft_core::mesh::{ConnId, Mesh, MeshEvent, MeshStatus, Origin};
 use weft_wire::frame;
 
-use weft_core::overlay::{Delivery, Forwarder, Received, MAC_SWEEP_INTERVAL};
+use weft_core::overlay::{Delivery, Forwarder, ForwarderStats, Received, MAC_SWEEP_INTERVAL};
 use weft_netdev::{PacketSocket, Tap};
+use weft_wire::PeerName;
 
 use crate::attach::Cidr;
 use crate::dataplane::Dataplane;
@@ -34,11 +35,22 @@ const READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a TCP connect may take.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Everything the status, report and metrics endpoints show, taken at one instant.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// The mesh.
+    pub mesh: MeshStatus,
+    /// Sleeve forwarding counters.
+    pub forwarder: ForwarderStats,
+    /// Datagrams dropped because no connection to their sender exists.
+    pub dropped_unknown_sender: u64,
+}
+
 /// Requests from the HTTP API to the mesh task.
 #[derive(Debug)]
 pub enum Command {
     /// Snapshot for status/report/metrics.
-    Status(oneshot::Sender<MeshStatus>),
+    Status(oneshot::Sender<Snapshot>),
     /// `POST /connect`; replies with the error lines.
     Connect {
         /// Peers as given.
@@ -144,6 +156,7 @@ impl Driver {
             udp: udp.clone(),
             forwarder: Forwarder::new(),
             out: Vec::with_capacity(65536),
+            dropped_unknown_sender: 0,
         };
         let mut sweep = tokio::time::interval(MAC_SWEEP_INTERVAL);
         let mut live: HashMap<ConnId, Live> = HashMap::new();
@@ -190,6 +203,7 @@ struct Ctx {
     udp: Arc<UdpSocket>,
     forwarder: Forwarder,
     out: Vec<u8>,
+    dropped_unknown_sender: u64,
 }
 
 impl Ctx {
@@ -321,6 +335,12 @@ impl Ctx {
                 }
             }
             Input::Datagram(from, d) => {
+                // Weave's rule: a datagram whose sender we have no connection with is dropped.
+                let sender = d.get(..6).and_then(PeerName::from_bytes);
+                if !sender.is_some_and(|p| mesh.is_connected(p)) {
+                    self.dropped_unknown_sender += 1;
+                    return;
+                }
                 let tap = self.dataplane.tap.clone();
                 let mut special = false;
                 let r =
@@ -371,7 +391,11 @@ impl Ctx {
                 let _ = reply.send(self.dataplane.exposed().await.unwrap_or_default());
             }
             Input::Command(Command::Status(reply)) => {
-                let _ = reply.send(mesh.status(now));
+                let _ = reply.send(Snapshot {
+                    mesh: mesh.status(now),
+                    forwarder: self.forwarder.stats(),
+                    dropped_unknown_sender: self.dropped_unknown_sender,
+                });
             }
             Input::Command(Command::Connect {
                 peers,

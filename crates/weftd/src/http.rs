@@ -9,10 +9,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::Router;
 use tokio::sync::{mpsc, oneshot};
-use weft_core::mesh::MeshStatus;
 
 use crate::attach::Cidr;
-use crate::driver::Command;
+use crate::driver::{Command, Snapshot};
 use crate::metrics;
 use crate::status::{self, RouterInfo};
 use crate::template;
@@ -27,7 +26,7 @@ pub struct Api {
 }
 
 impl Api {
-    async fn status(&self) -> Option<MeshStatus> {
+    async fn status(&self) -> Option<Snapshot> {
         let (tx, rx) = oneshot::channel();
         self.commands.send(Command::Status(tx)).await.ok()?;
         rx.await.ok()
@@ -75,19 +74,20 @@ pub fn control_routes(api: Api) -> Router {
 
 async fn get_status(State(api): State<Api>) -> Response {
     match api.status().await {
-        Some(s) => text(StatusCode::OK, status::render_status(&s, &api.info)),
+        Some(s) => text(StatusCode::OK, status::render_status(&s.mesh, &api.info)),
         None => unavailable(),
     }
 }
 
 async fn get_status_view(State(api): State<Api>, Path(view): Path<String>) -> Response {
-    let Some(s) = api.status().await else {
+    let Some(snap) = api.status().await else {
         return unavailable();
     };
+    let s = &snap.mesh;
     let body = match view.as_str() {
-        "targets" => status::render_targets(&s),
-        "connections" => status::render_connections(&s),
-        "peers" => status::render_peers(&s),
+        "targets" => status::render_targets(s),
+        "connections" => status::render_connections(s),
+        "peers" => status::render_peers(s),
         _ => return text(StatusCode::NOT_FOUND, "404 page not found\n".into()),
     };
     text(StatusCode::OK, body)
@@ -101,7 +101,7 @@ async fn get_report(
     let Some(s) = api.status().await else {
         return unavailable();
     };
-    let doc = status::report(&s, &api.info, true);
+    let doc = status::report(&s.mesh, &api.info, true);
     let formats: Vec<&String> = q
         .iter()
         .filter(|(k, _)| k == "format")

@@ -1,13 +1,13 @@
 //! Prometheus metrics with Weave Net's names and labels, rendered from a status snapshot at
 //! scrape time so the numbers always agree with `weft status`.
 
+use crate::driver::Snapshot;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use weft_core::mesh::MeshStatus;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ConnLabels {
@@ -17,13 +17,19 @@ struct ConnLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DropLabels {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabel {
     r#type: String,
     encryption: String,
 }
 
 /// Renders the metrics text for one scrape.
-pub fn render(s: &MeshStatus, encryption: bool) -> String {
+pub fn render(snap: &Snapshot, encryption: bool) -> String {
+    let s = &snap.mesh;
     let mut reg = Registry::default();
     let conns = Family::<ConnLabels, Gauge>::default();
     for c in &s.connections {
@@ -63,6 +69,52 @@ pub fn render(s: &MeshStatus, encryption: bool) -> String {
         "Number of peer-to-peer connections terminated.",
         terminations,
     );
+    let f = &snap.forwarder;
+    let dropped = Family::<DropLabels, Counter<u64>>::default();
+    for (reason, n) in [
+        ("no_route", f.dropped_no_route),
+        ("unknown_peer", f.dropped_unknown_peer),
+        ("unknown_sender", snap.dropped_unknown_sender),
+        ("malformed", f.dropped_malformed),
+        ("local_dst", f.dropped_local_dst),
+        ("stp", f.dropped_stp),
+        ("mac_conflict", f.dropped_mac_conflict),
+        ("too_big", f.dropped_too_big),
+        ("looped", f.dropped_looped),
+        ("queue_full", f.dropped_queue_full),
+    ] {
+        dropped
+            .get_or_create(&DropLabels {
+                reason: reason.to_string(),
+            })
+            .inc_by(n);
+    }
+    reg.register(
+        "weft_sleeve_dropped_frames",
+        "Frames and datagrams the sleeve path dropped, by reason.",
+        dropped,
+    );
+    for (name, help, n) in [
+        (
+            "weft_sleeve_captured_frames",
+            "Frames captured from the local bridge.",
+            f.captured,
+        ),
+        (
+            "weft_sleeve_injected_frames",
+            "Frames injected into the local bridge.",
+            f.injected,
+        ),
+        (
+            "weft_sleeve_relayed_frames",
+            "Frames relayed for other peers.",
+            f.relayed,
+        ),
+    ] {
+        let c = Counter::<u64>::default();
+        c.inc_by(n);
+        reg.register(name, help, c);
+    }
     let mut out = String::new();
     if encode(&mut out, &reg).is_err() {
         return String::new();
