@@ -59,11 +59,12 @@ if [ -n "$ref" ] && [ -x "$ref/weaver" ]; then
             d="$LAB_DIR/go$i-$r"; mkdir -p "$d"
             peer=(); [ "$i" = 2 ] && peer=("$(lab_ip 1)")
             [ "$i" = 2 ] && t0=$(now)
-            ( cd "$d" && CHECKPOINT_DISABLE=1 ip netns exec "$(lab_ns "$i")" unshare --pid --fork --kill-child --mount-proc \
+            ( cd "$d" && exec env CHECKPOINT_DISABLE=1 ip netns exec "$(lab_ns "$i")" unshare --pid --fork --kill-child --mount-proc \
                 "$ref/nlshim" "$ref/weaver" --port 6783 --name "02:ac:00:00:00:0$i" --nickname "go$i" \
                 --weave-bridge weave --datapath datapath --ipalloc-range 10.32.0.0/12 --no-dns \
                 --http-addr 127.0.0.1:6784 --status-addr 127.0.0.1:6782 --docker-api '' \
-                --db-prefix "$d/weave" "${peer[@]}" >"$d/weaver.log" 2>&1 & echo $! >"$d/pid" )
+                --db-prefix "$d/weave" "${peer[@]}" ) >"$d/weaver.log" 2>&1 &
+            echo $! >"$d/pid"
             [ "$i" = 1 ] && lab_wait 10 ip netns exec "$(lab_ns 1)" curl -sf http://127.0.0.1:6784/status
         done
         d2="$LAB_DIR/go2-$r"

@@ -201,11 +201,12 @@ test_interop_with_weave_net() {
     fi
     lab_up 3
     local d="$LAB_DIR/go"; mkdir -p "$d"
-    ( cd "$d" && CHECKPOINT_DISABLE=1 ip netns exec "$(lab_ns 2)" unshare --pid --fork --kill-child --mount-proc \
+    ( cd "$d" && exec env CHECKPOINT_DISABLE=1 ip netns exec "$(lab_ns 2)" unshare --pid --fork --kill-child --mount-proc \
         "$ref/nlshim" "$ref/weaver" --port 6783 --name 02:ac:00:00:00:02 --nickname gohost \
         --weave-bridge weave --datapath datapath --ipalloc-range 10.32.0.0/12 --no-dns \
         --http-addr 127.0.0.1:6784 --status-addr 127.0.0.1:6782 --docker-api '' \
-        --db-prefix "$d/weave" "$(lab_ip 1)" >"$d/weaver.log" 2>&1 & echo $! >"$d/pid" )
+        --db-prefix "$d/weave" "$(lab_ip 1)" ) >"$d/weaver.log" 2>&1 &
+    echo $! >"$d/pid"
     trap 'kill -9 $(cat '"$d"'/pid) 2>/dev/null; lab_down' EXIT
     lab_weft 1 launch --nickname rust1 >/dev/null
     lab_weft 3 launch --nickname rust3 "$(lab_ip 2)" >/dev/null

@@ -49,6 +49,7 @@ lab_weft() {
 # with `lab_weft <h> attach <cidr> netns:$LAB<name>`); lab_in <name> <cmd...> runs inside it.
 lab_container() {
     ip netns add "$LAB$1"
+    echo "$LAB$1" >>"$LAB_DIR/containers"
     ip -n "$LAB$1" link set lo up
 }
 lab_in() { local c=$1; shift; ip netns exec "$LAB$c" "$@"; }
@@ -104,10 +105,9 @@ lab_down() {
         ip link del "${LAB}h${i}u" 2>/dev/null || true
     done
     ip link del "${LAB}br0" 2>/dev/null || true
-    # Container namespaces carry our prefix too.
-    for ns in $(ip netns list | awk '{print $1}' | grep "^${LAB}" || true); do
-        ip netns del "$ns" 2>/dev/null || true
-    done
+    # Exactly the container namespaces this lab made (another lab's names may share a prefix).
+    local c
+    while read -r c; do ip netns del "$c" 2>/dev/null || true; done <"$LAB_DIR/containers" 2>/dev/null || true
     rm -rf "$LAB_DIR"
     LAB_HOSTS=0
 }

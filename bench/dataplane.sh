@@ -1,0 +1,171 @@
+#!/usr/bin/env bash
+# Data-plane benchmark: container-to-container single-stream TCP throughput (iperf3 -t 5) and
+# ping RTT (20 pings, 50 ms apart, average) between two emulated lab hosts, for
+#   (1) a reference measured in the same run: plain kernel VXLAN (Linux bridge + classic VXLAN
+#       device, learning, MTU 1376 like weft's fastdp) set up by hand with `ip`,
+#   (2) weft fastdp, (3) weft sleeve (--no-fastdp),
+# printed as ratios against the reference, plus (4) the routers' RSS sampled every 5 s during a
+# 60 s sleeve iperf3 run (start/max/end, growth > 10% is flagged).
+# Needs root, iperf3, jq, bc. Usage: bench/dataplane.sh [--quick]   (--quick: 10 s memory run).
+# Waits first (up to BENCH_WAIT s, default 900) while other labs (w* namespaces) exist.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/weft-target}"
+
+MEM_SECS=60
+for a in "$@"; do
+    case "$a" in
+        --quick) MEM_SECS=10 ;;
+        -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+        *) echo "unknown argument: $a" >&2; exit 2 ;;
+    esac
+done
+[ "$(id -u)" = 0 ] || { echo "needs root" >&2; exit 1; }
+for c in iperf3 jq bc; do command -v "$c" >/dev/null || { echo "needs $c" >&2; exit 1; }; done
+cargo build --release -q -p weft
+
+# Not "w...": lab_down removes every namespace whose name *starts with* its LAB, so the other
+# scripts' labs (wd = demo.sh, wt... = e2e.sh, wb... = mesh.sh, wl) must not be a prefix of ours.
+LAB="dp$(printf '%04x' $((RANDOM % 65536)))"; source scripts/lab.sh
+MY_PIDS=()
+cleanup() {
+    local p
+    for p in "${MY_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    lab_down
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Other labs on this machine (e2e.sh wt*, demo.sh wd*, mesh.sh wb*, wl*) would make the figures
+# noisy: wait them out (at most BENCH_WAIT seconds, default 900).
+others() { ip netns list | awk '{print $1}' | grep -q '^w[a-z]'; }
+if others; then
+    echo "waiting for other labs' namespaces (w*) to go away..." >&2
+    end=$((SECONDS + ${BENCH_WAIT:-900}))
+    while others; do
+        if ((SECONDS >= end)); then echo "warning: still there; figures may be noisy" >&2; break; fi
+        sleep 2
+    done
+fi
+
+# --- measurement helpers ------------------------------------------------------------------
+# iperf_mbps <var> <server container> <server ip> <client container> <secs>: sets <var> to the
+# Mbit/s received. Runs in this shell (not in $(...)) so that the trap knows both iperf3 PIDs.
+iperf_mbps() {
+    local var=$1 srv=$2 ip=$3 cli=$4 secs=$5 spid cpid
+    ip netns exec "$LAB$srv" timeout $((secs + 30)) iperf3 -s -1 >/dev/null 2>&1 &
+    spid=$!; MY_PIDS=("$spid")
+    listening() { lab_in "$srv" ss -ltn | grep -q ':5201 '; }
+    lab_wait 10 listening || { echo "iperf3 server did not start" >&2; return 1; }
+    ip netns exec "$LAB$cli" timeout $((secs + 20)) iperf3 -c "$ip" -t "$secs" -J >"$LAB_DIR/iperf.json" &
+    cpid=$!; MY_PIDS+=("$cpid")
+    wait "$cpid" || {
+        echo "iperf3 client failed: $(jq -r '.error // empty' "$LAB_DIR/iperf.json" 2>/dev/null)" >&2
+        return 1; }
+    wait "$spid" 2>/dev/null || true
+    MY_PIDS=()
+    printf -v "$var" '%s' "$(jq -r '.end.sum_received.bits_per_second / 1e6' "$LAB_DIR/iperf.json")"
+}
+# rtt_ms <container> <ip>: average RTT of 20 pings.
+rtt_ms() {
+    lab_in "$1" ping -q -c 20 -i 0.05 "$2" | awk -F/ '/^rtt|^round-trip/{print $5}'
+}
+pings() { lab_in "$1" ping -c 1 -W 1 "$2" >/dev/null 2>&1; }
+# Other labs that start while we measure are noted and reported at the end.
+NOISY=""
+note_others() { if others; then NOISY+=" $1"; fi; }
+ratio() { echo "scale=4; $1 / $2" | bc -l; }
+verdict() { [ "$(echo "$1" | bc -l)" = 1 ] && echo PASS || echo MISS; }
+
+# --- 1. reference: kernel VXLAN ---------------------------------------------------------------
+lab_up 2
+for i in 1 2; do
+    ns=$(lab_ns "$i"); o=$((3 - i))
+    ip -n "$ns" link add "${LAB}br" type bridge
+    ip -n "$ns" link add "${LAB}vx" type vxlan id 42 dstport 4789 local "$(lab_ip "$i")" \
+        remote "$(lab_ip "$o")" dev eth0 learning
+    ip -n "$ns" link set "${LAB}vx" mtu 1376 master "${LAB}br" up
+    ip -n "$ns" link set "${LAB}br" mtu 1376 up
+    lab_container "c$i"
+    ip -n "$ns" link add "${LAB}v$i" mtu 1376 type veth peer name ethwe netns "${LAB}c$i"
+    ip -n "$ns" link set "${LAB}v$i" master "${LAB}br" up
+    ip -n "${LAB}c$i" link set ethwe mtu 1376 up
+    ip -n "${LAB}c$i" addr add "10.250.0.$i/24" dev ethwe
+done
+lab_wait 15 pings c1 10.250.0.2 || { echo "kernel vxlan reference: no ping" >&2; exit 1; }
+note_others kernel
+iperf_mbps k_bw c2 10.250.0.2 c1 5
+k_rtt=$(rtt_ms c1 10.250.0.2)
+note_others kernel
+printf 'kernel vxlan: %.0f Mbit/s, rtt %.3f ms\n' "$k_bw" "$k_rtt"
+lab_down
+
+# --- 2./3. weft fastdp and sleeve -----------------------------------------------------------
+# weft_lab <mode> [launch flags]: two hosts, a container on each, waits for "established <mode>".
+weft_lab() {
+    local mode=$1; shift
+    lab_up 2
+    lab_weft 1 launch --nickname host1 "$@" >/dev/null
+    lab_weft 2 launch --nickname host2 "$@" "$(lab_ip 1)" >/dev/null
+    for i in 1 2; do
+        lab_container "c$i"
+        lab_weft "$i" attach "10.2.1.$i/24" "netns:${LAB}c$i" >/dev/null
+    done
+    est() { lab_weft 1 status connections | grep -q "established $mode"; }
+    lab_wait 30 est || { lab_weft 1 status connections >&2; echo "no $mode connection" >&2; return 1; }
+    lab_wait 15 pings c1 10.2.1.2 || { echo "$mode: no ping" >&2; return 1; }
+}
+rss_kb() { awk '/^VmRSS/{print $2}' "/proc/$(cat "$LAB_DIR/h$1/run/weft.pid")/status"; }
+
+weft_lab fastdp
+note_others fastdp
+iperf_mbps f_bw c2 10.2.1.2 c1 5
+f_rtt=$(rtt_ms c1 10.2.1.2)
+note_others fastdp
+lab_down
+
+weft_lab sleeve --no-fastdp
+note_others sleeve
+iperf_mbps s_bw c2 10.2.1.2 c1 5
+s_rtt=$(rtt_ms c1 10.2.1.2)
+note_others sleeve
+
+fb=$(ratio "$f_bw" "$k_bw"); fr=$(ratio "$f_rtt" "$k_rtt")
+sb=$(ratio "$s_bw" "$k_bw"); sr=$(ratio "$s_rtt" "$k_rtt")
+printf 'weft fastdp:  %.0f Mbit/s (%.2f x kernel) %s, rtt %.3f ms (%.2f x)\n' \
+    "$f_bw" "$fb" "$(verdict "$fb >= 0.90")" "$f_rtt" "$fr"
+printf 'weft sleeve:  %.0f Mbit/s (%.2f x kernel) %s, rtt %.3f ms (%.2f x) %s\n' \
+    "$s_bw" "$sb" "$(verdict "$sb >= 0.40")" "$s_rtt" "$sr" "$(verdict "$sr <= 3")"
+
+# --- 4. router memory during a long sleeve run ---------------------------------------------
+ip netns exec "${LAB}c2" timeout $((MEM_SECS + 30)) iperf3 -s -1 >/dev/null 2>&1 &
+spid=$!; MY_PIDS=("$spid")
+listening() { lab_in c2 ss -ltn | grep -q ':5201 '; }
+lab_wait 10 listening || { echo "iperf3 server did not start" >&2; exit 1; }
+ip netns exec "${LAB}c1" timeout $((MEM_SECS + 20)) iperf3 -c 10.2.1.2 -t "$MEM_SECS" -J >"$LAB_DIR/mem-iperf.json" &
+cpid=$!; MY_PIDS+=("$cpid")
+declare -a s1 s2
+for ((t = 0; t <= MEM_SECS; t += 5)); do
+    s1+=("$(rss_kb 1)"); s2+=("$(rss_kb 2)"); note_others memory
+    if ((t + 5 <= MEM_SECS)); then sleep 5; fi
+done
+wait "$cpid" || { echo "memory run: iperf3 client failed" >&2; exit 1; }
+wait "$spid" 2>/dev/null || true
+MY_PIDS=()
+m_bw=$(jq -r '.end.sum_received.bits_per_second / 1e6' "$LAB_DIR/mem-iperf.json")
+mem_line() { # <host> <samples...>: "h1 6.1 -> 6.3 MB (max 6.4)"
+    local h=$1; shift
+    local first=$1 last=${*: -1} max=0 v
+    for v in "$@"; do if ((v > max)); then max=$v; fi; done
+    printf '%s %.1f -> %.1f MB (max %.1f)' "$h" "$(echo "$first/1024" | bc -l)" \
+        "$(echo "$last/1024" | bc -l)" "$(echo "$max/1024" | bc -l)"
+}
+# grew <samples...>: the last sample exceeds the first by more than 10%.
+grew() { local first=$1 last=${*: -1}; ((last * 100 > first * 110)); }
+l1=$(mem_line h1 "${s1[@]}"); l2=$(mem_line h2 "${s2[@]}")
+if grew "${s1[@]}" || grew "${s2[@]}"; then g="GROWTH > 10% MISS"; else g="growth ok PASS"; fi
+printf 'sleeve %d s (%.0f Mbit/s): router RSS %s, %s; %s\n' "$MEM_SECS" "$m_bw" "$l1" "$l2" "$g"
+echo "  samples (kB, every 5 s): h1 ${s1[*]}; h2 ${s2[*]}" >&2
+if [ -n "$NOISY" ]; then
+    echo "warning: other labs (w* namespaces) were running during: $(tr ' ' '\n' <<<"$NOISY" | sort -u | xargs echo) — figures are noisy" >&2
+fi
