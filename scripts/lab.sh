@@ -107,7 +107,9 @@ lab_down() {
     ip link del "${LAB}br0" 2>/dev/null || true
     # Exactly the container namespaces this lab made (another lab's names may share a prefix).
     local c
-    while read -r c; do ip netns del "$c" 2>/dev/null || true; done <"$LAB_DIR/containers" 2>/dev/null || true
+    if [ -f "$LAB_DIR/containers" ]; then
+        while read -r c; do ip netns del "$c" 2>/dev/null || true; done <"$LAB_DIR/containers"
+    fi
     rm -rf "$LAB_DIR"
     LAB_HOSTS=0
 }

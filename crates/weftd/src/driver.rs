@@ -21,7 +21,7 @@ use weft_core::mesh::{ConnId, Mesh, MeshEvent, MeshStatus, Origin};
 use weft_wire::frame;
 
 use weft_core::overlay::{Delivery, Forwarder, ForwarderStats, Received, MAC_SWEEP_INTERVAL};
-use weft_netdev::{PacketSocket, Tap};
+use weft_netdev::PacketSocket;
 use weft_wire::PeerName;
 
 use crate::attach::Cidr;
@@ -91,8 +91,6 @@ enum Input {
     DialFailed(SocketAddr, String),
     Frame(ConnId, Vec<u8>),
     Closed(ConnId, Option<String>),
-    Datagram(SocketAddr, Vec<u8>),
-    Captured(Vec<u8>),
     FastdpFrame(Vec<u8>),
     Command(Command),
 }
@@ -143,8 +141,7 @@ impl Driver {
         } = self;
         let udp = Arc::new(udp);
         spawn_listener(listener, identity.clone(), tx.clone());
-        spawn_udp_reader(udp.clone(), tx.clone());
-        spawn_tap_reader(dataplane.tap.clone(), tx.clone());
+        let tap = dataplane.tap.clone();
         if let Some(hb) = dataplane.heartbeats.clone() {
             spawn_heartbeat_reader(hb, tx.clone());
         }
@@ -159,6 +156,10 @@ impl Driver {
             dropped_unknown_sender: 0,
         };
         let mut sweep = tokio::time::interval(MAC_SWEEP_INTERVAL);
+        // The hot path reads straight into these buffers in this task: no copy, no
+        // allocation and no hand-off between tasks per packet.
+        let mut tap_buf = vec![0u8; 65536];
+        let mut udp_buf = vec![0u8; 65536];
         let mut live: HashMap<ConnId, Live> = HashMap::new();
         let now = Instant::now();
         if !initial_peers.is_empty() {
@@ -175,6 +176,22 @@ impl Driver {
                 .poll_timeout()
                 .unwrap_or(now + Duration::from_secs(3600));
             tokio::select! {
+                r = tap.recv(&mut tap_buf) => match r {
+                    Ok(n) => ctx.on_captured(&tap_buf[..n], &mut mesh, Instant::now()),
+                    Err(e) => tracing::warn!("tap read: {e}"),
+                },
+                r = udp.recv_from(&mut udp_buf) => match r {
+                    Ok((n, from)) => {
+                        let now = Instant::now();
+                        ctx.on_datagram(from, &udp_buf[..n], &mut mesh, now);
+                        // Drain what else is queued before going back to select.
+                        for _ in 0..64 {
+                            let Ok((n, from)) = udp.try_recv_from(&mut udp_buf) else { break };
+                            ctx.on_datagram(from, &udp_buf[..n], &mut mesh, now);
+                        }
+                    }
+                    Err(e) => tracing::debug!("udp recv: {e}"),
+                },
                 input = rx.recv() => {
                     let Some(input) = input else { break };
                     ctx.handle_input(input, &mut mesh, &mut live, &tx).await;
@@ -279,6 +296,47 @@ impl Ctx {
         }
     }
 
+    /// A datagram arrived on the mesh port: data records go through the forwarder (injected
+    /// into the TAP or relayed), control records to the mesh.
+    fn on_datagram(&mut self, from: SocketAddr, d: &[u8], mesh: &mut Mesh, now: Instant) {
+        // Weave's rule: a datagram whose sender we have no connection with is dropped.
+        let sender = d.get(..6).and_then(PeerName::from_bytes);
+        if !sender.is_some_and(|p| mesh.is_connected(p)) {
+            self.dropped_unknown_sender += 1;
+            return;
+        }
+        let tap = &self.dataplane.tap;
+        let mut special = false;
+        let r = self
+            .forwarder
+            .handle_datagram(d, &mesh.fabric(), now, &mut |del| match del {
+                Delivery::Inject(frame) => {
+                    if let Err(e) = tap.try_send(frame) {
+                        tracing::debug!("inject: {e}");
+                    }
+                }
+                Delivery::Special { .. } => special = true,
+            });
+        if let Ok(Received {
+            error: Some(e),
+            sender,
+            ..
+        }) = &r
+        {
+            tracing::debug!("datagram from {sender} ({from}): {e}");
+        }
+        if special {
+            mesh.handle_datagram(from, d, now);
+        }
+        self.flush(mesh);
+    }
+
+    /// A frame from a local container, read from the TAP port.
+    fn on_captured(&mut self, frame: &[u8], mesh: &mut Mesh, now: Instant) {
+        self.forwarder.handle_captured(frame, &mesh.fabric(), now);
+        self.flush(mesh);
+    }
+
     async fn handle_input(
         &mut self,
         input: Input,
@@ -333,42 +391,6 @@ impl Ctx {
                 if live.remove(&conn).is_some() {
                     mesh.handle_connection_closed(conn, err, now);
                 }
-            }
-            Input::Datagram(from, d) => {
-                // Weave's rule: a datagram whose sender we have no connection with is dropped.
-                let sender = d.get(..6).and_then(PeerName::from_bytes);
-                if !sender.is_some_and(|p| mesh.is_connected(p)) {
-                    self.dropped_unknown_sender += 1;
-                    return;
-                }
-                let tap = self.dataplane.tap.clone();
-                let mut special = false;
-                let r =
-                    self.forwarder
-                        .handle_datagram(&d, &mesh.fabric(), now, &mut |del| match del {
-                            Delivery::Inject(frame) => {
-                                if let Err(e) = tap.try_send(frame) {
-                                    tracing::debug!("inject: {e}");
-                                }
-                            }
-                            Delivery::Special { .. } => special = true,
-                        });
-                if let Ok(Received {
-                    error: Some(e),
-                    sender,
-                    ..
-                }) = &r
-                {
-                    tracing::debug!("datagram from {sender} ({from}): {e}");
-                }
-                if special {
-                    mesh.handle_datagram(from, &d, now);
-                }
-                self.flush(mesh);
-            }
-            Input::Captured(frame) => {
-                self.forwarder.handle_captured(&frame, &mesh.fabric(), now);
-                self.flush(mesh);
             }
             Input::FastdpFrame(frame) => mesh.handle_fastdp_frame(&frame, now),
             Input::Command(Command::Expose {
@@ -593,25 +615,6 @@ async fn writer_task(mut writer: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver
     let _ = writer.shutdown().await;
 }
 
-fn spawn_tap_reader(tap: Arc<Tap>, tx: mpsc::UnboundedSender<Input>) {
-    tokio::spawn(async move {
-        let mut buf = vec![0u8; 65536];
-        loop {
-            match tap.recv(&mut buf).await {
-                Ok(n) => {
-                    if tx.send(Input::Captured(buf[..n].to_vec())).is_err() {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!("tap read: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        }
-    });
-}
-
 fn spawn_heartbeat_reader(sock: Arc<PacketSocket>, tx: mpsc::UnboundedSender<Input>) {
     tokio::spawn(async move {
         let mut buf = vec![0u8; 65536];
@@ -626,22 +629,6 @@ fn spawn_heartbeat_reader(sock: Arc<PacketSocket>, tx: mpsc::UnboundedSender<Inp
                     tracing::warn!("fastdp heartbeat read: {e}");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-            }
-        }
-    });
-}
-
-fn spawn_udp_reader(udp: Arc<UdpSocket>, tx: mpsc::UnboundedSender<Input>) {
-    tokio::spawn(async move {
-        let mut buf = vec![0u8; 65536];
-        loop {
-            match udp.recv_from(&mut buf).await {
-                Ok((n, from)) => {
-                    if tx.send(Input::Datagram(from, buf[..n].to_vec())).is_err() {
-                        break;
-                    }
-                }
-                Err(e) => tracing::debug!("udp recv: {e}"),
             }
         }
     });
