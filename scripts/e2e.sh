@@ -313,6 +313,29 @@ test_attach_detach_ps() {
     [ -z "$(ip -n "$(lab_ns 1)" -o link show | grep vethwepl)" ] || fail "veth left behind"
 }
 
+test_address_in_use_is_refused() {
+    lab_up 2
+    lab_weft 1 launch --nickname host1 >/dev/null
+    lab_weft 2 launch --nickname host2 "$(lab_ip 1)" >/dev/null
+    lab_wait 20 full_mesh_of 1 2 || { dump_logs; fail "no mesh"; }
+    lab_container c1; lab_container c2; lab_container c3
+    lab_weft 1 attach 10.2.1.1/24 "netns:${LAB}c1" >/dev/null
+    lab_weft 1 attach 10.2.1.9/24 "netns:${LAB}c3" >/dev/null
+    local rc=0 out
+    # Same host.
+    out=$(lab_weft 1 attach 10.2.1.9/24 "netns:${LAB}c2" 2>&1) || rc=$?
+    expect_eq "$rc" 1 "local duplicate exit"
+    expect_match "$out" "^address 10.2.1.9 is already in use on the weave network" "local duplicate text"
+    # Another host, across the overlay.
+    rc=0; out=$(lab_weft 2 attach 10.2.1.1/24 "netns:${LAB}c2" 2>&1) || rc=$?
+    expect_eq "$rc" 1 "remote duplicate exit"
+    expect_match "$out" "^address 10.2.1.1 is already in use" "remote duplicate text"
+    [ -z "$(ip -n "$(lab_ns 2)" -o link show | grep vethwepl)" ] || fail "veth left behind"
+    # Re-attaching the owner is still idempotent, and a free address works.
+    expect_eq "$(lab_weft 1 attach 10.2.1.1/24 "netns:${LAB}c1")" "10.2.1.1" "owner re-attach"
+    expect_eq "$(lab_weft 2 attach 10.2.1.2/24 "netns:${LAB}c2")" "10.2.1.2" "free address"
+}
+
 test_expose_hide_and_isolation() {
     lab_up 2
     lab_weft 1 launch --nickname host1 >/dev/null

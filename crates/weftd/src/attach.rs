@@ -66,6 +66,14 @@ pub enum AttachError {
     /// The router has not created the bridge.
     #[error("bridge {BRIDGE:?} does not exist: start the router first with 'weft launch'")]
     NoBridge,
+    /// Another interface on the weave network answers for the address.
+    #[error("address {addr} is already in use on the weave network (by {mac})")]
+    InUse {
+        /// The address.
+        addr: Ipv4Addr,
+        /// Who answered.
+        mac: String,
+    },
     /// `detach` on a container without a weave interface.
     #[error("container {0} is not attached to weave")]
     NotAttached(String),
@@ -170,9 +178,28 @@ pub async fn attach(
 ) -> Result<Vec<Cidr>, AttachError> {
     let ns = c.open()?;
     let bridge = host.link(BRIDGE).await?.ok_or(AttachError::NoBridge)?;
-    let has_if = in_container(&ns, |nl| async move {
-        Ok(nl.link(CONTAINER_IF).await?.is_some())
+    let present = in_container(&ns, |nl| async move {
+        Ok(match nl.link(CONTAINER_IF).await? {
+            Some(l) => Some(v4_addrs(&nl, l.index).await?),
+            None => None,
+        })
     })?;
+    let has_if = present.is_some();
+    let fresh: Vec<Ipv4Addr> = cidrs
+        .iter()
+        .map(|c| c.addr)
+        .filter(|a| {
+            !present
+                .as_ref()
+                .is_some_and(|p| p.iter().any(|c| c.addr == *a))
+        })
+        .collect();
+    if let Some((addr, mac)) = probe_in_use(bridge.index, bridge.mac, &fresh).await? {
+        return Err(AttachError::InUse {
+            addr,
+            mac: weft_netdev::format_mac(&mac),
+        });
+    }
     let mut created = None;
     if !has_if {
         let (host_end, peer_end) = veth_names(&c.id());
@@ -236,6 +263,57 @@ pub async fn attach(
         }
     }
     result
+}
+
+/// How long duplicate address detection waits for an answer.
+const PROBE_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// An ARP probe (RFC 5227: sender IP 0.0.0.0) for `ip`, from `mac`.
+fn arp_probe(mac: [u8; 6], ip: Ipv4Addr) -> [u8; 42] {
+    let mut f = [0u8; 42];
+    f[0..6].copy_from_slice(&[0xff; 6]);
+    f[6..12].copy_from_slice(&mac);
+    f[12..14].copy_from_slice(&[0x08, 0x06]);
+    f[14..22].copy_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
+    f[22..28].copy_from_slice(&mac);
+    // sender IP stays 0.0.0.0, target MAC zero
+    f[38..42].copy_from_slice(&ip.octets());
+    f
+}
+
+/// Duplicate address detection across the whole weave network: probes each address from the
+/// bridge (the probe floods to local ports, sleeve peers and fastdp peers) and returns the
+/// first one that someone answers for.
+async fn probe_in_use(
+    bridge: u32,
+    bridge_mac: [u8; 6],
+    addrs: &[Ipv4Addr],
+) -> Result<Option<(Ipv4Addr, [u8; 6])>, AttachError> {
+    if addrs.is_empty() {
+        return Ok(None);
+    }
+    let sock = weft_netdev::PacketSocket::bind(bridge, weft_netdev::ETH_P_ARP)?;
+    for a in addrs {
+        let _ = sock.try_send(&arp_probe(bridge_mac, *a));
+    }
+    let mut buf = [0u8; 128];
+    let deadline = tokio::time::Instant::now() + PROBE_WAIT;
+    loop {
+        let n = match tokio::time::timeout_at(deadline, sock.recv(&mut buf)).await {
+            Ok(Ok(n)) => n,
+            Ok(Err(_)) | Err(_) => return Ok(None),
+        };
+        let Some(f) = buf.get(..n) else { continue };
+        // An ARP reply (opcode 2) whose sender IP is one we probed.
+        if f.len() >= 42 && f[12..14] == [0x08, 0x06] && f[20..22] == [0, 2] {
+            let sender = Ipv4Addr::new(f[28], f[29], f[30], f[31]);
+            if addrs.contains(&sender) {
+                let mut mac = [0u8; 6];
+                mac.copy_from_slice(&f[22..28]);
+                return Ok(Some((sender, mac)));
+            }
+        }
+    }
 }
 
 /// `weft detach`: removes these addresses (all when `cidrs` is empty); when none is left the
