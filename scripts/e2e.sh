@@ -213,6 +213,15 @@ test_interop_with_weave_net() {
     lab_wait 60 full_mesh_of 1 3 || { dump_logs; tail -30 "$d/weaver.log" >&2; fail "mixed chain did not mesh"; }
     ip netns exec "$(lab_ns 2)" curl -s http://127.0.0.1:6784/status/peers | grep -q 'rust1' || fail "weaver does not list rust1"
     expect_eq "$(ip netns exec "$(lab_ns 2)" curl -s http://127.0.0.1:6784/status/connections | grep -c established)" 2 "weaver established connections"
+    # Data plane: containers on weft hosts and on the Weave Net host share one segment over
+    # sleeve (weaver's own bridge; `weft attach` needs no weft router on that host).
+    lab_container c1; lab_container c2; lab_container c3
+    lab_weft 1 attach 10.2.1.1/24 "netns:${LAB}c1" >/dev/null
+    lab_weft 2 attach 10.2.1.2/24 "netns:${LAB}c2" >/dev/null
+    lab_weft 3 attach 10.2.1.3/24 "netns:${LAB}c3" >/dev/null
+    ping_ok c1 10.2.1.2
+    ping_ok c2 10.2.1.3
+    ping_ok c3 -s 1200 10.2.1.1
 }
 
 
