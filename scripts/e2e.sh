@@ -222,6 +222,9 @@ test_interop_with_weave_net() {
     ping_ok c1 10.2.1.2
     ping_ok c2 10.2.1.3
     ping_ok c3 -s 1200 10.2.1.1
+    # weft answers Weave's PMTU probes, so weaver verifies the real path MTU (not 552).
+    mtu_verified() { grep -q "rust1).*Effective MTU verified at 14[0-9][0-9]" "$d/weaver.log"; }
+    lab_wait 20 mtu_verified || { grep -i mtu "$d/weaver.log" | tail -5 >&2; fail "weaver did not verify the MTU towards weft"; }
 }
 
 

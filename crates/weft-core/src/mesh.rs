@@ -706,12 +706,19 @@ impl Mesh {
         };
         let us = self.name();
         let mut heard = false;
+        let mut probed = false;
         for f in frames {
             let Ok(f) = f else { break };
             if f.src != sender || f.dst != us {
                 continue;
             }
             let Some(uid) = sleeve::heartbeat_uid(f.data) else {
+                if sleeve::is_special(f.data) {
+                    if let Some(c) = self.conns.get_mut(&conn) {
+                        c.switch.handle_sleeve_probe(f.data.len());
+                    }
+                    probed = true;
+                }
                 continue;
             };
             if self.conns.get(&conn).is_some_and(|c| c.uid == uid) {
@@ -722,6 +729,8 @@ impl Mesh {
             if let Some(c) = self.conns.get_mut(&conn) {
                 c.switch.handle_sleeve_heartbeat(from, now);
             }
+        }
+        if heard || probed {
             self.run_switch(conn, now);
         }
     }

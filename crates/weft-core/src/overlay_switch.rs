@@ -38,6 +38,8 @@ pub const FASTDP_GRACE: Duration = Duration::from_secs(5);
 const SLEEVE_ESTABLISHED: u8 = 1;
 const SLEEVE_FRAG_RECEIVED: u8 = 2;
 const SLEEVE_PMTU_VERIFIED: u8 = 3;
+/// Size of Weave Net's fragmentation test frame.
+const FRAG_TEST_LEN: usize = 60001;
 /// Fastdp control sub-tag: heartbeat acknowledged.
 const FASTDP_ACK: u8 = 0;
 /// Protocol tag of overlay control messages when the switch is in use.
@@ -298,6 +300,29 @@ impl OverlaySwitch {
         self.send_heartbeats(now);
     }
 
+    /// A special sleeve frame other than a heartbeat arrived from this connection's peer:
+    /// Weave Net's fragmentation test (60001 bytes) is answered with `FragmentationReceived`,
+    /// anything else is a PMTU probe of `len - 14` bytes, answered with `PMTUVerified`.
+    pub fn handle_sleeve_probe(&mut self, frame_len: usize) {
+        if !self.sleeve_enabled() {
+            return;
+        }
+        let msg = if frame_len == FRAG_TEST_LEN {
+            self.control(self.sleeve.index, SLEEVE_FRAG_RECEIVED)
+        } else {
+            let Some(mtu) = frame_len
+                .checked_sub(14)
+                .and_then(|m| u16::try_from(m).ok())
+            else {
+                return;
+            };
+            let mut m = self.control(self.sleeve.index, SLEEVE_PMTU_VERIFIED);
+            m.extend_from_slice(&mtu.to_be_bytes());
+            m
+        };
+        self.out.push(SwitchOutput::Control(msg));
+    }
+
     /// A fastdp heartbeat frame from this connection's peer arrived; checks it.
     pub fn handle_fastdp_heartbeat(&mut self, frame: &[u8], now: Instant) {
         let uid = self.ids.uid;
@@ -541,6 +566,30 @@ mod tests {
         assert_eq!(
             OverlaySwitch::new(ids(1, 2), "sleeve", Some(&theirs), None, now).unwrap_err(),
             "no overlays in common with peer"
+        );
+    }
+
+    #[test]
+    fn probes_are_answered_like_weave() {
+        let now = Instant::now();
+        let (mut a, _) = pair(now);
+        a.handle_sleeve_probe(60001);
+        a.handle_sleeve_probe(1438 + 14);
+        a.handle_sleeve_probe(3);
+        let outs: Vec<_> = a.drain().collect();
+        // sleeve is index 1 of the common list "weft-fastdp sleeve".
+        assert_eq!(
+            outs,
+            vec![
+                SwitchOutput::Control(vec![7, 1, 2]),
+                SwitchOutput::Control(vec![7, 1, 3, 0x05, 0x9e]),
+            ]
+        );
+        let mut c = OverlaySwitch::new(ids(1, 2), "sleeve", None, None, now).unwrap();
+        c.handle_sleeve_probe(100);
+        assert_eq!(
+            c.drain().collect::<Vec<_>>(),
+            vec![SwitchOutput::Control(vec![3, 0, 86])]
         );
     }
 
