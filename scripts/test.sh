@@ -5,5 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/weft-target}"
 cargo build --release -p weft
-cargo test --workspace --release
+# Privileged tests (netlink, nftables) run in namespaces of their own; CI runs as root.
+WEFT_TEST_ROOT=1 cargo test --workspace --release
 scripts/e2e.sh
