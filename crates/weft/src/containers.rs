@@ -35,14 +35,21 @@ fn split_addrs(args: &[String]) -> Result<(Vec<Cidr>, bool, Vec<String>), String
     Ok((cidrs, wants_ipam, rest))
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
-    tokio::runtime::Builder::new_current_thread()
+/// Runs `f` with a netlink handle in the host's namespace; any error becomes exit code 1.
+fn with_netdev<T, F, Fut>(f: F) -> Result<T, ExitCode>
+where
+    F: FnOnce(Netdev) -> Fut,
+    Fut: std::future::Future<Output = Result<T, attach::AttachError>>,
+{
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| {
-            eprintln!("cannot start runtime: {e}");
-            ExitCode::from(1)
-        })
+        .map_err(fail)?;
+    rt.block_on(async {
+        let nl = Netdev::new().await?;
+        f(nl).await
+    })
+    .map_err(fail)
 }
 
 fn fail(e: impl std::fmt::Display) -> ExitCode {
@@ -91,20 +98,12 @@ pub(crate) fn attach(args: &[String]) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(code) => return code,
-    };
-    let res = rt.block_on(async {
-        let nl = Netdev::new().await?;
-        attach::attach(&nl, &c, &cidrs, multicast).await
-    });
-    match res {
+    match with_netdev(|nl| async move { attach::attach(&nl, &c, &cidrs, multicast).await }) {
         Ok(done) => {
             println!("{}", ips(&done));
             ExitCode::SUCCESS
         }
-        Err(e) => fail(e),
+        Err(code) => code,
     }
 }
 
@@ -143,22 +142,14 @@ pub(crate) fn ps(args: &[String]) -> ExitCode {
             Err(e) => return fail(e),
         }
     };
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(code) => return code,
-    };
-    let res = rt.block_on(async {
-        let nl = Netdev::new().await?;
-        attach::ps(&nl, &containers).await
-    });
-    match res {
+    match with_netdev(|nl| async move { attach::ps(&nl, &containers).await }) {
         Ok(lines) => {
             for l in lines {
                 println!("{l}");
             }
             ExitCode::SUCCESS
         }
-        Err(e) => fail(e),
+        Err(code) => code,
     }
 }
 
