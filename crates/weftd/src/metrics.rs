@@ -59,14 +59,14 @@ pub fn render(snap: &Snapshot, encryption: bool) -> String {
     }
     reg.register(
         "weave_connections",
-        "Number of peer-to-peer connections.",
+        "Number of peer-to-peer connections",
         conns,
     );
     let terminations = Counter::<u64>::default();
     terminations.inc_by(s.termination_count);
     reg.register(
         "weave_connection_terminations",
-        "Number of peer-to-peer connections terminated.",
+        "Number of peer-to-peer connections terminated",
         terminations,
     );
     let f = &snap.forwarder;
@@ -91,23 +91,23 @@ pub fn render(snap: &Snapshot, encryption: bool) -> String {
     }
     reg.register(
         "weft_sleeve_dropped_frames",
-        "Frames and datagrams the sleeve path dropped, by reason.",
+        "Frames and datagrams the sleeve path dropped, by reason",
         dropped,
     );
     for (name, help, n) in [
         (
             "weft_sleeve_captured_frames",
-            "Frames captured from the local bridge.",
+            "Frames captured from the local bridge",
             f.captured,
         ),
         (
             "weft_sleeve_injected_frames",
-            "Frames injected into the local bridge.",
+            "Frames injected into the local bridge",
             f.injected,
         ),
         (
             "weft_sleeve_relayed_frames",
-            "Frames relayed for other peers.",
+            "Frames relayed for other peers",
             f.relayed,
         ),
     ] {
