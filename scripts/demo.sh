@@ -7,6 +7,7 @@
 # still reaches c3, relayed by h2 over sleeve. Needs root. KEEP=1 leaves everything up.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/deps.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/weft-target}"
 cargo build --release -p weft
 LAB=wd; source scripts/lab.sh

@@ -3,6 +3,7 @@
 # end-to-end tests in network namespaces (scripts/e2e.sh). Needs root for the latter.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/deps.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/weft-target}"
 cargo build --release -p weft
 # Privileged tests (netlink, nftables) run in namespaces of their own; CI runs as root.
