@@ -4,6 +4,8 @@
 //! `now`, and get back bytes to send, events and the next deadline. That keeps every behaviour
 //! deterministic, unit- and property-testable, and simulatable with hundreds of peers in one
 //! process.
+// Tests may unwrap: a panic is how they fail.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
 #![warn(missing_docs)]
 
 pub mod connection_maker;

@@ -3,6 +3,7 @@
 //! that chains and random joins converge to a full mesh with identical topology everywhere,
 //! that partitions heal, that a restarted peer rejoins and that a hostile frame costs only
 //! the connection it came on.
+#![allow(clippy::unwrap_used)] // tests: a panic is how they fail
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -15,6 +16,9 @@ use weft_core::mesh::{ConnId, Mesh, MeshConfig, MeshEvent, Origin};
 use weft_wire::{frame, PeerName};
 
 const PORT: u16 = 6783;
+
+/// One peer as a router sees it: name, version, connections (remote, established).
+type PeerView = (PeerName, u64, Vec<(PeerName, bool)>);
 const LATENCY: Duration = Duration::from_millis(1);
 
 fn ip(i: usize) -> IpAddr {
@@ -361,7 +365,7 @@ impl Cluster {
         let up: Vec<usize> = (0..self.meshes.len())
             .filter(|&i| self.meshes[i].is_some())
             .collect();
-        let views: Vec<Vec<(PeerName, u64, Vec<(PeerName, bool)>)>> = up
+        let views: Vec<Vec<PeerView>> = up
             .into_iter()
             .map(|i| {
                 let mut v: Vec<_> = self

@@ -21,6 +21,7 @@
 //!
 //! Left out: gob bytes, connection limits, back-off timing, duplicate-connection tie-breaks
 //! (the simulator never creates two connections between one pair).
+#![allow(clippy::unwrap_used)] // tests: a panic is how they fail
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};

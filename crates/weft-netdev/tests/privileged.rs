@@ -6,6 +6,7 @@
 //! are pinned by nothing but the test's file descriptors, so the kernel deletes them, and every
 //! link in them, when the test ends, whether it passed or panicked. The one test that needs a
 //! named namespace (`/run/netns/…`) removes it with a drop guard.
+#![allow(clippy::unwrap_used)] // tests: a panic is how they fail
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr};

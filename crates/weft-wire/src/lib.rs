@@ -8,6 +8,8 @@
 //!
 //! Left out: encryption (NaCl framing of TCP and UDP), which wraps these formats, and the
 //! channel-specific gossip payloads of IPAM and DNS, which their owners build on [`gob`].
+// Tests may unwrap: a panic is how they fail.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
 #![warn(missing_docs)]
 
 mod error;

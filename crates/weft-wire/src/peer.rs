@@ -88,7 +88,7 @@ impl FromStr for PeerName {
             }
             let zeros = PEER_NAME_LEN - h.len() - t.len();
             h.into_iter()
-                .chain(std::iter::repeat(0).take(zeros))
+                .chain(std::iter::repeat_n(0, zeros))
                 .chain(t)
                 .collect()
         } else {

@@ -5,6 +5,8 @@
 //! written for it keep working. Top-level dispatch is by hand because Weave's grammar (an
 //! unknown command prints `Unknown weave command`, `<cmd> --help` prints the usage) is not
 //! clap's; each command's flags are parsed with clap.
+// Tests may unwrap: a panic is how they fail.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod client;
 mod containers;

@@ -299,9 +299,8 @@ async fn probe_in_use(
     let mut buf = [0u8; 128];
     let deadline = tokio::time::Instant::now() + PROBE_WAIT;
     loop {
-        let n = match tokio::time::timeout_at(deadline, sock.recv(&mut buf)).await {
-            Ok(Ok(n)) => n,
-            Ok(Err(_)) | Err(_) => return Ok(None),
+        let Ok(Ok(n)) = tokio::time::timeout_at(deadline, sock.recv(&mut buf)).await else {
+            return Ok(None);
         };
         let Some(f) = buf.get(..n) else { continue };
         // An ARP reply (opcode 2) whose sender IP is one we probed.

@@ -189,13 +189,11 @@ async fn post_forget(State(api): State<Api>, body: String) -> Response {
     text(StatusCode::OK, String::new())
 }
 
-fn parse_cidr(ip: &str, len: &str) -> Result<Cidr, Response> {
-    format!("{ip}/{len}").parse::<Cidr>().map_err(|e| {
-        text(
-            StatusCode::BAD_REQUEST,
-            format!("unable to parse ip addr: {e}\n"),
-        )
-    })
+/// `{ip}/{len}` from the path, or the 400 response Weave Net gives.
+fn parse_cidr(ip: &str, len: &str) -> Result<Cidr, String> {
+    format!("{ip}/{len}")
+        .parse::<Cidr>()
+        .map_err(|e| format!("unable to parse ip addr: {e}\n"))
 }
 
 async fn post_expose(
@@ -206,7 +204,7 @@ async fn post_expose(
 ) -> Response {
     let cidr = match parse_cidr(&ip, &len) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(e) => return text(StatusCode::BAD_REQUEST, e),
     };
     let skip_nat = q
         .iter()
@@ -237,7 +235,7 @@ async fn delete_expose(
 ) -> Response {
     let cidr = match parse_cidr(&ip, &len) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(e) => return text(StatusCode::BAD_REQUEST, e),
     };
     let (tx, rx) = oneshot::channel();
     if api.commands.send(Command::Hide(cidr, tx)).await.is_err() {

@@ -2,6 +2,8 @@
 //! HTTP API, status formats, metrics and persistent state.
 //!
 //! [`run`] is what `weft launch` starts in the background (`weft router …`).
+// Tests may unwrap: a panic is how they fail.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
 #![warn(missing_docs)]
 
 pub mod attach;

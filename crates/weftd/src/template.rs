@@ -17,8 +17,8 @@ pub struct TemplateError(String);
 enum Node {
     Text(String),
     Expr(Expr),
-    Range(Expr, Vec<Node>),
-    If(Expr, Vec<Node>, Vec<Node>),
+    Range(Expr, Vec<Self>),
+    If(Expr, Vec<Self>, Vec<Self>),
 }
 
 #[derive(Debug)]
