@@ -122,6 +122,11 @@ test_cli_errors_and_exit_codes() {
     expect_eq "$rc" 1 "bad flag value"
     rc=0; lab_weft 1 report -f '{{.Router.Name' >/dev/null 2>&1 || rc=$?
     expect_eq "$rc" 1 "bad template"
+    # The binary answers to the name `weave` too.
+    ln -s "$WEFT" "$LAB_DIR/weave"
+    out=$(ip netns exec "$(lab_ns 1)" env WEFT_STATE_DIR="$LAB_DIR/h1/state" WEFT_RUN_DIR="$LAB_DIR/h1/run" "$LAB_DIR/weave" version)
+    expect_match "$out" "^weave script [0-9]" "weave alias version"
+    expect_match "$(lab_weft 1 report -f '{{.Router.Interface}}')" "vethwe-pcap \(via TAP\), vxlan-6784" "report interface"
     lab_weft 1 stop
     rc=0; lab_weft 1 status >/dev/null 2>&1 || rc=$?
     expect_eq "$rc" 1 "status after stop"

@@ -45,6 +45,7 @@ pub struct Dataplane {
     /// The sleeve TAP port.
     pub tap: Arc<Tap>,
     vxlan: Option<u32>,
+    vxlan_port: u16,
     /// Sends fastdp heartbeats out of the VXLAN device.
     heartbeat_tx: Option<PacketSocket>,
     /// Receives fastdp heartbeats. They are addressed to our peer-name MAC, which is the
@@ -112,6 +113,7 @@ impl Dataplane {
             bridge,
             tap: Arc::new(tap),
             vxlan,
+            vxlan_port: port.wrapping_add(1),
             heartbeat_tx,
             heartbeats,
             fw,
@@ -209,6 +211,14 @@ impl Dataplane {
         }
         weft_fw::remove()?;
         Ok(())
+    }
+
+    /// The report's `Interface` line: the capture port, and the fastdp device when there is one.
+    pub fn interface(&self) -> String {
+        match self.vxlan {
+            Some(_) => format!("{TAP} (via TAP), vxlan-{} (kernel VXLAN)", self.vxlan_port),
+            None => format!("{TAP} (via TAP)"),
+        }
     }
 
     /// The bridge type in Weave's words, for `weft report`.

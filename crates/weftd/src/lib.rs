@@ -174,9 +174,13 @@ pub async fn run(cfg: RouterConfig) -> Result<(), StartError> {
     };
     let mesh = Mesh::new(mesh_cfg, rng.gen(), Instant::now());
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
+    // Devices first: `weft launch` returns once the API answers, and `weft attach` right
+    // after it must find the bridge.
+    let dataplane = dataplane::Dataplane::setup(name, cfg.mtu(), cfg.fastdp, cfg.port).await?;
     let info = Arc::new(RouterInfo {
         encryption: false,
         trusted_subnets: Vec::new(),
+        interface: dataplane.interface(),
     });
     let api = http::Api {
         commands: cmd_tx,
@@ -191,7 +195,6 @@ pub async fn run(cfg: RouterConfig) -> Result<(), StartError> {
     tokio::spawn(async move {
         let _ = axum::serve(http, http::control_routes(api)).await;
     });
-    let dataplane = dataplane::Dataplane::setup(name, cfg.mtu(), cfg.fastdp, cfg.port).await?;
     let driver = driver::Driver {
         identity,
         listener,

@@ -16,6 +16,8 @@ pub struct RouterInfo {
     pub encryption: bool,
     /// `--trusted-subnets`.
     pub trusted_subnets: Vec<String>,
+    /// What the router captures and injects through, for the report's `Interface`.
+    pub interface: String,
 }
 
 fn line(out: &mut String, label: &str, value: impl std::fmt::Display) {
@@ -204,7 +206,7 @@ pub fn report(s: &MeshStatus, info: &RouterInfo, ready: bool) -> Value {
             "Targets": s.targets,
             "OverlayDiagnostics": { "sleeve": null },
             "TrustedSubnets": info.trusted_subnets,
-            "Interface": "no overlay bridge",
+            "Interface": info.interface,
             "CaptureStats": null,
             "MACs": null,
         },
