@@ -34,3 +34,9 @@ pub use packet::{
 };
 pub use sysctl::set_sysctl;
 pub use tap::Tap;
+
+/// Turns off UDP checksums on a sending socket (`SO_NO_CHECK`); see the sleeve driver.
+pub fn udp_no_check(fd: std::os::fd::BorrowedFd<'_>) -> Result<(), NetdevError> {
+    sys::udp_no_check(fd)
+        .map_err(|e| NetdevError::os("setting SO_NO_CHECK on the sleeve socket", e))
+}

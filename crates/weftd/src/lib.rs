@@ -147,6 +147,12 @@ pub async fn run(cfg: RouterConfig) -> Result<(), StartError> {
     let udp = tokio::net::UdpSocket::bind(listen)
         .await
         .map_err(|e| StartError::Bind(format!("udp {listen}"), e))?;
+    {
+        use std::os::fd::AsFd;
+        if let Err(e) = weft_netdev::udp_no_check(udp.as_fd()) {
+            tracing::warn!("{e}");
+        }
+    }
     let http = tokio::net::TcpListener::bind(cfg.http_addr)
         .await
         .map_err(|e| StartError::Bind(format!("http {}", cfg.http_addr), e))?;
