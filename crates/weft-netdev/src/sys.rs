@@ -129,19 +129,6 @@ pub(crate) fn packet_socket(ifindex: u32, ethertype: u16) -> Result<OwnedFd, Err
     Ok(fd)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ifreq_names_round_trip_and_reject_overlong() {
-        let req = ifreq_named("weave").expect("fits");
-        assert_eq!(ifreq_name(&req), "weave");
-        assert_eq!(ifreq_named("sixteen-chars-xx").err(), Some(Errno::EINVAL));
-        assert_eq!(ifreq_named("").err(), Some(Errno::EINVAL));
-    }
-}
-
 /// Sends UDP datagrams from `fd` without a checksum (`SO_NO_CHECK`), as Weave Net's sleeve
 /// does: computing it over every 64 KB datagram that IP then fragments is the sender's
 /// largest per-frame cost, and the Ethernet frames inside carry their own checksums.
@@ -162,5 +149,18 @@ pub(crate) fn udp_no_check(fd: BorrowedFd<'_>) -> Result<(), Errno> {
         Ok(())
     } else {
         Err(Errno::last())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ifreq_names_round_trip_and_reject_overlong() {
+        let req = ifreq_named("weave").expect("fits");
+        assert_eq!(ifreq_name(&req), "weave");
+        assert_eq!(ifreq_named("sixteen-chars-xx").err(), Some(Errno::EINVAL));
+        assert_eq!(ifreq_named("").err(), Some(Errno::EINVAL));
     }
 }
