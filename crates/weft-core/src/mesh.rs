@@ -697,44 +697,43 @@ impl Mesh {
         }
     }
 
-    /// A UDP datagram with special (control) frames arrived on the mesh port from `from`.
+    /// A UDP datagram arrived on the mesh port from `from`: hands each special (control)
+    /// record to [`Self::handle_special_frame`]. A driver whose forwarder already parsed the
+    /// datagram calls that directly instead.
     pub fn handle_datagram(&mut self, from: SocketAddr, datagram: &[u8], now: Instant) {
         let Ok((sender, frames)) = sleeve::parse(datagram) else {
             tracing::debug!("dropping malformed datagram from {from}");
             return;
         };
+        for f in frames {
+            let Ok(f) = f else { break };
+            if f.src == sender && f.dst == self.name() && sleeve::is_special(f.data) {
+                self.handle_special_frame(from, sender, f.data, now);
+            }
+        }
+    }
+
+    /// A special sleeve frame (all-zero Ethernet header) that `sender` sent us from `from`:
+    /// a heartbeat carrying the connection uid, or one of Weave Net's MTU probes.
+    pub fn handle_special_frame(
+        &mut self,
+        from: SocketAddr,
+        sender: PeerName,
+        frame: &[u8],
+        now: Instant,
+    ) {
         let Some(&conn) = self.by_remote.get(&sender) else {
             return;
         };
-        let us = self.name();
-        let mut heard = false;
-        let mut probed = false;
-        for f in frames {
-            let Ok(f) = f else { break };
-            if f.src != sender || f.dst != us {
-                continue;
-            }
-            let Some(uid) = sleeve::heartbeat_uid(f.data) else {
-                if sleeve::is_special(f.data) {
-                    if let Some(c) = self.conns.get_mut(&conn) {
-                        c.switch.handle_sleeve_probe(f.data.len());
-                    }
-                    probed = true;
-                }
-                continue;
-            };
-            if self.conns.get(&conn).is_some_and(|c| c.uid == uid) {
-                heard = true;
-            }
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        match sleeve::heartbeat_uid(frame) {
+            Some(uid) if uid == c.uid => c.switch.handle_sleeve_heartbeat(from, now),
+            Some(_) => return,
+            None => c.switch.handle_sleeve_probe(frame.len()),
         }
-        if heard {
-            if let Some(c) = self.conns.get_mut(&conn) {
-                c.switch.handle_sleeve_heartbeat(from, now);
-            }
-        }
-        if heard || probed {
-            self.run_switch(conn, now);
-        }
+        self.run_switch(conn, now);
     }
 
     /// A fastdp heartbeat frame arrived on the local VXLAN device.
@@ -977,10 +976,7 @@ impl Mesh {
 
     /// The data plane's view of the mesh: routes and which peers are direct fastdp neighbours.
     pub fn fabric(&mut self) -> MeshFabric<'_> {
-        if self.routes_dirty {
-            self.routes = Routes::calculate(&self.peers);
-            self.routes_dirty = false;
-        }
+        self.ensure_routes();
         MeshFabric {
             us: self.cfg.identity.name,
             routes: &self.routes,
@@ -1001,19 +997,22 @@ impl Mesh {
         c.switch.udp_addr()
     }
 
-    fn routes(&mut self) -> &Routes {
+    /// Recalculates routes if the topology changed since the last time; changes within one
+    /// burst of events cost one recalculation.
+    fn ensure_routes(&mut self) {
         if self.routes_dirty {
             self.routes = Routes::calculate(&self.peers);
             self.routes_dirty = false;
         }
+    }
+
+    fn routes(&mut self) -> &Routes {
+        self.ensure_routes();
         &self.routes
     }
 
     fn random_neighbours(&mut self, except: PeerName) -> Vec<PeerName> {
-        if self.routes_dirty {
-            self.routes = Routes::calculate(&self.peers);
-            self.routes_dirty = false;
-        }
+        self.ensure_routes();
         self.routes.random_neighbours(except, &mut self.rng)
     }
 

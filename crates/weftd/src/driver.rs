@@ -306,7 +306,9 @@ impl Ctx {
             return;
         }
         let tap = &self.dataplane.tap;
-        let mut special = false;
+        // Control frames are rare (heartbeats, MTU probes): copy them out, then hand them to
+        // the mesh, which the forwarder's view of it borrows until then.
+        let mut specials: Vec<(PeerName, Vec<u8>)> = Vec::new();
         let r = self
             .forwarder
             .handle_datagram(d, &mesh.fabric(), now, &mut |del| match del {
@@ -315,7 +317,7 @@ impl Ctx {
                         tracing::debug!("inject: {e}");
                     }
                 }
-                Delivery::Special { .. } => special = true,
+                Delivery::Special { sender, frame } => specials.push((sender, frame.to_vec())),
             });
         if let Ok(Received {
             error: Some(e),
@@ -325,8 +327,8 @@ impl Ctx {
         {
             tracing::debug!("datagram from {sender} ({from}): {e}");
         }
-        if special {
-            mesh.handle_datagram(from, d, now);
+        for (sender, frame) in specials {
+            mesh.handle_special_frame(from, sender, &frame, now);
         }
         self.flush(mesh);
     }

@@ -4,17 +4,8 @@
 use proptest::prelude::*;
 
 use super::wire::{put_int, put_uint};
+use super::wiretype::st;
 use super::*;
-
-fn strukt(name: &str, fields: Vec<(&str, Type)>) -> Type {
-    Type::Struct(StructType {
-        name: name.to_string(),
-        fields: fields
-            .into_iter()
-            .map(|(n, t)| (n.to_string(), t))
-            .collect(),
-    })
-}
 
 fn sv(fields: Vec<(&str, Value)>) -> Value {
     Value::Struct(
@@ -124,7 +115,7 @@ fn definitions_are_sent_once_per_stream() {
 
 #[test]
 fn nil_map_absent_field_and_empty_map_differ() {
-    let ty = strukt(
+    let ty = st(
         "s",
         vec![
             ("M", Type::Map(Box::new(Type::Uint), Box::new(Type::String))),
@@ -144,7 +135,7 @@ fn nil_map_absent_field_and_empty_map_differ() {
 
 #[test]
 fn encoder_rejects_mismatches() {
-    let ty = strukt("s", vec![("A", Type::Uint)]);
+    let ty = st("s", vec![("A", Type::Uint)]);
     let mut out = Vec::new();
     let mut enc = Encoder::new();
     assert!(matches!(
@@ -333,7 +324,7 @@ fn definitions_only_end_cleanly() {
 
 #[test]
 fn array_and_float_values() {
-    let ty = strukt(
+    let ty = st(
         "s",
         vec![
             ("A", Type::Array(3, Box::new(Type::Float))),

@@ -29,7 +29,8 @@ pub(crate) enum WireDef {
     Opaque,
 }
 
-fn st(name: &str, fields: Vec<(&str, Type)>) -> Type {
+/// Builds a struct type from `(field name, type)` pairs.
+pub(super) fn st(name: &str, fields: Vec<(&str, Type)>) -> Type {
     Type::Struct(StructType {
         name: name.to_string(),
         fields: fields
