@@ -249,6 +249,14 @@ three_hosts_with_containers() {
     for i in 1 2 3; do lab_wait 30 full_mesh_of "$i" 3 || { dump_logs; fail "no mesh"; }; done
 }
 
+# two_meshed_hosts: h1 and h2 (h2 names h1), waiting until they are connected.
+two_meshed_hosts() {
+    lab_up 2
+    lab_weft 1 launch --nickname host1 >/dev/null
+    lab_weft 2 launch --nickname host2 "$(lab_ip 1)" >/dev/null
+    lab_wait 20 full_mesh_of 1 2 || { dump_logs; fail "no mesh"; }
+}
+
 pings() { lab_in "$1" ping -c 1 -W 1 "${@:2}" >/dev/null 2>&1; }
 ping_ok() { lab_wait 15 pings "$@" || fail "ping from $1 to ${*: -1} failed"; }
 ping_fails() { ! lab_in "$1" ping -c 2 -W 1 "${@:2}" >/dev/null 2>&1 || fail "ping from $1 to ${*: -1} should fail"; }
@@ -331,10 +339,7 @@ test_attach_detach_ps() {
 }
 
 test_pid_containers() {
-    lab_up 2
-    lab_weft 1 launch --nickname host1 >/dev/null
-    lab_weft 2 launch --nickname host2 "$(lab_ip 1)" >/dev/null
-    lab_wait 20 full_mesh_of 1 2 || { dump_logs; fail "no mesh"; }
+    two_meshed_hosts
     lab_container c1; lab_container c2
     # A process inside each "container" namespace, named by PID (ip netns exec execs sleep).
     ip netns exec "${LAB}c1" sleep 120 & p1=$!
@@ -354,10 +359,7 @@ test_pid_containers() {
 }
 
 test_address_in_use_is_refused() {
-    lab_up 2
-    lab_weft 1 launch --nickname host1 >/dev/null
-    lab_weft 2 launch --nickname host2 "$(lab_ip 1)" >/dev/null
-    lab_wait 20 full_mesh_of 1 2 || { dump_logs; fail "no mesh"; }
+    two_meshed_hosts
     lab_container c1; lab_container c2; lab_container c3
     lab_weft 1 attach 10.2.1.1/24 "netns:${LAB}c1" >/dev/null
     lab_weft 1 attach 10.2.1.9/24 "netns:${LAB}c3" >/dev/null
