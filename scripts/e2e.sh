@@ -78,6 +78,8 @@ test_chain_of_four_meshes_fully() {
     local m; m=$(ip netns exec "$(lab_ns 1)" curl -sf http://127.0.0.1:6782/metrics)
     expect_match "$m" 'weave_connections\{state="established",type="fastdp",encryption=""\} 3' "metrics connections"
     expect_match "$m" 'weave_connection_terminations_total [0-9]+' "metrics terminations"
+    # Between weft routers topology changes travel as weft's deltas.
+    expect_match "$m" 'weft_topology_gossip_sent_bytes_total\{channel="weft-topology"\} [1-9][0-9]*' "delta gossip used"
 }
 
 test_connect_forget_and_targets() {

@@ -50,6 +50,9 @@ pub struct RemoteFeatures {
     pub trusted: bool,
     /// The overlays the remote offers; `None` means sleeve compatibility mode.
     pub overlays: Option<Vec<String>>,
+    /// The remote is a weft peer that speaks weft's topology deltas
+    /// ([`weft_wire::topology_delta`]); Weave Net peers never send this feature.
+    pub topology_deltas: bool,
 }
 
 /// Why an intro failed. Messages are Weave Net's, since operators grep logs for them.
@@ -189,6 +192,11 @@ fn local_features(local: &LocalIdentity, conn_id: u64, trusted: bool) -> BTreeMa
         ("ShortID", local.short_id.to_string()),
         ("Trusted", trusted.to_string()),
         ("Overlays", local.overlays.clone()),
+        // Weave Net ignores features it does not know.
+        (
+            weft_wire::topology_delta::FEATURE,
+            weft_wire::topology_delta::FEATURE_VERSION.to_string(),
+        ),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -233,6 +241,10 @@ pub fn parse_features(map: &BTreeMap<String, String>) -> Result<RemoteFeatures, 
         overlays: map
             .get("Overlays")
             .map(|s| s.split_whitespace().map(str::to_string).collect()),
+        topology_deltas: map
+            .get(weft_wire::topology_delta::FEATURE)
+            .map(String::as_str)
+            == Some(weft_wire::topology_delta::FEATURE_VERSION),
     })
 }
 

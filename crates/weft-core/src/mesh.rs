@@ -20,7 +20,9 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use weft_wire::protocol::ProtocolMsg;
-use weft_wire::{frame, sleeve, topology as topo_wire, PeerName, PeerSummary};
+use weft_wire::{
+    frame, sleeve, topology as topo_wire, topology_delta, ConnectionSummary, PeerName, PeerSummary,
+};
 
 use crate::connection_maker::{ConnectedAddr, ConnectionMaker, Termination};
 use crate::handshake::{LocalIdentity, RemoteFeatures, PROTOCOL_MAX_VERSION, PROTOCOL_MIN_VERSION};
@@ -42,6 +44,8 @@ pub const GC_DELAY: Duration = Duration::from_secs(1);
 /// Period of full-state gossip.
 pub const GOSSIP_INTERVAL: Duration = Duration::from_secs(30);
 
+mod gossip;
+
 /// A live connection's id, chosen by the driver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ConnId(pub u64);
@@ -61,6 +65,11 @@ pub struct MeshConfig {
     pub fastdp: bool,
     /// The weave bridge MTU (fastdp heartbeats are this size plus the Ethernet header).
     pub mtu: u32,
+    /// Whether to use weft's topology deltas with weft peers that offer them (always on in
+    /// the router; off only to measure Weave's gossip against them).
+    pub topology_deltas: bool,
+    /// Period of the full-state gossip ([`GOSSIP_INTERVAL`] in the router).
+    pub gossip_interval: Duration,
 }
 
 /// Which side opened a connection.
@@ -198,6 +207,8 @@ pub struct MeshStatus {
     pub broadcast_routes: Vec<(PeerName, Vec<PeerName>)>,
     /// Connections terminated so far (not counting connect-to-self).
     pub termination_count: u64,
+    /// Topology gossip bytes sent: (Weave's `topology` channel, weft's deltas channel).
+    pub topology_bytes_sent: (u64, u64),
 }
 
 #[derive(Debug)]
@@ -211,6 +222,8 @@ struct Conn {
     established: bool,
     switch: OverlaySwitch,
     next_tcp_heartbeat: Instant,
+    /// Both ends speak weft's topology deltas.
+    deltas: bool,
 }
 
 /// The mesh router state machine. See the module docs for how to drive it.
@@ -231,6 +244,10 @@ pub struct Mesh {
     gossip_at: Instant,
     relayed: HashMap<u64, (Instant, Vec<u8>)>,
     termination_count: u64,
+    /// Topology gossip bytes sent, as in [`MeshStatus::topology_bytes_sent`].
+    topology_bytes_sent: (u64, u64),
+    /// Our entry as last announced, which the next announcement is a delta from.
+    announced: (PeerSummary, Vec<ConnectionSummary>),
 }
 
 impl Mesh {
@@ -240,6 +257,8 @@ impl Mesh {
         let peers = Peers::new(id.name, id.nick_name.clone(), id.uid, id.short_id);
         let routes = Routes::calculate(&peers);
         let maker = ConnectionMaker::new(cfg.port, cfg.discovery, cfg.conn_limit, seed ^ 0x5eed);
+        let announced = peers.our_entry();
+        let gossip_at = now + cfg.gossip_interval;
         Self {
             cfg,
             peers,
@@ -253,9 +272,11 @@ impl Mesh {
             pending_update: BTreeSet::new(),
             update_at: None,
             gc_at: None,
-            gossip_at: now + GOSSIP_INTERVAL,
+            gossip_at,
             relayed: HashMap::new(),
             termination_count: 0,
+            topology_bytes_sent: (0, 0),
+            announced,
         }
     }
 
@@ -441,6 +462,7 @@ impl Mesh {
                 established: false,
                 switch,
                 next_tcp_heartbeat: now + TCP_HEARTBEAT,
+                deltas: self.cfg.topology_deltas && remote.topology_deltas,
             },
         );
         if let (true, IpAddr::V4(ip)) = (fastdp, remote_addr.ip()) {
@@ -456,8 +478,7 @@ impl Mesh {
         }
         self.routes_dirty = true;
         if added.new_or_restarted {
-            let all = self.peers.all_names();
-            self.send_topology(conn, TOPOLOGY_CHANNEL, &all);
+            self.send_all_topology(conn);
         }
         self.schedule_update(&[remote.name], now);
         self.refresh_maker(now);
@@ -600,7 +621,9 @@ impl Mesh {
         payload: Vec<u8>,
         now: Instant,
     ) -> Result<(), String> {
-        let _ = from;
+        if channel == topology_delta::CHANNEL {
+            return self.on_weft_topology(from, src, &payload, now);
+        }
         if channel != TOPOLOGY_CHANNEL {
             // A channel we do not implement: relay it like Weave's surrogate gossiper,
             // de-duplicated within one gossip interval so it cannot circulate forever.
@@ -619,11 +642,7 @@ impl Mesh {
         }
         let res = self.apply_topology(&payload, now)?;
         if !res.improved.is_empty() {
-            for hop in self.random_neighbours(src) {
-                if let Some(&c) = self.by_remote.get(&hop) {
-                    self.send_topology(c, TOPOLOGY_CHANNEL, &res.improved);
-                }
-            }
+            self.relay_improved(src, &res.improved);
         }
         Ok(())
     }
@@ -837,7 +856,7 @@ impl Mesh {
             names.push(self.name());
             names.sort();
             names.dedup();
-            self.gossip_topology(&names);
+            self.announce(&names);
         }
         if self.gc_at.is_some_and(|t| t <= now) {
             self.gc_at = None;
@@ -854,9 +873,8 @@ impl Mesh {
             }
         }
         if self.gossip_at <= now {
-            self.gossip_at = now + GOSSIP_INTERVAL;
-            let all = self.peers.all_names();
-            self.gossip_topology(&all);
+            self.gossip_at = now + self.cfg.gossip_interval;
+            self.gossip_everything();
         }
         let mut dead = Vec::new();
         let mut tcp_beats = Vec::new();
@@ -971,6 +989,7 @@ impl Mesh {
             unicast_routes,
             broadcast_routes,
             termination_count: self.termination_count,
+            topology_bytes_sent: self.topology_bytes_sent,
         }
     }
 
@@ -1021,15 +1040,6 @@ impl Mesh {
         self.update_at.get_or_insert(now + TOPOLOGY_UPDATE_DELAY);
     }
 
-    fn gossip_topology(&mut self, names: &[PeerName]) {
-        let us = self.name();
-        for hop in self.random_neighbours(us) {
-            if let Some(&c) = self.by_remote.get(&hop) {
-                self.send_topology(c, TOPOLOGY_CHANNEL, names);
-            }
-        }
-    }
-
     fn send_topology(&mut self, conn: ConnId, channel: &str, names: &[PeerName]) {
         let payload = topo_wire::encode(&self.peers.summaries(names));
         let msg = ProtocolMsg::Gossip {
@@ -1037,13 +1047,27 @@ impl Mesh {
             src: self.name(),
             payload,
         };
+        let before = self.events.len();
         self.send_msg(conn, &msg);
+        self.topology_bytes_sent.0 += self.bytes_queued_since(before);
     }
 
     fn send_msg_to_peer(&mut self, peer: PeerName, msg: &ProtocolMsg) {
         if let Some(&c) = self.by_remote.get(&peer) {
             self.send_msg(c, msg);
         }
+    }
+
+    /// Bytes of the `Send` events queued after the first `before` events.
+    fn bytes_queued_since(&self, before: usize) -> u64 {
+        self.events
+            .iter()
+            .skip(before)
+            .map(|e| match e {
+                MeshEvent::Send { bytes, .. } => bytes.len() as u64,
+                _ => 0,
+            })
+            .sum()
     }
 
     fn send_msg(&mut self, conn: ConnId, msg: &ProtocolMsg) {

@@ -25,6 +25,9 @@ use std::ops::Bound::{Excluded, Unbounded};
 use rand::Rng;
 use weft_wire::{ConnectionSummary, PeerName, PeerSummary};
 
+mod delta;
+pub use delta::DeltaOutcome;
+
 /// Number of bits in a short ID (fast datapath VNI space).
 pub const SHORT_ID_BITS: u32 = 12;
 

@@ -59,6 +59,16 @@ pub fn topology(data: &[u8]) {
     }
 }
 
+/// Decodes a `weft-topology` payload; whatever decodes must re-encode to the same message.
+pub fn topology_delta(data: &[u8]) {
+    if let Ok(m) = crate::topology_delta::Message::decode(data) {
+        match m.encode() {
+            Ok(b) => assert_eq!(crate::topology_delta::Message::decode(&b), Ok(m)),
+            Err(e) => panic!("decoded message does not re-encode: {e}"),
+        }
+    }
+}
+
 /// Decodes a handshake features map.
 pub fn features(data: &[u8]) {
     if let Ok(map) = crate::features::decode(data) {
@@ -123,6 +133,7 @@ mod tests {
         assert!(replay("topology", super::topology) > 0);
         assert!(replay("features", super::features) > 0);
         assert!(replay("sleeve", super::sleeve) > 0);
+        assert!(replay("topology_delta", super::topology_delta) > 0);
     }
 
     #[test]

@@ -2,9 +2,10 @@
 //!
 //! Everything that crosses a socket is encoded and decoded here and nowhere else: Go `gob`
 //! values, the mesh protocol header and frames, the handshake features map, gossip message
-//! framing and the topology payload. Decoders are strict (trailing bytes, oversize lengths and
-//! malformed input are errors, never panics) because every byte here may come from a hostile
-//! peer. No I/O and no clocks live in this crate.
+//! framing, the topology payload and weft's own topology deltas ([`topology_delta`]). Decoders
+//! are strict (trailing bytes, oversize lengths and malformed input are errors, never panics)
+//! because every byte here may come from a hostile peer. No I/O and no clocks live in this
+//! crate.
 //!
 //! Left out: encryption (NaCl framing of TCP and UDP), which wraps these formats, and the
 //! channel-specific gossip payloads of IPAM and DNS, which their owners build on [`gob`].
@@ -21,6 +22,7 @@ pub mod peer;
 pub mod protocol;
 pub mod sleeve;
 pub mod topology;
+pub mod topology_delta;
 
 #[cfg(any(fuzzing, test))]
 pub mod fuzzing;

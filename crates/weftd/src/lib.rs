@@ -176,6 +176,8 @@ pub async fn run(cfg: RouterConfig) -> Result<(), StartError> {
         conn_limit: cfg.conn_limit,
         discovery: cfg.discovery,
         fastdp: cfg.fastdp,
+        topology_deltas: true,
+        gossip_interval: weft_core::mesh::GOSSIP_INTERVAL,
         mtu: cfg.mtu(),
     };
     let mesh = Mesh::new(mesh_cfg, rng.gen(), Instant::now());

@@ -22,6 +22,11 @@ struct DropLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ChannelLabels {
+    channel: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabel {
     r#type: String,
     encryption: String,
@@ -93,6 +98,22 @@ pub fn render(snap: &Snapshot, encryption: bool) -> String {
         "weft_sleeve_dropped_frames",
         "Frames and datagrams the sleeve path dropped, by reason",
         dropped,
+    );
+    let gossip = Family::<ChannelLabels, Counter<u64>>::default();
+    for (channel, n) in [
+        ("topology", s.topology_bytes_sent.0),
+        (weft_wire::topology_delta::CHANNEL, s.topology_bytes_sent.1),
+    ] {
+        gossip
+            .get_or_create(&ChannelLabels {
+                channel: channel.to_string(),
+            })
+            .inc_by(n);
+    }
+    reg.register(
+        "weft_topology_gossip_sent_bytes",
+        "Topology gossip bytes sent: Weave's full entries (topology) or weft's deltas",
+        gossip,
     );
     for (name, help, n) in [
         (

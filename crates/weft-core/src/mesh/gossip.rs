@@ -1,0 +1,208 @@
+//! Topology gossip: what the mesh sends when its view changes, periodically and when a
+//! connection comes up, and what it does with received topology.
+//!
+//! Towards Weave Net peers this is Weave's `topology` channel: whole peer entries, relayed to
+//! random neighbours when they improve our view. Between weft peers (both advertised
+//! [`weft_wire::topology_delta::FEATURE`]) the `weft-topology` channel carries changes instead:
+//! * our own change goes out as a delta since our last announcement, and every peer that can
+//!   apply it relays that same delta once, so a connection change costs O(1) bytes per peer
+//!   and per gossip fan-out (N·log N in all) instead of the N entries of a full connection list;
+//! * other peers are announced by reference (name, uid, version); whoever lags pulls the
+//!   full entry from the one that announced it, as does whoever misses a delta's base;
+//! * the periodic full gossip and the "send everything to a new peer" become digests of
+//!   references, answered with only the entries the other side lacks.
+//!
+//! Full entries always travel as Weave's payload, so the merge rules stay Weave's.
+
+use std::time::Instant;
+
+use weft_wire::topology_delta::{self as delta_wire, Delta, Message, Ref};
+use weft_wire::PeerName;
+
+use super::{ConnId, Mesh, GC_DELAY, TOPOLOGY_CHANNEL};
+use crate::topology::DeltaOutcome;
+
+impl Mesh {
+    /// Whether `conn` speaks weft's topology deltas.
+    fn speaks_deltas(&self, conn: ConnId) -> bool {
+        self.conns.get(&conn).is_some_and(|c| c.deltas)
+    }
+
+    /// Our coalesced topology update: `names` (ourself included) to random neighbours.
+    pub(super) fn announce(&mut self, names: &[PeerName]) {
+        let us = self.name();
+        let ours = self.peers.our_delta_since(&self.announced);
+        self.announced = self.peers.our_entry();
+        let refs: Vec<Ref> = names
+            .iter()
+            .filter(|&&n| n != us)
+            .map(|&n| self.peers.ref_of(n))
+            .collect();
+        let update = Message::Update {
+            deltas: ours.into_iter().collect(),
+            refs,
+        };
+        for hop in self.random_neighbours(us) {
+            self.send_topology_to(hop, names, &update);
+        }
+    }
+
+    /// The periodic full gossip: digests to weft peers, everything to Weave peers.
+    pub(super) fn gossip_everything(&mut self) {
+        let us = self.name();
+        let all = self.peers.all_names();
+        let digest = Message::Digest(self.peers.refs());
+        for hop in self.random_neighbours(us) {
+            self.send_topology_to(hop, &all, &digest);
+        }
+    }
+
+    /// What a new (or restarted) neighbour gets: our whole view, or a digest of it.
+    pub(super) fn send_all_topology(&mut self, conn: ConnId) {
+        if self.speaks_deltas(conn) {
+            let digest = Message::Digest(self.peers.refs());
+            self.send_weft_topology(conn, &digest);
+        } else {
+            let all = self.peers.all_names();
+            self.send_topology(conn, TOPOLOGY_CHANNEL, &all);
+        }
+    }
+
+    /// Relays peers that improved our view from Weave's payload: by reference to weft peers,
+    /// whole to Weave peers.
+    pub(super) fn relay_improved(&mut self, except: PeerName, improved: &[PeerName]) {
+        let refs = improved.iter().map(|&n| self.peers.ref_of(n)).collect();
+        let update = Message::Update {
+            deltas: Vec::new(),
+            refs,
+        };
+        for hop in self.random_neighbours(except) {
+            self.send_topology_to(hop, improved, &update);
+        }
+    }
+
+    /// `msg` if `hop` speaks deltas, else Weave's payload with the entries of `names`.
+    fn send_topology_to(&mut self, hop: PeerName, names: &[PeerName], msg: &Message) {
+        let Some(&conn) = self.by_remote.get(&hop) else {
+            return;
+        };
+        if self.speaks_deltas(conn) {
+            self.send_weft_topology(conn, msg);
+        } else {
+            self.send_topology(conn, TOPOLOGY_CHANNEL, names);
+        }
+    }
+
+    fn send_weft_topology(&mut self, conn: ConnId, msg: &Message) {
+        match msg.encode() {
+            Ok(payload) => {
+                let msg = weft_wire::protocol::ProtocolMsg::Gossip {
+                    channel: delta_wire::CHANNEL.to_string(),
+                    src: self.name(),
+                    payload,
+                };
+                let before = self.events.len();
+                self.send_msg(conn, &msg);
+                self.topology_bytes_sent.1 += self.bytes_queued_since(before);
+            }
+            Err(e) => tracing::warn!("not sending topology: {e}"),
+        }
+    }
+
+    /// A `weft-topology` payload arrived on `conn` from neighbour `src`. Errors close the
+    /// connection, as a malformed Weave topology payload does.
+    pub(super) fn on_weft_topology(
+        &mut self,
+        conn: ConnId,
+        src: PeerName,
+        payload: &[u8],
+        now: Instant,
+    ) -> Result<(), String> {
+        match Message::decode(payload).map_err(|e| e.to_string())? {
+            Message::Update { deltas, refs } => self.on_update(conn, src, deltas, &refs, now),
+            Message::Pull(refs) => {
+                let names: Vec<PeerName> = refs
+                    .iter()
+                    .filter(|r| self.peers.is_newer_than(r))
+                    .map(|r| r.name)
+                    .collect();
+                if !names.is_empty() {
+                    self.send_topology(conn, TOPOLOGY_CHANNEL, &names);
+                }
+                Ok(())
+            }
+            Message::Digest(refs) => {
+                let mut push: Vec<PeerName> = refs
+                    .iter()
+                    .filter(|r| self.peers.is_newer_than(r))
+                    .map(|r| r.name)
+                    .collect();
+                let mentioned: std::collections::BTreeSet<PeerName> =
+                    refs.iter().map(|r| r.name).collect();
+                push.extend(
+                    self.peers
+                        .refs()
+                        .into_iter()
+                        .filter(|r| !mentioned.contains(&r.name))
+                        .map(|r| r.name),
+                );
+                if !push.is_empty() {
+                    self.send_topology(conn, TOPOLOGY_CHANNEL, &push);
+                }
+                self.pull_lagging(conn, &refs);
+                Ok(())
+            }
+        }
+    }
+
+    fn on_update(
+        &mut self,
+        conn: ConnId,
+        src: PeerName,
+        deltas: Vec<Delta>,
+        refs: &[Ref],
+        now: Instant,
+    ) -> Result<(), String> {
+        let mut applied = Vec::new();
+        let mut gaps = Vec::new();
+        for d in deltas {
+            match self.peers.apply_delta(&d).map_err(|e| e.to_string())? {
+                DeltaOutcome::Applied => applied.push(d),
+                DeltaOutcome::Gap => gaps.push(self.peers.ref_of(d.summary.name)),
+                DeltaOutcome::AnnounceSelf => self.schedule_update(&[], now),
+                DeltaOutcome::Stale => {}
+            }
+        }
+        if !gaps.is_empty() {
+            self.send_weft_topology(conn, &Message::Pull(gaps));
+        }
+        self.pull_lagging(conn, refs);
+        if applied.is_empty() {
+            return Ok(());
+        }
+        self.routes_dirty = true;
+        self.refresh_maker(now);
+        self.gc_at.get_or_insert(now + GC_DELAY);
+        let names: Vec<PeerName> = applied.iter().map(|d| d.summary.name).collect();
+        let relay = Message::Update {
+            deltas: applied,
+            refs: Vec::new(),
+        };
+        for hop in self.random_neighbours(src) {
+            self.send_topology_to(hop, &names, &relay);
+        }
+        Ok(())
+    }
+
+    /// Pulls from `conn` every peer of `refs` that it knows in a newer version than we do.
+    fn pull_lagging(&mut self, conn: ConnId, refs: &[Ref]) {
+        let want: Vec<Ref> = refs
+            .iter()
+            .filter(|r| self.peers.is_older_than(r))
+            .map(|r| self.peers.ref_of(r.name))
+            .collect();
+        if !want.is_empty() {
+            self.send_weft_topology(conn, &Message::Pull(want));
+        }
+    }
+}

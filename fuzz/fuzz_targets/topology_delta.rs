@@ -1,0 +1,4 @@
+//! Fuzz target: `weft_wire::fuzzing::topology_delta` (the harness lives in the library).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| weft_wire::fuzzing::topology_delta(data));
