@@ -21,6 +21,11 @@
 //!
 //! Left out: gob bytes, connection limits, back-off timing, duplicate-connection tie-breaks
 //! (the simulator never creates two connections between one pair).
+//!
+//! The gossip modelled here is Weave Net's full-entry topology gossip, which weft still speaks
+//! with Weave peers; its volume figures below grow like N²·log N in a full mesh. weft's own
+//! deltas between weft peers are measured in bytes in `mesh_sim.rs`
+//! (`gossip_bytes_per_change_grow_like_n_log_n`).
 #![allow(clippy::unwrap_used)] // tests: a panic is how they fail
 
 use std::cmp::Reverse;
