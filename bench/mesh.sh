@@ -36,7 +36,9 @@ for r in $(seq "$RUNS"); do
         sleep 2 # idle: let start-up allocations settle before reading RSS
         weft_rss=$(awk '/VmRSS/{print $2}' "/proc/$(cat "$LAB_DIR/h2/run/weft.pid")/status")
     fi
-    lab_weft 2 stop; lab_weft 1 stop
+    # reset removes the bridge and VXLAN device too: every run (and weaver after us) starts
+    # from a host without weft's devices.
+    lab_weft 2 reset >/dev/null; lab_weft 1 reset >/dev/null
 done
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
 wt=$(median "${weft_times[@]}")
