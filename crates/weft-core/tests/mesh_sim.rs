@@ -651,6 +651,28 @@ fn hostile_frame_closes_only_its_connection() {
     // The victim connection was closed and re-made by the connection maker; the rest is intact.
     assert_eq!(c.status_line(0), (3, 6, 2));
     assert!(c.views_agree());
+    // The same for weft's delta channel: a truncated update closes that connection only.
+    let conn = *c
+        .links
+        .keys()
+        .find(|(p, _)| *p == 0)
+        .map(|(_, c)| c)
+        .expect("a connection");
+    let now = c.now;
+    let before = c.mesh(0).status(now).termination_count;
+    let mut body = Vec::new();
+    ProtocolMsg::Gossip {
+        channel: topology_delta::CHANNEL.into(),
+        src: c.mesh(1).name(),
+        payload: vec![1, 0, 1, 2, 3],
+    }
+    .encode(&mut body);
+    c.mesh(0).handle_frame(conn, &body, now);
+    c.settle();
+    assert_eq!(c.mesh(0).status(now).termination_count, before + 1);
+    c.run_for(Duration::from_secs(30));
+    assert_eq!(c.status_line(0), (3, 6, 2));
+    assert!(c.views_agree());
 }
 
 /// A full mesh of `n` formed by joining every peer through peer 0 (discovery does the rest),
