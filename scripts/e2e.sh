@@ -272,6 +272,8 @@ test_sleeve_ping_across_hosts() {
     ping_ok c1 -s 8000 10.2.1.3
     expect_match "$(lab_weft 1 status connections)" "established sleeve" "sleeve in use"
     expect_match "$(lab_weft 1 status connections)" "fastdp-fallback=\"not offered by both peers\"" "reason shown"
+    # The sleeve MTU measured on the 1500-byte underlay, as Weave Net reports it.
+    expect_match "$(lab_weft 1 status connections)" "established sleeve .* mtu=1438$" "sleeve mtu"
 }
 
 test_fastdp_ping_and_status() {

@@ -224,6 +224,8 @@ struct Conn {
     next_tcp_heartbeat: Instant,
     /// Both ends speak weft's topology deltas.
     deltas: bool,
+    /// The overlay MTU of the sleeve path to the remote, once the data path measured it.
+    sleeve_mtu: Option<u32>,
 }
 
 /// The mesh router state machine. See the module docs for how to drive it.
@@ -463,6 +465,7 @@ impl Mesh {
                 switch,
                 next_tcp_heartbeat: now + TCP_HEARTBEAT,
                 deltas: self.cfg.topology_deltas && remote.topology_deltas,
+                sleeve_mtu: None,
             },
         );
         if let (true, IpAddr::V4(ip)) = (fastdp, remote_addr.ip()) {
@@ -911,6 +914,18 @@ impl Mesh {
         })
     }
 
+    /// The data path measured the overlay MTU of the sleeve path to `peer` (what fits one
+    /// datagram after the IP, UDP and sleeve headers); status shows it for sleeve connections.
+    pub fn set_sleeve_mtu(&mut self, peer: PeerName, mtu: u32) {
+        if let Some(c) = self
+            .by_remote
+            .get(&peer)
+            .and_then(|id| self.conns.get_mut(id))
+        {
+            c.sleeve_mtu = Some(mtu);
+        }
+    }
+
     /// A snapshot for the status, report and metrics endpoints.
     pub fn status(&mut self, now: Instant) -> MeshStatus {
         let us = self.peers.our_summary();
@@ -922,7 +937,12 @@ impl Mesh {
                 if let Some(why) = c.switch.fastdp_fallback(now) {
                     attrs.insert("fastdp-fallback".to_string(), format!("\"{why}\" "));
                 }
-                attrs.insert("mtu".to_string(), self.cfg.mtu.to_string());
+                // Weave shows the bridge MTU for fastdp and the discovered one for sleeve.
+                let mtu = match (c.switch.best(), c.sleeve_mtu) {
+                    ("sleeve", Some(m)) => m,
+                    _ => self.cfg.mtu,
+                };
+                attrs.insert("mtu".to_string(), mtu.to_string());
                 ConnectionStatus {
                     address: c.remote_addr.to_string(),
                     outbound: matches!(c.origin, Origin::Outbound { .. }),

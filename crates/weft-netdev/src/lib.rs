@@ -1,6 +1,7 @@
 //! Linux network plumbing for weft: the bridge, veths, VXLAN devices, addresses, routes and
 //! forwarding entries (through rtnetlink, never by running `ip`), network namespaces, TAP
-//! devices and raw packet sockets.
+//! devices (with `virtio_net_hdr` offloads), raw packet sockets, and the sleeve UDP socket's
+//! GSO/GRO calls.
 //!
 //! This is the only weft crate that may use `unsafe`, and it does so in one module (`sys`) for
 //! the ioctls and `AF_PACKET` calls that `nix` does not wrap; everything else is safe code over
@@ -25,6 +26,7 @@ mod packet;
 mod sys;
 mod sysctl;
 mod tap;
+mod udp;
 
 pub use error::NetdevError;
 pub use netlink::{format_mac, BridgePortFlags, FdbEntry, LinkInfo, Netdev, MAX_MTU};
@@ -33,10 +35,8 @@ pub use packet::{
     gratuitous_arp_frame, send_gratuitous_arp, PacketSocket, ARP_FRAME_LEN, ETH_P_ALL, ETH_P_ARP,
 };
 pub use sysctl::set_sysctl;
-pub use tap::Tap;
-
-/// Turns off UDP checksums on a sending socket (`SO_NO_CHECK`); see the sleeve driver.
-pub fn udp_no_check(fd: std::os::fd::BorrowedFd<'_>) -> Result<(), NetdevError> {
-    sys::udp_no_check(fd)
-        .map_err(|e| NetdevError::os("setting SO_NO_CHECK on the sleeve socket", e))
-}
+pub use tap::{SyncTap, Tap};
+pub use udp::{
+    enable_udp_gro, path_mtu, set_socket_buffers, try_recv_gro, try_send_gso, wait_readable,
+    GroRecv, GRO_CMSG_SPACE, MAX_GSO_BYTES, MAX_GSO_SEGMENTS,
+};

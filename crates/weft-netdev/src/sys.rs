@@ -1,5 +1,5 @@
-//! The unsafe calls of weft, each wrapped in a safe function: the `TUNSETIFF` and
-//! `SIOCGIFHWADDR` ioctls, opening and binding an `AF_PACKET` socket, and registering a file
+//! The unsafe calls of weft, each wrapped in a safe function: the `TUNSETIFF`,
+//! `TUNSETVNETHDRSZ`, `TUNSETOFFLOAD` and `SIOCGIFHWADDR` ioctls, opening and binding an `AF_PACKET` socket, and registering a file
 //! descriptor with the tokio reactor.
 //!
 //! These are the calls neither `nix` nor the standard library offers safely. Every function
@@ -129,27 +129,27 @@ pub(crate) fn packet_socket(ifindex: u32, ethertype: u16) -> Result<OwnedFd, Err
     Ok(fd)
 }
 
-/// Sends UDP datagrams from `fd` without a checksum (`SO_NO_CHECK`), as Weave Net's sleeve
-/// does: computing it over every 64 KB datagram that IP then fragments is the sender's
-/// largest per-frame cost, and the Ethernet frames inside carry their own checksums.
-pub(crate) fn udp_no_check(fd: BorrowedFd<'_>) -> Result<(), Errno> {
-    let one: libc::c_int = 1;
-    // SAFETY: `fd` is a valid, open socket for the duration of the call (BorrowedFd), and the
-    // option value points to a live c_int whose exact size is passed.
-    let r = unsafe {
-        libc::setsockopt(
+/// `ioctl(TUNSETVNETHDRSZ)`: the length of the `virtio_net_hdr` in front of each frame of a
+/// TAP opened with `IFF_VNET_HDR`.
+pub(crate) fn tun_set_vnet_hdr_sz(fd: BorrowedFd<'_>, len: i32) -> Result<(), Errno> {
+    // SAFETY: `fd` is open for the duration of the call, and TUNSETVNETHDRSZ reads exactly one
+    // `int` through the pointer, which points to `len`, alive for the call.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETVNETHDRSZ as _, &raw const len) };
+    Errno::result(rc).map(drop)
+}
+
+/// `ioctl(TUNSETOFFLOAD)`: which offloads (`TUN_F_*`) the reader of the TAP accepts.
+pub(crate) fn tun_set_offload(fd: BorrowedFd<'_>, flags: libc::c_uint) -> Result<(), Errno> {
+    // SAFETY: `fd` is open for the duration of the call, and TUNSETOFFLOAD takes its argument
+    // by value (an unsigned long of flags); no memory is passed.
+    let rc = unsafe {
+        libc::ioctl(
             fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_NO_CHECK,
-            (&raw const one).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
+            libc::TUNSETOFFLOAD as _,
+            libc::c_ulong::from(flags),
         )
     };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(Errno::last())
-    }
+    Errno::result(rc).map(drop)
 }
 
 #[cfg(test)]

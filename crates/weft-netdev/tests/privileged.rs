@@ -742,3 +742,37 @@ fn ping_between_bridges_over_vxlan() {
     let fdb = sh_in(&a, &["bridge", "fdb", "show", "br", "weave"]);
     assert!(fdb.contains("02:77:65:66:74:02"), "{fdb}");
 }
+
+#[test]
+fn offloaded_tap_takes_frames_behind_a_virtio_header() {
+    if !privileged() {
+        return;
+    }
+    let ns = new_netns().expect("netns");
+    let (vnet, written, tso) = run_in(&ns, || async {
+        let nd = Netdev::new().await.expect("netlink");
+        let tap = Tap::create_offloaded("tapwe1").expect("tap");
+        let t = index(&nd, "tapwe1").await;
+        nd.set_up(t).await.expect("tap up");
+        // A plain frame: all-zero virtio_net_hdr (no GSO, checksum complete), then the frame.
+        let frame = test_frame(PEER_MAC_2, b"behind a vnet header");
+        let hdr = [0u8; 10];
+        let n = tap
+            .try_send_parts(&[std::io::IoSlice::new(&hdr), std::io::IoSlice::new(&frame)])
+            .expect("write");
+        let features = Command::new("ethtool")
+            .args(["-k", "tapwe1"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        (tap.has_vnet_hdr(), n == hdr.len() + frame.len(), features)
+    });
+    assert!(vnet, "the kernel granted IFF_VNET_HDR");
+    assert!(written, "one write took header and frame");
+    if !tso.is_empty() {
+        assert!(
+            tso.contains("tcp-segmentation-offload: on"),
+            "TSO offered to the TAP: {tso}"
+        );
+    }
+}

@@ -42,8 +42,8 @@ pub enum DataplaneError {
 pub struct Dataplane {
     nl: Netdev,
     bridge: u32,
-    /// The sleeve TAP port.
-    pub tap: Arc<Tap>,
+    /// The sleeve TAP port, until the driver takes it for its data path.
+    pub tap: Option<Tap>,
     vxlan: Option<u32>,
     vxlan_port: u16,
     /// Sends fastdp heartbeats out of the VXLAN device.
@@ -77,7 +77,12 @@ impl Dataplane {
         if let Some(old) = nl.link(TAP).await? {
             nl.delete_link(old.index).await?;
         }
-        let tap = Tap::create(TAP)?;
+        // With offloads, container TCP reaches the router as 64 KB super-packets that sleeve
+        // segments itself (and injects coalesced), instead of one skb per wire-sized segment.
+        let tap = Tap::create_offloaded(TAP)?;
+        if !tap.has_vnet_hdr() {
+            tracing::info!("{TAP}: no TAP offloads from the kernel; capturing frame by frame");
+        }
         let t = nl.link(TAP).await?.ok_or(DataplaneError::Missing(TAP))?;
         nl.set_mtu(t.index, mtu).await?;
         nl.set_master(t.index, bridge).await?;
@@ -111,7 +116,7 @@ impl Dataplane {
         let dp = Self {
             nl,
             bridge,
-            tap: Arc::new(tap),
+            tap: Some(tap),
             vxlan,
             vxlan_port: port.wrapping_add(1),
             heartbeat_tx,

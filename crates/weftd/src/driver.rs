@@ -1,14 +1,26 @@
 //! The tokio shell around [`weft_core::mesh::Mesh`]: one task owns the state machine and
 //! selects on its input channel and its next deadline; small tasks move bytes for the TCP
-//! listener, each connection's intro, reader and writer, and the sleeve UDP socket.
+//! listener and each connection's intro, reader and writer.
 //!
 //! Nothing here decides anything about the protocol: it reads, writes, dials and forwards
 //! what the mesh asks for.
+//!
+//! The sleeve hot path runs on a thread of its own (`DataPath`), off the tokio reactor: it
+//! waits on the TAP and the sleeve socket with one `poll(2)` and then reads both until
+//! neither has anything, so a packet costs one wake-up and its system calls, not a reactor
+//! turn and a task poll; it forwards with its own [`Forwarder`] from straight-reused buffers.
+//! The mesh task hands it a `FabricSnapshot` (routes, connected peers, their UDP addresses)
+//! whenever that changes, and gets back the special (control) frames and the counters.
+//! TAP reads (TCP super-packets when the TAP has offloads) are cut by the forwarder into
+//! wire-sized segments sent with one UDP GSO `sendmsg` per next hop; UDP reads (runs of
+//! datagrams coalesced by UDP GRO) are split per datagram, and what is injected goes through
+//! the [`Coalescer`], so that one TAP write carries a whole run of TCP segments.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -20,8 +32,15 @@ use weft_core::handshake::{Handshake, LocalIdentity, RemoteFeatures};
 use weft_core::mesh::{ConnId, Mesh, MeshEvent, MeshStatus, Origin};
 use weft_wire::frame;
 
-use weft_core::overlay::{Delivery, Forwarder, ForwarderStats, Received, MAC_SWEEP_INTERVAL};
-use weft_netdev::PacketSocket;
+use weft_core::overlay::offload::{
+    complete_checksum, Coalescer, Tso, VnetHdr, GSO_NONE, PLAIN_HDR, VNET_F_NEEDS_CSUM,
+    VNET_HDR_LEN,
+};
+use weft_core::overlay::{
+    pmtu, Delivery, FabricTable, Forwarder, ForwarderStats, Received, SegmentBatch, Verdict,
+    MAC_SWEEP_INTERVAL,
+};
+use weft_netdev::{PacketSocket, SyncTap};
 use weft_wire::PeerName;
 
 use crate::attach::Cidr;
@@ -34,6 +53,13 @@ const INTRO_TIMEOUT: Duration = Duration::from_secs(10);
 const READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a TCP connect may take.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Room for one TAP read: a `virtio_net_hdr` and a 64 KB super-packet with its headers.
+const TAP_BUF_LEN: usize = VNET_HDR_LEN + 14 + 65535 + 64;
+/// Most rounds of reads (one of each fd) per wake-up of the data path, before it checks for
+/// a new fabric, publishes its counters and sweeps.
+const DRAIN_READS: usize = 64;
+/// IPv4 and UDP headers: the path MTU minus these is the largest sleeve datagram.
+const IP_UDP_HEADERS: usize = 28;
 
 /// Everything the status, report and metrics endpoints show, taken at one instant.
 #[derive(Debug, Clone)]
@@ -92,6 +118,14 @@ enum Input {
     Frame(ConnId, Vec<u8>),
     Closed(ConnId, Option<String>),
     FastdpFrame(Vec<u8>),
+    /// The data path measured the overlay MTU towards a next hop.
+    SleeveMtu(PeerName, u32),
+    /// A special (control) sleeve frame the data path received.
+    Special {
+        from: SocketAddr,
+        sender: PeerName,
+        frame: Vec<u8>,
+    },
     Command(Command),
 }
 
@@ -139,9 +173,28 @@ impl Driver {
             store,
             dataplane,
         } = self;
-        let udp = Arc::new(udp);
+        // The sleeve data path runs on a thread of its own, off the reactor: a packet then
+        // costs one poll(2) wake-up and the reads, not a reactor turn and a task poll.
+        let udp = match udp.into_std() {
+            Ok(u) => Arc::new(u),
+            Err(e) => {
+                tracing::error!("sleeve socket: {e}");
+                return;
+            }
+        };
+        let mut dataplane = dataplane;
+        let shared = Arc::new(Shared::default());
+        let _stop = StopOnDrop(shared.clone());
+        if let Some(tap) = dataplane.tap.take() {
+            let dp = DataPath::new(tap.into_sync(), udp.clone(), shared.clone(), tx.clone());
+            if let Err(e) = std::thread::Builder::new()
+                .name("weft-sleeve".into())
+                .spawn(move || dp.run())
+            {
+                tracing::error!("cannot start the sleeve data path: {e}");
+            }
+        }
         spawn_listener(listener, identity.clone(), tx.clone());
-        let tap = dataplane.tap.clone();
         if let Some(hb) = dataplane.heartbeats.clone() {
             spawn_heartbeat_reader(hb, tx.clone());
         }
@@ -150,16 +203,10 @@ impl Driver {
             host,
             store,
             dataplane,
-            udp: udp.clone(),
-            forwarder: Forwarder::new(),
-            out: Vec::with_capacity(65536),
-            dropped_unknown_sender: 0,
+            udp,
+            shared,
+            fabric: None,
         };
-        let mut sweep = tokio::time::interval(MAC_SWEEP_INTERVAL);
-        // The hot path reads straight into these buffers in this task: no copy, no
-        // allocation and no hand-off between tasks per packet.
-        let mut tap_buf = vec![0u8; 65536];
-        let mut udp_buf = vec![0u8; 65536];
         let mut live: HashMap<ConnId, Live> = HashMap::new();
         let now = Instant::now();
         if !initial_peers.is_empty() {
@@ -167,31 +214,24 @@ impl Driver {
                 tracing::error!("{e}");
             }
         }
+        // One timer for the mesh's deadline, moved only when the deadline moves.
+        let timer = tokio::time::sleep_until(Instant::now().into());
+        tokio::pin!(timer);
+        let mut armed: Option<Instant> = None;
         loop {
             let now = Instant::now();
             while let Some(ev) = mesh.poll_event(now) {
                 ctx.act(ev, &mut mesh, &mut live, &tx, now).await;
             }
+            ctx.publish_fabric(&mut mesh);
             let deadline = mesh
                 .poll_timeout()
                 .unwrap_or(now + Duration::from_secs(3600));
+            if armed != Some(deadline) {
+                timer.as_mut().reset(deadline.into());
+                armed = Some(deadline);
+            }
             tokio::select! {
-                r = tap.recv(&mut tap_buf) => match r {
-                    Ok(n) => ctx.on_captured(&tap_buf[..n], &mut mesh, Instant::now()),
-                    Err(e) => tracing::warn!("tap read: {e}"),
-                },
-                r = udp.recv_from(&mut udp_buf) => match r {
-                    Ok((n, from)) => {
-                        let now = Instant::now();
-                        ctx.on_datagram(from, &udp_buf[..n], &mut mesh, now);
-                        // Drain what else is queued before going back to select.
-                        for _ in 0..64 {
-                            let Ok((n, from)) = udp.try_recv_from(&mut udp_buf) else { break };
-                            ctx.on_datagram(from, &udp_buf[..n], &mut mesh, now);
-                        }
-                    }
-                    Err(e) => tracing::debug!("udp recv: {e}"),
-                },
                 input = rx.recv() => {
                     let Some(input) = input else { break };
                     ctx.handle_input(input, &mut mesh, &mut live, &tx).await;
@@ -200,10 +240,8 @@ impl Driver {
                     let Some(cmd) = cmd else { break };
                     ctx.handle_input(Input::Command(cmd), &mut mesh, &mut live, &tx).await;
                 }
-                _ = sweep.tick() => {
-                    ctx.forwarder.expire(Instant::now());
-                }
-                () = tokio::time::sleep_until(deadline.into()) => {
+                () = &mut timer => {
+                    armed = None;
                     mesh.handle_timeout(Instant::now());
                 }
             }
@@ -217,10 +255,12 @@ struct Ctx {
     host: Option<std::net::IpAddr>,
     store: Arc<Store>,
     dataplane: Dataplane,
-    udp: Arc<UdpSocket>,
-    forwarder: Forwarder,
-    out: Vec<u8>,
-    dropped_unknown_sender: u64,
+    /// The sleeve socket, for the mesh's heartbeats (the data path thread has it too).
+    udp: Arc<std::net::UdpSocket>,
+    /// What the mesh and the data path thread share.
+    shared: Arc<Shared>,
+    /// The fabric last handed to the data path.
+    fabric: Option<Arc<FabricSnapshot>>,
 }
 
 impl Ctx {
@@ -261,7 +301,7 @@ impl Ctx {
                 mesh.handle_connection_closed(conn, Some(reason), now);
             }
             MeshEvent::SendUdp { to, datagram } => {
-                if let Err(e) = self.udp.try_send_to(&datagram, to) {
+                if let Err(e) = self.udp.send_to(&datagram, to) {
                     tracing::debug!("udp send to {to}: {e}");
                 }
             }
@@ -282,61 +322,16 @@ impl Ctx {
 }
 
 impl Ctx {
-    /// Sends every datagram the forwarder has ready to its next hop's sleeve address.
-    fn flush(&mut self, mesh: &Mesh) {
-        while let Some(peer) = self.forwarder.poll_datagram(&mut self.out) {
-            match mesh.peer_udp_addr(peer) {
-                Some(to) => {
-                    if let Err(e) = self.udp.try_send_to(&self.out, to) {
-                        tracing::debug!("sleeve send to {peer}: {e}");
-                    }
-                }
-                None => tracing::debug!("Cannot forward frame yet - awaiting contact with {peer}"),
-            }
-        }
-    }
-
-    /// A datagram arrived on the mesh port: data records go through the forwarder (injected
-    /// into the TAP or relayed), control records to the mesh.
-    fn on_datagram(&mut self, from: SocketAddr, d: &[u8], mesh: &mut Mesh, now: Instant) {
-        // Weave's rule: a datagram whose sender we have no connection with is dropped.
-        let sender = d.get(..6).and_then(PeerName::from_bytes);
-        if !sender.is_some_and(|p| mesh.is_connected(p)) {
-            self.dropped_unknown_sender += 1;
+    /// Hands the data path a new view of the mesh when it changed.
+    fn publish_fabric(&mut self, mesh: &mut Mesh) {
+        let snap = FabricSnapshot::of(mesh);
+        if self.fabric.as_deref() == Some(&snap) {
             return;
         }
-        let tap = &self.dataplane.tap;
-        // Control frames are rare (heartbeats, MTU probes): copy them out, then hand them to
-        // the mesh, which the forwarder's view of it borrows until then.
-        let mut specials: Vec<(PeerName, Vec<u8>)> = Vec::new();
-        let r = self
-            .forwarder
-            .handle_datagram(d, &mesh.fabric(), now, &mut |del| match del {
-                Delivery::Inject(frame) => {
-                    if let Err(e) = tap.try_send(frame) {
-                        tracing::debug!("inject: {e}");
-                    }
-                }
-                Delivery::Special { sender, frame } => specials.push((sender, frame.to_vec())),
-            });
-        if let Ok(Received {
-            error: Some(e),
-            sender,
-            ..
-        }) = &r
-        {
-            tracing::debug!("datagram from {sender} ({from}): {e}");
-        }
-        for (sender, frame) in specials {
-            mesh.handle_special_frame(from, sender, &frame, now);
-        }
-        self.flush(mesh);
-    }
-
-    /// A frame from a local container, read from the TAP port.
-    fn on_captured(&mut self, frame: &[u8], mesh: &mut Mesh, now: Instant) {
-        self.forwarder.handle_captured(frame, &mesh.fabric(), now);
-        self.flush(mesh);
+        let snap = Arc::new(snap);
+        *lock(&self.shared.fabric) = snap.clone();
+        self.shared.version.fetch_add(1, Ordering::Release);
+        self.fabric = Some(snap);
     }
 
     async fn handle_input(
@@ -415,12 +410,19 @@ impl Ctx {
                 let _ = reply.send(self.dataplane.exposed().await.unwrap_or_default());
             }
             Input::Command(Command::Status(reply)) => {
+                let (forwarder, dropped_unknown_sender) = *lock(&self.shared.stats);
                 let _ = reply.send(Snapshot {
                     mesh: mesh.status(now),
-                    forwarder: self.forwarder.stats(),
-                    dropped_unknown_sender: self.dropped_unknown_sender,
+                    forwarder,
+                    dropped_unknown_sender,
                 });
             }
+            Input::Special {
+                from,
+                sender,
+                frame,
+            } => mesh.handle_special_frame(from, sender, &frame, now),
+            Input::SleeveMtu(peer, mtu) => mesh.set_sleeve_mtu(peer, mtu),
             Input::Command(Command::Connect {
                 peers,
                 replace,
@@ -634,4 +636,401 @@ fn spawn_heartbeat_reader(sock: Arc<PacketSocket>, tx: mpsc::UnboundedSender<Inp
             }
         }
     });
+}
+
+/// What the mesh task and the data path thread share.
+#[derive(Default)]
+struct Shared {
+    /// The mesh as the data path sees it; replaced whole when it changes.
+    fabric: Mutex<Arc<FabricSnapshot>>,
+    /// Bumped after each replacement of `fabric`, so that the data path checks cheaply.
+    version: AtomicU64,
+    /// Forwarder counters and datagrams from unknown senders, as of the last batch.
+    stats: Mutex<(ForwarderStats, u64)>,
+    /// Set when the mesh task ends: the data path thread returns.
+    stop: AtomicBool,
+}
+
+/// Stops the data path thread when the mesh task's `run` returns.
+struct StopOnDrop(Arc<Shared>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Locks a mutex; a panic elsewhere while holding it leaves plain data, still usable.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The answers of [`Mesh::fabric`], [`Mesh::is_connected`] and [`Mesh::peer_udp_addr`] for
+/// every known peer, taken at one instant, for the data path thread.
+#[derive(Debug, Default, PartialEq)]
+struct FabricSnapshot {
+    /// Routes and peers, for the forwarder.
+    table: FabricTable,
+    /// Peers we hold a connection with (datagrams from others are dropped).
+    connected: HashSet<PeerName>,
+    udp: HashMap<PeerName, SocketAddr>,
+}
+
+impl FabricSnapshot {
+    fn of(mesh: &mut Mesh) -> Self {
+        let names = mesh.peers().all_names();
+        let table = FabricTable::capture(&mesh.fabric(), &names);
+        Self {
+            table,
+            connected: names
+                .iter()
+                .copied()
+                .filter(|&n| mesh.is_connected(n))
+                .collect(),
+            udp: names
+                .iter()
+                .filter_map(|&n| mesh.peer_udp_addr(n).map(|a| (n, a)))
+                .collect(),
+        }
+    }
+}
+
+/// The sleeve data path: owns the TAP, reads the sleeve socket, and runs the forwarder, on a
+/// thread of its own (see [`DataPath::run`]).
+struct DataPath {
+    tap: SyncTap,
+    udp: Arc<std::net::UdpSocket>,
+    shared: Arc<Shared>,
+    /// Special frames go to the mesh task.
+    to_mesh: mpsc::UnboundedSender<Input>,
+    fabric: Arc<FabricSnapshot>,
+    version: u64,
+    forwarder: Forwarder,
+    out: Vec<u8>,
+    dropped_unknown_sender: u64,
+    /// Glues received TCP segments into super-packets for the TAP.
+    coalescer: Coalescer,
+    /// Segments of one captured super-packet, for one GSO send.
+    batch: SegmentBatch,
+    /// For segments that take the slow path, and ICMP replies.
+    scratch: Vec<u8>,
+    /// Per next hop: the UDP address whose path MTU we read, and that MTU.
+    paths: HashMap<PeerName, (SocketAddr, usize)>,
+    /// UDP GSO works here (cleared at the first failure that says it does not).
+    gso: bool,
+    /// TAP frames dropped for a malformed `virtio_net_hdr`.
+    bad_offload: u64,
+}
+
+impl DataPath {
+    fn new(
+        tap: SyncTap,
+        udp: Arc<std::net::UdpSocket>,
+        shared: Arc<Shared>,
+        to_mesh: mpsc::UnboundedSender<Input>,
+    ) -> Self {
+        Self {
+            tap,
+            udp,
+            shared,
+            to_mesh,
+            fabric: Arc::new(FabricSnapshot::default()),
+            version: u64::MAX,
+            forwarder: Forwarder::new(),
+            out: Vec::with_capacity(65536),
+            dropped_unknown_sender: 0,
+            coalescer: Coalescer::new(),
+            batch: SegmentBatch::new(),
+            scratch: Vec::with_capacity(65536),
+            paths: HashMap::new(),
+            gso: true,
+            bad_offload: 0,
+        }
+    }
+
+    /// Waits for the TAP or the socket, then reads both, alternately, until neither has
+    /// anything: an injected frame's answer (an ICMP echo reply, a TCP ACK) is often queued
+    /// on the TAP by the time the write returns, and is sent on at once. Returns when the
+    /// mesh task has ended.
+    fn run(mut self) {
+        let mut tap_buf = vec![0u8; TAP_BUF_LEN];
+        let mut udp_buf = vec![0u8; 65536];
+        let mut cmsg = Vec::with_capacity(weft_netdev::GRO_CMSG_SPACE);
+        let mut next_sweep = Instant::now() + MAC_SWEEP_INTERVAL;
+        while !self.shared.stop.load(Ordering::Relaxed) {
+            let now = Instant::now();
+            if now >= next_sweep {
+                self.forwarder.expire(now);
+                // Path MTUs are read again on next use: routes may have changed.
+                self.paths.clear();
+                next_sweep = now + MAC_SWEEP_INTERVAL;
+            }
+            let timeout = next_sweep
+                .saturating_duration_since(now)
+                .min(Duration::from_secs(1));
+            let (mut tap_ready, udp_ready) =
+                match weft_netdev::wait_readable(self.tap.as_fd(), self.udp.as_fd(), timeout) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::warn!("sleeve poll: {e}");
+                        std::thread::sleep(Duration::from_millis(10));
+                        continue;
+                    }
+                };
+            let woken = tap_ready || udp_ready;
+            let mut got = false;
+            self.refresh_fabric();
+            for _ in 0..DRAIN_READS {
+                let mut any = false;
+                // Woken by the socket alone: no point asking the TAP first.
+                if tap_ready {
+                    if let Ok(n) = self.tap.try_recv(&mut tap_buf) {
+                        self.on_captured(&mut tap_buf[..n], Instant::now());
+                        any = true;
+                    }
+                }
+                tap_ready = true;
+                match weft_netdev::try_recv_gro(&self.udp, &mut udp_buf, &mut cmsg) {
+                    Ok((n, from, seg)) => {
+                        self.on_received(from, &udp_buf[..n], seg, Instant::now());
+                        any = true;
+                    }
+                    Err(_) => self.end_of_receive(),
+                }
+                if !any {
+                    break;
+                }
+                got = true;
+            }
+            self.end_of_receive();
+            if woken && !got {
+                // Readable but nothing to read: an error state (a TAP whose device is gone
+                // polls readable for ever). Do not spin on it.
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            *lock(&self.shared.stats) = (self.forwarder.stats(), self.dropped_unknown_sender);
+        }
+    }
+
+    /// Takes the mesh task's latest view, if it changed.
+    fn refresh_fabric(&mut self) {
+        let v = self.shared.version.load(Ordering::Acquire);
+        if v != self.version {
+            self.fabric = lock(&self.shared.fabric).clone();
+            self.version = v;
+        }
+    }
+
+    /// Where datagrams for next hop `peer` go; on first use of an address, reads the path MTU
+    /// to it and gives the forwarder the matching max payload (spec §4.6), so that too-big DF
+    /// frames get "fragmentation needed" and TCP segments to fit one datagram.
+    fn path_to(&mut self, peer: PeerName) -> Option<(SocketAddr, usize)> {
+        let to = *self.fabric.udp.get(&peer)?;
+        if let Some(&(addr, mtu)) = self.paths.get(&peer) {
+            if addr == to {
+                return Some((to, mtu));
+            }
+        }
+        let mtu = match weft_netdev::path_mtu(to) {
+            Ok(m) => m as usize,
+            Err(e) => {
+                // Unknown (0): no GSO and the forwarder's defaults, until the next sweep.
+                tracing::debug!("{e}");
+                self.paths.insert(peer, (to, 0));
+                return Some((to, 0));
+            }
+        };
+        let max_payload = mtu.saturating_sub(IP_UDP_HEADERS);
+        if max_payload >= weft_core::overlay::DATAGRAM_OVERHEAD + 576 {
+            self.forwarder.set_max_payload(peer, max_payload);
+            let overlay = max_payload - weft_core::overlay::DATAGRAM_OVERHEAD;
+            let _ = self.to_mesh.send(Input::SleeveMtu(
+                peer,
+                u32::try_from(overlay).unwrap_or(u32::MAX),
+            ));
+        }
+        tracing::debug!("sleeve path to {peer} at {to}: MTU {mtu}");
+        self.paths.insert(peer, (to, mtu));
+        Some((to, mtu))
+    }
+
+    /// Sends every datagram the forwarder has ready to its next hop's sleeve address, then
+    /// the segment batch of a captured super-packet, if any.
+    fn flush(&mut self) {
+        while let Some(peer) = self.forwarder.poll_datagram(&mut self.out) {
+            match self.path_to(peer) {
+                Some((to, _)) => {
+                    if let Err(e) = self.udp.send_to(&self.out, to) {
+                        tracing::debug!("sleeve send to {peer}: {e}");
+                    }
+                }
+                None => tracing::debug!("Cannot forward frame yet - awaiting contact with {peer}"),
+            }
+        }
+        let Some(peer) = self.batch.peer() else {
+            return;
+        };
+        match self.path_to(peer) {
+            Some((to, mtu)) => self.send_batch(peer, to, mtu),
+            None => tracing::debug!("Cannot forward frame yet - awaiting contact with {peer}"),
+        }
+        self.batch.clear();
+    }
+
+    /// Sends the segment batch: with UDP GSO (one `sendmsg` per up to 64 KB) when the
+    /// datagrams fit the path unfragmented, else one datagram per call.
+    fn send_batch(&mut self, peer: PeerName, to: SocketAddr, path_mtu: usize) {
+        let seg = self.batch.datagram_len();
+        let gso = self.gso
+            && self.batch.len() > 1
+            && seg > 0
+            && seg.saturating_add(IP_UDP_HEADERS) <= path_mtu;
+        if gso {
+            let per = (weft_netdev::MAX_GSO_BYTES / seg).clamp(1, weft_netdev::MAX_GSO_SEGMENTS);
+            for chunk in self.batch.bytes().chunks(per * seg) {
+                match weft_netdev::try_send_gso(&self.udp, chunk, seg, to) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        tracing::debug!("sleeve send to {peer}: {e}");
+                    }
+                    Err(e) => {
+                        // EINVAL may be this batch (a path MTU that shrank); anything else says
+                        // the kernel has no UDP GSO: stop trying.
+                        if e.kind() != std::io::ErrorKind::InvalidInput {
+                            tracing::info!("UDP GSO send failed ({e}); sending one by one");
+                            self.gso = false;
+                        }
+                        for d in chunk.chunks(seg) {
+                            let _ = self.udp.send_to(d, to);
+                        }
+                    }
+                }
+            }
+            return;
+        }
+        for d in self.batch.datagrams() {
+            if let Err(e) = self.udp.send_to(d, to) {
+                tracing::debug!("sleeve send to {peer}: {e}");
+            }
+        }
+    }
+
+    /// What one UDP read returned: one datagram, or (`seg`) a run of datagrams of `seg`
+    /// bytes coalesced by the kernel, each handled on its own.
+    fn on_received(&mut self, from: SocketAddr, buf: &[u8], seg: Option<usize>, now: Instant) {
+        match seg {
+            Some(seg) if seg < buf.len() => {
+                for d in buf.chunks(seg) {
+                    self.on_datagram(from, d, now);
+                }
+            }
+            _ => self.on_datagram(from, buf, now),
+        }
+    }
+
+    /// The receive batch is over: write out what the coalescer still holds.
+    fn end_of_receive(&mut self) {
+        let tap = &self.tap;
+        self.coalescer.flush(&mut |h, f| inject(tap, h, f));
+    }
+
+    /// A datagram arrived on the mesh port: data records go through the forwarder (injected
+    /// into the TAP or relayed), control records to the mesh.
+    fn on_datagram(&mut self, from: SocketAddr, d: &[u8], now: Instant) {
+        // Weave's rule: a datagram whose sender we have no connection with is dropped.
+        let sender = d.get(..6).and_then(PeerName::from_bytes);
+        if !sender.is_some_and(|p| self.fabric.connected.contains(&p)) {
+            self.dropped_unknown_sender += 1;
+            return;
+        }
+        let tap = &self.tap;
+        let coalescer = &mut self.coalescer;
+        let to_mesh = &self.to_mesh;
+        // Control frames are rare (heartbeats, MTU probes): copied out to the mesh task.
+        let r = self
+            .forwarder
+            .handle_datagram(d, &self.fabric.table, now, &mut |del| match del {
+                Delivery::Inject(frame) if tap.has_vnet_hdr() => {
+                    coalescer.push(frame, &mut |h, f| inject(tap, h, f));
+                }
+                Delivery::Inject(frame) => inject(tap, &PLAIN_HDR, frame),
+                Delivery::Special { sender, frame } => {
+                    let _ = to_mesh.send(Input::Special {
+                        from,
+                        sender,
+                        frame: frame.to_vec(),
+                    });
+                }
+            });
+        if let Ok(Received {
+            error: Some(e),
+            sender,
+            ..
+        }) = &r
+        {
+            tracing::debug!("datagram from {sender} ({from}): {e}");
+        }
+        self.flush();
+    }
+
+    /// What one TAP read returned: a frame from a local container, after the
+    /// `virtio_net_hdr` when the TAP has offloads (a TCP super-packet is segmented, a
+    /// partial checksum completed, since peers get frames as they are on the wire).
+    fn on_captured(&mut self, buf: &mut [u8], now: Instant) {
+        let (hdr, frame) = if self.tap.has_vnet_hdr() {
+            match VnetHdr::split(buf) {
+                Ok(x) => x,
+                Err(e) => return self.bad_offload(&e),
+            }
+        } else {
+            (VnetHdr::default(), buf)
+        };
+        let verdict = if hdr.gso_type == GSO_NONE {
+            if hdr.flags & VNET_F_NEEDS_CSUM != 0 {
+                if let Err(e) = complete_checksum(frame, &hdr) {
+                    return self.bad_offload(&e);
+                }
+            }
+            self.forwarder
+                .handle_captured(frame, &self.fabric.table, now)
+        } else {
+            let tso = match Tso::new(frame, &hdr) {
+                Ok(t) => t,
+                Err(e) => return self.bad_offload(&e),
+            };
+            self.forwarder.handle_captured_tso(
+                &tso,
+                &self.fabric.table,
+                now,
+                &mut self.batch,
+                &mut self.scratch,
+            )
+        };
+        if let Verdict::FragNeeded { mtu } = verdict {
+            // Back to the sender as if from the destination (spec §4.6); its TCP then sends
+            // segments that fit one datagram.
+            if pmtu::frag_needed(frame, mtu, &mut self.scratch) {
+                inject(&self.tap, &PLAIN_HDR, &self.scratch);
+            }
+        }
+        self.flush();
+    }
+
+    fn bad_offload(&mut self, e: &dyn std::fmt::Display) {
+        self.bad_offload += 1;
+        tracing::debug!("dropping TAP frame ({} so far): {e}", self.bad_offload);
+    }
+}
+
+/// Writes one frame into the TAP: `hdr` is its `virtio_net_hdr`, left out when the TAP has
+/// none (then only plain frames, `hdr` = [`PLAIN_HDR`], come here).
+fn inject(tap: &SyncTap, hdr: &[u8], frame: &[u8]) {
+    let r = if tap.has_vnet_hdr() {
+        tap.try_send_parts(&[std::io::IoSlice::new(hdr), std::io::IoSlice::new(frame)])
+    } else {
+        tap.try_send(frame)
+    };
+    if let Err(e) = r {
+        tracing::debug!("inject: {e}");
+    }
 }

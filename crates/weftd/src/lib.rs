@@ -32,6 +32,10 @@ use crate::store::Store;
 /// The largest IP MTU a sleeve record carries in one UDP datagram.
 pub const SLEEVE_MAX_MTU: u32 = 65473;
 
+/// Receive and send buffer of the sleeve UDP socket: room for about a hundred 64 KB GSO/GRO
+/// runs, so that a burst from a fast sender is not dropped while the router is busy.
+const SLEEVE_SOCKET_BUFFER: usize = 8 << 20;
+
 /// Everything the router needs to start.
 #[derive(Debug, Clone)]
 pub struct RouterConfig {
@@ -147,11 +151,13 @@ pub async fn run(cfg: RouterConfig) -> Result<(), StartError> {
     let udp = tokio::net::UdpSocket::bind(listen)
         .await
         .map_err(|e| StartError::Bind(format!("udp {listen}"), e))?;
-    {
-        use std::os::fd::AsFd;
-        if let Err(e) = weft_netdev::udp_no_check(udp.as_fd()) {
-            tracing::warn!("{e}");
-        }
+    // Coalesced receives (UDP GRO): a run of equal-size datagrams sent with UDP GSO arrives
+    // as one buffer. Without it the socket still works, a datagram per read.
+    if let Err(e) = weft_netdev::enable_udp_gro(&udp) {
+        tracing::info!("{e}");
+    }
+    if let Err(e) = weft_netdev::set_socket_buffers(&udp, SLEEVE_SOCKET_BUFFER) {
+        tracing::info!("{e}");
     }
     let http = tokio::net::TcpListener::bind(cfg.http_addr)
         .await
@@ -176,9 +182,9 @@ pub async fn run(cfg: RouterConfig) -> Result<(), StartError> {
         conn_limit: cfg.conn_limit,
         discovery: cfg.discovery,
         fastdp: cfg.fastdp,
+        mtu: cfg.mtu(),
         topology_deltas: true,
         gossip_interval: weft_core::mesh::GOSSIP_INTERVAL,
-        mtu: cfg.mtu(),
     };
     let mesh = Mesh::new(mesh_cfg, rng.gen(), Instant::now());
     let (cmd_tx, cmd_rx) = mpsc::channel(64);

@@ -9,6 +9,8 @@ use weft_wire::sleeve::{self, Frame, SleeveError, ETH_HEADER_LEN, RECORD_HEADER_
 use weft_wire::PeerName;
 
 use super::mac_cache::{MacCache, MacOwner};
+use super::offload::Tso;
+use super::pmtu::{self, PathChoice};
 use super::{Fabric, Mac};
 
 /// Default largest datagram (sender name + records) per next hop: the largest UDP payload of
@@ -22,6 +24,9 @@ pub const MAX_FRAMES_PER_DATAGRAM: usize = 100;
 pub const MAX_QUEUED_FRAMES: usize = 1024;
 /// Most emptied buffers kept for reuse.
 const MAX_SPARE_BUFFERS: usize = 64;
+/// What a datagram carries besides the frame: sender name, record header, and the frame's
+/// Ethernet header (the overlay MTU counts IP bytes). `max_payload − this` is the overlay MTU.
+pub const DATAGRAM_OVERHEAD: usize = 6 + RECORD_HEADER_LEN + ETH_HEADER_LEN;
 
 /// Why a frame or record was dropped. Each reason has its counter in [`ForwarderStats`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -30,7 +35,8 @@ pub enum DropReason {
     /// Shorter than an Ethernet header, a group source MAC, a captured frame that looks like
     /// a special (all-zero header) frame, or a special record not from the sender to us.
     Malformed,
-    /// Longer than a sleeve record can carry (65535 bytes).
+    /// Longer than a sleeve record can carry (65535 bytes), or a flood copy of a DF IPv4
+    /// frame longer than the next hop's overlay MTU (spec §4.6).
     TooBig,
     /// A captured frame whose source MAC is bound to a remote peer.
     MacConflict,
@@ -64,8 +70,75 @@ pub enum Verdict {
     /// For a MAC behind a direct fastdp neighbour: the kernel's VXLAN carries it, nothing
     /// queued.
     Fastdp,
+    /// An IPv4 frame with DF set too big for the next hop's overlay MTU (spec §4.6): nothing
+    /// queued; the caller injects [`pmtu::frag_needed`] with this `mtu` back to the sender.
+    FragNeeded {
+        /// The next hop's overlay MTU.
+        mtu: u16,
+    },
     /// Dropped.
     Dropped(DropReason),
+}
+
+/// Where a captured frame goes, once the MAC rules have been applied.
+enum Target {
+    Unicast { peer: PeerName, hop: PeerName },
+    Flood,
+}
+
+/// Sleeve datagrams of one size (the last may be shorter) for one next hop, back to back, as
+/// built by [`Forwarder::handle_captured_tso`] for one UDP GSO send.
+#[derive(Debug, Default)]
+pub struct SegmentBatch {
+    buf: Vec<u8>,
+    datagram_len: usize,
+    count: usize,
+    peer: Option<PeerName>,
+}
+
+impl SegmentBatch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The next hop, if the batch holds anything.
+    pub fn peer(&self) -> Option<PeerName> {
+        self.peer.filter(|_| self.count > 0)
+    }
+
+    /// Size of every datagram but the last.
+    pub fn datagram_len(&self) -> usize {
+        self.datagram_len
+    }
+
+    /// How many datagrams.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether the batch is empty.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// All datagrams back to back.
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// The datagrams one by one.
+    pub fn datagrams(&self) -> impl Iterator<Item = &[u8]> {
+        self.buf.chunks(self.datagram_len.max(1))
+    }
+
+    /// Empties the batch, keeping its buffer.
+    pub fn clear(&mut self) {
+        self.buf.clear();
+        self.count = 0;
+        self.datagram_len = 0;
+        self.peer = None;
+    }
 }
 
 /// A frame for the local host, handed to the callback of [`Forwarder::handle_datagram`].
@@ -144,6 +217,10 @@ pub struct ForwarderStats {
     pub dropped_looped: u64,
     /// Dropped: [`DropReason::QueueFull`].
     pub dropped_queue_full: u64,
+    /// Too-big DF unicasts answered with [`Verdict::FragNeeded`].
+    pub frag_needed: u64,
+    /// TCP super-packets segmented by [`Forwarder::handle_captured_tso`].
+    pub tso_packets: u64,
 }
 
 impl ForwarderStats {
@@ -237,6 +314,12 @@ impl Forwarder {
     /// one record per next hop of our broadcast tree, each addressed to that hop. Copies to
     /// fastdp neighbours are skipped when [`Fabric::broadcast_has_onward_hops`] says they
     /// would not relay them. Queued records leave through [`Self::poll_datagram`].
+    ///
+    /// The "too big" rule of spec §4.6 applies per next hop, with the overlay MTU its max
+    /// payload allows ([`Self::set_max_payload`] − [`DATAGRAM_OVERHEAD`]): an IPv4 unicast with
+    /// DF set that does not fit is not queued but returned as [`Verdict::FragNeeded`]; such a
+    /// flood copy is dropped ([`DropReason::TooBig`]). Everything else is queued whatever its
+    /// size, a big frame alone in its datagram, for the kernel to fragment.
     pub fn handle_captured(&mut self, frame: &[u8], fabric: &impl Fabric, now: Instant) -> Verdict {
         self.stats.captured += 1;
         let verdict = self.captured(frame, fabric, now);
@@ -247,37 +330,21 @@ impl Forwarder {
     }
 
     fn captured(&mut self, frame: &[u8], fabric: &impl Fabric, now: Instant) -> Verdict {
-        let (Some(dst), Some(src)) = (Mac::dst_of(frame), Mac::src_of(frame)) else {
-            return Verdict::Dropped(DropReason::Malformed);
+        let target = match self.classify(frame, fabric, now) {
+            Ok(t) => t,
+            Err(v) => return v,
         };
-        // A special-looking frame from a container could pass for a heartbeat or PMTU reply
-        // at the next hop; a group source MAC is never valid.
-        if frame.len() < ETH_HEADER_LEN || sleeve::is_special(frame) || src.is_group() {
-            return Verdict::Dropped(DropReason::Malformed);
-        }
-        if frame.len() > usize::from(u16::MAX) {
-            return Verdict::Dropped(DropReason::TooBig);
-        }
         let us = fabric.our_name();
-        if let Err(peer) = self.macs.learn_local(src, now) {
-            tracing::debug!("Captured frame from MAC ({src}) associated with another peer {peer}");
-            return Verdict::Dropped(DropReason::MacConflict);
-        }
-        if dst == Mac::STP {
-            return Verdict::Dropped(DropReason::Stp);
-        }
-        match self.macs.lookup(dst) {
-            Some(MacOwner::Local) => Verdict::Dropped(DropReason::LocalDst),
-            Some(MacOwner::Peer(p)) if p == us => Verdict::Dropped(DropReason::LocalDst),
-            Some(MacOwner::Peer(p)) => {
-                if fabric.is_direct_fastdp(p) {
-                    self.stats.fastdp += 1;
-                    return Verdict::Fastdp;
+        match target {
+            Target::Unicast { peer, hop } => {
+                let mtu = self.path_mtu(hop);
+                if pmtu::choose_path(frame, mtu, true, false) == PathChoice::FragNeeded {
+                    self.stats.frag_needed += 1;
+                    return Verdict::FragNeeded {
+                        mtu: u16::try_from(mtu).unwrap_or(u16::MAX),
+                    };
                 }
-                let Some(hop) = fabric.unicast_next_hop(p) else {
-                    return Verdict::Dropped(DropReason::NoRoute);
-                };
-                match self.enqueue(us, hop, us, p, frame) {
+                match self.enqueue(us, hop, us, peer, frame) {
                     Ok(()) => {
                         self.stats.sent += 1;
                         Verdict::Unicast { next_hop: hop }
@@ -285,10 +352,17 @@ impl Forwarder {
                     Err(reason) => Verdict::Dropped(reason),
                 }
             }
-            None => {
+            Target::Flood => {
                 let mut copies = 0;
                 for &hop in fabric.broadcast_next_hops(us) {
                     if fabric.is_direct_fastdp(hop) && !fabric.broadcast_has_onward_hops(hop, us) {
+                        continue;
+                    }
+                    let mtu = self.path_mtu(hop);
+                    if pmtu::choose_path(frame, mtu, true, true) == PathChoice::DropTooBigBroadcast
+                    {
+                        tracing::debug!("dropping too big DF broadcast frame");
+                        self.stats.count_drop(DropReason::TooBig);
                         continue;
                     }
                     match self.enqueue(us, hop, us, hop, frame) {
@@ -300,6 +374,126 @@ impl Forwarder {
                 Verdict::Flooded { copies }
             }
         }
+    }
+
+    /// The capture rules of [`Self::handle_captured`] up to the choice of next hops.
+    fn classify(
+        &mut self,
+        frame: &[u8],
+        fabric: &impl Fabric,
+        now: Instant,
+    ) -> Result<Target, Verdict> {
+        let (Some(dst), Some(src)) = (Mac::dst_of(frame), Mac::src_of(frame)) else {
+            return Err(Verdict::Dropped(DropReason::Malformed));
+        };
+        // A special-looking frame from a container could pass for a heartbeat or PMTU reply
+        // at the next hop; a group source MAC is never valid.
+        if frame.len() < ETH_HEADER_LEN || sleeve::is_special(frame) || src.is_group() {
+            return Err(Verdict::Dropped(DropReason::Malformed));
+        }
+        if frame.len() > usize::from(u16::MAX) {
+            return Err(Verdict::Dropped(DropReason::TooBig));
+        }
+        let us = fabric.our_name();
+        if let Err(peer) = self.macs.learn_local(src, now) {
+            tracing::debug!("Captured frame from MAC ({src}) associated with another peer {peer}");
+            return Err(Verdict::Dropped(DropReason::MacConflict));
+        }
+        if dst == Mac::STP {
+            return Err(Verdict::Dropped(DropReason::Stp));
+        }
+        match self.macs.lookup(dst) {
+            Some(MacOwner::Local) => Err(Verdict::Dropped(DropReason::LocalDst)),
+            Some(MacOwner::Peer(p)) if p == us => Err(Verdict::Dropped(DropReason::LocalDst)),
+            Some(MacOwner::Peer(p)) => {
+                if fabric.is_direct_fastdp(p) {
+                    self.stats.fastdp += 1;
+                    return Err(Verdict::Fastdp);
+                }
+                let hop = fabric
+                    .unicast_next_hop(p)
+                    .ok_or(Verdict::Dropped(DropReason::NoRoute))?;
+                Ok(Target::Unicast { peer: p, hop })
+            }
+            None => Ok(Target::Flood),
+        }
+    }
+
+    /// The overlay MTU (IP bytes per frame) that fits one datagram for `hop` (spec §4.6).
+    fn path_mtu(&self, hop: PeerName) -> usize {
+        self.max_payload(hop).saturating_sub(DATAGRAM_OVERHEAD)
+    }
+
+    /// Handles a TCP super-packet read from the TAP with its `virtio_net_hdr` (see
+    /// [`Tso`]): the capture rules of [`Self::handle_captured`] apply to it as a whole, and
+    /// the "too big" rule of spec §4.6 to its segment size, not its length.
+    ///
+    /// A unicast whose next hop has nothing queued is cut into segments written straight into
+    /// `batch` (cleared first), one segment per datagram, for one UDP GSO send after
+    /// [`Self::poll_datagram`] is drained. Anything else (floods, a busy queue) is cut into
+    /// segments that go through [`Self::handle_captured`] one by one, using `scratch`.
+    pub fn handle_captured_tso(
+        &mut self,
+        tso: &Tso<'_>,
+        fabric: &impl Fabric,
+        now: Instant,
+        batch: &mut SegmentBatch,
+        scratch: &mut Vec<u8>,
+    ) -> Verdict {
+        batch.clear();
+        let frame = tso.frame();
+        let target = match self.classify(frame, fabric, now) {
+            Ok(t) => t,
+            Err(v) => {
+                self.stats.captured += tso.segments() as u64;
+                if let Verdict::Dropped(reason) = v {
+                    self.stats.count_drop(reason);
+                }
+                return v;
+            }
+        };
+        self.stats.tso_packets += 1;
+        let us = fabric.our_name();
+        let seg_max = tso.max_segment_len();
+        if let Target::Unicast { peer, hop } = target {
+            let mtu = self.path_mtu(hop);
+            if tso.is_ipv4_df() && seg_max > mtu + ETH_HEADER_LEN {
+                self.stats.captured += 1;
+                self.stats.frag_needed += 1;
+                return Verdict::FragNeeded {
+                    mtu: u16::try_from(mtu).unwrap_or(u16::MAX),
+                };
+            }
+            if hop != us && self.queued_frames(hop) == 0 {
+                let n = tso.segments();
+                let us_bytes = us.to_bytes();
+                let peer_bytes = peer.to_bytes();
+                batch.peer = Some(hop);
+                batch.datagram_len = 6 + RECORD_HEADER_LEN + seg_max;
+                batch.buf.reserve(n * batch.datagram_len);
+                for i in 0..n {
+                    let len = tso.segment_len(i);
+                    batch.buf.extend_from_slice(&us_bytes);
+                    batch.buf.extend_from_slice(&us_bytes);
+                    batch.buf.extend_from_slice(&peer_bytes);
+                    // Fits: `classify` checked the super-packet is at most u16::MAX.
+                    batch.buf.extend_from_slice(&(len as u16).to_be_bytes());
+                    tso.append_segment(i, &mut batch.buf);
+                }
+                batch.count = n;
+                self.stats.captured += n as u64;
+                self.stats.sent += n as u64;
+                self.stats.datagrams += n as u64;
+                return Verdict::Unicast { next_hop: hop };
+            }
+        }
+        let mut verdict = Verdict::Dropped(DropReason::Malformed);
+        for i in 0..tso.segments() {
+            scratch.resize(tso.segment_len(i), 0);
+            tso.write_segment(i, scratch);
+            verdict = self.handle_captured(scratch, fabric, now);
+        }
+        verdict
     }
 
     /// Handles one received plaintext sleeve datagram (decrypted already, if the connection is

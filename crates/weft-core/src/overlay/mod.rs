@@ -21,9 +21,14 @@
 //!
 //! Left out, deliberately: sockets, encryption (the datagrams here are the plaintext form of
 //! §4.2, which the encrypting driver seals), heartbeats and PMTU probing (the control plane's;
-//! special frames are handed back untouched as [`Delivery::Special`]), and the choice of DF
-//! versus non-DF path. [`pmtu`] holds the pure "too big" helpers of §4.6 for whoever makes that
-//! choice. Nothing here reads a clock: every call that learns or expires takes `now`.
+//! special frames are handed back untouched as [`Delivery::Special`]). The "too big" rule of
+//! §4.6 is applied per next hop from its max payload ([`Forwarder::set_max_payload`], which
+//! the driver sets from the path MTU): a too-big DF unicast comes back as
+//! [`Verdict::FragNeeded`] for the driver to answer with [`pmtu::frag_needed`]; every other
+//! frame takes the one socket, and the kernel fragments what is too big. [`offload`] holds the
+//! TAP offload helpers: TCP super-packets are segmented to the overlay MTU on capture
+//! ([`Forwarder::handle_captured_tso`]) and coalesced again before injection. Nothing here
+//! reads a clock: every call that learns or expires takes `now`.
 //!
 //! How it degrades: malformed input is counted and dropped, never a panic; records before a
 //! malformed one in a datagram are still delivered (Weave Net's rule); if the caller stops
@@ -32,7 +37,10 @@
 
 mod forward;
 mod mac_cache;
+pub mod offload;
+mod packet;
 pub mod pmtu;
+mod table;
 
 #[cfg(test)]
 mod sim_tests;
@@ -44,10 +52,11 @@ use std::fmt;
 use weft_wire::PeerName;
 
 pub use forward::{
-    Delivery, DropReason, Forwarder, ForwarderStats, Received, Verdict, DEFAULT_MAX_PAYLOAD,
-    MAX_FRAMES_PER_DATAGRAM, MAX_QUEUED_FRAMES,
+    Delivery, DropReason, Forwarder, ForwarderStats, Received, SegmentBatch, Verdict,
+    DATAGRAM_OVERHEAD, DEFAULT_MAX_PAYLOAD, MAX_FRAMES_PER_DATAGRAM, MAX_QUEUED_FRAMES,
 };
 pub use mac_cache::{MacCache, MacOwner, MAC_EXPIRY, MAC_SWEEP_INTERVAL};
+pub use table::FabricTable;
 
 /// What the forwarder needs to know about the mesh, answered from our current view.
 ///

@@ -5,21 +5,10 @@
 //! The caller (whoever owns the DF and non-DF sockets and the PMTU state) applies these per
 //! frame; nothing here keeps state. Malformed IPv4 headers make a frame count as non-IPv4.
 
-/// Ethernet header length.
-const ETH_LEN: usize = 14;
-/// Ethertype of IPv4.
-const ETHERTYPE_IPV4: [u8; 2] = [0x08, 0x00];
-/// Offsets within the IPv4 header.
-const IP_TOS: usize = 1;
-const IP_TOTAL_LEN: usize = 2;
-const IP_FLAGS_FRAG: usize = 6;
-const IP_CHECKSUM: usize = 10;
-const IP_SRC: usize = 12;
-const IP_DST: usize = 16;
-/// The DF and MF bits in the flags/fragment-offset word.
-const FLAG_DF: u16 = 0x4000;
-const FLAG_MF: u16 = 0x2000;
-const FRAG_OFFSET_MASK: u16 = 0x1fff;
+use super::packet::{
+    checksum, u16_at, ETHERTYPE_IPV4, ETH_LEN, FLAG_DF, FLAG_MF, FRAG_OFFSET_MASK, IP4_CHECKSUM,
+    IP4_DST, IP4_FLAGS_FRAG, IP4_SRC, IP4_TOS, IP4_TOTAL_LEN,
+};
 
 /// What to do with a frame on a sleeve connection whose overlay MTU is `mtu`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,11 +40,6 @@ fn ipv4(frame: &[u8]) -> Option<(&[u8], usize)> {
     Some((ip, ihl))
 }
 
-fn u16_at(b: &[u8], at: usize) -> u16 {
-    b.get(at..at + 2)
-        .map_or(0, |x| u16::from_be_bytes([x[0], x[1]]))
-}
-
 /// Picks the path for `frame` (spec §4.6 table): `mtu` is the connection's overlay MTU, a
 /// frame is too big when longer than `mtu + 14`; `stack_frag` says the last fragmentation test
 /// was answered; `flood` says the frame is a broadcast, multicast or unknown-destination copy.
@@ -64,7 +48,7 @@ pub fn choose_path(frame: &[u8], mtu: usize, stack_frag: bool, flood: bool) -> P
     let Some((ip, _)) = ipv4(frame) else {
         return PathChoice::NonDf;
     };
-    if u16_at(ip, IP_FLAGS_FRAG) & FLAG_DF != 0 {
+    if u16_at(ip, IP4_FLAGS_FRAG) & FLAG_DF != 0 {
         return match (too_big, flood) {
             (false, _) => PathChoice::Df,
             (true, true) => PathChoice::DropTooBigBroadcast,
@@ -76,18 +60,6 @@ pub fn choose_path(frame: &[u8], mtu: usize, stack_frag: bool, flood: bool) -> P
         (false, false) => PathChoice::Df,
         (false, true) => PathChoice::Fragment,
     }
-}
-
-/// The Internet checksum of `b`.
-fn checksum(b: &[u8]) -> u16 {
-    let mut sum: u32 = b
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], c.get(1).copied().unwrap_or(0)])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
 }
 
 /// Writes into `out` (cleared first) the ICMP "Destination Unreachable / Fragmentation
@@ -106,13 +78,13 @@ pub fn frag_needed(frame: &[u8], mtu: u16, out: &mut Vec<u8>) -> bool {
     out.extend_from_slice(&frame[..6]);
     out.extend_from_slice(&ETHERTYPE_IPV4);
     let ip_start = out.len();
-    out.extend_from_slice(&[0x45, ip[IP_TOS]]);
+    out.extend_from_slice(&[0x45, ip[IP4_TOS]]);
     out.extend_from_slice(&(total as u16).to_be_bytes());
     out.extend_from_slice(&[0, 0, 0, 0, 64, 1, 0, 0]);
-    out.extend_from_slice(&ip[IP_DST..IP_DST + 4]);
-    out.extend_from_slice(&ip[IP_SRC..IP_SRC + 4]);
+    out.extend_from_slice(&ip[IP4_DST..IP4_DST + 4]);
+    out.extend_from_slice(&ip[IP4_SRC..IP4_SRC + 4]);
     let sum = checksum(&out[ip_start..]);
-    out[ip_start + IP_CHECKSUM..ip_start + IP_CHECKSUM + 2].copy_from_slice(&sum.to_be_bytes());
+    out[ip_start + IP4_CHECKSUM..ip_start + IP4_CHECKSUM + 2].copy_from_slice(&sum.to_be_bytes());
     let icmp_start = out.len();
     out.extend_from_slice(&[3, 4, 0, 0, 0, 0]);
     out.extend_from_slice(&mtu.to_be_bytes());
@@ -135,12 +107,12 @@ pub fn fragment(
     let Some((ip, ihl)) = ipv4(frame) else {
         return 0;
     };
-    let ip_len = usize::from(u16_at(ip, IP_TOTAL_LEN)).clamp(ihl, ip.len());
+    let ip_len = usize::from(u16_at(ip, IP4_TOTAL_LEN)).clamp(ihl, ip.len());
     let step = mtu.saturating_sub(ihl) & !7;
     if step == 0 {
         return 0;
     }
-    let flags = u16_at(ip, IP_FLAGS_FRAG);
+    let flags = u16_at(ip, IP4_FLAGS_FRAG);
     let base = flags & FRAG_OFFSET_MASK;
     let payload = &ip[ihl..ip_len];
     let mut n = 0;
@@ -157,12 +129,12 @@ pub fn fragment(
         scratch.extend_from_slice(&ip[..ihl]);
         scratch.extend_from_slice(chunk);
         let h = ETH_LEN;
-        scratch[h + IP_TOTAL_LEN..h + IP_TOTAL_LEN + 2]
+        scratch[h + IP4_TOTAL_LEN..h + IP4_TOTAL_LEN + 2]
             .copy_from_slice(&((ihl + chunk.len()) as u16).to_be_bytes());
-        scratch[h + IP_FLAGS_FRAG..h + IP_FLAGS_FRAG + 2].copy_from_slice(&word.to_be_bytes());
-        scratch[h + IP_CHECKSUM..h + IP_CHECKSUM + 2].copy_from_slice(&[0, 0]);
+        scratch[h + IP4_FLAGS_FRAG..h + IP4_FLAGS_FRAG + 2].copy_from_slice(&word.to_be_bytes());
+        scratch[h + IP4_CHECKSUM..h + IP4_CHECKSUM + 2].copy_from_slice(&[0, 0]);
         let sum = checksum(&scratch[h..h + ihl]);
-        scratch[h + IP_CHECKSUM..h + IP_CHECKSUM + 2].copy_from_slice(&sum.to_be_bytes());
+        scratch[h + IP4_CHECKSUM..h + IP4_CHECKSUM + 2].copy_from_slice(&sum.to_be_bytes());
         emit(scratch);
         n += 1;
     }

@@ -23,40 +23,7 @@ fn name(i: usize) -> PeerName {
 }
 
 /// What one node knows about the mesh, precomputed from the shared topology.
-#[derive(Debug, Default)]
-struct SimFabric {
-    us: PeerName,
-    unicast: HashMap<PeerName, PeerName>,
-    broadcast: HashMap<PeerName, Vec<PeerName>>,
-    fastdp: HashSet<PeerName>,
-    known: HashSet<PeerName>,
-    /// `(hop, src)` pairs where `hop` has onward hops in `src`'s tree; `None`: always send.
-    onward: Option<HashSet<(PeerName, PeerName)>>,
-}
-
-impl Fabric for SimFabric {
-    fn our_name(&self) -> PeerName {
-        self.us
-    }
-    fn unicast_next_hop(&self, dst: PeerName) -> Option<PeerName> {
-        self.unicast.get(&dst).copied()
-    }
-    fn broadcast_next_hops(&self, src: PeerName) -> &[PeerName] {
-        self.broadcast.get(&src).map_or(&[], |v| v.as_slice())
-    }
-    fn is_direct_fastdp(&self, peer: PeerName) -> bool {
-        self.fastdp.contains(&peer)
-    }
-    fn is_known_peer(&self, peer: PeerName) -> bool {
-        self.known.contains(&peer)
-    }
-    fn broadcast_has_onward_hops(&self, hop: PeerName, src: PeerName) -> bool {
-        match &self.onward {
-            Some(o) => o.contains(&(hop, src)),
-            None => true,
-        }
-    }
-}
+type SimFabric = FabricTable;
 
 /// BFS parents from `s` with ascending neighbour order (as Weave Net's routes).
 fn bfs_parents(adj: &[Vec<usize>], s: usize) -> Vec<Option<usize>> {

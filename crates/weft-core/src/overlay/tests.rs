@@ -1,7 +1,6 @@
 //! Unit tests of the forwarding rules against a fake [`Fabric`].
 #![allow(clippy::unwrap_used)] // In tests a panic is the failed assertion.
 
-use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
@@ -59,36 +58,7 @@ fn drain(fwd: &mut Forwarder) -> Vec<(PeerName, Vec<u8>)> {
     out
 }
 
-#[derive(Debug, Default, Clone)]
-struct FakeFabric {
-    us: PeerName,
-    unicast: HashMap<PeerName, PeerName>,
-    broadcast: HashMap<PeerName, Vec<PeerName>>,
-    fastdp: HashSet<PeerName>,
-    known: HashSet<PeerName>,
-    no_onward: HashSet<(PeerName, PeerName)>,
-}
-
-impl Fabric for FakeFabric {
-    fn our_name(&self) -> PeerName {
-        self.us
-    }
-    fn unicast_next_hop(&self, dst: PeerName) -> Option<PeerName> {
-        self.unicast.get(&dst).copied()
-    }
-    fn broadcast_next_hops(&self, src: PeerName) -> &[PeerName] {
-        self.broadcast.get(&src).map_or(&[], |v| v.as_slice())
-    }
-    fn is_direct_fastdp(&self, peer: PeerName) -> bool {
-        self.fastdp.contains(&peer)
-    }
-    fn is_known_peer(&self, peer: PeerName) -> bool {
-        self.known.contains(&peer)
-    }
-    fn broadcast_has_onward_hops(&self, hop: PeerName, src: PeerName) -> bool {
-        !self.no_onward.contains(&(hop, src))
-    }
-}
+type FakeFabric = FabricTable;
 
 /// Line A – B – C as seen from `us`.
 fn line(us: PeerName) -> FakeFabric {
@@ -313,7 +283,8 @@ fn captured_to_direct_fastdp_peer_is_left_to_the_kernel() {
 fn captured_flood_copies_to_fastdp_neighbours_only_when_they_relay() {
     let mut fab = star_centre();
     fab.fastdp = [B, C].into();
-    fab.no_onward.insert((B, A));
+    // B has nothing to relay for us; C does.
+    fab.onward = Some([(C, A)].into());
     let mut fwd = Forwarder::new();
     let f = eth(Mac::BROADCAST, mac(1), b"arp");
     assert_eq!(
@@ -597,6 +568,121 @@ fn next_hops_are_served_round_robin() {
     fwd.handle_captured(&f, &fab, now);
     let order: Vec<_> = drain(&mut fwd).into_iter().map(|(p, _)| p).collect();
     assert_eq!(order, vec![B, C, D, B, C]);
+}
+
+/// An IPv4/TCP frame `dst, src` with `payload` bytes (DF set), checksums left zero.
+fn tcp_frame(dst: Mac, src: Mac, payload_len: usize, df: bool) -> Vec<u8> {
+    let mut ip = Vec::new();
+    ip.extend_from_slice(&[0x45, 0]);
+    ip.extend_from_slice(&((40 + payload_len) as u16).to_be_bytes());
+    ip.extend_from_slice(&[0, 1, if df { 0x40 } else { 0 }, 0, 64, 6, 0, 0]);
+    ip.extend_from_slice(&[10, 2, 1, 1, 10, 2, 1, 3]);
+    ip.extend_from_slice(&[
+        0x80, 0, 0x14, 0x51, 0, 0, 0, 1, 0, 0, 0, 1, 0x50, 0x10, 1, 0,
+    ]);
+    ip.extend_from_slice(&[0, 0, 0, 0]);
+    ip.extend((0..payload_len).map(|i| i as u8));
+    eth(dst, src, &ip)
+}
+
+/// Teaches `fwd` (at A on the line) that mac(3) lives at C.
+fn learn_mac3_at_c(fwd: &mut Forwarder, fab: &FakeFabric, now: Instant) {
+    let bc = eth(Mac::BROADCAST, mac(3), b"hello");
+    let (r, _, _) = collect(fwd, &datagram(B, &[(C, A, &bc)]), fab, now);
+    assert_eq!(r.unwrap().injected, 1);
+}
+
+#[test]
+fn too_big_df_unicast_asks_for_fragmentation_and_broadcast_is_dropped() {
+    let fab = line(A);
+    let mut fwd = Forwarder::new();
+    let now = Instant::now();
+    learn_mac3_at_c(&mut fwd, &fab, now);
+    // A 1500-byte underlay: max payload 1472, overlay MTU 1438 (spec §4.6).
+    fwd.set_max_payload(B, 1472);
+    let fits = tcp_frame(mac(3), mac(1), 1438 - 40, true);
+    assert_eq!(
+        fwd.handle_captured(&fits, &fab, now),
+        Verdict::Unicast { next_hop: B }
+    );
+    let big = tcp_frame(mac(3), mac(1), 1438 - 39, true);
+    assert_eq!(
+        fwd.handle_captured(&big, &fab, now),
+        Verdict::FragNeeded { mtu: 1438 }
+    );
+    // Without DF the kernel fragments: queued as one record.
+    let big_no_df = tcp_frame(mac(3), mac(1), 3000, false);
+    assert_eq!(
+        fwd.handle_captured(&big_no_df, &fab, now),
+        Verdict::Unicast { next_hop: B }
+    );
+    let flood = tcp_frame(mac(9), mac(1), 3000, true);
+    assert_eq!(
+        fwd.handle_captured(&flood, &fab, now),
+        Verdict::Flooded { copies: 0 }
+    );
+    assert_eq!(fwd.stats().frag_needed, 1);
+    assert_eq!(fwd.stats().dropped_too_big, 1);
+    let out = drain(&mut fwd);
+    assert_eq!(out.len(), 2);
+    assert_eq!(records(&out[0].1).1[0].2, fits);
+    assert_eq!(records(&out[1].1).1[0].2, big_no_df);
+}
+
+fn gso(mss: u16) -> offload::VnetHdr {
+    offload::VnetHdr {
+        flags: offload::VNET_F_NEEDS_CSUM,
+        gso_type: offload::GSO_TCPV4,
+        hdr_len: 54,
+        gso_size: mss,
+        csum_start: 34,
+        csum_offset: 16,
+    }
+}
+
+#[test]
+fn super_packet_is_segmented_into_one_datagram_per_segment() {
+    let fab = line(A);
+    let mut fwd = Forwarder::new();
+    let now = Instant::now();
+    learn_mac3_at_c(&mut fwd, &fab, now);
+    fwd.set_max_payload(B, 1472);
+    let sp = tcp_frame(mac(3), mac(1), 5000, true);
+    let (mut batch, mut scratch) = (SegmentBatch::new(), Vec::new());
+
+    // Segments of 1398 bytes of payload fit 1438 exactly.
+    let tso = offload::Tso::new(&sp, &gso(1398)).unwrap();
+    let v = fwd.handle_captured_tso(&tso, &fab, now, &mut batch, &mut scratch);
+    assert_eq!(v, Verdict::Unicast { next_hop: B });
+    assert_eq!((batch.peer(), batch.len()), (Some(B), 4));
+    assert_eq!(batch.datagram_len(), 6 + 14 + 14 + 1438);
+    let mut payload = Vec::new();
+    for d in batch.datagrams() {
+        let (sender, recs) = records(d);
+        assert_eq!((sender, recs.len()), (A, 1));
+        let (src, dst, frame) = &recs[0];
+        assert_eq!((*src, *dst), (A, C));
+        assert_eq!(frame[..14], sp[..14]);
+        payload.extend_from_slice(&frame[54..]);
+    }
+    assert_eq!(payload, sp[54..]);
+    assert!(drain(&mut fwd).is_empty());
+
+    // One byte more per segment does not fit: fragmentation needed, nothing sent.
+    let tso = offload::Tso::new(&sp, &gso(1399)).unwrap();
+    let v = fwd.handle_captured_tso(&tso, &fab, now, &mut batch, &mut scratch);
+    assert_eq!(v, Verdict::FragNeeded { mtu: 1438 });
+    assert!(batch.is_empty());
+
+    // A flood takes the queue, one record per segment.
+    let sp = tcp_frame(mac(9), mac(1), 3000, true);
+    let tso = offload::Tso::new(&sp, &gso(1000)).unwrap();
+    let v = fwd.handle_captured_tso(&tso, &fab, now, &mut batch, &mut scratch);
+    assert_eq!(v, Verdict::Flooded { copies: 1 });
+    assert!(batch.is_empty());
+    let out = drain(&mut fwd);
+    let n: usize = out.iter().map(|(_, d)| records(d).1.len()).sum();
+    assert_eq!(n, 3);
 }
 
 proptest! {

@@ -1,0 +1,74 @@
+//! [`FabricTable`]: the forwarder's view of the mesh as plain owned tables. The router's data
+//! path thread works from one captured from the `Mesh` (it cannot borrow the mesh, which lives
+//! on another task), and the forwarder tests build theirs by hand.
+
+use std::collections::{HashMap, HashSet};
+
+use weft_wire::PeerName;
+
+use super::Fabric;
+
+/// Every answer of a [`Fabric`], precomputed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct FabricTable {
+    /// Our own name.
+    pub us: PeerName,
+    /// Unicast next hop per destination.
+    pub unicast: HashMap<PeerName, PeerName>,
+    /// Broadcast next hops per source; absent means none.
+    pub broadcast: HashMap<PeerName, Vec<PeerName>>,
+    /// Direct fastdp neighbours.
+    pub fastdp: HashSet<PeerName>,
+    /// Peers in our topology view.
+    pub known: HashSet<PeerName>,
+    /// `(hop, src)` pairs where `hop` has onward hops in `src`'s broadcast tree; `None` means
+    /// unknown, so a copy is always sent (the [`Fabric`] default).
+    pub onward: Option<HashSet<(PeerName, PeerName)>>,
+}
+
+impl FabricTable {
+    /// Captures what `fabric` answers about each of `peers` (pass every known peer).
+    pub fn capture(fabric: &impl Fabric, peers: &[PeerName]) -> Self {
+        let mut t = Self {
+            us: fabric.our_name(),
+            ..Self::default()
+        };
+        for &n in peers {
+            if let Some(hop) = fabric.unicast_next_hop(n) {
+                t.unicast.insert(n, hop);
+            }
+            let hops = fabric.broadcast_next_hops(n);
+            if !hops.is_empty() {
+                t.broadcast.insert(n, hops.to_vec());
+            }
+            if fabric.is_direct_fastdp(n) {
+                t.fastdp.insert(n);
+            }
+            if fabric.is_known_peer(n) {
+                t.known.insert(n);
+            }
+        }
+        t
+    }
+}
+
+impl Fabric for FabricTable {
+    fn our_name(&self) -> PeerName {
+        self.us
+    }
+    fn unicast_next_hop(&self, dst: PeerName) -> Option<PeerName> {
+        self.unicast.get(&dst).copied()
+    }
+    fn broadcast_next_hops(&self, src: PeerName) -> &[PeerName] {
+        self.broadcast.get(&src).map_or(&[], Vec::as_slice)
+    }
+    fn is_direct_fastdp(&self, peer: PeerName) -> bool {
+        self.fastdp.contains(&peer)
+    }
+    fn is_known_peer(&self, peer: PeerName) -> bool {
+        self.known.contains(&peer)
+    }
+    fn broadcast_has_onward_hops(&self, hop: PeerName, src: PeerName) -> bool {
+        self.onward.as_ref().is_none_or(|o| o.contains(&(hop, src)))
+    }
+}

@@ -1,0 +1,181 @@
+//! Sleeve UDP socket helpers beyond what tokio offers: UDP GSO sends (`UDP_SEGMENT`: many
+//! equal-size datagrams to one peer in one `sendmsg`, carried by the kernel as one buffer
+//! until the wire), UDP GRO receives (`UDP_GRO`: the kernel hands over runs of datagrams of one
+//! flow in one buffer, with their size in a control message), and the path MTU to a peer.
+//!
+//! The calls work on a plain non-blocking std socket (not a tokio one): the sleeve data path
+//! runs on a thread of its own that waits with [`wait_readable`], so the socket must not be
+//! registered with a reactor that would wake for every packet. Everything goes through `nix`,
+//! so there is no `unsafe` here. Both offloads degrade: a kernel without them fails the call
+//! (`EINVAL`, `EIO`, `ENOPROTOOPT`) and the caller falls back to one datagram per system call.
+
+use std::io::{self, IoSlice, IoSliceMut};
+use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::time::Duration;
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::socket::{
+    getsockopt, recvmsg, sendmsg, setsockopt, sockopt, ControlMessage, ControlMessageOwned,
+    MsgFlags, SockaddrIn, SockaddrStorage,
+};
+
+use crate::error::NetdevError;
+
+/// Most datagrams one GSO send may carry (the kernel's `UDP_MAX_SEGMENTS` before 6.x).
+pub const MAX_GSO_SEGMENTS: usize = 64;
+/// Most bytes one GSO send may carry: one IPv4 packet's UDP payload.
+pub const MAX_GSO_BYTES: usize = 65535 - 28;
+/// Control-message buffer size that holds a `UDP_GRO` message.
+pub const GRO_CMSG_SPACE: usize = 64;
+
+/// Sets the socket's receive and send buffers to `bytes` each, past the `rmem_max`/`wmem_max`
+/// sysctls when we may (`SO_RCVBUFFORCE`, needs `CAP_NET_ADMIN`), else as far as they allow.
+/// A GSO or GRO run is one 64 KB buffer, so the default (about 200 KB) holds only three.
+pub fn set_socket_buffers(sock: &impl AsFd, bytes: usize) -> Result<(), NetdevError> {
+    let op = "sizing the sleeve socket's buffers";
+    setsockopt(sock, sockopt::RcvBufForce, &bytes)
+        .or_else(|_| setsockopt(sock, sockopt::RcvBuf, &bytes))
+        .map_err(|e| NetdevError::os(op, e))?;
+    setsockopt(sock, sockopt::SndBufForce, &bytes)
+        .or_else(|_| setsockopt(sock, sockopt::SndBuf, &bytes))
+        .map_err(|e| NetdevError::os(op, e))
+}
+
+/// Asks the kernel to coalesce received datagrams (`UDP_GRO`); see [`try_recv_gro`].
+pub fn enable_udp_gro(sock: &impl AsFd) -> Result<(), NetdevError> {
+    setsockopt(sock, sockopt::UdpGroSegment, &true)
+        .map_err(|e| NetdevError::os("enabling UDP_GRO on the sleeve socket", e))
+}
+
+/// Sends `buf` to `to` as datagrams of `segment` bytes each (the last may be shorter) in one
+/// `sendmsg` with `UDP_SEGMENT`, without waiting. At most [`MAX_GSO_SEGMENTS`] datagrams and
+/// [`MAX_GSO_BYTES`] bytes. IPv4 only.
+pub fn try_send_gso(
+    sock: &UdpSocket,
+    buf: &[u8],
+    segment: usize,
+    to: SocketAddr,
+) -> io::Result<usize> {
+    let SocketAddr::V4(to) = to else {
+        return Err(io::ErrorKind::Unsupported.into());
+    };
+    let seg = u16::try_from(segment).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let addr = SockaddrIn::from(to);
+    let iov = [IoSlice::new(buf)];
+    let cmsg = [ControlMessage::UdpGsoSegments(&seg)];
+    sendmsg(
+        sock.as_fd().as_raw_fd(),
+        &iov,
+        &cmsg,
+        MsgFlags::empty(),
+        Some(&addr),
+    )
+    .map_err(io::Error::from)
+}
+
+/// One receive: bytes, sender, and the size of each datagram when the kernel coalesced
+/// several (`None`: the buffer holds one datagram).
+pub type GroRecv = (usize, SocketAddr, Option<usize>);
+
+fn recv_gro_once(fd: i32, buf: &mut [u8], cmsg: &mut Vec<u8>) -> io::Result<GroRecv> {
+    let mut iov = [IoSliceMut::new(buf)];
+    let msg = recvmsg::<SockaddrStorage>(fd, &mut iov, Some(cmsg), MsgFlags::empty())
+        .map_err(io::Error::from)?;
+    let mut segment = None;
+    if let Ok(cmsgs) = msg.cmsgs() {
+        for c in cmsgs {
+            if let ControlMessageOwned::UdpGroSegments(n) = c {
+                segment = usize::try_from(n).ok().filter(|&n| n > 0);
+            }
+        }
+    }
+    let from = msg
+        .address
+        .and_then(|a| a.as_sockaddr_in().copied())
+        .map(|a| SocketAddr::V4(SocketAddrV4::from(a)))
+        .ok_or_else(|| io::Error::other("datagram without an IPv4 source"))?;
+    Ok((msg.bytes, from, segment))
+}
+
+/// Receives what is queued without waiting (`WouldBlock` if nothing is; the socket must be
+/// non-blocking). `cmsg` must have capacity [`GRO_CMSG_SPACE`]; it is reused.
+pub fn try_recv_gro(sock: &UdpSocket, buf: &mut [u8], cmsg: &mut Vec<u8>) -> io::Result<GroRecv> {
+    recv_gro_once(sock.as_fd().as_raw_fd(), buf, cmsg)
+}
+
+/// Waits until `a` or `b` is readable, or `timeout` passes; says which are. `EINTR` reads as
+/// neither.
+pub fn wait_readable(
+    a: BorrowedFd<'_>,
+    b: BorrowedFd<'_>,
+    timeout: Duration,
+) -> io::Result<(bool, bool)> {
+    let mut fds = [
+        PollFd::new(a, PollFlags::POLLIN),
+        PollFd::new(b, PollFlags::POLLIN),
+    ];
+    let t = PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX);
+    match poll(&mut fds, t) {
+        Ok(_) => {}
+        Err(nix::errno::Errno::EINTR) => return Ok((false, false)),
+        Err(e) => return Err(e.into()),
+    }
+    let ready = |f: &PollFd<'_>| f.revents().is_some_and(|r| !r.is_empty());
+    Ok((ready(&fds[0]), ready(&fds[1])))
+}
+
+/// The kernel's path MTU towards `to` (the route's MTU, or a smaller one learnt from ICMP),
+/// read with `IP_MTU` from a throwaway connected socket.
+pub fn path_mtu(to: SocketAddr) -> Result<u32, NetdevError> {
+    let op = format!("reading the path MTU to {to}");
+    let s = UdpSocket::bind(SocketAddr::from(([0, 0, 0, 0], 0)))
+        .map_err(|e| NetdevError::io(op.clone(), &e))?;
+    s.connect(to).map_err(|e| NetdevError::io(op.clone(), &e))?;
+    let mtu = getsockopt(&s, sockopt::IpMtu).map_err(|e| NetdevError::os(op.clone(), e))?;
+    u32::try_from(mtu).map_err(|_| NetdevError::os(op, nix::errno::Errno::EINVAL))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // In tests a panic is the failed assertion.
+mod tests {
+    use super::*;
+
+    /// GSO out, GRO in, over loopback: the receiver gets the datagrams back with their size.
+    #[test]
+    fn gso_send_and_gro_receive_round_trip() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        if enable_udp_gro(&rx).is_err() {
+            return; // An old kernel: nothing to test.
+        }
+        rx.set_nonblocking(true).unwrap();
+        let to = rx.local_addr().unwrap();
+        let payload: Vec<u8> = (0..1000u32).map(|i| i as u8).collect();
+        let Ok(sent) = try_send_gso(&tx, &payload, 300, to) else {
+            return; // No UDP GSO here.
+        };
+        assert_eq!(sent, 1000);
+        let mut buf = vec![0u8; 65536];
+        let mut cmsg = Vec::with_capacity(GRO_CMSG_SPACE);
+        let mut got = Vec::new();
+        while got.len() < 1000 {
+            let (r, _) = wait_readable(rx.as_fd(), rx.as_fd(), Duration::from_secs(5)).unwrap();
+            assert!(r, "datagrams arrive within 5 s");
+            let (n, from, seg) = try_recv_gro(&rx, &mut buf, &mut cmsg).unwrap();
+            assert_eq!(from, tx.local_addr().unwrap());
+            if let Some(seg) = seg {
+                assert_eq!(seg, 300);
+            } else {
+                assert!(n <= 300);
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(got, payload);
+        assert!(path_mtu(to).unwrap() >= 1280);
+        assert!(matches!(
+            try_recv_gro(&rx, &mut buf, &mut cmsg),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock
+        ));
+    }
+}
