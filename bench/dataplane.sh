@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Data-plane benchmark: container-to-container single-stream TCP throughput (iperf3 -t 5) and
-# ping RTT (20 pings, 50 ms apart, average) between two emulated lab hosts, for
+# ping RTT (100 pings, 50 ms apart, average) between two emulated lab hosts, for
 #   (1) a reference measured in the same run: plain kernel VXLAN (Linux bridge + classic VXLAN
 #       device, learning, MTU 1376 like weft's fastdp) set up by hand with `ip`,
 #   (2) weft fastdp, (3) weft sleeve (--no-fastdp),
@@ -66,9 +66,10 @@ iperf_mbps() {
     MY_PIDS=()
     printf -v "$var" '%s' "$(jq -r '.end.sum_received.bits_per_second / 1e6' "$LAB_DIR/iperf.json")"
 }
-# rtt_ms <container> <ip>: average RTT of 20 pings.
+# rtt_ms <container> <ip>: average RTT of 100 pings (5 s, so that a few slow wake-ups do not
+# swing the ratio).
 rtt_ms() {
-    lab_in "$1" ping -q -c 20 -i 0.05 "$2" | awk -F/ '/^rtt|^round-trip/{print $5}'
+    lab_in "$1" ping -q -c 100 -i 0.05 "$2" | awk -F/ '/^rtt|^round-trip/{print $5}'
 }
 pings() { lab_in "$1" ping -c 1 -W 1 "$2" >/dev/null 2>&1; }
 # Other labs that start while we measure are noted and reported at the end.
