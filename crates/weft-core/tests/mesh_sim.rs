@@ -673,6 +673,32 @@ fn hostile_frame_closes_only_its_connection() {
     c.run_for(Duration::from_secs(30));
     assert_eq!(c.status_line(0), (3, 6, 2));
     assert!(c.views_agree());
+    // A pull naming one peer three times is answered with that entry once: the reply is a
+    // valid Weave payload (no peer twice), so the puller keeps its connection.
+    let (&(_, conn), &(puller, _)) = c
+        .links
+        .iter()
+        .find(|((p, _), _)| *p == 0)
+        .expect("a connection");
+    let now = c.now;
+    let r = topology_delta::Ref {
+        name: c.mesh(0).name(),
+        uid: 0,
+        version: 0,
+    };
+    let mut body = Vec::new();
+    ProtocolMsg::Gossip {
+        channel: topology_delta::CHANNEL.into(),
+        src: c.mesh(puller).name(),
+        payload: topology_delta::Message::Pull(vec![r; 3]).encode().unwrap(),
+    }
+    .encode(&mut body);
+    let before = c.mesh(puller).status(now).termination_count;
+    c.mesh(0).handle_frame(conn, &body, now);
+    c.run_for(Duration::from_secs(1));
+    let now = c.now;
+    assert_eq!(c.mesh(puller).status(now).termination_count, before);
+    assert_eq!(c.status_line(0), (3, 6, 2));
 }
 
 /// A full mesh of `n` formed by joining every peer through peer 0 (discovery does the rest),

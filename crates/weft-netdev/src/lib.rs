@@ -37,6 +37,6 @@ pub use packet::{
 pub use sysctl::set_sysctl;
 pub use tap::{SyncTap, Tap};
 pub use udp::{
-    enable_udp_gro, path_mtu, set_socket_buffers, try_recv_gro, try_send_gso, wait_readable,
-    GroRecv, GRO_CMSG_SPACE, MAX_GSO_BYTES, MAX_GSO_SEGMENTS,
+    enable_udp_gro, gso_unsupported, path_mtu, set_socket_buffers, try_recv_gro, try_send_gso,
+    wait_readable, wait_writable, GroRecv, GRO_CMSG_SPACE, MAX_GSO_BYTES, MAX_GSO_SEGMENTS,
 };

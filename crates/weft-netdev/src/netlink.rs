@@ -77,6 +77,8 @@ pub struct FdbEntry {
     pub mac: [u8; 6],
     /// Remote VTEP address.
     pub dst: Option<Ipv4Addr>,
+    /// The bridge's entry for this port (`master`), not the device's own (`self`).
+    pub master: bool,
 }
 
 /// An rtnetlink handle bound to the network namespace of the thread that created it.
@@ -477,6 +479,24 @@ impl Netdev {
         Ok(())
     }
 
+    /// Removes the bridge's forwarding entry for `mac` on port `dev`, like
+    /// `bridge fdb del <mac> dev <port> master`.
+    pub async fn fdb_del_master(&self, dev: u32, mac: [u8; 6]) -> Result<(), NetdevError> {
+        let op = format!(
+            "deleting bridge fdb entry {} of port {dev}",
+            format_mac(&mac)
+        );
+        let mut msg = NeighbourMessage::default();
+        msg.header.family = AddressFamily::Bridge;
+        msg.header.ifindex = dev;
+        msg.header.flags = NeighbourFlags::Controller;
+        msg.attributes
+            .push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
+        self.request(RouteNetlinkMessage::DelNeighbour(msg), ACK_FLAGS, &op)
+            .await?;
+        Ok(())
+    }
+
     /// The forwarding entries of device `dev` (`bridge fdb show dev <dev>`).
     pub async fn fdb_entries(&self, dev: u32) -> Result<Vec<FdbEntry>, NetdevError> {
         let op = format!("listing fdb entries of link {dev}");
@@ -794,7 +814,11 @@ fn fdb_entry_of(n: &NeighbourMessage) -> Option<FdbEntry> {
             _ => {}
         }
     }
-    Some(FdbEntry { mac: mac?, dst })
+    Some(FdbEntry {
+        mac: mac?,
+        dst,
+        master: n.header.flags.contains(NeighbourFlags::Controller),
+    })
 }
 
 /// Rejects names the kernel would refuse or that would escape a sysctl path: empty, longer than
@@ -891,7 +915,8 @@ mod tests {
             fdb_entry_of(&msg),
             Some(FdbEntry {
                 mac: [0; 6],
-                dst: Some(Ipv4Addr::new(192, 0, 2, 1))
+                dst: Some(Ipv4Addr::new(192, 0, 2, 1)),
+                master: false,
             })
         );
     }

@@ -1,6 +1,6 @@
 //! The unsafe calls of weft, each wrapped in a safe function: the `TUNSETIFF`,
-//! `TUNSETVNETHDRSZ`, `TUNSETOFFLOAD` and `SIOCGIFHWADDR` ioctls, opening and binding an `AF_PACKET` socket, and registering a file
-//! descriptor with the tokio reactor.
+//! `TUNSETVNETHDRSZ`, `TUNSETOFFLOAD` and `SIOCGIFHWADDR` ioctls, opening and binding an
+//! `AF_PACKET` socket, and registering a file descriptor with the tokio reactor.
 //!
 //! These are the calls neither `nix` nor the standard library offers safely. Every function
 //! here takes and returns owned or borrowed file descriptors and plain values, so the rest of

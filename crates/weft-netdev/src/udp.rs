@@ -125,6 +125,26 @@ pub fn wait_readable(
     Ok((ready(&fds[0]), ready(&fds[1])))
 }
 
+/// Whether a failed [`try_send_gso`] says the kernel cannot do UDP GSO at all (rather than
+/// something about this one batch: a shrunken path MTU, a full queue, a firewall).
+pub fn gso_unsupported(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EIO | libc::ENOPROTOOPT | libc::EOPNOTSUPP)
+    )
+}
+
+/// Waits until `fd` can be written to or `timeout` passes; returns whether it can.
+pub fn wait_writable(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result<bool> {
+    let mut fds = [PollFd::new(fd, PollFlags::POLLOUT)];
+    let t = PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX);
+    match poll(&mut fds, t) {
+        Ok(n) => Ok(n > 0),
+        Err(nix::errno::Errno::EINTR) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// The kernel's path MTU towards `to` (the route's MTU, or a smaller one learnt from ICMP),
 /// read with `IP_MTU` from a throwaway connected socket.
 pub fn path_mtu(to: SocketAddr) -> Result<u32, NetdevError> {

@@ -145,7 +145,8 @@ impl Dataplane {
         }
     }
 
-    /// Starts or stops flooding to `ip` through VXLAN.
+    /// Starts or stops flooding to `ip` through VXLAN. Stopping also forgets the MACs learned
+    /// behind `ip`, so that frames for them go over sleeve at once.
     pub async fn fastdp_flood(&self, peer: PeerName, ip: Ipv4Addr, on: bool) {
         let Some(v) = self.vxlan else { return };
         let r = if on {
@@ -156,6 +157,38 @@ impl Dataplane {
         if let Err(e) = r {
             tracing::warn!("fastdp flooding to {peer}: {e}");
         }
+        if !on {
+            if let Err(e) = self.forget_learned(v, peer, ip).await {
+                tracing::warn!("forgetting fastdp entries of {peer}: {e}");
+            }
+        }
+    }
+
+    /// Deletes what the VXLAN device and the bridge learned behind `ip` (not the peer's own
+    /// heartbeat entry). Without this, after a fallback to sleeve the bridge keeps sending those
+    /// MACs into VXLAN, where the device's learned entries send them down the dead path, until
+    /// both age out (5 minutes) or the containers happen to re-ARP.
+    async fn forget_learned(
+        &self,
+        v: u32,
+        peer: PeerName,
+        ip: Ipv4Addr,
+    ) -> Result<(), NetdevError> {
+        let entries = self.nl.fdb_entries(v).await?;
+        let behind: Vec<[u8; 6]> = entries
+            .iter()
+            .filter(|e| !e.master && e.dst == Some(ip))
+            .map(|e| e.mac)
+            .filter(|&m| m != [0; 6] && m != peer.to_bytes())
+            .collect();
+        for mac in behind {
+            self.nl.fdb_del(v, mac, ip).await?;
+            let on_bridge = entries.iter().any(|e| e.master && e.mac == mac);
+            if on_bridge {
+                self.nl.fdb_del_master(v, mac).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Sends a fastdp heartbeat frame out of the VXLAN device.

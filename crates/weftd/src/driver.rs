@@ -19,7 +19,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::os::fd::AsFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -60,6 +60,10 @@ const TAP_BUF_LEN: usize = VNET_HDR_LEN + 14 + 65535 + 64;
 const DRAIN_READS: usize = 64;
 /// IPv4 and UDP headers: the path MTU minus these is the largest sleeve datagram.
 const IP_UDP_HEADERS: usize = 28;
+/// Most control frames waiting for the mesh task; more are dropped.
+const MAX_PENDING_SPECIALS: usize = 256;
+/// How long a send waits for room in a full socket buffer before dropping.
+const SEND_WAIT: Duration = Duration::from_millis(2);
 
 /// Everything the status, report and metrics endpoints show, taken at one instant.
 #[derive(Debug, Clone)]
@@ -421,7 +425,10 @@ impl Ctx {
                 from,
                 sender,
                 frame,
-            } => mesh.handle_special_frame(from, sender, &frame, now),
+            } => {
+                self.shared.specials_pending.fetch_sub(1, Ordering::AcqRel);
+                mesh.handle_special_frame(from, sender, &frame, now);
+            }
             Input::SleeveMtu(peer, mtu) => mesh.set_sleeve_mtu(peer, mtu),
             Input::Command(Command::Connect {
                 peers,
@@ -649,6 +656,8 @@ struct Shared {
     stats: Mutex<(ForwarderStats, u64)>,
     /// Set when the mesh task ends: the data path thread returns.
     stop: AtomicBool,
+    /// Control frames handed to the mesh task and not yet handled.
+    specials_pending: AtomicUsize,
 }
 
 /// Stops the data path thread when the mesh task's `run` returns.
@@ -812,12 +821,17 @@ impl DataPath {
         }
     }
 
-    /// Takes the mesh task's latest view, if it changed.
+    /// Takes the mesh task's latest view, if it changed, and learns the path MTU to every
+    /// peer with a sleeve address before the first frame for it is judged too big or not.
     fn refresh_fabric(&mut self) {
         let v = self.shared.version.load(Ordering::Acquire);
         if v != self.version {
             self.fabric = lock(&self.shared.fabric).clone();
             self.version = v;
+            let peers: Vec<PeerName> = self.fabric.udp.keys().copied().collect();
+            for peer in peers {
+                let _ = self.path_to(peer);
+            }
         }
     }
 
@@ -888,15 +902,21 @@ impl DataPath {
         if gso {
             let per = (weft_netdev::MAX_GSO_BYTES / seg).clamp(1, weft_netdev::MAX_GSO_SEGMENTS);
             for chunk in self.batch.bytes().chunks(per * seg) {
-                match weft_netdev::try_send_gso(&self.udp, chunk, seg, to) {
+                let mut r = weft_netdev::try_send_gso(&self.udp, chunk, seg, to);
+                if matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock) {
+                    // A full send buffer: wait a moment for room rather than drop the chunk,
+                    // which would cost the sender a burst of retransmits.
+                    if let Ok(true) = weft_netdev::wait_writable(self.udp.as_fd(), SEND_WAIT) {
+                        r = weft_netdev::try_send_gso(&self.udp, chunk, seg, to);
+                    }
+                }
+                match r {
                     Ok(_) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                         tracing::debug!("sleeve send to {peer}: {e}");
                     }
                     Err(e) => {
-                        // EINVAL may be this batch (a path MTU that shrank); anything else says
-                        // the kernel has no UDP GSO: stop trying.
-                        if e.kind() != std::io::ErrorKind::InvalidInput {
+                        if weft_netdev::gso_unsupported(&e) {
                             tracing::info!("UDP GSO send failed ({e}); sending one by one");
                             self.gso = false;
                         }
@@ -946,7 +966,9 @@ impl DataPath {
         let tap = &self.tap;
         let coalescer = &mut self.coalescer;
         let to_mesh = &self.to_mesh;
-        // Control frames are rare (heartbeats, MTU probes): copied out to the mesh task.
+        let pending = &self.shared.specials_pending;
+        // Control frames are rare (heartbeats, MTU probes): copied out to the mesh task, but
+        // never more than a bounded backlog, since whoever can reach the port can send them.
         let r = self
             .forwarder
             .handle_datagram(d, &self.fabric.table, now, &mut |del| match del {
@@ -955,11 +977,19 @@ impl DataPath {
                 }
                 Delivery::Inject(frame) => inject(tap, &PLAIN_HDR, frame),
                 Delivery::Special { sender, frame } => {
-                    let _ = to_mesh.send(Input::Special {
-                        from,
-                        sender,
-                        frame: frame.to_vec(),
-                    });
+                    if pending.fetch_add(1, Ordering::AcqRel) >= MAX_PENDING_SPECIALS {
+                        pending.fetch_sub(1, Ordering::AcqRel);
+                        tracing::debug!("dropping a control frame from {sender}: mesh is behind");
+                    } else if to_mesh
+                        .send(Input::Special {
+                            from,
+                            sender,
+                            frame: frame.to_vec(),
+                        })
+                        .is_err()
+                    {
+                        pending.fetch_sub(1, Ordering::AcqRel);
+                    }
                 }
             });
         if let Ok(Received {

@@ -14,6 +14,7 @@
 //!
 //! Full entries always travel as Weave's payload, so the merge rules stay Weave's.
 
+use std::collections::BTreeSet;
 use std::time::Instant;
 
 use weft_wire::topology_delta::{self as delta_wire, Delta, Message, Ref};
@@ -121,24 +122,23 @@ impl Mesh {
         match Message::decode(payload).map_err(|e| e.to_string())? {
             Message::Update { deltas, refs } => self.on_update(conn, src, deltas, &refs, now),
             Message::Pull(refs) => {
-                let names: Vec<PeerName> = refs
+                // A set: a name repeated in the request is answered once (each entry may be
+                // large, and Weave's payload must not describe a peer twice).
+                let names: BTreeSet<PeerName> = refs
                     .iter()
                     .filter(|r| self.peers.is_newer_than(r))
                     .map(|r| r.name)
                     .collect();
-                if !names.is_empty() {
-                    self.send_topology(conn, TOPOLOGY_CHANNEL, &names);
-                }
+                self.push_entries(conn, names);
                 Ok(())
             }
             Message::Digest(refs) => {
-                let mut push: Vec<PeerName> = refs
+                let mentioned: BTreeSet<PeerName> = refs.iter().map(|r| r.name).collect();
+                let mut push: BTreeSet<PeerName> = refs
                     .iter()
                     .filter(|r| self.peers.is_newer_than(r))
                     .map(|r| r.name)
                     .collect();
-                let mentioned: std::collections::BTreeSet<PeerName> =
-                    refs.iter().map(|r| r.name).collect();
                 push.extend(
                     self.peers
                         .refs()
@@ -146,9 +146,7 @@ impl Mesh {
                         .filter(|r| !mentioned.contains(&r.name))
                         .map(|r| r.name),
                 );
-                if !push.is_empty() {
-                    self.send_topology(conn, TOPOLOGY_CHANNEL, &push);
-                }
+                self.push_entries(conn, push);
                 self.pull_lagging(conn, &refs);
                 Ok(())
             }
@@ -164,18 +162,18 @@ impl Mesh {
         now: Instant,
     ) -> Result<(), String> {
         let mut applied = Vec::new();
-        let mut gaps = Vec::new();
+        let mut gaps = BTreeSet::new();
         for d in deltas {
             match self.peers.apply_delta(&d).map_err(|e| e.to_string())? {
                 DeltaOutcome::Applied => applied.push(d),
-                DeltaOutcome::Gap => gaps.push(self.peers.ref_of(d.summary.name)),
+                DeltaOutcome::Gap => {
+                    gaps.insert(d.summary.name);
+                }
                 DeltaOutcome::AnnounceSelf => self.schedule_update(&[], now),
                 DeltaOutcome::Stale => {}
             }
         }
-        if !gaps.is_empty() {
-            self.send_weft_topology(conn, &Message::Pull(gaps));
-        }
+        self.pull(conn, gaps);
         self.pull_lagging(conn, refs);
         if applied.is_empty() {
             return Ok(());
@@ -194,15 +192,29 @@ impl Mesh {
         Ok(())
     }
 
+    /// Sends `conn` our full entries of `names`, in Weave's payload.
+    fn push_entries(&mut self, conn: ConnId, names: BTreeSet<PeerName>) {
+        if !names.is_empty() {
+            let names: Vec<PeerName> = names.into_iter().collect();
+            self.send_topology(conn, TOPOLOGY_CHANNEL, &names);
+        }
+    }
+
     /// Pulls from `conn` every peer of `refs` that it knows in a newer version than we do.
     fn pull_lagging(&mut self, conn: ConnId, refs: &[Ref]) {
-        let want: Vec<Ref> = refs
+        let want: BTreeSet<PeerName> = refs
             .iter()
             .filter(|r| self.peers.is_older_than(r))
-            .map(|r| self.peers.ref_of(r.name))
+            .map(|r| r.name)
             .collect();
-        if !want.is_empty() {
-            self.send_weft_topology(conn, &Message::Pull(want));
+        self.pull(conn, want);
+    }
+
+    /// Asks `conn` for its entries of `names` where newer than ours.
+    fn pull(&mut self, conn: ConnId, names: BTreeSet<PeerName>) {
+        if !names.is_empty() {
+            let refs = names.into_iter().map(|n| self.peers.ref_of(n)).collect();
+            self.send_weft_topology(conn, &Message::Pull(refs));
         }
     }
 }

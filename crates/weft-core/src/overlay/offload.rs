@@ -18,8 +18,6 @@
 //! Left out: IPv4 options on coalescing, IPv6 extension headers, UDP segmentation offload (the
 //! TAP is never offered `TUN_F_USO*`), and ECN-style TSO (never offered `TUN_F_TSO_ECN`).
 
-use std::fmt;
-
 use super::packet::{
     checksum, put_u16, put_u32, u16_at, u32_at, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETH_LEN,
     IP4_CHECKSUM, IP4_FLAGS_FRAG, IP4_ID, IP4_PROTO, IP4_SRC, IP4_TOTAL_LEN,
@@ -41,7 +39,6 @@ pub const GSO_ECN: u8 = 0x80;
 
 const IPPROTO_TCP: u8 = 6;
 const IPV6_HDR_LEN: usize = 40;
-/// Offsets in the IPv4 header.
 /// Offsets in the IPv6 header.
 const IP6_PAYLOAD_LEN: usize = 4;
 const IP6_NEXT: usize = 6;
@@ -62,35 +59,28 @@ const TCP_URG: u8 = 0x20;
 const TCP_CWR: u8 = 0x80;
 /// IPv4 "more fragments" bit and fragment offset.
 const IP4_MF_OFFSET: u16 = 0x3fff;
+/// The smallest `gso_size` accepted (Linux's minimum TCP MSS).
+const MIN_GSO_SIZE: usize = 48;
 /// Largest IP packet (total length is 16 bits).
 const MAX_IP_LEN: usize = 65535;
 
 /// Why a TAP frame could not be offloaded; the frame is dropped and counted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum OffloadError {
     /// Shorter than a `virtio_net_hdr`.
+    #[error("frame shorter than its virtio_net_hdr")]
     NoHeader,
     /// A GSO type this code never asked the kernel for.
+    #[error("unsupported GSO type {0:#04x}")]
     UnsupportedGso(u8),
     /// Checksum start or offset outside the frame.
+    #[error("checksum offsets outside the frame")]
     BadChecksumOffsets,
     /// A GSO frame that is not plain IPv4/IPv6 TCP with sane header lengths and `gso_size`.
+    #[error("GSO frame is not well-formed TCP")]
     BadGsoFrame,
 }
-
-impl fmt::Display for OffloadError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::NoHeader => f.write_str("frame shorter than its virtio_net_hdr"),
-            Self::UnsupportedGso(t) => write!(f, "unsupported GSO type {t:#04x}"),
-            Self::BadChecksumOffsets => f.write_str("checksum offsets outside the frame"),
-            Self::BadGsoFrame => f.write_str("GSO frame is not well-formed TCP"),
-        }
-    }
-}
-
-impl std::error::Error for OffloadError {}
 
 /// A decoded `virtio_net_hdr` (little-endian fields, as the TAP uses on little-endian hosts).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -248,7 +238,9 @@ impl<'a> Tso<'a> {
             other => return Err(OffloadError::UnsupportedGso(other)),
         };
         let mut layout = tcp_layout(frame).ok_or(OffloadError::BadGsoFrame)?;
-        if layout.ip != want || hdr.gso_size == 0 {
+        // Below Linux's smallest MSS a 64 KB frame would become thousands of segments: a
+        // container with CAP_NET_RAW could use that to amplify what it sends.
+        if layout.ip != want || usize::from(hdr.gso_size) < MIN_GSO_SIZE {
             return Err(OffloadError::BadGsoFrame);
         }
         // The kernel may leave the IPv4 total length of a super-packet at its real value or
@@ -703,6 +695,12 @@ mod tests {
         let sp = tcp4(1, &[0; 100], TCP_ACK_FLAG);
         let mut h = gso_hdr(0);
         assert_eq!(Tso::new(&sp, &h).err(), Some(OffloadError::BadGsoFrame));
+        // A tiny gso_size would turn one frame into thousands of datagrams.
+        assert_eq!(
+            Tso::new(&sp, &gso_hdr(1)).err(),
+            Some(OffloadError::BadGsoFrame)
+        );
+        assert!(Tso::new(&sp, &gso_hdr(48)).is_ok());
         h.gso_size = 10;
         h.gso_type = 3;
         assert_eq!(
@@ -796,7 +794,7 @@ mod tests {
         #[test]
         fn segment_then_coalesce_round_trips(
             len in 1usize..20000,
-            mss in 1u16..3000,
+            mss in 48u16..3000,
             seq in any::<u32>(),
         ) {
             let payload: Vec<u8> = (0..len).map(|i| (i * 31 + 5) as u8).collect();

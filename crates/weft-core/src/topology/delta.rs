@@ -7,6 +7,8 @@
 //! gap the caller fills by pulling that peer's full entry (Weave's merge rules then apply as
 //! usual), so a missed delta costs a pull, never a wrong view.
 
+use std::collections::BTreeSet;
+
 use weft_wire::topology_delta::{Delta, Ref};
 use weft_wire::{ConnectionSummary, PeerName, PeerSummary};
 
@@ -63,10 +65,12 @@ impl Peers {
         if old.summary.uid != s.uid || old.summary.version != d.base_version {
             return Ok(DeltaOutcome::Gap);
         }
+        // A set: a hostile delta may list many names against a long connection list.
+        let removed: BTreeSet<PeerName> = d.removed.iter().copied().collect();
         let mut conns: Vec<ConnectionSummary> = old
             .conns
             .iter()
-            .filter(|c| !d.removed.contains(&c.name))
+            .filter(|c| !removed.contains(&c.name))
             .cloned()
             .collect();
         conns.extend(d.upserted.iter().cloned());
