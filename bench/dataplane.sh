@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Data-plane benchmark: container-to-container single-stream TCP throughput (iperf3 -t 5) and
-# ping RTT (100 pings, 50 ms apart, average) between two emulated lab hosts, for
+# ping RTT (100 pings, 50 ms apart, average), each the median of three runs, between two
+# emulated lab hosts, for
 #   (1) a reference measured in the same run: plain kernel VXLAN (Linux bridge + classic VXLAN
 #       device, learning, MTU 1376 like weft's fastdp) set up by hand with `ip`,
 #   (2) weft fastdp, (3) weft sleeve (--no-fastdp),
@@ -71,6 +72,19 @@ iperf_mbps() {
 rtt_ms() {
     lab_in "$1" ping -q -c 100 -i 0.05 "$2" | awk -F/ '/^rtt|^round-trip/{print $5}'
 }
+median3() { printf '%s\n' "$@" | sort -g | sed -n 2p; }
+# measure <bw var> <rtt var> <server container> <server ip> <client container>: the median of
+# three iperf3 runs (5 s) and of three RTT averages, so that one noisy run cannot decide.
+measure() {
+    local bw=$1 rtt=$2 srv=$3 ip=$4 cli=$5 r b1 b2 b3 r1 r2 r3
+    for r in 1 2 3; do
+        iperf_mbps "b$r" "$srv" "$ip" "$cli" 5
+        printf -v "r$r" '%s' "$(rtt_ms "$cli" "$ip")"
+    done
+    printf -v "$bw" '%s' "$(median3 "$b1" "$b2" "$b3")"
+    printf -v "$rtt" '%s' "$(median3 "$r1" "$r2" "$r3")"
+    echo "  $bw runs: $b1 $b2 $b3 Mbit/s; $rtt runs: $r1 $r2 $r3 ms" >&2
+}
 pings() { lab_in "$1" ping -c 1 -W 1 "$2" >/dev/null 2>&1; }
 # Other labs that start while we measure are noted and reported at the end.
 NOISY=""
@@ -95,8 +109,7 @@ for i in 1 2; do
 done
 lab_wait 15 pings c1 10.250.0.2 || { echo "kernel vxlan reference: no ping" >&2; exit 1; }
 note_others kernel
-iperf_mbps k_bw c2 10.250.0.2 c1 5
-k_rtt=$(rtt_ms c1 10.250.0.2)
+measure k_bw k_rtt c2 10.250.0.2 c1
 note_others kernel
 printf 'kernel vxlan: %.0f Mbit/s, rtt %.3f ms\n' "$k_bw" "$k_rtt"
 lab_down
@@ -120,15 +133,13 @@ rss_kb() { awk '/^VmRSS/{print $2}' "/proc/$(cat "$LAB_DIR/h$1/run/weft.pid")/st
 
 weft_lab fastdp
 note_others fastdp
-iperf_mbps f_bw c2 10.2.1.2 c1 5
-f_rtt=$(rtt_ms c1 10.2.1.2)
+measure f_bw f_rtt c2 10.2.1.2 c1
 note_others fastdp
 lab_down
 
 weft_lab sleeve --no-fastdp
 note_others sleeve
-iperf_mbps s_bw c2 10.2.1.2 c1 5
-s_rtt=$(rtt_ms c1 10.2.1.2)
+measure s_bw s_rtt c2 10.2.1.2 c1
 note_others sleeve
 
 fb=$(ratio "$f_bw" "$k_bw"); fr=$(ratio "$f_rtt" "$k_rtt")
