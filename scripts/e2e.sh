@@ -298,6 +298,11 @@ test_fastdp_falls_back_when_vxlan_blocked() {
     lab_wait 20 reason || { lab_weft 1 status connections >&2; fail "no fallback reason"; }
     expect_match "$(lab_weft 1 status connections)" "established sleeve" "fell back to sleeve"
     ping_ok c1 10.2.1.2
+    # Once VXLAN gets through again, heartbeats come back and so does fastdp.
+    lab_unblock_port 1
+    back() { lab_weft 1 status connections | grep -q 'established fastdp'; }
+    lab_wait 30 back || { lab_weft 1 status connections >&2; fail "fastdp did not return"; }
+    ping_ok c1 10.2.1.2
 }
 
 test_relay_through_third_host() {

@@ -65,6 +65,9 @@ table inet ${LAB}blockp {
 NFT
 }
 
+# lab_unblock_port <a#>: lifts lab_block_port on host a.
+lab_unblock_port() { ip netns exec "$(lab_ns "$1")" nft delete table inet "${LAB}blockp"; }
+
 # lab_block <a#> <b#>: drop underlay traffic between two hosts (in both namespaces).
 lab_block() {
     local a=$1 b=$2
