@@ -13,6 +13,15 @@ fail() { echo "    assertion failed: $*" >&2; return 1; }
 # expect_eq <actual> <expected> <what>
 expect_eq() { [ "$1" = "$2" ] || fail "$3: expected [$2], got [$1]"; }
 expect_match() { grep -qE -- "$2" <<<"$1" || fail "$3: [$1] does not match /$2/"; }
+# expect_exit <code> <regex, or ""> <what> <command...>: the command exits with <code>, and its
+# output (stdout and stderr) matches <regex> when one is given.
+expect_exit() {
+    local code=$1 re=$2 what=$3 rc=0 out
+    shift 3
+    out=$("$@" 2>&1) || rc=$?
+    expect_eq "$rc" "$code" "$what exit" || return 1
+    [ -z "$re" ] || expect_match "$out" "$re" "$what text"
+}
 
 run_test() {
     local name=$1
@@ -108,30 +117,21 @@ test_connect_forget_and_targets() {
 
 test_cli_errors_and_exit_codes() {
     lab_up 1
-    local rc=0
-    lab_weft 1 status >/dev/null 2>&1 || rc=$?
-    expect_eq "$rc" 1 "status with no router"
+    expect_exit 1 "" "status with no router" lab_weft 1 status
     lab_weft 1 launch --nickname a >/dev/null
-    rc=0; lab_weft 1 launch --nickname a >/dev/null 2>&1 || rc=$?
-    expect_eq "$rc" 3 "second launch"
-    rc=0; local out; out=$(lab_weft 1 status bogus 2>&1) || rc=$?
-    expect_eq "$rc" 1 "bad status sub-command"
-    expect_match "$out" "^Invalid 'weft status' sub-command: bogus$" "bad status text"
-    rc=0; out=$(lab_weft 1 frobnicate 2>&1) || rc=$?
-    expect_eq "$rc" 1 "unknown command"
-    expect_match "$out" "^Unknown weft command 'frobnicate'$" "unknown command text"
-    rc=0; lab_weft 1 launch --port notaport >/dev/null 2>&1 || rc=$?
-    expect_eq "$rc" 1 "bad flag value"
-    rc=0; lab_weft 1 report -f '{{.Router.Name' >/dev/null 2>&1 || rc=$?
-    expect_eq "$rc" 1 "bad template"
+    expect_exit 3 "" "second launch" lab_weft 1 launch --nickname a
+    expect_exit 1 "^Invalid 'weft status' sub-command: bogus$" "bad status sub-command" \
+        lab_weft 1 status bogus
+    expect_exit 1 "^Unknown weft command 'frobnicate'$" "unknown command" lab_weft 1 frobnicate
+    expect_exit 1 "" "bad flag value" lab_weft 1 launch --port notaport
+    expect_exit 1 "" "bad template" lab_weft 1 report -f '{{.Router.Name'
     # The binary answers to the name `weave` too.
     ln -s "$WEFT" "$LAB_DIR/weave"
-    out=$(ip netns exec "$(lab_ns 1)" env WEFT_STATE_DIR="$LAB_DIR/h1/state" WEFT_RUN_DIR="$LAB_DIR/h1/run" "$LAB_DIR/weave" version)
+    local out; out=$(ip netns exec "$(lab_ns 1)" env WEFT_STATE_DIR="$LAB_DIR/h1/state" WEFT_RUN_DIR="$LAB_DIR/h1/run" "$LAB_DIR/weave" version)
     expect_match "$out" "^weave script [0-9]" "weave alias version"
     expect_match "$(lab_weft 1 report -f '{{.Router.Interface}}')" "vethwe-pcap \(via TAP\), vxlan-6784" "report interface"
     lab_weft 1 stop
-    rc=0; lab_weft 1 status >/dev/null 2>&1 || rc=$?
-    expect_eq "$rc" 1 "status after stop"
+    expect_exit 1 "" "status after stop" lab_weft 1 status
 }
 
 test_hostile_frames_do_not_kill_router() {
@@ -178,8 +178,8 @@ test_name_and_targets_persist() {
     lab_weft 2 launch --nickname b --resume >/dev/null
     expect_eq "$(lab_weft 2 status targets)" "$(lab_ip 1)" "resumed targets"
     lab_wait 20 full_mesh_of 2 2 || { dump_logs; fail "resume did not reconnect"; }
-    local rc=0; lab_weft 2 stop; lab_weft 2 launch --resume "$(lab_ip 1)" >/dev/null 2>&1 || rc=$?
-    expect_eq "$rc" 1 "--resume with peers refused"
+    lab_weft 2 stop
+    expect_exit 1 "" "--resume with peers refused" lab_weft 2 launch --resume "$(lab_ip 1)"
     lab_weft 1 reset
     ! ip -n "$(lab_ns 1)" link show weave >/dev/null 2>&1 || fail "reset left the bridge"
     ! ip netns exec "$(lab_ns 1)" nft list table inet weft >/dev/null 2>&1 || fail "reset left the nft table"
@@ -322,7 +322,7 @@ test_attach_detach_ps() {
     lab_up 1
     lab_weft 1 launch --nickname host1 >/dev/null
     lab_container c1
-    local c="netns:${LAB}c1" rc out
+    local c="netns:${LAB}c1" out
     expect_eq "$(lab_weft 1 attach 10.2.1.1/24 ip:10.2.2.1/24 "$c")" "10.2.1.1 10.2.2.1" "attach two"
     expect_eq "$(lab_weft 1 attach 10.2.1.1/24 "$c")" "10.2.1.1" "attach again is idempotent"
     expect_eq "$(lab_in c1 ip -o -4 addr show ethwe | wc -l)" 2 "two addresses in the container"
@@ -335,15 +335,11 @@ test_attach_detach_ps() {
     expect_eq "$(lab_weft 1 detach 10.2.1.1/24 "$c")" "10.2.1.1" "detach last"
     ! lab_in c1 ip link show ethwe >/dev/null 2>&1 || fail "ethwe still there after last detach"
     # Errors: missing container, bad CIDR, no address; nothing half-created.
-    rc=0; out=$(lab_weft 1 attach 10.2.1.1/24 "netns:${LAB}nope" 2>&1) || rc=$?
-    expect_eq "$rc" 1 "missing container exit"
-    expect_match "$out" "does not exist" "missing container text"
-    rc=0; out=$(lab_weft 1 attach 10.2.1.300/24 "$c" 2>&1) || rc=$?
-    expect_eq "$rc" 1 "bad cidr exit"
-    expect_match "$out" "invalid address" "bad cidr text"
-    rc=0; out=$(lab_weft 1 attach "$c" 2>&1) || rc=$?
-    expect_eq "$rc" 1 "no address exit"
-    expect_eq "$out" "IP address allocation must be enabled to use 'net:'" "no address text"
+    expect_exit 1 "does not exist" "missing container" \
+        lab_weft 1 attach 10.2.1.1/24 "netns:${LAB}nope"
+    expect_exit 1 "invalid address" "bad cidr" lab_weft 1 attach 10.2.1.300/24 "$c"
+    expect_exit 1 "^IP address allocation must be enabled to use 'net:'$" "no address" \
+        lab_weft 1 attach "$c"
     [ -z "$(ip -n "$(lab_ns 1)" -o link show | grep vethwepl)" ] || fail "veth left behind"
 }
 
@@ -359,12 +355,9 @@ test_pid_containers() {
     expect_eq "$(lab_weft 2 attach 10.2.1.2/24 "pid:$p2")" "10.2.1.2" "attach pid on host2"
     ping_ok c1 10.2.1.2
     expect_match "$(lab_weft 1 ps "pid:$p1")" "^$p1 ([0-9a-f]{2}:){5}[0-9a-f]{2} 10.2.1.1/24$" "ps by pid"
-    local rc=0 out
-    out=$(lab_weft 1 attach 10.2.1.3/24 "pid:$p3" 2>&1) || rc=$?
-    expect_eq "$rc" 1 "host netns exit"
-    expect_match "$out" "^Container is running in the host network namespace" "host netns text"
-    rc=0; out=$(lab_weft 1 attach 10.2.1.4/24 "pid:999999999" 2>&1) || rc=$?
-    expect_eq "$rc" 1 "missing pid exit"
+    expect_exit 1 "^Container is running in the host network namespace" "host netns" \
+        lab_weft 1 attach 10.2.1.3/24 "pid:$p3"
+    expect_exit 1 "" "missing pid" lab_weft 1 attach 10.2.1.4/24 "pid:999999999"
 }
 
 test_address_in_use_is_refused() {
@@ -372,15 +365,12 @@ test_address_in_use_is_refused() {
     lab_container c1; lab_container c2; lab_container c3
     lab_weft 1 attach 10.2.1.1/24 "netns:${LAB}c1" >/dev/null
     lab_weft 1 attach 10.2.1.9/24 "netns:${LAB}c3" >/dev/null
-    local rc=0 out
     # Same host.
-    out=$(lab_weft 1 attach 10.2.1.9/24 "netns:${LAB}c2" 2>&1) || rc=$?
-    expect_eq "$rc" 1 "local duplicate exit"
-    expect_match "$out" "^address 10.2.1.9 is already in use on the weave network" "local duplicate text"
+    expect_exit 1 "^address 10.2.1.9 is already in use on the weave network" "local duplicate" \
+        lab_weft 1 attach 10.2.1.9/24 "netns:${LAB}c2"
     # Another host, across the overlay.
-    rc=0; out=$(lab_weft 2 attach 10.2.1.1/24 "netns:${LAB}c2" 2>&1) || rc=$?
-    expect_eq "$rc" 1 "remote duplicate exit"
-    expect_match "$out" "^address 10.2.1.1 is already in use" "remote duplicate text"
+    expect_exit 1 "^address 10.2.1.1 is already in use" "remote duplicate" \
+        lab_weft 2 attach 10.2.1.1/24 "netns:${LAB}c2"
     [ -z "$(ip -n "$(lab_ns 2)" -o link show | grep vethwepl)" ] || fail "veth left behind"
     # Re-attaching the owner is still idempotent, and a free address works.
     expect_eq "$(lab_weft 1 attach 10.2.1.1/24 "netns:${LAB}c1")" "10.2.1.1" "owner re-attach"

@@ -41,6 +41,9 @@ pub const MAX_INTERVAL: Duration = Duration::from_secs(6 * 60);
 /// as having "lived long enough": the target is retried at once with the back-off reset.
 pub const RESET_AFTER: Duration = Duration::from_secs(60);
 
+/// Resolves `(host, port)` to addresses, or says why not (the driver's resolver; tests fake it).
+pub type Resolver<'a> = dyn FnMut(&str, u16) -> Result<Vec<SocketAddr>, String> + 'a;
+
 /// An address [`ConnectionMaker::poll_dial`] wants dialled now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Dial {
@@ -245,13 +248,11 @@ impl ConnectionMaker {
     /// preferred). Returns one error text per bad peer; the good ones are still added. A peer
     /// whose target already exists has its back-off reset so it is tried at once (unless it is
     /// mid-attempt or connected). Afterwards call [`Self::poll_dial`].
-    // The resolver's type is part of the agreed API; a named alias would only hide it.
-    #[allow(clippy::type_complexity)]
     pub fn initiate_connections(
         &mut self,
         peers: &[String],
         replace: bool,
-        resolve: &mut dyn FnMut(&str, u16) -> Result<Vec<SocketAddr>, String>,
+        resolve: &mut Resolver<'_>,
         now: Instant,
     ) -> Vec<String> {
         let mut errors = Vec::new();
@@ -461,12 +462,7 @@ impl ConnectionMaker {
         out
     }
 
-    #[allow(clippy::type_complexity)] // Same resolver type as `initiate_connections`.
-    fn resolve_peer(
-        &self,
-        peer: &str,
-        resolve: &mut dyn FnMut(&str, u16) -> Result<Vec<SocketAddr>, String>,
-    ) -> Result<DirectPeer, String> {
+    fn resolve_peer(&self, peer: &str, resolve: &mut Resolver<'_>) -> Result<DirectPeer, String> {
         let (host, port) = split_peer(peer)?;
         let ip = match host.parse::<IpAddr>() {
             Ok(ip) => ip,

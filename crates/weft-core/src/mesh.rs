@@ -24,7 +24,7 @@ use weft_wire::{
     frame, sleeve, topology as topo_wire, topology_delta, ConnectionSummary, PeerName, PeerSummary,
 };
 
-use crate::connection_maker::{ConnectedAddr, ConnectionMaker, Termination};
+use crate::connection_maker::{ConnectedAddr, ConnectionMaker, Resolver, Termination};
 use crate::handshake::{LocalIdentity, RemoteFeatures, PROTOCOL_MAX_VERSION, PROTOCOL_MIN_VERSION};
 use crate::overlay::Fabric;
 use crate::overlay_switch::{
@@ -293,27 +293,28 @@ impl Mesh {
     }
 
     /// `weft connect`: adds targets (or replaces them). Returns one error line per bad peer.
-    // The resolver's type is the connection maker's; an alias would only hide it.
-    #[allow(clippy::type_complexity)]
     pub fn connect(
         &mut self,
         peers: &[String],
         replace: bool,
-        resolve: &mut dyn FnMut(&str, u16) -> Result<Vec<SocketAddr>, String>,
+        resolve: &mut Resolver<'_>,
         now: Instant,
     ) -> Vec<String> {
         let errs = self
             .maker
             .initiate_connections(peers, replace, resolve, now);
-        self.events
-            .push_back(MeshEvent::TargetsChanged(self.maker.direct_peers()));
-        self.refresh_maker(now);
+        self.targets_changed(now);
         errs
     }
 
     /// `weft forget`: drops targets; live connections stay up.
     pub fn forget(&mut self, peers: &[String], now: Instant) {
         self.maker.forget_connections(peers);
+        self.targets_changed(now);
+    }
+
+    /// The targets changed: the driver persists them, the maker dials what is new.
+    fn targets_changed(&mut self, now: Instant) {
         self.events
             .push_back(MeshEvent::TargetsChanged(self.maker.direct_peers()));
         self.refresh_maker(now);
@@ -342,9 +343,8 @@ impl Mesh {
     ) -> Result<(), String> {
         let result = self.register(conn, remote, remote_addr, origin, our_conn_id, now);
         if let (Err((reason, how)), Origin::Outbound { dial_addr, .. }) = (&result, origin) {
-            if *how == Termination::Ourself {
-                // Not a termination in Weave's count, but never retried either.
-            } else {
+            // Connecting to ourself is not a termination in Weave's count (nor retried).
+            if *how != Termination::Ourself {
                 self.termination_count += 1;
             }
             self.maker

@@ -379,6 +379,20 @@ impl Cluster {
         }
     }
 
+    /// Asserts that the cluster is a full mesh (every peer shows all peers, every connection
+    /// established, a live connection to each other peer) and that all views agree.
+    fn assert_full_mesh(&mut self, what: &str) {
+        let n = self.meshes.len();
+        for i in 0..n {
+            assert_eq!(
+                self.status_line(i),
+                (n, n * (n - 1), n - 1),
+                "{what}: peer {i} (n={n})"
+            );
+        }
+        assert!(self.views_agree(), "views differ {what}");
+    }
+
     /// Asserts that every live peer knows all the others and that all views agree.
     fn assert_converged(&mut self, what: &str) {
         let n = self.meshes.len();
@@ -476,10 +490,7 @@ fn chain_of_four_becomes_full_mesh() {
         c.connect(i, i - 1);
     }
     c.run_for(Duration::from_secs(10));
-    for i in 0..4 {
-        assert_eq!(c.status_line(i), (4, 12, 3), "peer {i}");
-    }
-    assert!(c.views_agree());
+    c.assert_full_mesh("chain");
 }
 
 #[test]
@@ -492,10 +503,7 @@ fn thirty_peer_full_mesh_from_random_joins() {
         c.run_for(Duration::from_millis(50));
     }
     c.run_for(Duration::from_secs(40));
-    for i in 0..n {
-        assert_eq!(c.status_line(i), (n, n * (n - 1), n - 1), "peer {i}");
-    }
-    assert!(c.views_agree());
+    c.assert_full_mesh("random joins");
 }
 
 /// 120 routers without discovery, each joining two random earlier ones: gossip must cross many
@@ -602,10 +610,7 @@ fn partition_heals_and_restarted_peer_rejoins() {
     );
     c.blocked.clear();
     c.run_for(Duration::from_secs(400)); // back-off is at most 6 minutes
-    for i in 0..5 {
-        assert_eq!(c.status_line(i), (5, 20, 4), "healed, peer {i}");
-    }
-    assert!(c.views_agree());
+    c.assert_full_mesh("healed");
     // Peer 2 crashes and comes back as a new incarnation under the same name.
     c.crash(2);
     c.run_for(Duration::from_secs(5));
@@ -614,10 +619,7 @@ fn partition_heals_and_restarted_peer_rejoins() {
     c.meshes[2] = Some(m);
     c.connect(2, 0);
     c.run_for(Duration::from_secs(10));
-    for i in 0..5 {
-        assert_eq!(c.status_line(i), (5, 20, 4), "after restart, peer {i}");
-    }
-    assert!(c.views_agree());
+    c.assert_full_mesh("after restart");
 }
 
 #[test]
@@ -711,14 +713,7 @@ fn full_mesh(n: usize, deltas: bool, seed: u64) -> Cluster {
         c.run_for(Duration::from_millis(20));
     }
     c.run_for(Duration::from_secs(60));
-    for i in 0..n {
-        assert_eq!(
-            c.status_line(i),
-            (n, n * (n - 1), n - 1),
-            "peer {i} (n={n})"
-        );
-    }
-    assert!(c.views_agree(), "n={n}");
+    c.assert_full_mesh("formed");
     c
 }
 
@@ -735,14 +730,7 @@ fn bytes_per_change(c: &mut Cluster, a: usize, b: usize) -> (u64, u64) {
     c.blocked.clear();
     c.run_for(Duration::from_secs(60));
     let added = c.topology_bytes;
-    for i in 0..n {
-        assert_eq!(
-            c.status_line(i),
-            (n, n * (n - 1), n - 1),
-            "peer {i} after re-add"
-        );
-    }
-    assert!(c.views_agree());
+    c.assert_full_mesh("after re-add");
     (dropped, added)
 }
 

@@ -161,6 +161,15 @@ fn installed(ns: &Netns) -> Vec<(String, String, Value)> {
     listed_rules(&serde_json::from_str(&ns.nft().list().unwrap()).unwrap())
 }
 
+/// The comments of the installed NAT (postrouting) rules.
+fn nat_comments(rules: &[(String, String, Value)]) -> Vec<&String> {
+    rules
+        .iter()
+        .filter(|r| r.0 == "postrouting")
+        .map(|r| &r.1)
+        .collect()
+}
+
 fn sum_counter(ns: &Netns, chain: &str, comment_has: &str) -> u64 {
     let v: Value = serde_json::from_str(&ns.nft().list().unwrap()).unwrap();
     v["nftables"]
@@ -211,11 +220,7 @@ fn apply_reapply_expose_hide_remove_in_own_table() {
     nft.apply(&rs).unwrap();
     let now = installed(&ns);
     assert_eq!(now, rendered_rules(&rs));
-    let nat: Vec<&String> = now
-        .iter()
-        .filter(|r| r.0 == "postrouting")
-        .map(|r| &r.1)
-        .collect();
+    let nat = nat_comments(&now);
     assert_eq!(nat.len(), 6);
     assert_eq!(nat.iter().filter(|c| c.contains("10.2.1.0/24")).count(), 3);
 
@@ -223,19 +228,14 @@ fn apply_reapply_expose_hide_remove_in_own_table() {
     nft.apply(&rs).unwrap();
     let now = installed(&ns);
     assert_eq!(now, rendered_rules(&rs));
-    let nat: Vec<&String> = now
-        .iter()
-        .filter(|r| r.0 == "postrouting")
-        .map(|r| &r.1)
-        .collect();
-    assert_eq!(nat, ["weft: expose 10.2.1.0/24"; 3]);
+    assert_eq!(nat_comments(&now), ["weft: expose 10.2.1.0/24"; 3]);
     assert!(!now.iter().any(|r| r.1.contains("10.32.0.0/12")));
 
     // --without-masquerade keeps the accept, drops the NAT.
     rs.expose(cidr("10.2.1.0/24"), false);
     nft.apply(&rs).unwrap();
     let now = installed(&ns);
-    assert_eq!(now.iter().filter(|r| r.0 == "postrouting").count(), 0);
+    assert_eq!(nat_comments(&now).len(), 0);
     assert_eq!(now.iter().filter(|r| r.0 == "expose").count(), 1);
 
     // The other table was never touched (same handles, same rules, same counters).

@@ -351,14 +351,13 @@ impl Netdev {
     ) -> Result<bool, NetdevError> {
         let op = format!("adding address {addr}/{prefix} to link {index}");
         let msg = address_msg(&op, index, addr, prefix, true)?;
-        match self
-            .request(RouteNetlinkMessage::NewAddress(msg), CREATE_FLAGS, &op)
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(e) if e.errno() == Some(Errno::EEXIST) => Ok(false),
-            Err(e) => Err(e),
-        }
+        self.request_changed(
+            RouteNetlinkMessage::NewAddress(msg),
+            CREATE_FLAGS,
+            &op,
+            Errno::EEXIST,
+        )
+        .await
     }
 
     /// Removes `addr/prefix` from link `index`; `Ok(false)` if it was not there.
@@ -370,14 +369,13 @@ impl Netdev {
     ) -> Result<bool, NetdevError> {
         let op = format!("deleting address {addr}/{prefix} from link {index}");
         let msg = address_msg(&op, index, addr, prefix, false)?;
-        match self
-            .request(RouteNetlinkMessage::DelAddress(msg), ACK_FLAGS, &op)
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(e) if e.errno() == Some(Errno::EADDRNOTAVAIL) => Ok(false),
-            Err(e) => Err(e),
-        }
+        self.request_changed(
+            RouteNetlinkMessage::DelAddress(msg),
+            ACK_FLAGS,
+            &op,
+            Errno::EADDRNOTAVAIL,
+        )
+        .await
     }
 
     /// The addresses on link `index`, IPv4 and IPv6, with their prefix lengths.
@@ -416,14 +414,14 @@ impl Netdev {
                 Ipv4Addr::new(224, 0, 0, 0),
             )));
         msg.attributes.push(RouteAttribute::Oif(index));
-        match self
-            .request(RouteNetlinkMessage::NewRoute(msg), CREATE_FLAGS, &op)
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if e.errno() == Some(Errno::EEXIST) => Ok(()),
-            Err(e) => Err(e),
-        }
+        self.request_changed(
+            RouteNetlinkMessage::NewRoute(msg),
+            CREATE_FLAGS,
+            &op,
+            Errno::EEXIST,
+        )
+        .await?;
+        Ok(())
     }
 
     /// The IPv4 routes of the main table as `(destination, prefix, output interface)`, for
@@ -519,6 +517,22 @@ impl Netdev {
     }
 
     // --- helpers ---
+
+    /// [`Self::request`] for an idempotent change: `Ok(false)` when the kernel answers
+    /// `unchanged` (already there, or already gone), `Ok(true)` when it made the change.
+    async fn request_changed(
+        &self,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+        op: &str,
+        unchanged: Errno,
+    ) -> Result<bool, NetdevError> {
+        match self.request(msg, flags, op).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.errno() == Some(unchanged) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
 
     async fn request(
         &self,
