@@ -235,6 +235,8 @@ pub struct Mesh {
     peers: Peers,
     routes: Routes,
     routes_dirty: bool,
+    /// Bumped by every route recalculation.
+    routes_generation: u64,
     maker: ConnectionMaker,
     conns: BTreeMap<ConnId, Conn>,
     by_remote: BTreeMap<PeerName, ConnId>,
@@ -266,6 +268,7 @@ impl Mesh {
             peers,
             routes,
             routes_dirty: false,
+            routes_generation: 0,
             maker,
             conns: BTreeMap::new(),
             by_remote: BTreeMap::new(),
@@ -1042,7 +1045,29 @@ impl Mesh {
         if self.routes_dirty {
             self.routes = Routes::calculate(&self.peers);
             self.routes_dirty = false;
+            self.routes_generation += 1;
         }
+    }
+
+    /// A value that changes whenever anything [`Self::fabric`], [`Self::is_connected`] or
+    /// [`Self::peer_udp_addr`] answers may have changed: routes, the set of known peers
+    /// (placeholders are only ever added outside GC, which recalculates routes), live
+    /// connections, their sleeve addresses and fastdp state. Cheap (no allocation, one pass
+    /// over live connections), so a driver can skip recapturing an unchanged view.
+    pub fn fabric_version(&mut self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        self.ensure_routes();
+        let mut h = std::hash::DefaultHasher::new();
+        self.routes_generation.hash(&mut h);
+        self.peers.len().hash(&mut h);
+        for (peer, id) in &self.by_remote {
+            peer.hash(&mut h);
+            if let Some(c) = self.conns.get(id) {
+                c.switch.udp_addr().hash(&mut h);
+                c.switch.is_direct_fastdp().hash(&mut h);
+            }
+        }
+        h.finish()
     }
 
     fn routes(&mut self) -> &Routes {

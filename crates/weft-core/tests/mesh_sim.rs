@@ -796,3 +796,25 @@ fn gossip_bytes_per_change_grow_like_n_log_n() {
         );
     }
 }
+
+/// The fabric version the router's data path keys on: steady while only heartbeats and
+/// periodic gossip flow, changed by a lost connection and again by its return.
+#[test]
+fn fabric_version_moves_only_with_the_fabric() {
+    let mut c = Cluster::new(3, 9);
+    c.connect(1, 0);
+    c.connect(2, 0);
+    c.run_for(Duration::from_secs(10));
+    c.assert_full_mesh("formed");
+    let v0 = c.mesh(0).fabric_version();
+    c.run_for(Duration::from_secs(45)); // heartbeats and one periodic gossip round
+    assert_eq!(c.mesh(0).fabric_version(), v0);
+    c.block(0, 1);
+    c.run_for(Duration::from_secs(1));
+    let v1 = c.mesh(0).fabric_version();
+    assert_ne!(v1, v0);
+    c.blocked.clear();
+    c.run_for(Duration::from_secs(400));
+    c.assert_full_mesh("healed");
+    assert_ne!(c.mesh(0).fabric_version(), v1);
+}

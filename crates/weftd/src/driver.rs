@@ -210,6 +210,7 @@ impl Driver {
             udp,
             shared,
             fabric: None,
+            fabric_version: None,
         };
         let mut live: HashMap<ConnId, Live> = HashMap::new();
         let now = Instant::now();
@@ -265,6 +266,8 @@ struct Ctx {
     shared: Arc<Shared>,
     /// The fabric last handed to the data path.
     fabric: Option<Arc<FabricSnapshot>>,
+    /// [`Mesh::fabric_version`] when `fabric` was last captured.
+    fabric_version: Option<u64>,
 }
 
 impl Ctx {
@@ -328,6 +331,12 @@ impl Ctx {
 impl Ctx {
     /// Hands the data path a new view of the mesh when it changed.
     fn publish_fabric(&mut self, mesh: &mut Mesh) {
+        // Most passes (gossip, heartbeats) change nothing the data path sees.
+        let version = mesh.fabric_version();
+        if self.fabric_version == Some(version) {
+            return;
+        }
+        self.fabric_version = Some(version);
         let snap = FabricSnapshot::of(mesh);
         if self.fabric.as_deref() == Some(&snap) {
             return;
