@@ -766,8 +766,8 @@ impl DataPath {
         }
     }
 
-    /// Waits for the TAP or the socket, then reads both, alternately, until neither has
-    /// anything: an injected frame's answer (an ICMP echo reply, a TCP ACK) is often queued
+    /// Waits for the TAP or the socket, then reads those that are ready, alternately, until
+    /// neither has anything: an injected frame's answer (an ICMP echo reply, a TCP ACK) is often queued
     /// on the TAP by the time the write returns, and is sent on at once. Returns when the
     /// mesh task has ended.
     fn run(mut self) {
@@ -775,6 +775,9 @@ impl DataPath {
         let mut udp_buf = vec![0u8; 65536];
         let mut cmsg = Vec::with_capacity(weft_netdev::GRO_CMSG_SPACE);
         let mut next_sweep = Instant::now() + MAC_SWEEP_INTERVAL;
+        if let Err(e) = weft_netdev::set_batch_scheduling() {
+            tracing::debug!("sleeve thread keeps the default scheduling: {e}");
+        }
         while !self.shared.stop.load(Ordering::Relaxed) {
             let now = Instant::now();
             if now >= next_sweep {
@@ -798,28 +801,39 @@ impl DataPath {
             let woken = tap_ready || udp_ready;
             let mut got = false;
             self.refresh_fabric();
+            // Each descriptor is read while it has something and only then: a read that finds
+            // nothing is a system call on the round trip of every lone packet.
+            let mut udp_more = udp_ready;
             for _ in 0..DRAIN_READS {
-                let mut any = false;
-                // Woken by the socket alone: no point asking the TAP first.
-                if tap_ready {
-                    if let Ok(n) = self.tap.try_recv(&mut tap_buf) {
-                        self.on_captured(&mut tap_buf[..n], Instant::now());
-                        any = true;
-                    }
-                }
-                tap_ready = true;
-                match weft_netdev::try_recv_gro(&self.udp, &mut udp_buf, &mut cmsg) {
-                    Ok((n, from, seg)) => {
-                        self.on_received(from, &udp_buf[..n], seg, Instant::now());
-                        any = true;
-                    }
-                    Err(_) => self.end_of_receive(),
-                }
-                if !any {
+                if !tap_ready && !udp_more {
                     break;
                 }
-                got = true;
+                if tap_ready {
+                    match self.tap.try_recv(&mut tap_buf) {
+                        Ok(n) => {
+                            self.on_captured(&mut tap_buf[..n], Instant::now());
+                            got = true;
+                        }
+                        Err(_) => tap_ready = false,
+                    }
+                }
+                if udp_more {
+                    match weft_netdev::try_recv_gro(&self.udp, &mut udp_buf, &mut cmsg) {
+                        Ok((n, from, seg)) => {
+                            self.on_received(from, &udp_buf[..n], seg, Instant::now());
+                            got = true;
+                            // What was injected is often answered at once (an ICMP echo
+                            // reply, a TCP ACK): look for it before sleeping.
+                            tap_ready = true;
+                        }
+                        Err(_) => {
+                            udp_more = false;
+                            tap_ready |= self.end_of_receive();
+                        }
+                    }
+                }
             }
+            // Only after DRAIN_READS reads in a row can a coalesced run still be pending.
             self.end_of_receive();
             if woken && !got {
                 // Readable but nothing to read: an error state (a TAP whose device is gone
@@ -958,9 +972,14 @@ impl DataPath {
     }
 
     /// The receive batch is over: write out what the coalescer still holds.
-    fn end_of_receive(&mut self) {
+    fn end_of_receive(&mut self) -> bool {
         let tap = &self.tap;
-        self.coalescer.flush(&mut |h, f| inject(tap, h, f));
+        let mut injected = false;
+        self.coalescer.flush(&mut |h, f| {
+            injected = true;
+            inject(tap, h, f);
+        });
+        injected
     }
 
     /// A datagram arrived on the mesh port: data records go through the forwarder (injected
