@@ -38,6 +38,6 @@ pub use sysctl::set_sysctl;
 pub use tap::{SyncTap, Tap};
 pub use udp::{
     enable_udp_gro, gso_unsupported, path_mtu, set_batch_scheduling, set_socket_buffers,
-    try_recv_gro, try_send_gso, wait_readable, wait_writable, GroRecv, GRO_CMSG_SPACE,
-    MAX_GSO_BYTES, MAX_GSO_SEGMENTS,
+    try_recv_gro, try_send_gso, wait_writable, GroRecv, Readiness, GRO_CMSG_SPACE, MAX_GSO_BYTES,
+    MAX_GSO_SEGMENTS,
 };

@@ -140,7 +140,7 @@ impl Tap {
     }
 
     /// Takes the device off the tokio reactor, for a thread that waits on it itself (see
-    /// [`crate::wait_readable`]); the reactor would otherwise wake for every frame.
+    /// [`crate::Readiness`]); the reactor would otherwise wake for every frame.
     pub fn into_sync(self) -> SyncTap {
         SyncTap {
             file: self.fd.into_inner(),

@@ -4,7 +4,7 @@
 //! flow in one buffer, with their size in a control message), and the path MTU to a peer.
 //!
 //! The calls work on a plain non-blocking std socket (not a tokio one): the sleeve data path
-//! runs on a thread of its own that waits with [`wait_readable`], so the socket must not be
+//! runs on a thread of its own that waits with [`Readiness`], so the socket must not be
 //! registered with a reactor that would wake for every packet; [`set_batch_scheduling`] is for
 //! that thread. Everything but that call goes through `nix`, so there is no `unsafe` here. Both offloads degrade: a kernel without them fails the call
 //! (`EINVAL`, `EIO`, `ENOPROTOOPT`) and the caller falls back to one datagram per system call.
@@ -15,6 +15,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::time::Duration;
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use nix::sys::socket::{
     getsockopt, recvmsg, sendmsg, setsockopt, sockopt, ControlMessage, ControlMessageOwned,
     MsgFlags, SockaddrIn, SockaddrStorage,
@@ -104,25 +105,43 @@ pub fn try_recv_gro(sock: &UdpSocket, buf: &mut [u8], cmsg: &mut Vec<u8>) -> io:
     recv_gro_once(sock.as_fd().as_raw_fd(), buf, cmsg)
 }
 
-/// Waits until `a` or `b` is readable, or `timeout` passes; says which are. `EINTR` reads as
-/// neither.
-pub fn wait_readable(
-    a: BorrowedFd<'_>,
-    b: BorrowedFd<'_>,
-    timeout: Duration,
-) -> io::Result<(bool, bool)> {
-    let mut fds = [
-        PollFd::new(a, PollFlags::POLLIN),
-        PollFd::new(b, PollFlags::POLLIN),
-    ];
-    let t = PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX);
-    match poll(&mut fds, t) {
-        Ok(_) => {}
-        Err(nix::errno::Errno::EINTR) => return Ok((false, false)),
-        Err(e) => return Err(e.into()),
+/// Descriptors waited on together for reading, registered once with an epoll instance: a
+/// wait is one `epoll_wait`, not `poll(2)`'s setting up and tearing down of a wait-queue entry
+/// per descriptor on every call, which is on the round trip of every lone packet.
+pub struct Readiness {
+    epoll: Epoll,
+}
+
+impl Readiness {
+    /// Watches `fds` (at most 64, each at most once) for input; index `i` of `fds` is bit `i`
+    /// of what [`Readiness::wait`] returns. The descriptors must outlive the watch.
+    pub fn new(fds: &[BorrowedFd<'_>]) -> Result<Self, NetdevError> {
+        let op = "watching descriptors with epoll";
+        let epoll =
+            Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(|e| NetdevError::os(op, e))?;
+        for (i, fd) in fds.iter().enumerate().take(64) {
+            epoll
+                .add(fd, EpollEvent::new(EpollFlags::EPOLLIN, i as u64))
+                .map_err(|e| NetdevError::os(op, e))?;
+        }
+        Ok(Self { epoll })
     }
-    let ready = |f: &PollFd<'_>| f.revents().is_some_and(|r| !r.is_empty());
-    Ok((ready(&fds[0]), ready(&fds[1])))
+
+    /// Waits until a watched descriptor is readable (or in error), or `timeout` passes;
+    /// returns the bit set of those that are. `EINTR` reads as none.
+    pub fn wait(&self, timeout: Duration) -> io::Result<u64> {
+        let mut events = [EpollEvent::empty(); 8];
+        let t = PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX);
+        let n = match self.epoll.wait(&mut events, t) {
+            Ok(n) => n,
+            Err(nix::errno::Errno::EINTR) => 0,
+            Err(e) => return Err(e.into()),
+        };
+        Ok(events[..n]
+            .iter()
+            .filter(|e| e.data() < 64)
+            .fold(0, |m, e| m | 1 << e.data()))
+    }
 }
 
 /// Puts the calling thread under `SCHED_BATCH`, for a thread that relays packets between two
@@ -172,6 +191,23 @@ mod tests {
 
     /// GSO out, GRO in, over loopback: the receiver gets the datagrams back with their size.
     #[test]
+    fn readiness_names_the_ready_descriptors() {
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let ready = Readiness::new(&[a.as_fd(), b.as_fd()]).unwrap();
+        assert_eq!(ready.wait(Duration::ZERO).unwrap(), 0);
+        b.send_to(b"x", b.local_addr().unwrap()).unwrap();
+        assert_eq!(ready.wait(Duration::from_secs(5)).unwrap(), 0b10);
+        a.send_to(b"y", a.local_addr().unwrap()).unwrap();
+        assert_eq!(ready.wait(Duration::from_secs(5)).unwrap(), 0b11);
+        // Level-triggered: what is not read stays ready.
+        let mut buf = [0u8; 4];
+        b.recv(&mut buf).unwrap();
+        assert_eq!(ready.wait(Duration::ZERO).unwrap(), 0b01);
+        assert!(Readiness::new(&[a.as_fd(), a.as_fd()]).is_err(), "one watch per descriptor");
+    }
+
+    #[test]
     fn gso_send_and_gro_receive_round_trip() {
         let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
         let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -188,9 +224,10 @@ mod tests {
         let mut buf = vec![0u8; 65536];
         let mut cmsg = Vec::with_capacity(GRO_CMSG_SPACE);
         let mut got = Vec::new();
+        let ready = Readiness::new(&[rx.as_fd()]).unwrap();
         while got.len() < 1000 {
-            let (r, _) = wait_readable(rx.as_fd(), rx.as_fd(), Duration::from_secs(5)).unwrap();
-            assert!(r, "datagrams arrive within 5 s");
+            let r = ready.wait(Duration::from_secs(5)).unwrap();
+            assert_eq!(r, 1, "datagrams arrive within 5 s");
             let (n, from, seg) = try_recv_gro(&rx, &mut buf, &mut cmsg).unwrap();
             assert_eq!(from, tx.local_addr().unwrap());
             if let Some(seg) = seg {

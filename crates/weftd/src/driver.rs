@@ -6,7 +6,7 @@
 //! what the mesh asks for.
 //!
 //! The sleeve hot path runs on a thread of its own (`DataPath`), off the tokio reactor: it
-//! waits on the TAP and the sleeve socket with one `poll(2)` and then reads both until
+//! waits on the TAP and the sleeve socket with one `epoll_wait` and then reads both until
 //! neither has anything, so a packet costs one wake-up and its system calls, not a reactor
 //! turn and a task poll; it forwards with its own [`Forwarder`] from straight-reused buffers.
 //! The mesh task hands it a `FabricSnapshot` (routes, connected peers, their UDP addresses)
@@ -178,7 +178,7 @@ impl Driver {
             dataplane,
         } = self;
         // The sleeve data path runs on a thread of its own, off the reactor: a packet then
-        // costs one poll(2) wake-up and the reads, not a reactor turn and a task poll.
+        // costs one wake-up and the reads, not a reactor turn and a task poll.
         let udp = match udp.into_std() {
             Ok(u) => Arc::new(u),
             Err(e) => {
@@ -775,6 +775,13 @@ impl DataPath {
         let mut udp_buf = vec![0u8; 65536];
         let mut cmsg = Vec::with_capacity(weft_netdev::GRO_CMSG_SPACE);
         let mut next_sweep = Instant::now() + MAC_SWEEP_INTERVAL;
+        let ready = match weft_netdev::Readiness::new(&[self.tap.as_fd(), self.udp.as_fd()]) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!("sleeve data path cannot start: {e}");
+                return;
+            }
+        };
         if let Err(e) = weft_netdev::set_batch_scheduling() {
             tracing::debug!("sleeve thread keeps the default scheduling: {e}");
         }
@@ -789,15 +796,14 @@ impl DataPath {
             let timeout = next_sweep
                 .saturating_duration_since(now)
                 .min(Duration::from_secs(1));
-            let (mut tap_ready, udp_ready) =
-                match weft_netdev::wait_readable(self.tap.as_fd(), self.udp.as_fd(), timeout) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        tracing::warn!("sleeve poll: {e}");
-                        std::thread::sleep(Duration::from_millis(10));
-                        continue;
-                    }
-                };
+            let (mut tap_ready, udp_ready) = match ready.wait(timeout) {
+                Ok(r) => (r & 1 != 0, r & 2 != 0),
+                Err(e) => {
+                    tracing::warn!("sleeve wait: {e}");
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+            };
             let woken = tap_ready || udp_ready;
             let mut got = false;
             self.refresh_fabric();
