@@ -327,13 +327,17 @@ test_attach_detach_ps() {
     expect_eq "$(lab_weft 1 attach 10.2.1.1/24 "$c")" "10.2.1.1" "attach again is idempotent"
     expect_eq "$(lab_in c1 ip -o -4 addr show ethwe | wc -l)" 2 "two addresses in the container"
     lab_in c1 ip route | grep -q '^224.0.0.0/4 dev ethwe' || fail "multicast route missing"
+    mrules() { lab_in c1 nft list table inet weft 2>/dev/null | grep -o 'ip saddr [0-9./]*' | tr '\n' ' '; }
+    expect_eq "$(mrules)" "ip saddr 10.2.1.0/24 ip saddr 10.2.2.0/24 " "multicast accepted from own subnets"
     out=$(lab_weft 1 ps "$c")
     expect_match "$out" "^weave:expose ([0-9a-f]{2}:){5}[0-9a-f]{2}$" "ps expose line"
     expect_match "$out" "^${LAB}c1 ([0-9a-f]{2}:){5}[0-9a-f]{2} 10.2.1.1/24 10.2.2.1/24$" "ps container line"
     expect_eq "$(lab_weft 1 detach 10.2.2.1/24 "$c")" "10.2.2.1" "detach one"
     lab_in c1 ip link show ethwe >/dev/null 2>&1 || fail "ethwe gone too early"
+    expect_eq "$(mrules)" "ip saddr 10.2.1.0/24 " "multicast rules follow detach"
     expect_eq "$(lab_weft 1 detach 10.2.1.1/24 "$c")" "10.2.1.1" "detach last"
     ! lab_in c1 ip link show ethwe >/dev/null 2>&1 || fail "ethwe still there after last detach"
+    ! lab_in c1 nft list table inet weft >/dev/null 2>&1 || fail "container table left after last detach"
     # Errors: missing container, bad CIDR, no address; nothing half-created.
     expect_exit 1 "does not exist" "missing container" \
         lab_weft 1 attach 10.2.1.1/24 "netns:${LAB}nope"
@@ -390,6 +394,18 @@ test_expose_hide_and_isolation() {
     # Isolation: another subnet of the range is unreachable.
     ping_fails c1 10.2.2.3
     ping_fails c3 10.2.1.2
+    # Multicast floods the whole weave network, but a container takes it only from its own
+    # subnets: c2 answers c1's all-hosts echo, and drops c3's.
+    local c
+    for c in c1 c2 c3; do lab_in "$c" sysctl -qw net.ipv4.icmp_echo_ignore_broadcasts=0; done
+    mcast_echo() { lab_in "$1" ping -c 2 -i 0.2 -W 1 224.0.0.1 2>/dev/null || true; }
+    c2_answers() { mcast_echo c1 | grep -q "from 10.2.1.2"; }
+    lab_wait 10 c2_answers || fail "multicast from c1 does not reach c2"
+    mcast_echo c3 >/dev/null
+    local dropped
+    dropped=$(lab_in c2 nft list table inet weft | grep 'no multicast from other subnets' \
+        | grep -o 'packets [0-9]*' | awk '{print $2}')
+    [ "${dropped:-0}" -ge 1 ] || fail "c2 took multicast from another subnet (dropped: ${dropped:-none})"
     # Expose: host1 reaches a container on host2; hide takes it away.
     expect_eq "$(lab_weft 1 expose 10.2.1.254/24)" "10.2.1.254" "expose output"
     host_ping() { ip netns exec "$(lab_ns 1)" ping -c 1 -W 1 10.2.1.2 >/dev/null 2>&1; }

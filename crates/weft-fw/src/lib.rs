@@ -16,7 +16,8 @@
 //!   hand-building netlink batches whose expression encoding changes between kernels.
 //!
 //! Left out: weave-npc's rules (`--expect-npc`), the `--no-masq-local` ipset, the fastdp IPsec
-//! marks (§5.4) and the per-container multicast rules (§3.4); they belong elsewhere. The
+//! marks (§5.4); they belong elsewhere. The per-container multicast rules (§3.4) are a
+//! [`ContainerRuleSet`], applied inside the container's namespace. The
 //! iptables "canary" is unnecessary: nothing but weft writes into weft's table, and a full
 //! `nft flush ruleset` is detected by [`Nft::is_installed`] returning `false`.
 //!
@@ -35,11 +36,13 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod container;
 mod error;
 mod model;
 mod nft;
 pub mod render;
 
+pub use container::ContainerRuleSet;
 pub use error::FwError;
 pub use model::{DockerBridge, Exposed, IfName, Ipv4Cidr, RuleSet};
 pub use nft::{apply, list, remove, Nft};

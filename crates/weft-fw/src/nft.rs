@@ -17,7 +17,7 @@ use std::process::{Command, Stdio};
 use serde_json::Value;
 
 use crate::render::{TABLE_FAMILY, TABLE_NAME};
-use crate::{FwError, RuleSet};
+use crate::{ContainerRuleSet, FwError, RuleSet};
 
 /// Applies `rs` in the current network namespace; see [`Nft::apply`].
 pub fn apply(rs: &RuleSet) -> Result<(), FwError> {
@@ -80,6 +80,13 @@ impl Nft {
     /// version left it), nft refuses the whole batch and nothing changes; [`Nft::remove`] and
     /// then `apply` recovers.
     pub fn apply(&self, rs: &RuleSet) -> Result<(), FwError> {
+        self.run(&["-j", "-f", "-"], Some(&rs.to_nft_json()))
+            .map(drop)
+    }
+
+    /// (Re)creates weft's table in a container's namespace (the caller's, or
+    /// [`Nft::in_netns`]'s) with exactly the rules of `rs`, in one transaction.
+    pub fn apply_container(&self, rs: &ContainerRuleSet) -> Result<(), FwError> {
         self.run(&["-j", "-f", "-"], Some(&rs.to_nft_json()))
             .map(drop)
     }

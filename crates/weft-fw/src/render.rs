@@ -216,7 +216,7 @@ impl RuleSet {
     }
 
     fn nat_rules(&self, out: &mut Vec<Value>) {
-        let multicast = json!({"prefix": {"addr": MULTICAST.0, "len": MULTICAST.1}});
+        let multicast = multicast();
         for e in self.exposed.iter().filter(|e| e.masquerade) {
             let c = cidr(e.cidr);
             let why = format!("weft: expose {}", e.cidr);
@@ -251,11 +251,11 @@ impl RuleSet {
     }
 }
 
-fn table() -> Value {
+pub(crate) fn table() -> Value {
     json!({"family": TABLE_FAMILY, "name": TABLE_NAME})
 }
 
-fn base_chain(name: &str, kind: &str, hook: &str, prio: i32) -> Value {
+pub(crate) fn base_chain(name: &str, kind: &str, hook: &str, prio: i32) -> Value {
     json!({"add": {"chain": {
         "family": TABLE_FAMILY, "table": TABLE_NAME, "name": name,
         "type": kind, "hook": hook, "prio": prio, "policy": "accept",
@@ -263,7 +263,7 @@ fn base_chain(name: &str, kind: &str, hook: &str, prio: i32) -> Value {
 }
 
 /// An `add rule` command; every rule counts its packets (like iptables' `-v` counters).
-fn rule(chain: &str, comment: &str, mut expr: Vec<Value>) -> Value {
+pub(crate) fn rule(chain: &str, comment: &str, mut expr: Vec<Value>) -> Value {
     let at = expr.len().saturating_sub(1);
     expr.insert(at, json!({"counter": null}));
     json!({"add": {"rule": {
@@ -276,7 +276,7 @@ fn m(op: &str, left: Value, right: Value) -> Value {
     json!({"match": {"op": op, "left": left, "right": right}})
 }
 
-fn is(left: Value, right: impl Into<Value>) -> Value {
+pub(crate) fn is(left: Value, right: impl Into<Value>) -> Value {
     m("==", left, right.into())
 }
 
@@ -284,7 +284,7 @@ fn is_not(left: Value, right: impl Into<Value>) -> Value {
     m("!=", left, right.into())
 }
 
-fn meta(key: &str) -> Value {
+pub(crate) fn meta(key: &str) -> Value {
     json!({"meta": {"key": key}})
 }
 
@@ -292,12 +292,12 @@ fn payload(protocol: &str, field: &str) -> Value {
     json!({"payload": {"protocol": protocol, "field": field}})
 }
 
-fn ip(field: &str) -> Value {
+pub(crate) fn ip(field: &str) -> Value {
     payload("ip", field)
 }
 
 /// A CIDR as nft writes it: a bare address for /32, otherwise a prefix.
-fn cidr(c: Ipv4Cidr) -> Value {
+pub(crate) fn cidr(c: Ipv4Cidr) -> Value {
     if c.prefix_len() == 32 {
         json!(c.network().to_string())
     } else {
@@ -305,7 +305,12 @@ fn cidr(c: Ipv4Cidr) -> Value {
     }
 }
 
-fn verdict(v: &str) -> Value {
+/// `224.0.0.0/4` as an nft prefix.
+pub(crate) fn multicast() -> Value {
+    json!({"prefix": {"addr": MULTICAST.0, "len": MULTICAST.1}})
+}
+
+pub(crate) fn verdict(v: &str) -> Value {
     json!({ v: null })
 }
 

@@ -342,3 +342,49 @@ fn masquerade_rewrites_sources() {
     nft.remove().unwrap();
     assert!(!nft.is_installed().unwrap());
 }
+
+#[test]
+fn container_takes_multicast_only_from_its_own_subnets() {
+    if !privileged() {
+        return;
+    }
+    let ctr = Netns::new();
+    let src = Netns::new();
+    ctr.exec(&[
+        "ip", "link", "add", "ethwe", "type", "veth", "peer", "name", "eth0", "netns", &src.0,
+    ]);
+    ctr.exec(&["ip", "addr", "add", "10.9.1.1/24", "dev", "ethwe"]);
+    ctr.exec(&["ip", "link", "set", "ethwe", "up"]);
+    ctr.exec(&["sysctl", "-qw", "net.ipv4.icmp_echo_ignore_broadcasts=0"]);
+    // A way back to the other subnet, so that only the firewall can stop the answer.
+    ctr.exec(&["ip", "route", "add", "10.9.2.0/24", "dev", "ethwe"]);
+    for a in ["10.9.1.2/24", "10.9.2.2/24"] {
+        src.exec(&["ip", "addr", "add", a, "dev", "eth0"]);
+    }
+    src.exec(&["ip", "link", "set", "eth0", "up"]);
+    src.exec(&["ip", "route", "add", "224.0.0.0/4", "dev", "eth0"]);
+    // An echo to all-hosts from one source address: answered only if the container took it.
+    let answered =
+        |from: &str| src.try_exec(&["ping", "-c1", "-W1", "-q", "-I", from, "224.0.0.1"]);
+    assert!(
+        answered("10.9.2.2"),
+        "without weft's rules any subnet gets through"
+    );
+
+    let nft = ctr.nft();
+    let rs = weft_fw::ContainerRuleSet::new(name("ethwe")).with_subnet(cidr("10.9.1.1/24"));
+    nft.apply_container(&rs).unwrap();
+    nft.apply_container(&rs).unwrap();
+    assert_eq!(
+        installed(&ctr).len(),
+        2,
+        "re-applying does not duplicate rules"
+    );
+    assert!(answered("10.9.1.2"), "own subnet");
+    assert!(!answered("10.9.2.2"), "another subnet");
+    assert!(sum_counter(&ctr, "input", "no multicast from other subnets") >= 1);
+
+    nft.remove().unwrap();
+    assert!(!nft.is_installed().unwrap());
+    assert!(answered("10.9.2.2"), "rules gone with the table");
+}

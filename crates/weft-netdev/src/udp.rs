@@ -204,7 +204,10 @@ mod tests {
         let mut buf = [0u8; 4];
         b.recv(&mut buf).unwrap();
         assert_eq!(ready.wait(Duration::ZERO).unwrap(), 0b01);
-        assert!(Readiness::new(&[a.as_fd(), a.as_fd()]).is_err(), "one watch per descriptor");
+        assert!(
+            Readiness::new(&[a.as_fd(), a.as_fd()]).is_err(),
+            "one watch per descriptor"
+        );
     }
 
     #[test]

@@ -4,8 +4,9 @@
 //! A container is named as `netns:NAME` (a namespace under /run/netns) or `pid:PID`; Docker
 //! containers arrive with the Docker integration. Attaching creates the veth pair
 //! `vethwepl<id>`/`vethwepg<id>`, puts the host end on the bridge and moves the other end into
-//! the container as `ethwe`, adds the addresses, announces each with a gratuitous ARP and adds
-//! the multicast route last. Any failure after the veth exists deletes it again, so a failed
+//! the container as `ethwe`, adds the addresses, lets multicast in through `ethwe` only from
+//! their subnets (weft's nftables table in the container's namespace), announces each address
+//! with a gratuitous ARP and adds the multicast route last. Any failure after the veth exists deletes it again, so a failed
 //! attach leaves nothing behind.
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -80,6 +81,9 @@ pub enum AttachError {
     /// A kernel operation failed.
     #[error(transparent)]
     Netdev(#[from] NetdevError),
+    /// The container's multicast rules could not be set.
+    #[error("container multicast rules: {0}")]
+    Firewall(#[from] weft_fw::FwError),
     /// A thread-local runtime could not be started.
     #[error("starting a runtime: {0}")]
     Runtime(std::io::Error),
@@ -248,6 +252,7 @@ pub async fn attach(
                 added.push(*c);
             }
         }
+        set_multicast_rules(&v4_addrs(&nl, l.index).await?)?;
         nl.set_up(l.index).await?;
         for c in &added {
             weft_netdev::send_gratuitous_arp(CONTAINER_IF, c.addr)?;
@@ -339,11 +344,27 @@ pub fn detach(c: &Container, cidrs: &[Cidr]) -> Result<Vec<Cidr>, AttachError> {
             nl.del_address(l.index, IpAddr::V4(c.addr), c.prefix)
                 .await?;
         }
-        if v4_addrs(&nl, l.index).await?.is_empty() {
+        let left = v4_addrs(&nl, l.index).await?;
+        if left.is_empty() {
             nl.delete_link(l.index).await?;
+            weft_fw::Nft::new().remove()?;
+        } else {
+            set_multicast_rules(&left)?;
         }
         Ok(targets)
     })
+}
+
+/// Weave's per-container multicast rules (spec §3.4) for the addresses the weave interface
+/// has: multicast in through it only from those subnets. Runs `nft` in the calling thread's
+/// namespace, so call it from inside the container's.
+fn set_multicast_rules(cidrs: &[Cidr]) -> Result<(), AttachError> {
+    let mut rs = weft_fw::ContainerRuleSet::new(weft_fw::IfName::new(CONTAINER_IF)?);
+    for c in cidrs {
+        rs = rs.with_subnet(weft_fw::Ipv4Cidr::new(c.addr, c.prefix)?);
+    }
+    weft_fw::Nft::new().apply_container(&rs)?;
+    Ok(())
 }
 
 async fn v4_addrs(nl: &Netdev, index: u32) -> Result<Vec<Cidr>, AttachError> {
