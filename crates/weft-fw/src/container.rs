@@ -12,7 +12,7 @@
 use serde_json::{json, Value};
 
 use crate::model::{IfName, Ipv4Cidr};
-use crate::render::{base_chain, cidr, ip, is, meta, multicast, rule, table, verdict};
+use crate::render::{base_chain, cidr, ip, is, meta, multicast, replace_table, rule, verdict};
 use crate::render::{CHAIN_INPUT, FILTER_PRIORITY};
 
 /// The container's multicast rules: its weave interface and the subnets of its addresses.
@@ -50,12 +50,8 @@ impl ContainerRuleSet {
     pub fn to_nft_json(&self) -> Value {
         let iface = self.iface.as_str();
         let multicast = multicast();
-        let mut cmds = vec![
-            json!({"metainfo": {"json_schema_version": 1}}),
-            json!({"add": {"table": table()}}),
-            json!({"flush": {"table": table()}}),
-            base_chain(CHAIN_INPUT, "filter", "input", FILTER_PRIORITY),
-        ];
+        let mut cmds = replace_table();
+        cmds.push(base_chain(CHAIN_INPUT, "filter", "input", FILTER_PRIORITY));
         for s in &self.subnets {
             cmds.push(rule(
                 CHAIN_INPUT,

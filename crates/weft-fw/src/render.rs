@@ -65,17 +65,15 @@ impl RuleSet {
     /// same definition) and then all rules. nft applies the batch atomically: packets see the
     /// old rules or the new ones, never a mix, and re-applying never duplicates a rule.
     pub fn to_nft_json(&self) -> Value {
-        let mut cmds = vec![
-            json!({"metainfo": {"json_schema_version": 1}}),
-            json!({"add": {"table": table()}}),
-            json!({"flush": {"table": table()}}),
+        let mut cmds = replace_table();
+        cmds.extend([
             base_chain(CHAIN_FORWARD, "filter", "forward", FILTER_PRIORITY),
             base_chain(CHAIN_INPUT, "filter", "input", FILTER_PRIORITY),
             json!({"add": {"chain": {
                 "family": TABLE_FAMILY, "table": TABLE_NAME, "name": CHAIN_EXPOSE,
             }}}),
             base_chain(CHAIN_POSTROUTING, "nat", "postrouting", NAT_PRIORITY),
-        ];
+        ]);
         self.forward_rules(&mut cmds);
         self.input_rules(&mut cmds);
         self.expose_rules(&mut cmds);
@@ -249,6 +247,16 @@ impl RuleSet {
             ));
         }
     }
+}
+
+/// The start of every batch that replaces weft's table: add it (a no-op if present), then
+/// flush it, so that the rules that follow are all it holds.
+pub(crate) fn replace_table() -> Vec<Value> {
+    vec![
+        json!({"metainfo": {"json_schema_version": 1}}),
+        json!({"add": {"table": table()}}),
+        json!({"flush": {"table": table()}}),
+    ]
 }
 
 pub(crate) fn table() -> Value {
