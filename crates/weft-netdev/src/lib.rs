@@ -4,7 +4,7 @@
 //! GSO/GRO calls.
 //!
 //! This is the only weft crate that may use `unsafe`, and it does so in one module (`sys`) for
-//! the ioctls, `AF_PACKET` and scheduler calls that `nix` does not wrap; everything else is safe code over
+//! the ioctls and `AF_PACKET` calls that `nix` does not wrap; everything else is safe code over
 //! `rtnetlink`, `netlink-packet-route` and `nix`.
 //!
 //! What it leaves out: policy. It does not know which bridge type, MTU or names weft uses
@@ -37,7 +37,6 @@ pub use packet::{
 pub use sysctl::set_sysctl;
 pub use tap::{SyncTap, Tap};
 pub use udp::{
-    enable_udp_gro, gso_unsupported, path_mtu, set_batch_scheduling, set_socket_buffers,
-    try_recv_gro, try_send_gso, wait_writable, GroRecv, Readiness, GRO_CMSG_SPACE, MAX_GSO_BYTES,
-    MAX_GSO_SEGMENTS,
+    enable_udp_gro, gso_unsupported, path_mtu, set_socket_buffers, try_recv_gro, try_send_gso,
+    wait_writable, GroRecv, Readiness, GRO_CMSG_SPACE, MAX_GSO_BYTES, MAX_GSO_SEGMENTS,
 };

@@ -1,7 +1,6 @@
 //! The unsafe calls of weft, each wrapped in a safe function: the `TUNSETIFF`,
 //! `TUNSETVNETHDRSZ`, `TUNSETOFFLOAD` and `SIOCGIFHWADDR` ioctls, opening and binding an
-//! `AF_PACKET` socket, registering a file descriptor with the tokio reactor, and putting the
-//! calling thread under `SCHED_BATCH`.
+//! `AF_PACKET` socket, and registering a file descriptor with the tokio reactor.
 //!
 //! These are the calls neither `nix` nor the standard library offers safely. Every function
 //! here takes and returns owned or borrowed file descriptors and plain values, so the rest of
@@ -150,15 +149,6 @@ pub(crate) fn tun_set_offload(fd: BorrowedFd<'_>, flags: libc::c_uint) -> Result
             libc::c_ulong::from(flags),
         )
     };
-    Errno::result(rc).map(drop)
-}
-
-/// `sched_setscheduler(0, SCHED_BATCH)`: the calling thread keeps its nice level but no
-/// longer preempts the thread that woke it.
-pub(crate) fn set_batch_scheduling() -> Result<(), Errno> {
-    let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: pid 0 is the calling thread; `param` is a valid sched_param for the call.
-    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &raw const param) };
     Errno::result(rc).map(drop)
 }
 

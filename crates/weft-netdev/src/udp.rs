@@ -5,8 +5,8 @@
 //!
 //! The calls work on a plain non-blocking std socket (not a tokio one): the sleeve data path
 //! runs on a thread of its own that waits with [`Readiness`], so the socket must not be
-//! registered with a reactor that would wake for every packet; [`set_batch_scheduling`] is for
-//! that thread. Everything but that call goes through `nix`, so there is no `unsafe` here. Both offloads degrade: a kernel without them fails the call
+//! registered with a reactor that would wake for every packet. Everything goes through `nix`,
+//! so there is no `unsafe` here. Both offloads degrade: a kernel without them fails the call
 //! (`EINVAL`, `EIO`, `ENOPROTOOPT`) and the caller falls back to one datagram per system call.
 
 use std::io::{self, IoSlice, IoSliceMut};
@@ -142,15 +142,6 @@ impl Readiness {
             .filter(|e| e.data() < 64)
             .fold(0, |m, e| m | 1 << e.data()))
     }
-}
-
-/// Puts the calling thread under `SCHED_BATCH`, for a thread that relays packets between two
-/// descriptors: woken by a packet, it waits for the waking thread (a sender in a container,
-/// the TAP's softirq) to block instead of preempting it, which saves two context switches per
-/// hop when both share a CPU. Its fair share of CPU time is unchanged.
-pub fn set_batch_scheduling() -> Result<(), NetdevError> {
-    crate::sys::set_batch_scheduling()
-        .map_err(|e| NetdevError::os("sched_setscheduler(SCHED_BATCH)", e))
 }
 
 /// Whether a failed [`try_send_gso`] says the kernel cannot do UDP GSO at all (rather than

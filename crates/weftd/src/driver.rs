@@ -782,9 +782,6 @@ impl DataPath {
                 return;
             }
         };
-        if let Err(e) = weft_netdev::set_batch_scheduling() {
-            tracing::debug!("sleeve thread keeps the default scheduling: {e}");
-        }
         while !self.shared.stop.load(Ordering::Relaxed) {
             let now = Instant::now();
             if now >= next_sweep {
