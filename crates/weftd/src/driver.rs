@@ -767,9 +767,9 @@ impl DataPath {
     }
 
     /// Waits for the TAP or the socket, then reads those that are ready, alternately, until
-    /// neither has anything: an injected frame's answer (an ICMP echo reply, a TCP ACK) is often queued
-    /// on the TAP by the time the write returns, and is sent on at once. Returns when the
-    /// mesh task has ended.
+    /// neither has anything: an injected frame's answer (an ICMP echo reply, a TCP ACK) is
+    /// often queued on the TAP by the time the write returns, and is sent on at once. Returns
+    /// when the mesh task has ended.
     fn run(mut self) {
         let mut tap_buf = vec![0u8; TAP_BUF_LEN];
         let mut udp_buf = vec![0u8; 65536];
