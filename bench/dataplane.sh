@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Data-plane benchmark: container-to-container single-stream TCP throughput (iperf3 -t 5) and
-# ping RTT (100 pings, 50 ms apart, average), each the median of three runs, between two
-# emulated lab hosts, for
+# ping RTT (100 pings, 50 ms apart, average) between two emulated lab hosts, for
 #   (1) a reference measured in the same run: plain kernel VXLAN (Linux bridge + classic VXLAN
 #       device, learning, MTU 1376 like weft's fastdp) set up by hand with `ip`,
 #   (2) weft fastdp, (3) weft sleeve (--no-fastdp),
 # printed as ratios against the reference, plus (4) the routers' RSS sampled every 5 s during a
 # 60 s sleeve iperf3 run (start/max/end, growth > 10% is flagged).
+# The three set-ups are up at the same time and measured in turns (kernel, fastdp, sleeve,
+# kernel, ...): RTT five times each, throughput three times each, and each figure is the median
+# of its runs, so that a slow spell of the machine falls on all three alike.
 # Needs root, iperf3, jq, bc. Usage: bench/dataplane.sh [--quick]   (--quick: 10 s memory run).
 # Waits first (up to BENCH_WAIT s, default 900) while other labs (w* namespaces) exist.
 set -euo pipefail
@@ -27,12 +29,20 @@ cargo build --release -q -p weft
 
 # Not "w...": lab_down removes every namespace whose name *starts with* its LAB, so the other
 # scripts' labs (wd = demo.sh, wt... = e2e.sh, wb... = mesh.sh, wl) must not be a prefix of ours.
-LAB="dp$(printf '%04x' $((RANDOM % 65536)))"; source scripts/lab.sh
+# Three labs, one per set-up: dp<id>k (kernel), dp<id>f (fastdp), dp<id>s (sleeve).
+BASE="dp$(printf '%04x' $((RANDOM % 65536)))"
+LAB="${BASE}k"; source scripts/lab.sh
+declare -A HOSTS=()
+# use_lab <k|f|s>: makes lab.sh's functions act on that set-up's lab.
+use_lab() {
+    if [ -n "${LAB:-}" ]; then HOSTS[$LAB]=$LAB_HOSTS; fi
+    LAB="$BASE$1"; LAB_DIR="/tmp/$LAB-lab"; LAB_HOSTS=${HOSTS[$LAB]:-0}
+}
 MY_PIDS=()
 cleanup() {
-    local p
+    local p l
     for p in "${MY_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    lab_down
+    for l in k f s; do use_lab "$l"; lab_down; done
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -72,19 +82,7 @@ iperf_mbps() {
 rtt_ms() {
     lab_in "$1" ping -q -c 100 -i 0.05 "$2" | awk -F/ '/^rtt|^round-trip/{print $5}'
 }
-median3() { printf '%s\n' "$@" | sort -g | sed -n 2p; }
-# measure <bw var> <rtt var> <server container> <server ip> <client container>: the median of
-# three iperf3 runs (5 s) and of three RTT averages, so that one noisy run cannot decide.
-measure() {
-    local bw=$1 rtt=$2 srv=$3 ip=$4 cli=$5 r b1 b2 b3 r1 r2 r3
-    for r in 1 2 3; do
-        iperf_mbps "b$r" "$srv" "$ip" "$cli" 5
-        printf -v "r$r" '%s' "$(rtt_ms "$cli" "$ip")"
-    done
-    printf -v "$bw" '%s' "$(median3 "$b1" "$b2" "$b3")"
-    printf -v "$rtt" '%s' "$(median3 "$r1" "$r2" "$r3")"
-    echo "  $bw runs: $b1 $b2 $b3 Mbit/s; $rtt runs: $r1 $r2 $r3 ms" >&2
-}
+median() { printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
 pings() { lab_in "$1" ping -c 1 -W 1 "$2" >/dev/null 2>&1; }
 # Other labs that start while we measure are noted and reported at the end.
 NOISY=""
@@ -93,6 +91,7 @@ ratio() { echo "scale=4; $1 / $2" | bc -l; }
 verdict() { [ "$(echo "$1" | bc -l)" = 1 ] && echo PASS || echo MISS; }
 
 # --- 1. reference: kernel VXLAN ---------------------------------------------------------------
+use_lab k
 lab_up 2
 for i in 1 2; do
     ns=$(lab_ns "$i"); o=$((3 - i))
@@ -108,11 +107,6 @@ for i in 1 2; do
     ip -n "${LAB}c$i" addr add "10.250.0.$i/24" dev ethwe
 done
 lab_wait 15 pings c1 10.250.0.2 || { echo "kernel vxlan reference: no ping" >&2; exit 1; }
-note_others kernel
-measure k_bw k_rtt c2 10.250.0.2 c1
-note_others kernel
-printf 'kernel vxlan: %.0f Mbit/s, rtt %.3f ms\n' "$k_bw" "$k_rtt"
-lab_down
 
 # --- 2./3. weft fastdp and sleeve -----------------------------------------------------------
 # weft_lab <mode> [launch flags]: two hosts, a container on each, waits for "established <mode>".
@@ -130,18 +124,31 @@ weft_lab() {
     lab_wait 15 pings c1 10.2.1.2 || { echo "$mode: no ping" >&2; return 1; }
 }
 rss_kb() { awk '/^VmRSS/{print $2}' "/proc/$(cat "$LAB_DIR/h$1/run/weft.pid")/status"; }
+use_lab f; weft_lab fastdp
+use_lab s; weft_lab sleeve --no-fastdp
 
-weft_lab fastdp
-note_others fastdp
-measure f_bw f_rtt c2 10.2.1.2 c1
-note_others fastdp
-lab_down
-
-weft_lab sleeve --no-fastdp
-note_others sleeve
-measure s_bw s_rtt c2 10.2.1.2 c1
-note_others sleeve
-
+# --- measurements, in turns ------------------------------------------------------------------
+declare -A IP=([k]=10.250.0.2 [f]=10.2.1.2 [s]=10.2.1.2)
+declare -A RTTS=() BWS=()
+for r in 1 2 3 4 5; do
+    for l in k f s; do
+        use_lab "$l"; RTTS[$l]+=" $(rtt_ms c1 "${IP[$l]}")"; note_others "$l"
+    done
+done
+for r in 1 2 3; do
+    for l in k f s; do
+        use_lab "$l"; iperf_mbps bw c2 "${IP[$l]}" c1 5; BWS[$l]+=" $bw"; note_others "$l"
+    done
+done
+for l in k f s; do
+    echo "  $l: bw runs:${BWS[$l]} Mbit/s; rtt runs:${RTTS[$l]} ms" >&2
+done
+# shellcheck disable=SC2086 # the run lists are meant to split
+{
+    k_bw=$(median ${BWS[k]}); f_bw=$(median ${BWS[f]}); s_bw=$(median ${BWS[s]})
+    k_rtt=$(median ${RTTS[k]}); f_rtt=$(median ${RTTS[f]}); s_rtt=$(median ${RTTS[s]})
+}
+printf 'kernel vxlan: %.0f Mbit/s, rtt %.3f ms\n' "$k_bw" "$k_rtt"
 fb=$(ratio "$f_bw" "$k_bw"); fr=$(ratio "$f_rtt" "$k_rtt")
 sb=$(ratio "$s_bw" "$k_bw"); sr=$(ratio "$s_rtt" "$k_rtt")
 printf 'weft fastdp:  %.0f Mbit/s (%.2f x kernel) %s, rtt %.3f ms (%.2f x)\n' \
@@ -150,6 +157,7 @@ printf 'weft sleeve:  %.0f Mbit/s (%.2f x kernel) %s, rtt %.3f ms (%.2f x) %s\n'
     "$s_bw" "$sb" "$(verdict "$sb >= 0.40")" "$s_rtt" "$sr" "$(verdict "$sr <= 3")"
 
 # --- 4. router memory during a long sleeve run ---------------------------------------------
+use_lab s
 ip netns exec "${LAB}c2" timeout $((MEM_SECS + 30)) iperf3 -s -1 >/dev/null 2>&1 &
 spid=$!; MY_PIDS=("$spid")
 listening() { lab_in c2 ss -ltn | grep -q ':5201 '; }
