@@ -434,6 +434,15 @@ impl Cluster {
         }
     }
 
+    /// One of peer `i`'s connections (the first in the link table).
+    fn a_connection_of(&self, i: usize) -> ConnId {
+        self.links
+            .keys()
+            .find(|(p, _)| *p == i)
+            .map(|&(_, c)| c)
+            .expect("a connection")
+    }
+
     fn status_line(&mut self, i: usize) -> (usize, usize, usize) {
         let now = self.now;
         let s = self.mesh(i).status(now);
@@ -629,12 +638,7 @@ fn hostile_frame_closes_only_its_connection() {
     c.connect(2, 0);
     c.run_for(Duration::from_secs(5));
     assert_eq!(c.status_line(0), (3, 6, 2));
-    let conn = *c
-        .links
-        .keys()
-        .find(|(p, _)| *p == 0)
-        .map(|(_, c)| c)
-        .expect("a connection");
+    let conn = c.a_connection_of(0);
     let now = c.now;
     // A gossip message whose topology payload is garbage.
     let mut body = vec![4u8];
@@ -654,12 +658,7 @@ fn hostile_frame_closes_only_its_connection() {
     assert_eq!(c.status_line(0), (3, 6, 2));
     assert!(c.views_agree());
     // The same for weft's delta channel: a truncated update closes that connection only.
-    let conn = *c
-        .links
-        .keys()
-        .find(|(p, _)| *p == 0)
-        .map(|(_, c)| c)
-        .expect("a connection");
+    let conn = c.a_connection_of(0);
     let now = c.now;
     let before = c.mesh(0).status(now).termination_count;
     let mut body = Vec::new();

@@ -122,23 +122,13 @@ impl Mesh {
         match Message::decode(payload).map_err(|e| e.to_string())? {
             Message::Update { deltas, refs } => self.on_update(conn, src, deltas, &refs, now),
             Message::Pull(refs) => {
-                // A set: a name repeated in the request is answered once (each entry may be
-                // large, and Weave's payload must not describe a peer twice).
-                let names: BTreeSet<PeerName> = refs
-                    .iter()
-                    .filter(|r| self.peers.is_newer_than(r))
-                    .map(|r| r.name)
-                    .collect();
+                let names = self.newer_here(&refs);
                 self.push_entries(conn, names);
                 Ok(())
             }
             Message::Digest(refs) => {
                 let mentioned: BTreeSet<PeerName> = refs.iter().map(|r| r.name).collect();
-                let mut push: BTreeSet<PeerName> = refs
-                    .iter()
-                    .filter(|r| self.peers.is_newer_than(r))
-                    .map(|r| r.name)
-                    .collect();
+                let mut push = self.newer_here(&refs);
                 push.extend(
                     self.peers
                         .refs()
@@ -198,6 +188,16 @@ impl Mesh {
             let names: Vec<PeerName> = names.into_iter().collect();
             self.send_topology(conn, TOPOLOGY_CHANNEL, &names);
         }
+    }
+
+    /// The peers of `refs` we know in a newer version. A set: a name repeated in a request is
+    /// answered once (each entry may be large, and Weave's payload must not describe a peer
+    /// twice).
+    fn newer_here(&self, refs: &[Ref]) -> BTreeSet<PeerName> {
+        refs.iter()
+            .filter(|r| self.peers.is_newer_than(r))
+            .map(|r| r.name)
+            .collect()
     }
 
     /// Pulls from `conn` every peer of `refs` that it knows in a newer version than we do.
