@@ -838,12 +838,14 @@ impl DataPath {
             }
             // Only after DRAIN_READS reads in a row can a coalesced run still be pending.
             self.end_of_receive();
-            if woken && !got {
+            if got {
+                // Counters move only with traffic.
+                *lock(&self.shared.stats) = (self.forwarder.stats(), self.dropped_unknown_sender);
+            } else if woken {
                 // Readable but nothing to read: an error state (a TAP whose device is gone
                 // polls readable for ever). Do not spin on it.
                 std::thread::sleep(Duration::from_millis(1));
             }
-            *lock(&self.shared.stats) = (self.forwarder.stats(), self.dropped_unknown_sender);
         }
     }
 
