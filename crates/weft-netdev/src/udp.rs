@@ -79,8 +79,11 @@ pub fn try_send_gso(
 /// several (`None`: the buffer holds one datagram).
 pub type GroRecv = (usize, SocketAddr, Option<usize>);
 
-fn recv_gro_once(fd: i32, buf: &mut [u8], cmsg: &mut Vec<u8>) -> io::Result<GroRecv> {
+/// Receives what is queued without waiting (`WouldBlock` if nothing is; the socket must be
+/// non-blocking). `cmsg` must have capacity [`GRO_CMSG_SPACE`]; it is reused.
+pub fn try_recv_gro(sock: &UdpSocket, buf: &mut [u8], cmsg: &mut Vec<u8>) -> io::Result<GroRecv> {
     let mut iov = [IoSliceMut::new(buf)];
+    let fd = sock.as_fd().as_raw_fd();
     let msg = recvmsg::<SockaddrStorage>(fd, &mut iov, Some(cmsg), MsgFlags::empty())
         .map_err(io::Error::from)?;
     let mut segment = None;
@@ -97,12 +100,6 @@ fn recv_gro_once(fd: i32, buf: &mut [u8], cmsg: &mut Vec<u8>) -> io::Result<GroR
         .map(|a| SocketAddr::V4(SocketAddrV4::from(a)))
         .ok_or_else(|| io::Error::other("datagram without an IPv4 source"))?;
     Ok((msg.bytes, from, segment))
-}
-
-/// Receives what is queued without waiting (`WouldBlock` if nothing is; the socket must be
-/// non-blocking). `cmsg` must have capacity [`GRO_CMSG_SPACE`]; it is reused.
-pub fn try_recv_gro(sock: &UdpSocket, buf: &mut [u8], cmsg: &mut Vec<u8>) -> io::Result<GroRecv> {
-    recv_gro_once(sock.as_fd().as_raw_fd(), buf, cmsg)
 }
 
 /// Descriptors waited on together for reading, registered once with an epoll instance: a
@@ -180,7 +177,6 @@ pub fn path_mtu(to: SocketAddr) -> Result<u32, NetdevError> {
 mod tests {
     use super::*;
 
-    /// GSO out, GRO in, over loopback: the receiver gets the datagrams back with their size.
     #[test]
     fn readiness_names_the_ready_descriptors() {
         let a = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -201,6 +197,7 @@ mod tests {
         );
     }
 
+    /// GSO out, GRO in, over loopback: the receiver gets the datagrams back with their size.
     #[test]
     fn gso_send_and_gro_receive_round_trip() {
         let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
