@@ -126,19 +126,6 @@ impl Tap {
         file.write(frame)
     }
 
-    /// Like [`Tap::try_send`] for a frame in pieces (a `virtio_net_hdr` and the frame): one
-    /// `writev`, one frame.
-    pub fn try_send_parts(&self, parts: &[IoSlice<'_>]) -> io::Result<usize> {
-        let mut file: &File = self.fd.get_ref();
-        file.write_vectored(parts)
-    }
-
-    /// Like [`Tap::recv`], but fails with `WouldBlock` instead of waiting.
-    pub fn try_recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        let mut file: &File = self.fd.get_ref();
-        file.read(buf)
-    }
-
     /// Takes the device off the tokio reactor, for a thread that waits on it itself (see
     /// [`crate::Readiness`]); the reactor would otherwise wake for every frame.
     pub fn into_sync(self) -> SyncTap {

@@ -757,6 +757,8 @@ fn offloaded_tap_takes_frames_behind_a_virtio_header() {
         // A plain frame: all-zero virtio_net_hdr (no GSO, checksum complete), then the frame.
         let frame = test_frame(PEER_MAC_2, b"behind a vnet header");
         let hdr = [0u8; 10];
+        // Written from the data path's side of the device, which stays open until the end.
+        let tap = tap.into_sync();
         let n = tap
             .try_send_parts(&[std::io::IoSlice::new(&hdr), std::io::IoSlice::new(&frame)])
             .expect("write");
