@@ -267,11 +267,6 @@ impl<'a> Tso<'a> {
         self.segments
     }
 
-    /// Length of the headers (Ethernet to TCP) each segment repeats.
-    pub fn header_len(&self) -> usize {
-        self.layout.payload
-    }
-
     /// Frame length of the largest (every but the last) segment.
     pub fn max_segment_len(&self) -> usize {
         self.layout.payload + self.mss.min(self.frame.len() - self.layout.payload)
