@@ -4,8 +4,9 @@
 //! GSO/GRO calls.
 //!
 //! This is the only weft crate that may use `unsafe`, and it does so in one module (`sys`) for
-//! the ioctls and `AF_PACKET` calls that `nix` does not wrap; everything else is safe code over
-//! `rtnetlink`, `netlink-packet-route` and `nix`.
+//! the ioctls, `AF_PACKET` and `bpf(2)` calls that `nix` does not wrap; everything else is safe
+//! code over `rtnetlink`, `netlink-packet-route` and `nix`. The sleeve's receive shortcut (a tc
+//! program that hands plain sleeve frames to the bridge in the kernel) lives here too.
 //!
 //! What it leaves out: policy. It does not know which bridge type, MTU or names weft uses
 //! (that is `weftd`'s job, after the spec's §3), it runs no iptables, and it has no Open vSwitch
@@ -19,10 +20,12 @@
 
 #![warn(missing_docs)]
 
+mod bpf;
 mod error;
 mod netlink;
 mod netns;
 mod packet;
+mod sleeve_shortcut;
 mod sys;
 mod sysctl;
 mod tap;
@@ -34,9 +37,11 @@ pub use netns::{in_netns, new_netns, open_netns, same_netns_as_self, NetnsSpec};
 pub use packet::{
     gratuitous_arp_frame, send_gratuitous_arp, PacketSocket, ARP_FRAME_LEN, ETH_P_ALL, ETH_P_ARP,
 };
+pub use sleeve_shortcut::{monotonic_ns, ShortcutCounters, ShortcutMac, SleeveShortcut};
 pub use sysctl::set_sysctl;
 pub use tap::{SyncTap, Tap};
 pub use udp::{
-    enable_udp_gro, gso_unsupported, path_mtu, set_socket_buffers, try_recv_gro, try_send_gso,
-    wait_writable, GroRecv, Readiness, GRO_CMSG_SPACE, MAX_GSO_BYTES, MAX_GSO_SEGMENTS,
+    enable_udp_gro, gso_unsupported, local_route, path_mtu, set_socket_buffers, try_recv_gro,
+    try_send_gso, wait_writable, GroRecv, Readiness, GRO_CMSG_SPACE, MAX_GSO_BYTES,
+    MAX_GSO_SEGMENTS,
 };

@@ -151,6 +151,12 @@ impl SyncTap {
         &self.name
     }
 
+    /// The device's interface index.
+    pub fn index(&self) -> Result<u32, NetdevError> {
+        nix::net::if_::if_nametoindex(self.name.as_str())
+            .map_err(|e| NetdevError::os(format!("looking up TAP {}", self.name), e))
+    }
+
     /// Whether every frame read and written carries a 10-byte `virtio_net_hdr` first.
     pub fn has_vnet_hdr(&self) -> bool {
         self.vnet_hdr

@@ -172,10 +172,46 @@ pub fn path_mtu(to: SocketAddr) -> Result<u32, NetdevError> {
     u32::try_from(mtu).map_err(|_| NetdevError::os(op, nix::errno::Errno::EINVAL))
 }
 
+/// Which of our IPv4 addresses, on which interface, traffic to `to` leaves from (and, the
+/// route being symmetric, traffic from it arrives at): from a throwaway connected socket's
+/// local address and the interface that holds it.
+pub fn local_route(to: SocketAddrV4) -> Result<(std::net::Ipv4Addr, u32), NetdevError> {
+    let op = format!("finding the local address towards {to}");
+    let s = UdpSocket::bind(SocketAddr::from(([0, 0, 0, 0], 0)))
+        .map_err(|e| NetdevError::io(op.clone(), &e))?;
+    s.connect(to).map_err(|e| NetdevError::io(op.clone(), &e))?;
+    let SocketAddr::V4(local) = s
+        .local_addr()
+        .map_err(|e| NetdevError::io(op.clone(), &e))?
+    else {
+        return Err(NetdevError::os(op, nix::errno::Errno::EAFNOSUPPORT));
+    };
+    let local = *local.ip();
+    let ifaces = nix::ifaddrs::getifaddrs().map_err(|e| NetdevError::os(op.clone(), e))?;
+    for i in ifaces {
+        let Some(addr) = i.address.as_ref().and_then(|a| a.as_sockaddr_in()) else {
+            continue;
+        };
+        if addr.ip() == local {
+            let index = nix::net::if_::if_nametoindex(i.interface_name.as_str())
+                .map_err(|e| NetdevError::os(op.clone(), e))?;
+            return Ok((local, index));
+        }
+    }
+    Err(NetdevError::os(op, nix::errno::Errno::ENODEV))
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // In tests a panic is the failed assertion.
 mod tests {
     use super::*;
+
+    #[test]
+    fn local_route_names_the_address_and_interface_towards_a_destination() {
+        let (ip, index) = local_route(SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 9)).unwrap();
+        assert_eq!(ip, std::net::Ipv4Addr::LOCALHOST);
+        assert_eq!(nix::net::if_::if_nametoindex("lo").unwrap(), index);
+    }
 
     #[test]
     fn readiness_names_the_ready_descriptors() {

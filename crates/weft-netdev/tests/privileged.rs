@@ -8,12 +8,14 @@
 //! named namespace (`/run/netns/…`) removes it with a drop guard.
 #![allow(clippy::unwrap_used)] // tests: a panic is how they fail
 
-use std::future::Future;
+mod common;
+
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::OwnedFd;
 use std::process::Command;
 use std::time::Duration;
 
+use common::{dup, index, privileged, run_in};
 use weft_netdev::{
     gratuitous_arp_frame, in_netns, new_netns, open_netns, same_netns_as_self, send_gratuitous_arp,
     Netdev, NetdevError, NetnsSpec, PacketSocket, Tap, ETH_P_ARP, MAX_MTU,
@@ -25,32 +27,6 @@ const PEER_MAC_2: [u8; 6] = [0x02, 0x77, 0x65, 0x66, 0x74, 0x02];
 const RETRY: Duration = Duration::from_millis(200);
 /// IEEE 802 "local experimental" ethertype: no host stack answers or emits it.
 const ETH_P_EXPERIMENTAL: u16 = 0x88b5;
-
-fn privileged() -> bool {
-    if std::env::var("WEFT_TEST_ROOT").as_deref() == Ok("1") {
-        true
-    } else {
-        eprintln!("skipped: set WEFT_TEST_ROOT=1 (as root) to run privileged tests");
-        false
-    }
-}
-
-/// Runs `f` to completion on a current-thread runtime in a thread inside `ns`.
-fn run_in<T, F, Fut>(ns: &OwnedFd, f: F) -> T
-where
-    T: Send + 'static,
-    F: FnOnce() -> Fut + Send + 'static,
-    Fut: Future<Output = T>,
-{
-    in_netns(ns, move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("tokio runtime");
-        rt.block_on(f())
-    })
-    .expect("entering test namespace")
-}
 
 /// Runs a command inside `ns` and returns its stdout; panics if it fails.
 fn sh_in(ns: &OwnedFd, args: &[&str]) -> String {
@@ -74,18 +50,6 @@ fn ip_json(ns: &OwnedFd, dev: &str) -> serde_json::Value {
     let out = sh_in(ns, &["ip", "-d", "-j", "link", "show", "dev", dev]);
     let v: serde_json::Value = serde_json::from_str(&out).expect("ip -j output is JSON");
     v[0].clone()
-}
-
-fn dup(fd: &OwnedFd) -> OwnedFd {
-    fd.try_clone().expect("dup namespace fd")
-}
-
-async fn index(nd: &Netdev, name: &str) -> u32 {
-    nd.link(name)
-        .await
-        .expect("link lookup")
-        .unwrap_or_else(|| panic!("no link {name}"))
-        .index
 }
 
 /// Builds the host side of a container attachment in `host` and the container side in

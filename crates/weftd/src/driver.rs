@@ -45,6 +45,7 @@ use weft_wire::PeerName;
 
 use crate::attach::Cidr;
 use crate::dataplane::Dataplane;
+use crate::shortcut::Shortcut;
 use crate::store::Store;
 
 /// Intro must complete within this time.
@@ -74,6 +75,8 @@ pub struct Snapshot {
     pub forwarder: ForwarderStats,
     /// Datagrams dropped because no connection to their sender exists.
     pub dropped_unknown_sender: u64,
+    /// Frames the kernel's sleeve receive shortcut injected into the bridge.
+    pub kernel_injected: u64,
 }
 
 /// Requests from the HTTP API to the mesh task.
@@ -190,7 +193,13 @@ impl Driver {
         let shared = Arc::new(Shared::default());
         let _stop = StopOnDrop(shared.clone());
         if let Some(tap) = dataplane.tap.take() {
-            let dp = DataPath::new(tap.into_sync(), udp.clone(), shared.clone(), tx.clone());
+            let dp = DataPath::new(
+                identity.name,
+                tap.into_sync(),
+                udp.clone(),
+                shared.clone(),
+                tx.clone(),
+            );
             if let Err(e) = std::thread::Builder::new()
                 .name("weft-sleeve".into())
                 .spawn(move || dp.run())
@@ -424,10 +433,14 @@ impl Ctx {
             }
             Input::Command(Command::Status(reply)) => {
                 let (forwarder, dropped_unknown_sender) = *lock(&self.shared.stats);
+                let kernel_injected = lock(&self.shared.shortcut)
+                    .as_ref()
+                    .map_or(0, |k| k.counters().frames);
                 let _ = reply.send(Snapshot {
                     mesh: mesh.status(now),
                     forwarder,
                     dropped_unknown_sender,
+                    kernel_injected,
                 });
             }
             Input::Special {
@@ -667,6 +680,8 @@ struct Shared {
     stop: AtomicBool,
     /// Control frames handed to the mesh task and not yet handled.
     specials_pending: AtomicUsize,
+    /// The kernel's sleeve receive shortcut, when it runs (for its counters).
+    shortcut: Mutex<Option<Arc<weft_netdev::SleeveShortcut>>>,
 }
 
 /// Stops the data path thread when the mesh task's `run` returns.
@@ -738,15 +753,23 @@ struct DataPath {
     gso: bool,
     /// TAP frames dropped for a malformed `virtio_net_hdr`.
     bad_offload: u64,
+    /// The kernel's receive shortcut, kept in step with the forwarder.
+    shortcut: Option<Shortcut>,
 }
 
 impl DataPath {
     fn new(
+        us: PeerName,
         tap: SyncTap,
         udp: Arc<std::net::UdpSocket>,
         shared: Arc<Shared>,
         to_mesh: mpsc::UnboundedSender<Input>,
     ) -> Self {
+        let shortcut = udp
+            .local_addr()
+            .ok()
+            .and_then(|a| Shortcut::start(us, a.port(), &tap));
+        *lock(&shared.shortcut) = shortcut.as_ref().map(Shortcut::kernel);
         Self {
             tap,
             udp,
@@ -763,6 +786,7 @@ impl DataPath {
             paths: HashMap::new(),
             gso: true,
             bad_offload: 0,
+            shortcut,
         }
     }
 
@@ -785,7 +809,13 @@ impl DataPath {
         while !self.shared.stop.load(Ordering::Relaxed) {
             let now = Instant::now();
             if now >= next_sweep {
+                if let Some(s) = &mut self.shortcut {
+                    s.read_back(&mut self.forwarder, now);
+                }
                 self.forwarder.expire(now);
+                if let Some(s) = &mut self.shortcut {
+                    s.sync_macs(&self.forwarder);
+                }
                 // Path MTUs are read again on next use: routes may have changed.
                 self.paths.clear();
                 next_sweep = now + MAC_SWEEP_INTERVAL;
@@ -821,6 +851,8 @@ impl DataPath {
                     }
                 }
                 if udp_more {
+                    // For the shortcut: a time before the read that may find the socket empty.
+                    let before = self.shortcut.as_ref().map(|_| weft_netdev::monotonic_ns());
                     match weft_netdev::try_recv_gro(&self.udp, &mut udp_buf, &mut cmsg) {
                         Ok((n, from, seg)) => {
                             self.on_received(from, &udp_buf[..n], seg, Instant::now());
@@ -832,6 +864,9 @@ impl DataPath {
                         Err(_) => {
                             udp_more = false;
                             tap_ready |= self.end_of_receive();
+                            if let (Some(s), Some(t)) = (&self.shortcut, before) {
+                                s.drained(t);
+                            }
                         }
                     }
                 }
@@ -859,6 +894,15 @@ impl DataPath {
             let peers: Vec<PeerName> = self.fabric.udp.keys().copied().collect();
             for peer in peers {
                 let _ = self.path_to(peer);
+            }
+            if let Some(s) = &mut self.shortcut {
+                let f = &self.fabric;
+                s.sync_conns(
+                    f.udp
+                        .iter()
+                        .filter(|(p, _)| f.connected.contains(p))
+                        .map(|(p, a)| (*p, a)),
+                );
             }
         }
     }
@@ -1032,6 +1076,9 @@ impl DataPath {
         }) = &r
         {
             tracing::debug!("datagram from {sender} ({from}): {e}");
+        }
+        if let Some(s) = &mut self.shortcut {
+            s.sync_macs(&self.forwarder);
         }
         self.flush();
     }

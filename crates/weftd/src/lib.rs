@@ -11,6 +11,7 @@ pub mod dataplane;
 pub mod driver;
 pub mod http;
 pub mod metrics;
+mod shortcut;
 pub mod status;
 pub mod store;
 pub mod template;

@@ -131,6 +131,11 @@ pub fn render(snap: &Snapshot, encryption: bool) -> String {
             "Frames relayed for other peers",
             f.relayed,
         ),
+        (
+            "weft_sleeve_kernel_injected_frames",
+            "Frames the kernel's sleeve receive shortcut injected into the local bridge",
+            snap.kernel_injected,
+        ),
     ] {
         let c = Counter::<u64>::default();
         c.inc_by(n);

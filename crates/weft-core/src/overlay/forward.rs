@@ -761,9 +761,16 @@ impl Forwarder {
         self.macs.expire(now)
     }
 
-    /// The MAC cache, for status output.
+    /// The MAC cache, for status output and for copies of its remote bindings.
     pub fn mac_cache(&self) -> &MacCache {
         &self.macs
+    }
+
+    /// A frame from `mac`, captured by `peer`, reached our bridge without passing through
+    /// [`Self::handle_datagram`] (the kernel's sleeve receive shortcut): keeps the binding
+    /// alive if it is still `peer`'s.
+    pub fn refresh_remote(&mut self, mac: Mac, peer: PeerName, now: Instant) {
+        self.macs.refresh_remote(mac, peer, now);
     }
 
     /// Counters since creation.

@@ -38,6 +38,8 @@ struct Entry {
 #[derive(Debug, Clone, Default)]
 pub struct MacCache {
     entries: HashMap<Mac, Entry>,
+    /// Bumped whenever a remote binding appears, moves or goes (not on a mere refresh).
+    remote_changes: u64,
 }
 
 impl MacCache {
@@ -93,6 +95,22 @@ impl MacCache {
         }
     }
 
+    /// Changes with every remote binding that appears, moves or goes, so that a copy of the
+    /// remote bindings (the sleeve receive shortcut's) knows when to look again.
+    pub fn remote_generation(&self) -> u64 {
+        self.remote_changes
+    }
+
+    /// Refreshes `mac` if it is still bound to `peer` (a frame from it was delivered by other
+    /// means than [`MacCache::learn_remote`]); a binding that moved since is left alone.
+    pub fn refresh_remote(&mut self, mac: Mac, peer: PeerName, now: Instant) {
+        if let Some(e) = self.entries.get_mut(&mac) {
+            if e.owner == MacOwner::Peer(peer) {
+                e.last_seen = e.last_seen.max(now);
+            }
+        }
+    }
+
     /// Binds `mac` to `peer` and refreshes it, whatever it was bound to before; call for every
     /// frame from the overlay addressed to us. Returns the previous owner when the MAC moved.
     pub fn learn_remote(&mut self, mac: Mac, peer: PeerName, now: Instant) -> Option<MacOwner> {
@@ -104,8 +122,15 @@ impl MacCache {
                 last_seen: now,
             },
         ) {
-            Some(old) if old.owner != owner => Some(old.owner),
-            _ => None,
+            Some(old) if old.owner != owner => {
+                self.remote_changes += 1;
+                Some(old.owner)
+            }
+            Some(_) => None,
+            None => {
+                self.remote_changes += 1;
+                None
+            }
         }
     }
 
@@ -114,7 +139,11 @@ impl MacCache {
         let before = self.entries.len();
         self.entries
             .retain(|_, e| now.saturating_duration_since(e.last_seen) <= MAC_EXPIRY);
-        before - self.entries.len()
+        let gone = before - self.entries.len();
+        if gone > 0 {
+            self.remote_changes += 1;
+        }
+        gone
     }
 
     /// Removes every MAC bound to `peer`; returns how many. Call when `peer` leaves the
@@ -122,6 +151,10 @@ impl MacCache {
     pub fn forget_peer(&mut self, peer: PeerName) -> usize {
         let before = self.entries.len();
         self.entries.retain(|_, e| e.owner != MacOwner::Peer(peer));
-        before - self.entries.len()
+        let gone = before - self.entries.len();
+        if gone > 0 {
+            self.remote_changes += 1;
+        }
+        gone
     }
 }

@@ -449,6 +449,36 @@ fn malformed_datagrams_deliver_the_records_before_the_error() {
 }
 
 #[test]
+fn remote_generation_moves_with_bindings_and_refresh_keeps_only_current_ones() {
+    let t0 = Instant::now();
+    let mut cache = MacCache::new();
+    let g0 = cache.remote_generation();
+    cache.learn_local(mac(1), t0).unwrap();
+    assert_eq!(cache.remote_generation(), g0, "local bindings do not count");
+    cache.learn_remote(mac(2), B, t0);
+    let g1 = cache.remote_generation();
+    assert_ne!(g1, g0, "a new remote binding");
+    cache.learn_remote(mac(2), B, t0 + Duration::from_secs(1));
+    assert_eq!(cache.remote_generation(), g1, "a refresh is no change");
+    cache.learn_remote(mac(2), C, t0);
+    let g2 = cache.remote_generation();
+    assert_ne!(g2, g1, "a move");
+
+    // A refresh for the peer the MAC moved away from does nothing; for its owner it keeps the
+    // binding past the expiry it would have had.
+    let late = t0 + MAC_EXPIRY;
+    cache.refresh_remote(mac(2), B, late);
+    // mac(1), local, goes too.
+    assert_eq!(cache.expire(t0 + MAC_EXPIRY + Duration::from_secs(1)), 2);
+    assert_eq!(cache.lookup(mac(2)), None);
+    assert_ne!(cache.remote_generation(), g2, "expiry is a change");
+    cache.learn_remote(mac(3), C, t0);
+    cache.refresh_remote(mac(3), C, late);
+    assert_eq!(cache.expire(t0 + MAC_EXPIRY + Duration::from_secs(1)), 0);
+    assert_eq!(cache.lookup(mac(3)), Some(MacOwner::Peer(C)));
+}
+
+#[test]
 fn mac_learning_moves_expiry_and_forget() {
     let t0 = Instant::now();
     let mut cache = MacCache::new();
