@@ -276,3 +276,67 @@ fn taken_frames_enter_the_tap_and_the_rest_reach_the_socket() {
     assert_eq!(passed, 1);
     assert!(!on_socket.is_empty());
 }
+
+/// What the program may take, written out plainly: the frame it must hand on, if any.
+fn reference(p: &[u8]) -> Option<Vec<u8>> {
+    let be16 = |i: usize| usize::from(u16::from_be_bytes([p[i], p[i + 1]]));
+    if p.len() < 76 || p[12..14] != [0x08, 0x00] || p[14] != 0x45 || p[23] != 17 {
+        return None;
+    }
+    let len = be16(60);
+    let ours = be16(36) == usize::from(PORT)
+        && p[20] & 0x3f == 0
+        && p[21] == 0
+        && len >= 34
+        && be16(16) == len + 48
+        && be16(38) == len + 28
+        && p.len() == len + 62
+        && p[26..30] == FROM.octets()
+        && p[30..34] == TO.octets()
+        && be16(34) == usize::from(PORT)
+        && p[42..48] == PEER
+        && p[54..60] == US
+        && p[62] & 1 == 0
+        && p[68..74] == REMOTE_MAC
+        && p[48..54] == PEER;
+    ours.then(|| p[62..].to_vec())
+}
+
+#[test]
+fn takes_exactly_what_the_plain_rules_allow_under_every_single_byte_change() {
+    if !privileged() {
+        return;
+    }
+    let s = loaded();
+    let f = frame(LOCAL_MAC, REMOTE_MAC, 9);
+    let good = packet(PORT, PORT, &payload(PEER, &[(PEER, US, &f)]));
+    let mut taken = 0;
+    for i in 0..good.len() {
+        for v in [0x00, 0x01, 0x3f, 0x45, 0x80, 0xff, good[i] ^ 0x01] {
+            let mut p = good.clone();
+            p[i] = v;
+            s.drained(monotonic_ns());
+            let (verdict, out) = s.test_run(&p).unwrap();
+            match reference(&p) {
+                Some(frame) => {
+                    assert_eq!(verdict, REDIRECTED, "byte {i} = {v:#x}");
+                    assert_eq!(out, frame, "byte {i} = {v:#x}");
+                    taken += 1;
+                }
+                None => {
+                    assert_eq!(verdict, LEFT, "byte {i} = {v:#x}");
+                    assert_eq!(out, p, "byte {i} = {v:#x}: untouched");
+                }
+            }
+        }
+    }
+    // Changes to the frame's body and to unchecked header bytes (TTL, checksums) still pass.
+    assert!(taken > 100, "{taken}");
+    // Truncated and padded packets are left alone.
+    for n in [0, 14, 34, 61, 75, good.len() - 1] {
+        assert_eq!(s.test_run(&good[..n]).map(|r| r.0).unwrap_or(LEFT), LEFT);
+    }
+    let mut padded = good.clone();
+    padded.push(0);
+    assert_eq!(s.test_run(&padded).unwrap().0, LEFT);
+}
