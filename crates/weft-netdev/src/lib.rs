@@ -37,7 +37,9 @@ pub use netns::{in_netns, new_netns, open_netns, same_netns_as_self, NetnsSpec};
 pub use packet::{
     gratuitous_arp_frame, send_gratuitous_arp, PacketSocket, ARP_FRAME_LEN, ETH_P_ALL, ETH_P_ARP,
 };
-pub use sleeve_shortcut::{monotonic_ns, ShortcutCounters, ShortcutMac, SleeveShortcut};
+pub use sleeve_shortcut::{
+    monotonic_ns, ShortcutCounters, ShortcutMac, SleeveShortcut, DRAIN_MARGIN_NS,
+};
 pub use sysctl::set_sysctl;
 pub use tap::{SyncTap, Tap};
 pub use udp::{

@@ -10,10 +10,17 @@
 //! frames, several frames per datagram, GRO batches, anything unexpected — still goes up to
 //! the socket untouched, so the data path stays the one authority.
 //!
+//! What it takes is exactly what the data path would inject and do nothing else with: one
+//! record, for us, captured by another peer, to a MAC bound to our bridge (a frame to any other
+//! MAC is flooded on by the data path), from a MAC the data path bound to the record's source
+//! peer — and the data path copies only bindings of known peers that are not direct fastdp
+//! neighbours (whose frames VXLAN delivers), never the zero MAC of control frames.
+//!
 //! Order: a frame must not overtake the ones already queued on the socket (a TCP receiver
-//! would count them lost). The program writes the time of each datagram it leaves to the socket;
-//! the data path writes the time it last found the socket empty (read just before that read);
-//! the program takes frames only while the last one it left up is older than that.
+//! would count them lost). The program writes the time of each datagram it leaves up (and of
+//! every IPv4 UDP fragment, which may belong to one); the data path writes the time it last
+//! found the socket empty (read just before that read, less [`DRAIN_MARGIN_NS`]); the program
+//! takes frames only while the last one it left up is older than that.
 //!
 //! Firewall: the program runs before netfilter's input hook. A rule added against a peer after
 //! its connection is up does not stop the frames the program takes until the heartbeats, which
@@ -41,6 +48,9 @@ const MAP_TYPE_HASH: u32 = 1;
 const MAP_TYPE_ARRAY: u32 = 2;
 const F_MMAPABLE: u32 = 1 << 10;
 
+/// How long a datagram the program leaves up may take to reach the socket.
+pub const DRAIN_MARGIN_NS: u64 = 200_000;
+
 /// Most connections and MACs the maps hold; past that, frames take the data path.
 const MAX_CONNS: u32 = 4096;
 const MAX_MACS: u32 = 65536;
@@ -56,6 +66,7 @@ const STATE_WORDS: usize = 5;
 // Helpers (`enum bpf_func_id`).
 const KTIME_GET_NS: i32 = 5;
 const SKB_STORE_BYTES: i32 = 9;
+const SKB_LOAD_BYTES: i32 = 26;
 const REDIRECT: i32 = 23;
 const SKB_PULL_DATA: i32 = 39;
 const SKB_ADJUST_ROOM: i32 = 50;
@@ -90,7 +101,7 @@ pub struct ShortcutCounters {
     pub frames: u64,
     /// Their bytes (Ethernet frames).
     pub bytes: u64,
-    /// Sleeve datagrams left to the data path.
+    /// Sleeve datagrams (and IPv4 UDP fragments) left to the stack.
     pub passed: u64,
 }
 
@@ -250,9 +261,19 @@ impl SleeveShortcut {
     }
 
     /// The data path found the socket empty at `at` ([`monotonic_ns`], read before that read),
-    /// after writing out everything read before it.
+    /// after writing out everything read before it. Counts as drained only what the program
+    /// left up [`DRAIN_MARGIN_NS`] before: a datagram takes a moment from the program to the
+    /// socket, and the kernel may run the program on a whole batch first.
     pub fn drained(&self, at: u64) {
-        self.shared.store(W_DRAINED, at);
+        self.shared
+            .store(W_DRAINED, at.saturating_sub(DRAIN_MARGIN_NS));
+    }
+
+    /// Whether the program holds frames back (it left a datagram up after the last drain):
+    /// the data path should then read the socket again soon, even with nothing to read, so
+    /// that the program takes frames again.
+    pub fn holding_back(&self) -> bool {
+        self.shared.load(W_LAST_UP) > self.shared.load(W_DRAINED)
     }
 
     /// The program's counters so far.
@@ -281,6 +302,9 @@ pub fn monotonic_ns() -> u64 {
 /// The program. Packet offsets: outer Ethernet 0, IPv4 14 (protocol 23, addresses 26 and 30),
 /// UDP 34 (ports 34 and 36, length 38), sender name 42, record source 48, destination 54,
 /// length 60, frame 62 (destination MAC 62, source MAC 68).
+///
+/// Stack: conns key at -16, source MAC key -24, destination MAC key -32, state key -36, the
+/// frame's Ethernet header -56..-42, the destination port -64.
 fn program(
     us: [u8; 6],
     port: u16,
@@ -293,45 +317,66 @@ fn program(
     let mut name = [0u8; 8];
     name[..6].copy_from_slice(&us);
     let us_shifted = u64::from_le_bytes(name) << 16;
-    // R2 = the packet's start; to `short` unless HEADERS bytes follow it in the linear part.
-    let headers_in_reach = |a: &mut Asm, short: &'static str| {
-        a.ldx(Size::W, R2, R6, SKB_DATA)
+    // R7 = the packet's start; to `short` unless `n` bytes follow it in the linear part.
+    let in_reach = |a: &mut Asm, n: i32, short: &'static str| {
+        a.ldx(Size::W, R7, R6, SKB_DATA)
             .ldx(Size::W, R3, R6, SKB_DATA_END)
-            .alu_reg(Alu::Mov, R4, R2)
-            .alu(Alu::Add, R4, HEADERS)
+            .alu_reg(Alu::Mov, R4, R7)
+            .alu(Alu::Add, R4, n)
             .jmp_reg(Jmp::Gt, R4, R3, short);
+    };
+    // R4 = the peer name (6 bytes) at R5 + off, shifted to the top.
+    let name_at = |a: &mut Asm, reg: u8, src: u8, off: i16| {
+        a.ldx(Size::Dw, reg, src, off).alu(Alu::Lsh, reg, 16);
+    };
+    // The MAC at packet offset `off` as a `macs` key at `key_at`, looked up: R0 = value or 0.
+    let mac_lookup = |a: &mut Asm, off: i16, key_at: i16| {
+        a.ldx(Size::Dw, R5, R7, off)
+            .alu(Alu::Lsh, R5, 16)
+            .alu(Alu::Rsh, R5, 16)
+            .stx(Size::Dw, R10, key_at, R5)
+            .map_lookup(macs.fd(), i32::from(key_at));
     };
     let mut a = Asm::default();
     a.alu_reg(Alu::Mov, R6, R1);
-    // Headers in the linear part, pulled in if needed.
-    headers_in_reach(&mut a, "pull");
-    a.ja("parse")
-        .label("pull")
-        .ldx(Size::W, R4, R6, SKB_LEN)
-        .jmp(Jmp::Lt, R4, HEADERS, "pass")
-        .alu_reg(Alu::Mov, R1, R6)
-        .alu(Alu::Mov, R2, HEADERS)
-        .call(SKB_PULL_DATA)
-        .jmp(Jmp::Ne, R0, 0, "pass");
-    headers_in_reach(&mut a, "pass");
-    a.label("parse")
-        .alu_reg(Alu::Mov, R7, R2)
-        // IPv4 without options, UDP, to the sleeve port: otherwise not ours at all.
-        .ldx(Size::H, R4, R7, 12)
+    // IPv4 UDP, or not ours at all.
+    in_reach(&mut a, 34, "pass");
+    a.ldx(Size::H, R4, R7, 12)
         .jmp(Jmp::Ne, R4, net16(0x0800), "pass")
-        .ldx(Size::B, R4, R7, 14)
-        .jmp(Jmp::Ne, R4, 0x45, "pass")
         .ldx(Size::B, R4, R7, 23)
         .jmp(Jmp::Ne, R4, 17, "pass")
-        .ldx(Size::H, R4, R7, 36)
-        .jmp(Jmp::Ne, R4, net16(port), "pass")
-        // Sleeve traffic: from here on, what the program does not take goes "up".
-        // Not a fragment, not a GRO batch.
+        // A fragment (maybe of a sleeve datagram: only the first names the port) or options
+        // (the port is elsewhere): up, so that the guard below counts it.
         .ldx(Size::H, R4, R7, 20)
         .alu(Alu::And, R4, net16(0x3fff))
         .jmp(Jmp::Ne, R4, 0, "up")
+        .ldx(Size::B, R4, R7, 14)
+        .jmp(Jmp::Ne, R4, 0x45, "up")
+        // To the sleeve port, read even from a paged packet.
+        .alu_reg(Alu::Mov, R1, R6)
+        .alu(Alu::Mov, R2, 36)
+        .alu_reg(Alu::Mov, R3, R10)
+        .alu(Alu::Add, R3, -64)
+        .alu(Alu::Mov, R4, 2)
+        .call(SKB_LOAD_BYTES)
+        .jmp(Jmp::Ne, R0, 0, "pass")
+        .ldx(Size::H, R4, R10, -64)
+        .jmp(Jmp::Ne, R4, net16(port), "pass")
+        // Sleeve traffic: from here on, what the program does not take goes "up".
+        // Not a GRO batch; the headers in the linear part, pulled in if needed.
         .ldx(Size::W, R4, R6, SKB_GSO_SEGS)
-        .jmp(Jmp::Gt, R4, 1, "up")
+        .jmp(Jmp::Gt, R4, 1, "up");
+    in_reach(&mut a, HEADERS, "pull");
+    a.ja("parse")
+        .label("pull")
+        .ldx(Size::W, R4, R6, SKB_LEN)
+        .jmp(Jmp::Lt, R4, HEADERS, "up")
+        .alu_reg(Alu::Mov, R1, R6)
+        .alu(Alu::Mov, R2, HEADERS)
+        .call(SKB_PULL_DATA)
+        .jmp(Jmp::Ne, R0, 0, "up");
+    in_reach(&mut a, HEADERS, "up");
+    a.label("parse")
         // Exactly one record (R8 = its frame's length), and lengths that agree.
         .ldx(Size::H, R8, R7, 60)
         .be16(R8)
@@ -356,51 +401,46 @@ fn program(
         .ldx(Size::H, R4, R7, 34)
         .stx(Size::Dw, R10, -8, R4)
         .map_lookup(conns.fd(), -16)
-        .jmp(Jmp::Eq, R0, 0, "up")
-        .ldx(Size::Dw, R4, R0, 0)
-        .alu(Alu::Lsh, R4, 16)
-        .ldx(Size::Dw, R5, R7, 42)
-        .alu(Alu::Lsh, R5, 16)
-        .jmp_reg(Jmp::Ne, R5, R4, "up")
-        // For us, to a unicast MAC.
-        .ldx(Size::Dw, R5, R7, 54)
-        .alu(Alu::Lsh, R5, 16)
-        .ld_imm64(R4, us_shifted)
-        .jmp_reg(Jmp::Ne, R5, R4, "up")
-        .ldx(Size::B, R5, R7, 62)
-        .alu(Alu::And, R5, 1)
-        .jmp(Jmp::Ne, R5, 0, "up")
-        // From a MAC bound to the record's source peer (else the data path learns it).
-        .ldx(Size::Dw, R5, R7, 68)
-        .alu(Alu::Lsh, R5, 16)
-        .alu(Alu::Rsh, R5, 16)
-        .stx(Size::Dw, R10, -24, R5)
-        .map_lookup(macs.fd(), -24)
-        .jmp(Jmp::Eq, R0, 0, "up")
-        .alu_reg(Alu::Mov, R9, R0)
-        .ldx(Size::Dw, R4, R9, 0)
-        .alu(Alu::Lsh, R4, 16)
-        .ldx(Size::Dw, R5, R7, 48)
-        .alu(Alu::Lsh, R5, 16)
-        .jmp_reg(Jmp::Ne, R5, R4, "up")
+        .jmp(Jmp::Eq, R0, 0, "up");
+    name_at(&mut a, R4, R0, 0);
+    name_at(&mut a, R5, R7, 42);
+    a.jmp_reg(Jmp::Ne, R5, R4, "up");
+    // For us, captured by someone else.
+    name_at(&mut a, R5, R7, 54);
+    a.ld_imm64(R4, us_shifted).jmp_reg(Jmp::Ne, R5, R4, "up");
+    name_at(&mut a, R5, R7, 48);
+    a.jmp_reg(Jmp::Eq, R5, R4, "up");
+    // To a MAC behind our bridge (others are flooded on by the data path; group MACs and the
+    // zero MAC of control frames are never in the map).
+    mac_lookup(&mut a, 62, -32);
+    a.jmp(Jmp::Eq, R0, 0, "up");
+    name_at(&mut a, R4, R0, 0);
+    a.ld_imm64(R5, us_shifted).jmp_reg(Jmp::Ne, R4, R5, "up");
+    // From a MAC bound to the record's source peer (else the data path learns it).
+    mac_lookup(&mut a, 68, -24);
+    a.jmp(Jmp::Eq, R0, 0, "up").alu_reg(Alu::Mov, R9, R0);
+    name_at(&mut a, R4, R9, 0);
+    name_at(&mut a, R5, R7, 48);
+    a.jmp_reg(Jmp::Ne, R5, R4, "up")
         // The MAC was seen now (which the data path's table learns from).
         .call(KTIME_GET_NS)
         .stx(Size::Dw, R9, 8, R0)
         // Nothing left on the socket that this frame would overtake.
-        .st(Size::W, R10, -28, 0)
-        .map_lookup(state.fd(), -28)
+        .st(Size::W, R10, -36, 0)
+        .map_lookup(state.fd(), -36)
         .jmp(Jmp::Eq, R0, 0, "up")
         .ldx(Size::Dw, R4, R0, (W_LAST_UP * 8) as i16)
         .ldx(Size::Dw, R5, R0, (W_DRAINED * 8) as i16)
         .jmp_reg(Jmp::Gt, R4, R5, "up")
         .alu_reg(Alu::Mov, R9, R0)
-        // The frame's Ethernet header to the stack, then the outer headers and it cut out...
+        // Taken. The frame's Ethernet header to the stack, then the outer headers and it
+        // cut out...
         .ldx(Size::Dw, R4, R7, OUTER as i16)
-        .stx(Size::Dw, R10, -48, R4)
+        .stx(Size::Dw, R10, -56, R4)
         .ldx(Size::W, R4, R7, OUTER as i16 + 8)
-        .stx(Size::W, R10, -40, R4)
+        .stx(Size::W, R10, -48, R4)
         .ldx(Size::H, R4, R7, OUTER as i16 + 12)
-        .stx(Size::H, R10, -36, R4)
+        .stx(Size::H, R10, -44, R4)
         .alu_reg(Alu::Mov, R1, R6)
         .alu(Alu::Mov, R2, -OUTER)
         .alu(Alu::Mov, R3, ADJ_ROOM_MAC)
@@ -411,7 +451,7 @@ fn program(
         .alu_reg(Alu::Mov, R1, R6)
         .alu(Alu::Mov, R2, 0)
         .alu_reg(Alu::Mov, R3, R10)
-        .alu(Alu::Add, R3, -48)
+        .alu(Alu::Add, R3, -56)
         .alu(Alu::Mov, R4, 14)
         .alu(Alu::Mov, R5, 0)
         .call(SKB_STORE_BYTES)
@@ -428,8 +468,8 @@ fn program(
         .label("up")
         .call(KTIME_GET_NS)
         .alu_reg(Alu::Mov, R7, R0)
-        .st(Size::W, R10, -28, 0)
-        .map_lookup(state.fd(), -28)
+        .st(Size::W, R10, -36, 0)
+        .map_lookup(state.fd(), -36)
         .jmp(Jmp::Eq, R0, 0, "pass")
         .stx(Size::Dw, R0, (W_LAST_UP * 8) as i16, R7)
         .alu(Alu::Mov, R4, 1)

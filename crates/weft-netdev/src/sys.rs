@@ -179,14 +179,19 @@ impl BpfAttr {
         (self.0[off / 8] >> ((off % 8) * 8)) as u32
     }
 
-    /// Copies `name` (truncated to 15 bytes, NUL-terminated) into a 16-byte name field.
+    /// Copies `name` (truncated to 15 bytes, NUL-terminated) into the 16-byte name field at
+    /// `off`, byte by byte (the field need not be word-aligned).
     fn name_at(&mut self, off: usize, name: &str) -> &mut Self {
         let mut b = [0u8; 16];
         for (d, s) in b.iter_mut().zip(name.bytes().take(15)) {
             *d = s;
         }
-        self.0[off / 8] = u64::from_le_bytes(b[..8].try_into().unwrap_or_default());
-        self.0[off / 8 + 1] = u64::from_le_bytes(b[8..].try_into().unwrap_or_default());
+        for (i, byte) in b.iter().enumerate() {
+            let at = off + i;
+            let shift = (at % 8) * 8;
+            let word = &mut self.0[at / 8];
+            *word = (*word & !(0xff << shift)) | (u64::from(*byte) << shift);
+        }
         self
     }
 }
@@ -464,6 +469,17 @@ pub(crate) fn bpf_prog_test_run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bpf_attr_fields_land_at_their_byte_offsets() {
+        let mut a = BpfAttr::new();
+        a.u32_at(24, 7).name_at(28, "weft_conns").u32_at(44, 9);
+        let bytes: Vec<u8> = a.0.iter().flat_map(|w| w.to_le_bytes()).collect();
+        assert_eq!(&bytes[24..28], &[7, 0, 0, 0]);
+        assert_eq!(&bytes[28..44], b"weft_conns\0\0\0\0\0\0");
+        assert_eq!(&bytes[44..48], &[9, 0, 0, 0]);
+        assert_eq!(a.u32_of(24), 7);
+    }
 
     #[test]
     fn ifreq_names_round_trip_and_reject_overlong() {

@@ -12,7 +12,9 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::time::{Duration, Instant};
 
 use common::{dup, index, privileged, run_in};
-use weft_netdev::{monotonic_ns, new_netns, Netdev, PacketSocket, SleeveShortcut, Tap};
+use weft_netdev::{
+    monotonic_ns, new_netns, Netdev, PacketSocket, SleeveShortcut, Tap, DRAIN_MARGIN_NS,
+};
 
 const US: [u8; 6] = [0x0a, 0, 0, 0, 0, 0x01];
 const PEER: [u8; 6] = [0x0a, 0, 0, 0, 0, 0x02];
@@ -72,7 +74,14 @@ fn loaded() -> SleeveShortcut {
     let s = SleeveShortcut::load(US, PORT, 1).expect("program loads and passes the verifier");
     s.set_conn(SocketAddrV4::new(FROM, PORT), TO, PEER).unwrap();
     s.set_mac(REMOTE_MAC, PEER).unwrap();
+    // Bound to us: behind our bridge.
+    s.set_mac(LOCAL_MAC, US).unwrap();
     s
+}
+
+/// The data path read the socket empty just now (long enough after what was left up).
+fn drain(s: &SleeveShortcut) {
+    s.drained(monotonic_ns() + DRAIN_MARGIN_NS);
 }
 
 const REDIRECTED: u32 = 7;
@@ -94,9 +103,11 @@ fn takes_a_plain_frame_and_strips_it_to_the_ethernet_frame() {
     assert_eq!((c.frames, c.bytes, c.passed), (1, 60, 0));
     // The MAC was seen, for the data path's table.
     let macs = s.macs().unwrap();
-    assert_eq!(macs.len(), 1);
-    assert_eq!((macs[0].mac, macs[0].peer), (REMOTE_MAC, PEER));
-    assert!(macs[0].seen > 0);
+    let remote = macs.iter().find(|m| m.mac == REMOTE_MAC).unwrap();
+    assert_eq!(remote.peer, PEER);
+    assert!(remote.seen > 0);
+    let local = macs.iter().find(|m| m.mac == LOCAL_MAC).unwrap();
+    assert_eq!(local.seen, 0, "only source MACs are marked seen");
 }
 
 #[test]
@@ -108,6 +119,8 @@ fn leaves_everything_else_to_the_socket_untouched() {
     let f = frame(LOCAL_MAC, REMOTE_MAC, 2);
     let bcast = frame([0xff; 6], REMOTE_MAC, 3);
     let stranger = frame(LOCAL_MAC, [0x02, 0, 0, 0, 0, 0x09], 4);
+    let elsewhere = frame([0x02, 0, 0, 0, 0, 0x0e], REMOTE_MAC, 4);
+    let looped = frame(LOCAL_MAC, LOCAL_MAC, 4);
     let heartbeat = [0u8; 22];
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("unknown connection", {
@@ -126,6 +139,14 @@ fn leaves_everything_else_to_the_socket_untouched() {
         (
             "broadcast",
             packet(PORT, PORT, &payload(PEER, &[(PEER, US, &bcast)])),
+        ),
+        (
+            "to a MAC not behind our bridge (the data path floods it on)",
+            packet(PORT, PORT, &payload(PEER, &[(PEER, US, &elsewhere)])),
+        ),
+        (
+            "captured by us (looped)",
+            packet(PORT, PORT, &payload(PEER, &[(US, US, &looped)])),
         ),
         (
             "MAC not learnt yet",
@@ -157,9 +178,19 @@ fn leaves_everything_else_to_the_socket_untouched() {
             pl.extend_from_slice(&[0; 3]);
             packet(PORT, PORT, &pl)
         }),
-        ("a fragment", {
+        ("a first fragment", {
             let mut p = packet(PORT, PORT, &payload(PEER, &[(PEER, US, &f)]));
             p[20] |= 0x20;
+            p
+        }),
+        ("a later fragment, which has no UDP header", {
+            let mut p = packet(PORT, 0x1234, &payload(PEER, &[(PEER, US, &f)]));
+            p[21] = 0x10;
+            p
+        }),
+        ("IPv4 options", {
+            let mut p = packet(PORT, PORT, &payload(PEER, &[(PEER, US, &f)]));
+            p[14] = 0x46;
             p
         }),
     ];
@@ -169,7 +200,7 @@ fn leaves_everything_else_to_the_socket_untouched() {
         assert_eq!(&out, p, "{what}: packet untouched");
         assert_eq!(s.counters().passed, i as u64 + 1, "{what}: counted");
         // Up-to-date data path, so that only the case itself decides.
-        s.drained(monotonic_ns());
+        drain(&s);
     }
     // Not sleeve traffic: left alone and not counted.
     let other_port = packet(PORT, 53, &payload(PEER, &[(PEER, US, &f)]));
@@ -193,8 +224,14 @@ fn waits_for_the_data_path_to_drain_before_taking_frames_again() {
     // A datagram goes up to the socket: until the data path says it read the socket empty
     // after that, frames behind it would overtake it, so they go up too.
     assert_eq!(s.test_run(&up).unwrap().0, LEFT);
+    assert!(s.holding_back());
     assert_eq!(s.test_run(&good).unwrap().0, LEFT);
+    // A drain right after does not count: the datagram may not be on the socket yet.
     s.drained(monotonic_ns());
+    assert!(s.holding_back());
+    assert_eq!(s.test_run(&good).unwrap().0, LEFT);
+    drain(&s);
+    assert!(!s.holding_back());
     assert_eq!(s.test_run(&good).unwrap().0, REDIRECTED);
     assert_eq!(s.counters().frames, 2);
 }
@@ -235,6 +272,7 @@ fn taken_frames_enter_the_tap_and_the_rest_reach_the_socket() {
         assert!(!s.attach(ul1).unwrap(), "attached once");
         s.set_conn(SocketAddrV4::new(FROM, PORT), TO, PEER).unwrap();
         s.set_mac(REMOTE_MAC, PEER).unwrap();
+        s.set_mac(LOCAL_MAC, US).unwrap();
         let on_tap = PacketSocket::bind(t, ETH_P_EXPERIMENTAL).unwrap();
         let f = frame(LOCAL_MAC, REMOTE_MAC, 7);
         let good = payload(PEER, &[(PEER, US, &f)]);
@@ -296,7 +334,7 @@ fn reference(p: &[u8]) -> Option<Vec<u8>> {
         && be16(34) == usize::from(PORT)
         && p[42..48] == PEER
         && p[54..60] == US
-        && p[62] & 1 == 0
+        && p[62..68] == LOCAL_MAC
         && p[68..74] == REMOTE_MAC
         && p[48..54] == PEER;
     ours.then(|| p[62..].to_vec())
@@ -315,7 +353,7 @@ fn takes_exactly_what_the_plain_rules_allow_under_every_single_byte_change() {
         for v in [0x00, 0x01, 0x3f, 0x45, 0x80, 0xff, good[i] ^ 0x01] {
             let mut p = good.clone();
             p[i] = v;
-            s.drained(monotonic_ns());
+            drain(&s);
             let (verdict, out) = s.test_run(&p).unwrap();
             match reference(&p) {
                 Some(frame) => {

@@ -278,11 +278,23 @@ pub(crate) fn stop() -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// Whether `pid` has exited but is not reaped yet, with all its threads gone: a leader turns
+/// zombie while other threads may still be exiting, and the last of them closes the files
+/// (the sockets a new router binds, the BPF links) on its way out.
 fn is_zombie(pid: Pid) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+    let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
         .and_then(|s| s.rsplit_once(") ").map(|(_, r)| r.starts_with('Z')))
-        .unwrap_or(false)
+        .unwrap_or(false);
+    let threads = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Threads:"))
+                .and_then(|n| n.trim().parse::<u32>().ok())
+        })
+        .unwrap_or(1);
+    zombie && threads <= 1
 }
 
 fn capitalised(s: &str) -> String {

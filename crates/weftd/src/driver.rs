@@ -65,6 +65,8 @@ const IP_UDP_HEADERS: usize = 28;
 const MAX_PENDING_SPECIALS: usize = 256;
 /// How long a send waits for room in a full socket buffer before dropping.
 const SEND_WAIT: Duration = Duration::from_millis(2);
+/// How soon to read the sleeve socket again while the receive shortcut holds frames back.
+const SHORTCUT_RECHECK: Duration = Duration::from_millis(1);
 
 /// Everything the status, report and metrics endpoints show, taken at one instant.
 #[derive(Debug, Clone)]
@@ -813,16 +815,18 @@ impl DataPath {
                     s.read_back(&mut self.forwarder, now);
                 }
                 self.forwarder.expire(now);
-                if let Some(s) = &mut self.shortcut {
-                    s.sync_macs(&self.forwarder);
-                }
+                self.sync_shortcut_macs();
                 // Path MTUs are read again on next use: routes may have changed.
                 self.paths.clear();
                 next_sweep = now + MAC_SWEEP_INTERVAL;
             }
-            let timeout = next_sweep
-                .saturating_duration_since(now)
-                .min(Duration::from_secs(1));
+            // The shortcut holds frames back until we read the socket empty once more.
+            let recheck = self.shortcut.as_ref().is_some_and(Shortcut::holding_back);
+            let timeout = next_sweep.saturating_duration_since(now).min(if recheck {
+                SHORTCUT_RECHECK
+            } else {
+                Duration::from_secs(1)
+            });
             let (mut tap_ready, udp_ready) = match ready.wait(timeout) {
                 Ok(r) => (r & 1 != 0, r & 2 != 0),
                 Err(e) => {
@@ -836,7 +840,7 @@ impl DataPath {
             self.refresh_fabric();
             // Each descriptor is read while it has something and only then: a read that finds
             // nothing is a system call on the round trip of every lone packet.
-            let mut udp_more = udp_ready;
+            let mut udp_more = udp_ready || recheck;
             for _ in 0..DRAIN_READS {
                 if !tap_ready && !udp_more {
                     break;
@@ -861,11 +865,13 @@ impl DataPath {
                             // reply, a TCP ACK): look for it before sleeping.
                             tap_ready = true;
                         }
-                        Err(_) => {
+                        Err(e) => {
                             udp_more = false;
                             tap_ready |= self.end_of_receive();
                             if let (Some(s), Some(t)) = (&self.shortcut, before) {
-                                s.drained(t);
+                                if e.kind() == std::io::ErrorKind::WouldBlock {
+                                    s.drained(t);
+                                }
                             }
                         }
                     }
@@ -904,6 +910,7 @@ impl DataPath {
                         .map(|(p, a)| (*p, a)),
                 );
             }
+            self.sync_shortcut_macs();
         }
     }
 
@@ -1077,9 +1084,7 @@ impl DataPath {
         {
             tracing::debug!("datagram from {sender} ({from}): {e}");
         }
-        if let Some(s) = &mut self.shortcut {
-            s.sync_macs(&self.forwarder);
-        }
+        self.sync_shortcut_macs();
         self.flush();
     }
 
@@ -1116,6 +1121,8 @@ impl DataPath {
                 &mut self.scratch,
             )
         };
+        // A new local MAC: frames for it may now take the kernel's shortcut.
+        self.sync_shortcut_macs();
         if let Verdict::FragNeeded { mtu } = verdict {
             // Back to the sender as if from the destination (spec §4.6); its TCP then sends
             // segments that fit one datagram.
@@ -1124,6 +1131,14 @@ impl DataPath {
             }
         }
         self.flush();
+    }
+
+    /// Copies the forwarder's MAC bindings to the receive shortcut, if they or the fabric
+    /// changed (a cheap check otherwise).
+    fn sync_shortcut_macs(&mut self) {
+        if let Some(s) = &mut self.shortcut {
+            s.sync_macs(&self.forwarder, &self.fabric.table, self.version);
+        }
     }
 
     fn bad_offload(&mut self, e: &dyn std::fmt::Display) {

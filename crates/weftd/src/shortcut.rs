@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Instant;
 
-use weft_core::overlay::{Forwarder, Mac, MacOwner};
+use weft_core::overlay::{Fabric, FabricTable, Forwarder, Mac, MacOwner};
 use weft_netdev::{SleeveShortcut, SyncTap};
 use weft_wire::PeerName;
 
@@ -22,8 +22,8 @@ pub(crate) struct Shortcut {
     /// Connections as given to the kernel: peer → (its address, our address towards it).
     conns: HashMap<PeerName, (SocketAddrV4, Ipv4Addr)>,
     macs: HashMap<Mac, PeerName>,
-    /// The forwarder's remote MAC generation last copied.
-    generation: Option<u64>,
+    /// The forwarder's MAC generation and the fabric version last copied.
+    generation: Option<(u64, u64)>,
     /// When MACs were last read back ([`weft_netdev::monotonic_ns`]).
     read_back: u64,
 }
@@ -113,24 +113,32 @@ impl Shortcut {
         }
     }
 
-    /// Copies the forwarder's remote MAC bindings to the kernel when they changed.
-    pub(crate) fn sync_macs(&mut self, fwd: &Forwarder) {
-        let g = fwd.mac_cache().remote_generation();
+    /// Copies the forwarder's MAC bindings to the kernel when they or the fabric changed:
+    /// local ones as ours, remote ones of known peers that are not direct fastdp neighbours
+    /// (the data path injects nothing from those: VXLAN has delivered it), never the zero MAC
+    /// (control frames' header).
+    pub(crate) fn sync_macs(&mut self, fwd: &Forwarder, fabric: &FabricTable, version: u64) {
+        let g = (fwd.mac_cache().generation(), version);
         if self.generation == Some(g) {
             return;
         }
         self.generation = Some(g);
+        let us = fabric.our_name();
         let now: HashMap<Mac, PeerName> = fwd
             .mac_cache()
             .iter()
+            .filter(|(mac, _)| mac.0 != [0; 6])
             .filter_map(|(mac, owner)| match owner {
-                MacOwner::Peer(p) => Some((mac, p)),
-                MacOwner::Local => None,
+                MacOwner::Local => Some((mac, us)),
+                MacOwner::Peer(p) if fabric.is_known_peer(p) && !fabric.is_direct_fastdp(p) => {
+                    Some((mac, p))
+                }
+                MacOwner::Peer(_) => None,
             })
             .collect();
         let kernel = &self.kernel;
-        self.macs.retain(|mac, _| {
-            let keep = now.contains_key(mac);
+        self.macs.retain(|mac, peer| {
+            let keep = now.get(mac) == Some(peer);
             if !keep {
                 if let Err(e) = kernel.remove_mac(mac.0) {
                     tracing::warn!("{e}");
@@ -139,7 +147,7 @@ impl Shortcut {
             keep
         });
         for (mac, peer) in now {
-            if self.macs.get(&mac) == Some(&peer) {
+            if self.macs.contains_key(&mac) {
                 continue;
             }
             match self.kernel.set_mac(mac.0, peer.to_bytes()) {
@@ -171,5 +179,174 @@ impl Shortcut {
     /// The data path found the socket empty; `at` was read before that read.
     pub(crate) fn drained(&self, at: u64) {
         self.kernel.drained(at);
+    }
+
+    /// Whether the data path should read the socket again soon, even with nothing to read,
+    /// for the kernel to take frames again.
+    pub(crate) fn holding_back(&self) -> bool {
+        self.kernel.holding_back()
+    }
+}
+
+/// The program against the forwarder it shortcuts: on every datagram of a grid of senders,
+/// record peers, MACs and record counts, the kernel takes a datagram exactly when the
+/// forwarder would inject its one frame and do nothing else (no relay, no learning, no drop).
+/// Privileged (loads a BPF program): runs only with `WEFT_TEST_ROOT=1`.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests: a panic is how they fail
+mod tests {
+    use std::collections::{HashMap, HashSet};
+    use std::net::{Ipv4Addr, SocketAddrV4};
+    use std::time::Instant;
+
+    use weft_core::overlay::{Delivery, FabricTable, Forwarder, Mac};
+    use weft_netdev::{monotonic_ns, DRAIN_MARGIN_NS};
+    use weft_wire::sleeve;
+    use weft_wire::PeerName;
+
+    use super::Shortcut;
+
+    const PORT: u16 = 6783;
+    const FROM: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+    const TO: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+    const A: PeerName = PeerName(0x0a00_0000_0001); // us
+    const B: PeerName = PeerName(0x0a00_0000_0002); // sleeve neighbour, our connection
+    const C: PeerName = PeerName(0x0a00_0000_0003); // behind B
+    const D: PeerName = PeerName(0x0a00_0000_0004); // fastdp neighbour
+    const E: PeerName = PeerName(0x0a00_0000_0005); // gets B's floods from us
+    const X: PeerName = PeerName(0x0a00_0000_00ff); // unknown
+    const L: [u8; 6] = [2, 0, 0, 0, 0, 0x01]; // behind our bridge
+    const MB: [u8; 6] = [2, 0, 0, 0, 0, 0x02];
+    const MC: [u8; 6] = [2, 0, 0, 0, 0, 0x03];
+    const MD: [u8; 6] = [2, 0, 0, 0, 0, 0x04];
+    const NEW: [u8; 6] = [2, 0, 0, 0, 0, 0x0e];
+
+    fn fabric() -> FabricTable {
+        FabricTable {
+            us: A,
+            unicast: HashMap::from([(B, B), (C, B), (D, D), (E, E)]),
+            broadcast: HashMap::from([(B, vec![E]), (C, vec![E])]),
+            fastdp: HashSet::from([D]),
+            known: HashSet::from([A, B, C, D, E]),
+            onward: None,
+        }
+    }
+
+    fn frame(dst: [u8; 6], src: [u8; 6]) -> Vec<u8> {
+        let mut f = dst.to_vec();
+        f.extend_from_slice(&src);
+        f.extend_from_slice(&[0x88, 0xb5]);
+        f.resize(60, 0x5a);
+        f
+    }
+
+    fn datagram(sender: PeerName, records: &[(PeerName, PeerName, Vec<u8>)]) -> Vec<u8> {
+        let mut d = sender.to_bytes().to_vec();
+        for (src, dst, f) in records {
+            sleeve::encode_frame(*src, *dst, f, &mut d).unwrap();
+        }
+        d
+    }
+
+    /// A forwarder that has seen L captured and frames from MB (B), MC (C) and MD (D).
+    fn forwarder(fab: &FabricTable, now: Instant) -> Forwarder {
+        let mut f = Forwarder::new();
+        f.handle_captured(&frame([0xff; 6], L), fab, now);
+        for (peer, mac) in [(B, MB), (C, MC), (D, MD)] {
+            let d = datagram(B, &[(peer, A, frame([0xff; 6], mac))]);
+            f.handle_datagram(&d, fab, now, &mut |_| {}).unwrap();
+        }
+        while f.poll_datagram(&mut Vec::new()).is_some() {}
+        f
+    }
+
+    fn packet(payload: &[u8]) -> Vec<u8> {
+        let mut p = vec![
+            2, 0, 0, 0, 0, 0xbb, 2, 0, 0, 0, 0, 0xaa, 0x08, 0x00, 0x45, 0,
+        ];
+        p.extend_from_slice(&((28 + payload.len()) as u16).to_be_bytes());
+        p.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0]);
+        p.extend_from_slice(&FROM.octets());
+        p.extend_from_slice(&TO.octets());
+        p.extend_from_slice(&PORT.to_be_bytes());
+        p.extend_from_slice(&PORT.to_be_bytes());
+        p.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+        p.extend_from_slice(&[0, 0]);
+        p.extend_from_slice(payload);
+        p
+    }
+
+    #[test]
+    fn kernel_takes_exactly_what_the_forwarder_would_only_inject() {
+        if std::env::var("WEFT_TEST_ROOT").as_deref() != Ok("1") {
+            eprintln!("skipped: set WEFT_TEST_ROOT=1 (as root) to run privileged tests");
+            return;
+        }
+        let now = Instant::now();
+        let fab = fabric();
+        let mut s = Shortcut {
+            kernel: std::sync::Arc::new(
+                weft_netdev::SleeveShortcut::load(A.to_bytes(), PORT, 1).unwrap(),
+            ),
+            conns: HashMap::new(),
+            macs: HashMap::new(),
+            generation: None,
+            read_back: 0,
+        };
+        s.kernel
+            .set_conn(SocketAddrV4::new(FROM, PORT), TO, B.to_bytes())
+            .unwrap();
+        s.sync_macs(&forwarder(&fab, now), &fab, 0);
+        let peers = [A, B, C, D, E, X];
+        let macs = [L, MB, MC, MD, NEW, [0; 6], [0xff; 6]];
+        let (mut taken, mut cases) = (0, 0);
+        for sender in [B, C] {
+            for src in peers {
+                for dst in [A, C, X] {
+                    for dst_mac in macs {
+                        for src_mac in macs {
+                            for n in [1, 2] {
+                                let f = frame(dst_mac, src_mac);
+                                let recs = vec![(src, dst, f.clone()); n];
+                                let d = datagram(sender, &recs);
+                                let mut fwd = forwarder(&fab, now);
+                                let g = fwd.mac_cache().generation();
+                                let mut injected = Vec::new();
+                                let mut other = 0;
+                                let r = fwd.handle_datagram(&d, &fab, now, &mut |del| match del {
+                                    Delivery::Inject(x) => injected.push(x.to_vec()),
+                                    Delivery::Special { .. } => other += 1,
+                                });
+                                let stats = fwd.stats();
+                                let only_inject = r.is_ok_and(|r| r.relayed == 0 && r.dropped == 0)
+                                    && other == 0
+                                    && injected.len() == 1
+                                    && stats.mac_moves == 0
+                                    && fwd.mac_cache().generation() == g
+                                    && fwd.poll_datagram(&mut Vec::new()).is_none();
+                                s.kernel.drained(monotonic_ns() + DRAIN_MARGIN_NS);
+                                let (verdict, out) = s.kernel.test_run(&packet(&d)).unwrap();
+                                let what = format!(
+                                    "sender {sender}, {src} -> {dst}, {} -> {}, {n} record(s)",
+                                    Mac(src_mac),
+                                    Mac(dst_mac)
+                                );
+                                // The data path also drops a sender it has no connection
+                                // with; the kernel knows only B's, from B's address.
+                                if only_inject && sender == B {
+                                    assert_eq!(verdict, 7, "kernel should take: {what}");
+                                    assert_eq!(out, injected[0], "{what}");
+                                    taken += 1;
+                                } else {
+                                    assert_eq!(verdict, 0, "kernel should leave: {what}");
+                                }
+                                cases += 1;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(taken >= 2, "{taken} of {cases} taken");
     }
 }

@@ -38,8 +38,8 @@ struct Entry {
 #[derive(Debug, Clone, Default)]
 pub struct MacCache {
     entries: HashMap<Mac, Entry>,
-    /// Bumped whenever a remote binding appears, moves or goes (not on a mere refresh).
-    remote_changes: u64,
+    /// Bumped whenever a binding appears, moves or goes (not on a mere refresh).
+    changes: u64,
 }
 
 impl MacCache {
@@ -90,15 +90,16 @@ impl MacCache {
                         last_seen: now,
                     },
                 );
+                self.changes += 1;
                 Ok(())
             }
         }
     }
 
-    /// Changes with every remote binding that appears, moves or goes, so that a copy of the
-    /// remote bindings (the sleeve receive shortcut's) knows when to look again.
-    pub fn remote_generation(&self) -> u64 {
-        self.remote_changes
+    /// Changes with every binding that appears, moves or goes, so that a copy of the table
+    /// (the sleeve receive shortcut's) knows when to look again.
+    pub fn generation(&self) -> u64 {
+        self.changes
     }
 
     /// Refreshes `mac` if it is still bound to `peer` (a frame from it was delivered by other
@@ -123,12 +124,12 @@ impl MacCache {
             },
         ) {
             Some(old) if old.owner != owner => {
-                self.remote_changes += 1;
+                self.changes += 1;
                 Some(old.owner)
             }
             Some(_) => None,
             None => {
-                self.remote_changes += 1;
+                self.changes += 1;
                 None
             }
         }
@@ -141,7 +142,7 @@ impl MacCache {
             .retain(|_, e| now.saturating_duration_since(e.last_seen) <= MAC_EXPIRY);
         let gone = before - self.entries.len();
         if gone > 0 {
-            self.remote_changes += 1;
+            self.changes += 1;
         }
         gone
     }
@@ -153,7 +154,7 @@ impl MacCache {
         self.entries.retain(|_, e| e.owner != MacOwner::Peer(peer));
         let gone = before - self.entries.len();
         if gone > 0 {
-            self.remote_changes += 1;
+            self.changes += 1;
         }
         gone
     }
