@@ -7,7 +7,7 @@
 # printed as ratios against the reference, plus (4) the routers' RSS sampled every 5 s during a
 # 60 s sleeve iperf3 run (start/max/end, growth > 10% is flagged).
 # The three set-ups are up at the same time and measured in turns (kernel, fastdp, sleeve,
-# kernel, ...): RTT five times each, throughput three times each, and each figure is the median
+# kernel, ...): RTT and throughput five times each, and each figure is the median
 # of its runs, so that a slow spell of the machine falls on all three alike.
 # Needs root, iperf3, jq, bc. Usage: bench/dataplane.sh [--quick]   (--quick: 10 s memory run).
 # Waits first (up to BENCH_WAIT s, default 900) while other labs (w* namespaces) exist.
@@ -135,7 +135,7 @@ for r in 1 2 3 4 5; do
         use_lab "$l"; RTTS[$l]+=" $(rtt_ms c1 "${IP[$l]}")"; note_others "$l"
     done
 done
-for r in 1 2 3; do
+for r in 1 2 3 4 5; do
     for l in k f s; do
         use_lab "$l"; iperf_mbps bw c2 "${IP[$l]}" c1 5; BWS[$l]+=" $bw"; note_others "$l"
     done
