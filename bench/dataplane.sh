@@ -132,12 +132,10 @@ declare -A IP=([k]=10.250.0.2 [f]=10.2.1.2 [s]=10.2.1.2)
 declare -A RTTS=() BWS=()
 for r in 1 2 3 4 5; do
     for l in k f s; do
-        use_lab "$l"; RTTS[$l]+=" $(rtt_ms c1 "${IP[$l]}")"; note_others "$l"
-    done
-done
-for r in 1 2 3 4 5; do
-    for l in k f s; do
-        use_lab "$l"; iperf_mbps bw c2 "${IP[$l]}" c1 5; BWS[$l]+=" $bw"; note_others "$l"
+        use_lab "$l"
+        RTTS[$l]+=" $(rtt_ms c1 "${IP[$l]}")"
+        iperf_mbps bw c2 "${IP[$l]}" c1 5; BWS[$l]+=" $bw"
+        note_others "$l"
     done
 done
 for l in k f s; do

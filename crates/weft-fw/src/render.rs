@@ -259,7 +259,7 @@ pub(crate) fn replace_table() -> Vec<Value> {
     ]
 }
 
-pub(crate) fn table() -> Value {
+fn table() -> Value {
     json!({"family": TABLE_FAMILY, "name": TABLE_NAME})
 }
 

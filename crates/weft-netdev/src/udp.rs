@@ -161,13 +161,21 @@ pub fn wait_writable(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result<bool> 
     }
 }
 
+/// A throwaway UDP socket connected to `to` (no packet is sent): the kernel has chosen its
+/// route, local address and path MTU.
+fn connected_probe(to: SocketAddr, op: &str) -> Result<UdpSocket, NetdevError> {
+    let s = UdpSocket::bind(SocketAddr::from(([0, 0, 0, 0], 0)))
+        .map_err(|e| NetdevError::io(op.to_owned(), &e))?;
+    s.connect(to)
+        .map_err(|e| NetdevError::io(op.to_owned(), &e))?;
+    Ok(s)
+}
+
 /// The kernel's path MTU towards `to` (the route's MTU, or a smaller one learnt from ICMP),
 /// read with `IP_MTU` from a throwaway connected socket.
 pub fn path_mtu(to: SocketAddr) -> Result<u32, NetdevError> {
     let op = format!("reading the path MTU to {to}");
-    let s = UdpSocket::bind(SocketAddr::from(([0, 0, 0, 0], 0)))
-        .map_err(|e| NetdevError::io(op.clone(), &e))?;
-    s.connect(to).map_err(|e| NetdevError::io(op.clone(), &e))?;
+    let s = connected_probe(to, &op)?;
     let mtu = getsockopt(&s, sockopt::IpMtu).map_err(|e| NetdevError::os(op.clone(), e))?;
     u32::try_from(mtu).map_err(|_| NetdevError::os(op, nix::errno::Errno::EINVAL))
 }
@@ -177,9 +185,7 @@ pub fn path_mtu(to: SocketAddr) -> Result<u32, NetdevError> {
 /// local address and the interface that holds it.
 pub fn local_route(to: SocketAddrV4) -> Result<(std::net::Ipv4Addr, u32), NetdevError> {
     let op = format!("finding the local address towards {to}");
-    let s = UdpSocket::bind(SocketAddr::from(([0, 0, 0, 0], 0)))
-        .map_err(|e| NetdevError::io(op.clone(), &e))?;
-    s.connect(to).map_err(|e| NetdevError::io(op.clone(), &e))?;
+    let s = connected_probe(to.into(), &op)?;
     let SocketAddr::V4(local) = s
         .local_addr()
         .map_err(|e| NetdevError::io(op.clone(), &e))?

@@ -435,8 +435,10 @@ impl Ctx {
             }
             Input::Command(Command::Status(reply)) => {
                 let (forwarder, dropped_unknown_sender) = *lock(&self.shared.stats);
-                let kernel_injected = lock(&self.shared.shortcut)
-                    .as_ref()
+                let kernel_injected = self
+                    .shared
+                    .shortcut
+                    .get()
                     .map_or(0, |k| k.counters().frames);
                 let _ = reply.send(Snapshot {
                     mesh: mesh.status(now),
@@ -683,7 +685,7 @@ struct Shared {
     /// Control frames handed to the mesh task and not yet handled.
     specials_pending: AtomicUsize,
     /// The kernel's sleeve receive shortcut, when it runs (for its counters).
-    shortcut: Mutex<Option<Arc<weft_netdev::SleeveShortcut>>>,
+    shortcut: std::sync::OnceLock<Arc<weft_netdev::SleeveShortcut>>,
 }
 
 /// Stops the data path thread when the mesh task's `run` returns.
@@ -771,7 +773,9 @@ impl DataPath {
             .local_addr()
             .ok()
             .and_then(|a| Shortcut::start(us, a.port(), &tap));
-        *lock(&shared.shortcut) = shortcut.as_ref().map(Shortcut::kernel);
+        if let Some(s) = &shortcut {
+            let _ = shared.shortcut.set(s.kernel());
+        }
         Self {
             tap,
             udp,
