@@ -1,5 +1,6 @@
 //! Checks every codec against the byte dumps produced by the real Weave Net 2.8 code
-//! (`shared/spec/vectors/*.txt`, read at test time from next to the repository).
+//! (`tests/vectors/*.txt`: copies of the spec's `vectors/` dumps, kept here as test data so a
+//! clone with nothing beside it passes).
 //!
 //! Every gob dump is decoded, re-encoded with a fresh encoder from the decoded types, and
 //! decoded again to the same values. Where Go's output is deterministic and carries nothing our
@@ -29,25 +30,11 @@ struct Dump {
 }
 
 fn vector_file(name: &str) -> String {
-    let path: PathBuf = [
-        env!("CARGO_MANIFEST_DIR"),
-        "..",
-        "..",
-        "..",
-        "shared",
-        "spec",
-        "vectors",
-        name,
-    ]
-    .iter()
-    .collect();
-    std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "test vectors missing: cannot read {} ({e}); the repository must be cloned next to \
-             shared/ (shared/spec/vectors/{name})",
-            path.display()
-        )
-    })
+    let path: PathBuf = [env!("CARGO_MANIFEST_DIR"), "tests", "vectors", name]
+        .iter()
+        .collect();
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("test vectors missing: cannot read {} ({e})", path.display()))
 }
 
 /// The bytes of a `hexdump -C`-style line, or `None` if the line is not one.
