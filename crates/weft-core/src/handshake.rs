@@ -11,6 +11,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::session::{SessionRx, SessionTx};
 use weft_wire::{features, frame, header, PeerName};
 
 /// The protocol versions weft offers.
@@ -71,6 +72,9 @@ pub enum HandshakeError {
     /// A frame length over the limit.
     #[error(transparent)]
     Frame(#[from] frame::FrameError),
+    /// The intro's framing failed (a features frame over the intro's limit).
+    #[error(transparent)]
+    Session(#[from] crate::session::SessionError),
     /// The features frame does not decode.
     #[error("malformed features: {0}")]
     Features(String),
@@ -133,6 +137,13 @@ impl Handshake {
         }
     }
 
+    /// The session the completed intro agreed on: the framing (and, with a password, the keys)
+    /// of everything after it. `leftover` is what followed the features frame in the same reads.
+    pub fn into_session(self, leftover: Vec<u8>) -> (SessionTx, SessionRx) {
+        debug_assert!(matches!(self.state, State::Done), "intro not complete");
+        (SessionTx::default(), SessionRx::new(leftover))
+    }
+
     /// Consumes as much of `buf` (everything received so far and not yet consumed) as the intro
     /// needs, draining what it used. Returns the remote's features once the intro is complete;
     /// whatever is left in `buf` then is the first protocol frame(s).
@@ -166,6 +177,7 @@ impl Handshake {
                     self.state = State::Features;
                 }
                 State::Features => {
+                    crate::session::check_intro_frame(buf)?;
                     let Some((body, used)) = frame::parse(buf)? else {
                         return Ok(None);
                     };
@@ -203,6 +215,18 @@ fn local_features(local: &LocalIdentity, conn_id: u64, trusted: bool) -> BTreeMa
     .collect()
 }
 
+/// Longest nickname accepted (a DNS name's limit, rounded up).
+pub const MAX_NICKNAME_LEN: usize = 255;
+
+/// A peer-supplied value as it may appear in an error: at most 64 bytes of it.
+fn clip(s: &str) -> String {
+    const MAX: usize = 64;
+    match s.char_indices().nth(MAX) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        _ => s.to_string(),
+    }
+}
+
 /// Validates a features map the way Weave Net does: required keys first, then the flavour,
 /// then each value.
 pub fn parse_features(map: &BTreeMap<String, String>) -> Result<RemoteFeatures, HandshakeError> {
@@ -214,12 +238,14 @@ pub fn parse_features(map: &BTreeMap<String, String>) -> Result<RemoteFeatures, 
     let get = |k: &str| map.get(k).map(String::as_str).unwrap_or_default();
     let bad = |field: &'static str| HandshakeError::BadField {
         field,
-        value: get(field).to_string(),
+        value: clip(get(field)),
     };
     if get("PeerNameFlavour") != "mac" {
-        return Err(HandshakeError::FlavourMismatch(
-            get("PeerNameFlavour").to_string(),
-        ));
+        return Err(HandshakeError::FlavourMismatch(clip(get("PeerNameFlavour"))));
+    }
+    // A nickname is a host name; a longer one would only fill our logs.
+    if get("NickName").len() > MAX_NICKNAME_LEN {
+        return Err(bad("NickName"));
     }
     let name: PeerName = get("Name").parse().map_err(|_| bad("Name"))?;
     let short_id = match map.get("ShortID") {
@@ -250,6 +276,41 @@ pub fn parse_features(map: &BTreeMap<String, String>) -> Result<RemoteFeatures, 
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn oversized_intro_frame_and_long_values_are_refused_briefly() {
+        let id = LocalIdentity {
+            name: "00:00:00:00:00:01".parse().unwrap(),
+            nick_name: "a".into(),
+            uid: 1,
+            short_id: 1,
+            overlays: String::new(),
+        };
+        let mut hs = Handshake::new(&id, 7, false);
+        let mut buf = header::encode(PROTOCOL_MIN_VERSION, PROTOCOL_MAX_VERSION).to_vec();
+        buf.push(0);
+        buf.extend_from_slice(&(70_000u32).to_be_bytes());
+        let err = hs.handle_input(&mut buf).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "incoming message exceeds maximum size: 70000 > 65536"
+        );
+        let mut map: BTreeMap<String, String> = [
+            ("PeerNameFlavour", "mac"),
+            ("Name", "00:00:00:00:00:02"),
+            ("UID", "1"),
+            ("ConnID", "2"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        map.insert("NickName".into(), "n".repeat(10_000));
+        let err = parse_features(&map).unwrap_err().to_string();
+        assert!(err.len() < 300, "{}", err.len());
+        map.insert("NickName".into(), "b".into());
+        map.insert("PeerNameFlavour".into(), "x".repeat(10_000));
+        assert!(parse_features(&map).unwrap_err().to_string().len() < 300);
+    }
+
     use super::*;
 
     fn ident(n: u64, nick: &str) -> LocalIdentity {

@@ -14,4 +14,5 @@ pub mod mesh;
 pub mod overlay;
 pub mod overlay_switch;
 pub mod routes;
+pub mod session;
 pub mod topology;

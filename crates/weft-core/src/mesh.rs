@@ -37,8 +37,15 @@ use crate::topology::{Peers, Update};
 pub const TOPOLOGY_CHANNEL: &str = "topology";
 /// TCP heartbeat period.
 pub const TCP_HEARTBEAT: Duration = Duration::from_secs(30);
-/// Coalescing delay for topology updates.
-pub const TOPOLOGY_UPDATE_DELAY: Duration = Duration::from_secs(1);
+/// Coalescing delay for topology updates: events of one burst (a connection added, then
+/// established) go out in one announcement, yet a user sees a new connection at once.
+pub const TOPOLOGY_UPDATE_DELAY: Duration = Duration::from_millis(10);
+/// Announcements may burst this many at once; beyond that they are paced at one per
+/// [`TOPOLOGY_ANNOUNCE_PERIOD`], so a peer whose gossip keeps changing our entry cannot make us
+/// flood the mesh with our own updates.
+pub const TOPOLOGY_ANNOUNCE_BURST: u32 = 5;
+/// See [`TOPOLOGY_ANNOUNCE_BURST`].
+pub const TOPOLOGY_ANNOUNCE_PERIOD: Duration = Duration::from_secs(1);
 /// Delay before garbage-collecting after a received update.
 pub const GC_DELAY: Duration = Duration::from_secs(1);
 /// Period of full-state gossip.
@@ -244,6 +251,8 @@ pub struct Mesh {
     events: VecDeque<MeshEvent>,
     pending_update: BTreeSet<PeerName>,
     update_at: Option<Instant>,
+    /// Paces our announcements (see [`TOPOLOGY_ANNOUNCE_BURST`]).
+    announce_pace: Pacer,
     gc_at: Option<Instant>,
     gossip_at: Instant,
     relayed: HashMap<u64, (Instant, Vec<u8>)>,
@@ -276,6 +285,7 @@ impl Mesh {
             events: VecDeque::new(),
             pending_update: BTreeSet::new(),
             update_at: None,
+            announce_pace: Pacer::new(TOPOLOGY_ANNOUNCE_BURST, TOPOLOGY_ANNOUNCE_PERIOD, now),
             gc_at: None,
             gossip_at,
             relayed: HashMap::new(),
@@ -856,6 +866,7 @@ impl Mesh {
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.update_at.is_some_and(|t| t <= now) {
             self.update_at = None;
+            self.announce_pace.take(now);
             let mut names: Vec<PeerName> = std::mem::take(&mut self.pending_update)
                 .into_iter()
                 .collect();
@@ -1082,7 +1093,8 @@ impl Mesh {
 
     fn schedule_update(&mut self, names: &[PeerName], now: Instant) {
         self.pending_update.extend(names.iter().copied());
-        self.update_at.get_or_insert(now + TOPOLOGY_UPDATE_DELAY);
+        let at = (now + TOPOLOGY_UPDATE_DELAY).max(self.announce_pace.ready_at(now));
+        self.update_at.get_or_insert(at);
     }
 
     fn send_topology(&mut self, conn: ConnId, channel: &str, names: &[PeerName]) {
@@ -1226,8 +1238,66 @@ impl Fabric for MeshFabric<'_> {
     }
 }
 
+/// A token bucket in time passed in: `burst` events at once, then one per `period`.
+#[derive(Debug, Clone)]
+struct Pacer {
+    burst: u32,
+    period: Duration,
+    /// When the bucket is full again; tokens are `burst - (full_at - now) / period`.
+    full_at: Instant,
+}
+
+impl Pacer {
+    fn new(burst: u32, period: Duration, now: Instant) -> Self {
+        Self {
+            burst,
+            period,
+            full_at: now,
+        }
+    }
+
+    /// The earliest time an event may happen.
+    fn ready_at(&self, now: Instant) -> Instant {
+        let deficit = self.full_at.saturating_duration_since(now);
+        // A token is free while the deficit is at most burst - 1 periods.
+        let allowed = self.period * self.burst.saturating_sub(1);
+        now + deficit.saturating_sub(allowed)
+    }
+
+    /// Spends one token at `now`.
+    fn take(&mut self, now: Instant) {
+        self.full_at = self.full_at.max(now) + self.period;
+    }
+}
+
 fn fnv64a(data: &[u8]) -> u64 {
     data.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pacer_allows_a_burst_then_one_per_period() {
+        let t0 = Instant::now();
+        let p = Duration::from_secs(1);
+        let mut pacer = Pacer::new(3, p, t0);
+        for _ in 0..3 {
+            assert_eq!(pacer.ready_at(t0), t0);
+            pacer.take(t0);
+        }
+        assert_eq!(pacer.ready_at(t0), t0 + p);
+        pacer.take(t0 + p);
+        assert_eq!(pacer.ready_at(t0 + p), t0 + 2 * p);
+        // Idle long enough and the whole burst is back.
+        let later = t0 + 10 * p;
+        for _ in 0..3 {
+            assert_eq!(pacer.ready_at(later), later);
+            pacer.take(later);
+        }
+        assert!(pacer.ready_at(later) > later);
+    }
 }
