@@ -436,9 +436,12 @@ test_iperf_both_paths() {
     done
 }
 
+source scripts/e2e_hostile.sh
+
 # --- main --------------------------------------------------------------------------------
 [ "$(id -u)" = 0 ] || { echo "e2e tests need root"; exit 1; }
 [ -x "$WEFT" ] || cargo build --release -p weft
+[ -x "$HOSTILE" ] || cargo build --release -p weft-core --example hostile_peer
 TESTS=("$@")
 [ ${#TESTS[@]} -gt 0 ] || mapfile -t TESTS < <(declare -F | awk '{print $3}' | grep '^test_')
 for t in "${TESTS[@]}"; do run_test "$t"; done

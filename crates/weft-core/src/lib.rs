@@ -13,6 +13,7 @@ pub mod handshake;
 pub mod mesh;
 pub mod overlay;
 pub mod overlay_switch;
+pub mod pace;
 pub mod routes;
 pub mod session;
 pub mod topology;

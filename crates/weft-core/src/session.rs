@@ -11,7 +11,7 @@
 //! The receive half buffers at most one frame: a length prefix over the limit is refused
 //! before its body is read, so a peer cannot make us hold more than the limit.
 
-use weft_wire::frame::{self, FrameError, LEN_PREFIX, MAX_FRAME_LEN};
+use weft_wire::frame::{self, FrameError, LEN_PREFIX};
 
 /// Largest frame a peer may send before its intro is complete. Weave Net's features frame is
 /// about 200 bytes; anything near this is not a peer.
@@ -77,7 +77,7 @@ impl SessionRx {
     }
 
     /// The next whole message body, `Ok(None)` until more bytes are pushed, or an error as soon
-    /// as a length prefix announces more than [`MAX_FRAME_LEN`].
+    /// as a length prefix announces more than [`frame::MAX_FRAME_LEN`].
     pub fn poll_body(&mut self) -> Result<Option<&[u8]>, SessionError> {
         let Some((body, n)) = frame::parse(&self.buf[self.used..])? else {
             return Ok(None);
@@ -112,6 +112,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use weft_wire::frame::MAX_FRAME_LEN;
 
     #[test]
     fn round_trip_in_pieces() {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use weft_core::handshake::{Handshake, LocalIdentity};
-use weft_core::mesh::{ConnId, Mesh, MeshConfig, MeshEvent, Origin};
+use weft_core::mesh::{ChannelMessage, CloseReason, ConnId, Mesh, MeshConfig, MeshEvent, Origin};
 use weft_wire::protocol::ProtocolMsg;
 use weft_wire::{frame, topology_delta, PeerName};
 
@@ -62,6 +62,8 @@ struct Cluster {
     topology_bytes: u64,
     /// The part of `topology_bytes` on weft's delta channel.
     delta_bytes: u64,
+    /// What registered channels delivered: (peer, channel, message).
+    delivered: Vec<(usize, String, ChannelMessage)>,
 }
 
 impl Cluster {
@@ -97,6 +99,7 @@ impl Cluster {
             bytes_sent: 0,
             topology_bytes: 0,
             delta_bytes: 0,
+            delivered: Vec::new(),
         };
         for i in 0..n {
             let m = c.make(i);
@@ -257,26 +260,24 @@ impl Cluster {
                 self.links.insert((i, ci), (j, cj));
                 self.links.insert((j, cj), (i, ci));
             }
-            MeshEvent::Send { conn, bytes } => {
+            MeshEvent::Send { conn, body } => {
                 let Some(&(j, cj)) = self.links.get(&(i, conn)) else {
                     return;
                 };
+                // What the session puts on the wire: the body and its length prefix.
+                let wire_len = (frame::LEN_PREFIX + body.len()) as u64;
                 self.frames_sent += 1;
-                self.bytes_sent += bytes.len() as u64;
-                let Ok(Some((body, used))) = frame::parse(&bytes) else {
-                    panic!("bad frame from {i}")
-                };
-                assert_eq!(used, bytes.len(), "one frame per Send");
+                self.bytes_sent += wire_len;
                 if let Ok(Some(
                     ProtocolMsg::Gossip { channel, .. }
                     | ProtocolMsg::GossipBroadcast { channel, .. },
-                )) = ProtocolMsg::decode(body)
+                )) = ProtocolMsg::decode(&body)
                 {
                     if channel == "topology" || channel == topology_delta::CHANNEL {
-                        self.topology_bytes += bytes.len() as u64;
+                        self.topology_bytes += wire_len;
                     }
                     if channel == topology_delta::CHANNEL {
-                        self.delta_bytes += bytes.len() as u64;
+                        self.delta_bytes += wire_len;
                     }
                 }
                 self.queue.push_back((
@@ -284,13 +285,13 @@ impl Cluster {
                     Delivery::Frame {
                         peer: j,
                         conn: cj,
-                        body: body.to_vec(),
+                        body,
                     },
                 ));
             }
             MeshEvent::Close { conn, reason } => {
                 self.mesh(i)
-                    .handle_connection_closed(conn, Some(reason), now);
+                    .handle_connection_closed(conn, Some(reason.to_string()), now);
                 if let Some((j, cj)) = self.links.remove(&(i, conn)) {
                     self.links.remove(&(j, cj));
                     if let Some(m) = self.meshes[j].as_mut() {
@@ -310,6 +311,9 @@ impl Cluster {
                         },
                     ));
                 }
+            }
+            MeshEvent::Channel { channel, message } => {
+                self.delivered.push((i, channel, message));
             }
             MeshEvent::TargetsChanged(_)
             | MeshEvent::FastdpPeer { .. }
@@ -360,7 +364,7 @@ impl Cluster {
                 p,
                 MeshEvent::Close {
                     conn: c,
-                    reason: "partition".into(),
+                    reason: CloseReason::Overlay("partition".into()),
                 },
             );
         }
@@ -816,4 +820,102 @@ fn fabric_version_moves_only_with_the_fabric() {
     c.run_for(Duration::from_secs(400));
     c.assert_full_mesh("healed");
     assert_ne!(c.mesh(0).fabric_version(), v1);
+}
+
+fn name_of(i: usize) -> PeerName {
+    PeerName(0x0200_0000_0000 + i as u64 + 1)
+}
+
+/// Channels registered by other parts of the router get what is addressed to them: unicast
+/// relayed hop by hop (and to ourselves), broadcasts once per peer, gossip to neighbours; a
+/// channel unknown to the peers in between is relayed through them.
+#[test]
+fn registered_channels_deliver_unicast_broadcast_and_gossip() {
+    let mut c = Cluster::with_discovery(4, 11, false);
+    for i in 0..3 {
+        c.connect(i, i + 1);
+    }
+    c.run_for(Duration::from_secs(5));
+    for i in 0..4 {
+        c.mesh(i).register_channel("ipam").unwrap();
+    }
+    for i in [0, 3] {
+        c.mesh(i).register_channel("dns").unwrap();
+    }
+    assert!(c.mesh(0).register_channel("ipam").is_err());
+    assert!(c.mesh(0).register_channel("topology").is_err());
+    assert!(c.mesh(0).gossip_broadcast("nope", vec![1]).is_err());
+
+    let got = |c: &mut Cluster| std::mem::take(&mut c.delivered);
+    let unicast = |src: usize, p: &[u8]| ChannelMessage::Unicast {
+        src: name_of(src),
+        payload: p.to_vec(),
+    };
+    c.mesh(0)
+        .gossip_unicast("ipam", name_of(3), b"to 3".to_vec())
+        .unwrap();
+    c.mesh(2)
+        .gossip_unicast("ipam", name_of(2), b"to me".to_vec())
+        .unwrap();
+    c.run_for(Duration::from_millis(100));
+    let mut d = got(&mut c);
+    d.sort_by_key(|x| x.0);
+    assert_eq!(
+        d,
+        [
+            (2, "ipam".to_string(), unicast(2, b"to me")),
+            (3, "ipam".to_string(), unicast(0, b"to 3")),
+        ]
+    );
+
+    c.mesh(0).gossip_broadcast("ipam", b"all".to_vec()).unwrap();
+    c.run_for(Duration::from_millis(100));
+    let mut at: Vec<usize> = got(&mut c).into_iter().map(|(i, ..)| i).collect();
+    at.sort_unstable();
+    assert_eq!(at, [1, 2, 3], "each peer but the source, once");
+
+    c.mesh(1).gossip_neighbours("ipam", b"news".to_vec()).unwrap();
+    c.run_for(Duration::from_millis(100));
+    let mut at: Vec<usize> = got(&mut c).into_iter().map(|(i, ..)| i).collect();
+    at.sort_unstable();
+    assert_eq!(at, [0, 2]);
+
+    // 1 and 2 do not know "dns": they relay it.
+    c.mesh(0).gossip_broadcast("dns", b"name".to_vec()).unwrap();
+    c.mesh(0)
+        .gossip_unicast("dns", name_of(3), b"direct".to_vec())
+        .unwrap();
+    c.run_for(Duration::from_millis(100));
+    let d = got(&mut c);
+    assert_eq!(d.len(), 2, "{d:?}");
+    assert!(d.iter().all(|(i, ch, _)| *i == 3 && ch == "dns"));
+    assert!(c
+        .mesh(1)
+        .gossip_unicast("ipam", PeerName(0x0999), vec![])
+        .is_err());
+}
+
+/// Broadcasts on a channel nobody implements are relayed once, however often a peer replays
+/// them, and remembering them costs a bounded number of small entries.
+#[test]
+fn replayed_unknown_broadcasts_are_relayed_once() {
+    let mut c = Cluster::with_discovery(3, 12, false);
+    c.connect(0, 1);
+    c.connect(1, 2);
+    c.run_for(Duration::from_secs(5));
+    let conn = c.a_connection_of(1);
+    let msg = ProtocolMsg::GossipBroadcast {
+        channel: "mystery".into(),
+        src: name_of(0),
+        payload: vec![7; 1 << 16],
+    };
+    let mut body = Vec::new();
+    msg.encode(&mut body);
+    let before = c.frames_sent;
+    for _ in 0..50 {
+        let now = c.now;
+        c.mesh(1).handle_frame(conn, &body, now);
+        c.settle();
+    }
+    assert_eq!(c.frames_sent - before, 1, "relayed once");
 }

@@ -47,7 +47,7 @@ pub struct Dataplane {
     vxlan: Option<u32>,
     vxlan_port: u16,
     /// Sends fastdp heartbeats out of the VXLAN device.
-    heartbeat_tx: Option<PacketSocket>,
+    heartbeat_tx: Option<Arc<PacketSocket>>,
     /// Receives fastdp heartbeats. They are addressed to our peer-name MAC, which is the
     /// bridge's, so they arrive through the bridge device: the bridge consumes frames on its
     /// ports before a protocol-specific packet socket on the VXLAN port would see them.
@@ -107,7 +107,7 @@ impl Dataplane {
             (None, None)
         };
         let (heartbeat_tx, heartbeats) = match heartbeats {
-            Some((tx, rx)) => (Some(tx), Some(rx)),
+            Some((tx, rx)) => (Some(Arc::new(tx)), Some(rx)),
             None => (None, None),
         };
         let fw = RuleSet::new(weft_fw::IfName::new(BRIDGE)?)
@@ -191,13 +191,10 @@ impl Dataplane {
         Ok(())
     }
 
-    /// Sends a fastdp heartbeat frame out of the VXLAN device.
-    pub fn send_heartbeat(&self, frame: &[u8]) {
-        if let Some(hb) = &self.heartbeat_tx {
-            if let Err(e) = hb.try_send(frame) {
-                tracing::debug!("fastdp heartbeat: {e}");
-            }
-        }
+    /// The socket that sends fastdp heartbeat frames out of the VXLAN device, for the mesh
+    /// task (sending never blocks).
+    pub fn heartbeat_sender(&self) -> Option<Arc<PacketSocket>> {
+        self.heartbeat_tx.clone()
     }
 
     /// `weft expose`: gives the host an address on the weave network and, unless

@@ -1,6 +1,7 @@
-//! The tokio shell around [`weft_core::mesh::Mesh`]: one task owns the state machine and
-//! selects on its input channel and its next deadline; small tasks move bytes for the TCP
-//! listener and each connection's intro, reader and writer.
+//! The mesh task: one tokio task owns the [`Mesh`] state machine and selects on what
+//! connection I/O ([`crate::conn_io`]), the sleeve data path and the HTTP API send it and on
+//! the mesh's next deadline; it hands what the mesh asks for to connection writers, the UDP
+//! socket, and the data-plane task ([`crate::dataplane_task`]), and never waits on I/O itself.
 //!
 //! Nothing here decides anything about the protocol: it reads, writes, dials and forwards
 //! what the mesh asks for.
@@ -23,14 +24,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
+use rand::SeedableRng;
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::AbortHandle;
-use weft_core::handshake::{Handshake, LocalIdentity, RemoteFeatures};
+use weft_core::handshake::LocalIdentity;
 use weft_core::mesh::{ConnId, Mesh, MeshEvent, MeshStatus, Origin};
-use weft_wire::frame;
 
 use weft_core::overlay::offload::{
     complete_checksum, Coalescer, Tso, VnetHdr, GSO_NONE, PLAIN_HDR, VNET_F_NEEDS_CSUM,
@@ -44,16 +42,12 @@ use weft_netdev::{PacketSocket, SyncTap};
 use weft_wire::PeerName;
 
 use crate::attach::Cidr;
+use crate::conn_io::{self, ConnInput, ConnWriter, ToMesh};
 use crate::dataplane::Dataplane;
+use crate::dataplane_task::{self, Job};
 use crate::shortcut::Shortcut;
 use crate::store::Store;
 
-/// Intro must complete within this time.
-const INTRO_TIMEOUT: Duration = Duration::from_secs(10);
-/// Silence on an established connection after which it is closed.
-const READ_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long a TCP connect may take.
-const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Room for one TAP read: a `virtio_net_hdr` and a 64 KB super-packet with its headers.
 const TAP_BUF_LEN: usize = VNET_HDR_LEN + 14 + 65535 + 64;
 /// Most rounds of reads (one of each fd) per wake-up of the data path, before it checks for
@@ -63,6 +57,8 @@ const DRAIN_READS: usize = 64;
 const IP_UDP_HEADERS: usize = 28;
 /// Most control frames waiting for the mesh task; more are dropped.
 const MAX_PENDING_SPECIALS: usize = 256;
+/// Most fastdp heartbeat frames waiting for the mesh task; more are dropped.
+const MAX_PENDING_FASTDP: usize = 64;
 /// How long a send waits for room in a full socket buffer before dropping.
 const SEND_WAIT: Duration = Duration::from_millis(2);
 /// How soon to read the sleeve socket again while the receive shortcut holds frames back.
@@ -112,21 +108,9 @@ pub enum Command {
     Exposed(oneshot::Sender<Vec<Cidr>>),
 }
 
+/// What the sleeve data path thread tells the mesh task. Bounded by counters on the sending
+/// side ([`MAX_PENDING_SPECIALS`]); MTU reports come once per path.
 enum Input {
-    Ready {
-        conn: ConnId,
-        remote: RemoteFeatures,
-        addr: SocketAddr,
-        origin: Origin,
-        our_conn_id: u64,
-        reader: OwnedReadHalf,
-        writer: OwnedWriteHalf,
-        leftover: Vec<u8>,
-    },
-    DialFailed(SocketAddr, String),
-    Frame(ConnId, Vec<u8>),
-    Closed(ConnId, Option<String>),
-    FastdpFrame(Vec<u8>),
     /// The data path measured the overlay MTU towards a next hop.
     SleeveMtu(PeerName, u32),
     /// A special (control) sleeve frame the data path received.
@@ -135,12 +119,6 @@ enum Input {
         sender: PeerName,
         frame: Vec<u8>,
     },
-    Command(Command),
-}
-
-struct Live {
-    tx: mpsc::UnboundedSender<Vec<u8>>,
-    reader: AbortHandle,
 }
 
 /// The sockets and identity the driver needs.
@@ -173,15 +151,17 @@ impl Driver {
         initial_peers: Vec<String>,
         mut commands: mpsc::Receiver<Command>,
     ) {
-        let (tx, mut rx) = mpsc::unbounded_channel::<Input>();
         let Self {
             identity,
             listener,
             udp,
             host,
             store,
-            dataplane,
+            mut dataplane,
         } = self;
+        let (dp_tx, mut dp_rx) = mpsc::unbounded_channel::<Input>();
+        let (to_mesh, mut conn_rx) = ToMesh::new();
+        let (fastdp_tx, mut fastdp_rx) = mpsc::channel::<Vec<u8>>(MAX_PENDING_FASTDP);
         // The sleeve data path runs on a thread of its own, off the reactor: a packet then
         // costs one wake-up and the reads, not a reactor turn and a task poll.
         let udp = match udp.into_std() {
@@ -191,7 +171,6 @@ impl Driver {
                 return;
             }
         };
-        let mut dataplane = dataplane;
         let shared = Arc::new(Shared::default());
         let _stop = StopOnDrop(shared.clone());
         if let Some(tap) = dataplane.tap.take() {
@@ -200,7 +179,7 @@ impl Driver {
                 tap.into_sync(),
                 udp.clone(),
                 shared.clone(),
-                tx.clone(),
+                dp_tx,
             );
             if let Err(e) = std::thread::Builder::new()
                 .name("weft-sleeve".into())
@@ -209,21 +188,32 @@ impl Driver {
                 tracing::error!("cannot start the sleeve data path: {e}");
             }
         }
-        spawn_listener(listener, identity.clone(), tx.clone());
+        // Inbound intro ids come from the mesh's RNG too, so a seeded run is reproducible.
+        let ids = rand::rngs::StdRng::seed_from_u64(mesh.new_conn_id());
+        conn_io::spawn_listener(listener, identity.clone(), ids, next_conn, to_mesh.clone());
         if let Some(hb) = dataplane.heartbeats.clone() {
-            spawn_heartbeat_reader(hb, tx.clone());
+            spawn_heartbeat_reader(hb, fastdp_tx);
         }
+        let heartbeat_tx = dataplane.heartbeat_sender();
+        let jobs = match dataplane_task::spawn(dataplane, store) {
+            Ok(j) => j,
+            Err(e) => {
+                tracing::error!("cannot start the data-plane task: {e}");
+                return;
+            }
+        };
         let mut ctx = Ctx {
             identity,
             host,
-            store,
-            dataplane,
             udp,
+            heartbeat_tx,
+            jobs,
+            to_mesh,
             shared,
+            live: HashMap::new(),
             fabric: None,
             fabric_version: None,
         };
-        let mut live: HashMap<ConnId, Live> = HashMap::new();
         let now = Instant::now();
         if !initial_peers.is_empty() {
             for e in mesh.connect(&initial_peers, false, &mut resolve, now) {
@@ -237,7 +227,7 @@ impl Driver {
         loop {
             let now = Instant::now();
             while let Some(ev) = mesh.poll_event(now) {
-                ctx.act(ev, &mut mesh, &mut live, &tx, now).await;
+                ctx.act(ev, &mut mesh, now);
             }
             ctx.publish_fabric(&mut mesh);
             let deadline = mesh
@@ -248,13 +238,22 @@ impl Driver {
                 armed = Some(deadline);
             }
             tokio::select! {
-                input = rx.recv() => {
+                input = conn_rx.recv() => {
+                    // Never None: `ctx.to_mesh` keeps the channel open.
                     let Some(input) = input else { break };
-                    ctx.handle_input(input, &mut mesh, &mut live, &tx).await;
+                    ctx.on_conn_input(input, &mut mesh);
+                }
+                input = dp_rx.recv() => {
+                    let Some(input) = input else { continue };
+                    ctx.on_data_path(input, &mut mesh);
+                }
+                frame = fastdp_rx.recv() => {
+                    let Some(frame) = frame else { continue };
+                    mesh.handle_fastdp_frame(&frame, Instant::now());
                 }
                 cmd = commands.recv() => {
                     let Some(cmd) = cmd else { break };
-                    ctx.handle_input(Input::Command(cmd), &mut mesh, &mut live, &tx).await;
+                    ctx.on_command(cmd, &mut mesh);
                 }
                 () = &mut timer => {
                     armed = None;
@@ -269,12 +268,18 @@ impl Driver {
 struct Ctx {
     identity: LocalIdentity,
     host: Option<std::net::IpAddr>,
-    store: Arc<Store>,
-    dataplane: Dataplane,
     /// The sleeve socket, for the mesh's heartbeats (the data path thread has it too).
     udp: Arc<std::net::UdpSocket>,
-    /// What the mesh and the data path thread share.
+    /// Sends fastdp heartbeats out of the VXLAN device.
+    heartbeat_tx: Option<Arc<PacketSocket>>,
+    /// Netlink, nft and database work, done in order off this task.
+    jobs: mpsc::UnboundedSender<Job>,
+    /// For new connections' I/O.
+    to_mesh: ToMesh,
+    /// What the mesh task and the data path thread share.
     shared: Arc<Shared>,
+    /// Writers of registered connections.
+    live: HashMap<ConnId, ConnWriter>,
     /// The fabric last handed to the data path.
     fabric: Option<Arc<FabricSnapshot>>,
     /// [`Mesh::fabric_version`] when `fabric` was last captured.
@@ -282,41 +287,40 @@ struct Ctx {
 }
 
 impl Ctx {
-    async fn act(
-        &mut self,
-        ev: MeshEvent,
-        mesh: &mut Mesh,
-        live: &mut HashMap<ConnId, Live>,
-        tx: &mpsc::UnboundedSender<Input>,
-        now: Instant,
-    ) {
+    fn act(&mut self, ev: MeshEvent, mesh: &mut Mesh, now: Instant) {
         match ev {
             MeshEvent::Dial {
                 addr,
                 accept_new_peer,
             } => {
                 tracing::info!("->[{addr}] attempting connection");
-                let conn_id = mesh.new_conn_id();
-                tokio::spawn(dial(
-                    addr,
+                let origin = Origin::Outbound {
+                    dial_addr: addr,
                     accept_new_peer,
+                };
+                tokio::spawn(conn_io::dial(
+                    addr,
+                    origin,
                     self.host,
                     self.identity.clone(),
-                    conn_id,
-                    tx.clone(),
+                    mesh.new_conn_id(),
+                    next_conn,
+                    self.to_mesh.clone(),
                 ));
             }
-            MeshEvent::Send { conn, bytes } => {
-                if let Some(l) = live.get(&conn) {
-                    let _ = l.tx.send(bytes);
+            MeshEvent::Send { conn, body } => {
+                let Some(w) = self.live.get(&conn) else {
+                    return;
+                };
+                if let Err(queued) = w.send(body) {
+                    let reason = format!("peer is not reading: {queued} bytes queued");
+                    self.live.remove(&conn);
+                    mesh.handle_connection_closed(conn, Some(reason), now);
                 }
             }
             MeshEvent::Close { conn, reason } => {
-                if let Some(l) = live.remove(&conn) {
-                    l.reader.abort();
-                    drop(l.tx);
-                }
-                mesh.handle_connection_closed(conn, Some(reason), now);
+                self.live.remove(&conn);
+                mesh.handle_connection_closed(conn, Some(reason.to_string()), now);
             }
             MeshEvent::SendUdp { to, datagram } => {
                 if let Err(e) = self.udp.send_to(&datagram, to) {
@@ -324,22 +328,32 @@ impl Ctx {
                 }
             }
             MeshEvent::FastdpPeer { peer, ip, add } => {
-                self.dataplane.fastdp_peer(peer, ip, add).await;
+                self.job(Job::FastdpPeer { peer, ip, add });
             }
             MeshEvent::FastdpFlood { peer, ip, on } => {
-                self.dataplane.fastdp_flood(peer, ip, on).await;
+                self.job(Job::FastdpFlood { peer, ip, on });
             }
-            MeshEvent::SendFastdp(frame) => self.dataplane.send_heartbeat(&frame),
-            MeshEvent::TargetsChanged(t) => {
-                if let Err(e) = self.store.set_direct_peers(&t) {
-                    tracing::warn!("cannot persist targets: {e}");
+            MeshEvent::SendFastdp(frame) => {
+                if let Some(hb) = &self.heartbeat_tx {
+                    if let Err(e) = hb.try_send(&frame) {
+                        tracing::debug!("fastdp heartbeat: {e}");
+                    }
                 }
+            }
+            MeshEvent::TargetsChanged(t) => self.job(Job::PersistTargets(t)),
+            // No part of the router registers a channel yet.
+            MeshEvent::Channel { channel, .. } => {
+                tracing::debug!("nobody takes gossip channel {channel}");
             }
         }
     }
-}
 
-impl Ctx {
+    fn job(&self, job: Job) {
+        if self.jobs.send(job).is_err() {
+            tracing::warn!("the data-plane task has stopped");
+        }
+    }
+
     /// Hands the data path a new view of the mesh when it changed.
     fn publish_fabric(&mut self, mesh: &mut Mesh) {
         // Most passes (gossip, heartbeats) change nothing the data path sees.
@@ -358,33 +372,25 @@ impl Ctx {
         self.fabric = Some(snap);
     }
 
-    async fn handle_input(
-        &mut self,
-        input: Input,
-        mesh: &mut Mesh,
-        live: &mut HashMap<ConnId, Live>,
-        tx: &mpsc::UnboundedSender<Input>,
-    ) {
+    fn on_conn_input(&mut self, input: ConnInput, mesh: &mut Mesh) {
         let now = Instant::now();
         match input {
-            Input::Ready {
-                conn,
-                remote,
-                addr,
-                origin,
-                our_conn_id,
-                reader,
-                writer,
-                leftover,
-            } => {
+            ConnInput::Ready(ready) => {
+                let (conn, addr, remote) = (ready.conn, ready.addr, &ready.remote);
                 tracing::info!(
                     "->[{addr}|{}({})]: connection ready; using protocol version 2",
                     remote.name,
                     remote.nick_name
                 );
-                if let Err(reason) =
-                    mesh.handle_connection_ready(conn, &remote, addr, origin, our_conn_id, now)
-                {
+                let registered = mesh.handle_connection_ready(
+                    conn,
+                    remote,
+                    addr,
+                    ready.origin,
+                    ready.our_intro_id,
+                    now,
+                );
+                if let Err(reason) = registered {
                     tracing::info!(
                         "->[{addr}|{}({})]: connection shutting down due to error: {reason}",
                         remote.name,
@@ -392,48 +398,52 @@ impl Ctx {
                     );
                     return;
                 }
-                let (wtx, wrx) = mpsc::unbounded_channel();
-                tokio::spawn(writer_task(writer, wrx));
-                let reader = tokio::spawn(reader_task(conn, reader, leftover, tx.clone()));
-                live.insert(
-                    conn,
-                    Live {
-                        tx: wtx,
-                        reader: reader.abort_handle(),
-                    },
-                );
+                let writer = conn_io::spawn_io(*ready, self.to_mesh.clone());
+                self.live.insert(conn, writer);
             }
-            Input::DialFailed(addr, err) => {
+            ConnInput::DialFailed(addr, err) => {
                 tracing::info!("->[{addr}] error during connection attempt: {err}");
                 mesh.handle_dial_failed(addr, err, now);
             }
-            Input::Frame(conn, body) => mesh.handle_frame(conn, &body, now),
-            Input::Closed(conn, err) => {
-                if live.remove(&conn).is_some() {
+            // The frame's room in the budget is freed once it is handled.
+            ConnInput::Frame { conn, body, _room } => mesh.handle_frame(conn, &body, now),
+            ConnInput::Closed(conn, err) => {
+                if self.live.remove(&conn).is_some() {
                     mesh.handle_connection_closed(conn, err, now);
                 }
             }
-            Input::FastdpFrame(frame) => mesh.handle_fastdp_frame(&frame, now),
-            Input::Command(Command::Expose {
+        }
+    }
+
+    fn on_data_path(&mut self, input: Input, mesh: &mut Mesh) {
+        match input {
+            Input::Special {
+                from,
+                sender,
+                frame,
+            } => {
+                self.shared.specials_pending.fetch_sub(1, Ordering::AcqRel);
+                mesh.handle_special_frame(from, sender, &frame, Instant::now());
+            }
+            Input::SleeveMtu(peer, mtu) => mesh.set_sleeve_mtu(peer, mtu),
+        }
+    }
+
+    fn on_command(&mut self, cmd: Command, mesh: &mut Mesh) {
+        let now = Instant::now();
+        match cmd {
+            Command::Expose {
                 cidr,
                 skip_nat,
                 reply,
-            }) => {
-                let r = self
-                    .dataplane
-                    .expose(cidr, skip_nat)
-                    .await
-                    .map_err(|e| e.to_string());
-                let _ = reply.send(r);
-            }
-            Input::Command(Command::Hide(cidr, reply)) => {
-                let r = self.dataplane.hide(cidr).await.map_err(|e| e.to_string());
-                let _ = reply.send(r);
-            }
-            Input::Command(Command::Exposed(reply)) => {
-                let _ = reply.send(self.dataplane.exposed().await.unwrap_or_default());
-            }
-            Input::Command(Command::Status(reply)) => {
+            } => self.job(Job::Expose {
+                cidr,
+                skip_nat,
+                reply,
+            }),
+            Command::Hide(cidr, reply) => self.job(Job::Hide(cidr, reply)),
+            Command::Exposed(reply) => self.job(Job::Exposed(reply)),
+            Command::Status(reply) => {
                 let (forwarder, dropped_unknown_sender) = *lock(&self.shared.stats);
                 let kernel_injected = self
                     .shared
@@ -447,24 +457,15 @@ impl Ctx {
                     kernel_injected,
                 });
             }
-            Input::Special {
-                from,
-                sender,
-                frame,
-            } => {
-                self.shared.specials_pending.fetch_sub(1, Ordering::AcqRel);
-                mesh.handle_special_frame(from, sender, &frame, now);
-            }
-            Input::SleeveMtu(peer, mtu) => mesh.set_sleeve_mtu(peer, mtu),
-            Input::Command(Command::Connect {
+            Command::Connect {
                 peers,
                 replace,
                 reply,
-            }) => {
+            } => {
                 let errs = mesh.connect(&peers, replace, &mut resolve, now);
                 let _ = reply.send(errs);
             }
-            Input::Command(Command::Forget(peers, reply)) => {
+            Command::Forget(peers, reply) => {
                 mesh.forget(&peers, now);
                 let _ = reply.send(());
             }
@@ -482,186 +483,16 @@ fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
         .map_err(|e| format!("lookup {host}: {e}"))
 }
 
-fn spawn_listener(
-    listener: TcpListener,
-    identity: LocalIdentity,
-    tx: mpsc::UnboundedSender<Input>,
-) {
-    tokio::spawn(async move {
-        // Weave's accept throttle: bursts of 20, then one connection per 50 ms.
-        let mut tokens = 20u32;
-        let mut refill = tokio::time::interval(Duration::from_millis(50));
-        loop {
-            while tokens == 0 {
-                refill.tick().await;
-                tokens += 1;
-            }
-            let (stream, addr) = match listener.accept().await {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!("accept: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            tokens -= 1;
-            tracing::info!("->[{addr}] connection accepted");
-            let conn_id = rand::random();
-            tokio::spawn(intro(
-                stream,
-                addr,
-                Origin::Inbound,
-                identity.clone(),
-                conn_id,
-                tx.clone(),
-            ));
-        }
-    });
-}
-
-async fn dial(
-    addr: SocketAddr,
-    accept_new_peer: bool,
-    host: Option<std::net::IpAddr>,
-    identity: LocalIdentity,
-    conn_id: u64,
-    tx: mpsc::UnboundedSender<Input>,
-) {
-    let connect = async {
-        let sock = TcpSocket::new_v4()?;
-        if let Some(h) = host {
-            sock.bind(SocketAddr::new(h, 0))?;
-        }
-        sock.connect(addr).await
-    };
-    let stream = match tokio::time::timeout(DIAL_TIMEOUT, connect).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            let _ = tx.send(Input::DialFailed(
-                addr,
-                format!("dial tcp4 {addr}: connect: {e}"),
-            ));
-            return;
-        }
-        Err(_) => {
-            let _ = tx.send(Input::DialFailed(
-                addr,
-                format!("dial tcp4 {addr}: i/o timeout"),
-            ));
-            return;
-        }
-    };
-    let origin = Origin::Outbound {
-        dial_addr: addr,
-        accept_new_peer,
-    };
-    intro(stream, addr, origin, identity, conn_id, tx).await;
-}
-
-async fn intro(
-    stream: TcpStream,
-    addr: SocketAddr,
-    origin: Origin,
-    identity: LocalIdentity,
-    conn_id: u64,
-    tx: mpsc::UnboundedSender<Input>,
-) {
-    let _ = stream.set_nodelay(true);
-    let (mut reader, mut writer) = stream.into_split();
-    let mut hs = Handshake::new(&identity, conn_id, false);
-    let run = async {
-        if let Some(out) = hs.poll_transmit() {
-            writer.write_all(&out).await.map_err(|e| e.to_string())?;
-        }
-        let mut buf = Vec::with_capacity(512);
-        let mut chunk = [0u8; 4096];
-        loop {
-            if let Some(remote) = hs.handle_input(&mut buf).map_err(|e| e.to_string())? {
-                return Ok::<_, String>((remote, buf));
-            }
-            let n = reader.read(&mut chunk).await.map_err(|e| e.to_string())?;
-            if n == 0 {
-                return Err("EOF".to_string());
-            }
-            buf.extend_from_slice(&chunk[..n]);
-        }
-    };
-    let e = match tokio::time::timeout(INTRO_TIMEOUT, run).await {
-        Ok(Ok((remote, leftover))) => {
-            let _ = tx.send(Input::Ready {
-                conn: next_conn(),
-                remote,
-                addr,
-                origin,
-                our_conn_id: conn_id,
-                reader,
-                writer,
-                leftover,
-            });
-            return;
-        }
-        Ok(Err(e)) => e,
-        Err(_) => "i/o timeout".to_string(),
-    };
-    tracing::info!("->[{addr}] connection shutting down due to error during handshake: {e}");
-    if let Origin::Outbound { dial_addr, .. } = origin {
-        let _ = tx.send(Input::DialFailed(dial_addr, e));
-    }
-}
-
-async fn reader_task(
-    conn: ConnId,
-    mut reader: OwnedReadHalf,
-    mut buf: Vec<u8>,
-    tx: mpsc::UnboundedSender<Input>,
-) {
-    let mut chunk = vec![0u8; 64 * 1024];
-    let err = loop {
-        // Hand over every complete frame already buffered.
-        let mut used = 0;
-        loop {
-            match frame::parse(&buf[used..]) {
-                Ok(Some((body, n))) => {
-                    let _ = tx.send(Input::Frame(conn, body.to_vec()));
-                    used += n;
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    let _ = tx.send(Input::Closed(conn, Some(e.to_string())));
-                    return;
-                }
-            }
-        }
-        buf.drain(..used);
-        match tokio::time::timeout(READ_TIMEOUT, reader.read(&mut chunk)).await {
-            Ok(Ok(0)) => break "EOF".to_string(),
-            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
-            Ok(Err(e)) => break e.to_string(),
-            Err(_) => break "read tcp: i/o timeout".to_string(),
-        }
-    };
-    let _ = tx.send(Input::Closed(conn, Some(err)));
-}
-
-async fn writer_task(mut writer: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<Vec<u8>>) {
-    while let Some(bytes) = rx.recv().await {
-        if writer.write_all(&bytes).await.is_err() {
-            break;
-        }
-    }
-    let _ = writer.shutdown().await;
-}
-
-fn spawn_heartbeat_reader(sock: Arc<PacketSocket>, tx: mpsc::UnboundedSender<Input>) {
+/// Reads fastdp heartbeats; when the mesh task is behind, more are dropped, not queued.
+fn spawn_heartbeat_reader(sock: Arc<PacketSocket>, tx: mpsc::Sender<Vec<u8>>) {
     tokio::spawn(async move {
         let mut buf = vec![0u8; 65536];
         loop {
             match sock.recv(&mut buf).await {
-                Ok(n) => {
-                    if tx.send(Input::FastdpFrame(buf[..n].to_vec())).is_err() {
-                        break;
-                    }
-                }
+                Ok(n) => match tx.try_send(buf[..n].to_vec()) {
+                    Err(mpsc::error::TrySendError::Closed(_)) => break,
+                    Err(mpsc::error::TrySendError::Full(_)) | Ok(()) => {}
+                },
                 Err(e) => {
                     tracing::warn!("fastdp heartbeat read: {e}");
                     tokio::time::sleep(Duration::from_millis(100)).await;

@@ -7,7 +7,9 @@
 #![warn(missing_docs)]
 
 pub mod attach;
+mod conn_io;
 pub mod dataplane;
+mod dataplane_task;
 pub mod driver;
 pub mod http;
 pub mod metrics;

@@ -20,7 +20,10 @@ use std::time::Instant;
 use weft_wire::topology_delta::{self as delta_wire, Delta, Message, Ref};
 use weft_wire::PeerName;
 
-use super::{ConnId, Mesh, GC_DELAY, TOPOLOGY_CHANNEL};
+use super::{CloseReason, ConnId, Mesh, GC_DELAY, TOPOLOGY_CHANNEL};
+use weft_wire::protocol::ProtocolMsg;
+use weft_wire::topology as topo_wire;
+use crate::topology::Update;
 use crate::topology::DeltaOutcome;
 
 impl Mesh {
@@ -97,7 +100,7 @@ impl Mesh {
     fn send_weft_topology(&mut self, conn: ConnId, msg: &Message) {
         match msg.encode() {
             Ok(payload) => {
-                let msg = weft_wire::protocol::ProtocolMsg::Gossip {
+                let msg = ProtocolMsg::Gossip {
                     channel: delta_wire::CHANNEL.to_string(),
                     src: self.name(),
                     payload,
@@ -118,12 +121,12 @@ impl Mesh {
         src: PeerName,
         payload: &[u8],
         now: Instant,
-    ) -> Result<(), String> {
-        match Message::decode(payload).map_err(|e| e.to_string())? {
+    ) -> Result<(), CloseReason> {
+        match Message::decode(payload)? {
             Message::Update { deltas, refs } => self.on_update(conn, src, deltas, &refs, now),
             Message::Pull(refs) => {
                 let names = self.newer_here(&refs);
-                self.push_entries(conn, names);
+                self.push_entries(conn, names, now);
                 Ok(())
             }
             Message::Digest(refs) => {
@@ -136,7 +139,7 @@ impl Mesh {
                         .filter(|r| !mentioned.contains(&r.name))
                         .map(|r| r.name),
                 );
-                self.push_entries(conn, push);
+                self.push_entries(conn, push, now);
                 self.pull_lagging(conn, &refs);
                 Ok(())
             }
@@ -150,11 +153,11 @@ impl Mesh {
         deltas: Vec<Delta>,
         refs: &[Ref],
         now: Instant,
-    ) -> Result<(), String> {
+    ) -> Result<(), CloseReason> {
         let mut applied = Vec::new();
         let mut gaps = BTreeSet::new();
         for d in deltas {
-            match self.peers.apply_delta(&d).map_err(|e| e.to_string())? {
+            match self.peers.apply_delta(&d)? {
                 DeltaOutcome::Applied => applied.push(d),
                 DeltaOutcome::Gap => {
                     gaps.insert(d.summary.name);
@@ -182,12 +185,36 @@ impl Mesh {
         Ok(())
     }
 
-    /// Sends `conn` our full entries of `names`, in Weave's payload.
-    fn push_entries(&mut self, conn: ConnId, names: BTreeSet<PeerName>) {
-        if !names.is_empty() {
-            let names: Vec<PeerName> = names.into_iter().collect();
-            self.send_topology(conn, TOPOLOGY_CHANNEL, &names);
+    /// Sends `conn` our full entries of `names`, in Weave's payload: at once when the
+    /// connection's pace allows, else merged with what is pending and sent when it does.
+    fn push_entries(&mut self, conn: ConnId, names: BTreeSet<PeerName>, now: Instant) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if names.is_empty() && c.push_pending.is_empty() {
+            return;
         }
+        c.push_pending.extend(names);
+        let ready = c.push_pace.ready_at(now);
+        if ready <= now {
+            self.flush_push(conn, now);
+        } else {
+            c.push_at = Some(ready);
+        }
+    }
+
+    /// Sends what `conn` asked for and was held back by the pace.
+    pub(super) fn flush_push(&mut self, conn: ConnId, now: Instant) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        c.push_at = None;
+        let names: Vec<PeerName> = std::mem::take(&mut c.push_pending).into_iter().collect();
+        if names.is_empty() {
+            return;
+        }
+        c.push_pace.take(now);
+        self.send_topology(conn, TOPOLOGY_CHANNEL, &names);
     }
 
     /// The peers of `refs` we know in a newer version. A set: a name repeated in a request is
@@ -216,5 +243,39 @@ impl Mesh {
             let refs = names.into_iter().map(|n| self.peers.ref_of(n)).collect();
             self.send_weft_topology(conn, &Message::Pull(refs));
         }
+    }
+}
+
+impl Mesh {
+    /// Merges a received topology payload; schedules what follows from it (our own
+    /// announcement, route recalculation, discovery, GC). Errors close the connection.
+    pub(super) fn apply_topology(
+        &mut self,
+        payload: &[u8],
+        now: Instant,
+    ) -> Result<Update, CloseReason> {
+        let update = topo_wire::decode(payload).map_err(CloseReason::TopologyPayload)?;
+        let res = self.peers.apply_update(update)?;
+        if res.announce_self {
+            self.schedule_update(&[], now);
+        }
+        if !res.improved.is_empty() {
+            self.routes_dirty = true;
+            self.refresh_maker(now);
+        }
+        self.gc_at.get_or_insert(now + GC_DELAY);
+        Ok(res)
+    }
+
+    pub(super) fn send_topology(&mut self, conn: ConnId, channel: &str, names: &[PeerName]) {
+        let payload = topo_wire::encode(&self.peers.summaries(names));
+        let msg = ProtocolMsg::Gossip {
+            channel: channel.to_string(),
+            src: self.name(),
+            payload,
+        };
+        let before = self.events.len();
+        self.send_msg(conn, &msg);
+        self.topology_bytes_sent.0 += self.bytes_queued_since(before);
     }
 }

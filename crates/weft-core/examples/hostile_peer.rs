@@ -1,0 +1,210 @@
+//! A hostile mesh peer for the end-to-end hardening tests (`scripts/e2e.sh`): it connects to a
+//! router's mesh port, completes a real intro when the attack needs one, and then misbehaves in
+//! one bounded way, so that a test can check that the router stays alive, answers, and stays
+//! within its memory limits. Every loop is bounded in count and time; it only ever connects to
+//! the address it is given (a router in a test namespace).
+//!
+//! Usage: `hostile_peer ADDR ATTACK [COUNT] [SIZE] [HOLD_SECS]`, where ATTACK is one of
+//! * `digests` — intro as a weft peer, send COUNT empty topology digests, never read;
+//! * `unknown-broadcasts` — intro, send COUNT distinct SIZE-byte broadcasts on a gossip
+//!   channel nobody implements;
+//! * `replayed-broadcasts` — intro, send the same SIZE-byte broadcast COUNT times;
+//! * `open-idle` — open COUNT connections and send nothing (intros left hanging);
+//! * `big-intro` — a valid header, then a features frame announcing SIZE bytes.
+//!
+//! It then holds its connections for HOLD_SECS (default 5) and exits 0; it exits 2 on a usage
+//! error and 1 when the router refused what had to succeed (the intro).
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use weft_core::handshake::{Handshake, LocalIdentity};
+use weft_core::session::SessionTx;
+use weft_wire::protocol::ProtocolMsg;
+use weft_wire::topology_delta::{self, Message};
+use weft_wire::{header, PeerName};
+
+/// No attack runs longer than this, whatever it was asked.
+const MAX_RUN: Duration = Duration::from_secs(60);
+/// The most messages or connections one run makes.
+const MAX_COUNT: usize = 100_000;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let usage = "usage: hostile_peer ADDR ATTACK [COUNT] [SIZE] [HOLD_SECS]";
+    let (Some(addr), Some(attack)) = (args.get(1), args.get(2)) else {
+        eprintln!("{usage}");
+        std::process::exit(2);
+    };
+    let num = |i: usize, default: usize| {
+        args.get(i)
+            .map_or(Ok(default), |s| s.parse::<usize>())
+            .unwrap_or_else(|_| {
+                eprintln!("{usage}: argument {i} must be a number");
+                std::process::exit(2)
+            })
+    };
+    let Ok(addr) = addr.parse::<SocketAddr>() else {
+        eprintln!("{usage}: ADDR must be ip:port");
+        std::process::exit(2);
+    };
+    let count = num(3, 100).min(MAX_COUNT);
+    let size = num(4, 1024).min(16 << 20);
+    let hold = Duration::from_secs(num(5, 5) as u64).min(MAX_RUN);
+    let started = Instant::now();
+    let result = match attack.as_str() {
+        "digests" => digests(addr, count, hold),
+        "unknown-broadcasts" => broadcasts(addr, count, size, false, hold),
+        "replayed-broadcasts" => broadcasts(addr, count, size, true, hold),
+        "open-idle" => open_idle(addr, count, hold),
+        "big-intro" => big_intro(addr, size),
+        other => Err(format!("{usage}: unknown attack {other}")),
+    };
+    match result {
+        Ok(()) => eprintln!("{attack}: done in {:?}", started.elapsed()),
+        Err(e) => {
+            eprintln!("{attack}: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn connect(addr: SocketAddr) -> Result<TcpStream, String> {
+    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    s.set_write_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    Ok(s)
+}
+
+/// Connects and completes a real intro as a weft peer with a random name.
+fn intro(addr: SocketAddr) -> Result<(TcpStream, PeerName), String> {
+    let mut s = connect(addr)?;
+    let name = PeerName(0x0a00_0000_0000 | (rand::random::<u64>() & 0xff_ffff_ffff));
+    let id = LocalIdentity {
+        name,
+        nick_name: "hostile".into(),
+        uid: rand::random(),
+        short_id: 1,
+        overlays: "sleeve".into(),
+    };
+    let mut hs = Handshake::new(&id, rand::random(), false);
+    if let Some(out) = hs.poll_transmit() {
+        s.write_all(&out).map_err(|e| e.to_string())?;
+    }
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while hs.handle_input(&mut buf).map_err(|e| e.to_string())?.is_none() {
+        if Instant::now() > deadline {
+            return Err("intro timed out".into());
+        }
+        let n = s.read(&mut chunk).map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("router closed the connection during the intro".into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    Ok((s, name))
+}
+
+fn send(s: &mut TcpStream, msg: &ProtocolMsg) -> Result<(), String> {
+    let mut body = Vec::new();
+    msg.encode(&mut body);
+    let mut wire = Vec::new();
+    SessionTx::default()
+        .seal(&body, &mut wire)
+        .map_err(|e| e.to_string())?;
+    s.write_all(&wire).map_err(|e| e.to_string())
+}
+
+fn digests(addr: SocketAddr, count: usize, hold: Duration) -> Result<(), String> {
+    let (mut s, name) = intro(addr)?;
+    let payload = Message::Digest(Vec::new())
+        .encode()
+        .map_err(|e| e.to_string())?;
+    let msg = ProtocolMsg::Gossip {
+        channel: topology_delta::CHANNEL.into(),
+        src: name,
+        payload,
+    };
+    for i in 0..count {
+        // The router may cut us off: that is what it should do.
+        if let Err(e) = send(&mut s, &msg) {
+            eprintln!("digests: stopped after {i}: {e}");
+            break;
+        }
+    }
+    std::thread::sleep(hold);
+    Ok(())
+}
+
+fn broadcasts(
+    addr: SocketAddr,
+    count: usize,
+    size: usize,
+    replay: bool,
+    hold: Duration,
+) -> Result<(), String> {
+    let (mut s, name) = intro(addr)?;
+    let deadline = Instant::now() + MAX_RUN;
+    for i in 0..count {
+        let mut payload = vec![0x5a; size];
+        if !replay {
+            payload[..8.min(size)].copy_from_slice(&(i as u64).to_le_bytes()[..8.min(size)]);
+        }
+        let msg = ProtocolMsg::GossipBroadcast {
+            channel: "hostile-unknown".into(),
+            src: name,
+            payload,
+        };
+        if Instant::now() > deadline {
+            break;
+        }
+        if let Err(e) = send(&mut s, &msg) {
+            eprintln!("broadcasts: stopped after {i}: {e}");
+            break;
+        }
+    }
+    std::thread::sleep(hold);
+    Ok(())
+}
+
+fn open_idle(addr: SocketAddr, count: usize, hold: Duration) -> Result<(), String> {
+    let mut held = Vec::new();
+    let deadline = Instant::now() + MAX_RUN;
+    for _ in 0..count {
+        if Instant::now() > deadline {
+            break;
+        }
+        match connect(addr) {
+            Ok(s) => held.push(s),
+            Err(e) => eprintln!("open-idle: {e}"),
+        }
+    }
+    eprintln!("open-idle: holding {} connections", held.len());
+    std::thread::sleep(hold);
+    Ok(())
+}
+
+fn big_intro(addr: SocketAddr, size: usize) -> Result<(), String> {
+    let mut s = connect(addr)?;
+    let mut out = header::encode(1, 2).to_vec();
+    out.push(0);
+    out.extend_from_slice(&u32::try_from(size).unwrap_or(u32::MAX).to_be_bytes());
+    s.write_all(&out).map_err(|e| e.to_string())?;
+    // Send the body in pieces until the router closes on us (or it is all sent).
+    let piece = vec![0u8; 64 * 1024];
+    let mut sent = 0;
+    while sent < size {
+        let n = piece.len().min(size - sent);
+        if s.write_all(&piece[..n]).is_err() {
+            break;
+        }
+        sent += n;
+    }
+    eprintln!("big-intro: sent {sent} of {size} bytes before the router closed");
+    Ok(())
+}

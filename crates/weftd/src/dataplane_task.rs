@@ -1,0 +1,97 @@
+//! The data-plane task: netlink, nftables and state-database work, off the mesh loop.
+//!
+//! The mesh task must never wait on I/O, or heartbeats and gossip stall behind a slow netlink
+//! dump, an `nft` run or a database commit. It hands each such job to this task as a [`Job`],
+//! in order, and goes on; jobs that answer (the HTTP API's expose/hide) carry a reply channel.
+//! The task runs on a thread of its own with its own small runtime, because some of that work
+//! blocks (running `nft`, fsync) and the router's runtime has one thread.
+//!
+//! The queue is unbounded on purpose: its jobs come from the mesh's connection changes, which
+//! the accept throttle and the connection maker already bound, and from the HTTP API, which
+//! waits for each answer. Dropping one would leave the kernel out of step with the mesh.
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+use weft_wire::PeerName;
+
+use crate::attach::Cidr;
+use crate::dataplane::Dataplane;
+use crate::store::Store;
+
+/// One piece of work for the data-plane task.
+#[derive(Debug)]
+pub(crate) enum Job {
+    /// Program (or remove) a fastdp peer's heartbeat forwarding entry.
+    FastdpPeer {
+        peer: PeerName,
+        ip: Ipv4Addr,
+        add: bool,
+    },
+    /// Start or stop flooding to a fastdp peer.
+    FastdpFlood {
+        peer: PeerName,
+        ip: Ipv4Addr,
+        on: bool,
+    },
+    /// `weft expose`.
+    Expose {
+        cidr: Cidr,
+        skip_nat: bool,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    /// `weft hide`.
+    Hide(Cidr, oneshot::Sender<Result<(), String>>),
+    /// What is exposed.
+    Exposed(oneshot::Sender<Vec<Cidr>>),
+    /// Persist the direct targets.
+    PersistTargets(Vec<String>),
+}
+
+/// Starts the task; it ends when every sender is gone.
+pub(crate) fn spawn(
+    mut dataplane: Dataplane,
+    store: Arc<Store>,
+) -> std::io::Result<mpsc::UnboundedSender<Job>> {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name("weft-dataplane".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                while let Some(job) = rx.recv().await {
+                    run(&mut dataplane, &store, job).await;
+                }
+            });
+        })?;
+    Ok(tx)
+}
+
+async fn run(dp: &mut Dataplane, store: &Store, job: Job) {
+    match job {
+        Job::FastdpPeer { peer, ip, add } => dp.fastdp_peer(peer, ip, add).await,
+        Job::FastdpFlood { peer, ip, on } => dp.fastdp_flood(peer, ip, on).await,
+        Job::Expose {
+            cidr,
+            skip_nat,
+            reply,
+        } => {
+            let r = dp.expose(cidr, skip_nat).await.map_err(|e| e.to_string());
+            let _ = reply.send(r);
+        }
+        Job::Hide(cidr, reply) => {
+            let _ = reply.send(dp.hide(cidr).await.map_err(|e| e.to_string()));
+        }
+        Job::Exposed(reply) => {
+            let _ = reply.send(dp.exposed().await.unwrap_or_default());
+        }
+        Job::PersistTargets(t) => {
+            if let Err(e) = store.set_direct_peers(&t) {
+                tracing::warn!("cannot persist targets: {e}");
+            }
+        }
+    }
+}
