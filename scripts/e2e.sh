@@ -280,6 +280,95 @@ test_sleeve_ping_across_hosts() {
     expect_match "$m" 'weft_sleeve_kernel_injected_frames_total [1-9][0-9]' "kernel shortcut took the pings"
 }
 
+# sleeve_flood <from host#> <to host#> <sender name> <dst name> <count> <secs>: sends at most
+# <count> sleeve datagrams in at most <secs> seconds, each one frame from a fresh source MAC
+# under <sender name> to <dst name>: half from the sender host's sleeve address (6783), a
+# quarter from its address but another port, a quarter from another address (raw IPv4, UDP
+# checksum 0). Prints how many it sent.
+sleeve_flood() {
+    ip netns exec "$(lab_ns "$1")" python3 - "$(lab_ip "$1")" "$(lab_ip "$2")" "$3" "$4" "$5" "$6" \
+        "$LAB_NET.$LAB_SUBNET.77" <<'PY'
+import socket, struct, sys, time
+src_ip, dst_ip, sender, dst, count, secs, other_ip = sys.argv[1:8]
+count, secs = int(count), float(secs)
+name = lambda s: bytes.fromhex(s.replace(":", ""))
+sender, dst = name(sender), name(dst)
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+sources = [(src_ip, 6783), (src_ip, 6783), (src_ip, 40001), (other_ip, 6783)]
+start, sent = time.monotonic(), 0
+for i in range(count):
+    if time.monotonic() - start > secs:
+        break
+    # Paced over ~80% of the time allowed: a sustained flood, not one burst.
+    while sent > count * (time.monotonic() - start) / (secs * 0.8):
+        time.sleep(0.001)
+    frame = bytes.fromhex("02eeeeeeeeee") + b"\x0a" + i.to_bytes(5, "big") + b"\x88\xb5" + bytes(46)
+    payload = sender + sender + dst + struct.pack("!H", len(frame)) + frame
+    ip, port = sources[i % 4]
+    udp = struct.pack("!HHHH", port, 6783, 8 + len(payload), 0)
+    hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp) + len(payload), 0, 0, 64, 17, 0,
+                      socket.inet_aton(ip), socket.inet_aton(dst_ip))
+    try:
+        s.sendto(hdr + udp + payload, (dst_ip, 0))
+        sent += 1
+    except BlockingIOError:
+        pass
+print(sent)
+PY
+}
+
+# A flood of sleeve datagrams under a connected peer's name, with ever new source MACs, from
+# that peer's address and from others: the router learns a bounded number of MACs, drops what
+# comes from the wrong address, and keeps answering and forwarding real traffic.
+test_sleeve_mac_flood_is_bounded() {
+    lab_up 2
+    lab_weft 1 launch --nickname host1 --no-fastdp >/dev/null
+    lab_weft 2 launch --nickname host2 --no-fastdp "$(lab_ip 1)" >/dev/null
+    for i in 1 2; do lab_container "c$i"; lab_weft "$i" attach "10.2.1.$i/24" "netns:${LAB}c$i" >/dev/null; done
+    lab_wait 20 full_mesh_of 1 2 || { dump_logs; fail "no mesh"; }
+    ping_ok c1 10.2.1.2
+    local name1 name2 pid
+    name1=$(lab_weft 1 report -f '{{.Router.Name}}')
+    name2=$(lab_weft 2 report -f '{{.Router.Name}}')
+    pid=$(cat "$LAB_DIR/h1/run/weft.pid")
+    cpu_ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
+    local ticks0; ticks0=$(cpu_ticks)
+    lab_in c1 ping -q -c 100 -i 0.1 -W 1 10.2.1.2 >"$LAB_DIR/ping.out" 2>&1 &
+    local ping_pid=$!
+    sleeve_flood 2 1 "$name2" "$name1" 100000 10 >"$LAB_DIR/flood.out" &
+    local flood_pid=$! checks=0 slow=0
+    # The API answers within a second all through the flood.
+    while kill -0 "$flood_pid" 2>/dev/null; do
+        timeout 1 ip netns exec "$(lab_ns 1)" env WEFT_STATE_DIR="$LAB_DIR/h1/state" \
+            WEFT_RUN_DIR="$LAB_DIR/h1/run" "$WEFT" status >/dev/null || slow=$((slow + 1))
+        checks=$((checks + 1))
+        sleep 0.2
+    done
+    wait "$flood_pid" || fail "flood script failed"
+    local sent; sent=$(cat "$LAB_DIR/flood.out")
+    echo "    sent ${sent:-0} datagrams; $slow of $checks status calls took over 1 s;" \
+        "router CPU $(( ($(cpu_ticks) - ticks0) * 1000 / $(getconf CLK_TCK) )) ms"
+    [ "${sent:-0}" -ge 20000 ] || fail "flood too small to mean anything: ${sent:-0}"
+    [ "$checks" -ge 3 ] && [ "$slow" = 0 ] || fail "status slow under the flood"
+    wait "$ping_pid" || true
+    kill -0 "$pid" || fail "router died"
+    local received; received=$(grep -o '[0-9]* received' "$LAB_DIR/ping.out" | tr -dc '0-9') || true
+    echo "    pings: ${received:-0}/100 received"
+    [ "${received:-0}" -ge 90 ] || fail "pings lost under the flood: $(cat "$LAB_DIR/ping.out")"
+    local hwm; hwm=$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status")
+    echo "    router VmHWM ${hwm} kB"
+    [ "${hwm:-999999}" -lt 65536 ] || fail "router RSS peaked at ${hwm} kB"
+    local m; m=$(ip netns exec "$(lab_ns 1)" curl -sf http://127.0.0.1:6782/metrics)
+    echo "    $(grep -E 'wrong_source|unlearnt_macs_total' <<<"$m" | tr '\n' ' ')"
+    expect_match "$m" 'weft_sleeve_dropped_frames_total\{reason="wrong_source"\} [1-9][0-9]{3}' "wrong-source drops counted"
+    expect_match "$m" 'weft_sleeve_unlearnt_macs_total [1-9][0-9]{3}' "unlearnt MACs counted"
+    # Logged, but not once per frame.
+    local lines; lines=$(grep -c -e 'Not learning MAC' -e 'Dropping sleeve frames naming' "$LAB_DIR/h1/run/weft.log") || true
+    [ "$lines" -ge 2 ] && [ "$lines" -le 6 ] || fail "$lines refusal log lines"
+    full_mesh_of 1 2 || fail "legit connection dropped"
+    ping_ok c1 10.2.1.2
+}
+
 test_fastdp_ping_and_status() {
     three_hosts_with_containers
     fastdp_all() { [ "$(lab_weft 1 status connections | grep -c 'established fastdp')" = 2 ]; }

@@ -651,6 +651,9 @@ impl DataPath {
                 }
                 self.forwarder.expire(now);
                 self.sync_shortcut_macs();
+                if let Some(s) = &mut self.shortcut {
+                    s.retry_waiting(&self.forwarder, &self.fabric.table);
+                }
                 // Path MTUs are read again on next use: routes may have changed.
                 self.paths.clear();
                 next_sweep = now + MAC_SWEEP_INTERVAL;
@@ -877,20 +880,29 @@ impl DataPath {
     /// into the TAP or relayed), control records to the mesh.
     fn on_datagram(&mut self, from: SocketAddr, d: &[u8], now: Instant) {
         // Weave's rule: a datagram whose sender we have no connection with is dropped.
-        let sender = d.get(..6).and_then(PeerName::from_bytes);
-        if !sender.is_some_and(|p| self.fabric.connected.contains(&p)) {
+        let Some(sender) = d
+            .get(..6)
+            .and_then(PeerName::from_bytes)
+            .filter(|p| self.fabric.connected.contains(p))
+        else {
             self.dropped_unknown_sender += 1;
             return;
-        }
+        };
+        // Data only from the connection's address, once known (heartbeats set it).
+        let expected = self.fabric.udp.get(&sender).copied();
         let tap = &self.tap;
         let coalescer = &mut self.coalescer;
         let to_mesh = &self.to_mesh;
         let pending = &self.shared.specials_pending;
         // Control frames are rare (heartbeats, MTU probes): copied out to the mesh task, but
         // never more than a bounded backlog, since whoever can reach the port can send them.
-        let r = self
-            .forwarder
-            .handle_datagram(d, &self.fabric.table, now, &mut |del| match del {
+        let r = self.forwarder.handle_datagram_from(
+            d,
+            from,
+            expected,
+            &self.fabric.table,
+            now,
+            &mut |del| match del {
                 Delivery::Inject(frame) if tap.has_vnet_hdr() => {
                     coalescer.push(frame, &mut |h, f| inject(tap, h, f));
                 }
@@ -910,7 +922,8 @@ impl DataPath {
                         pending.fetch_sub(1, Ordering::AcqRel);
                     }
                 }
-            });
+            },
+        );
         if let Ok(Received {
             error: Some(e),
             sender,
@@ -972,7 +985,7 @@ impl DataPath {
     /// changed (a cheap check otherwise).
     fn sync_shortcut_macs(&mut self) {
         if let Some(s) = &mut self.shortcut {
-            s.sync_macs(&self.forwarder, &self.fabric.table, self.version);
+            s.sync_macs(&mut self.forwarder, &self.fabric.table, self.version);
         }
     }
 

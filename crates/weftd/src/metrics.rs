@@ -87,6 +87,7 @@ pub fn render(snap: &Snapshot, encryption: bool) -> String {
         ("too_big", f.dropped_too_big),
         ("looped", f.dropped_looped),
         ("queue_full", f.dropped_queue_full),
+        ("wrong_source", f.dropped_wrong_source),
     ] {
         dropped
             .get_or_create(&DropLabels {
@@ -130,6 +131,11 @@ pub fn render(snap: &Snapshot, encryption: bool) -> String {
             "weft_sleeve_relayed_frames",
             "Frames relayed for other peers",
             f.relayed,
+        ),
+        (
+            "weft_sleeve_unlearnt_macs",
+            "Source MACs not learnt because the sleeve MAC cache was full for their peer or in total",
+            f.macs_not_learnt,
         ),
         (
             "weft_sleeve_kernel_injected_frames",

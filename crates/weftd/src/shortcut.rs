@@ -4,16 +4,26 @@
 //! empty. The data path's forwarder stays the authority; the shortcut only copies from it,
 //! and gives back when MACs were last seen so that their bindings do not expire.
 //!
+//! The MAC copy follows the forwarder's changes one by one ([`Forwarder::take_mac_changes`]),
+//! and is compared whole only when the fabric changed or changes were lost; a MAC the
+//! kernel's map has no room for (or refused) waits, and is tried again only when room is
+//! freed or at the data path's slow sweep ([`Shortcut::retry_waiting`]), never per datagram.
+//!
 //! Off with `WEFT_NO_SLEEVE_SHORTCUT=1`, and off by itself where the kernel cannot load or
 //! attach the program (no BPF, no tcx): then every frame takes the data path, as before.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::mem;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Instant;
 
-use weft_core::overlay::{Fabric, FabricTable, Forwarder, Mac, MacOwner};
+use weft_core::overlay::{Fabric, FabricTable, Forwarder, Mac, MacCache, MacOwner};
 use weft_netdev::{SleeveShortcut, SyncTap};
 use weft_wire::PeerName;
+
+/// Most MAC bindings the kernel's map holds (`weft_macs` in `weft_netdev`, sized like the
+/// forwarder's whole MAC cache).
+const KERNEL_MACS: usize = weft_core::overlay::MAX_MACS;
 
 /// The shortcut and the copies of what it was told.
 #[derive(Debug)]
@@ -21,9 +31,18 @@ pub(crate) struct Shortcut {
     kernel: std::sync::Arc<SleeveShortcut>,
     /// Connections as given to the kernel: peer → (its address, our address towards it).
     conns: HashMap<PeerName, (SocketAddrV4, Ipv4Addr)>,
+    /// MAC bindings as given to the kernel.
     macs: HashMap<Mac, PeerName>,
     /// The forwarder's MAC generation and the fabric version last copied.
     generation: Option<(u64, u64)>,
+    /// The fabric version the MAC copy was last compared whole against.
+    fabric_version: Option<u64>,
+    /// MACs the kernel should hold but has no room for, or refused.
+    waiting: HashSet<Mac>,
+    /// A binding left the kernel since the last retry of `waiting`.
+    room_freed: bool,
+    /// The forwarder's changed MACs, taken (kept to reuse its allocation).
+    changed: HashSet<Mac>,
     /// When MACs were last read back ([`weft_netdev::monotonic_ns`]).
     read_back: u64,
 }
@@ -49,6 +68,10 @@ impl Shortcut {
                 conns: HashMap::new(),
                 macs: HashMap::new(),
                 generation: None,
+                fabric_version: None,
+                waiting: HashSet::new(),
+                room_freed: false,
+                changed: HashSet::new(),
                 read_back: weft_netdev::monotonic_ns(),
             }),
             Err(e) => {
@@ -116,45 +139,94 @@ impl Shortcut {
     /// Copies the forwarder's MAC bindings to the kernel when they or the fabric changed:
     /// local ones as ours, remote ones of known peers that are not direct fastdp neighbours
     /// (the data path injects nothing from those: VXLAN has delivered it), never the zero MAC
-    /// (control frames' header).
-    pub(crate) fn sync_macs(&mut self, fwd: &Forwarder, fabric: &FabricTable, version: u64) {
+    /// (control frames' header). Only changed MACs are looked at, unless the fabric changed.
+    pub(crate) fn sync_macs(&mut self, fwd: &mut Forwarder, fabric: &FabricTable, version: u64) {
         let g = (fwd.mac_cache().generation(), version);
         if self.generation == Some(g) {
             return;
         }
         self.generation = Some(g);
-        let us = fabric.our_name();
-        let now: HashMap<Mac, PeerName> = fwd
-            .mac_cache()
-            .iter()
-            .filter(|(mac, _)| mac.0 != [0; 6])
-            .filter_map(|(mac, owner)| match owner {
-                MacOwner::Local => Some((mac, us)),
-                MacOwner::Peer(p) if fabric.is_known_peer(p) && !fabric.is_direct_fastdp(p) => {
-                    Some((mac, p))
+        let mut changed = mem::take(&mut self.changed);
+        let complete = fwd.take_mac_changes(&mut changed);
+        let cache = fwd.mac_cache();
+        if complete && self.fabric_version == Some(version) {
+            for &mac in &changed {
+                self.update(mac, wanted(mac, cache, fabric));
+            }
+        } else {
+            self.fabric_version = Some(version);
+            // Waiting MACs are left to `retry_waiting`: a full map would refuse them again.
+            let copied: Vec<Mac> = self.macs.keys().copied().collect();
+            let known = copied.iter().copied().chain(
+                cache
+                    .iter()
+                    .map(|(m, _)| m)
+                    .filter(|m| !self.macs.contains_key(m) && !self.waiting.contains(m))
+                    .collect::<Vec<_>>(),
+            );
+            for mac in known {
+                self.update(mac, wanted(mac, cache, fabric));
+            }
+            let waiting: Vec<Mac> = self.waiting.iter().copied().collect();
+            for mac in waiting {
+                if wanted(mac, cache, fabric).is_none() {
+                    self.waiting.remove(&mac);
                 }
-                MacOwner::Peer(_) => None,
-            })
-            .collect();
-        let kernel = &self.kernel;
-        self.macs.retain(|mac, peer| {
-            let keep = now.get(mac) == Some(peer);
-            if !keep {
-                if let Err(e) = kernel.remove_mac(mac.0) {
+            }
+        }
+        self.changed = changed;
+        if mem::take(&mut self.room_freed) {
+            self.retry_waiting(fwd, fabric);
+        }
+    }
+
+    /// Gives the kernel `mac` → `want` (or takes `mac` back for `None`), if it does not hold
+    /// that already; a binding that does not fit waits.
+    fn update(&mut self, mac: Mac, want: Option<PeerName>) {
+        let Some(peer) = want else {
+            self.waiting.remove(&mac);
+            if self.macs.remove(&mac).is_some() {
+                self.room_freed = true;
+                if let Err(e) = self.kernel.remove_mac(mac.0) {
                     tracing::warn!("{e}");
                 }
             }
-            keep
-        });
-        for (mac, peer) in now {
-            if self.macs.contains_key(&mac) {
-                continue;
+            return;
+        };
+        match self.macs.get(&mac) {
+            Some(&p) if p == peer => {
+                self.waiting.remove(&mac);
+                return;
             }
-            match self.kernel.set_mac(mac.0, peer.to_bytes()) {
-                Ok(()) => {
-                    self.macs.insert(mac, peer);
+            Some(_) => {}
+            None if self.macs.len() >= KERNEL_MACS => {
+                self.waiting.insert(mac);
+                return;
+            }
+            None => {}
+        }
+        match self.kernel.set_mac(mac.0, peer.to_bytes()) {
+            Ok(()) => {
+                self.macs.insert(mac, peer);
+                self.waiting.remove(&mac);
+            }
+            Err(e) => {
+                if self.waiting.insert(mac) && self.waiting.len() == 1 {
+                    tracing::debug!("{e}; MACs wait for the data path's next sweep");
                 }
-                Err(e) => tracing::debug!("{e}"),
+            }
+        }
+    }
+
+    /// Tries again the MACs that did not fit, as many as there is room for; stops at the
+    /// first the kernel refuses. Called when room was freed and at the slow sweep.
+    pub(crate) fn retry_waiting(&mut self, fwd: &Forwarder, fabric: &FabricTable) {
+        let room = KERNEL_MACS.saturating_sub(self.macs.len());
+        let tries: Vec<Mac> = self.waiting.iter().copied().take(room).collect();
+        for mac in tries {
+            self.update(mac, wanted(mac, fwd.mac_cache(), fabric));
+            if self.waiting.contains(&mac) {
+                break;
             }
         }
     }
@@ -176,6 +248,12 @@ impl Shortcut {
         }
     }
 
+    /// MACs waiting for room in the kernel.
+    #[cfg(test)]
+    fn waiting(&self) -> usize {
+        self.waiting.len()
+    }
+
     /// The data path found the socket empty; `at` was read before that read.
     pub(crate) fn drained(&self, at: u64) {
         self.kernel.drained(at);
@@ -185,6 +263,19 @@ impl Shortcut {
     /// for the kernel to take frames again.
     pub(crate) fn holding_back(&self) -> bool {
         self.kernel.holding_back()
+    }
+}
+
+/// Which peer the kernel should take frames from `mac` for, if any: see
+/// [`Shortcut::sync_macs`].
+fn wanted(mac: Mac, cache: &MacCache, fabric: &FabricTable) -> Option<PeerName> {
+    if mac.0 == [0; 6] {
+        return None;
+    }
+    match cache.lookup(mac)? {
+        MacOwner::Local => Some(fabric.our_name()),
+        MacOwner::Peer(p) if fabric.is_known_peer(p) && !fabric.is_direct_fastdp(p) => Some(p),
+        MacOwner::Peer(_) => None,
     }
 }
 
@@ -276,27 +367,88 @@ mod tests {
         p
     }
 
-    #[test]
-    fn kernel_takes_exactly_what_the_forwarder_would_only_inject() {
-        if std::env::var("WEFT_TEST_ROOT").as_deref() != Ok("1") {
+    fn privileged() -> bool {
+        let on = std::env::var("WEFT_TEST_ROOT").as_deref() == Ok("1");
+        if !on {
             eprintln!("skipped: set WEFT_TEST_ROOT=1 (as root) to run privileged tests");
-            return;
         }
-        let now = Instant::now();
-        let fab = fabric();
-        let mut s = Shortcut {
+        on
+    }
+
+    fn shortcut() -> Shortcut {
+        Shortcut {
             kernel: std::sync::Arc::new(
                 weft_netdev::SleeveShortcut::load(A.to_bytes(), PORT, 1).unwrap(),
             ),
             conns: HashMap::new(),
             macs: HashMap::new(),
             generation: None,
+            fabric_version: None,
+            waiting: HashSet::new(),
+            room_freed: false,
+            changed: HashSet::new(),
             read_back: 0,
+        }
+    }
+
+    /// What the kernel's map holds.
+    fn kernel_macs(s: &Shortcut) -> HashMap<Mac, PeerName> {
+        let macs = s.kernel.macs().unwrap();
+        macs.iter()
+            .map(|m| (Mac(m.mac), PeerName::from_bytes(&m.peer).unwrap()))
+            .collect()
+    }
+
+    /// The kernel's copy after following changes one by one is the copy made from scratch.
+    #[test]
+    fn mac_copy_follows_changes_and_fabric() {
+        if !privileged() {
+            return;
+        }
+        let now = Instant::now();
+        let mut fab = fabric();
+        let mut s = shortcut();
+        let mut fwd = forwarder(&fab, now);
+        s.sync_macs(&mut fwd, &fab, 0);
+        let expect = |pairs: &[([u8; 6], PeerName)]| -> HashMap<Mac, PeerName> {
+            pairs.iter().map(|(m, p)| (Mac(*m), *p)).collect()
         };
+        assert_eq!(kernel_macs(&s), expect(&[(L, A), (MB, B), (MC, C)]));
+        // New, moved and refreshed bindings; a peer forgotten.
+        for (peer, mac) in [(B, NEW), (C, MB), (C, MC)] {
+            let d = datagram(B, &[(peer, A, frame([0xff; 6], mac))]);
+            fwd.handle_datagram(&d, &fab, now, &mut |_| {}).unwrap();
+        }
+        s.sync_macs(&mut fwd, &fab, 0);
+        assert_eq!(
+            kernel_macs(&s),
+            expect(&[(L, A), (MB, C), (MC, C), (NEW, B)])
+        );
+        fwd.forget_peer(C);
+        s.sync_macs(&mut fwd, &fab, 0);
+        assert_eq!(kernel_macs(&s), expect(&[(L, A), (NEW, B)]));
+        // B becomes a fastdp neighbour: a new fabric version takes its MACs back.
+        fab.fastdp.insert(B);
+        s.sync_macs(&mut fwd, &fab, 1);
+        assert_eq!(kernel_macs(&s), expect(&[(L, A)]));
+        fab.fastdp.remove(&B);
+        s.sync_macs(&mut fwd, &fab, 2);
+        assert_eq!(kernel_macs(&s), expect(&[(L, A), (NEW, B)]));
+        assert_eq!(s.waiting(), 0);
+    }
+
+    #[test]
+    fn kernel_takes_exactly_what_the_forwarder_would_only_inject() {
+        if !privileged() {
+            return;
+        }
+        let now = Instant::now();
+        let fab = fabric();
+        let mut s = shortcut();
         s.kernel
             .set_conn(SocketAddrV4::new(FROM, PORT), TO, B.to_bytes())
             .unwrap();
-        s.sync_macs(&forwarder(&fab, now), &fab, 0);
+        s.sync_macs(&mut forwarder(&fab, now), &fab, 0);
         let peers = [A, B, C, D, E, X];
         let macs = [L, MB, MC, MD, NEW, [0; 6], [0xff; 6]];
         let (mut taken, mut cases) = (0, 0);

@@ -1,14 +1,15 @@
 //! The [`Forwarder`]: capture, injection and relay decisions (spec §4.7) and the per-next-hop
 //! sleeve datagram batches (spec §4.2, "Batching").
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::mem;
-use std::time::Instant;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use weft_wire::sleeve::{self, Frame, SleeveError, ETH_HEADER_LEN, RECORD_HEADER_LEN};
 use weft_wire::PeerName;
 
-use super::mac_cache::{MacCache, MacOwner};
+use super::mac_cache::{CacheFull, Learnt, MacCache, MacOwner};
 use super::offload::Tso;
 use super::pmtu::{self, PathChoice};
 use super::{Fabric, Mac};
@@ -27,6 +28,9 @@ const MAX_SPARE_BUFFERS: usize = 64;
 /// What a datagram carries besides the frame: sender name, record header, and the frame's
 /// Ethernet header (the overlay MTU counts IP bytes). `max_payload − this` is the overlay MTU.
 pub const DATAGRAM_OVERHEAD: usize = 6 + RECORD_HEADER_LEN + ETH_HEADER_LEN;
+/// Least time between two log lines about one kind of refused input (a full MAC cache,
+/// datagrams from the wrong address), however often it happens.
+pub const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Why a frame or record was dropped. Each reason has its counter in [`ForwarderStats`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -52,6 +56,9 @@ pub enum DropReason {
     Looped,
     /// The next hop's queue holds [`MAX_QUEUED_FRAMES`] already.
     QueueFull,
+    /// A data record in a datagram that came from another UDP address than the one of the
+    /// connection with the peer it names (see [`Forwarder::handle_datagram_from`]).
+    WrongSource,
 }
 
 /// What [`Forwarder::handle_captured`] did with a frame.
@@ -217,6 +224,11 @@ pub struct ForwarderStats {
     pub dropped_looped: u64,
     /// Dropped: [`DropReason::QueueFull`].
     pub dropped_queue_full: u64,
+    /// Dropped: [`DropReason::WrongSource`].
+    pub dropped_wrong_source: u64,
+    /// Source MACs not learnt because their peer's share of the MAC cache, or the whole
+    /// cache, was full (the frames themselves were handled as usual).
+    pub macs_not_learnt: u64,
     /// Too-big DF unicasts answered with [`Verdict::FragNeeded`].
     pub frag_needed: u64,
     /// TCP super-packets segmented by [`Forwarder::handle_captured_tso`].
@@ -235,8 +247,29 @@ impl ForwarderStats {
             DropReason::UnknownPeer => &mut self.dropped_unknown_peer,
             DropReason::Looped => &mut self.dropped_looped,
             DropReason::QueueFull => &mut self.dropped_queue_full,
+            DropReason::WrongSource => &mut self.dropped_wrong_source,
         };
         *c += 1;
+    }
+}
+
+/// Lets one log line through per [`REFUSAL_LOG_INTERVAL`] and counts what it held back, so
+/// that input anyone can send cannot flood the log.
+#[derive(Debug, Default)]
+struct LogLimit {
+    next: Option<Instant>,
+    held_back: u64,
+}
+
+impl LogLimit {
+    /// `Some(n)` when a line may be logged now, `n` being how many were held back before it.
+    fn allow(&mut self, now: Instant) -> Option<u64> {
+        if self.next.is_some_and(|t| now < t) {
+            self.held_back += 1;
+            return None;
+        }
+        self.next = Some(now + REFUSAL_LOG_INTERVAL);
+        Some(mem::take(&mut self.held_back))
     }
 }
 
@@ -285,6 +318,8 @@ pub struct Forwarder {
     /// Emptied buffers, reused for new datagrams.
     spare: Vec<Vec<u8>>,
     stats: ForwarderStats,
+    mac_full_log: LogLimit,
+    wrong_source_log: LogLimit,
 }
 
 impl Default for Forwarder {
@@ -294,14 +329,21 @@ impl Default for Forwarder {
 }
 
 impl Forwarder {
-    /// A forwarder with an empty MAC cache and no queued output.
+    /// A forwarder with an empty MAC cache (default bounds) and no queued output.
     pub fn new() -> Self {
+        Self::with_mac_cache(MacCache::new())
+    }
+
+    /// A forwarder starting from `macs` (e.g. a cache with other bounds).
+    pub fn with_mac_cache(macs: MacCache) -> Self {
         Self {
-            macs: MacCache::new(),
+            macs,
             queues: HashMap::new(),
             ready: VecDeque::new(),
             spare: Vec::new(),
             stats: ForwarderStats::default(),
+            mac_full_log: LogLimit::default(),
+            wrong_source_log: LogLimit::default(),
         }
     }
 
@@ -395,9 +437,15 @@ impl Forwarder {
             return Err(Verdict::Dropped(DropReason::TooBig));
         }
         let us = fabric.our_name();
-        if let Err(peer) = self.macs.learn_local(src, now) {
-            tracing::debug!("Captured frame from MAC ({src}) associated with another peer {peer}");
-            return Err(Verdict::Dropped(DropReason::MacConflict));
+        match self.macs.learn_local(src, now) {
+            Err(peer) => {
+                tracing::debug!(
+                    "Captured frame from MAC ({src}) associated with another peer {peer}"
+                );
+                return Err(Verdict::Dropped(DropReason::MacConflict));
+            }
+            Ok(Learnt::Refused(full)) => self.not_learnt(src, MacOwner::Local, full, now),
+            Ok(_) => {}
         }
         if dst == Mac::STP {
             return Err(Verdict::Dropped(DropReason::Stp));
@@ -523,6 +571,52 @@ impl Forwarder {
         now: Instant,
         deliver: &mut impl FnMut(Delivery<'_>),
     ) -> Result<Received, SleeveError> {
+        self.datagram(datagram, true, fabric, now, deliver)
+    }
+
+    /// [`Self::handle_datagram`] for a datagram that arrived from the UDP address `from`,
+    /// when the connection with the peer it names (its first 6 bytes) expects that peer's
+    /// datagrams from `expected` (`None`: not known yet).
+    ///
+    /// From another address than a known `expected` (the port counts), only special records
+    /// are handled — the control plane checks them against the connection, and they are how
+    /// a connection learns or confirms its address — and every data record is dropped
+    /// ([`DropReason::WrongSource`]): otherwise anyone who knows a peer's name could inject
+    /// frames and MAC bindings under it.
+    pub fn handle_datagram_from(
+        &mut self,
+        datagram: &[u8],
+        from: SocketAddr,
+        expected: Option<SocketAddr>,
+        fabric: &impl Fabric,
+        now: Instant,
+        deliver: &mut impl FnMut(Delivery<'_>),
+    ) -> Result<Received, SleeveError> {
+        let trusted = match expected {
+            Some(e) if !same_address(e, from) => {
+                if let Some(held_back) = self.wrong_source_log.allow(now) {
+                    let sender = datagram.get(..6).and_then(PeerName::from_bytes);
+                    tracing::warn!(
+                        "Dropping sleeve frames naming {} from {from}, not its address {e}{}",
+                        sender.unwrap_or_default(),
+                        held_back_note(held_back),
+                    );
+                }
+                false
+            }
+            _ => true,
+        };
+        self.datagram(datagram, trusted, fabric, now, deliver)
+    }
+
+    fn datagram(
+        &mut self,
+        datagram: &[u8],
+        trusted: bool,
+        fabric: &impl Fabric,
+        now: Instant,
+        deliver: &mut impl FnMut(Delivery<'_>),
+    ) -> Result<Received, SleeveError> {
         let (sender, records) = sleeve::parse(datagram).inspect_err(|_| {
             self.stats.dropped_malformed += 1;
         })?;
@@ -556,6 +650,11 @@ impl Forwarder {
                 continue;
             }
             self.stats.received += 1;
+            if !trusted {
+                self.stats.count_drop(DropReason::WrongSource);
+                received.dropped += 1;
+                continue;
+            }
             if let Err(reason) = self.forwarded(frame, us, fabric, now, deliver, &mut received) {
                 self.stats.count_drop(reason);
                 received.dropped += 1;
@@ -599,12 +698,18 @@ impl Forwarder {
         if src_mac.is_group() {
             return Err(DropReason::Malformed);
         }
-        if let Some(was) = self.macs.learn_remote(src_mac, frame.src, now) {
-            self.stats.mac_moves += 1;
-            tracing::info!(
-                "Discovered remote MAC {src_mac} at {} (was at {was:?})",
-                frame.src
-            );
+        match self.macs.learn_remote(src_mac, frame.src, now) {
+            Learnt::Moved(was) => {
+                self.stats.mac_moves += 1;
+                tracing::info!(
+                    "Discovered remote MAC {src_mac} at {} (was at {was:?})",
+                    frame.src
+                );
+            }
+            Learnt::Refused(full) => {
+                self.not_learnt(src_mac, MacOwner::Peer(frame.src), full, now);
+            }
+            Learnt::New | Learnt::Refreshed => {}
         }
         if fabric.is_direct_fastdp(frame.src) {
             self.stats.skipped_injection += 1;
@@ -630,6 +735,22 @@ impl Forwarder {
             }
         }
         Ok(())
+    }
+
+    /// A source MAC was not learnt: counted, and logged at most once per
+    /// [`REFUSAL_LOG_INTERVAL`].
+    fn not_learnt(&mut self, mac: Mac, owner: MacOwner, full: CacheFull, now: Instant) {
+        self.stats.macs_not_learnt += 1;
+        if let Some(held_back) = self.mac_full_log.allow(now) {
+            let whose = match (owner, full) {
+                (MacOwner::Peer(p), CacheFull::Peer) => format!("{p}'s share of the"),
+                _ => "the".to_string(),
+            };
+            tracing::warn!(
+                "Not learning MAC {mac} of {owner:?}: {whose} MAC cache is full{}",
+                held_back_note(held_back),
+            );
+        }
     }
 
     /// Appends the record `src → dst: frame` to the batch for `hop`.
@@ -766,6 +887,12 @@ impl Forwarder {
         &self.macs
     }
 
+    /// The MACs whose binding changed since the last call, for a copy of the cache that
+    /// follows it: see [`MacCache::take_changes`].
+    pub fn take_mac_changes(&mut self, into: &mut HashSet<Mac>) -> bool {
+        self.macs.take_changes(into)
+    }
+
     /// A frame from `mac`, captured by `peer`, reached our bridge without passing through
     /// [`Self::handle_datagram`] (the kernel's sleeve receive shortcut): keeps the binding
     /// alive if it is still `peer`'s.
@@ -781,5 +908,37 @@ impl Forwarder {
     /// Records queued for `peer` and not yet polled.
     pub fn queued_frames(&self, peer: PeerName) -> usize {
         self.queues.get(&peer).map_or(0, |q| q.queued_frames)
+    }
+}
+
+/// Whether two UDP addresses are the same endpoint (an IPv4-mapped IPv6 address is its IPv4
+/// address; IPv6 flow labels do not count).
+fn same_address(a: SocketAddr, b: SocketAddr) -> bool {
+    a.ip().to_canonical() == b.ip().to_canonical() && a.port() == b.port()
+}
+
+fn held_back_note(n: u64) -> String {
+    if n == 0 {
+        String::new()
+    } else {
+        format!(" ({n} more since the last such message)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_limit_lets_one_line_through_per_interval_and_counts_the_rest() {
+        let t0 = Instant::now();
+        let mut l = LogLimit::default();
+        assert_eq!(l.allow(t0), Some(0));
+        let held: Vec<_> = (1..=5)
+            .map(|s| l.allow(t0 + Duration::from_secs(s)))
+            .collect();
+        assert!(held.iter().all(Option::is_none));
+        assert_eq!(l.allow(t0 + REFUSAL_LOG_INTERVAL), Some(5));
+        assert_eq!(l.allow(t0 + REFUSAL_LOG_INTERVAL), None);
     }
 }

@@ -6,8 +6,20 @@
 //! Entries expire [`MAC_EXPIRY`] after they were last seen, but only when the caller sweeps
 //! with [`MacCache::expire`] (Weave Net sweeps every [`MAC_SWEEP_INTERVAL`]); lookups do not
 //! check age, as in Weave Net.
+//!
+//! Bounded, unlike Weave Net's: whoever can send a peer's datagrams could otherwise grow the
+//! table (and every copy of it) without limit. Each remote peer may hold at most
+//! [`MAX_MACS_PER_PEER`] bindings and the whole table [`MAX_MACS`]. A new MAC past a bound is
+//! refused ([`Learnt::Refused`]), not made room for: bindings already learnt keep working,
+//! and frames for a refused MAC are treated as for an unknown one (flooded). A MAC moving to
+//! a peer that is full is forgotten rather than left at its stale owner.
+//!
+//! The cache also notes which MACs changed binding ([`MacCache::take_changes`]), so that a
+//! copy of it (the sleeve receive shortcut's) can follow changes one by one instead of
+//! comparing whole tables.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::mem;
 use std::time::{Duration, Instant};
 
 use weft_wire::PeerName;
@@ -18,6 +30,10 @@ use super::Mac;
 pub const MAC_EXPIRY: Duration = Duration::from_secs(10 * 60);
 /// How often the driver should call [`MacCache::expire`] (through `Forwarder::expire`).
 pub const MAC_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+/// Most MACs bound to one remote peer.
+pub const MAX_MACS_PER_PEER: usize = 4096;
+/// Most entries in the whole cache, local ones included.
+pub const MAX_MACS: usize = 65536;
 
 /// Where a MAC address lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -28,24 +44,73 @@ pub enum MacOwner {
     Peer(PeerName),
 }
 
+/// Which bound refused a new binding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheFull {
+    /// The peer holds [`MAX_MACS_PER_PEER`] bindings (or the cache's own per-peer limit).
+    Peer,
+    /// The cache holds [`MAX_MACS`] entries (or its own total limit).
+    Total,
+}
+
+/// What a learn call did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Learnt {
+    /// The binding was there already: refreshed.
+    Refreshed,
+    /// A new binding.
+    New,
+    /// The MAC was bound to this owner before and now to the new one.
+    Moved(MacOwner),
+    /// Not learnt: a bound is reached. A previous binding to another owner is gone.
+    Refused(CacheFull),
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     owner: MacOwner,
     last_seen: Instant,
 }
 
-/// The MAC → owner table with expiry.
-#[derive(Debug, Clone, Default)]
+/// The MAC → owner table with expiry and bounds.
+#[derive(Debug, Clone)]
 pub struct MacCache {
     entries: HashMap<Mac, Entry>,
+    /// Bindings per remote peer (no zero counts kept).
+    per_peer: HashMap<PeerName, usize>,
+    max_per_peer: usize,
+    max_total: usize,
     /// Bumped whenever a binding appears, moves or goes (not on a mere refresh).
     changes: u64,
+    /// MACs whose binding appeared, moved or went since [`Self::take_changes`].
+    changed: HashSet<Mac>,
+    /// `changed` grew past `max_total` and was cleared: the reader must compare everything.
+    changes_lost: bool,
+}
+
+impl Default for MacCache {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl MacCache {
-    /// An empty cache.
+    /// An empty cache with the default bounds ([`MAX_MACS_PER_PEER`], [`MAX_MACS`]).
     pub fn new() -> Self {
-        Self::default()
+        Self::with_limits(MAX_MACS_PER_PEER, MAX_MACS)
+    }
+
+    /// An empty cache holding at most `per_peer` bindings per remote peer and `total` in all.
+    pub fn with_limits(per_peer: usize, total: usize) -> Self {
+        Self {
+            entries: HashMap::new(),
+            per_peer: HashMap::new(),
+            max_per_peer: per_peer,
+            max_total: total,
+            changes: 0,
+            changed: HashSet::new(),
+            changes_lost: false,
+        }
     }
 
     /// Where `mac` lives, if known (expired entries count until the next sweep).
@@ -63,6 +128,11 @@ impl MacCache {
         self.entries.is_empty()
     }
 
+    /// Number of MACs bound to the remote `peer`.
+    pub fn peer_len(&self, peer: PeerName) -> usize {
+        self.per_peer.get(&peer).copied().unwrap_or(0)
+    }
+
     /// All entries, in no particular order (for status output).
     pub fn iter(&self) -> impl Iterator<Item = (Mac, MacOwner)> + '_ {
         self.entries.iter().map(|(m, e)| (*m, e.owner))
@@ -71,8 +141,9 @@ impl MacCache {
     /// Learns `mac` as local and refreshes it; call for every captured frame's source.
     ///
     /// Not forced: if `mac` is bound to a remote peer the entry is left alone and that peer is
-    /// returned as `Err` (the caller drops the frame).
-    pub fn learn_local(&mut self, mac: Mac, now: Instant) -> Result<(), PeerName> {
+    /// returned as `Err` (the caller drops the frame). A new MAC when the cache is full is
+    /// not learnt (`Ok(Learnt::Refused(CacheFull::Total))`).
+    pub fn learn_local(&mut self, mac: Mac, now: Instant) -> Result<Learnt, PeerName> {
         match self.entries.get_mut(&mac) {
             Some(Entry {
                 owner: MacOwner::Peer(p),
@@ -80,26 +151,29 @@ impl MacCache {
             }) => Err(*p),
             Some(e) => {
                 e.last_seen = now;
-                Ok(())
+                Ok(Learnt::Refreshed)
             }
-            None => {
-                self.entries.insert(
-                    mac,
-                    Entry {
-                        owner: MacOwner::Local,
-                        last_seen: now,
-                    },
-                );
-                self.changes += 1;
-                Ok(())
-            }
+            None => Ok(self.insert(mac, MacOwner::Local, now)),
         }
     }
 
-    /// Changes with every binding that appears, moves or goes, so that a copy of the table
-    /// (the sleeve receive shortcut's) knows when to look again.
+    /// Changes with every binding that appears, moves or goes.
     pub fn generation(&self) -> u64 {
         self.changes
+    }
+
+    /// Moves the MACs whose binding appeared, moved or went since the last call into `into`
+    /// (cleared first). Returns `false` when some were not noted (too many changes between
+    /// two calls): the caller must then compare its copy with the whole table.
+    pub fn take_changes(&mut self, into: &mut HashSet<Mac>) -> bool {
+        // Clearing costs the set's capacity, and this is called per datagram: only if needed.
+        if !into.is_empty() {
+            into.clear();
+        }
+        if !self.changed.is_empty() {
+            mem::swap(&mut self.changed, into);
+        }
+        !mem::take(&mut self.changes_lost)
     }
 
     /// Refreshes `mac` if it is still bound to `peer` (a frame from it was delivered by other
@@ -113,49 +187,104 @@ impl MacCache {
     }
 
     /// Binds `mac` to `peer` and refreshes it, whatever it was bound to before; call for every
-    /// frame from the overlay addressed to us. Returns the previous owner when the MAC moved.
-    pub fn learn_remote(&mut self, mac: Mac, peer: PeerName, now: Instant) -> Option<MacOwner> {
+    /// frame from the overlay addressed to us. A new binding past a bound is refused; a MAC
+    /// that was bound elsewhere is then forgotten.
+    pub fn learn_remote(&mut self, mac: Mac, peer: PeerName, now: Instant) -> Learnt {
         let owner = MacOwner::Peer(peer);
-        match self.entries.insert(
+        match self.entries.get_mut(&mac) {
+            Some(e) if e.owner == owner => {
+                e.last_seen = now;
+                Learnt::Refreshed
+            }
+            Some(_) => {
+                let old = self.remove(mac).map(|e| e.owner);
+                match (self.insert(mac, owner, now), old) {
+                    (Learnt::New, Some(was)) => Learnt::Moved(was),
+                    (l, _) => l,
+                }
+            }
+            None => self.insert(mac, owner, now),
+        }
+    }
+
+    /// Adds a binding for a MAC not in the table, within the bounds.
+    fn insert(&mut self, mac: Mac, owner: MacOwner, now: Instant) -> Learnt {
+        if let MacOwner::Peer(p) = owner {
+            if self.peer_len(p) >= self.max_per_peer {
+                return Learnt::Refused(CacheFull::Peer);
+            }
+        }
+        if self.entries.len() >= self.max_total {
+            return Learnt::Refused(CacheFull::Total);
+        }
+        if let MacOwner::Peer(p) = owner {
+            *self.per_peer.entry(p).or_insert(0) += 1;
+        }
+        self.entries.insert(
             mac,
             Entry {
                 owner,
                 last_seen: now,
             },
-        ) {
-            Some(old) if old.owner != owner => {
-                self.changes += 1;
-                Some(old.owner)
-            }
-            Some(_) => None,
-            None => {
-                self.changes += 1;
-                None
+        );
+        self.changed(mac);
+        Learnt::New
+    }
+
+    /// Takes a binding out, keeping the per-peer counts.
+    fn remove(&mut self, mac: Mac) -> Option<Entry> {
+        let e = self.entries.remove(&mac)?;
+        if let MacOwner::Peer(p) = e.owner {
+            self.uncount(p, 1);
+        }
+        self.changed(mac);
+        Some(e)
+    }
+
+    fn uncount(&mut self, peer: PeerName, n: usize) {
+        if let Some(c) = self.per_peer.get_mut(&peer) {
+            *c = c.saturating_sub(n);
+            if *c == 0 {
+                self.per_peer.remove(&peer);
             }
         }
     }
 
+    fn changed(&mut self, mac: Mac) {
+        self.changes += 1;
+        if self.changes_lost {
+            return;
+        }
+        if self.changed.len() >= self.max_total {
+            // Nobody reads them (or not often enough): the reader compares everything once.
+            self.changed = HashSet::new();
+            self.changes_lost = true;
+            return;
+        }
+        self.changed.insert(mac);
+    }
+
     /// Removes entries not seen for more than [`MAC_EXPIRY`]; returns how many.
     pub fn expire(&mut self, now: Instant) -> usize {
-        let before = self.entries.len();
-        self.entries
-            .retain(|_, e| now.saturating_duration_since(e.last_seen) <= MAC_EXPIRY);
-        let gone = before - self.entries.len();
-        if gone > 0 {
-            self.changes += 1;
-        }
-        gone
+        self.remove_where(|e| now.saturating_duration_since(e.last_seen) > MAC_EXPIRY)
     }
 
     /// Removes every MAC bound to `peer`; returns how many. Call when `peer` leaves the
     /// topology.
     pub fn forget_peer(&mut self, peer: PeerName) -> usize {
-        let before = self.entries.len();
-        self.entries.retain(|_, e| e.owner != MacOwner::Peer(peer));
-        let gone = before - self.entries.len();
-        if gone > 0 {
-            self.changes += 1;
+        self.remove_where(|e| e.owner == MacOwner::Peer(peer))
+    }
+
+    fn remove_where(&mut self, gone: impl Fn(&Entry) -> bool) -> usize {
+        let macs: Vec<Mac> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| gone(e))
+            .map(|(m, _)| *m)
+            .collect();
+        for &m in &macs {
+            self.remove(m);
         }
-        gone
+        macs.len()
     }
 }

@@ -33,7 +33,11 @@
 //! How it degrades: malformed input is counted and dropped, never a panic; records before a
 //! malformed one in a datagram are still delivered (Weave Net's rule); if the caller stops
 //! polling, each next hop's queue is bounded and further frames for it are dropped and
-//! counted.
+//! counted. The MAC cache is bounded per remote peer and in total (new MACs past a bound are
+//! not learnt, counted, their frames handled as usual), and data records that name a peer
+//! but come from another UDP address than its connection's are dropped
+//! ([`Forwarder::handle_datagram_from`]); both are logged at most once per
+//! [`REFUSAL_LOG_INTERVAL`].
 
 mod forward;
 mod mac_cache;
@@ -54,8 +58,12 @@ use weft_wire::PeerName;
 pub use forward::{
     Delivery, DropReason, Forwarder, ForwarderStats, Received, SegmentBatch, Verdict,
     DATAGRAM_OVERHEAD, DEFAULT_MAX_PAYLOAD, MAX_FRAMES_PER_DATAGRAM, MAX_QUEUED_FRAMES,
+    REFUSAL_LOG_INTERVAL,
 };
-pub use mac_cache::{MacCache, MacOwner, MAC_EXPIRY, MAC_SWEEP_INTERVAL};
+pub use mac_cache::{
+    CacheFull, Learnt, MacCache, MacOwner, MAC_EXPIRY, MAC_SWEEP_INTERVAL, MAX_MACS,
+    MAX_MACS_PER_PEER,
+};
 pub use table::FabricTable;
 
 /// What the forwarder needs to know about the mesh, answered from our current view.

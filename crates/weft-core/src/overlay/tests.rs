@@ -487,15 +487,21 @@ fn generation_moves_with_bindings_and_refresh_keeps_only_current_ones() {
 fn mac_learning_moves_expiry_and_forget() {
     let t0 = Instant::now();
     let mut cache = MacCache::new();
-    assert_eq!(cache.learn_local(mac(1), t0), Ok(()));
-    assert_eq!(cache.learn_remote(mac(1), B, t0), Some(MacOwner::Local));
-    assert_eq!(cache.learn_remote(mac(1), B, t0), None);
-    assert_eq!(cache.learn_remote(mac(1), C, t0), Some(MacOwner::Peer(B)));
+    assert_eq!(cache.learn_local(mac(1), t0), Ok(Learnt::New));
+    assert_eq!(
+        cache.learn_remote(mac(1), B, t0),
+        Learnt::Moved(MacOwner::Local)
+    );
+    assert_eq!(cache.learn_remote(mac(1), B, t0), Learnt::Refreshed);
+    assert_eq!(
+        cache.learn_remote(mac(1), C, t0),
+        Learnt::Moved(MacOwner::Peer(B))
+    );
     assert_eq!(cache.learn_local(mac(1), t0), Err(C));
     assert_eq!(cache.lookup(mac(1)), Some(MacOwner::Peer(C)));
 
     cache.learn_local(mac(2), t0).unwrap();
-    cache.learn_remote(mac(3), C, t0).unwrap_or(MacOwner::Local);
+    cache.learn_remote(mac(3), C, t0);
     let t1 = t0 + Duration::from_secs(5 * 60);
     cache.learn_local(mac(2), t1).unwrap();
     assert_eq!(
@@ -771,4 +777,200 @@ proptest! {
             prop_assert!(iter.count() > 0);
         }
     }
+}
+
+#[test]
+fn mac_cache_is_bounded_per_peer_and_in_total_and_refuses_rather_than_evicts() {
+    let t0 = Instant::now();
+    let mut cache = MacCache::with_limits(3, 6);
+    for n in 1..=3 {
+        assert_eq!(cache.learn_remote(mac(n), B, t0), Learnt::New);
+    }
+    assert_eq!(
+        cache.learn_remote(mac(4), B, t0),
+        Learnt::Refused(CacheFull::Peer)
+    );
+    assert_eq!(cache.lookup(mac(4)), None, "a refused MAC stays unknown");
+    assert_eq!(
+        cache.lookup(mac(1)),
+        Some(MacOwner::Peer(B)),
+        "nothing evicted"
+    );
+    assert_eq!(cache.learn_remote(mac(1), B, t0), Learnt::Refreshed);
+    assert_eq!(cache.peer_len(B), 3);
+
+    // Another peer has its own share; local MACs count towards the total only.
+    assert_eq!(cache.learn_remote(mac(11), C, t0), Learnt::New);
+    assert_eq!(cache.learn_local(mac(21), t0), Ok(Learnt::New));
+    assert_eq!(cache.learn_local(mac(22), t0), Ok(Learnt::New));
+    assert_eq!(cache.len(), 6);
+    assert_eq!(
+        cache.learn_remote(mac(12), C, t0),
+        Learnt::Refused(CacheFull::Total)
+    );
+    assert_eq!(
+        cache.learn_local(mac(23), t0),
+        Ok(Learnt::Refused(CacheFull::Total))
+    );
+    assert_eq!(cache.learn_local(mac(21), t0), Ok(Learnt::Refreshed));
+
+    // A move within the bounds frees the old owner's share ...
+    assert_eq!(
+        cache.learn_remote(mac(11), D, t0),
+        Learnt::Moved(MacOwner::Peer(C))
+    );
+    assert_eq!((cache.peer_len(C), cache.peer_len(D)), (0, 1));
+    // ... and one to a full peer forgets the stale binding.
+    assert_eq!(
+        cache.learn_remote(mac(21), B, t0),
+        Learnt::Refused(CacheFull::Peer)
+    );
+    assert_eq!(cache.lookup(mac(21)), None);
+    assert_eq!(cache.len(), 5);
+
+    // Expiry and forgetting give the room back.
+    assert_eq!(cache.forget_peer(B), 3);
+    assert_eq!(cache.peer_len(B), 0);
+    for n in 4..=6 {
+        assert_eq!(cache.learn_remote(mac(n), B, t0), Learnt::New);
+    }
+    let late = t0 + MAC_EXPIRY + Duration::from_secs(1);
+    cache.learn_local(mac(22), late).unwrap();
+    assert_eq!(cache.expire(late), 4);
+    assert_eq!(
+        (cache.len(), cache.peer_len(B), cache.peer_len(D)),
+        (1, 0, 0)
+    );
+    assert_eq!(cache.learn_remote(mac(7), B, late), Learnt::New);
+}
+
+#[test]
+fn mac_changes_are_noted_once_each_and_overflow_asks_for_a_full_compare() {
+    let t0 = Instant::now();
+    let mut cache = MacCache::with_limits(8, 8);
+    let mut got = std::collections::HashSet::new();
+    assert!(cache.take_changes(&mut got));
+    assert!(got.is_empty());
+    cache.learn_local(mac(1), t0).unwrap();
+    cache.learn_remote(mac(2), B, t0);
+    cache.learn_remote(mac(2), B, t0);
+    cache.learn_remote(mac(3), B, t0);
+    cache.learn_remote(mac(3), C, t0);
+    assert!(cache.take_changes(&mut got));
+    assert_eq!(got, [mac(1), mac(2), mac(3)].into());
+    cache.learn_remote(mac(2), B, t0);
+    assert!(cache.take_changes(&mut got));
+    assert!(got.is_empty(), "a refresh is no change");
+    assert_eq!(cache.forget_peer(C), 1);
+    assert!(cache.take_changes(&mut got));
+    assert_eq!(got, [mac(3)].into());
+    // More changes than the cache holds, unread: they are not kept one by one.
+    for n in 10..30 {
+        cache.learn_remote(mac(n), B, t0);
+        cache.forget_peer(B);
+    }
+    assert!(!cache.take_changes(&mut got));
+    assert!(got.len() <= 8);
+    cache.learn_remote(mac(40), B, t0);
+    assert!(cache.take_changes(&mut got), "noted one by one again");
+    assert_eq!(got, [mac(40)].into());
+}
+
+#[test]
+fn forwarder_past_the_mac_bound_delivers_without_learning_and_counts() {
+    let fab = line(B);
+    let now = Instant::now();
+    let mut fwd = Forwarder::new();
+    // A local destination, so that nothing is relayed.
+    fwd.handle_captured(&eth(Mac::BROADCAST, mac(1), b""), &fab, now);
+    drain(&mut fwd);
+    let extra = 10;
+    let mut injected = 0;
+    for n in 0..MAX_MACS_PER_PEER + extra {
+        let src = Mac([0x02, 0xa0, 0, 0, (n >> 8) as u8, n as u8]);
+        let f = eth(mac(1), src, b"x");
+        let r = fwd
+            .handle_datagram(&datagram(A, &[(A, B, &f)]), &fab, now, &mut |d| {
+                injected += usize::from(matches!(d, Delivery::Inject(_)));
+            })
+            .unwrap();
+        assert_eq!((r.injected, r.dropped, r.relayed), (1, 0, 0));
+    }
+    assert_eq!(injected, MAX_MACS_PER_PEER + extra);
+    assert_eq!(fwd.mac_cache().peer_len(A), MAX_MACS_PER_PEER);
+    assert_eq!(fwd.stats().macs_not_learnt, extra as u64);
+    assert_eq!(
+        fwd.mac_cache().lookup(Mac([0x02, 0xa0, 0, 0, 0, 0])),
+        Some(MacOwner::Peer(A)),
+        "the first MACs stay"
+    );
+    let last = MAX_MACS_PER_PEER + extra - 1;
+    let last = Mac([0x02, 0xa0, 0, 0, (last >> 8) as u8, last as u8]);
+    assert_eq!(fwd.mac_cache().lookup(last), None);
+    // Another peer still learns; a captured frame from a new local MAC past the total bound
+    // is still forwarded.
+    let f = eth(mac(1), mac(3), b"x");
+    fwd.handle_datagram(&datagram(C, &[(C, B, &f)]), &fab, now, &mut |_| {})
+        .unwrap();
+    assert_eq!(fwd.mac_cache().lookup(mac(3)), Some(MacOwner::Peer(C)));
+
+    let mut small = Forwarder::with_mac_cache(MacCache::with_limits(4, 2));
+    let fab = line(A);
+    for n in [1, 2, 3] {
+        let v = small.handle_captured(&eth(Mac::BROADCAST, mac(n), b""), &fab, now);
+        assert_eq!(v, Verdict::Flooded { copies: 1 });
+    }
+    assert_eq!(small.mac_cache().lookup(mac(3)), None);
+    assert_eq!(small.stats().macs_not_learnt, 1);
+}
+
+#[test]
+fn data_from_another_address_than_the_connections_is_dropped_but_specials_pass() {
+    let fab = line(B);
+    let now = Instant::now();
+    let right: std::net::SocketAddr = "192.0.2.1:6783".parse().unwrap();
+    let mapped: std::net::SocketAddr = "[::ffff:192.0.2.1]:6783".parse().unwrap();
+    let other_port: std::net::SocketAddr = "192.0.2.1:40000".parse().unwrap();
+    let other_host: std::net::SocketAddr = "192.0.2.9:6783".parse().unwrap();
+    let mut fwd = Forwarder::new();
+    let f = eth(Mac::BROADCAST, mac(5), b"x");
+    let d = datagram(A, &[(A, B, &f), (A, C, &f)]);
+    let run = |fwd: &mut Forwarder, d: &[u8], from, expected| {
+        let (mut inj, mut specials) = (0, 0);
+        let r = fwd
+            .handle_datagram_from(d, from, expected, &fab, now, &mut |dl| match dl {
+                Delivery::Inject(_) => inj += 1,
+                Delivery::Special { .. } => specials += 1,
+            })
+            .unwrap();
+        (r, inj, specials)
+    };
+    for wrong in [other_port, other_host] {
+        let (r, inj, _) = run(&mut fwd, &d, wrong, Some(right));
+        assert_eq!((r.dropped, r.relayed, inj), (2, 0, 0));
+        assert_eq!(fwd.mac_cache().lookup(mac(5)), None, "nothing learnt");
+    }
+    assert_eq!(fwd.stats().dropped_wrong_source, 4);
+    assert!(drain(&mut fwd).is_empty(), "nothing relayed");
+
+    // Heartbeats go to the control plane from anywhere: they check the connection's uid, and
+    // are how an inbound connection learns its peer's address.
+    let hb = sleeve::encode_heartbeat(A, A, B, 42);
+    for (from, expected) in [(other_port, Some(right)), (other_host, None)] {
+        let (r, inj, specials) = run(&mut fwd, &hb, from, expected);
+        assert_eq!((r.specials, r.dropped, inj, specials), (1, 0, 0, 1));
+    }
+
+    // From the connection's address (however spelt), or before that address is known, data
+    // is handled as usual.
+    for (from, expected) in [
+        (right, Some(right)),
+        (mapped, Some(right)),
+        (other_host, None),
+    ] {
+        let (r, inj, _) = run(&mut fwd, &d, from, expected);
+        assert_eq!((r.dropped, r.injected, inj), (0, 1, 1));
+    }
+    assert_eq!(fwd.mac_cache().lookup(mac(5)), Some(MacOwner::Peer(A)));
+    assert_eq!(fwd.stats().dropped_wrong_source, 4);
 }
