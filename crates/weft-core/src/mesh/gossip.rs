@@ -21,7 +21,7 @@ use weft_wire::topology_delta::{self as delta_wire, Delta, Message, Ref};
 use weft_wire::PeerName;
 
 use super::{ConnId, Mesh, GC_DELAY, TOPOLOGY_CHANNEL};
-use crate::topology::DeltaOutcome;
+use crate::topology::{DeltaOutcome, TopologyError, MAX_DELTAS_PER_MESSAGE};
 
 impl Mesh {
     /// Whether `conn` speaks weft's topology deltas.
@@ -151,6 +151,9 @@ impl Mesh {
         refs: &[Ref],
         now: Instant,
     ) -> Result<(), String> {
+        if deltas.len() > MAX_DELTAS_PER_MESSAGE {
+            return Err(TopologyError::TooManyDeltas(deltas.len()).to_string());
+        }
         let mut applied = Vec::new();
         let mut gaps = BTreeSet::new();
         for d in deltas {
