@@ -1188,7 +1188,12 @@ mod tests {
 
     fn gossiped(n: usize) -> Vec<SocketAddr> {
         (0..n)
-            .map(|i| SocketAddr::new([10, 9, (i / 250) as u8, (i % 250) as u8].into(), 1000 + i as u16))
+            .map(|i| {
+                SocketAddr::new(
+                    [10, 9, (i / 250) as u8, (i % 250) as u8].into(),
+                    1000 + i as u16,
+                )
+            })
             .collect()
     }
 
@@ -1253,7 +1258,10 @@ mod tests {
                 break;
             }
         }
-        assert!(cm.target_state(real).is_some(), "the real peer was never tried");
+        assert!(
+            cm.target_state(real).is_some(),
+            "the real peer was never tried"
+        );
         assert!(cm.targets.len() <= MAX_DISCOVERED_TARGETS);
     }
 
@@ -1266,7 +1274,10 @@ mod tests {
         assert_eq!(dials.len(), 3, "three in flight fill a limit of three");
         assert_eq!(cm.poll_timeout(), None);
         cm.dial_failed(dials[0].addr, "refused".into(), base);
-        assert!(cm.poll_dial(base).is_some(), "a failed dial frees its place");
+        assert!(
+            cm.poll_dial(base).is_some(),
+            "a failed dial frees its place"
+        );
         assert_eq!(cm.poll_dial(base), None);
     }
 

@@ -89,7 +89,11 @@ impl BroadcastRoutes {
 
     /// How many sources have their data-plane hops computed so far (for tests and metrics).
     pub fn cached_sources(&self) -> usize {
-        self.0.broadcast.iter().filter(|c| c.get().is_some()).count()
+        self.0
+            .broadcast
+            .iter()
+            .filter(|c| c.get().is_some())
+            .count()
     }
 }
 
@@ -144,7 +148,11 @@ impl Graph {
     }
 
     /// `(source, hops)` for every cached source, and for the origin (computed if need be).
-    fn table(&self, cache: &[OnceLock<Vec<PeerName>>], adj: &Csr) -> Vec<(PeerName, Vec<PeerName>)> {
+    fn table(
+        &self,
+        cache: &[OnceLock<Vec<PeerName>>],
+        adj: &Csr,
+    ) -> Vec<(PeerName, Vec<PeerName>)> {
         let _ = self.hops(cache, adj, self.name(self.origin));
         self.names
             .iter()
@@ -377,7 +385,15 @@ impl Routes {
                 } else {
                     self.name(h)
                 };
-                (self.graph.0.names.get(d).copied().unwrap_or(PeerName::UNKNOWN), via)
+                (
+                    self.graph
+                        .0
+                        .names
+                        .get(d)
+                        .copied()
+                        .unwrap_or(PeerName::UNKNOWN),
+                    via,
+                )
             })
             .collect()
     }

@@ -32,8 +32,8 @@
 //! * a summary or delta may be at most [`MAX_VERSION_STEP`] (2³²) above the version we hold for
 //!   that peer (0 if unknown or a placeholder); anything higher is skipped like a stale entry and
 //!   counted in [`Peers::refused_versions`]. A peer bumps its version once per local connection
-//!   event, so 2³² events between two entries we see is not plausible; a forger must win 2³¹
-//!   rounds of this before the owner runs out of version space;
+//!   event, so 2³² events between two entries we see is not plausible; a forger would need
+//!   some 2³² accepted rounds, each out-versioned by the owner, to exhaust the version space;
 //! * when an entry for *us* arrives with a version at or above ours (another UID: an older
 //!   incarnation, Weave's rule) or above ours (our own UID: a copy no one but us may write, so
 //!   forged), we raise ours to one beyond it and announce, within the same step bound;
@@ -98,7 +98,9 @@ pub enum TopologyError {
     },
     /// A peer entry lists (or a delta would leave it with) more than
     /// [`MAX_CONNECTIONS_PER_PEER`] connections.
-    #[error("peer {peer} has {count} connections, more than the {MAX_CONNECTIONS_PER_PEER} allowed")]
+    #[error(
+        "peer {peer} has {count} connections, more than the {MAX_CONNECTIONS_PER_PEER} allowed"
+    )]
     TooManyConnections {
         /// The peer whose entry is too long.
         peer: PeerName,
@@ -338,9 +340,9 @@ impl Peers {
     /// Rules: unknown peers are created from their summary; names only referenced in
     /// connection lists become placeholders (UID 0, version 0, no short ID), both only while
     /// fewer than [`MAX_PEERS`] are held. A summary of ourself with another UID and a version at
-    /// or above ours, or with our UID and a version above ours, raises our version to theirs
-    /// + 1. A known peer is replaced unless the new summary is older: lower version, or equal
-    /// version and (lower UID, or equal UID and (`!new.has_short_id || old.has_short_id`)).
+    /// or above ours, or with our UID and a version above ours, raises our version to one more
+    /// than theirs. A known peer is replaced unless the new summary is older: lower version, or
+    /// equal version and (lower UID, or equal UID and (`!new.has_short_id || old.has_short_id`)).
     /// Versions more than [`MAX_VERSION_STEP`] above what we hold are skipped (module docs).
     ///
     /// # Errors
@@ -1058,7 +1060,7 @@ mod tests {
     fn self_incarnation_bump() {
         let mut p = peers(1);
         p.add_local_connection(&summary(2, 202, 0), "x".into(), true); // version 1
-        // Our own current incarnation at or below our version: ignored whatever it says.
+                                                                       // Our own current incarnation at or below our version: ignored whatever it says.
         let u = p
             .apply_update(vec![(summary(1, 101, 1), vec![conn(7, true)])])
             .unwrap();
@@ -1195,7 +1197,11 @@ mod tests {
             .collect();
         let u = p.apply_update(update).unwrap();
         assert_eq!(p.len(), MAX_PEERS);
-        assert_eq!(u.improved.len(), MAX_PEERS - 1, "entries first, then placeholders");
+        assert_eq!(
+            u.improved.len(),
+            MAX_PEERS - 1,
+            "entries first, then placeholders"
+        );
         assert!(p.ignored_peers() >= 100);
         assert!(p.get(pn(MAX_PEERS as u64 + 50)).is_none());
         // A connection to an ignored name is kept as gossiped; routes and GC skip it.
@@ -1208,7 +1214,11 @@ mod tests {
         p.add_local_connection(&small(888_888), "l".into(), true);
         assert_eq!(p.len(), MAX_PEERS + 1);
         p.garbage_collect();
-        assert_eq!(p.len(), 2, "nothing but ourself and the local remote is reachable");
+        assert_eq!(
+            p.len(),
+            2,
+            "nothing but ourself and the local remote is reachable"
+        );
         p.apply_update(vec![(small(999_999), vec![])]).unwrap();
         assert!(p.get(pn(999_999)).is_some());
     }
@@ -1276,7 +1286,8 @@ mod tests {
         assert_eq!(p.our_summary().version, v + 1001);
         // A receiver holding us at the old version takes our new one over the forged one.
         let mut q = peers(7);
-        q.apply_update(vec![(summary(1, 55, v + 1000), vec![])]).unwrap();
+        q.apply_update(vec![(summary(1, 55, v + 1000), vec![])])
+            .unwrap();
         assert!(q
             .apply_update(p.summaries(&[pn(1)]))
             .unwrap()

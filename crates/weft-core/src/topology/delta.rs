@@ -10,9 +10,7 @@
 use weft_wire::topology_delta::{Delta, Ref};
 use weft_wire::{ConnectionSummary, PeerName, PeerSummary};
 
-use super::{
-    normalise, plausible, Peers, TopologyError, MAX_CONNECTIONS_PER_PEER, SHORT_ID_SPACE,
-};
+use super::{normalise, plausible, Peers, TopologyError, MAX_CONNECTIONS_PER_PEER, SHORT_ID_SPACE};
 
 /// Most deltas one `weft-topology` message may carry; more is an error that closes the
 /// connection (see the module docs of [`crate::topology`], "Bounds").
@@ -359,7 +357,7 @@ mod tests {
         ConnectionSummary {
             name: PeerName(0x0100_0000_0000 + u64::from(i)),
             remote_tcp_addr: format!("10.1.{}.{}:6783", i / 250, i % 250),
-            outbound: i % 2 == 0,
+            outbound: i.is_multiple_of(2),
             established: est,
         }
     }
@@ -384,7 +382,9 @@ mod tests {
 
     #[test]
     fn too_many_connections_or_an_implausible_version_change_nothing() {
-        let full: Vec<_> = (0..MAX_CONNECTIONS_PER_PEER as u16).map(|i| c(i, true)).collect();
+        let full: Vec<_> = (0..MAX_CONNECTIONS_PER_PEER as u16)
+            .map(|i| c(i, true))
+            .collect();
         let mut b = holding(full);
         let d = chained(0, vec![], vec![c(5000, true)]);
         assert_eq!(
