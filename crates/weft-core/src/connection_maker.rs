@@ -20,6 +20,18 @@
 //! [`ConnectionMaker::poll_timeout`]. Randomness comes from a seeded RNG owned by the maker, so
 //! runs are reproducible.
 //!
+//! Bounds, so that gossip naming many addresses cannot make the router hammer them (a peer
+//! chooses what it gossips, ports included):
+//! * dials in progress count against the connection limit, as live connections do;
+//! * discovered targets are dialled at most [`DISCOVERY_DIAL_BURST`] at once and then one per
+//!   [`DISCOVERY_DIAL_INTERVAL`] (a token bucket; retries count too); direct targets are never
+//!   held back by it;
+//! * at most [`MAX_DISCOVERED_TARGETS`] discovered targets are remembered. When that many are
+//!   held, a new candidate takes the place of one that has failed long enough for its back-off
+//!   to reach [`EVICTABLE_INTERVAL`] (about a minute of failures), else it waits for the next
+//!   `refresh`; so bogus addresses cannot keep real peers out for good, and each address costs
+//!   at most a few dials a minute.
+//!
 //! Deliberately left out: the accept-side token bucket (a listener concern), the conn-limit check
 //! when a connection is *added* (a router concern), and the topology walk that produces discovery
 //! candidates (the caller passes them in). Because there is no wall clock, the `retry:` and
@@ -40,6 +52,16 @@ pub const MAX_INTERVAL: Duration = Duration::from_secs(6 * 60);
 /// An outbound connection that ends more than this long after its target's try-after time counts
 /// as having "lived long enough": the target is retried at once with the back-off reset.
 pub const RESET_AFTER: Duration = Duration::from_secs(60);
+
+/// Most discovered targets remembered at once (direct targets are not counted).
+pub const MAX_DISCOVERED_TARGETS: usize = 256;
+/// Discovered targets that may be dialled at once before the rate applies.
+pub const DISCOVERY_DIAL_BURST: u32 = 20;
+/// After the burst, one discovered target may be dialled per this interval (10 per second).
+pub const DISCOVERY_DIAL_INTERVAL: Duration = Duration::from_millis(100);
+/// A discovered target whose back-off interval reached this may be replaced by a new candidate
+/// when [`MAX_DISCOVERED_TARGETS`] are held.
+pub const EVICTABLE_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Resolves `(host, port)` to addresses, or says why not (the driver's resolver; tests fake it).
 pub type Resolver<'a> = dyn FnMut(&str, u16) -> Result<Vec<SocketAddr>, String> + 'a;
@@ -221,6 +243,12 @@ pub struct ConnectionMaker {
     connected: Vec<ConnectedAddr>,
     /// Discovery candidates from the last `refresh` (empty when discovery is off).
     discovered: Vec<SocketAddr>,
+    /// Dials of discovered targets allowed now.
+    tokens: u32,
+    /// When `tokens` was last topped up; `None` before the first dial.
+    refilled_at: Option<Instant>,
+    /// Discovery candidates not taken because [`MAX_DISCOVERED_TARGETS`] were held.
+    skipped_candidates: u64,
 }
 
 impl ConnectionMaker {
@@ -237,6 +265,9 @@ impl ConnectionMaker {
             targets: BTreeMap::new(),
             connected: Vec::new(),
             discovered: Vec::new(),
+            tokens: DISCOVERY_DIAL_BURST,
+            refilled_at: None,
+            skipped_candidates: 0,
         }
     }
 
@@ -315,21 +346,40 @@ impl ConnectionMaker {
     }
 
     /// Returns the next address to dial now, marking its target as attempting, or `None` when
-    /// nothing is due or the number of live connections has reached the connection limit. Call
-    /// repeatedly until `None` after every event and when [`Self::poll_timeout`] expires; report
-    /// the outcome with [`Self::dial_failed`], [`Self::connection_up`] or
+    /// nothing is due, the live connections and dials in progress have reached the connection
+    /// limit, or only discovered targets are due and their dial rate is used up. Direct targets
+    /// go first. Call repeatedly until `None` after every event and when [`Self::poll_timeout`]
+    /// expires; report the outcome with [`Self::dial_failed`], [`Self::connection_up`] or
     /// [`Self::connection_down`].
     pub fn poll_dial(&mut self, now: Instant) -> Option<Dial> {
         if self.at_limit() {
             return None;
         }
-        let (&addr, target) = self.targets.iter_mut().find(|(_, t)| t.due(now))?;
-        target.state = TargetState::Attempting;
-        let accept_new_peer = self.is_direct(addr);
+        self.refill(now);
+        let mut due = self.targets.iter().filter(|(_, t)| t.due(now));
+        let direct = due.clone().map(|(&a, _)| a).find(|&a| self.is_direct(a));
+        let addr = match direct {
+            Some(a) => a,
+            None if self.tokens > 0 => {
+                let (&a, _) = due.next()?;
+                self.tokens -= 1;
+                a
+            }
+            None => return None,
+        };
+        if let Some(target) = self.targets.get_mut(&addr) {
+            target.state = TargetState::Attempting;
+        }
         Some(Dial {
             addr,
-            accept_new_peer,
+            accept_new_peer: direct.is_some(),
         })
+    }
+
+    /// Discovery candidates not remembered because [`MAX_DISCOVERED_TARGETS`] were held, since
+    /// start (each `refresh` counts each such candidate again).
+    pub fn skipped_candidates(&self) -> u64 {
+        self.skipped_candidates
     }
 
     /// Reports that dialling `addr` (from [`Self::poll_dial`]) failed before any handshake, e.g.
@@ -423,10 +473,17 @@ impl ConnectionMaker {
         if self.at_limit() {
             return None;
         }
+        let next_token = match (self.tokens, self.refilled_at) {
+            (0, Some(at)) => at.checked_add(DISCOVERY_DIAL_INTERVAL),
+            _ => None,
+        };
         self.targets
-            .values()
-            .filter(|t| t.state == TargetState::Waiting)
-            .filter_map(|t| t.try_after)
+            .iter()
+            .filter(|(_, t)| t.state == TargetState::Waiting)
+            .filter_map(|(&a, t)| match next_token {
+                Some(tok) if !self.is_direct(a) => t.try_after.map(|at| at.max(tok)),
+                _ => t.try_after,
+            })
             .min()
     }
 
@@ -500,8 +557,37 @@ impl ConnectionMaker {
         self.direct.iter().any(|d| self.direct_addr(d) == addr)
     }
 
+    /// Live connections plus dials in progress have reached the connection limit.
     fn at_limit(&self) -> bool {
-        self.conn_limit > 0 && self.connected.len() >= self.conn_limit
+        if self.conn_limit == 0 {
+            return false;
+        }
+        let attempting = self
+            .targets
+            .values()
+            .filter(|t| t.state == TargetState::Attempting)
+            .count();
+        self.connected.len() + attempting >= self.conn_limit
+    }
+
+    /// Adds the discovery dial tokens earned since the last top-up.
+    fn refill(&mut self, now: Instant) {
+        let Some(at) = self.refilled_at else {
+            self.refilled_at = Some(now);
+            return;
+        };
+        let step = DISCOVERY_DIAL_INTERVAL.as_nanos().max(1);
+        let earned = now.saturating_duration_since(at).as_nanos() / step;
+        if earned == 0 {
+            return;
+        }
+        let earned = u32::try_from(earned).unwrap_or(u32::MAX);
+        self.tokens = self.tokens.saturating_add(earned).min(DISCOVERY_DIAL_BURST);
+        self.refilled_at = if self.tokens == DISCOVERY_DIAL_BURST {
+            Some(now)
+        } else {
+            at.checked_add(DISCOVERY_DIAL_INTERVAL * earned)
+        };
     }
 
     /// Recomputes which addresses are wanted, creates missing targets (only when `now` is known)
@@ -530,11 +616,6 @@ impl ConnectionMaker {
                 wanted.insert(addr);
             }
         }
-        if let Some(now) = now {
-            for &addr in &wanted {
-                self.targets.entry(addr).or_insert_with(|| Target::new(now));
-            }
-        }
         self.targets.retain(|addr, t| match t.state {
             TargetState::Attempting | TargetState::Connected => true,
             TargetState::Waiting | TargetState::Suspended => {
@@ -549,6 +630,42 @@ impl ConnectionMaker {
                 }
             }
         });
+        let Some(now) = now else {
+            return;
+        };
+        let mut held = self.targets.keys().filter(|a| !direct.contains(a)).count();
+        // Failed long enough to give way, longest back-off last (popped first).
+        let mut evictable: Vec<(Option<Instant>, SocketAddr)> = self
+            .targets
+            .iter()
+            .filter(|(a, t)| {
+                !direct.contains(a)
+                    && t.state == TargetState::Waiting
+                    && t.last_error.is_some()
+                    && t.try_interval >= EVICTABLE_INTERVAL
+            })
+            .map(|(&a, t)| (t.try_after, a))
+            .collect();
+        evictable.sort_unstable_by_key(|&(at, a)| (at.is_none(), at, a));
+        let mut evicted = BTreeSet::new();
+        for &addr in &wanted {
+            if self.targets.contains_key(&addr) || evicted.contains(&addr) {
+                continue;
+            }
+            if !direct.contains(&addr) {
+                if held >= MAX_DISCOVERED_TARGETS {
+                    let Some((_, victim)) = evictable.pop() else {
+                        self.skipped_candidates += 1;
+                        continue;
+                    };
+                    self.targets.remove(&victim);
+                    evicted.insert(victim);
+                    held -= 1;
+                }
+                held += 1;
+            }
+            self.targets.insert(addr, Target::new(now));
+        }
     }
 }
 
@@ -1047,14 +1164,17 @@ mod tests {
             cm.poll_dial(base).map(|d| d.addr),
             Some(sa("10.0.0.1:6783"))
         );
-        // Only live connections count, as in Weave; the handshake re-checks the limit.
+        // A dial in progress counts against the limit, as a live connection does.
+        assert_eq!(cm.poll_dial(base), None);
+        assert_eq!(cm.poll_timeout(), None);
+        cm.dial_failed(sa("10.0.0.1:6783"), "refused".into(), base);
         assert_eq!(
             cm.poll_dial(base).map(|d| d.addr),
             Some(sa("10.0.0.2:6783"))
         );
-        cm.connection_up(sa("10.0.0.1:6783"));
+        cm.connection_up(sa("10.0.0.2:6783"));
         assert_eq!(cm.poll_dial(base), None);
-        cm.connection_down(sa("10.0.0.1:6783"), Termination::Other, None, base);
+        cm.connection_down(sa("10.0.0.2:6783"), Termination::Other, None, base);
         assert_eq!(
             cm.poll_dial(base).map(|d| d.addr),
             Some(sa("10.0.0.3:6783"))
@@ -1064,6 +1184,101 @@ mod tests {
         connect(&mut unlimited, &["10.0.0.1"], base);
         unlimited.refresh(&live, &[], base);
         assert!(unlimited.poll_dial(base).is_some());
+    }
+
+    fn gossiped(n: usize) -> Vec<SocketAddr> {
+        (0..n)
+            .map(|i| {
+                SocketAddr::new(
+                    [10, 9, (i / 250) as u8, (i % 250) as u8].into(),
+                    1000 + i as u16,
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn discovered_addresses_are_dialled_at_a_bounded_rate() {
+        let base = Instant::now();
+        let mut cm = ConnectionMaker::new(PORT, true, 0, 1);
+        // One gossip message naming 2,000 addresses on ports of the sender's choosing.
+        cm.refresh(&[], &gossiped(2000), base);
+        let burst: Vec<Dial> = std::iter::from_fn(|| cm.poll_dial(base)).collect();
+        assert_eq!(burst.len(), DISCOVERY_DIAL_BURST as usize);
+        assert!(burst.iter().all(|d| !d.accept_new_peer));
+        // Then one per interval, and the timeout says when.
+        assert_eq!(cm.poll_timeout(), Some(base + DISCOVERY_DIAL_INTERVAL));
+        let mut dials = burst.len();
+        let mut t = base;
+        for _ in 0..100 {
+            t += DISCOVERY_DIAL_INTERVAL;
+            while cm.poll_dial(t).is_some() {
+                dials += 1;
+            }
+        }
+        // 10 s later: the burst plus ten a second, not 2,000.
+        assert_eq!(dials, DISCOVERY_DIAL_BURST as usize + 100);
+        // Only so many candidates are remembered.
+        assert_eq!(cm.targets.len(), MAX_DISCOVERED_TARGETS);
+        assert!(cm.skipped_candidates() > 0);
+        // A direct target is not held back by the spent discovery budget.
+        connect(&mut cm, &["10.0.0.1"], t);
+        assert_eq!(
+            cm.poll_dial(t),
+            Some(Dial {
+                addr: sa("10.0.0.1:6783"),
+                accept_new_peer: true
+            })
+        );
+        assert_eq!(cm.poll_dial(t), None, "discovery budget spent");
+    }
+
+    #[test]
+    fn long_failing_discovered_targets_make_room_for_new_candidates() {
+        let mut now = Instant::now();
+        let mut cm = ConnectionMaker::new(PORT, true, 0, 1);
+        let bogus = gossiped(MAX_DISCOVERED_TARGETS);
+        let real = sa("10.200.0.1:6783"); // sorts after every bogus one
+        let mut all = bogus.clone();
+        all.push(real);
+        cm.refresh(&[], &all, now);
+        assert_eq!(cm.target_state(real), None, "no room yet");
+        // Every bogus address fails until its back-off is long: then the real one gets in.
+        for _ in 0..2000 {
+            now += Duration::from_secs(1);
+            while let Some(d) = cm.poll_dial(now) {
+                if d.addr == real {
+                    cm.connection_up(real);
+                    continue;
+                }
+                cm.dial_failed(d.addr, "refused".into(), now);
+            }
+            cm.refresh(&[], &all, now);
+            if cm.target_state(real).is_some() {
+                break;
+            }
+        }
+        assert!(
+            cm.target_state(real).is_some(),
+            "the real peer was never tried"
+        );
+        assert!(cm.targets.len() <= MAX_DISCOVERED_TARGETS);
+    }
+
+    #[test]
+    fn dials_in_progress_count_against_the_limit() {
+        let base = Instant::now();
+        let mut cm = ConnectionMaker::new(PORT, true, 3, 1);
+        cm.refresh(&[], &gossiped(10), base);
+        let dials: Vec<Dial> = std::iter::from_fn(|| cm.poll_dial(base)).collect();
+        assert_eq!(dials.len(), 3, "three in flight fill a limit of three");
+        assert_eq!(cm.poll_timeout(), None);
+        cm.dial_failed(dials[0].addr, "refused".into(), base);
+        assert!(
+            cm.poll_dial(base).is_some(),
+            "a failed dial frees its place"
+        );
+        assert_eq!(cm.poll_dial(base), None);
     }
 
     #[test]

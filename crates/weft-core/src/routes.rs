@@ -2,7 +2,7 @@
 //!
 //! [`Routes`] is an immutable snapshot computed from one topology view: unicast next hops from
 //! us (over established symmetric connections for the data plane, over all connections for
-//! gossip), broadcast next hops for every source, and the weighting used to pick random gossip
+//! gossip), broadcast next hops per source, and the weighting used to pick random gossip
 //! neighbours. It owns no timers: Weave Net defers recalculation by 100 ms and coalesces; the
 //! caller decides when to call [`Routes::calculate`] again (any time the view changed).
 //!
@@ -16,13 +16,17 @@
 //! With V peers and E connection entries (a full mesh of 500 has E ≈ 250 000):
 //! * [`Routes::calculate`]: O(V log V + E log V) time, O(V + E) memory — adjacency lists in
 //!   dense indices (assigned in name order, so comparing indices compares names) plus two BFS.
+//!   This is the whole cost of a topology change; nothing is computed per source.
 //! * broadcast hops for one source: one BFS that stops when we are dequeued, O(V + E); computed
 //!   lazily on first use and cached for the life of the snapshot (as Go does), so a snapshot
-//!   only pays for the sources that actually broadcast. [`Routes::broadcast_table`] forces all
-//!   of them: O(V·(V + E)), e.g. ~1.3·10⁸ steps for a 500-peer full mesh.
+//!   only pays for the sources that actually broadcast. The cache lives in a
+//!   [`BroadcastRoutes`] that the data path can hold on another thread
+//!   ([`Routes::broadcast_routes`]); what either side computes, the other reuses.
+//!   [`Routes::broadcast_table`] lists only what is cached (plus our own source), so status
+//!   never forces the O(V·(V + E)) of every source.
 //! * [`Routes::random_neighbours`]: O(d²) for d neighbours (weights are precomputed).
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use rand::Rng;
 use weft_wire::PeerName;
@@ -35,14 +39,8 @@ const UNREACHED: u32 = u32::MAX;
 /// Unicast and broadcast routes from one peer's point of view, for one topology snapshot.
 #[derive(Debug, Clone)]
 pub struct Routes {
-    /// Index of the peer the routes are computed for (normally ourself).
-    origin: u32,
-    /// Every known peer, ascending; a peer's dense index is its position here.
-    names: Vec<PeerName>,
-    /// Per peer, the peers its connection list names (ascending indices).
-    adj_all: Csr,
-    /// Per peer, the peers with an established connection both ways (ascending indices).
-    adj_symmetric: Csr,
+    /// The adjacency and the lazily filled broadcast caches, shared with the data path.
+    graph: BroadcastRoutes,
     /// Next hop from `origin` per destination over `adj_symmetric`; `UNREACHED` if none;
     /// `origin` maps to itself.
     unicast: Vec<u32>,
@@ -52,10 +50,116 @@ pub struct Routes {
     reachable_all: usize,
     /// Per neighbour of `origin`, how many destinations `unicast_all` routes through it.
     neighbour_weights: Vec<(PeerName, u64)>,
+}
+
+/// The broadcast routes of one topology snapshot, computed per source on first use and cached
+/// until the snapshot is replaced. Cloning is cheap (a reference count) and every clone shares
+/// the cache, so the mesh and the data path thread compute each source at most once between
+/// them. Take one with [`Routes::broadcast_routes`].
+#[derive(Debug, Clone)]
+pub struct BroadcastRoutes(Arc<Graph>);
+
+#[derive(Debug)]
+struct Graph {
+    /// Index of the peer the routes are computed for (normally ourself).
+    origin: u32,
+    /// Every known peer, ascending; a peer's dense index is its position here.
+    names: Vec<PeerName>,
+    /// Per peer, the peers its connection list names (ascending indices).
+    adj_all: Csr,
+    /// Per peer, the peers with an established connection both ways (ascending indices).
+    adj_symmetric: Csr,
     /// Lazily computed broadcast hops per source index, over `adj_symmetric`.
     broadcast: Vec<OnceLock<Vec<PeerName>>>,
     /// Lazily computed broadcast hops per source index, over `adj_all`.
     broadcast_all: Vec<OnceLock<Vec<PeerName>>>,
+}
+
+impl BroadcastRoutes {
+    /// Where to forward a data-plane broadcast that originated at `src` (established symmetric
+    /// connections), sorted by name. Empty if `src` is unknown or cannot reach us.
+    pub fn hops(&self, src: PeerName) -> &[PeerName] {
+        self.0.hops(&self.0.broadcast, &self.0.adj_symmetric, src)
+    }
+
+    /// Where to forward a gossip broadcast that originated at `src` (all connections).
+    pub fn hops_all(&self, src: PeerName) -> &[PeerName] {
+        self.0.hops(&self.0.broadcast_all, &self.0.adj_all, src)
+    }
+
+    /// How many sources have their data-plane hops computed so far (for tests and metrics).
+    pub fn cached_sources(&self) -> usize {
+        self.0
+            .broadcast
+            .iter()
+            .filter(|c| c.get().is_some())
+            .count()
+    }
+}
+
+/// Two snapshots are equal when they answer alike: same origin and same graphs. The caches do
+/// not count, as they only hold what the graphs determine.
+impl PartialEq for BroadcastRoutes {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+            || (self.0.origin == other.0.origin
+                && self.0.names == other.0.names
+                && self.0.adj_all == other.0.adj_all
+                && self.0.adj_symmetric == other.0.adj_symmetric)
+    }
+}
+
+impl Eq for BroadcastRoutes {}
+
+impl Graph {
+    fn name(&self, i: u32) -> PeerName {
+        self.names
+            .get(i as usize)
+            .copied()
+            .unwrap_or(PeerName::UNKNOWN)
+    }
+
+    /// Our next hops for a broadcast from `src`: run the BFS from `src` until we are dequeued;
+    /// forward to our neighbours not reached by then (the peers at the next level that no
+    /// lower-named peer of our level claimed).
+    fn hops<'a>(
+        &'a self,
+        cache: &'a [OnceLock<Vec<PeerName>>],
+        adj: &Csr,
+        src: PeerName,
+    ) -> &'a [PeerName] {
+        let Some(s) = self.names.binary_search(&src).ok() else {
+            return &[];
+        };
+        let Some(slot) = cache.get(s) else {
+            return &[];
+        };
+        slot.get_or_init(|| {
+            let (found, reached) = bfs(adj, s as u32, Some(self.origin));
+            if !found {
+                return Vec::new();
+            }
+            adj.row(self.origin as usize)
+                .iter()
+                .filter(|&&nb| reached.get(nb as usize) == Some(&UNREACHED))
+                .map(|&nb| self.name(nb))
+                .collect()
+        })
+    }
+
+    /// `(source, hops)` for every cached source, and for the origin (computed if need be).
+    fn table(
+        &self,
+        cache: &[OnceLock<Vec<PeerName>>],
+        adj: &Csr,
+    ) -> Vec<(PeerName, Vec<PeerName>)> {
+        let _ = self.hops(cache, adj, self.name(self.origin));
+        self.names
+            .iter()
+            .zip(cache)
+            .filter_map(|(&n, c)| c.get().map(|h| (n, h.clone())))
+            .collect()
+    }
 }
 
 impl Routes {
@@ -76,7 +180,7 @@ impl Routes {
 
     /// The peer these routes are for.
     pub fn origin(&self) -> PeerName {
-        self.name(self.origin)
+        self.name(self.graph.0.origin)
     }
 
     /// Data-plane next hop towards `dest` (established symmetric connections only); `None` if
@@ -94,13 +198,19 @@ impl Routes {
     /// Where to forward a data-plane broadcast that originated at `src` (established symmetric
     /// connections), sorted by name. Empty if `src` is unknown or cannot reach us.
     pub fn broadcast(&self, src: PeerName) -> &[PeerName] {
-        self.broadcast_hops(&self.broadcast, &self.adj_symmetric, src)
+        self.graph.hops(src)
     }
 
     /// Where to forward a gossip broadcast (tag 6) that originated at `src` (all connections),
     /// sorted by name. Empty if `src` is unknown or cannot reach us.
     pub fn broadcast_all(&self, src: PeerName) -> &[PeerName] {
-        self.broadcast_hops(&self.broadcast_all, &self.adj_all, src)
+        self.graph.hops_all(src)
+    }
+
+    /// The broadcast routes of this snapshot as a cheap shareable handle (same cache), for a
+    /// data path that forwards on another thread.
+    pub fn broadcast_routes(&self) -> BroadcastRoutes {
+        self.graph.clone()
     }
 
     /// Picks gossip neighbours (spec §3.2): each neighbour is weighted by how many destinations
@@ -157,22 +267,19 @@ impl Routes {
         self.table(&self.unicast_all)
     }
 
-    /// The data-plane broadcast table `(source, next hops)` for every known peer, sorted by
-    /// source (Weave Net shows only the sources it happened to cache). Computes every source:
-    /// see the module's complexity notes.
+    /// The data-plane broadcast table `(source, next hops)`, sorted by source, for status and
+    /// `weft report`. Like Weave Net, it shows the sources computed so far (by forwarding or
+    /// gossip since the last change) and our own; it never computes every source, which would
+    /// cost a route search per peer.
     pub fn broadcast_table(&self) -> Vec<(PeerName, Vec<PeerName>)> {
-        self.names
-            .iter()
-            .map(|&src| (src, self.broadcast(src).to_vec()))
-            .collect()
+        let g = &self.graph.0;
+        g.table(&g.broadcast, &g.adj_symmetric)
     }
 
     /// Like [`Self::broadcast_table`] but over all connections.
     pub fn broadcast_all_table(&self) -> Vec<(PeerName, Vec<PeerName>)> {
-        self.names
-            .iter()
-            .map(|&src| (src, self.broadcast_all(src).to_vec()))
-            .collect()
+        let g = &self.graph.0;
+        g.table(&g.broadcast_all, &g.adj_all)
     }
 
     fn build(peers: &Peers, origin: PeerName) -> Self {
@@ -235,30 +342,30 @@ impl Routes {
             .map(|(&w, &n)| (n, w))
             .collect();
         let n = names.len();
-        Self {
+        let graph = BroadcastRoutes(Arc::new(Graph {
             origin,
             names,
             adj_all,
             adj_symmetric,
+            broadcast: (0..n).map(|_| OnceLock::new()).collect(),
+            broadcast_all: (0..n).map(|_| OnceLock::new()).collect(),
+        }));
+        Self {
+            graph,
             unicast,
             unicast_all,
             reachable_all,
             neighbour_weights,
-            broadcast: (0..n).map(|_| OnceLock::new()).collect(),
-            broadcast_all: (0..n).map(|_| OnceLock::new()).collect(),
         }
     }
 
     fn name(&self, i: u32) -> PeerName {
-        self.names
-            .get(i as usize)
-            .copied()
-            .unwrap_or(PeerName::UNKNOWN)
+        self.graph.0.name(i)
     }
 
     fn next_hop(&self, table: &[u32], dest: PeerName) -> Option<PeerName> {
-        let d = self.names.binary_search(&dest).ok()?;
-        if d == self.origin as usize {
+        let d = self.graph.0.names.binary_search(&dest).ok()?;
+        if d == self.graph.0.origin as usize {
             return None;
         }
         match table.get(d).copied()? {
@@ -273,48 +380,28 @@ impl Routes {
             .enumerate()
             .filter(|(_, &h)| h != UNREACHED)
             .map(|(d, &h)| {
-                let via = if d == self.origin as usize {
+                let via = if d == self.graph.0.origin as usize {
                     PeerName::UNKNOWN
                 } else {
                     self.name(h)
                 };
-                (self.names.get(d).copied().unwrap_or(PeerName::UNKNOWN), via)
+                (
+                    self.graph
+                        .0
+                        .names
+                        .get(d)
+                        .copied()
+                        .unwrap_or(PeerName::UNKNOWN),
+                    via,
+                )
             })
             .collect()
-    }
-
-    /// Our next hops for a broadcast from `src`: run the BFS from `src` until we are dequeued;
-    /// forward to our neighbours not reached by then (the peers at the next level that no
-    /// lower-named peer of our level claimed).
-    fn broadcast_hops<'a>(
-        &'a self,
-        cache: &'a [OnceLock<Vec<PeerName>>],
-        adj: &Csr,
-        src: PeerName,
-    ) -> &'a [PeerName] {
-        let Some(s) = self.names.binary_search(&src).ok() else {
-            return &[];
-        };
-        let Some(slot) = cache.get(s) else {
-            return &[];
-        };
-        slot.get_or_init(|| {
-            let (found, reached) = bfs(adj, s as u32, Some(self.origin));
-            if !found {
-                return Vec::new();
-            }
-            adj.row(self.origin as usize)
-                .iter()
-                .filter(|&&nb| reached.get(nb as usize) == Some(&UNREACHED))
-                .map(|&nb| self.name(nb))
-                .collect()
-        })
     }
 }
 
 /// Adjacency lists in compressed sparse rows: row `i` is `targets[offsets[i]..offsets[i+1]]`.
 /// Two allocations instead of one per peer, which matters when routes are recalculated often.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Csr {
     offsets: Vec<usize>,
     targets: Vec<u32>,
@@ -427,7 +514,7 @@ fn bfs(adj: &Csr, start: u32, stop_at: Option<u32>) -> (bool, Vec<u32>) {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // In tests a panic is the failed assertion.
 mod tests {
-    use std::collections::BTreeMap;
+    use std::collections::{BTreeMap, BTreeSet};
 
     use proptest::prelude::*;
     use rand::rngs::StdRng;
@@ -726,10 +813,90 @@ mod tests {
             let other = Routes::calculate_from(&v[&1], pn(n)).unwrap();
             assert_eq!(own.origin(), pn(n));
             assert_eq!(own.unicast_table(), other.unicast_table());
+            for src in 1..=5 {
+                assert_eq!(own.broadcast(pn(src)), other.broadcast(pn(src)));
+                assert_eq!(own.broadcast_all(pn(src)), other.broadcast_all(pn(src)));
+            }
             assert_eq!(own.broadcast_table(), other.broadcast_table());
             assert_eq!(own.broadcast_all_table(), other.broadcast_all_table());
         }
         assert!(Routes::calculate_from(&v[&1], pn(99)).is_none());
+    }
+
+    #[test]
+    fn broadcast_table_lists_only_computed_sources() {
+        let v = views(&undirected(5, &[(1, 2), (2, 3), (3, 4), (4, 5)]));
+        let r = routes_of(&v, 3);
+        // Nothing forwarded yet: only our own source, computed for the table.
+        assert_eq!(r.broadcast_table(), vec![(pn(3), vec![pn(2), pn(4)])]);
+        assert_eq!(r.broadcast(pn(1)), &[pn(4)]);
+        let shared = r.broadcast_routes();
+        assert_eq!(shared.hops(pn(5)), &[pn(2)], "computed through the handle");
+        assert_eq!(
+            r.broadcast_table(),
+            vec![
+                (pn(1), vec![pn(4)]),
+                (pn(3), vec![pn(2), pn(4)]),
+                (pn(5), vec![pn(2)])
+            ],
+            "the handle and the routes share one cache"
+        );
+        assert_eq!(shared.cached_sources(), 3);
+        assert_eq!(r.broadcast_all_table(), vec![(pn(3), vec![pn(2), pn(4)])]);
+        // Snapshots of the same view are equal, whatever they cached; another view is not.
+        assert_eq!(routes_of(&v, 3).broadcast_routes(), shared);
+        assert_ne!(routes_of(&v, 2).broadcast_routes(), shared);
+    }
+
+    /// Weave's broadcast rule written plainly over the edge lists, sharing no code with
+    /// [`Routes`]: BFS from `src` one level at a time in name order, stop when `me` is taken
+    /// from the worklist, and forward to the neighbours of `me` not reached by then.
+    fn reference_broadcast(e: &Edges, me: u64, src: u64, symmetric: bool) -> Vec<PeerName> {
+        let lists = |a: u64, b: u64| {
+            e.get(&a)
+                .and_then(|l| l.iter().find(|&&(x, _)| x == b))
+                .map(|&(_, est)| est)
+        };
+        let neighbours = |a: u64| -> Vec<u64> {
+            let mut out: Vec<u64> = e
+                .get(&a)
+                .into_iter()
+                .flatten()
+                .filter(|&&(b, est)| {
+                    e.contains_key(&b) && (!symmetric || (est && lists(b, a) == Some(true)))
+                })
+                .map(|&(b, _)| b)
+                .collect();
+            out.sort_unstable();
+            out
+        };
+        let mut reached = BTreeSet::from([src]);
+        let mut level = vec![src];
+        let mut found = false;
+        'search: while !level.is_empty() {
+            level.sort_unstable();
+            let mut next = Vec::new();
+            for &cur in &level {
+                if cur == me {
+                    found = true;
+                    break 'search;
+                }
+                for nb in neighbours(cur) {
+                    if reached.insert(nb) {
+                        next.push(nb);
+                    }
+                }
+            }
+            level = next;
+        }
+        if !found {
+            return Vec::new();
+        }
+        neighbours(me)
+            .into_iter()
+            .filter(|nb| !reached.contains(nb))
+            .map(pn)
+            .collect()
     }
 
     fn arb_topology() -> impl Strategy<Value = Edges> {
@@ -756,6 +923,39 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(200))]
+
+        #[test]
+        fn lazy_broadcast_equals_eager_reference(e in arb_topology(), order in any::<u64>()) {
+            let v = views(&e);
+            for &me in e.keys() {
+                let r = routes_of(&v, me);
+                let shared = r.broadcast_routes();
+                // Ask in a scrambled order, half through the shared handle on another thread.
+                let mut srcs: Vec<u64> = e.keys().copied().collect();
+                srcs.sort_by_key(|&s| s.wrapping_mul(order | 1).rotate_left(17));
+                let (a, b) = srcs.split_at(srcs.len() / 2);
+                let other = std::thread::scope(|t| {
+                    t.spawn(|| {
+                        b.iter()
+                            .map(|&s| (s, shared.hops(pn(s)).to_vec(), shared.hops_all(pn(s)).to_vec()))
+                            .collect::<Vec<_>>()
+                    })
+                    .join()
+                    .unwrap()
+                });
+                for &s in a {
+                    prop_assert_eq!(r.broadcast(pn(s)).to_vec(), reference_broadcast(&e, me, s, true));
+                    prop_assert_eq!(r.broadcast_all(pn(s)).to_vec(), reference_broadcast(&e, me, s, false));
+                }
+                for (s, hops, hops_all) in other {
+                    prop_assert_eq!(hops, reference_broadcast(&e, me, s, true));
+                    prop_assert_eq!(hops_all, reference_broadcast(&e, me, s, false));
+                    // Cached now: the routes answer the same without recomputing.
+                    prop_assert_eq!(r.broadcast(pn(s)).to_vec(), reference_broadcast(&e, me, s, true));
+                }
+                prop_assert_eq!(shared.cached_sources(), srcs.len());
+            }
+        }
 
         #[test]
         fn broadcast_exactly_once_and_unicast_loop_free(e in arb_topology()) {

@@ -12,10 +12,39 @@
 //! Input from the network (the `update` of [`Peers::apply_update`]) never panics: malformed
 //! updates are rejected as a whole before anything is changed, with a [`TopologyError`].
 //!
+//! # Bounds
+//! Gossip cannot make the view grow without limit or make one update cost more than its size:
+//! * at most [`MAX_PEERS`] peers are held. Beyond that, peers first heard of in gossip (full
+//!   entries and names in connection lists alike) are ignored, counted in
+//!   [`Peers::ignored_peers`] and logged at each power of two of that count; connections naming
+//!   them are kept as gossiped but lead nowhere until GC makes room and gossip names them again.
+//!   Local connections are never refused here (the connection limit bounds them);
+//! * an entry with more than [`MAX_CONNECTIONS_PER_PEER`] connections, or a delta message with
+//!   more than [`MAX_DELTAS_PER_MESSAGE`] deltas, is an error ([`TopologyError`]), which closes
+//!   the one connection it came on;
+//! * a delta is applied in place: O(k log d) for k changes to a list of d, with at most k
+//!   `memmove`s of the list, or one merge when k is large; the list is never copied.
+//!
+//! # Versions
+//! Weave Net's merge order puts the version first, so an entry forged at version 2⁶⁴−1 would
+//! win forever: its owner can never out-version it (Weave's `setVersionBeyond` wraps to 0).
+//! weft keeps Weave's order but refuses versions no correct peer can have sent:
+//! * a summary or delta may be at most [`MAX_VERSION_STEP`] (2³²) above the version we hold for
+//!   that peer (0 if unknown or a placeholder); anything higher is skipped like a stale entry and
+//!   counted in [`Peers::refused_versions`]. A peer bumps its version once per local connection
+//!   event, so 2³² events between two entries we see is not plausible; a forger would need
+//!   some 2³² accepted rounds, each out-versioned by the owner, to exhaust the version space;
+//! * when an entry for *us* arrives with a version at or above ours (another UID: an older
+//!   incarnation, Weave's rule) or above ours (our own UID: a copy no one but us may write, so
+//!   forged), we raise ours to one beyond it and announce, within the same step bound;
+//! * a restarted peer (new UID) out-versions its old incarnation the same way (above), so the
+//!   old entry is replaced everywhere by ordinary merging.
+//!
 //! Invariants kept by every method:
 //! * our own entry always exists and always has a short ID;
 //! * every connection in every list names a known peer (unknown names become placeholders on
-//!   merge, and GC only removes peers no remaining list points to);
+//!   merge, and GC only removes peers no remaining list points to), except names ignored while
+//!   the view is full (see Bounds), which route calculation and GC skip;
 //! * connection lists are sorted by remote name without duplicates, so views and summaries are
 //!   deterministic and comparable across peers.
 
@@ -26,7 +55,16 @@ use rand::Rng;
 use weft_wire::{ConnectionSummary, PeerName, PeerSummary};
 
 mod delta;
-pub use delta::DeltaOutcome;
+pub use delta::{DeltaOutcome, MAX_DELTAS_PER_MESSAGE};
+
+/// Most peers the view holds (ourself included); see the module's "Bounds".
+pub const MAX_PEERS: usize = 4096;
+
+/// Most connections one peer entry may list; more is a [`TopologyError`].
+pub const MAX_CONNECTIONS_PER_PEER: usize = 1024;
+
+/// Most a peer's version may rise in one step of what we hold; see the module's "Versions".
+pub const MAX_VERSION_STEP: u64 = 1 << 32;
 
 /// Number of bits in a short ID (fast datapath VNI space).
 pub const SHORT_ID_BITS: u32 = 12;
@@ -58,6 +96,20 @@ pub enum TopologyError {
         /// The short ID it claims.
         short_id: u16,
     },
+    /// A peer entry lists (or a delta would leave it with) more than
+    /// [`MAX_CONNECTIONS_PER_PEER`] connections.
+    #[error(
+        "peer {peer} has {count} connections, more than the {MAX_CONNECTIONS_PER_PEER} allowed"
+    )]
+    TooManyConnections {
+        /// The peer whose entry is too long.
+        peer: PeerName,
+        /// How many connections it would have.
+        count: usize,
+    },
+    /// One message carries more than [`MAX_DELTAS_PER_MESSAGE`] deltas.
+    #[error("topology message carries {0} deltas, more than the {MAX_DELTAS_PER_MESSAGE} allowed")]
+    TooManyDeltas(usize),
 }
 
 /// Result of [`Peers::add_local_connection`].
@@ -140,6 +192,10 @@ pub struct Peers {
     others: BTreeMap<PeerName, PeerEntry>,
     /// Holders of each short ID (ourself included); the lowest name is the principal.
     by_short_id: BTreeMap<u16, BTreeSet<PeerName>>,
+    /// Peers first heard of in gossip while the view was full ([`MAX_PEERS`]).
+    ignored_peers: u64,
+    /// Entries skipped for an implausible version ([`MAX_VERSION_STEP`]).
+    refused_versions: u64,
 }
 
 impl Peers {
@@ -166,6 +222,8 @@ impl Peers {
             ourself,
             others: BTreeMap::new(),
             by_short_id,
+            ignored_peers: 0,
+            refused_versions: 0,
         }
     }
 
@@ -280,16 +338,19 @@ impl Peers {
     /// `announce_self`.
     ///
     /// Rules: unknown peers are created from their summary; names only referenced in
-    /// connection lists become placeholders (UID 0, version 0, no short ID). A summary of
-    /// ourself with another UID raises our version to `max(ours, theirs + 1)`. A known peer is
-    /// replaced unless the new summary is older: lower version, or equal version and (lower
-    /// UID, or equal UID and (`!new.has_short_id || old.has_short_id`)).
+    /// connection lists become placeholders (UID 0, version 0, no short ID), both only while
+    /// fewer than [`MAX_PEERS`] are held. A summary of ourself with another UID and a version at
+    /// or above ours, or with our UID and a version above ours, raises our version to one more
+    /// than theirs. A known peer is replaced unless the new summary is older: lower version, or
+    /// equal version and (lower UID, or equal UID and (`!new.has_short_id || old.has_short_id`)).
+    /// Versions more than [`MAX_VERSION_STEP`] above what we hold are skipped (module docs).
     ///
     /// # Errors
     /// The update is rejected as a whole, before any change, if a summary or connection names
     /// the unknown peer ([`TopologyError::UnknownPeerName`]), a peer appears twice
-    /// ([`TopologyError::DuplicatePeer`]) or a short ID exceeds 12 bits
-    /// ([`TopologyError::ShortIdOutOfRange`]).
+    /// ([`TopologyError::DuplicatePeer`]), a short ID exceeds 12 bits
+    /// ([`TopologyError::ShortIdOutOfRange`]) or an entry lists more than
+    /// [`MAX_CONNECTIONS_PER_PEER`] connections ([`TopologyError::TooManyConnections`]).
     pub fn apply_update(
         &mut self,
         update: Vec<(PeerSummary, Vec<ConnectionSummary>)>,
@@ -300,8 +361,17 @@ impl Peers {
         // Peers new to us are created from their summary first, then placeholders for names
         // only referenced by connections, so every connection below resolves.
         let mut created = BTreeSet::new();
+        let ignored_before = self.ignored_peers;
         for (summary, _) in &update {
             if summary.name != ours && !self.others.contains_key(&summary.name) {
+                if !plausible(0, summary.version) {
+                    self.refused_versions += 1;
+                    continue;
+                }
+                if !self.has_room() {
+                    self.ignored_peers += 1;
+                    continue;
+                }
                 self.index_short_id(summary);
                 self.others.insert(
                     summary.name,
@@ -315,23 +385,17 @@ impl Peers {
         }
         for (_, conns) in &update {
             for c in conns {
-                if c.name != ours && !self.others.contains_key(&c.name) {
-                    self.others.insert(c.name, PeerEntry::placeholder(c.name));
-                }
+                self.add_placeholder(c.name);
             }
         }
+        self.log_ignored(ignored_before);
 
         let mut result = Update::default();
         for (summary, conns) in update {
             let name = summary.name;
             result.received.push(name);
             if name == ours {
-                if summary.uid != self.ourself.summary.uid
-                    && summary.version >= self.ourself.summary.version
-                {
-                    self.ourself.summary.version = summary.version.saturating_add(1);
-                    result.announce_self = true;
-                }
+                result.announce_self |= self.out_version(&summary);
                 continue;
             }
             if created.contains(&name) {
@@ -342,9 +406,13 @@ impl Peers {
                 continue;
             }
             let Some(old) = self.others.get(&name) else {
-                continue; // unreachable: every summarised peer was created above
+                continue; // ignored: the view is full, or an implausible version
             };
             let old = &old.summary;
+            if !plausible(old.version, summary.version) {
+                self.refused_versions += 1;
+                continue;
+            }
             let older = summary.version < old.version
                 || (summary.version == old.version
                     && (summary.uid < old.uid
@@ -513,6 +581,67 @@ impl Peers {
             })
     }
 
+    /// Peers first heard of in gossip and ignored because the view was full ([`MAX_PEERS`]),
+    /// since start.
+    pub fn ignored_peers(&self) -> u64 {
+        self.ignored_peers
+    }
+
+    /// Entries and deltas skipped for a version more than [`MAX_VERSION_STEP`] above what we
+    /// held, since start.
+    pub fn refused_versions(&self) -> u64 {
+        self.refused_versions
+    }
+
+    /// Whether gossip may add one more peer.
+    fn has_room(&self) -> bool {
+        self.len() < MAX_PEERS
+    }
+
+    /// A placeholder for `name` if it is new to us and there is room (counted if not).
+    fn add_placeholder(&mut self, name: PeerName) {
+        if name == self.our_name() || self.others.contains_key(&name) {
+            return;
+        }
+        if self.has_room() {
+            self.others.insert(name, PeerEntry::placeholder(name));
+        } else {
+            self.ignored_peers += 1;
+        }
+    }
+
+    /// Logs that the view is full, once per power of two of the ignored count, so that a flood
+    /// of names costs a handful of lines.
+    fn log_ignored(&self, before: u64) {
+        let now = self.ignored_peers;
+        if now > before && (now.ilog2() > before.checked_ilog2().unwrap_or(0) || before == 0) {
+            tracing::warn!(
+                "topology holds {MAX_PEERS} peers: {now} new peers from gossip ignored so far"
+            );
+        }
+    }
+
+    /// A summary of ourself arrived: raise our version beyond it if it is an older incarnation
+    /// at or above our version, or a forged copy of this incarnation above it (module docs,
+    /// "Versions"). Returns whether we must announce ourself.
+    fn out_version(&mut self, s: &PeerSummary) -> bool {
+        let ours = &mut self.ourself.summary;
+        let beats_us = if s.uid == ours.uid {
+            s.version > ours.version
+        } else {
+            s.version >= ours.version
+        };
+        if !beats_us {
+            return false;
+        }
+        if !plausible(ours.version, s.version) {
+            self.refused_versions += 1;
+            return false;
+        }
+        ours.version = s.version.saturating_add(1);
+        true
+    }
+
     fn entry(&self, name: PeerName) -> Option<&PeerEntry> {
         if name == self.our_name() {
             Some(&self.ourself)
@@ -653,8 +782,19 @@ fn validate(update: &[(PeerSummary, Vec<ConnectionSummary>)]) -> Result<(), Topo
         if conns.iter().any(|c| c.name == PeerName::UNKNOWN) {
             return Err(TopologyError::UnknownPeerName);
         }
+        if conns.len() > MAX_CONNECTIONS_PER_PEER {
+            return Err(TopologyError::TooManyConnections {
+                peer: summary.name,
+                count: conns.len(),
+            });
+        }
     }
     Ok(())
+}
+
+/// Whether a peer we hold at version `held` (0 if unknown) may plausibly be at `version` now.
+fn plausible(held: u64, version: u64) -> bool {
+    version <= held.saturating_add(MAX_VERSION_STEP)
 }
 
 /// Sorts a received connection list by remote name; for duplicate names the last entry wins
@@ -920,12 +1060,20 @@ mod tests {
     fn self_incarnation_bump() {
         let mut p = peers(1);
         p.add_local_connection(&summary(2, 202, 0), "x".into(), true); // version 1
-                                                                       // Our own current incarnation: ignored whatever it says.
+                                                                       // Our own current incarnation at or below our version: ignored whatever it says.
         let u = p
-            .apply_update(vec![(summary(1, 101, 50), vec![conn(7, true)])])
+            .apply_update(vec![(summary(1, 101, 1), vec![conn(7, true)])])
             .unwrap();
         assert!(!u.announce_self && u.improved.is_empty());
         assert_eq!(p.our_summary().version, 1);
+        assert_eq!(p.get(pn(1)).map(|(_, c)| c.len()), Some(1));
+        // Above it, it is forged (only we write our UID's versions): we jump beyond it, but
+        // our own entry is never replaced.
+        let u = p
+            .apply_update(vec![(summary(1, 101, 40), vec![conn(7, true)])])
+            .unwrap();
+        assert!(u.announce_self && u.improved.is_empty());
+        assert_eq!(p.our_summary().version, 41);
         assert_eq!(p.get(pn(1)).map(|(_, c)| c.len()), Some(1));
         // An old incarnation at a higher version: we jump beyond it.
         let u = p.apply_update(vec![(summary(1, 55, 50), vec![])]).unwrap();
@@ -1034,6 +1182,117 @@ mod tests {
             .collect();
         assert_eq!(gone, vec![pn(2), pn(5), pn(6)]);
         assert_eq!(p.len(), 1);
+    }
+
+    #[test]
+    fn the_view_holds_at_most_max_peers() {
+        let mut p = peers(1);
+        // One update naming far more peers than fit, as entries and as connections.
+        let small = |n: u64| PeerSummary {
+            short_id: (n % 4096) as u16,
+            ..summary(n, n, 1)
+        };
+        let update: Vec<_> = (2..MAX_PEERS as u64 + 100)
+            .map(|n| (small(n), vec![conn(n + 100_000, true)]))
+            .collect();
+        let u = p.apply_update(update).unwrap();
+        assert_eq!(p.len(), MAX_PEERS);
+        assert_eq!(
+            u.improved.len(),
+            MAX_PEERS - 1,
+            "entries first, then placeholders"
+        );
+        assert!(p.ignored_peers() >= 100);
+        assert!(p.get(pn(MAX_PEERS as u64 + 50)).is_none());
+        // A connection to an ignored name is kept as gossiped; routes and GC skip it.
+        assert_eq!(p.get(pn(2)).unwrap().1.len(), 1);
+        assert!(p.get(pn(100_002)).is_none());
+        let before = p.ignored_peers();
+        p.apply_update(vec![(small(999_999), vec![])]).unwrap();
+        assert_eq!(p.ignored_peers(), before + 1);
+        // Local connections are not refused; GC makes room again.
+        p.add_local_connection(&small(888_888), "l".into(), true);
+        assert_eq!(p.len(), MAX_PEERS + 1);
+        p.garbage_collect();
+        assert_eq!(
+            p.len(),
+            2,
+            "nothing but ourself and the local remote is reachable"
+        );
+        p.apply_update(vec![(small(999_999), vec![])]).unwrap();
+        assert!(p.get(pn(999_999)).is_some());
+    }
+
+    #[test]
+    fn entries_with_too_many_connections_are_rejected_whole() {
+        let mut p = peers(1);
+        let many: Vec<_> = (0..=MAX_CONNECTIONS_PER_PEER as u64)
+            .map(|n| conn(n + 10, true))
+            .collect();
+        let bad = vec![(summary(2, 202, 1), vec![]), (summary(3, 303, 1), many)];
+        assert_eq!(
+            p.apply_update(bad),
+            Err(TopologyError::TooManyConnections {
+                peer: pn(3),
+                count: MAX_CONNECTIONS_PER_PEER + 1
+            })
+        );
+        assert_eq!(p.len(), 1, "nothing applied");
+        let ok: Vec<_> = (0..MAX_CONNECTIONS_PER_PEER as u64)
+            .map(|n| conn(n + 10, true))
+            .collect();
+        assert!(p.apply_update(vec![(summary(3, 303, 1), ok)]).is_ok());
+    }
+
+    #[test]
+    fn a_forged_version_cannot_freeze_a_peer() {
+        let mut p = peers(1);
+        p.apply_update(vec![(summary(2, 202, 5), vec![conn(3, true)])])
+            .unwrap();
+        // u64::MAX for a known peer (its own or a higher uid): refused, counted.
+        for uid in [202, u64::MAX] {
+            let u = p
+                .apply_update(vec![(summary(2, uid, u64::MAX), vec![])])
+                .unwrap();
+            assert!(u.improved.is_empty());
+        }
+        assert_eq!(p.refused_versions(), 2);
+        assert_eq!(p.get(pn(2)).unwrap().0.version, 5);
+        // ... and for a peer we do not know yet.
+        let u = p
+            .apply_update(vec![(summary(9, 909, u64::MAX), vec![])])
+            .unwrap();
+        assert!(u.improved.is_empty() && p.get(pn(9)).is_none());
+        assert_eq!(p.refused_versions(), 3);
+        // A jump within the step is Weave's ordinary merge.
+        let step = 5 + MAX_VERSION_STEP;
+        assert!(p
+            .apply_update(vec![(summary(2, 202, step), vec![])])
+            .unwrap()
+            .is_improvement());
+        // A forged entry of us at u64::MAX is refused: we could not out-version it, and no
+        // correct peer accepts it either (it is beyond the step from what they hold).
+        let v = p.our_summary().version;
+        let u = p
+            .apply_update(vec![(summary(1, 55, u64::MAX), vec![])])
+            .unwrap();
+        assert!(!u.announce_self);
+        assert_eq!(p.our_summary().version, v);
+        // One within the step is out-versioned, so the owner always wins the next round.
+        let u = p
+            .apply_update(vec![(summary(1, 55, v + 1000), vec![])])
+            .unwrap();
+        assert!(u.announce_self);
+        assert_eq!(p.our_summary().version, v + 1001);
+        // A receiver holding us at the old version takes our new one over the forged one.
+        let mut q = peers(7);
+        q.apply_update(vec![(summary(1, 55, v + 1000), vec![])])
+            .unwrap();
+        assert!(q
+            .apply_update(p.summaries(&[pn(1)]))
+            .unwrap()
+            .is_improvement());
+        assert_eq!(q.get(pn(1)).unwrap().0.uid, 101);
     }
 
     #[test]

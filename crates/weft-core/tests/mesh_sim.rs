@@ -919,3 +919,146 @@ fn replayed_unknown_broadcasts_are_relayed_once() {
     }
     assert_eq!(c.frames_sent - before, 1, "relayed once");
 }
+
+/// 1,000 routers in one process: every peer joins through peer 0 at once (a star, discovery off,
+/// so the mesh stays as built), and within a few gossip intervals all of them hold the same
+/// view of all 1,000 peers and 999 established connections. The hub takes 999 connections and
+/// relays 1,000 peers' changes; the others learn most entries from its digests.
+#[test]
+fn thousand_peer_star_converges() {
+    let n = 1000;
+    let mut c = Cluster::with_discovery(n, 1000, false);
+    for i in 1..n {
+        c.connect(i, 0);
+    }
+    c.run_for(Duration::from_secs(95));
+    for i in 0..n {
+        let (peers, established, live) = c.status_line(i);
+        assert_eq!(peers, n, "peer {i} knows everyone");
+        assert_eq!(
+            established,
+            2 * (n - 1),
+            "peer {i} sees every connection established"
+        );
+        assert_eq!(live, if i == 0 { n - 1 } else { 1 });
+    }
+    assert!(c.views_agree(), "views differ");
+}
+
+/// Sends `payload` on `channel` to peer `to` over one of its connections, as from `from`.
+fn inject(c: &mut Cluster, to: usize, from: usize, channel: &str, payload: Vec<u8>) -> ConnId {
+    let conn = c
+        .links
+        .iter()
+        .find(|((p, _), (q, _))| *p == to && *q == from)
+        .map(|(&(_, conn), _)| conn)
+        .expect("a connection");
+    let now = c.now;
+    let mut body = Vec::new();
+    ProtocolMsg::Gossip {
+        channel: channel.into(),
+        src: c.mesh(from).name(),
+        payload,
+    }
+    .encode(&mut body);
+    c.mesh(to).handle_frame(conn, &body, now);
+    conn
+}
+
+/// What a hostile neighbour can make a router do with gossip is bounded: 2,000 addresses are
+/// dialled at the discovery rate, not at once; 5,000 peers fill the view only up to its cap;
+/// an entry forged at version u64::MAX is refused; too many deltas close only that connection.
+#[test]
+fn hostile_gossip_is_bounded() {
+    use weft_core::connection_maker::{DISCOVERY_DIAL_BURST, DISCOVERY_DIAL_INTERVAL};
+    use weft_core::topology::{MAX_DELTAS_PER_MESSAGE, MAX_PEERS};
+    use weft_wire::{topology as topo_wire, ConnectionSummary, PeerSummary};
+
+    let mut c = Cluster::new(2, 11);
+    c.connect(1, 0);
+    c.run_for(Duration::from_secs(5));
+    assert_eq!(c.status_line(0), (2, 2, 1));
+    let fake = |i: u64, version: u64| PeerSummary {
+        name: PeerName(0x0300_0000_0000 + i),
+        nick_name: format!("fake{i}"),
+        uid: 1 + i,
+        version,
+        short_id: (i % 4096) as u16,
+        has_short_id: true,
+    };
+    // Peer 1's entry, re-announced with connections to 5,000 fake peers at addresses and ports
+    // of its choosing (one entry may list only so many, so they hang off 5 fakes).
+    let mut us1 = c.mesh(1).peers().our_summary();
+    us1.version += 1;
+    let mut own = c.mesh(1).peers().get(us1.name).unwrap().1.to_vec();
+    let conn_to = |i: u64| ConnectionSummary {
+        name: fake(i, 0).name,
+        remote_tcp_addr: format!("192.0.{}.{}:{}", i / 250, i % 250, 1000 + i),
+        outbound: true,
+        established: true,
+    };
+    own.extend((0..5).map(conn_to));
+    let mut update = vec![(us1, own)];
+    for h in 0..5 {
+        let conns = (0..1000).map(|k| conn_to(5 + h * 1000 + k)).collect();
+        update.push((fake(h, 1), conns));
+    }
+    inject(&mut c, 0, 1, "topology", topo_wire::encode(&update));
+    let mut dials = 0;
+    let now = c.now;
+    while let Some(ev) = c.mesh(0).poll_event(now) {
+        if matches!(ev, MeshEvent::Dial { .. }) {
+            dials += 1; // never answered: stays in progress
+        }
+    }
+    assert_eq!(
+        dials, DISCOVERY_DIAL_BURST as usize,
+        "only the burst at once"
+    );
+    assert!(c.mesh(0).peers().len() <= MAX_PEERS);
+    assert!(c.mesh(0).peers().ignored_peers() > 0);
+    // A second later: ten more, not thousands.
+    let later = now + Duration::from_secs(1);
+    c.mesh(0).handle_timeout(later);
+    let mut more = 0;
+    while let Some(ev) = c.mesh(0).poll_event(later) {
+        if matches!(ev, MeshEvent::Dial { .. }) {
+            more += 1;
+        }
+    }
+    let per_second =
+        (Duration::from_secs(1).as_nanos() / DISCOVERY_DIAL_INTERVAL.as_nanos()) as usize;
+    assert!(more <= per_second, "{more} dials in the next second");
+
+    // A forged entry of peer 1 at u64::MAX is refused; peer 1's own next change still lands.
+    let mut forged = c.mesh(1).peers().our_summary();
+    forged.version = u64::MAX;
+    inject(
+        &mut c,
+        0,
+        1,
+        "topology",
+        topo_wire::encode(&[(forged, vec![])]),
+    );
+    let name1 = c.mesh(1).name();
+    assert!(c.mesh(0).peers().get(name1).unwrap().0.version < u64::MAX);
+    assert!(c.mesh(0).peers().refused_versions() >= 1);
+
+    // Too many deltas in one message: that connection closes, nothing else.
+    let d = topology_delta::Delta {
+        summary: fake(0, 2),
+        base_version: 1,
+        removed: vec![],
+        upserted: vec![],
+    };
+    let msg = topology_delta::Message::Update {
+        deltas: vec![d; MAX_DELTAS_PER_MESSAGE + 1],
+        refs: vec![],
+    };
+    let conn = inject(&mut c, 0, 1, topology_delta::CHANNEL, msg.encode().unwrap());
+    let now = c.now;
+    let closed = std::iter::from_fn(|| c.mesh(0).poll_event(now)).any(|ev| {
+        matches!(ev, MeshEvent::Close { conn: x, ref reason } if x == conn && reason.to_string().contains("deltas"))
+    });
+    assert!(closed, "the connection carrying it is closed");
+}

@@ -319,6 +319,7 @@ mod tests {
             broadcast: HashMap::from([(B, vec![E]), (C, vec![E])]),
             fastdp: HashSet::from([D]),
             known: HashSet::from([A, B, C, D, E]),
+            broadcast_routes: None,
             onward: None,
         }
     }

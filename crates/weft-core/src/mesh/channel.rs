@@ -124,12 +124,6 @@ impl RelayCache {
         self.order.push_back((key, now));
         false
     }
-
-    /// Messages remembered.
-    #[cfg(test)]
-    pub(super) fn len(&self) -> usize {
-        self.seen.len()
-    }
 }
 
 

@@ -225,6 +225,10 @@ impl Fabric for MeshFabric<'_> {
         self.routes.broadcast(src)
     }
 
+    fn broadcast_routes(&self) -> Option<crate::routes::BroadcastRoutes> {
+        Some(self.routes.broadcast_routes())
+    }
+
     fn is_direct_fastdp(&self, peer: PeerName) -> bool {
         self.by_remote
             .get(&peer)

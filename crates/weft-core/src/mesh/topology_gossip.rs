@@ -20,11 +20,11 @@ use std::time::Instant;
 use weft_wire::topology_delta::{self as delta_wire, Delta, Message, Ref};
 use weft_wire::PeerName;
 
-use super::{CloseReason, ConnId, Mesh, GC_DELAY, TOPOLOGY_CHANNEL};
 use weft_wire::protocol::ProtocolMsg;
 use weft_wire::topology as topo_wire;
-use crate::topology::Update;
-use crate::topology::DeltaOutcome;
+
+use super::{CloseReason, ConnId, Mesh, GC_DELAY, TOPOLOGY_CHANNEL};
+use crate::topology::{DeltaOutcome, TopologyError, Update, MAX_DELTAS_PER_MESSAGE};
 
 impl Mesh {
     /// Whether `conn` speaks weft's topology deltas.
@@ -154,6 +154,9 @@ impl Mesh {
         refs: &[Ref],
         now: Instant,
     ) -> Result<(), CloseReason> {
+        if deltas.len() > MAX_DELTAS_PER_MESSAGE {
+            return Err(TopologyError::TooManyDeltas(deltas.len()).into());
+        }
         let mut applied = Vec::new();
         let mut gaps = BTreeSet::new();
         for d in deltas {

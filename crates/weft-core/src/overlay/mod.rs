@@ -101,6 +101,13 @@ pub trait Fabric {
         let _ = (hop, src);
         true
     }
+
+    /// The same answers as [`Self::broadcast_next_hops`], as a handle another thread can keep,
+    /// if this fabric has one. [`FabricTable::capture`] keeps it instead of asking for every
+    /// source (a route search each). `None` (the default) makes capture ask.
+    fn broadcast_routes(&self) -> Option<crate::routes::BroadcastRoutes> {
+        None
+    }
 }
 
 /// An Ethernet MAC address.
