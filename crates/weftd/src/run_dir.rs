@@ -366,6 +366,9 @@ mod tests {
         // Our own pid, written by someone else: not the holder of this file either.
         std::fs::write(run.pid_path(), format!("{me}\n")).unwrap();
         assert_eq!(run.router().unwrap(), RouterProcess::Unrelated(me));
+        // init: its /proc entry may be unreadable (it is here), which is not a match either.
+        std::fs::write(run.pid_path(), "1\n").unwrap();
+        assert_eq!(run.router().unwrap(), RouterProcess::Unrelated(1));
         // A pid that is gone, and junk.
         std::fs::write(run.pid_path(), format!("{other_pid}\n")).unwrap();
         assert_eq!(run.router().unwrap(), RouterProcess::Absent);
