@@ -43,6 +43,9 @@ full_mesh_of() { # full_mesh_of <host#> <n>
     lab_weft "$1" status | grep -q "Peers: $n (with $c established connections)"
 }
 
+# exited <pid>: the process is gone or a zombie (not reaped yet, nothing left of it running).
+exited() { ! kill -0 "$1" 2>/dev/null || grep -q '^State:.*Z' "/proc/$1/status" 2>/dev/null; }
+
 dump_logs() { for i in $(seq "$LAB_HOSTS"); do echo "== h$i log"; tail -20 "$LAB_DIR/h$i/run/weft.log"; done >&2; }
 
 # --- tests -------------------------------------------------------------------------------
@@ -198,6 +201,89 @@ test_restart_and_gc() {
     lab_weft 3 launch --nickname c "$(lab_ip 2)" >/dev/null
     lab_wait 30 full_mesh_of 1 3 || { dump_logs; fail "restarted peer did not rejoin"; }
     expect_match "$(lab_weft 1 report -f '{{.Router.TerminationCount}}')" '^[1-9]' "termination counted"
+}
+
+test_corrupt_state_db_is_reported() {
+    lab_up 1
+    lab_weft 1 launch --nickname a >/dev/null
+    local name; name=$(lab_weft 1 report -f '{{.Router.Name}}')
+    # A killed router leaves its database to be repaired, which is not corruption.
+    local pid; pid=$(cat "$LAB_DIR/h1/run/weft.pid")
+    kill -9 "$pid"
+    lab_wait 10 exited "$pid" || fail "router $pid did not die"
+    lab_weft 1 launch --nickname a >/dev/null || { dump_logs; fail "launch after kill -9"; }
+    expect_eq "$(lab_weft 1 report -f '{{.Router.Name}}')" "$name" "name after kill -9"
+    lab_weft 1 stop
+    local db="$LAB_DIR/h1/state/weft.db" msg
+    truncate -s 4096 "$db"
+    local before; before=$(sha256sum <"$db")
+    msg="^state database $db is corrupt \([^)]+\); move it aside to start with fresh state, or restore it from a backup$"
+    local out rc=0
+    out=$(lab_weft 1 launch --nickname a 2>&1) || rc=$?
+    expect_eq "$rc" 1 "launch on a truncated database: exit"
+    expect_eq "$(wc -l <<<"$out")" 1 "launch: lines of output"
+    expect_match "$out" "$msg" "launch: message"
+    # The router in the foreground: the same one line, no abort.
+    rc=0; out=$(timeout 20 ip netns exec "$(lab_ns 1)" env WEFT_STATE_DIR="$LAB_DIR/h1/state" \
+        WEFT_RUN_DIR="$LAB_DIR/h1/run" "$WEFT" router --nickname a 2>&1) || rc=$?
+    expect_eq "$rc" 1 "router on a truncated database: exit"
+    expect_eq "$(wc -l <<<"$out")" 1 "router: lines of output"
+    expect_match "$out" "$msg" "router: message"
+    expect_eq "$(sha256sum <"$db")" "$before" "database untouched"
+    expect_eq "$(stat -c %s "$db")" 4096 "database size"
+    # Moved aside as told: a fresh start.
+    mv "$db" "$db.bad"
+    lab_weft 1 launch --nickname a >/dev/null || fail "launch with the database moved aside"
+    expect_eq "$(stat -c %s "$db.bad")" 4096 "moved-aside database untouched"
+}
+
+test_stop_signals_only_its_router() {
+    lab_up 1
+    lab_weft 1 launch --nickname a >/dev/null
+    lab_weft 1 stop
+    # A stale pid file whose number now belongs to someone else.
+    sleep 300 &
+    local other=$! alive=0 out rc=0 run="$LAB_DIR/h1/run"
+    echo "$other" >"$run/weft.pid"
+    out=$(lab_weft 1 stop 2>&1) || rc=$?
+    kill -0 "$other" 2>/dev/null && alive=1
+    kill "$other" 2>/dev/null || true
+    wait "$other" 2>/dev/null || true
+    expect_eq "$alive" 1 "unrelated process survived stop"
+    expect_eq "$rc" 0 "stop exit"
+    expect_match "$out" "^$run/weft.pid names process $other, which is not the weft router of $run; not signalling it$" "stop message"
+    # Its own router it does stop.
+    lab_weft 1 launch --nickname a >/dev/null
+    local pid; pid=$(cat "$run/weft.pid")
+    lab_weft 1 stop
+    exited "$pid" || fail "router $pid still running after stop"
+}
+
+test_reset_removes_only_weft_links() {
+    lab_up 2
+    local ns1 ns2; ns1=$(lab_ns 1); ns2=$(lab_ns 2)
+    # Links with weft's names that weft did not make.
+    ip -n "$ns1" link add vxlan-7000 type vxlan id 5 dstport 7000
+    ip -n "$ns1" link add vethwepl42 type veth peer name vethwepg42
+    ip -n "$ns2" link add weave type bridge
+    lab_weft 1 launch --nickname a >/dev/null
+    lab_weft 2 launch --nickname b >/dev/null
+    lab_container c1
+    lab_weft 1 attach 10.2.1.1/24 "netns:${LAB}c1" >/dev/null
+    expect_match "$(ip -n "$ns1" link show weave)" "alias weft" "bridge marked"
+    expect_match "$(ip -n "$ns1" link show vxlan-6784)" "alias weft" "vxlan marked"
+    lab_weft 1 reset
+    lab_weft 2 reset
+    local l
+    for l in weave vethwe-pcap vxlan-6784; do
+        ! ip -n "$ns1" link show "$l" >/dev/null 2>&1 || fail "reset left $l"
+    done
+    ! lab_in c1 ip link show ethwe >/dev/null 2>&1 || fail "reset left the container's veth"
+    for l in vxlan-7000 vethwepl42; do
+        ip -n "$ns1" link show "$l" >/dev/null 2>&1 || fail "reset deleted $l, which weft did not make"
+    done
+    ip -n "$ns2" link show weave >/dev/null 2>&1 || fail "reset deleted the bridge weft adopted"
+    ! ip -n "$ns2" link show vxlan-6784 >/dev/null 2>&1 || fail "reset left vxlan-6784 on host 2"
 }
 
 test_interop_with_weave_net() {

@@ -249,6 +249,23 @@ impl Netdev {
         self.index_of(&op, name).await
     }
 
+    /// Sets link `index`'s alias (`IFLA_IFALIAS`, what `ip link set … alias` sets).
+    pub async fn set_alias(&self, index: u32, alias: &str) -> Result<(), NetdevError> {
+        let op = format!("setting the alias of link {index}");
+        self.set_link(index, vec![LinkAttribute::IfAlias(alias.to_owned())], &op)
+            .await
+    }
+
+    /// Link `index`'s alias; `None` if it has none or the link is gone.
+    pub async fn alias(&self, index: u32) -> Result<Option<String>, NetdevError> {
+        Ok(self.link_message(index).await?.and_then(|m| {
+            m.attributes.into_iter().find_map(|a| match a {
+                LinkAttribute::IfAlias(s) if !s.is_empty() => Some(s),
+                _ => None,
+            })
+        }))
+    }
+
     /// Makes link `index` a port of bridge `master`.
     pub async fn set_master(&self, index: u32, master: u32) -> Result<(), NetdevError> {
         let op = format!("attaching link {index} to bridge {master}");

@@ -1,7 +1,6 @@
 //! Starting and stopping the router: `weft launch` (start `weft router` in the background and
 //! wait for its API), `weft router` (the daemon in the foreground), `weft stop`, `weft reset`.
 
-use std::fs::OpenOptions;
 use std::net::{IpAddr, SocketAddr};
 use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
@@ -12,9 +11,14 @@ use clap::{ArgAction, Parser};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use weft_wire::PeerName;
+use weftd::run_dir::{RouterProcess, RunDir};
 
 use crate::client::{self, Reply};
 use crate::{http_addr, prog};
+
+/// The hidden command that checks a state database in a process of its own
+/// (`weftd::store::check_main`).
+pub(crate) const CHECK_STATE_DB: &str = "check-state-db";
 
 /// Router flags, as `weft launch` and `weft router` take them (Weave's names; both
 /// `--flag=value` and `--flag value`; booleans also as `--flag=true|false`).
@@ -144,6 +148,8 @@ pub(crate) fn router(args: &[String]) -> ExitCode {
         peers: a.peers,
         resume: a.resume,
         state_dir: state_dir(),
+        // This very binary, even if the file was replaced since it started.
+        state_check: weftd::store::Check::command("/proc/self/exe", &[CHECK_STATE_DB]),
         run_dir: run_dir(),
         http_addr: a.http_addr,
         status_addr: Some(a.status_addr),
@@ -162,8 +168,8 @@ pub(crate) fn router(args: &[String]) -> ExitCode {
     };
     match rt.block_on(weftd::run(cfg)) {
         Ok(()) => ExitCode::SUCCESS,
+        // One line, the last in the log, which `weft launch` repeats.
         Err(e) => {
-            tracing::error!("{e}");
             eprintln!("{e}");
             ExitCode::from(1)
         }
@@ -182,19 +188,17 @@ pub(crate) fn launch(args: &[String]) -> ExitCode {
         );
         return ExitCode::from(3);
     }
-    let run = run_dir();
-    if let Err(e) = std::fs::create_dir_all(&run) {
-        eprintln!("cannot create {}: {e}", run.display());
-        return ExitCode::from(1);
-    }
-    let log_path = run.join("weft.log");
-    let log = match OpenOptions::new().create(true).append(true).open(&log_path) {
+    let run = RunDir::new(run_dir());
+    let log_path = run.log_path();
+    let log = match run.prepare().and_then(|()| run.open_log()) {
         Ok(f) => f,
         Err(e) => {
-            eprintln!("cannot open {}: {e}", log_path.display());
+            eprintln!("{e}");
             return ExitCode::from(1);
         }
     };
+    // Where this router's output starts, to repeat its last word if it dies.
+    let log_start = log.metadata().map_or(0, |m| m.len());
     let exe = match std::env::current_exe() {
         Ok(p) => p,
         Err(e) => {
@@ -226,7 +230,14 @@ pub(crate) fn launch(args: &[String]) -> ExitCode {
     };
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
+        if let Ok(Some(status)) = child.try_wait() {
+            // Exit code 1 is a start-up error the router put in one line.
+            if status.code() == Some(1) {
+                if let Some(line) = run.log_since(log_start).as_deref().and_then(last_line) {
+                    eprintln!("{line}");
+                    return ExitCode::from(1);
+                }
+            }
             eprintln!(
                 "The {} router has died. Consult the log ({}) for further details.",
                 prog(),
@@ -248,21 +259,36 @@ pub(crate) fn launch(args: &[String]) -> ExitCode {
     ExitCode::from(1)
 }
 
-fn router_pid() -> Option<Pid> {
-    let s = std::fs::read_to_string(run_dir().join("weft.pid")).ok()?;
-    let pid: i32 = s.trim().parse().ok()?;
-    let pid = Pid::from_raw(pid);
-    kill(pid, None).ok().map(|()| pid)
+/// The last non-empty line of `text`.
+fn last_line(text: &str) -> Option<&str> {
+    text.lines().map(str::trim).rev().find(|l| !l.is_empty())
 }
 
-/// `weft stop`.
+/// `weft stop`: signals the router of this run dir, and only it (see `weftd::run_dir`).
 pub(crate) fn stop() -> ExitCode {
-    let Some(pid) = router_pid() else {
-        println!(
-            "{} is not running (ignore on Kubernetes).",
-            capitalised(&prog())
-        );
-        return ExitCode::SUCCESS;
+    let run = RunDir::new(run_dir());
+    let pid = match run.router() {
+        Ok(RouterProcess::Running(pid)) => Pid::from_raw(pid),
+        Ok(RouterProcess::Absent) => {
+            println!(
+                "{} is not running (ignore on Kubernetes).",
+                capitalised(&prog())
+            );
+            return ExitCode::SUCCESS;
+        }
+        Ok(RouterProcess::Unrelated(pid)) => {
+            eprintln!(
+                "{} names process {pid}, which is not the {} router of {}; not signalling it",
+                run.pid_path().display(),
+                prog(),
+                run_dir().display()
+            );
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(1);
+        }
     };
     if kill(pid, Signal::SIGTERM).is_err() {
         return ExitCode::SUCCESS;

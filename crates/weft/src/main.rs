@@ -122,6 +122,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         "router" => launch::router(rest),
+        launch::CHECK_STATE_DB => ExitCode::from(weftd::store::check_main()),
         "launch" | "launch-router" => launch::launch(rest),
         "stop" | "stop-router" => launch::stop(),
         "reset" => launch::reset(rest),

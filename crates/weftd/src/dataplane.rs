@@ -7,6 +7,15 @@
 //! everything that needs relaying through another peer goes through sleeve, in userspace.
 //! VXLAN floods to a peer only while that peer's fastdp path is healthy (an all-zero FDB
 //! entry per peer), and a per-peer entry for the peer-name MAC carries fastdp heartbeats.
+//!
+//! Every link the router creates carries the alias [`LINK_ALIAS`] (`IFLA_IFALIAS`, shown by
+//! `ip link`), set right after creation, and `weft reset` deletes only links with that mark
+//! and weft's names, plus the container veths (`vethwepl…`) that are ports of that bridge.
+//! The mark, rather than the kind and the bridge-MAC-equals-peer-name convention, because it
+//! needs no state (reset runs after the router and its database may be gone), it survives a
+//! change of peer name, and nobody sets it by accident. A bridge `weave` that exists before
+//! the router starts is adopted as Weave Net does, but not marked, so reset leaves it; an
+//! unmarked TAP or VXLAN device in the way of the router's is an error, never deleted.
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -22,6 +31,8 @@ use crate::attach::{Cidr, BRIDGE};
 pub const TAP: &str = "vethwe-pcap";
 /// The VXLAN network identifier weft's fastdp uses ("wf").
 pub const VNI: u32 = 0x7766;
+/// The alias that marks a link as made by weft (see the module doc).
+pub const LINK_ALIAS: &str = "weft";
 
 /// Data-plane setup or reconfiguration failed.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +47,12 @@ pub enum DataplaneError {
     /// A device we created is not there.
     #[error("device {0} did not appear after creation")]
     Missing(&'static str),
+    /// A link with one of our names that weft did not create is in the way.
+    #[error(
+        "a link named {0} exists that weft did not create (it lacks the alias \"weft\"); \
+         remove it or rename it"
+    )]
+    Foreign(String),
 }
 
 /// The devices and rules the router owns.
@@ -65,7 +82,11 @@ impl Dataplane {
         port: u16,
     ) -> Result<Self, DataplaneError> {
         let nl = Netdev::new().await?;
+        let adopted = nl.link(BRIDGE).await?.is_some();
         let bridge = nl.ensure_bridge(BRIDGE, name.to_bytes(), mtu).await?;
+        if !adopted {
+            nl.set_alias(bridge, LINK_ALIAS).await?;
+        }
         for (k, v) in [
             ("base_reachable_time", "5"),
             ("delay_first_probe_time", "2"),
@@ -73,10 +94,9 @@ impl Dataplane {
         ] {
             let _ = weft_netdev::set_sysctl(&format!("net/ipv4/neigh/{BRIDGE}/{k}"), v);
         }
-        // A TAP lives as long as its file descriptor: one left by a crashed router is gone.
-        if let Some(old) = nl.link(TAP).await? {
-            nl.delete_link(old.index).await?;
-        }
+        // A TAP lives as long as its file descriptor: one left by a crashed router is gone;
+        // one still here is deleted only if weft made it.
+        remove_own(&nl, TAP).await?;
         // With offloads, container TCP reaches the router as 64 KB super-packets that sleeve
         // segments itself (and injects coalesced), instead of one skb per wire-sized segment.
         let tap = Tap::create_offloaded(TAP)?;
@@ -84,6 +104,7 @@ impl Dataplane {
             tracing::info!("{TAP}: no TAP offloads from the kernel; capturing frame by frame");
         }
         let t = nl.link(TAP).await?.ok_or(DataplaneError::Missing(TAP))?;
+        nl.set_alias(t.index, LINK_ALIAS).await?;
         nl.set_mtu(t.index, mtu).await?;
         nl.set_master(t.index, bridge).await?;
         nl.set_bridge_port_isolated(t.index, true).await?;
@@ -91,12 +112,11 @@ impl Dataplane {
         let (vxlan, heartbeats) = if fastdp {
             let vname = format!("vxlan-{}", port.wrapping_add(1));
             // Start from a clean forwarding table.
-            if let Some(old) = nl.link(&vname).await? {
-                nl.delete_link(old.index).await?;
-            }
+            remove_own(&nl, &vname).await?;
             let v = nl
                 .create_vxlan(&vname, VNI, port.wrapping_add(1), true, mtu)
                 .await?;
+            nl.set_alias(v, LINK_ALIAS).await?;
             nl.set_master(v, bridge).await?;
             nl.set_bridge_port_isolated(v, true).await?;
             nl.set_up(v).await?;
@@ -231,18 +251,37 @@ impl Dataplane {
             .collect())
     }
 
-    /// `weft reset`: removes the bridge, weft's VXLAN devices and weft's nftables table.
-    /// Container interfaces on the bridge go with it (deleting one end of a veth deletes both).
+    /// `weft reset`: removes the links weft made (marked with [`LINK_ALIAS`], with weft's
+    /// names: the bridge, the TAP, the VXLAN devices), the container veths on that bridge, and
+    /// weft's nftables table. Links of the same names that weft did not make stay.
     pub async fn teardown() -> Result<(), DataplaneError> {
         let nl = Netdev::new().await?;
-        for l in nl.links().await? {
-            let ours = l.name == BRIDGE
+        let links = nl.links().await?;
+        let mut marked = Vec::new();
+        for l in &links {
+            let named = l.name == BRIDGE
                 || l.name == TAP
-                || (l.kind.as_deref() == Some("vxlan") && l.name.starts_with("vxlan-"))
-                || l.name.starts_with("vethwepl");
-            if ours {
-                let _ = nl.delete_link(l.index).await;
+                || (l.kind.as_deref() == Some("vxlan") && l.name.starts_with("vxlan-"));
+            if named && is_marked(&nl, l.index).await? {
+                marked.push(l);
             }
+        }
+        let bridge = marked
+            .iter()
+            .find(|l| l.name == BRIDGE && l.kind.as_deref() == Some("bridge"))
+            .map(|l| l.index);
+        // A container's host end goes first (deleting it deletes its peer), then the ports,
+        // then the bridge.
+        let veths = links.iter().filter(|l| {
+            bridge.is_some()
+                && l.master == bridge
+                && l.kind.as_deref() == Some("veth")
+                && l.name.starts_with("vethwepl")
+        });
+        let mut doomed: Vec<_> = veths.chain(marked.iter().copied()).collect();
+        doomed.sort_by_key(|l| Some(l.index) == bridge);
+        for l in doomed {
+            let _ = nl.delete_link(l.index).await;
         }
         weft_fw::remove()?;
         Ok(())
@@ -264,4 +303,21 @@ impl Dataplane {
             "bridge"
         }
     }
+}
+
+async fn is_marked(nl: &Netdev, index: u32) -> Result<bool, NetdevError> {
+    Ok(nl.alias(index).await?.as_deref() == Some(LINK_ALIAS))
+}
+
+/// Deletes the link `name` if weft made it (one left by an earlier router); one that weft
+/// did not make is an error.
+async fn remove_own(nl: &Netdev, name: &str) -> Result<(), DataplaneError> {
+    let Some(old) = nl.link(name).await? else {
+        return Ok(());
+    };
+    if !is_marked(nl, old.index).await? {
+        return Err(DataplaneError::Foreign(name.to_owned()));
+    }
+    nl.delete_link(old.index).await?;
+    Ok(())
 }

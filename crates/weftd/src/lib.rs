@@ -13,6 +13,7 @@ mod dataplane_task;
 pub mod driver;
 pub mod http;
 pub mod metrics;
+pub mod run_dir;
 mod shortcut;
 pub mod status;
 pub mod store;
@@ -60,6 +61,8 @@ pub struct RouterConfig {
     pub resume: bool,
     /// `WEFT_STATE_DIR`.
     pub state_dir: PathBuf,
+    /// How the state database is checked before it is opened (see [`store::Check`]).
+    pub state_check: store::Check,
     /// `WEFT_RUN_DIR`.
     pub run_dir: PathBuf,
     /// Control API address.
@@ -96,9 +99,9 @@ pub enum StartError {
     /// Flags that contradict each other.
     #[error("{0}")]
     Config(String),
-    /// Files under the run dir.
-    #[error("{0}: {1}")]
-    Io(PathBuf, std::io::Error),
+    /// The run dir or a file in it.
+    #[error(transparent)]
+    RunDir(#[from] run_dir::RunDirError),
     /// Bridge, devices or firewall.
     #[error("data plane: {0}")]
     Dataplane(#[from] dataplane::DataplaneError),
@@ -131,14 +134,15 @@ pub async fn run(cfg: RouterConfig) -> Result<(), StartError> {
             "You must not specify an initial peer list in conjunction with --resume".into(),
         ));
     }
-    let store = Arc::new(Store::open(&cfg.state_dir)?);
+    let store = Arc::new(Store::open(&cfg.state_dir, &cfg.state_check)?);
     let name = peer_name(cfg.name, &store)?;
     let peers = if cfg.resume {
         store.direct_peers()?
     } else {
         cfg.peers.clone()
     };
-    std::fs::create_dir_all(&cfg.run_dir).map_err(|e| StartError::Io(cfg.run_dir.clone(), e))?;
+    let run_dir = run_dir::RunDir::new(&cfg.run_dir);
+    run_dir.prepare()?;
     let mut rng = rand::thread_rng();
     let identity = LocalIdentity {
         name,
@@ -220,14 +224,12 @@ pub async fn run(cfg: RouterConfig) -> Result<(), StartError> {
         store,
         dataplane,
     };
-    let pid_file = cfg.run_dir.join("weft.pid");
-    std::fs::write(&pid_file, format!("{}\n", std::process::id()))
-        .map_err(|e| StartError::Io(pid_file.clone(), e))?;
+    // Held open until we return: `weft stop` knows this router by it.
+    let _pid_file = run_dir.write_pid()?;
     tokio::select! {
         () = driver.run(mesh, peers, cmd_rx) => {}
         () = shutdown_signal() => tracing::info!("=> shutting down"),
     }
-    let _ = std::fs::remove_file(&pid_file);
     Ok(())
 }
 

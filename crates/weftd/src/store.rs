@@ -2,15 +2,48 @@
 //!
 //! Stored in one redb database file under the state dir. redb commits are atomic, so a crash
 //! mid-write leaves either the old or the new value, never a torn one.
+//!
+//! A damaged file is another matter: redb 2 trusts its header, and a truncated file or a
+//! flipped bit there trips an assertion or an index panic inside redb (newer major versions
+//! still panic on some flipped bits), which the release build turns into an abort at every
+//! start. So before the router opens an existing file, a process of its own ([`Check`], entry
+//! point [`check_main`]) reads a copy of it into memory and opens, verifies and reads that with
+//! redb: if redb errs, reports bad checksums or dies, the file is corrupt, and
+//! [`StoreError::Corrupt`] names it and says what to do. The file itself is never changed,
+//! moved or deleted on that path: what it holds (the IPAM ring, later) stays for a backup or
+//! for the operator to inspect. A new database is built under a temporary name and renamed into
+//! place, so an empty `weft.db` can only be damage, and is reported as such.
 
+use std::ffi::OsString;
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
-use redb::{Database, TableDefinition};
+use redb::backends::InMemoryBackend;
+use redb::{Database, ReadableTable as _, StorageBackend as _, TableDefinition};
 use weft_wire::PeerName;
 
 const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("meta");
 const KEY_PEER_NAME: &str = "peer-name";
 const KEY_DIRECT_PEERS: &str = "direct-peers";
+
+/// The environment variable that names the file a checking process verifies.
+pub const CHECK_ENV: &str = "WEFT_CHECK_STATE_DB";
+
+/// redb's file magic, the first bytes of every database it has finished creating.
+const REDB_MAGIC: [u8; 9] = [b'r', b'e', b'd', b'b', 0x1A, 0x0A, 0xA9, 0x0D, 0x0A];
+/// redb's header: the magic, the god byte, the layout and two transaction slots.
+const REDB_HEADER_LEN: usize = 320;
+/// Offset of redb's god byte, and its "not closed cleanly, repair on open" bit.
+const REDB_GOD_BYTE: usize = 9;
+const REDB_RECOVERY_REQUIRED: u8 = 2;
+
+/// Exit codes of the checking process; any other status (an abort, a panic) means corrupt.
+const CHECK_CORRUPT: u8 = 2;
+const CHECK_UNREADABLE: u8 = 3;
+/// How long the check may take; a sound file takes milliseconds.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Errors reading or writing the state database.
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +55,88 @@ pub enum StoreError {
     /// The database cannot be opened or written.
     #[error("state database {0}: {1}")]
     Db(PathBuf, String),
+    /// The file is damaged; it was left exactly as it was.
+    #[error(
+        "state database {0} is corrupt ({1}); move it aside to start with fresh state, \
+         or restore it from a backup"
+    )]
+    Corrupt(PathBuf, String),
+    /// The checking process could not be run, or could not read the file.
+    #[error("cannot check state database {0}: {1}")]
+    Check(PathBuf, String),
+}
+
+/// How an existing database file is checked before the router opens it: a command (program
+/// and arguments) that, with [`CHECK_ENV`] naming the file, runs [`check_main`] and exits
+/// with its code. `weft` passes itself with its hidden `check-state-db` command.
+#[derive(Debug, Clone)]
+pub struct Check {
+    argv: Vec<OsString>,
+}
+
+impl Check {
+    /// A check that runs `program` with `args`.
+    pub fn command(program: impl Into<OsString>, args: &[&str]) -> Self {
+        let mut argv = vec![program.into()];
+        argv.extend(args.iter().map(OsString::from));
+        Self { argv }
+    }
+
+    /// Runs the check on `path`: `Ok` if redb reads it cleanly, [`StoreError::Corrupt`] if
+    /// not. Never writes to `path`.
+    fn run(&self, path: &Path) -> Result<(), StoreError> {
+        let check_err = |e: String| StoreError::Check(path.to_path_buf(), e);
+        let (program, args) = self
+            .argv
+            .split_first()
+            .ok_or_else(|| check_err("no check command".into()))?;
+        let mut child = Command::new(program)
+            .args(args)
+            .env(CHECK_ENV, path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| check_err(format!("running {}: {e}", program.to_string_lossy())))?;
+        // A damaged tree could send redb round in circles: give up on it after a while.
+        let deadline = Instant::now() + CHECK_TIMEOUT;
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Ok(None) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(StoreError::Corrupt(
+                        path.to_path_buf(),
+                        format!("reading it did not finish in {}s", CHECK_TIMEOUT.as_secs()),
+                    ));
+                }
+                Err(e) => return Err(check_err(e.to_string())),
+            }
+        };
+        let mut stderr = String::new();
+        if let Some(mut pipe) = child.stderr.take() {
+            let _ = pipe.read_to_string(&mut stderr);
+        }
+        let said = stderr
+            .lines()
+            .rev()
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .unwrap_or("");
+        match status.code() {
+            Some(0) => Ok(()),
+            Some(c) if c == i32::from(CHECK_UNREADABLE) => Err(check_err(said.to_owned())),
+            _ if said.is_empty() => Err(StoreError::Corrupt(
+                path.to_path_buf(),
+                format!("reading it failed: {status}"),
+            )),
+            _ => Err(StoreError::Corrupt(path.to_path_buf(), said.to_owned())),
+        }
+    }
 }
 
 /// The router's persistent state.
@@ -37,14 +152,45 @@ impl Store {
         state_dir.join("weft.db")
     }
 
-    /// Opens (creating if needed) the database in `state_dir`.
-    pub fn open(state_dir: &Path) -> Result<Self, StoreError> {
+    /// Opens the database in `state_dir`, creating it if there is none. An existing file is
+    /// first verified by `check` in a process of its own; a damaged one is reported as
+    /// [`StoreError::Corrupt`] and left untouched.
+    pub fn open(state_dir: &Path, check: &Check) -> Result<Self, StoreError> {
         std::fs::create_dir_all(state_dir)
             .map_err(|e| StoreError::Dir(state_dir.to_path_buf(), e))?;
         let path = Self::file(state_dir);
-        let db =
-            Database::create(&path).map_err(|e| StoreError::Db(path.clone(), e.to_string()))?;
+        let db_err = |e: &dyn std::fmt::Display| StoreError::Db(path.clone(), e.to_string());
+        match std::fs::symlink_metadata(&path) {
+            Ok(_) => check.run(&path)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Self::create(&path)?,
+            Err(e) => return Err(db_err(&e)),
+        }
+        let db = Database::open(&path).map_err(|e| db_err(&e))?;
         Ok(Self { db, path })
+    }
+
+    /// Builds an empty database beside `path` and renames it into place, so that `path` is
+    /// never an empty or half-initialised file.
+    fn create(path: &Path) -> Result<(), StoreError> {
+        let db_err = |e: &dyn std::fmt::Display| StoreError::Db(path.to_path_buf(), e.to_string());
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(format!(".new-{}", std::process::id()));
+        let tmp = PathBuf::from(tmp);
+        let built = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(|e| db_err(&e))
+            .and_then(|f| Database::builder().create_file(f).map_err(|e| db_err(&e)))
+            .and_then(|db| {
+                drop(db);
+                std::fs::rename(&tmp, path).map_err(|e| db_err(&e))
+            });
+        if built.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        built
     }
 
     fn err(&self, e: impl std::fmt::Display) -> StoreError {
@@ -98,24 +244,262 @@ impl Store {
     }
 }
 
+/// Why a file failed the check.
+enum Fault {
+    Corrupt(String),
+    Unreadable(String),
+}
+
+/// The checking process: verifies the file [`CHECK_ENV`] names and returns the exit code
+/// (0 sound, 2 corrupt, 3 unreadable), with the reason as the last line on stderr. redb may
+/// abort it instead; the hook set here first puts the panic's message on one line.
+pub fn check_main() -> u8 {
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        // The assertion a truncated file trips, in words.
+        if msg.contains("raw_file_len()? >= header.layout().len()") {
+            eprintln!("truncated: shorter than its header says");
+        } else {
+            eprintln!("redb failed reading it: {}", msg.replace('\n', " "));
+        }
+    }));
+    let Some(path) = std::env::var_os(CHECK_ENV) else {
+        eprintln!("{CHECK_ENV} is not set");
+        return CHECK_UNREADABLE;
+    };
+    match verify(Path::new(&path)) {
+        Ok(()) => 0,
+        Err(Fault::Corrupt(why)) => {
+            eprintln!("{why}");
+            CHECK_CORRUPT
+        }
+        Err(Fault::Unreadable(why)) => {
+            eprintln!("{why}");
+            CHECK_UNREADABLE
+        }
+    }
+}
+
+/// Reads `path` into memory and has redb open, verify and read that copy; the file is only
+/// read. May panic inside redb: run it in a process of its own.
+fn verify(path: &Path) -> Result<(), Fault> {
+    let bytes = std::fs::read(path).map_err(|e| Fault::Unreadable(e.to_string()))?;
+    if bytes.is_empty() {
+        return Err(Fault::Corrupt("the file is empty".into()));
+    }
+    if bytes.len() < REDB_HEADER_LEN || bytes[..REDB_MAGIC.len()] != REDB_MAGIC {
+        return Err(Fault::Corrupt("not a redb database".into()));
+    }
+    let recovering = bytes[REDB_GOD_BYTE] & REDB_RECOVERY_REQUIRED != 0;
+    let corrupt = |e: &dyn std::fmt::Display| Fault::Corrupt(e.to_string());
+    let backend = InMemoryBackend::new();
+    let len = u64::try_from(bytes.len()).map_err(|e| corrupt(&e))?;
+    backend.set_len(len).map_err(|e| corrupt(&e))?;
+    backend.write(0, &bytes).map_err(|e| corrupt(&e))?;
+    let mut db = Database::builder()
+        .create_with_backend(backend)
+        .map_err(|e| corrupt(&e))?;
+    // `false` means redb had to repair the copy: expected after a crash (the real open
+    // repairs the same way), but in a cleanly closed file it means damaged pages.
+    if !db.check_integrity().map_err(|e| corrupt(&e))? && !recovering {
+        return Err(Fault::Corrupt("page checksums do not match".into()));
+    }
+    let tx = db.begin_read().map_err(|e| corrupt(&e))?;
+    let table = match tx.open_table(META) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
+        Err(e) => return Err(corrupt(&e)),
+    };
+    for entry in table.iter().map_err(|e| corrupt(&e))? {
+        let (k, v) = entry.map_err(|e| corrupt(&e))?;
+        // Touch every byte redb hands out, as the router will.
+        let _ = (k.value().len(), v.value().len());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// The checking process of these tests: this test binary, running only
+    /// [`check_process_entry`].
+    fn check() -> Check {
+        let exe = std::env::current_exe().unwrap();
+        Check::command(
+            exe,
+            &[
+                "--exact",
+                "store::tests::check_process_entry",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+                "-q",
+            ],
+        )
+    }
+
+    #[test]
+    #[ignore = "the checking process that the other tests start"]
+    fn check_process_entry() {
+        if std::env::var_os(CHECK_ENV).is_some() {
+            std::process::exit(i32::from(check_main()));
+        }
+    }
+
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(tag: &str) -> Self {
+            let dir = std::env::temp_dir().join(format!(
+                "weft-store-test-{tag}-{}",
+                std::process::id()
+            ));
+            let _ = std::fs::remove_dir_all(&dir);
+            Self(dir)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// A state dir holding a database with a name and targets in it.
+    fn populated(tag: &str) -> TempDir {
+        let dir = TempDir::new(tag);
+        let s = Store::open(&dir.0, &check()).unwrap();
+        s.set_peer_name(PeerName(0x0200_0000_0001)).unwrap();
+        s.set_direct_peers(&["10.0.0.1".into(), "h2:6783".into()])
+            .unwrap();
+        dir
+    }
+
     #[test]
     fn survives_reopen() {
-        let dir = std::env::temp_dir().join(format!("weft-store-test-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = TempDir::new("reopen");
         {
-            let s = Store::open(&dir).unwrap();
+            let s = Store::open(&dir.0, &check()).unwrap();
             assert_eq!(s.peer_name().unwrap(), None);
             s.set_peer_name(PeerName(0x0200_0000_0001)).unwrap();
             s.set_direct_peers(&["10.0.0.1".into(), "h2:6783".into()])
                 .unwrap();
         }
-        let s = Store::open(&dir).unwrap();
+        let s = Store::open(&dir.0, &check()).unwrap();
         assert_eq!(s.peer_name().unwrap(), Some(PeerName(0x0200_0000_0001)));
         assert_eq!(s.direct_peers().unwrap(), vec!["10.0.0.1", "h2:6783"]);
-        let _ = std::fs::remove_dir_all(&dir);
+        // Nothing but the database is left in the state dir.
+        let names: Vec<_> = std::fs::read_dir(&dir.0)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![OsString::from("weft.db")]);
+    }
+
+    #[test]
+    fn unclean_shutdown_is_not_corruption() {
+        // What a killed router leaves: the "repair on open" bit set. redb repairs, nothing is
+        // lost, and the check passes.
+        let dir = populated("unclean");
+        let file = Store::file(&dir.0);
+        let mut bytes = std::fs::read(&file).unwrap();
+        bytes[REDB_GOD_BYTE] |= REDB_RECOVERY_REQUIRED;
+        std::fs::write(&file, &bytes).unwrap();
+        let s = Store::open(&dir.0, &check()).unwrap();
+        assert_eq!(s.peer_name().unwrap(), Some(PeerName(0x0200_0000_0001)));
+        assert_eq!(s.direct_peers().unwrap(), vec!["10.0.0.1", "h2:6783"]);
+    }
+
+    /// Damages the file with `damage`, then expects a corrupt report naming it, with `why`
+    /// in the reason, and the file byte for byte as it was.
+    fn assert_reported(tag: &str, damage: impl FnOnce(&mut Vec<u8>), why: &str) {
+        let dir = populated(tag);
+        let file = Store::file(&dir.0);
+        let mut bytes = std::fs::read(&file).unwrap();
+        damage(&mut bytes);
+        std::fs::write(&file, &bytes).unwrap();
+        let err = Store::open(&dir.0, &check()).unwrap_err();
+        let msg = err.to_string();
+        println!("{tag}: {msg}");
+        assert!(matches!(err, StoreError::Corrupt(..)), "{tag}: {msg}");
+        let want = format!("state database {} is corrupt (", file.display());
+        assert!(msg.starts_with(&want), "{tag}: {msg}");
+        assert!(
+            msg.ends_with(
+                "); move it aside to start with fresh state, or restore it from a backup"
+            ),
+            "{tag}: {msg}"
+        );
+        assert!(msg.contains(why), "{tag}: {msg} lacks {why:?}");
+        assert!(!msg.contains('\n'), "{tag}: one line: {msg}");
+        assert_eq!(std::fs::read(&file).unwrap(), bytes, "{tag}: file changed");
+    }
+
+    #[test]
+    fn zero_length_file_is_reported() {
+        assert_reported("zero", Vec::clear, "the file is empty");
+    }
+
+    #[test]
+    fn truncated_file_is_reported() {
+        // Cut anywhere past the header: redb 2 asserts the file is as long as its layout.
+        for keep in [4096, 100_000] {
+            assert_reported(
+                &format!("trunc{keep}"),
+                |b| b.truncate(keep),
+                "truncated: shorter than its header says",
+            );
+        }
+        assert_reported("trunc100", |b| b.truncate(100), "not a redb database");
+    }
+
+    #[test]
+    fn garbage_file_is_reported() {
+        assert_reported(
+            "garbage",
+            |b| {
+                let mut x: u32 = 0x1234_5678;
+                for byte in b.iter_mut() {
+                    x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                    *byte = x.to_be_bytes()[0];
+                }
+            },
+            "not a redb database",
+        );
+    }
+
+    #[test]
+    fn bit_flips_are_reported() {
+        // Header fields redb 2 trusts blindly: the region layout (an assertion) and a
+        // transaction slot's root page (an index panic); then a stored value's page, which
+        // only the checksums catch.
+        assert_reported("flip16", |b| b[16] ^= 0x01, "shorter than its header says");
+        assert_reported("flip32", |b| b[32] ^= 0x08, "redb failed reading it: index out of bounds");
+        assert_reported(
+            "flipvalue",
+            |b| {
+                let at = b
+                    .windows(8)
+                    .rposition(|w| w == b"10.0.0.1")
+                    .unwrap();
+                b[at] ^= 0x01;
+            },
+            "corrupted",
+        );
+    }
+
+    #[test]
+    fn unchecked_file_is_not_opened() {
+        // A check that cannot run is an error, not a pass.
+        let dir = populated("nocheck");
+        let bad = Check::command("/nonexistent/weft", &[]);
+        let err = Store::open(&dir.0, &bad).unwrap_err();
+        assert!(matches!(err, StoreError::Check(..)), "{err}");
     }
 }
