@@ -7,3 +7,15 @@
 pub fn heap_peak(f: &mut dyn FnMut()) -> u64 {
     allocation_counter::measure(f).bytes_max
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_meter_sees_the_closures_allocations() {
+        let peak = super::heap_peak(&mut || {
+            let v = std::hint::black_box(vec![0u8; 10_000]);
+            drop(v);
+        });
+        assert!(peak >= 10_000, "{peak}");
+    }
+}
