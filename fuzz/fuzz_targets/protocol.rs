@@ -1,4 +1,5 @@
-//! Fuzz target: `weft_wire::fuzzing::protocol` (the harness lives in the library).
+//! Fuzz target: `weft_wire::fuzzing::protocol` (the harness lives in the library), with its heap
+//! measured per input.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| weft_wire::fuzzing::protocol(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| weft_wire::fuzzing::protocol(data, weft_fuzz::heap_peak));

@@ -4,8 +4,31 @@
 //!
 //! The per-format errors with Weave Net's exact texts (header, frame, sleeve) live next to their
 //! codecs; these two are shared because every gob-based format fails in the same ways.
+//!
+//! Errors end up in logs, so text a peer chose (a type or field name, a map key) is cut to
+//! [`MAX_PEER_TEXT`] bytes by [`bounded`] before it is stored in an error, and a peer's type is
+//! only ever shown through [`Type::describe`](crate::gob::Type::describe), which is bounded too.
 
-use crate::gob::{MAX_DEPTH, MAX_TYPE_NODES};
+use crate::gob::{MAX_DEPTH, MAX_TYPE_DEF_BYTES, MAX_TYPE_NODES};
+
+/// Most bytes of peer-chosen text kept in an error (longer text ends in `…`).
+pub const MAX_PEER_TEXT: usize = 64;
+
+/// `s` cut to at most [`MAX_PEER_TEXT`] bytes (on a character boundary), with `…` appended
+/// when something was cut.
+pub fn bounded(s: &str) -> String {
+    if s.len() <= MAX_PEER_TEXT {
+        return s.to_string();
+    }
+    let mut end = MAX_PEER_TEXT;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut out = String::with_capacity(end + '…'.len_utf8());
+    out.push_str(s.get(..end).unwrap_or_default());
+    out.push('…');
+    out
+}
 
 /// Why bytes from a peer could not be decoded. Any of these terminates the connection (as a gob
 /// error does in Weave Net); none of them is ever a panic.
@@ -58,16 +81,21 @@ pub enum DecodeError {
     /// A type that expands to more than [`MAX_TYPE_NODES`] nodes.
     #[error("gob: type expands to more than {MAX_TYPE_NODES} nodes")]
     TypeTooLarge,
-    /// The stream makes the decoder expand far more type structure than it carries bytes.
-    #[error("gob: stream describes far more type structure than it carries data")]
-    WorkLimit,
+    /// More type definitions in one stream than the decoder accepts (see
+    /// [`Decoder::with_type_limit`](crate::gob::Decoder::with_type_limit); never more than
+    /// [`MAX_STREAM_TYPES`](crate::gob::MAX_STREAM_TYPES)).
+    #[error("gob: stream defines more types than the {0} allowed")]
+    TooManyTypes(usize),
+    /// Type definitions in one stream adding up to more than [`MAX_TYPE_DEF_BYTES`].
+    #[error("gob: type definitions exceed {MAX_TYPE_DEF_BYTES} bytes in one stream")]
+    TypeDefsTooLarge,
     /// A top-level non-struct value not introduced by the `00` singleton byte.
     #[error("gob: non-zero delta {0} for a singleton value")]
     NonZeroSingleton(u64),
     /// A struct field delta pointing past the struct's last field.
     #[error("gob: field delta {delta} runs past the {fields} fields of struct {name:?}")]
     FieldOutOfRange {
-        /// The struct's type name.
+        /// The struct's type name, cut by [`bounded`].
         name: String,
         /// The offending delta.
         delta: u64,
@@ -95,7 +123,7 @@ pub enum DecodeError {
         context: &'static str,
         /// The type required there.
         expected: &'static str,
-        /// What arrived instead.
+        /// What arrived instead ([`Type::describe`](crate::gob::Type::describe), bounded).
         found: String,
     },
     /// A message that ended before one of its required items.
@@ -111,7 +139,7 @@ pub enum DecodeError {
     DuplicateKey {
         /// What was being decoded.
         context: &'static str,
-        /// The repeated key.
+        /// The repeated key, cut by [`bounded`].
         key: String,
     },
     /// A `NameByte` that is not a 6-byte peer name.
@@ -151,15 +179,15 @@ pub enum EncodeError {
     /// A struct value names a field its type does not have.
     #[error("gob encode: struct {strukt:?} has no field {field:?}")]
     UnknownField {
-        /// The struct type's name.
+        /// The struct type's name, cut by [`bounded`].
         strukt: String,
-        /// The unknown field.
+        /// The unknown field, cut by [`bounded`].
         field: String,
     },
-    /// A struct value names the same field twice.
+    /// A struct value names the same field twice (the name cut by [`bounded`]).
     #[error("gob encode: field {0:?} given twice")]
     DuplicateField(String),
-    /// A struct type declares the same field name twice.
+    /// A struct type declares the same field name twice (its name cut by [`bounded`]).
     #[error("gob encode: struct {0:?} declares a field name twice")]
     DuplicateFieldType(String),
     /// An array value with the wrong number of elements.
@@ -176,4 +204,37 @@ pub enum EncodeError {
     /// An array length that does not fit gob's `int`.
     #[error("gob encode: array length {0} too large")]
     ArrayTooLong(usize),
+}
+
+// Tests may unwrap: a panic is how they fail.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounded_cuts_on_a_char_boundary() {
+        assert_eq!(bounded("short"), "short");
+        let exact = "x".repeat(MAX_PEER_TEXT);
+        assert_eq!(bounded(&exact), exact);
+        let long = "y".repeat(10 * MAX_PEER_TEXT);
+        let cut = bounded(&long);
+        assert_eq!(cut, format!("{}…", "y".repeat(MAX_PEER_TEXT)));
+        // A 3-byte character straddling the limit is dropped whole.
+        let straddle = format!("{}€tail", "z".repeat(MAX_PEER_TEXT - 1));
+        assert_eq!(
+            bounded(&straddle),
+            format!("{}…", "z".repeat(MAX_PEER_TEXT - 1))
+        );
+    }
+
+    #[test]
+    fn peer_text_in_errors_is_bounded() {
+        let e = DecodeError::DuplicateKey {
+            context: "features",
+            key: bounded(&"\u{1}".repeat(1 << 20)),
+        };
+        // Debug escaping may widen each cut byte, but never past a few hundred bytes.
+        assert!(e.to_string().len() < 512, "{}", e.to_string().len());
+    }
 }

@@ -2,16 +2,24 @@
 //! by a fresh encoder (so it always carries the map's type definition) and read by a fresh
 //! decoder. Which keys are required and what they mean is the handshake's business; this module
 //! only moves the map. Go's map order is random, so the decoder does not rely on it.
+//!
+//! The frame comes from a peer not yet authenticated, so the decoder accepts only what Go's
+//! encoder writes: at most [`MAX_TYPES`] definitions, and a value whose type is checked to be
+//! `map[string]string` before it is read. Frames before the handshake completes are capped at
+//! [`MAX_HANDSHAKE_FRAME_LEN`](crate::frame::MAX_HANDSHAKE_FRAME_LEN).
 
 use std::collections::BTreeMap;
 
-use crate::error::DecodeError;
+use crate::error::{bounded, DecodeError};
 use crate::gob::{Decoder, Encoder, Type, Value};
 
 const CONTEXT: &str = "features";
 
+/// Most type definitions a features frame may carry (Go's has exactly one, the map's).
+pub const MAX_TYPES: usize = 1;
+
 fn map_type() -> Type {
-    Type::Map(Box::new(Type::String), Box::new(Type::String))
+    Type::map(Type::String, Type::String)
 }
 
 /// The gob bytes of `map` (in key order; Go's order is random and irrelevant).
@@ -36,36 +44,40 @@ pub fn encode(map: &BTreeMap<String, String>) -> Vec<u8> {
 /// type definition), nothing after it, no duplicate keys.
 pub fn decode(b: &[u8]) -> Result<BTreeMap<String, String>, DecodeError> {
     let mut input = b;
-    let mut dec = Decoder::new();
-    let (ty, value) = dec.decode_next(&mut input)?.ok_or(DecodeError::Missing {
-        context: CONTEXT,
-        what: "map value",
-    })?;
-    if ty != map_type() {
-        return Err(DecodeError::UnexpectedType {
+    let mut dec = Decoder::with_type_limit(MAX_TYPES);
+    let want = map_type();
+    let (_, value) = dec
+        .decode_next_checked(&mut input, |ty| {
+            crate::gob::expect_type(ty, &want, CONTEXT, "map[string]string")
+        })?
+        .ok_or(DecodeError::Missing {
             context: CONTEXT,
-            expected: "map[string]string",
-            found: format!("{ty:?}"),
-        });
-    }
+            what: "map value",
+        })?;
     if !input.is_empty() {
         return Err(DecodeError::TrailingBytes {
             context: CONTEXT,
             count: input.len(),
         });
     }
+    let Value::Map(entries) = value else {
+        // The type check above makes this unreachable.
+        return Ok(BTreeMap::new());
+    };
     let mut map = BTreeMap::new();
-    for (k, v) in value.as_map().unwrap_or_default() {
+    // Moved, not copied: the strings change hands from the value to the map.
+    for (k, v) in entries {
         let (Value::String(k), Value::String(v)) = (k, v) else {
             // The type check above makes this unreachable.
             continue;
         };
-        if map.insert(k.clone(), v.clone()).is_some() {
+        if map.contains_key(&k) {
             return Err(DecodeError::DuplicateKey {
                 context: CONTEXT,
-                key: k.clone(),
+                key: bounded(&k),
             });
         }
+        map.insert(k, v);
     }
     Ok(map)
 }

@@ -7,6 +7,12 @@
 //! because every byte here may come from a hostile peer. No I/O and no clocks live in this
 //! crate.
 //!
+//! Every decoder's memory is bounded by its input: while decoding `n` bytes (and holding the
+//! result) it never holds more than [`DECODE_HEAP_PER_BYTE`]` * n + `[`DECODE_HEAP_BASE`] heap
+//! bytes, and its work is linear in `n`; `tests/alloc_bound.rs` and the fuzz targets measure
+//! this with a counting allocator. Errors carry at most a bounded prefix of any text a peer
+//! chose ([`bounded`]), never a whole peer-supplied value or type.
+//!
 //! Left out: encryption (NaCl framing of TCP and UDP), which wraps these formats, and the
 //! channel-specific gossip payloads of IPAM and DNS, which their owners build on [`gob`].
 // Tests may unwrap: a panic is how they fail.
@@ -27,5 +33,10 @@ pub mod topology_delta;
 #[cfg(any(fuzzing, test))]
 pub mod fuzzing;
 
-pub use error::{DecodeError, EncodeError};
+pub use error::{bounded, DecodeError, EncodeError, MAX_PEER_TEXT};
+
+/// Heap bytes a decoder may hold at once per byte of input (see the crate docs).
+pub const DECODE_HEAP_PER_BYTE: usize = 64;
+/// Heap bytes a decoder may hold at once whatever its input (first allocations of its tables).
+pub const DECODE_HEAP_BASE: usize = 16 * 1024;
 pub use peer::{ConnectionSummary, PeerName, PeerSummary};

@@ -15,7 +15,8 @@ pub struct PeerName(pub u64);
 /// Number of bytes in the binary form of a peer name.
 pub const PEER_NAME_LEN: usize = 6;
 
-/// A peer name that does not parse; the message is Weave Net's.
+/// A peer name that does not parse; the message is Weave Net's. The text is cut by
+/// [`bounded`](crate::bounded), since it may come from a peer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid peer name format: {0:?}")]
 pub struct PeerNameError(pub String);
@@ -62,7 +63,8 @@ impl FromStr for PeerName {
     type Err = PeerNameError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || PeerNameError(s.to_string());
+        // The text may be a peer's (its features map): keep only a bounded prefix.
+        let err = || PeerNameError(crate::error::bounded(s));
         let octet = |o: &str| -> Result<u64, PeerNameError> {
             if o.is_empty() || o.len() > 2 {
                 return Err(err());
@@ -160,5 +162,7 @@ mod tests {
             "x".parse::<PeerName>().unwrap_err().to_string(),
             "invalid peer name format: \"x\""
         );
+        let long = "1".repeat(1 << 20);
+        assert!(long.parse::<PeerName>().unwrap_err().to_string().len() < 128);
     }
 }

@@ -2,8 +2,8 @@
 //! the rest its payload. Gossip payloads carry their items as separate top-level gob values
 //! from one fresh encoder — channel `string`, source `PeerName` as `uint`, (destination for
 //! unicast), then the channel's own bytes as `[]byte` — which are all predefined gob types, so
-//! no type definitions appear. Decoding is strict: every item must have its type and nothing
-//! may follow the last one. Unknown tags decode to [`ProtocolMsg::Unknown`] so the caller can
+//! no type definitions appear (the decoder accepts none). Decoding is strict: every item's type
+//! is checked before the item is read, and nothing may follow the last one. Unknown tags decode to [`ProtocolMsg::Unknown`] so the caller can
 //! ignore them as Weave Net does.
 
 use crate::error::DecodeError;
@@ -220,26 +220,20 @@ impl<'a> Items<'a> {
     fn new(input: &'a [u8], context: &'static str) -> Self {
         Self {
             input,
-            dec: Decoder::new(),
+            // Go's gossip framing only sends predefined types.
+            dec: Decoder::with_type_limit(0),
             context,
         }
     }
 
     fn next(&mut self, what: &'static str, want: Type) -> Result<Value, DecodeError> {
-        let (ty, v) = self
+        let context = self.context;
+        let (_, v) = self
             .dec
-            .decode_next(&mut self.input)?
-            .ok_or(DecodeError::Missing {
-                context: self.context,
-                what,
-            })?;
-        if ty != want {
-            return Err(DecodeError::UnexpectedType {
-                context: self.context,
-                expected: want.kind(),
-                found: format!("{ty:?}"),
-            });
-        }
+            .decode_next_checked(&mut self.input, |ty| {
+                gob::expect_type(ty, &want, context, want.kind())
+            })?
+            .ok_or(DecodeError::Missing { context, what })?;
         Ok(v)
     }
 

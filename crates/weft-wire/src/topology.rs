@@ -5,8 +5,9 @@
 //!
 //! Decoding matches fields by name (Go's struct names and unknown extra fields are ignored),
 //! treats fields that are absent as zero, and rejects a field of the wrong type, a `NameByte`
-//! that is not 6 bytes, a `ShortID` above 4095, and a peer without its connection list.
-//! Merge rules are weft-core's business, not this module's.
+//! that is not 6 bytes, a `ShortID` above 4095, and a peer without its connection list. Each
+//! value's type is checked before the value is read, and a payload may define at most
+//! [`MAX_TYPES`] types. Merge rules are weft-core's business, not this module's.
 
 use crate::error::DecodeError;
 use crate::gob::{Decoder, Encoder, StructType, Type, Value};
@@ -20,17 +21,18 @@ pub const MAX_SHORT_ID: u16 = 0x0fff;
 /// byte-for-byte Go's; decoders accept any ids.
 const GO_FIRST_TOPOLOGY_TYPE_ID: i64 = 66;
 
+/// Most type definitions a payload may carry: Go's writer defines three (`peerSummary`,
+/// `[]connectionSummary`, `connectionSummary`); the rest is room for extra fields of composite
+/// types, which are ignored.
+pub const MAX_TYPES: usize = 8;
+
 const PEER: &str = "peerSummary";
 const CONN: &str = "connectionSummary";
+const PEER_CONTEXT: &str = "topology peerSummary";
+const CONN_CONTEXT: &str = "topology []connectionSummary";
 
-fn struct_type(name: &str, fields: &[(&str, Type)]) -> StructType {
-    StructType {
-        name: name.to_string(),
-        fields: fields
-            .iter()
-            .map(|(n, t)| ((*n).to_string(), t.clone()))
-            .collect(),
-    }
+fn struct_type(name: &str, fields: &[(&str, Type)]) -> Type {
+    Type::structure(name, fields.iter().map(|(n, t)| (*n, t.clone())))
 }
 
 fn peer_fields() -> [(&'static str, Type); 6] {
@@ -55,16 +57,16 @@ fn conn_fields() -> [(&'static str, Type); 4] {
 
 /// Go's `peerSummary` type.
 pub fn peer_summary_type() -> Type {
-    Type::Struct(struct_type(PEER, &peer_fields()))
+    struct_type(PEER, &peer_fields())
 }
 
 /// Go's `[]connectionSummary` type.
 pub fn connection_list_type() -> Type {
-    Type::Slice(Box::new(Type::Struct(struct_type(CONN, &conn_fields()))))
+    Type::slice(struct_type(CONN, &conn_fields()))
 }
 
-fn f(name: &str, v: Value) -> (String, Value) {
-    (name.to_string(), v)
+fn f(name: &str, v: Value) -> (std::sync::Arc<str>, Value) {
+    (name.into(), v)
 }
 
 fn peer_value(p: &PeerSummary) -> Value {
@@ -105,18 +107,35 @@ pub fn encode(peers: &[(PeerSummary, Vec<ConnectionSummary>)]) -> Vec<u8> {
 /// The peers and connection lists in a payload, in order.
 pub fn decode(b: &[u8]) -> Result<Vec<(PeerSummary, Vec<ConnectionSummary>)>, DecodeError> {
     let mut input = b;
-    let mut dec = Decoder::new();
+    let mut dec = Decoder::with_type_limit(MAX_TYPES);
     let mut out = Vec::new();
-    while let Some((pty, pv)) = dec.decode_next(&mut input)? {
-        let peer = read_peer(&pty, &pv)?;
-        let (cty, cv) = dec.decode_next(&mut input)?.ok_or(DecodeError::Missing {
-            context: "topology",
-            what: "connection list after peer summary",
-        })?;
-        let conns = read_conns(&cty, &cv)?;
+    while let Some((_, pv)) = dec.decode_next_checked(&mut input, check_peer_type)? {
+        let peer = read_peer(&pv)?;
+        let (_, cv) = dec
+            .decode_next_checked(&mut input, check_conns_type)?
+            .ok_or(DecodeError::Missing {
+                context: "topology",
+                what: "connection list after peer summary",
+            })?;
+        let conns = read_conns(&cv)?;
         out.push((peer, conns));
     }
     Ok(out)
+}
+
+fn check_peer_type(ty: &Type) -> Result<(), DecodeError> {
+    check_struct(ty, &peer_fields(), PEER_CONTEXT).map(|_| ())
+}
+
+fn check_conns_type(ty: &Type) -> Result<(), DecodeError> {
+    let Type::Slice(elem) = ty else {
+        return Err(DecodeError::UnexpectedType {
+            context: CONN_CONTEXT,
+            expected: "slice",
+            found: ty.describe(),
+        });
+    };
+    check_struct(elem, &conn_fields(), CONN_CONTEXT).map(|_| ())
 }
 
 /// Checks that the wire struct declares each known field (if at all) with the expected type.
@@ -129,16 +148,17 @@ fn check_struct<'t>(
         return Err(DecodeError::UnexpectedType {
             context,
             expected: "struct",
-            found: format!("{ty:?}"),
+            found: ty.describe(),
         });
     };
     for (name, want) in known {
-        if let Some((_, got)) = st.fields.iter().find(|(n, _)| n == name) {
+        if let Some((_, got)) = st.fields.iter().find(|(n, _)| &**n == *name) {
             if got != want {
                 return Err(DecodeError::UnexpectedType {
                     context,
                     expected: want.kind(),
-                    found: format!("{got:?} for field {name}"),
+                    // `name` is ours, so only the peer's type needs bounding.
+                    found: format!("{} for field {name}", got.describe()),
                 });
             }
         }
@@ -172,8 +192,8 @@ fn name_byte(v: &Value) -> Result<PeerName, DecodeError> {
     PeerName::from_bytes(b).ok_or(DecodeError::BadNameByte(b.len()))
 }
 
-fn read_peer(ty: &Type, v: &Value) -> Result<PeerSummary, DecodeError> {
-    check_struct(ty, &peer_fields(), "topology peerSummary")?;
+/// The peer summary in a value whose type [`check_peer_type`] accepted.
+fn read_peer(v: &Value) -> Result<PeerSummary, DecodeError> {
     let short = uint(v, "ShortID");
     let short_id = u16::try_from(short)
         .ok()
@@ -189,16 +209,8 @@ fn read_peer(ty: &Type, v: &Value) -> Result<PeerSummary, DecodeError> {
     })
 }
 
-fn read_conns(ty: &Type, v: &Value) -> Result<Vec<ConnectionSummary>, DecodeError> {
-    let context = "topology []connectionSummary";
-    let Type::Slice(elem) = ty else {
-        return Err(DecodeError::UnexpectedType {
-            context,
-            expected: "slice",
-            found: format!("{ty:?}"),
-        });
-    };
-    check_struct(elem, &conn_fields(), context)?;
+/// The connections in a value whose type [`check_conns_type`] accepted.
+fn read_conns(v: &Value) -> Result<Vec<ConnectionSummary>, DecodeError> {
     v.as_slice()
         .unwrap_or_default()
         .iter()
@@ -302,10 +314,7 @@ mod tests {
             .unwrap();
         assert_eq!(decode(&out), Err(DecodeError::BadNameByte(5)));
 
-        let odd = Type::Struct(struct_type(
-            PEER,
-            &[("NameByte", Type::Bytes), ("UID", Type::String)],
-        ));
+        let odd = struct_type(PEER, &[("NameByte", Type::Bytes), ("UID", Type::String)]);
         let v = Value::Struct(vec![
             f("NameByte", Value::Bytes(vec![0; 6])),
             f("UID", Value::String("1".into())),
@@ -321,8 +330,8 @@ mod tests {
     #[test]
     fn unknown_fields_are_ignored() {
         let mut fields = peer_fields().to_vec();
-        fields.insert(2, ("Extra", Type::Slice(Box::new(Type::Int))));
-        let ty = Type::Struct(struct_type("somethingElse", &fields));
+        fields.insert(2, ("Extra", Type::slice(Type::Int)));
+        let ty = struct_type("somethingElse", &fields);
         let v = Value::Struct(vec![
             f("NameByte", Value::Bytes(vec![0xaa, 0, 0, 0, 0, 1])),
             f("Extra", Value::Slice(vec![Value::Int(-3)])),

@@ -9,11 +9,12 @@
 use std::collections::{HashMap, HashSet};
 
 use super::wire::{float_to_uint, put_bytes, put_int, put_message, put_uint};
+use super::wiretype::WireDef;
 use super::{
     is_omitted_field, wiretype, StructType, Type, Value, FIRST_USER_TYPE_ID, ID_BYTES, ID_STRING,
     ID_UINT, MAX_DEPTH,
 };
-use crate::error::EncodeError;
+use crate::error::{bounded, EncodeError};
 
 /// The encoding side of one gob stream. Keep one per stream: it remembers which type
 /// definitions the peer has already been sent.
@@ -130,7 +131,7 @@ fn check_type(ty: &Type, depth: usize) -> Result<(), EncodeError> {
         Type::Struct(s) => {
             for (i, (name, f)) in s.fields.iter().enumerate() {
                 if s.fields.iter().take(i).any(|(n, _)| n == name) {
-                    return Err(EncodeError::DuplicateFieldType(s.name.clone()));
+                    return Err(EncodeError::DuplicateFieldType(bounded(&s.name)));
                 }
                 check_type(f, depth + 1)?;
             }
@@ -158,12 +159,7 @@ fn send_defs(
         return Ok(());
     }
     let lookup = |t: &Type| t.basic_id().or_else(|| ids.get(t).copied()).unwrap_or(0);
-    let def = wiretype::to_value(ty, id, &lookup)?;
-    let mut payload = Vec::new();
-    if let Type::Struct(schema) = wiretype::schema() {
-        put_struct(schema, &def, &mut payload)?;
-    }
-    put_message(out, -id, &payload);
+    put_definition(out, id, &wiretype::def_of(ty, &lookup)?)?;
     match ty {
         Type::Struct(s) => {
             for (_, f) in &s.fields {
@@ -177,6 +173,16 @@ fn send_defs(
         }
         Type::Bool | Type::Int | Type::Uint | Type::Float | Type::Bytes | Type::String => {}
     }
+    Ok(())
+}
+
+/// Appends the message defining type `id` as `def` (whatever its component ids say).
+pub(crate) fn put_definition(out: &mut Vec<u8>, id: i64, def: &WireDef) -> Result<(), EncodeError> {
+    let mut payload = Vec::new();
+    if let Type::Struct(schema) = wiretype::schema() {
+        put_struct(schema, &wiretype::to_value(def, id)?, &mut payload)?;
+    }
+    put_message(out, -id, &payload);
     Ok(())
 }
 
@@ -198,12 +204,12 @@ fn put_struct(s: &StructType, v: &Value, out: &mut Vec<u8>) -> Result<(), Encode
     for (i, (name, _)) in vals.iter().enumerate() {
         if !s.fields.iter().any(|(n, _)| n == name) {
             return Err(EncodeError::UnknownField {
-                strukt: s.name.clone(),
-                field: name.clone(),
+                strukt: bounded(&s.name),
+                field: bounded(name),
             });
         }
         if vals.iter().take(i).any(|(n, _)| n == name) {
-            return Err(EncodeError::DuplicateField(name.clone()));
+            return Err(EncodeError::DuplicateField(bounded(name)));
         }
     }
     let mut next = 0usize;

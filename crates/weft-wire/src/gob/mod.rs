@@ -4,11 +4,23 @@
 //!
 //! Why not a crate: the existing `gobwire` crate panics on hostile input (our fuzzer found an
 //! overflow negating a type id), and every byte decoded here comes from a peer we do not trust.
-//! This codec never panics and bounds everything by the input: lengths and counts are checked
-//! against the bytes left before anything is allocated, integer arithmetic is checked, type
-//! nesting is limited to [`MAX_DEPTH`], a type may expand to at most [`MAX_TYPE_NODES`] nodes, a
-//! stream may not make the decoder expand much more type structure than it carries bytes, and
-//! bytes left over inside a message are an error.
+//! This codec never panics and bounds its memory and work by the bytes it is given:
+//! * lengths and counts are checked against the bytes left before anything is allocated, and a
+//!   slice, array or map is allocated exactly once, only while every element announced so far
+//!   (at every nesting level) still has a byte of its own left, so all the element slots of a
+//!   message together never outnumber its bytes;
+//! * a stream may define at most [`MAX_STREAM_TYPES`] types (fewer where the caller says so)
+//!   in at most [`MAX_TYPE_DEF_BYTES`] bytes of definitions; type nesting is limited to
+//!   [`MAX_DEPTH`] and a type may expand to at most [`MAX_TYPE_NODES`] nodes;
+//! * a definition is resolved into a [`Type`] once per stream and then shared: composite types
+//!   hold their components behind [`Arc`], names are `Arc<str>` taken once from the definition,
+//!   and a decoded struct value's field names are clones of those `Arc`s, so neither a value
+//!   nor an element ever copies a type or a name;
+//! * a caller that knows what it expects checks the type before the value is read
+//!   ([`Decoder::decode_next_checked`]), and a peer's type appears in errors only through the
+//!   bounded [`Type::describe`].
+//!
+//! Integer arithmetic is checked and bytes left over inside a message are an error.
 //!
 //! Model: a [`Type`] tree describes a value; a [`Value`] tree holds it. An [`Encoder`] and a
 //! [`Decoder`] each belong to one gob stream, as in Go: the encoder remembers which type
@@ -33,15 +45,34 @@ mod wire;
 mod wiretype;
 
 pub use self::decode::Decoder;
+#[cfg(any(fuzzing, test))]
+pub(crate) use self::encode::put_definition;
 pub use self::encode::Encoder;
 pub(crate) use self::encode::{put_top_level_bytes, put_top_level_string, put_top_level_uint};
+#[cfg(any(fuzzing, test))]
+pub(crate) use self::wire::put_message;
+#[cfg(any(fuzzing, test))]
+pub(crate) use self::wiretype::WireDef;
 pub use crate::error::{DecodeError, EncodeError};
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use crate::error::{bounded, MAX_PEER_TEXT};
 
 /// Deepest type nesting accepted (a top-level scalar is depth 1).
 pub const MAX_DEPTH: usize = 32;
 
 /// Most nodes a single type may expand to once its definitions are resolved into a tree.
 pub const MAX_TYPE_NODES: usize = 1024;
+
+/// Most type definitions one stream may carry. Weave Net's largest streams (IPAM gossip) define
+/// about a dozen types.
+pub const MAX_STREAM_TYPES: usize = 256;
+
+/// Most bytes the type definition messages of one stream may add up to (Weave Net's largest
+/// stream needs well under 2 KiB).
+pub const MAX_TYPE_DEF_BYTES: usize = 64 * 1024;
 
 /// Type id of `bool`.
 pub(crate) const ID_BOOL: i64 = 0x01;
@@ -74,22 +105,32 @@ pub enum Type {
     /// `string`.
     String,
     /// A slice of the element type; its value is [`Value::Slice`].
-    Slice(Box<Self>),
+    Slice(Arc<Self>),
     /// A fixed-length array; its value is a [`Value::Slice`] of exactly that many elements.
-    Array(usize, Box<Self>),
+    Array(usize, Arc<Self>),
     /// A map from key type to element type; its value is [`Value::Map`].
-    Map(Box<Self>, Box<Self>),
+    Map(Arc<Self>, Arc<Self>),
     /// A struct; its value is [`Value::Struct`].
-    Struct(StructType),
+    Struct(Arc<StructType>),
 }
 
 /// A struct type: Go's type name and its exported fields in declaration order.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct StructType {
     /// The Go type name (sent on the wire, never checked by Go's decoder).
-    pub name: String,
+    pub name: Arc<str>,
     /// Field names and types, in declaration order (which fixes the field numbers).
-    pub fields: Vec<(String, Type)>,
+    pub fields: Vec<(Arc<str>, Type)>,
+}
+
+impl StructType {
+    /// A struct type named `name` with `(field name, type)` pairs in declaration order.
+    pub fn new<'a>(name: &str, fields: impl IntoIterator<Item = (&'a str, Type)>) -> Self {
+        Self {
+            name: Arc::from(name),
+            fields: fields.into_iter().map(|(n, t)| (Arc::from(n), t)).collect(),
+        }
+    }
 }
 
 /// A gob value, shaped by a [`Type`].
@@ -112,11 +153,73 @@ pub enum Value {
     /// Map entries, in wire order (Go's is random); duplicate keys are kept as sent.
     Map(Vec<(Self, Self)>),
     /// Struct fields by name. On encode, a missing field is not sent; on decode, fields the
-    /// wire did not carry are missing (see the module docs).
-    Struct(Vec<(String, Self)>),
+    /// wire did not carry are missing (see the module docs). Decoded names share the `Arc`s of
+    /// the struct's [`StructType`].
+    Struct(Vec<(Arc<str>, Self)>),
 }
 
+/// Longest text [`Type::describe`] returns before its `…`.
+const DESCRIBE_MAX: usize = MAX_PEER_TEXT;
+
 impl Type {
+    /// `[]elem`.
+    pub fn slice(elem: Self) -> Self {
+        Self::Slice(Arc::new(elem))
+    }
+
+    /// `[len]elem`.
+    pub fn array(len: usize, elem: Self) -> Self {
+        Self::Array(len, Arc::new(elem))
+    }
+
+    /// `map[key]elem`.
+    pub fn map(key: Self, elem: Self) -> Self {
+        Self::Map(Arc::new(key), Arc::new(elem))
+    }
+
+    /// A struct type named `name` with `(field name, type)` pairs in declaration order.
+    pub fn structure<'a>(name: &str, fields: impl IntoIterator<Item = (&'a str, Self)>) -> Self {
+        Self::Struct(Arc::new(StructType::new(name, fields)))
+    }
+
+    /// A short Go-like rendering for messages, e.g. `map[string]string` or
+    /// `[]struct connectionSummary`: struct fields are not listed, and the text is cut to a
+    /// few dozen bytes however large (or hostile) the type is.
+    pub fn describe(&self) -> String {
+        let mut out = String::new();
+        self.describe_into(&mut out);
+        bounded(&out)
+    }
+
+    /// Appends the rendering of `self` to `out`, stopping once `out` is past [`DESCRIBE_MAX`]
+    /// (so the work is bounded too, not only the result).
+    fn describe_into(&self, out: &mut String) {
+        if out.len() > DESCRIBE_MAX {
+            return;
+        }
+        match self {
+            Self::Slice(e) => {
+                out.push_str("[]");
+                e.describe_into(out);
+            }
+            Self::Array(n, e) => {
+                let _ = write!(out, "[{n}]");
+                e.describe_into(out);
+            }
+            Self::Map(k, e) => {
+                out.push_str("map[");
+                k.describe_into(out);
+                out.push(']');
+                e.describe_into(out);
+            }
+            Self::Struct(s) => {
+                out.push_str("struct ");
+                out.push_str(&bounded(&s.name));
+            }
+            _ => out.push_str(self.kind()),
+        }
+    }
+
     /// The predefined wire id of a basic type; `None` for types that need a definition.
     pub(crate) fn basic_id(&self) -> Option<i64> {
         match self {
@@ -148,10 +251,15 @@ impl Type {
 }
 
 impl Value {
+    /// A struct value from `(field name, value)` pairs.
+    pub fn structure<'a>(fields: impl IntoIterator<Item = (&'a str, Self)>) -> Self {
+        Self::Struct(fields.into_iter().map(|(n, v)| (Arc::from(n), v)).collect())
+    }
+
     /// The named field of a struct value; `None` if absent (zero or nil) or not a struct.
     pub fn field(&self, name: &str) -> Option<&Self> {
         match self {
-            Self::Struct(fields) => fields.iter().find(|(n, _)| n == name).map(|(_, v)| v),
+            Self::Struct(fields) => fields.iter().find(|(n, _)| &**n == name).map(|(_, v)| v),
             _ => None,
         }
     }
@@ -234,6 +342,25 @@ impl Value {
             Self::Struct(_) => "struct",
         }
     }
+}
+
+/// `Ok` if the type of a value about to be decoded is `want`; otherwise
+/// [`DecodeError::UnexpectedType`] with `expected` and a bounded description of `ty`. Meant as
+/// the check of [`Decoder::decode_next_checked`].
+pub fn expect_type(
+    ty: &Type,
+    want: &Type,
+    context: &'static str,
+    expected: &'static str,
+) -> Result<(), DecodeError> {
+    if ty == want {
+        return Ok(());
+    }
+    Err(DecodeError::UnexpectedType {
+        context,
+        expected,
+        found: ty.describe(),
+    })
 }
 
 /// Whether a struct field of type `ty` holding `v` is left off the wire (Go omits zero scalars,

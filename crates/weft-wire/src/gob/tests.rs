@@ -8,12 +8,7 @@ use super::wiretype::st;
 use super::*;
 
 fn sv(fields: Vec<(&str, Value)>) -> Value {
-    Value::Struct(
-        fields
-            .into_iter()
-            .map(|(n, v)| (n.to_string(), v))
-            .collect(),
-    )
+    Value::structure(fields)
 }
 
 fn decode_all(mut input: &[u8]) -> Result<Vec<(Type, Value)>, DecodeError> {
@@ -27,7 +22,7 @@ fn decode_all(mut input: &[u8]) -> Result<Vec<(Type, Value)>, DecodeError> {
 
 fn message(id: i64, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    wire::put_message(&mut out, id, payload);
+    put_message(&mut out, id, payload);
     out
 }
 
@@ -60,7 +55,7 @@ fn struct_def(id: i64, name: &str, fields: &[(&str, i64)]) -> Vec<u8> {
 
 #[test]
 fn features_map_bytes_match_go() {
-    let ty = Type::Map(Box::new(Type::String), Box::new(Type::String));
+    let ty = Type::map(Type::String, Type::String);
     let v = Value::Map(vec![(
         Value::String("Name".into()),
         Value::String("aa:bb:cc:dd:ee:01".into()),
@@ -97,7 +92,7 @@ fn top_level_basics_match_go() {
 
 #[test]
 fn definitions_are_sent_once_per_stream() {
-    let ty = Type::Slice(Box::new(Type::Int));
+    let ty = Type::slice(Type::Int);
     let v = Value::Slice(vec![Value::Int(-1)]);
     let mut enc = Encoder::new();
     let mut first = Vec::new();
@@ -118,7 +113,7 @@ fn nil_map_absent_field_and_empty_map_differ() {
     let ty = st(
         "s",
         vec![
-            ("M", Type::Map(Box::new(Type::Uint), Box::new(Type::String))),
+            ("M", Type::map(Type::Uint, Type::String)),
             ("N", Type::Uint),
         ],
     );
@@ -158,14 +153,14 @@ fn encoder_rejects_mismatches() {
         ),
         Err(EncodeError::DuplicateField(_))
     ));
-    let arr = Type::Array(2, Box::new(Type::Bool));
+    let arr = Type::array(2, Type::Bool);
     assert!(matches!(
         enc.encode(&arr, &Value::Slice(vec![Value::Bool(true)]), &mut out),
         Err(EncodeError::ArrayLength { .. })
     ));
     let mut deep = Type::Bool;
     for _ in 0..MAX_DEPTH {
-        deep = Type::Slice(Box::new(deep));
+        deep = Type::slice(deep);
     }
     assert_eq!(
         enc.encode(&deep, &Value::Slice(vec![]), &mut out),
@@ -241,22 +236,144 @@ fn exponential_type_dag_is_rejected() {
 }
 
 #[test]
-fn many_tiny_values_of_a_big_type_hit_the_work_limit() {
-    // 1023 nodes: a binary tree of depth 10.
+fn many_tiny_values_of_a_big_type_share_it() {
+    // 1023 nodes: a binary tree of depth 10, from 10 definitions.
     let mut s = Vec::new();
     for i in 0..9 {
         s.extend(struct_def(65 + i, "t", &[("A", 66 + i), ("B", 66 + i)]));
     }
     s.extend(struct_def(74, "leaf", &[]));
     let one = message(65, &[0x00]);
-    let mut ok = s.clone();
-    ok.extend(one.iter());
-    let decoded = decode_all(&ok).unwrap();
-    assert_eq!(decoded.len(), 1);
     for _ in 0..200 {
         s.extend(one.iter());
     }
-    assert_eq!(decode_all(&s), Err(DecodeError::WorkLimit));
+    let decoded = decode_all(&s).unwrap();
+    assert_eq!(decoded.len(), 200);
+    // Every value hands out the one resolved type, and inside it both fields share theirs.
+    let Type::Struct(first) = &decoded[0].0 else {
+        panic!("not a struct")
+    };
+    for (ty, _) in &decoded {
+        let Type::Struct(s) = ty else {
+            panic!("not a struct")
+        };
+        assert!(Arc::ptr_eq(s, first));
+    }
+    let (Type::Struct(a), Type::Struct(b)) = (&first.fields[0].1, &first.fields[1].1) else {
+        panic!("fields are not structs")
+    };
+    assert!(Arc::ptr_eq(a, b));
+}
+
+#[test]
+fn decoded_field_names_share_the_types() {
+    let mut s = struct_def(65, "s", &[("Field", 3)]);
+    let v = message(65, &[0x01, 0x07, 0x00]);
+    for _ in 0..3 {
+        s.extend(v.iter());
+    }
+    let decoded = decode_all(&s).unwrap();
+    let Type::Struct(st) = &decoded[0].0 else {
+        panic!("not a struct")
+    };
+    for (_, v) in &decoded {
+        let Value::Struct(fields) = v else {
+            panic!("not a struct value")
+        };
+        assert_eq!(fields.len(), 1);
+        assert!(Arc::ptr_eq(&fields[0].0, &st.fields[0].0));
+    }
+}
+
+#[test]
+fn type_definitions_are_capped_per_stream() {
+    let mut s = Vec::new();
+    for i in 0..=MAX_STREAM_TYPES as i64 {
+        s.extend(struct_def(65 + i, "t", &[]));
+    }
+    assert_eq!(
+        decode_all(&s),
+        Err(DecodeError::TooManyTypes(MAX_STREAM_TYPES))
+    );
+    let one = struct_def(65, "t", &[]);
+    let mut input = &one[..];
+    assert_eq!(
+        Decoder::with_type_limit(0).decode_next(&mut input),
+        Err(DecodeError::TooManyTypes(0))
+    );
+    // Few definitions, but with long names: the byte cap.
+    let long = "n".repeat(MAX_TYPE_DEF_BYTES / 4);
+    let mut s = Vec::new();
+    for i in 0..5 {
+        s.extend(struct_def(65 + i, &long, &[]));
+    }
+    assert_eq!(decode_all(&s), Err(DecodeError::TypeDefsTooLarge));
+}
+
+#[test]
+fn unexpected_types_are_not_decoded_and_not_printed_whole() {
+    let long = "L".repeat(60_000);
+    let mut s = struct_def(65, &long, &[("A", 6)]);
+    // A value that would fail to decode (bad UTF-8) if it were read.
+    s.extend(message(65, &[0x01, 0x01, 0xff, 0x00]).iter());
+    let mut input = &s[..];
+    let err = Decoder::new()
+        .decode_next_checked(&mut input, |ty| {
+            expect_type(ty, &Type::String, "test", "string")
+        })
+        .unwrap_err();
+    let DecodeError::UnexpectedType { found, .. } = &err else {
+        panic!("{err}")
+    };
+    assert!(found.starts_with("struct LLL"), "{found}");
+    assert!(err.to_string().len() < 200, "{}", err.to_string().len());
+    // A field delta past the end names the struct, cut short.
+    let mut s = struct_def(65, &long, &[("A", 6)]);
+    s.extend(message(65, &[0x05, 0x00]).iter());
+    let err = decode_all(&s).unwrap_err();
+    assert!(matches!(err, DecodeError::FieldOutOfRange { .. }));
+    assert!(err.to_string().len() < 200, "{}", err.to_string().len());
+}
+
+#[test]
+fn inflated_nested_counts_fail_before_allocating() {
+    // [][][]bool, each level announcing as many elements as there are bytes left: the inner
+    // counts would fit the bytes alone, but not on top of the outer ones still pending.
+    let mut s = Vec::new();
+    s.extend(message(
+        -65,
+        &[0x02, 0x01, 0x02, 0xff, 0x82, 0x00, 0x01, 0x02, 0x00, 0x00],
+    ));
+    s.extend(message(
+        -66,
+        &[
+            0x02, 0x01, 0x02, 0xff, 0x84, 0x00, 0x01, 0xff, 0x82, 0x00, 0x00,
+        ],
+    ));
+    let body = [0x00, 0x05, 0x04, 0x03, 0x01, 0x01, 0x01];
+    s.extend(message(66, &body));
+    assert!(matches!(
+        decode_all(&s),
+        Err(DecodeError::LengthOverrun { .. })
+    ));
+}
+
+#[test]
+fn describe_is_go_like_and_short() {
+    assert_eq!(
+        Type::map(Type::String, Type::String).describe(),
+        "map[string]string"
+    );
+    assert_eq!(
+        Type::slice(Type::structure("connectionSummary", [])).describe(),
+        "[]struct connectionSummary"
+    );
+    assert_eq!(Type::array(3, Type::Float).describe(), "[3]float");
+    let mut deep = Type::Bool;
+    for _ in 0..1000 {
+        deep = Type::map(deep.clone(), deep);
+    }
+    assert!(deep.describe().len() <= MAX_PEER_TEXT + '…'.len_utf8());
 }
 
 #[test]
@@ -327,8 +444,8 @@ fn array_and_float_values() {
     let ty = st(
         "s",
         vec![
-            ("A", Type::Array(3, Box::new(Type::Float))),
-            ("Z", Type::Array(0, Box::new(Type::Int))),
+            ("A", Type::array(3, Type::Float)),
+            ("Z", Type::array(0, Type::Int)),
         ],
     );
     let v = sv(vec![(
@@ -372,18 +489,12 @@ fn arb_type() -> impl Strategy<Value = Type> {
     ];
     leaf.prop_recursive(4, 40, 4, |inner| {
         prop_oneof![
-            inner.clone().prop_map(|t| Type::Slice(Box::new(t))),
-            (0usize..3, inner.clone()).prop_map(|(n, t)| Type::Array(n, Box::new(t))),
-            (inner.clone(), inner.clone()).prop_map(|(k, e)| Type::Map(Box::new(k), Box::new(e))),
+            inner.clone().prop_map(Type::slice),
+            (0usize..3, inner.clone()).prop_map(|(n, t)| Type::array(n, t)),
+            (inner.clone(), inner.clone()).prop_map(|(k, e)| Type::map(k, e)),
             ("[a-zA-Z]{0,6}", prop::collection::vec(inner, 0..5)).prop_map(|(name, ts)| {
-                Type::Struct(StructType {
-                    name,
-                    fields: ts
-                        .into_iter()
-                        .enumerate()
-                        .map(|(i, t)| (format!("F{i}"), t))
-                        .collect(),
-                })
+                let names: Vec<String> = (0..ts.len()).map(|i| format!("F{i}")).collect();
+                Type::structure(&name, names.iter().map(String::as_str).zip(ts))
             }),
         ]
     })

@@ -6,9 +6,9 @@
 //! names its components by type id, which may refer to types defined later in the stream.
 
 use std::collections::HashSet;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
-use super::{StructType, Type, Value, FIRST_USER_TYPE_ID};
+use super::{Type, Value, FIRST_USER_TYPE_ID};
 use crate::error::{DecodeError, EncodeError};
 
 /// A received type definition, components still given as type ids.
@@ -18,10 +18,10 @@ pub(crate) enum WireDef {
     Array { len: usize, elem: i64 },
     /// `[]elem`.
     Slice { elem: i64 },
-    /// A struct with named fields.
+    /// A struct with named fields; the names become the resolved type's (shared) names.
     Struct {
-        name: String,
-        fields: Vec<(String, i64)>,
+        name: Arc<str>,
+        fields: Vec<(Arc<str>, i64)>,
     },
     /// `map[key]elem`.
     Map { key: i64, elem: i64 },
@@ -31,13 +31,7 @@ pub(crate) enum WireDef {
 
 /// Builds a struct type from `(field name, type)` pairs.
 pub(super) fn st(name: &str, fields: Vec<(&str, Type)>) -> Type {
-    Type::Struct(StructType {
-        name: name.to_string(),
-        fields: fields
-            .into_iter()
-            .map(|(n, t)| (n.to_string(), t))
-            .collect(),
-    })
+    Type::structure(name, fields)
 }
 
 /// The `wireType` schema.
@@ -65,10 +59,7 @@ pub(crate) fn schema() -> &'static Type {
         let field = st("fieldType", vec![("Name", Type::String), ("Id", Type::Int)]);
         let strukt = st(
             "structType",
-            vec![
-                ("CommonType", common()),
-                ("Field", Type::Slice(Box::new(field))),
-            ],
+            vec![("CommonType", common()), ("Field", Type::slice(field))],
         );
         let map = st(
             "mapType",
@@ -97,74 +88,93 @@ pub(crate) fn schema() -> &'static Type {
 fn common(name: &str, id: i64) -> Value {
     let mut fields = Vec::with_capacity(2);
     if !name.is_empty() {
-        fields.push(("Name".to_string(), Value::String(name.to_string())));
+        fields.push(kv("Name", Value::String(name.to_string())));
     }
-    fields.push(("Id".to_string(), Value::Int(id)));
+    fields.push(kv("Id", Value::Int(id)));
     Value::Struct(fields)
 }
 
-fn kv(name: &str, v: Value) -> (String, Value) {
-    (name.to_string(), v)
+fn kv(name: &str, v: Value) -> (Arc<str>, Value) {
+    (Arc::from(name), v)
 }
 
-/// The `wireType` value defining `ty` under `id`, given the ids of its components.
-pub(crate) fn to_value(
-    ty: &Type,
-    id: i64,
-    ids: &dyn Fn(&Type) -> i64,
-) -> Result<Value, EncodeError> {
-    let (kind, body) = match ty {
-        Type::Slice(elem) => (
-            "SliceT",
-            vec![
-                kv("CommonType", common("", id)),
-                kv("Elem", Value::Int(ids(elem))),
-            ],
-        ),
-        Type::Array(len, elem) => {
-            let n = i64::try_from(*len).map_err(|_| EncodeError::ArrayTooLong(*len))?;
-            (
-                "ArrayT",
-                vec![
-                    kv("CommonType", common("", id)),
-                    kv("Elem", Value::Int(ids(elem))),
-                    kv("Len", Value::Int(n)),
-                ],
-            )
-        }
-        Type::Map(key, elem) => (
-            "MapT",
-            vec![
-                kv("CommonType", common("", id)),
-                kv("Key", Value::Int(ids(key))),
-                kv("Elem", Value::Int(ids(elem))),
-            ],
-        ),
-        Type::Struct(s) => {
-            let fields = s
+/// The definition of composite type `ty`, given the ids of its components.
+pub(crate) fn def_of(ty: &Type, ids: &dyn Fn(&Type) -> i64) -> Result<WireDef, EncodeError> {
+    Ok(match ty {
+        Type::Slice(elem) => WireDef::Slice { elem: ids(elem) },
+        Type::Array(len, elem) => WireDef::Array {
+            len: *len,
+            elem: ids(elem),
+        },
+        Type::Map(key, elem) => WireDef::Map {
+            key: ids(key),
+            elem: ids(elem),
+        },
+        Type::Struct(s) => WireDef::Struct {
+            name: Arc::clone(&s.name),
+            fields: s
                 .fields
                 .iter()
-                .map(|(n, t)| {
-                    Value::Struct(vec![
-                        kv("Name", Value::String(n.clone())),
-                        kv("Id", Value::Int(ids(t))),
-                    ])
-                })
-                .collect();
-            (
-                "StructT",
-                vec![
-                    kv("CommonType", common(&s.name, id)),
-                    kv("Field", Value::Slice(fields)),
-                ],
-            )
-        }
+                .map(|(n, t)| (Arc::clone(n), ids(t)))
+                .collect(),
+        },
         Type::Bool | Type::Int | Type::Uint | Type::Float | Type::Bytes | Type::String => {
             return Err(EncodeError::TypeMismatch {
                 expected: "composite",
                 found: ty.kind(),
             })
         }
+    })
+}
+
+/// The `wireType` value carrying `def` as type `id`.
+pub(crate) fn to_value(def: &WireDef, id: i64) -> Result<Value, EncodeError> {
+    let (kind, body) = match def {
+        WireDef::Slice { elem } => (
+            "SliceT",
+            vec![
+                kv("CommonType", common("", id)),
+                kv("Elem", Value::Int(*elem)),
+            ],
+        ),
+        WireDef::Array { len, elem } => {
+            let n = i64::try_from(*len).map_err(|_| EncodeError::ArrayTooLong(*len))?;
+            (
+                "ArrayT",
+                vec![
+                    kv("CommonType", common("", id)),
+                    kv("Elem", Value::Int(*elem)),
+                    kv("Len", Value::Int(n)),
+                ],
+            )
+        }
+        WireDef::Map { key, elem } => (
+            "MapT",
+            vec![
+                kv("CommonType", common("", id)),
+                kv("Key", Value::Int(*key)),
+                kv("Elem", Value::Int(*elem)),
+            ],
+        ),
+        WireDef::Struct { name, fields } => {
+            let fields = fields
+                .iter()
+                .map(|(n, fid)| {
+                    Value::Struct(vec![
+                        kv("Name", Value::String(n.to_string())),
+                        kv("Id", Value::Int(*fid)),
+                    ])
+                })
+                .collect();
+            (
+                "StructT",
+                vec![
+                    kv("CommonType", common(name, id)),
+                    kv("Field", Value::Slice(fields)),
+                ],
+            )
+        }
+        WireDef::Opaque => ("GobEncoderT", vec![kv("CommonType", common("", id))]),
     };
     Ok(Value::Struct(vec![kv(kind, Value::Struct(body))]))
 }
@@ -187,7 +197,7 @@ fn component(v: &Value, name: &str) -> Result<i64, DecodeError> {
 }
 
 /// Checks the embedded `CommonType` against the message's id and returns the type name.
-fn check_common(body: &Value, id: i64) -> Result<String, DecodeError> {
+fn check_common(body: &Value, id: i64) -> Result<Arc<str>, DecodeError> {
     let common = body
         .field("CommonType")
         .ok_or(DecodeError::BadWireType("missing CommonType"))?;
@@ -197,8 +207,8 @@ fn check_common(body: &Value, id: i64) -> Result<String, DecodeError> {
         ));
     }
     match common.field("Name") {
-        None => Ok(String::new()),
-        Some(Value::String(s)) => Ok(s.clone()),
+        None => Ok(Arc::from("")),
+        Some(Value::String(s)) => Ok(Arc::from(s.as_str())),
         Some(_) => Err(DecodeError::BadWireType("non-string name")),
     }
 }
@@ -212,7 +222,7 @@ pub(crate) fn from_value(v: &Value, id: i64) -> Result<WireDef, DecodeError> {
         return Err(DecodeError::BadWireType("not exactly one kind set"));
     };
     let name = check_common(body, id)?;
-    match kind.as_str() {
+    match &**kind {
         "ArrayT" => {
             let len = int_field(body, "Len")?;
             let len =
@@ -239,14 +249,14 @@ pub(crate) fn from_value(v: &Value, id: i64) -> Result<WireDef, DecodeError> {
             let mut fields = Vec::with_capacity(list.len());
             for f in list {
                 let fname = match f.field("Name") {
-                    None => String::new(),
-                    Some(Value::String(s)) => s.clone(),
+                    None => "",
+                    Some(Value::String(s)) => s.as_str(),
                     Some(_) => return Err(DecodeError::BadWireType("non-string field name")),
                 };
-                if !seen.insert(fname.clone()) {
+                if !seen.insert(fname) {
                     return Err(DecodeError::BadWireType("duplicate field name"));
                 }
-                fields.push((fname, component(f, "Id")?));
+                fields.push((Arc::from(fname), component(f, "Id")?));
             }
             Ok(WireDef::Struct { name, fields })
         }

@@ -1,0 +1,709 @@
+//! Every decoder's heap stays within `DECODE_HEAP_PER_BYTE * input + DECODE_HEAP_BASE` on
+//! hostile input: gob type-definition bombs (many type nodes with long names), deep and wide
+//! nesting, huge declared lengths, many tiny type definitions and many tiny values; and no
+//! input panics or produces an error text longer than [`MAX_ERROR_TEXT`].
+//!
+//! The heap is measured with `allocation-counter`, a counting global allocator that counts per
+//! thread (so tests running in parallel do not disturb each other) and counts a reallocation as
+//! a new block plus the old one, i.e. the true peak. Run with `-- --nocapture` to see each
+//! input's figures.
+
+// Tests may unwrap: a panic is how they fail.
+#![allow(clippy::unwrap_used)]
+
+use std::fmt::Display;
+use std::path::Path;
+
+use weft_wire::gob::{Decoder, Encoder, Type, Value};
+use weft_wire::protocol::ProtocolMsg;
+use weft_wire::topology_delta::Message;
+use weft_wire::{
+    features, frame, sleeve, topology, PeerName, DECODE_HEAP_BASE, DECODE_HEAP_PER_BYTE,
+};
+
+/// Longest error text accepted (peer text in errors is cut to 64 bytes, which escaping may
+/// widen a few times).
+const MAX_ERROR_TEXT: usize = 512;
+
+/// Decodes `input` with `decode` under the counting allocator, asserts the heap bound and the
+/// error text bound, and returns the result.
+fn bounded<T, E: Display>(
+    what: &str,
+    input: &[u8],
+    decode: impl FnOnce(&[u8]) -> Result<T, E>,
+) -> Result<T, String> {
+    let mut out = None;
+    let info = allocation_counter::measure(|| out = Some(decode(input)));
+    let limit = DECODE_HEAP_PER_BYTE * input.len() + DECODE_HEAP_BASE;
+    let outcome = out.unwrap().map_err(|e| e.to_string());
+    println!(
+        "{what}: {} input bytes, peak heap {} bytes ({:.1} per input byte), {}",
+        input.len(),
+        info.bytes_max,
+        info.bytes_max as f64 / input.len().max(1) as f64,
+        match &outcome {
+            Ok(_) => "decoded".to_string(),
+            Err(e) => format!("error: {e}"),
+        }
+    );
+    assert!(
+        info.bytes_max <= limit as u64,
+        "{what}: peak heap {} bytes for {} input bytes (limit {limit})",
+        info.bytes_max,
+        input.len()
+    );
+    if let Err(e) = &outcome {
+        assert!(
+            e.len() <= MAX_ERROR_TEXT,
+            "{what}: error text of {} bytes",
+            e.len()
+        );
+    }
+    outcome
+}
+
+/// Decodes a whole gob stream, keeping every value (as the gossip channels do).
+fn gob_stream(input: &[u8]) -> Result<Vec<(Type, Value)>, weft_wire::DecodeError> {
+    let mut input = input;
+    let mut dec = Decoder::new();
+    let mut out = Vec::new();
+    while let Some(tv) = dec.decode_next(&mut input)? {
+        out.push(tv);
+    }
+    Ok(out)
+}
+
+// ---- hand-built gob bytes (the encoder would refuse to write most of these) ----
+
+fn put_uint(out: &mut Vec<u8>, v: u64) {
+    if v < 0x80 {
+        out.push(v as u8);
+        return;
+    }
+    let bytes = v.to_be_bytes();
+    let skip = bytes.iter().take_while(|&&b| b == 0).count();
+    out.push(0u8.wrapping_sub((8 - skip) as u8));
+    out.extend_from_slice(&bytes[skip..]);
+}
+
+fn put_int(out: &mut Vec<u8>, v: i64) {
+    let u = if v < 0 {
+        ((!v as u64) << 1) | 1
+    } else {
+        (v as u64) << 1
+    };
+    put_uint(out, u);
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    put_uint(out, s.len() as u64);
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn message(id: i64, payload: &[u8]) -> Vec<u8> {
+    let mut head = Vec::new();
+    put_int(&mut head, id);
+    let mut out = Vec::new();
+    put_uint(&mut out, (head.len() + payload.len()) as u64);
+    out.extend_from_slice(&head);
+    out.extend_from_slice(payload);
+    out
+}
+
+/// A `CommonType` body: name (if any) and id, then its end.
+fn common(p: &mut Vec<u8>, name: &str, id: i64) {
+    if name.is_empty() {
+        p.push(0x02);
+    } else {
+        p.push(0x01);
+        put_str(p, name);
+        p.push(0x01);
+    }
+    put_int(p, id);
+    p.push(0x00);
+}
+
+fn struct_def(id: i64, name: &str, fields: &[(String, i64)]) -> Vec<u8> {
+    let mut p = vec![0x03, 0x01];
+    common(&mut p, name, id);
+    if !fields.is_empty() {
+        p.push(0x01);
+        put_uint(&mut p, fields.len() as u64);
+        for (n, fid) in fields {
+            p.push(0x01);
+            put_str(&mut p, n);
+            p.push(0x01);
+            put_int(&mut p, *fid);
+            p.push(0x00);
+        }
+    }
+    p.extend_from_slice(&[0x00, 0x00]);
+    message(-id, &p)
+}
+
+/// A slice, array or map definition: the `wireType` field of its kind, its `CommonType`, then
+/// its components (element; element and length; key and element) as fields 2, 3.
+fn def(kind: u8, id: i64, components: &[i64]) -> Vec<u8> {
+    let mut p = vec![kind, 0x01];
+    common(&mut p, "", id);
+    for c in components {
+        p.push(0x01);
+        put_int(&mut p, *c);
+    }
+    p.extend_from_slice(&[0x00, 0x00]);
+    message(-id, &p)
+}
+
+fn slice_def(id: i64, elem: i64) -> Vec<u8> {
+    def(0x02, id, &[elem])
+}
+
+fn array_def(id: i64, elem: i64, len: i64) -> Vec<u8> {
+    def(0x01, id, &[elem, len])
+}
+
+fn map_def(id: i64, key: i64, elem: i64) -> Vec<u8> {
+    def(0x04, id, &[key, elem])
+}
+
+const ID_BOOL: i64 = 1;
+const ID_UINT: i64 = 3;
+const ID_BYTES: i64 = 5;
+const ID_STRING: i64 = 6;
+
+/// The shape measured against the old decoder: a chain of struct types with long type and field
+/// names, each with `width` fields of the next type, down to `levels` levels and a bool leaf;
+/// defined again and again (fresh ids) until the stream is `total` bytes, each chain followed
+/// by `values` values of its top type: fully populated ones, or empty ones (4 bytes each, which
+/// the old decoder answered with a copy of the whole type).
+fn type_bomb(
+    total: usize,
+    (levels, width): (i64, usize),
+    name_len: usize,
+    values: usize,
+    full: bool,
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut next_id = 65;
+    while out.len() < total {
+        let top = next_id;
+        for level in 0..levels {
+            let id = top + level;
+            let child = if level + 1 == levels { ID_BOOL } else { id + 1 };
+            let fields: Vec<(String, i64)> = (0..width)
+                .map(|f| (format!("F{f}{}", "y".repeat(name_len)), child))
+                .collect();
+            out.extend(struct_def(
+                id,
+                &format!("T{id}{}", "x".repeat(name_len)),
+                &fields,
+            ));
+        }
+        next_id += levels;
+        let body = if full {
+            populated(levels, width)
+        } else {
+            vec![0x00]
+        };
+        for _ in 0..values {
+            if out.len() >= total {
+                break;
+            }
+            out.extend(message(top, &body));
+        }
+    }
+    out
+}
+
+/// A value of a `type_bomb` chain type with every field present (bool leaves true).
+fn populated(levels: i64, width: usize) -> Vec<u8> {
+    fn level(out: &mut Vec<u8>, left: i64, width: usize) {
+        for _ in 0..width {
+            out.push(0x01);
+            if left == 1 {
+                out.push(0x01);
+            } else {
+                level(out, left - 1, width);
+            }
+        }
+        out.push(0x00);
+    }
+    let mut out = Vec::new();
+    level(&mut out, levels, width);
+    out
+}
+
+/// `n` slice types, each `[]` of the one before, over bool.
+fn nested_slice_defs(n: i64) -> Vec<u8> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        let elem = if i == 0 { ID_BOOL } else { 64 + i };
+        out.extend(slice_def(65 + i, elem));
+    }
+    out
+}
+
+// ---- gob ----
+
+#[test]
+fn gob_type_bomb_over_the_caps() {
+    // The frame that got the router OOM-killed: 1.06 MB of long-named type nodes and values.
+    // 781-node types, a few values of each: the stream's definition bytes run out.
+    let bomb = type_bomb(1_060_000, (4, 5), 200, 4, false);
+    let err = bounded("gob type bomb 1.06 MB", &bomb, gob_stream).unwrap_err();
+    assert!(err.contains("type definitions exceed"), "{err}");
+    // Types of 8^8 nodes: refused at the first value.
+    let bomb = type_bomb(1_060_000, (8, 8), 200, 4, false);
+    let err = bounded("gob type bomb of huge types", &bomb, gob_stream).unwrap_err();
+    assert!(err.contains("more than 1024 nodes"), "{err}");
+}
+
+#[test]
+fn gob_type_bomb_within_the_caps() {
+    // Long names, 364-node types, within the definition caps, then values until 1 MB: the
+    // old decoder copied the type and every field name per value.
+    let bomb = type_bomb(1_000_000, (5, 3), 200, 1 << 20, true);
+    let values = bounded("gob type bomb within caps, full values", &bomb, gob_stream).unwrap();
+    assert!(values.len() > 1000);
+    let bomb = type_bomb(1_000_000, (4, 5), 200, 1 << 20, false);
+    let values = bounded("gob type bomb within caps, empty values", &bomb, gob_stream).unwrap();
+    assert!(values.len() > 200_000);
+    let small = type_bomb(75_000, (4, 5), 200, 1 << 20, false);
+    bounded("gob type bomb within caps 75 KB", &small, gob_stream).unwrap();
+}
+
+#[test]
+fn gob_deep_nesting() {
+    // 32 levels of []: one element per level.
+    let mut s = nested_slice_defs(31);
+    let mut body = vec![0x00];
+    body.extend(std::iter::repeat_n(0x01, 31));
+    body.push(0x01);
+    s.extend(message(95, &body));
+    let v = bounded("gob 32-deep slices", &s, gob_stream).unwrap();
+    assert_eq!(v.len(), 1);
+    // 33 levels: too deep.
+    let mut s = nested_slice_defs(33);
+    s.extend(message(97, &[0x00, 0x00]));
+    let err = bounded("gob 34-deep slices", &s, gob_stream).unwrap_err();
+    assert!(err.contains("deeper"), "{err}");
+    // Deep structs, repeated values.
+    let s = type_bomb(200_000, (31, 1), 0, 1 << 20, true);
+    bounded("gob 31-deep structs", &s, gob_stream).unwrap();
+    // A recursive type.
+    let mut s = struct_def(65, "node", &[("Next".into(), 65)]);
+    s.extend(message(65, &[0x01, 0x01, 0x01, 0x00, 0x00, 0x00]));
+    bounded("gob recursive type", &s, gob_stream).unwrap_err();
+}
+
+#[test]
+fn gob_wide_values() {
+    // A struct of 1000 bool fields, every value with all of them set.
+    let fields: Vec<(String, i64)> = (0..1000).map(|i| (format!("f{i}"), ID_BOOL)).collect();
+    let mut s = struct_def(65, "wide", &fields);
+    let mut body = Vec::new();
+    for _ in 0..1000 {
+        body.extend_from_slice(&[0x01, 0x01]);
+    }
+    body.push(0x00);
+    for _ in 0..200 {
+        s.extend(message(65, &body));
+    }
+    bounded("gob 1000-field structs", &s, gob_stream).unwrap();
+    // One slice of 500k bools, of empty structs, of one-byte strings; a map of bool to bool.
+    for (what, defs, elem) in [
+        ("bools", slice_def(65, ID_BOOL), vec![0x01]),
+        (
+            "empty structs",
+            {
+                let mut d = slice_def(65, 66);
+                d.extend(struct_def(66, "e", &[]));
+                d
+            },
+            vec![0x00],
+        ),
+        ("1-byte strings", slice_def(65, ID_STRING), vec![0x01, b'a']),
+        (
+            "map entries",
+            map_def(65, ID_BOOL, ID_BOOL),
+            vec![0x01, 0x01],
+        ),
+    ] {
+        let n = 500_000 / elem.len();
+        let mut body = vec![0x00];
+        put_uint(&mut body, n as u64);
+        for _ in 0..n {
+            body.extend_from_slice(&elem);
+        }
+        let mut s = defs;
+        s.extend(message(65, &body));
+        bounded(&format!("gob slice of {what}"), &s, gob_stream).unwrap();
+    }
+    // Slices of one-field structs.
+    let mut s = slice_def(65, 66);
+    s.extend(struct_def(66, "one", &[("A".into(), ID_BOOL)]));
+    let mut body = vec![0x00];
+    put_uint(&mut body, 100_000);
+    for _ in 0..100_000 {
+        body.extend_from_slice(&[0x01, 0x01, 0x00]);
+    }
+    s.extend(message(65, &body));
+    bounded("gob slice of 1-field structs", &s, gob_stream).unwrap();
+}
+
+#[test]
+fn gob_huge_declared_lengths() {
+    let huge = |ty_defs: Vec<u8>, id: i64, count: u64| {
+        let mut s = ty_defs;
+        let mut body = vec![0x00];
+        put_uint(&mut body, count);
+        body.extend_from_slice(&[0x01; 64]);
+        s.extend(message(id, &body));
+        s
+    };
+    for (what, s) in [
+        (
+            "slice count 2^62",
+            huge(slice_def(65, ID_BOOL), 65, 1 << 62),
+        ),
+        (
+            "map count 2^40",
+            huge(map_def(65, ID_BOOL, ID_BOOL), 65, 1 << 40),
+        ),
+        ("string length 2^40", huge(Vec::new(), ID_STRING, 1 << 40)),
+        ("bytes length 2^63", huge(Vec::new(), ID_BYTES, 1 << 63)),
+        ("array of 2^60", {
+            let mut s = array_def(65, ID_BOOL, 1 << 60);
+            let mut body = vec![0x00];
+            put_uint(&mut body, 1 << 60);
+            s.extend(message(65, &body));
+            s
+        }),
+        (
+            "message length 2^63",
+            vec![0xf8, 0x80, 0, 0, 0, 0, 0, 0, 0, 0x00],
+        ),
+    ] {
+        bounded(&format!("gob {what}"), &s, gob_stream).unwrap_err();
+    }
+    // Nested counts each as large as the bytes left: a slice of 16-deep slices.
+    let mut s = nested_slice_defs(16);
+    let mut body = vec![0x00];
+    let n = 100_000u64;
+    for level in 0..16 {
+        put_uint(&mut body, n - level);
+    }
+    body.extend(std::iter::repeat_n(0x00, n as usize));
+    s.extend(message(80, &body));
+    bounded("gob nested inflated counts", &s, gob_stream).unwrap_err();
+}
+
+#[test]
+fn gob_many_tiny_type_defs() {
+    let mut s = Vec::new();
+    for i in 0..300 {
+        s.extend(slice_def(65 + i, ID_BOOL));
+    }
+    let err = bounded("gob 300 tiny type defs", &s, gob_stream).unwrap_err();
+    assert!(err.contains("more types"), "{err}");
+    // 256 defs then tiny values of each, over and over.
+    let mut s = Vec::new();
+    for i in 0..256 {
+        s.extend(slice_def(65 + i, ID_BOOL));
+    }
+    for round in 0..400 {
+        for i in 0..256 {
+            s.extend(message(65 + i, &[0x00, 0x01, (round % 2) as u8]));
+        }
+    }
+    bounded("gob 256 defs, 100k tiny values", &s, gob_stream).unwrap();
+    // Structs with thousands of tiny fields of as many types.
+    let mut s = Vec::new();
+    let fields: Vec<(String, i64)> = (0..2000).map(|i| (format!("{i}"), 66 + i % 200)).collect();
+    s.extend(struct_def(65, "", &fields));
+    for i in 0..200 {
+        s.extend(slice_def(66 + i, ID_UINT));
+    }
+    s.extend(message(65, &[0x00]));
+    bounded("gob 2000 fields over 200 types", &s, gob_stream).unwrap_err();
+}
+
+// ---- features ----
+
+fn features_frame(entries: &[(String, String)]) -> Vec<u8> {
+    let mut s = map_def(65, ID_STRING, ID_STRING);
+    let mut body = vec![0x00];
+    put_uint(&mut body, entries.len() as u64);
+    for (k, v) in entries {
+        put_str(&mut body, k);
+        put_str(&mut body, v);
+    }
+    s.extend(message(65, &body));
+    s
+}
+
+#[test]
+fn features_hostile_frames() {
+    let bomb = type_bomb(1_060_000, (4, 5), 200, 4, false);
+    bounded("features type bomb", &bomb, features::decode).unwrap_err();
+    let bomb = type_bomb(75_000, (4, 5), 200, 1 << 20, false);
+    bounded("features type bomb 75 KB", &bomb, features::decode).unwrap_err();
+    // A well-formed map as large as the handshake frame cap, of the smallest entries.
+    let entries: Vec<(String, String)> = (0..20_000)
+        .map(|i| (format!("{i:x}"), String::new()))
+        .collect();
+    let frame = features_frame(&entries);
+    assert!(frame.len() <= frame::MAX_HANDSHAKE_FRAME_LEN * 2);
+    let map = bounded("features 20k tiny entries", &frame, features::decode).unwrap();
+    assert_eq!(map.len(), 20_000);
+    // A 1 MB value, a 1 MB duplicate key.
+    let big = "v".repeat(1 << 20);
+    bounded(
+        "features 1 MB value",
+        &features_frame(&[("Name".into(), big.clone())]),
+        features::decode,
+    )
+    .unwrap();
+    let err = bounded(
+        "features duplicate 1 MB key",
+        &features_frame(&[(big.clone(), String::new()), (big, String::new())]),
+        features::decode,
+    )
+    .unwrap_err();
+    assert!(err.contains("duplicate key"), "{err}");
+    // The right shape under a hostile type: a map of maps, never decoded.
+    let mut s = map_def(65, ID_STRING, 66);
+    s.extend(map_def(66, ID_STRING, ID_STRING));
+    bounded("features map of maps", &s, features::decode).unwrap_err();
+    // Huge declared map length.
+    let mut s = map_def(65, ID_STRING, ID_STRING);
+    s.extend(message(
+        65,
+        &[0x00, 0xf8, 0x10, 0, 0, 0, 0, 0, 0, 0, 0x01, b'a', 0x00],
+    ));
+    bounded("features map count 2^60", &s, features::decode).unwrap_err();
+}
+
+// ---- topology ----
+
+fn minimal_peers(n: usize) -> Vec<(weft_wire::PeerSummary, Vec<weft_wire::ConnectionSummary>)> {
+    (0..n)
+        .map(|i| {
+            (
+                weft_wire::PeerSummary {
+                    name: PeerName(i as u64 + 1),
+                    ..Default::default()
+                },
+                Vec::new(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn topology_hostile_payloads() {
+    let bomb = type_bomb(1_060_000, (4, 5), 200, 4, false);
+    bounded("topology type bomb", &bomb, topology::decode).unwrap_err();
+    // Many minimal peers, and one peer with many minimal connections.
+    let payload = topology::encode(&minimal_peers(50_000));
+    let peers = bounded("topology 50k peers", &payload, topology::decode).unwrap();
+    assert_eq!(peers.len(), 50_000);
+    let conns = (0..50_000)
+        .map(|i| weft_wire::ConnectionSummary {
+            name: PeerName(i + 1),
+            ..Default::default()
+        })
+        .collect();
+    let mut one = minimal_peers(1);
+    one[0].1 = conns;
+    let payload = topology::encode(&one);
+    bounded("topology 50k connections", &payload, topology::decode).unwrap();
+    // A peerSummary whose NickName is a deep type: rejected before its value is read.
+    let mut s = struct_def(65, "peerSummary", &[("NickName".into(), 66)]);
+    s.extend(slice_def(66, 67));
+    s.extend(slice_def(67, ID_STRING));
+    let mut body = vec![0x01];
+    put_uint(&mut body, 100_000);
+    body.extend(std::iter::repeat_n(0x00, 100_000));
+    body.push(0x00);
+    s.extend(message(65, &body));
+    let err = bounded("topology mistyped field", &s, topology::decode).unwrap_err();
+    assert!(err.contains("expected string"), "{err}");
+    // Many tiny type definitions.
+    let mut s = Vec::new();
+    for i in 0..300 {
+        s.extend(slice_def(65 + i, ID_BOOL));
+    }
+    bounded("topology 300 tiny type defs", &s, topology::decode).unwrap_err();
+    // A peer whose connection list is a long slice of the wrong element type.
+    let mut enc = Encoder::new();
+    let mut s = Vec::new();
+    enc.encode(
+        &topology::peer_summary_type(),
+        &Value::structure([("NameByte", Value::Bytes(vec![1; 6]))]),
+        &mut s,
+    )
+    .unwrap();
+    enc.encode(
+        &Type::slice(Type::Uint),
+        &Value::Slice(vec![Value::Uint(7); 100_000]),
+        &mut s,
+    )
+    .unwrap();
+    bounded("topology mistyped connection list", &s, topology::decode).unwrap_err();
+}
+
+// ---- protocol ----
+
+#[test]
+fn protocol_hostile_bodies() {
+    // Gossip whose items come with type definitions: refused at the first one.
+    let mut body = vec![0x04];
+    body.extend(type_bomb(1_060_000, (4, 5), 200, 4, false));
+    let err = bounded("protocol gossip with type bomb", &body, ProtocolMsg::decode).unwrap_err();
+    assert!(err.contains("more types"), "{err}");
+    // A 1 MB payload: held once (plus its copy out of the value).
+    let msg = ProtocolMsg::Gossip {
+        channel: "topology".into(),
+        src: PeerName(1),
+        payload: vec![7; 1 << 20],
+    };
+    let mut body = Vec::new();
+    msg.encode(&mut body);
+    bounded("protocol 1 MB gossip", &body, ProtocolMsg::decode).unwrap();
+    // Huge declared lengths, and a long channel name of the wrong type.
+    let mut body = vec![0x05, 0x0b, 0x0c, 0x00, 0xf8, 0x40, 0, 0, 0, 0, 0, 0, 0];
+    body.extend_from_slice(b"topology");
+    bounded("protocol huge channel length", &body, ProtocolMsg::decode).unwrap_err();
+    let mut body = vec![0x04];
+    let mut item = vec![0x00];
+    put_str(&mut item, &"c".repeat(100_000));
+    body.extend(message(ID_BYTES, &item));
+    let err = bounded("protocol mistyped channel", &body, ProtocolMsg::decode).unwrap_err();
+    assert!(err.contains("expected string"), "{err}");
+    let big = vec![0x07; 1 << 20];
+    bounded("protocol 1 MB overlay control", &big, ProtocolMsg::decode).unwrap();
+}
+
+// ---- topology_delta ----
+
+#[test]
+fn topology_delta_hostile_payloads() {
+    // Maximal counts with nothing behind them.
+    for (what, b) in [
+        ("update 65535 deltas", vec![1, 0xff, 0xff]),
+        ("pull 65535 refs", vec![2, 0xff, 0xff]),
+        ("digest 65535 refs, some present", {
+            let mut b = vec![3, 0xff, 0xff];
+            for i in 0..1000u64 {
+                b.extend_from_slice(&PeerName(i + 1).to_bytes());
+                b.extend_from_slice(&[0; 16]);
+            }
+            b
+        }),
+    ] {
+        bounded(&format!("topology_delta {what}"), &b, Message::decode).unwrap_err();
+    }
+    // A large valid update (many deltas, each with many connections), and many empty deltas
+    // (the smallest items).
+    let update = |n: u64, removed: usize, upserted: u64| {
+        let deltas = (0..n)
+            .map(|i| weft_wire::topology_delta::Delta {
+                summary: weft_wire::PeerSummary {
+                    name: PeerName(i + 1),
+                    ..Default::default()
+                },
+                base_version: 0,
+                removed: vec![PeerName(9); removed],
+                upserted: (0..upserted)
+                    .map(|c| weft_wire::ConnectionSummary {
+                        name: PeerName(c + 1),
+                        ..Default::default()
+                    })
+                    .collect(),
+            })
+            .collect();
+        Message::Update {
+            deltas,
+            refs: Vec::new(),
+        }
+        .encode()
+        .unwrap()
+    };
+    bounded(
+        "topology_delta large update",
+        &update(300, 100, 200),
+        Message::decode,
+    )
+    .unwrap();
+    let b = update(65_535, 0, 0);
+    bounded("topology_delta 65535 empty deltas", &b, Message::decode).unwrap();
+}
+
+// ---- sleeve ----
+
+#[test]
+fn sleeve_hostile_datagrams() {
+    let parse_all = |d: &[u8]| -> Result<usize, sleeve::SleeveError> {
+        let (_, frames) = sleeve::parse(d)?;
+        let mut n = 0;
+        for f in frames {
+            f?;
+            n += 1;
+        }
+        Ok(n)
+    };
+    let mut d = PeerName(1).to_bytes().to_vec();
+    for _ in 0..4000 {
+        sleeve::encode_frame(PeerName(1), PeerName(2), &[], &mut d).unwrap();
+    }
+    assert_eq!(
+        bounded("sleeve 4000 empty records", &d, parse_all),
+        Ok(4000)
+    );
+    let mut d = PeerName(1).to_bytes().to_vec();
+    d.extend_from_slice(&[0; 12]);
+    d.extend_from_slice(&[0xff, 0xff]);
+    bounded("sleeve record of 65535 announced", &d, parse_all).unwrap_err();
+}
+
+// ---- every seed of the fuzz corpora, and every prefix of it ----
+
+#[test]
+fn fuzz_corpora_stay_within_the_bound() {
+    type Entry = fn(&[u8]) -> Result<(), String>;
+    let targets: [(&str, Entry); 6] = [
+        ("gob", |d| {
+            gob_stream(d).map(drop).map_err(|e| e.to_string())
+        }),
+        ("features", |d| {
+            features::decode(d).map(drop).map_err(|e| e.to_string())
+        }),
+        ("topology", |d| {
+            topology::decode(d).map(drop).map_err(|e| e.to_string())
+        }),
+        ("protocol", |d| {
+            ProtocolMsg::decode(d).map(drop).map_err(|e| e.to_string())
+        }),
+        ("topology_delta", |d| {
+            Message::decode(d).map(drop).map_err(|e| e.to_string())
+        }),
+        ("sleeve", |d| {
+            sleeve::parse(d).map(drop).map_err(|e| e.to_string())
+        }),
+    ];
+    for (target, entry) in targets {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../fuzz/corpus")
+            .join(target);
+        let mut n = 0;
+        for file in std::fs::read_dir(&dir).unwrap() {
+            let data = std::fs::read(file.unwrap().path()).unwrap();
+            for cut in 0..=data.len() {
+                let _ = bounded(&format!("{target} seed"), &data[..cut], entry);
+            }
+            n += 1;
+        }
+        assert!(n > 0, "no seeds for {target}");
+    }
+}
