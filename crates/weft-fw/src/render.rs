@@ -34,8 +34,9 @@
 //! frame with weft's VNI: without a filter, any host that can reach this one could inject
 //! frames into the `weave` bridge and teach its forwarding table (and the device's own) where
 //! a MAC lives. The set `weft_fastdp_peers` (type `ipv4_addr`) holds the underlay addresses of
-//! the connected fastdp peers, and an `input` rule drops UDP to the VXLAN port from any other
-//! IPv4 source (IPv6 to that port is dropped outright: fastdp peers are IPv4 only). The router
+//! the connected fastdp peers; the first `input` rule accepts UDP to the VXLAN port from them
+//! (so that the data path meets no further rule of weft's), the next drops UDP to that port
+//! from anyone else, IPv6 included (fastdp peers are IPv4 only). The router
 //! keeps the set in step with the mesh one element at a time
 //! ([`RuleSet::fastdp_peer_json`], one small transaction per change); a full rendering carries
 //! the current elements, so re-applying the table (expose, hide) keeps them. This only
@@ -211,20 +212,21 @@ impl RuleSet {
     }
 
     fn input_rules(&self, out: &mut Vec<Value>) {
+        // Peers' frames leave this chain after two matches instead of meeting every rule
+        // below (all of which would let them pass): this is the fastdp data path.
         out.push(rule(
             CHAIN_INPUT,
-            "weft: VXLAN only from fastdp peers",
+            "weft: VXLAN from fastdp peers",
             vec![
                 is(payload("udp", "dport"), self.vxlan_port),
-                is_not(ip("saddr"), format!("@{SET_FASTDP_PEERS}")),
-                verdict("drop"),
+                is(ip("saddr"), format!("@{SET_FASTDP_PEERS}")),
+                verdict("accept"),
             ],
         ));
         out.push(rule(
             CHAIN_INPUT,
-            "weft: no VXLAN over IPv6",
+            "weft: VXLAN only from fastdp peers",
             vec![
-                is(meta("nfproto"), "ipv6"),
                 is(payload("udp", "dport"), self.vxlan_port),
                 verdict("drop"),
             ],
@@ -578,23 +580,29 @@ mod tests {
             ])
         );
         let input = chain_rules(&v, CHAIN_INPUT);
-        // VXLAN guard (IPv4, IPv6), 5 port drops, 2 DNS accepts, control and status guards.
+        // VXLAN from peers, VXLAN from others, 5 port drops, 2 DNS accepts, control and
+        // status guards.
         assert_eq!(input.len(), 11);
+        let dport = json!({"payload": {"protocol": "udp", "field": "dport"}});
         assert_eq!(
             input[0]["expr"],
             json!([
+                {"match": {"op": "==", "left": dport, "right": 6784}},
                 {"match": {"op": "==",
-                    "left": {"payload": {"protocol": "udp", "field": "dport"}}, "right": 6784}},
-                {"match": {"op": "!=",
                     "left": {"payload": {"protocol": "ip", "field": "saddr"}},
                     "right": "@weft_fastdp_peers"}},
+                {"counter": null},
+                {"accept": null},
+            ])
+        );
+        assert_eq!(
+            input[1]["expr"],
+            json!([
+                {"match": {"op": "==", "left": dport, "right": 6784}},
                 {"counter": null},
                 {"drop": null},
             ])
         );
-        assert_eq!(input[1]["expr"][0]["match"]["right"], "ipv6");
-        assert_eq!(input[1]["expr"][1]["match"]["right"], 6784);
-        assert_eq!(input[1]["expr"][3], json!({"drop": null}));
         let guards = &input[2..7];
         let ports: Vec<(String, u64)> = guards
             .iter()
@@ -743,7 +751,7 @@ mod tests {
             .to_nft_json();
         let input = chain_rules(&v, CHAIN_INPUT);
         assert_eq!(input[0]["expr"][0]["match"]["right"], 7001);
-        assert_eq!(input[1]["expr"][1]["match"]["right"], 7001);
+        assert_eq!(input[1]["expr"][0]["match"]["right"], 7001);
         let guarded: Vec<u64> = input[2..]
             .iter()
             .filter(|r| r["comment"].as_str().unwrap().contains("may not reach"))
