@@ -611,6 +611,103 @@ test_iperf_both_paths() {
     done
 }
 
+# --- access: who may reach the VXLAN port and the router's ports ---------------------------
+
+# rule_packets <host#> <comment substring>: packets counted by weft's input rules whose comment
+# contains the substring (summed), on that host.
+rule_packets() {
+    ip netns exec "$(lab_ns "$1")" nft -j list chain inet weft input | jq --arg c "$2" \
+        '[.nftables[].rule? | select(. != null and (.comment // "" | contains($c))) | .expr[].counter?.packets // 0] | add // 0'
+}
+# fastdp_set <host#>: the addresses in weft's set of fastdp peers, one a line.
+fastdp_set() {
+    ip netns exec "$(lab_ns "$1")" nft -j list set inet weft weft_fastdp_peers \
+        | jq -r '.nftables[].set?.elem? // empty | .[]' | sort
+}
+# forge_vxlan <from host#> <to ip> <inner source mac> <count>: raw VXLAN datagrams with weft's
+# VNI (0x7766) carrying a broadcast frame from the given MAC, sent from a host with no router.
+forge_vxlan() {
+    ip netns exec "$(lab_ns "$1")" python3 -c '
+import socket, sys
+dst, mac, n = sys.argv[1], bytes.fromhex(sys.argv[2].replace(":", "")), int(sys.argv[3])
+vxlan = bytes([0x08, 0, 0, 0]) + (0x7766).to_bytes(3, "big") + b"\0"
+frame = b"\xff" * 6 + mac + b"\x88\xb5" + b"\0" * 46
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for _ in range(n):
+    s.sendto(vxlan + frame, (dst, 6784))
+' "$2" "$3" "$4"
+}
+
+# fastdp_pair <hosts> [host1 launch flags...]: lab of <hosts> hosts; routers on h1 (with the
+# flags) and h2, container cN at 10.2.1.N/24 on each; waits for a fastdp connection and a ping.
+fastdp_pair() {
+    lab_up "$1"
+    lab_weft 1 launch --nickname host1 "${@:2}" >/dev/null
+    lab_weft 2 launch --nickname host2 "$(lab_ip 1)" >/dev/null
+    for i in 1 2; do lab_container "c$i"; lab_weft "$i" attach "10.2.1.$i/24" "netns:${LAB}c$i" >/dev/null; done
+    lab_wait 20 full_mesh_of 1 2 || { dump_logs; fail "no mesh"; }
+    fastdp_up() { lab_weft 1 status connections | grep -q 'established fastdp'; }
+    lab_wait 20 fastdp_up || { lab_weft 1 status connections >&2; fail "fastdp not chosen"; }
+    ping_ok c1 10.2.1.2
+}
+
+test_vxlan_port_only_from_peers() {
+    fastdp_pair 3   # h3 runs no router: a host on the underlay that is not a peer
+    expect_eq "$(fastdp_set 1)" "$(lab_ip 2)" "host1 accepts VXLAN from host2 only"
+    expect_eq "$(fastdp_set 2)" "$(lab_ip 1)" "host2 accepts VXLAN from host1 only"
+    expect_match "$(ip netns exec "$(lab_ns 1)" ip -d link show vxlan-6784)" " vxlan id 30566 " "weft's VXLAN device"
+    local forged=02:de:ad:be:ef:03 before learned
+    learned() { ip netns exec "$(lab_ns 1)" bridge fdb show | grep -qi "$forged"; }
+    before=$(rule_packets 1 "VXLAN only from fastdp peers")
+    forge_vxlan 3 "$(lab_ip 1)" "$forged" 20
+    counted() { [ "$(rule_packets 1 "VXLAN only from fastdp peers")" -ge $((before + 20)) ]; }
+    lab_wait 5 counted || fail "drop counter did not rise by 20 (was $before, now $(rule_packets 1 'VXLAN only'))"
+    ! learned || fail "host1 learned the forged MAC $forged"
+    # Fastdp between the peers still works, heartbeats included.
+    ping_ok c1 10.2.1.2
+    ping_ok c2 -s 1300 10.2.1.1
+    expect_match "$(lab_weft 1 status connections)" "established fastdp" "still fastdp"
+    # Control: without the guard rule the very same frames are learned, so the check above can
+    # tell the difference.
+    local h
+    h=$(ip netns exec "$(lab_ns 1)" nft -a list chain inet weft input \
+        | grep 'VXLAN only from fastdp peers' | grep -o 'handle [0-9]*' | awk '{print $2}')
+    [ -n "$h" ] || fail "guard rule not found"
+    ip netns exec "$(lab_ns 1)" nft delete rule inet weft input handle "$h"
+    forge_vxlan 3 "$(lab_ip 1)" "$forged" 5
+    lab_wait 5 learned || fail "control: forged frames not learned even without the guard"
+}
+
+test_guard_rules_block_docker_bridge() {
+    # Each lab host has docker0 at 172.17.0.1/16. The status port on every address (as
+    # Kubernetes sets it): reachable from the underlay, so only the guard keeps Docker
+    # containers off it.
+    fastdp_pair 2 --status-addr 0.0.0.0:6782
+    # A container on docker0 of host1, attached as Docker does (a veth on the bridge).
+    lab_container d1
+    ip -n "$(lab_ns 1)" link add vethd1 type veth peer name eth0 netns "${LAB}d1"
+    ip -n "$(lab_ns 1)" link set vethd1 master docker0 up
+    lab_in d1 ip addr add 172.17.0.2/16 dev eth0
+    lab_in d1 ip link set eth0 up
+    ping_ok d1 172.17.0.1   # the bridge address itself is reachable: only the ports are guarded
+    tcp_open() { lab_in "$1" timeout 3 bash -c "exec 3<>/dev/tcp/$2/$3" 2>/dev/null; }
+    local port
+    for port in 6783 6784 6782; do
+        ! tcp_open d1 172.17.0.1 "$port" || fail "docker container reached 172.17.0.1:$port"
+        [ "$(rule_packets 1 "may not reach the router (tcp $port)")" -ge 1 ] \
+            || fail "tcp $port not dropped by the guard"
+    done
+    lab_in d1 python3 -c 'import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"x", ("172.17.0.1", 6783))'
+    udp_dropped() { [ "$(rule_packets 1 "may not reach the router (udp 6783)")" -ge 1 ]; }
+    lab_wait 5 udp_dropped || fail "udp 6783 from the docker container not dropped"
+    # The same listeners answer on the underlay, and the weave network works as before.
+    ip netns exec "$(lab_ns 2)" curl -sf "http://$(lab_ip 1):6782/status" >/dev/null || fail "status port not reachable from host2"
+    tcp_open_host() { ip netns exec "$(lab_ns 2)" timeout 3 bash -c "exec 3<>/dev/tcp/$(lab_ip 1)/6783"; }
+    tcp_open_host || fail "mesh port not reachable from host2"
+    ping_ok c2 10.2.1.1
+    expect_match "$(lab_weft 1 status connections)" "established fastdp" "fastdp between the hosts"
+}
+
 source scripts/e2e_hostile.sh
 
 # --- main --------------------------------------------------------------------------------

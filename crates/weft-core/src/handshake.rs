@@ -72,9 +72,6 @@ pub enum HandshakeError {
     /// A frame length over the limit.
     #[error(transparent)]
     Frame(#[from] frame::FrameError),
-    /// The intro's framing failed (a features frame over the intro's limit).
-    #[error(transparent)]
-    Session(#[from] crate::session::SessionError),
     /// The features frame does not decode.
     #[error("malformed features: {0}")]
     Features(String),
@@ -177,8 +174,9 @@ impl Handshake {
                     self.state = State::Features;
                 }
                 State::Features => {
-                    crate::session::check_intro_frame(buf)?;
-                    let Some((body, used)) = frame::parse(buf)? else {
+                    // Until the peer has introduced itself, a frame is at most 64 KiB.
+                    let Some((body, used)) = frame::parse_limited(buf, frame::MAX_HANDSHAKE_FRAME_LEN)?
+                    else {
                         return Ok(None);
                     };
                     let map = features::decode(body)

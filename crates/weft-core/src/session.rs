@@ -13,10 +13,6 @@
 
 use weft_wire::frame::{self, FrameError, LEN_PREFIX};
 
-/// Largest frame a peer may send before its intro is complete. Weave Net's features frame is
-/// about 200 bytes; anything near this is not a peer.
-pub const MAX_INTRO_FRAME_LEN: usize = 64 * 1024;
-
 /// A session's framing failed; the connection must close.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -24,9 +20,6 @@ pub enum SessionError {
     /// A frame over the size limit, in Weave Net's words.
     #[error(transparent)]
     Frame(#[from] FrameError),
-    /// A frame over [`MAX_INTRO_FRAME_LEN`] before the intro completed.
-    #[error("incoming message exceeds maximum size: {0} > {MAX_INTRO_FRAME_LEN}")]
-    IntroFrameTooLarge(u32),
 }
 
 /// The sending half: frames (and, with encryption, seals) message bodies.
@@ -93,18 +86,6 @@ impl SessionRx {
     }
 }
 
-/// Checks the length prefix at the start of `buf` against the intro's limit, so that a
-/// would-be peer cannot make us buffer a large frame before it has introduced itself.
-pub(crate) fn check_intro_frame(buf: &[u8]) -> Result<(), SessionError> {
-    if let Some(prefix) = buf.first_chunk::<LEN_PREFIX>() {
-        let len = u32::from_be_bytes(*prefix);
-        if usize::try_from(len).map_or(true, |l| l > MAX_INTRO_FRAME_LEN) {
-            return Err(SessionError::IntroFrameTooLarge(len));
-        }
-    }
-    Ok(())
-}
-
 // Tests may unwrap: a panic is how they fail.
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
@@ -142,9 +123,6 @@ mod tests {
             rx.poll_body().unwrap_err().to_string(),
             "incoming message exceeds maximum size: 10485761 > 10485760"
         );
-        assert!(check_intro_frame(&(MAX_INTRO_FRAME_LEN as u32 + 1).to_be_bytes()).is_err());
-        assert!(check_intro_frame(&(MAX_INTRO_FRAME_LEN as u32).to_be_bytes()).is_ok());
-        assert!(check_intro_frame(&[0xff, 0xff]).is_ok());
     }
 
     proptest! {

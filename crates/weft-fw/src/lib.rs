@@ -26,7 +26,8 @@
 //! Every base chain registered at a hook sees the packet, in priority order. A `drop` anywhere
 //! is final. An `accept` only ends evaluation of *that* base chain: the packet then meets the
 //! next table's chain at the same hook. So weft's drops (docker bridge → weave, docker bridge →
-//! the router's ports, non-local access to the control port) always take effect, but weft's
+//! the router's ports, non-local access to the control and status ports, VXLAN from hosts that
+//! are not fastdp peers) always take effect, but weft's
 //! accepts cannot override a drop elsewhere — notably Docker's `FORWARD` policy `DROP`, which
 //! Weave's `WEAVE-EXPOSE` and `-i weave ! -o weave -j ACCEPT` rules existed to get past. On a
 //! host where another table drops weave's forwarded traffic, that table's owner has to allow it

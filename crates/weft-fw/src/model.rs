@@ -3,6 +3,7 @@
 //! Everything here is pure data with validation at construction, so rendering
 //! ([`crate::render`]) cannot fail and an invalid name never reaches `nft`.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::str::FromStr;
@@ -13,6 +14,8 @@ use crate::FwError;
 const DEFAULT_BRIDGE: &str = "weave";
 /// Router control (HTTP API) address, `127.0.0.1:6784`.
 const DEFAULT_CONTROL: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 6784);
+/// Router status and metrics address, `127.0.0.1:6782`.
+const DEFAULT_STATUS: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 6782);
 /// Mesh port: TCP control connections and UDP sleeve.
 const DEFAULT_MESH_PORT: u16 = 6783;
 /// Fastdp VXLAN port (UDP).
@@ -151,15 +154,20 @@ pub struct Exposed {
 /// Everything that determines weft's rules; render it with [`RuleSet::to_nft_json`].
 ///
 /// Start from [`RuleSet::new`] (Weave's defaults: bridge `weave`, no Docker bridge, control
-/// `127.0.0.1:6784`, mesh port 6783, VXLAN port 6784, nothing exposed) and adjust.
+/// `127.0.0.1:6784`, status `127.0.0.1:6782`, mesh port 6783, VXLAN port 6784, nothing exposed,
+/// no fastdp peers) and adjust.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RuleSet {
     pub(crate) bridge: IfName,
     pub(crate) docker: Option<DockerBridge>,
     pub(crate) control: SocketAddrV4,
+    pub(crate) status: Option<SocketAddrV4>,
     pub(crate) mesh_port: u16,
     pub(crate) vxlan_port: u16,
     pub(crate) exposed: Vec<Exposed>,
+    /// Underlay addresses VXLAN frames are accepted from, each with the number of fastdp peers
+    /// (connections) that use it: an address leaves the set only when its last user goes.
+    pub(crate) fastdp_peers: BTreeMap<Ipv4Addr, u32>,
 }
 
 impl Default for RuleSet {
@@ -168,9 +176,11 @@ impl Default for RuleSet {
             bridge: IfName(DEFAULT_BRIDGE.to_owned()),
             docker: None,
             control: DEFAULT_CONTROL,
+            status: Some(DEFAULT_STATUS),
             mesh_port: DEFAULT_MESH_PORT,
             vxlan_port: DEFAULT_VXLAN_PORT,
             exposed: Vec::new(),
+            fastdp_peers: BTreeMap::new(),
         }
     }
 }
@@ -200,6 +210,15 @@ impl RuleSet {
     #[must_use]
     pub fn with_control_addr(mut self, addr: SocketAddrV4) -> Self {
         self.control = addr;
+        self
+    }
+
+    /// Sets the router's status and metrics address (`None`: no status listener). Like the
+    /// control port it is guarded against non-local access when bound to a loopback address,
+    /// and against containers on the Docker bridge.
+    #[must_use]
+    pub fn with_status_addr(mut self, addr: Option<SocketAddrV4>) -> Self {
+        self.status = addr;
         self
     }
 
@@ -234,6 +253,35 @@ impl RuleSet {
         let before = self.exposed.len();
         self.exposed.retain(|e| e.cidr != cidr);
         self.exposed.len() != before
+    }
+
+    /// Counts one more fastdp peer (connection) at underlay address `ip`, whose VXLAN frames
+    /// are then accepted. Returns whether `ip` joined the set (it was not there before): only
+    /// then does the installed table need the element, see [`crate::Nft::set_fastdp_peer`].
+    pub fn add_fastdp_peer(&mut self, ip: Ipv4Addr) -> bool {
+        let users = self.fastdp_peers.entry(ip).or_insert(0);
+        *users = users.saturating_add(1);
+        *users == 1
+    }
+
+    /// Counts one fastdp peer (connection) at `ip` less. Returns whether `ip` left the set
+    /// because no other fastdp peer uses it; removing an address that is not counted is a
+    /// no-op returning `false`.
+    pub fn remove_fastdp_peer(&mut self, ip: Ipv4Addr) -> bool {
+        let Some(users) = self.fastdp_peers.get_mut(&ip) else {
+            return false;
+        };
+        *users = users.saturating_sub(1);
+        if *users == 0 {
+            self.fastdp_peers.remove(&ip);
+            return true;
+        }
+        false
+    }
+
+    /// The addresses VXLAN frames are accepted from, in address order.
+    pub fn fastdp_peers(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
+        self.fastdp_peers.keys().copied()
     }
 
     /// The weave bridge name.
@@ -321,5 +369,26 @@ mod tests {
         assert!(rs.hide(a));
         assert!(!rs.hide(a));
         assert_eq!(rs.exposed().len(), 1);
+    }
+
+    #[test]
+    fn fastdp_peers_are_counted_per_address() {
+        let mut rs = RuleSet::default();
+        let a = Ipv4Addr::new(10, 0, 0, 1);
+        let b = Ipv4Addr::new(10, 0, 0, 2);
+        assert!(!rs.remove_fastdp_peer(a), "never added");
+        assert!(rs.add_fastdp_peer(a), "first user adds the element");
+        assert!(
+            !rs.add_fastdp_peer(a),
+            "second peer behind the same address"
+        );
+        assert!(rs.add_fastdp_peer(b));
+        assert_eq!(rs.fastdp_peers().collect::<Vec<_>>(), [a, b]);
+        assert!(!rs.remove_fastdp_peer(a), "another peer still uses it");
+        assert_eq!(rs.fastdp_peers().collect::<Vec<_>>(), [a, b]);
+        assert!(rs.remove_fastdp_peer(a), "last user gone");
+        assert!(!rs.remove_fastdp_peer(a));
+        assert_eq!(rs.fastdp_peers().collect::<Vec<_>>(), [b]);
+        assert!(rs.add_fastdp_peer(a), "back again");
     }
 }

@@ -11,6 +11,7 @@
 
 use std::ffi::OsString;
 use std::io::{ErrorKind, Write};
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
@@ -89,6 +90,20 @@ impl Nft {
     pub fn apply_container(&self, rs: &ContainerRuleSet) -> Result<(), FwError> {
         self.run(&["-j", "-f", "-"], Some(&rs.to_nft_json()))
             .map(drop)
+    }
+
+    /// Adds `ip` to (`member`) or deletes it from the installed table's set of fastdp peers,
+    /// in one transaction that leaves every rule and counter as it is.
+    ///
+    /// Fails with [`FwError::Rejected`] when the table is gone or the element already is as
+    /// asked (nft refuses to delete a missing element); re-applying the whole rule set, whose
+    /// model holds the elements, recovers from both.
+    pub fn set_fastdp_peer(&self, ip: Ipv4Addr, member: bool) -> Result<(), FwError> {
+        self.run(
+            &["-j", "-f", "-"],
+            Some(&RuleSet::fastdp_peer_json(ip, member)),
+        )
+        .map(drop)
     }
 
     /// Deletes weft's table. Succeeds when it was already absent.

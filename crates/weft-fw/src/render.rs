@@ -28,8 +28,33 @@
 //! software (Docker's own `MASQUERADE`) wins, as it did when Weave's `-j WEAVE` was appended to
 //! `POSTROUTING` after Docker's rules.
 //!
+//! # Who may send VXLAN
+//!
+//! The kernel VXLAN device behind fastdp listens on UDP 6784 on every address and takes any
+//! frame with weft's VNI: without a filter, any host that can reach this one could inject
+//! frames into the `weave` bridge and teach its forwarding table (and the device's own) where
+//! a MAC lives. The set `weft_fastdp_peers` (type `ipv4_addr`) holds the underlay addresses of
+//! the connected fastdp peers; the first `input` rule accepts UDP to the VXLAN port from them
+//! (so that the data path meets no further rule of weft's), the next drops UDP to that port
+//! from anyone else, IPv6 included (fastdp peers are IPv4 only). The router
+//! keeps the set in step with the mesh one element at a time
+//! ([`RuleSet::fastdp_peer_json`], one small transaction per change); a full rendering carries
+//! the current elements, so re-applying the table (expose, hide) keeps them. This only
+//! concerns frames that reach the host: weft's own heartbeats come from peers in the set, and
+//! Weave Net peers never send VXLAN to weft (they use sleeve with it, see `weft-fastdp`).
+//!
+//! # Guards for the router's ports
+//!
+//! As Weave's `INPUT` rules do, containers on the Docker bridge may not reach the router on the
+//! bridge's address: TCP and UDP on the mesh port, UDP on the VXLAN port, and, beyond Weave,
+//! TCP on the control (API) and status ports, whatever they are bound to. The control and
+//! status ports bound to a loopback address also refuse packets from non-local sources (a
+//! `route_localnet` trick), Weave's "Block non-local access to Weave Net control port" rule.
+//!
 //! All base chains have policy `accept`. Rendering is deterministic: the same [`RuleSet`]
 //! always renders the same JSON, and each rule carries a `weft: …` comment saying why it exists.
+
+use std::net::Ipv4Addr;
 
 use serde_json::{json, Value};
 
@@ -51,6 +76,8 @@ pub const CHAIN_POSTROUTING: &str = "postrouting";
 pub const FILTER_PRIORITY: i32 = -10;
 /// Priority of the NAT base chain: `srcnat + 10`.
 pub const NAT_PRIORITY: i32 = 110;
+/// The set of underlay addresses VXLAN frames are accepted from (`ipv4_addr`).
+pub const SET_FASTDP_PEERS: &str = "weft_fastdp_peers";
 
 /// The multicast range that exposed subnets never masquerade to.
 const MULTICAST: (&str, u8) = ("224.0.0.0", 4);
@@ -73,7 +100,18 @@ impl RuleSet {
                 "family": TABLE_FAMILY, "table": TABLE_NAME, "name": CHAIN_EXPOSE,
             }}}),
             base_chain(CHAIN_POSTROUTING, "nat", "postrouting", NAT_PRIORITY),
+            json!({"add": {"set": {
+                "family": TABLE_FAMILY, "table": TABLE_NAME, "name": SET_FASTDP_PEERS,
+                "type": "ipv4_addr",
+            }}}),
+            // `flush table` empties chains; the set's elements go explicitly, so that the
+            // ones below are exactly what the set holds afterwards.
+            json!({"flush": {"set": fastdp_set()}}),
         ]);
+        let peers: Vec<String> = self.fastdp_peers().map(|ip| ip.to_string()).collect();
+        if !peers.is_empty() {
+            cmds.push(json!({"add": {"element": fastdp_elements(peers)}}));
+        }
         self.forward_rules(&mut cmds);
         self.input_rules(&mut cmds);
         self.expose_rules(&mut cmds);
@@ -91,6 +129,21 @@ impl RuleSet {
             {"metainfo": {"json_schema_version": 1}},
             {"add": {"table": table()}},
             {"delete": {"table": table()}},
+        ]})
+    }
+
+    /// The `nft -j -f -` input that adds `ip` to (`member`) or deletes it from the set of
+    /// fastdp peers in the installed table, one transaction touching nothing else.
+    ///
+    /// Deleting an element that is not there is an error in nft, as is touching a set whose
+    /// table is gone; the caller then re-applies the whole table ([`RuleSet::to_nft_json`]),
+    /// which carries the model's elements. Use the model's [`RuleSet::add_fastdp_peer`] and
+    /// [`RuleSet::remove_fastdp_peer`] to know when a change is due.
+    pub fn fastdp_peer_json(ip: Ipv4Addr, member: bool) -> Value {
+        let verb = if member { "add" } else { "delete" };
+        json!({"nftables": [
+            {"metainfo": {"json_schema_version": 1}},
+            { verb: {"element": fastdp_elements(vec![ip.to_string()])}},
         ]})
     }
 
@@ -159,15 +212,29 @@ impl RuleSet {
     }
 
     fn input_rules(&self, out: &mut Vec<Value>) {
+        // Peers' frames leave this chain after two matches instead of meeting every rule
+        // below (all of which would let them pass): this is the fastdp data path.
+        out.push(rule(
+            CHAIN_INPUT,
+            "weft: VXLAN from fastdp peers",
+            vec![
+                is(payload("udp", "dport"), self.vxlan_port),
+                is(ip("saddr"), format!("@{SET_FASTDP_PEERS}")),
+                verdict("accept"),
+            ],
+        ));
+        out.push(rule(
+            CHAIN_INPUT,
+            "weft: VXLAN only from fastdp peers",
+            vec![
+                is(payload("udp", "dport"), self.vxlan_port),
+                verdict("drop"),
+            ],
+        ));
         if let Some(docker) = &self.docker {
             let dev = docker.name.as_str();
             if let Some(addr) = docker.addr {
-                let guarded = [
-                    ("tcp", self.mesh_port),
-                    ("udp", self.mesh_port),
-                    ("udp", self.vxlan_port),
-                ];
-                for (proto, port) in guarded {
+                for (proto, port) in self.guarded_ports() {
                     out.push(rule(
                         CHAIN_INPUT,
                         &format!("weft: containers may not reach the router ({proto} {port})"),
@@ -192,13 +259,17 @@ impl RuleSet {
                 ));
             }
         }
-        if self.control.ip().is_loopback() {
+        let local = [(Some(self.control), "control"), (self.status, "status")];
+        for (addr, what) in local {
+            let Some(addr) = addr.filter(|a| a.ip().is_loopback()) else {
+                continue;
+            };
             out.push(rule(
                 CHAIN_INPUT,
-                "weft: block non-local access to the control port",
+                &format!("weft: block non-local access to the {what} port"),
                 vec![
-                    is(ip("daddr"), self.control.ip().to_string()),
-                    is(payload("tcp", "dport"), self.control.port()),
+                    is(ip("daddr"), addr.ip().to_string()),
+                    is(payload("tcp", "dport"), addr.port()),
                     is_not(
                         json!({"fib": {"result": "type", "flags": ["saddr"]}}),
                         "local",
@@ -211,6 +282,25 @@ impl RuleSet {
                 ],
             ));
         }
+    }
+
+    /// The router's ports that containers on the Docker bridge may not reach: Weave's three
+    /// (TCP and UDP mesh, UDP VXLAN), then the control and status ports, each once.
+    fn guarded_ports(&self) -> Vec<(&'static str, u16)> {
+        let mut ports = vec![
+            ("tcp", self.mesh_port),
+            ("udp", self.mesh_port),
+            ("udp", self.vxlan_port),
+        ];
+        for p in [Some(self.control.port()), self.status.map(|s| s.port())]
+            .into_iter()
+            .flatten()
+        {
+            if !ports.contains(&("tcp", p)) {
+                ports.push(("tcp", p));
+            }
+        }
+        ports
     }
 
     fn nat_rules(&self, out: &mut Vec<Value>) {
@@ -261,6 +351,14 @@ pub(crate) fn replace_table() -> Vec<Value> {
 
 fn table() -> Value {
     json!({"family": TABLE_FAMILY, "name": TABLE_NAME})
+}
+
+fn fastdp_set() -> Value {
+    json!({"family": TABLE_FAMILY, "table": TABLE_NAME, "name": SET_FASTDP_PEERS})
+}
+
+fn fastdp_elements(elem: Vec<String>) -> Value {
+    json!({"family": TABLE_FAMILY, "table": TABLE_NAME, "name": SET_FASTDP_PEERS, "elem": elem})
 }
 
 pub(crate) fn base_chain(name: &str, kind: &str, hook: &str, prio: i32) -> Value {
@@ -412,6 +510,8 @@ mod tests {
             full().to_nft_json(),
             RuleSet::default().to_nft_json(),
             RuleSet::delete_json(),
+            RuleSet::fastdp_peer_json(Ipv4Addr::new(10, 0, 0, 1), true),
+            RuleSet::fastdp_peer_json(Ipv4Addr::new(10, 0, 0, 1), false),
         ] {
             for c in cmds(&v) {
                 let (verb, body) = c.as_object().unwrap().iter().next().unwrap();
@@ -426,11 +526,11 @@ mod tests {
                 assert_eq!(obj["family"], "inet", "{c}");
                 match kind.as_str() {
                     "table" => assert_eq!(obj["name"], "weft"),
-                    "chain" | "rule" => assert_eq!(obj["table"], "weft"),
+                    "chain" | "rule" | "set" | "element" => assert_eq!(obj["table"], "weft"),
                     other => panic!("unexpected object {other}"),
                 }
                 if verb == "delete" {
-                    assert_eq!(kind, "table");
+                    assert!(["table", "element"].contains(&kind.as_str()), "{kind}");
                 }
             }
         }
@@ -480,9 +580,31 @@ mod tests {
             ])
         );
         let input = chain_rules(&v, CHAIN_INPUT);
-        // 3 port drops, 2 DNS accepts, 1 control-port guard.
-        assert_eq!(input.len(), 6);
-        let ports: Vec<(String, u64)> = input[..3]
+        // VXLAN from peers, VXLAN from others, 5 port drops, 2 DNS accepts, control and
+        // status guards.
+        assert_eq!(input.len(), 11);
+        let dport = json!({"payload": {"protocol": "udp", "field": "dport"}});
+        assert_eq!(
+            input[0]["expr"],
+            json!([
+                {"match": {"op": "==", "left": dport, "right": 6784}},
+                {"match": {"op": "==",
+                    "left": {"payload": {"protocol": "ip", "field": "saddr"}},
+                    "right": "@weft_fastdp_peers"}},
+                {"counter": null},
+                {"accept": null},
+            ])
+        );
+        assert_eq!(
+            input[1]["expr"],
+            json!([
+                {"match": {"op": "==", "left": dport, "right": 6784}},
+                {"counter": null},
+                {"drop": null},
+            ])
+        );
+        let guards = &input[2..7];
+        let ports: Vec<(String, u64)> = guards
             .iter()
             .map(|r| {
                 let m = &r["expr"][2]["match"];
@@ -500,51 +622,142 @@ mod tests {
             [
                 ("tcp".into(), 6783),
                 ("udp".into(), 6783),
-                ("udp".into(), 6784)
+                ("udp".into(), 6784),
+                ("tcp".into(), 6784),
+                ("tcp".into(), 6782),
             ]
         );
-        assert!(input[..3]
-            .iter()
-            .all(|r| r["expr"][1]["match"]["right"] == "172.17.0.1"));
-        assert!(input[3..5]
+        for r in guards {
+            assert_eq!(r["expr"][0]["match"]["right"], "docker0");
+            assert_eq!(r["expr"][1]["match"]["right"], "172.17.0.1");
+            assert_eq!(r["expr"][4], json!({"drop": null}));
+        }
+        assert!(input[7..9]
             .iter()
             .all(|r| r["expr"][1]["match"]["right"] == 53));
-        assert_eq!(input[5]["expr"][0]["match"]["right"], "127.0.0.1");
-        assert_eq!(input[5]["expr"][1]["match"]["right"], 6784);
-        assert_eq!(input[5]["expr"][5], json!({"drop": null}));
+        for (r, port, what) in [(input[9], 6784, "control"), (input[10], 6782, "status")] {
+            assert_eq!(r["expr"][0]["match"]["right"], "127.0.0.1");
+            assert_eq!(r["expr"][1]["match"]["right"], port);
+            assert_eq!(r["expr"][5], json!({"drop": null}));
+            assert_eq!(
+                r["comment"],
+                format!("weft: block non-local access to the {what} port")
+            );
+        }
+    }
+
+    #[test]
+    fn fastdp_set_carries_the_model_and_changes_one_element() {
+        let mut rs = full();
+        let v = rs.to_nft_json();
+        let c = cmds(&v);
+        let set = c
+            .iter()
+            .find_map(|c| c["add"].get("set"))
+            .expect("the set is declared");
+        assert_eq!(
+            *set,
+            json!({"family": "inet", "table": "weft", "name": "weft_fastdp_peers",
+                "type": "ipv4_addr"})
+        );
+        assert!(c
+            .iter()
+            .any(|c| c["flush"]["set"]["name"] == "weft_fastdp_peers"));
+        assert!(
+            !c.iter().any(|c| c["add"].get("element").is_some()),
+            "no peers, no elements"
+        );
+
+        let a = Ipv4Addr::new(10, 99, 0, 2);
+        let b = Ipv4Addr::new(10, 99, 0, 3);
+        assert!(rs.add_fastdp_peer(b));
+        assert!(rs.add_fastdp_peer(a));
+        let v = rs.to_nft_json();
+        let elems: Vec<&Value> = cmds(&v)
+            .iter()
+            .filter_map(|c| c["add"].get("element"))
+            .collect();
+        assert_eq!(elems.len(), 1);
+        assert_eq!(elems[0]["name"], "weft_fastdp_peers");
+        assert_eq!(elems[0]["elem"], json!(["10.99.0.2", "10.99.0.3"]));
+        // The set and its elements come before the rules that use it.
+        let first_rule = cmds(&v)
+            .iter()
+            .position(|c| c["add"].get("rule").is_some())
+            .unwrap();
+        let elem_at = cmds(&v)
+            .iter()
+            .position(|c| c["add"].get("element").is_some())
+            .unwrap();
+        assert!(elem_at < first_rule);
+        // Peers change only the elements, never a rule.
+        assert_eq!(rules(&v), rules(&full().to_nft_json()));
+
+        assert_eq!(
+            RuleSet::fastdp_peer_json(a, true),
+            json!({"nftables": [
+                {"metainfo": {"json_schema_version": 1}},
+                {"add": {"element": {"family": "inet", "table": "weft",
+                    "name": "weft_fastdp_peers", "elem": ["10.99.0.2"]}}},
+            ]})
+        );
+        let del = RuleSet::fastdp_peer_json(a, false);
+        assert_eq!(cmds(&del).len(), 2);
+        assert_eq!(
+            cmds(&del)[1]["delete"]["element"]["elem"],
+            json!(["10.99.0.2"])
+        );
     }
 
     #[test]
     fn optional_inputs_leave_rules_out() {
-        // No Docker bridge: no docker rules at all; the control-port guard stays.
+        // No Docker bridge: no docker rules at all; the VXLAN, control and status guards stay.
         let v = RuleSet::default().to_nft_json();
         assert_eq!(chain_rules(&v, CHAIN_FORWARD).len(), 4);
-        assert_eq!(chain_rules(&v, CHAIN_INPUT).len(), 1);
+        assert_eq!(chain_rules(&v, CHAIN_INPUT).len(), 4);
         // Docker bridge without an address: DNS accepts but no port drops.
         let v = RuleSet::default()
             .with_docker_bridge(name("docker0"), None)
             .to_nft_json();
         assert_eq!(chain_rules(&v, CHAIN_FORWARD).len(), 5);
-        assert_eq!(chain_rules(&v, CHAIN_INPUT).len(), 3);
+        assert_eq!(chain_rules(&v, CHAIN_INPUT).len(), 6);
         // Docker using the weave bridge itself: no docker→weave drop.
         let v = RuleSet::default()
             .with_docker_bridge(name("weave"), None)
             .to_nft_json();
         assert_eq!(chain_rules(&v, CHAIN_FORWARD).len(), 4);
-        // API deliberately bound to a non-loopback address: no guard.
+        // API and status deliberately bound to a non-loopback address, or no status
+        // listener: no non-local guard for them.
         let v = RuleSet::default()
             .with_control_addr(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 6784))
+            .with_status_addr(Some(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 6782)))
             .to_nft_json();
-        assert_eq!(chain_rules(&v, CHAIN_INPUT).len(), 0);
-        // Non-default ports and bridge name flow through.
+        assert_eq!(chain_rules(&v, CHAIN_INPUT).len(), 2);
+        let v = RuleSet::default().with_status_addr(None).to_nft_json();
+        let input = chain_rules(&v, CHAIN_INPUT);
+        assert_eq!(input.len(), 3);
+        assert!(input[2]["comment"]
+            .as_str()
+            .unwrap()
+            .contains("control port"));
+        // Non-default ports and bridge name flow through; a port shared by the control and
+        // status listeners is guarded once.
         let v = RuleSet::new(name("wv"))
             .with_docker_bridge(name("br0"), Some(Ipv4Addr::new(10, 9, 0, 1)))
             .with_mesh_port(7000)
             .with_vxlan_port(7001)
+            .with_control_addr(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 7002))
+            .with_status_addr(Some(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 7002)))
             .to_nft_json();
         let input = chain_rules(&v, CHAIN_INPUT);
-        assert_eq!(input[0]["expr"][2]["match"]["right"], 7000);
-        assert_eq!(input[2]["expr"][2]["match"]["right"], 7001);
+        assert_eq!(input[0]["expr"][0]["match"]["right"], 7001);
+        assert_eq!(input[1]["expr"][0]["match"]["right"], 7001);
+        let guarded: Vec<u64> = input[2..]
+            .iter()
+            .filter(|r| r["comment"].as_str().unwrap().contains("may not reach"))
+            .map(|r| r["expr"][2]["match"]["right"].as_u64().unwrap())
+            .collect();
+        assert_eq!(guarded, [7000, 7000, 7001, 7002]);
         assert!(chain_rules(&v, CHAIN_FORWARD)
             .iter()
             .all(|r| r.to_string().contains("\"wv\"")));

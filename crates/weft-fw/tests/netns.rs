@@ -52,6 +52,20 @@ impl Netns {
         sh(&all)
     }
 
+    /// A veth from here (`local`, up, with `local_addrs`) to `eth0` in `other` (up, with
+    /// `other_addrs`).
+    fn veth_to(&self, local: &str, local_addrs: &[&str], other: &Self, other_addrs: &[&str]) {
+        self.exec(&[
+            "ip", "link", "add", local, "type", "veth", "peer", "name", "eth0", "netns", &other.0,
+        ]);
+        for (ns, dev, addrs) in [(self, local, local_addrs), (other, "eth0", other_addrs)] {
+            for a in addrs {
+                ns.exec(&["ip", "addr", "add", a, "dev", dev]);
+            }
+            ns.exec(&["ip", "link", "set", dev, "up"]);
+        }
+    }
+
     /// Runs a command inside the namespace; returns whether it succeeded.
     fn try_exec(&self, args: &[&str]) -> bool {
         Command::new("ip")
@@ -292,20 +306,10 @@ fn masquerade_rewrites_sources() {
     host.exec(&["ip", "link", "add", "weave", "type", "bridge"]);
     host.exec(&["ip", "addr", "add", "10.32.0.1/12", "dev", "weave"]);
     host.exec(&["ip", "link", "set", "weave", "up"]);
-    host.exec(&[
-        "ip", "link", "add", "vethc", "type", "veth", "peer", "name", "eth0", "netns", &ctr.0,
-    ]);
-    host.exec(&["ip", "link", "set", "vethc", "master", "weave", "up"]);
-    ctr.exec(&["ip", "addr", "add", "10.32.0.2/12", "dev", "eth0"]);
-    ctr.exec(&["ip", "link", "set", "eth0", "up"]);
+    host.veth_to("vethc", &[], &ctr, &["10.32.0.2/12"]);
+    host.exec(&["ip", "link", "set", "vethc", "master", "weave"]);
     ctr.exec(&["ip", "route", "add", "default", "via", "10.32.0.1"]);
-    host.exec(&[
-        "ip", "link", "add", "ext", "type", "veth", "peer", "name", "eth0", "netns", &out.0,
-    ]);
-    host.exec(&["ip", "addr", "add", "192.168.77.1/24", "dev", "ext"]);
-    host.exec(&["ip", "link", "set", "ext", "up"]);
-    out.exec(&["ip", "addr", "add", "192.168.77.2/24", "dev", "eth0"]);
-    out.exec(&["ip", "link", "set", "eth0", "up"]);
+    host.veth_to("ext", &["192.168.77.1/24"], &out, &["192.168.77.2/24"]);
     let ping = |from: &Netns, to: &str| from.try_exec(&["ping", "-c1", "-W1", "-q", to]);
 
     let nft = host.nft();
@@ -350,18 +354,15 @@ fn container_takes_multicast_only_from_its_own_subnets() {
     }
     let ctr = Netns::new();
     let src = Netns::new();
-    ctr.exec(&[
-        "ip", "link", "add", "ethwe", "type", "veth", "peer", "name", "eth0", "netns", &src.0,
-    ]);
-    ctr.exec(&["ip", "addr", "add", "10.9.1.1/24", "dev", "ethwe"]);
-    ctr.exec(&["ip", "link", "set", "ethwe", "up"]);
+    ctr.veth_to(
+        "ethwe",
+        &["10.9.1.1/24"],
+        &src,
+        &["10.9.1.2/24", "10.9.2.2/24"],
+    );
     ctr.exec(&["sysctl", "-qw", "net.ipv4.icmp_echo_ignore_broadcasts=0"]);
     // A way back to the other subnet, so that only the firewall can stop the answer.
     ctr.exec(&["ip", "route", "add", "10.9.2.0/24", "dev", "ethwe"]);
-    for a in ["10.9.1.2/24", "10.9.2.2/24"] {
-        src.exec(&["ip", "addr", "add", a, "dev", "eth0"]);
-    }
-    src.exec(&["ip", "link", "set", "eth0", "up"]);
     src.exec(&["ip", "route", "add", "224.0.0.0/4", "dev", "eth0"]);
     // An echo to all-hosts from one source address: answered only if the container took it.
     let answered =
@@ -387,4 +388,241 @@ fn container_takes_multicast_only_from_its_own_subnets() {
     nft.remove().unwrap();
     assert!(!nft.is_installed().unwrap());
     assert!(answered("10.9.2.2"), "rules gone with the table");
+}
+
+/// A UDP receiver inside a namespace: the source addresses of what reaches `port`, in order,
+/// until a datagram arrives on [`MARKER_PORT`] (the end marker, which weft's rules never filter).
+struct UdpReceiver {
+    child: std::process::Child,
+    lines: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+}
+
+/// Where the end marker goes; no rule of weft's is about it.
+const MARKER_PORT: u16 = 6799;
+
+const RECEIVER: &str = r#"
+import select, socket, sys
+port, marker = int(sys.argv[1]), int(sys.argv[2])
+socks = []
+for p in (port, marker):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("0.0.0.0", p))
+    socks.append(s)
+print("ready", flush=True)
+while True:
+    r, _, _ = select.select(socks, [], [], 20)
+    if not r:
+        sys.exit("no end marker")
+    if socks[1] in r:
+        # Everything sent before the marker is queued by now: drain it, then stop.
+        socks[0].setblocking(False)
+        try:
+            while True:
+                print(socks[0].recvfrom(2048)[1][0], flush=True)
+        except BlockingIOError:
+            pass
+        print("end", flush=True)
+        sys.exit(0)
+    print(socks[0].recvfrom(2048)[1][0], flush=True)
+"#;
+
+const SENDER: &str = r#"
+import socket, sys
+dst, port, marker = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+for src in sys.argv[4:]:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((src, 0))
+    s.sendto(b"x", (dst, port))
+    s.close()
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.sendto(b"end", (dst, marker))
+"#;
+
+impl UdpReceiver {
+    fn start(ns: &Netns, port: u16) -> Self {
+        use std::io::BufRead;
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &ns.0, "python3", "-c", RECEIVER])
+            .args([port.to_string(), MARKER_PORT.to_string()])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        assert_eq!(lines.next().unwrap().unwrap(), "ready");
+        Self { child, lines }
+    }
+
+    /// Sources of the datagrams received, up to the end marker.
+    fn received(mut self) -> Vec<String> {
+        let got: Vec<String> = self
+            .lines
+            .by_ref()
+            .map(Result::unwrap)
+            .take_while(|l| l != "end")
+            .collect();
+        assert!(self.child.wait().unwrap().success(), "receiver failed");
+        got
+    }
+}
+
+/// From `sender`, one datagram to `dst:port` from each of `sources`, then the end marker.
+/// Returns the sources the receiver in `host` saw.
+fn udp_round(host: &Netns, sender: &Netns, dst: &str, port: u16, sources: &[&str]) -> Vec<String> {
+    let rx = UdpReceiver::start(host, port);
+    let mut args = vec!["python3", "-c", SENDER, dst];
+    let (port_s, marker) = (port.to_string(), MARKER_PORT.to_string());
+    args.extend([port_s.as_str(), marker.as_str()]);
+    args.extend_from_slice(sources);
+    sender.exec(&args);
+    rx.received()
+}
+
+/// The elements of weft's fastdp set as nft lists them.
+fn set_elements(ns: &Netns) -> Vec<String> {
+    let v = ns.json(&["list", "set", "inet", "weft", "weft_fastdp_peers"]);
+    let mut out: Vec<String> = v["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|o| o.get("set"))
+        .flat_map(|s| s["elem"].as_array().cloned().unwrap_or_default())
+        .map(|e| e.as_str().unwrap().to_owned())
+        .collect();
+    out.sort();
+    out
+}
+
+/// UDP 6784 (the VXLAN port) takes datagrams only from the addresses in the fastdp set, which
+/// follows single-element updates and survives re-applying the table; other ports and the
+/// rest of the table are untouched by those updates.
+#[test]
+fn vxlan_port_only_from_fastdp_peers() {
+    if !privileged() {
+        return;
+    }
+    let host = Netns::new();
+    let out = Netns::new();
+    host.veth_to(
+        "eth0",
+        &["10.9.7.1/24"],
+        &out,
+        &["10.9.7.2/24", "10.9.7.3/24"],
+    );
+    let (peer, stranger) = ("10.9.7.2", "10.9.7.3");
+    let both = [peer, stranger];
+    let dropped = || sum_counter(&host, "input", "VXLAN only from fastdp peers");
+
+    // Before weft's table: anyone gets through (the receiver works).
+    assert_eq!(udp_round(&host, &out, "10.9.7.1", 6784, &both), both);
+
+    let nft = host.nft();
+    let mut rs = RuleSet::default();
+    nft.apply(&rs).unwrap();
+    assert!(set_elements(&host).is_empty());
+    assert!(udp_round(&host, &out, "10.9.7.1", 6784, &both).is_empty());
+    assert_eq!(dropped(), 2);
+    // Another UDP port is not filtered.
+    assert_eq!(udp_round(&host, &out, "10.9.7.1", 6790, &both), both);
+    assert_eq!(dropped(), 2);
+
+    // A peer connects: one element added, nothing else in the table changes.
+    let rules_before = installed(&host);
+    assert!(rs.add_fastdp_peer(peer.parse().unwrap()));
+    nft.set_fastdp_peer(peer.parse().unwrap(), true).unwrap();
+    assert_eq!(set_elements(&host), [peer]);
+    assert_eq!(installed(&host), rules_before);
+    assert_eq!(dropped(), 2, "counters kept: the table was not replaced");
+    assert_eq!(udp_round(&host, &out, "10.9.7.1", 6784, &both), [peer]);
+    assert_eq!(dropped(), 3);
+
+    // Re-applying the whole table (expose, hide) keeps the model's elements.
+    rs.expose(cidr("10.32.0.1/12"), true);
+    nft.apply(&rs).unwrap();
+    assert_eq!(set_elements(&host), [peer]);
+    assert_eq!(installed(&host), rendered_rules(&rs));
+    assert_eq!(udp_round(&host, &out, "10.9.7.1", 6784, &both), [peer]);
+
+    // A second peer behind the same address leaves; the address stays until the last one does.
+    assert!(!rs.add_fastdp_peer(peer.parse().unwrap()));
+    assert!(!rs.remove_fastdp_peer(peer.parse().unwrap()));
+    assert_eq!(set_elements(&host), [peer]);
+    assert!(rs.remove_fastdp_peer(peer.parse().unwrap()));
+    nft.set_fastdp_peer(peer.parse().unwrap(), false).unwrap();
+    assert!(set_elements(&host).is_empty());
+    assert!(udp_round(&host, &out, "10.9.7.1", 6784, &both).is_empty());
+
+    // Deleting what is not there is refused (the caller then re-applies the table).
+    let err = nft
+        .set_fastdp_peer(peer.parse().unwrap(), false)
+        .unwrap_err();
+    assert!(matches!(err, FwError::Rejected(_)), "{err:?}");
+    nft.remove().unwrap();
+    let err = nft
+        .set_fastdp_peer(peer.parse().unwrap(), true)
+        .unwrap_err();
+    assert!(matches!(err, FwError::Rejected(_)), "{err:?}");
+    assert!(
+        !nft.is_installed().unwrap(),
+        "an element update never creates the table"
+    );
+}
+
+/// A container on the Docker bridge cannot reach the router's ports on the bridge address
+/// (its packets are dropped, not refused); other ports there stay reachable.
+#[test]
+fn docker_bridge_containers_cannot_reach_the_router() {
+    if !privileged() {
+        return;
+    }
+    let host = Netns::new();
+    let ctr = Netns::new();
+    host.exec(&["ip", "link", "add", "docker0", "type", "bridge"]);
+    host.exec(&["ip", "addr", "add", "172.31.0.1/16", "dev", "docker0"]);
+    host.exec(&["ip", "link", "set", "docker0", "up"]);
+    host.veth_to("vethd", &[], &ctr, &["172.31.0.2/16"]);
+    host.exec(&["ip", "link", "set", "vethd", "master", "docker0"]);
+    let rs = RuleSet::default()
+        .with_docker_bridge(name("docker0"), Some(Ipv4Addr::new(172, 31, 0, 1)))
+        .with_status_addr(Some("0.0.0.0:6782".parse().unwrap()));
+    host.nft().apply(&rs).unwrap();
+    // UDP: the mesh and VXLAN ports are dropped, another port is not.
+    for port in [6783, 6784] {
+        assert!(
+            udp_round(&host, &ctr, "172.31.0.1", port, &["172.31.0.2"]).is_empty(),
+            "udp {port}"
+        );
+    }
+    assert_eq!(
+        udp_round(&host, &ctr, "172.31.0.1", 6790, &["172.31.0.2"]),
+        ["172.31.0.2"]
+    );
+    assert_eq!(
+        sum_counter(&host, "input", "may not reach the router (udp 6783)"),
+        1
+    );
+    // (UDP 6784 from a container meets the VXLAN guard first: not a fastdp peer.)
+    assert_eq!(
+        sum_counter(&host, "input", "VXLAN only from fastdp peers"),
+        1
+    );
+    // TCP: a SYN to a guarded port is dropped (a closed port would answer RST at once).
+    let connect = |port: u16| {
+        ctr.try_exec(&[
+            "python3",
+            "-c",
+            "import socket,sys; socket.create_connection(('172.31.0.1', int(sys.argv[1])), 1)",
+            &port.to_string(),
+        ])
+    };
+    for port in [6783, 6784, 6782] {
+        assert!(!connect(port), "tcp {port}");
+        assert!(
+            sum_counter(
+                &host,
+                "input",
+                &format!("may not reach the router (tcp {port})")
+            ) >= 1,
+            "tcp {port} dropped by the guard, not refused"
+        );
+    }
 }

@@ -197,7 +197,15 @@ pub async fn run(cfg: RouterConfig) -> Result<(), StartError> {
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
     // Devices first: `weft launch` returns once the API answers, and `weft attach` right
     // after it must find the bridge.
-    let dataplane = dataplane::Dataplane::setup(name, cfg.mtu(), cfg.fastdp, cfg.port).await?;
+    let dataplane = dataplane::Dataplane::setup(
+        name,
+        cfg.mtu(),
+        cfg.fastdp,
+        cfg.port,
+        cfg.http_addr,
+        cfg.status_addr,
+    )
+    .await?;
     let info = Arc::new(RouterInfo {
         encryption: false,
         trusted_subnets: Vec::new(),
