@@ -14,7 +14,7 @@
 //!
 //! Full entries always travel as Weave's payload, so the merge rules stay Weave's.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use weft_wire::topology_delta::{self as delta_wire, Delta, Message, Ref};
@@ -46,7 +46,10 @@ impl Mesh {
             deltas: ours.into_iter().collect(),
             refs,
         };
-        for hop in self.random_neighbours(us) {
+        // Our own change goes along our broadcast tree (to every neighbour in a full mesh),
+        // not to random neighbours: a peer that missed our last change would not find out
+        // until the next periodic gossip.
+        for hop in self.routes().broadcast_all(us).to_vec() {
             self.send_topology_to(hop, names, &update);
         }
     }
@@ -177,13 +180,22 @@ impl Mesh {
         self.routes_dirty = true;
         self.refresh_maker(now);
         self.gc_at.get_or_insert(now + GC_DELAY);
-        let names: Vec<PeerName> = applied.iter().map(|d| d.summary.name).collect();
-        let relay = Message::Update {
-            deltas: applied,
-            refs: Vec::new(),
-        };
-        for hop in self.random_neighbours(src) {
-            self.send_topology_to(hop, &names, &relay);
+        // Each change travels on along its owner's broadcast tree, as Weave Net broadcasts
+        // topology updates: every reachable peer gets it once, none is left to chance.
+        let mut by_owner: BTreeMap<PeerName, Vec<Delta>> = BTreeMap::new();
+        for d in applied {
+            by_owner.entry(d.summary.name).or_default().push(d);
+        }
+        for (owner, deltas) in by_owner {
+            let relay = Message::Update {
+                deltas,
+                refs: Vec::new(),
+            };
+            for hop in self.routes().broadcast_all(owner).to_vec() {
+                if hop != src {
+                    self.send_topology_to(hop, &[owner], &relay);
+                }
+            }
         }
         Ok(())
     }
