@@ -708,6 +708,51 @@ test_guard_rules_block_docker_bridge() {
     expect_match "$(lab_weft 1 status connections)" "established fastdp" "fastdp between the hosts"
 }
 
+# mac_of <container> : the MAC of its ethwe.
+mac_of() { lab_in "$1" cat /sys/class/net/ethwe/address 2>/dev/null || lab_in "$1" ip -o link show ethwe | grep -o 'link/ether [0-9a-f:]*' | cut -d' ' -f2; }
+
+# move_address_and_ping <host of the old and new owners>: c1 (host 1, .43) talks to c2 (.44);
+# .44 moves to c3, a new container, then on to c4 as its second address: c1's very first ping
+# after each attach must reach the new owner.
+move_address_and_ping() {
+    local h=$1 c
+    for c in c1 c2 c3 c4; do lab_container $c; done
+    lab_weft 1 attach 10.2.1.43/24 "netns:${LAB}c1" >/dev/null
+    lab_weft "$h" attach 10.2.1.44/24 "netns:${LAB}c2" >/dev/null
+    lab_weft "$h" attach 10.2.1.45/24 "netns:${LAB}c4" >/dev/null
+    ping_ok c1 10.2.1.44
+    ping_ok c1 10.2.1.45
+    lab_weft "$h" detach 10.2.1.44/24 "netns:${LAB}c2" >/dev/null
+    ip netns del "${LAB}c2"
+    lab_weft "$h" attach 10.2.1.44/24 "netns:${LAB}c3" >/dev/null
+    lab_in c1 ping -c1 -W1 10.2.1.44 >/dev/null || fail "first ping after the move to a new container failed"
+    expect_match "$(lab_in c1 ip neigh show 10.2.1.44)" "$(mac_of c3)" "c1 reaches the new owner"
+    lab_weft "$h" detach 10.2.1.44/24 "netns:${LAB}c3" >/dev/null
+    lab_weft "$h" attach 10.2.1.44/24 "netns:${LAB}c4" >/dev/null
+    lab_in c1 ping -c1 -W1 10.2.1.44 >/dev/null || fail "first ping after the move to a second address failed"
+    expect_match "$(lab_in c1 ip neigh show 10.2.1.44)" "$(mac_of c4)" "c1 reaches the second owner"
+}
+
+test_address_moves_on_one_host() {
+    lab_up 1
+    lab_weft 1 launch --nickname a >/dev/null
+    move_address_and_ping 1
+}
+
+test_address_moves_across_hosts() {
+    local mode
+    for mode in fastdp sleeve; do
+        lab_down; LAB_HOSTS=0
+        local extra=(); [ "$mode" = sleeve ] && extra=(--no-fastdp)
+        lab_up 2
+        lab_weft 1 launch --nickname a "${extra[@]}" >/dev/null
+        lab_weft 2 launch --nickname b "${extra[@]}" "$(lab_ip 1)" >/dev/null
+        lab_wait 20 full_mesh_of 1 2 || { dump_logs; fail "no mesh ($mode)"; }
+        move_address_and_ping 2
+        echo "    $mode: first pings reached the new owners"
+    done
+}
+
 source scripts/e2e_hostile.sh
 
 # --- main --------------------------------------------------------------------------------

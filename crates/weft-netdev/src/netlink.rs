@@ -54,6 +54,8 @@ pub struct LinkInfo {
     pub mtu: u32,
     /// Administratively up (`IFF_UP`).
     pub up: bool,
+    /// Has carrier (`IFF_LOWER_UP`): for a veth, both ends are up and frames pass.
+    pub carrier: bool,
     /// Index of the bridge (or other master) this link is a port of.
     pub master: Option<u32>,
     /// `IFLA_LINK` when it names another interface: for a veth, its peer's index (which may be in
@@ -691,6 +693,7 @@ pub(crate) fn link_info_from(msg: &LinkMessage) -> Option<LinkInfo> {
         mac: [0; 6],
         mtu: 0,
         up: msg.header.flags.contains(LinkFlags::Up),
+        carrier: msg.header.flags.contains(LinkFlags::LowerUp),
         master: None,
         peer_index: None,
     };
@@ -903,6 +906,7 @@ mod tests {
                 mac: [1, 2, 3, 4, 5, 6],
                 mtu: 1376,
                 up: true,
+                carrier: false,
                 master: Some(3),
                 peer_index: Some(8),
             }

@@ -254,6 +254,10 @@ pub async fn attach(
         }
         set_multicast_rules(&v4_addrs(&nl, l.index).await?)?;
         nl.set_up(l.index).await?;
+        // A gratuitous ARP sent before the veth has carrier is dropped, and a neighbour that
+        // still maps a moved address to its old owner then loses its next packets until its
+        // cache probes again (seconds): wait for the link to pass frames first.
+        wait_for_carrier(&nl, l.index).await;
         for c in &added {
             weft_netdev::send_gratuitous_arp(CONTAINER_IF, c.addr)?;
         }
@@ -268,6 +272,27 @@ pub async fn attach(
         }
     }
     result
+}
+
+/// How long an attach waits for the container's interface to get carrier.
+const CARRIER_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Polls until the link has carrier, or [`CARRIER_WAIT`] has passed (the gratuitous ARP is
+/// then sent anyway: better late than lost for certain).
+async fn wait_for_carrier(nl: &Netdev, index: u32) {
+    let deadline = tokio::time::Instant::now() + CARRIER_WAIT;
+    loop {
+        if let Ok(Some(l)) = nl.link_by_index(index).await {
+            if l.carrier {
+                return;
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::info!("{CONTAINER_IF} has no carrier after {CARRIER_WAIT:?}");
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
 }
 
 /// How long duplicate address detection waits for an answer.
