@@ -254,12 +254,16 @@ pub async fn attach(
         }
         set_multicast_rules(&v4_addrs(&nl, l.index).await?)?;
         nl.set_up(l.index).await?;
-        // A gratuitous ARP sent before the veth has carrier is dropped, and a neighbour that
-        // still maps a moved address to its old owner then loses its next packets until its
-        // cache probes again (seconds): wait for the link to pass frames first.
+        // A neighbour that still maps a moved address to its old owner loses its packets
+        // until its cache probes again (seconds) unless our announcement reaches it. One sent
+        // as the new port comes up is often lost (seen on an idle host: the bridge never
+        // forwarded it), so wait for carrier and announce three times over 100 ms.
         wait_for_carrier(&nl, l.index).await;
-        for c in &added {
-            weft_netdev::send_gratuitous_arp(CONTAINER_IF, c.addr)?;
+        for delay in GARP_SCHEDULE {
+            tokio::time::sleep(delay).await;
+            for c in &added {
+                weft_netdev::send_gratuitous_arp(CONTAINER_IF, c.addr)?;
+            }
         }
         if multicast_route {
             nl.add_multicast_route(l.index).await?;
@@ -273,6 +277,13 @@ pub async fn attach(
     }
     result
 }
+
+/// When the gratuitous ARPs go out, each delay after the one before.
+const GARP_SCHEDULE: [std::time::Duration; 3] = [
+    std::time::Duration::ZERO,
+    std::time::Duration::from_millis(20),
+    std::time::Duration::from_millis(80),
+];
 
 /// How long an attach waits for the container's interface to get carrier.
 const CARRIER_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
