@@ -48,9 +48,9 @@ use crate::topology::Peers;
 pub const TOPOLOGY_CHANNEL: &str = "topology";
 /// TCP heartbeat period.
 pub const TCP_HEARTBEAT: Duration = Duration::from_secs(30);
-/// Coalescing delay for topology updates: events of one burst (a connection added, then
+/// Coalescing delay for topology updates: events of one burst (a connection added and
 /// established) go out in one announcement, yet a user sees a new connection at once.
-pub const TOPOLOGY_UPDATE_DELAY: Duration = Duration::from_millis(10);
+pub const TOPOLOGY_UPDATE_DELAY: Duration = Duration::from_millis(2);
 /// Announcements may burst this many at once; beyond that they are paced at one per
 /// [`TOPOLOGY_ANNOUNCE_PERIOD`], so a peer whose gossip keeps changing our entry cannot make us
 /// flood the mesh with our own updates.
