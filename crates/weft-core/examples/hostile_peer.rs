@@ -97,7 +97,11 @@ fn intro(addr: SocketAddr) -> Result<(TcpStream, PeerName), String> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     let deadline = Instant::now() + Duration::from_secs(10);
-    while hs.handle_input(&mut buf).map_err(|e| e.to_string())?.is_none() {
+    while hs
+        .handle_input(&mut buf)
+        .map_err(|e| e.to_string())?
+        .is_none()
+    {
         if Instant::now() > deadline {
             return Err("intro timed out".into());
         }

@@ -175,7 +175,8 @@ impl Handshake {
                 }
                 State::Features => {
                     // Until the peer has introduced itself, a frame is at most 64 KiB.
-                    let Some((body, used)) = frame::parse_limited(buf, frame::MAX_HANDSHAKE_FRAME_LEN)?
+                    let Some((body, used)) =
+                        frame::parse_limited(buf, frame::MAX_HANDSHAKE_FRAME_LEN)?
                     else {
                         return Ok(None);
                     };
@@ -239,7 +240,9 @@ pub fn parse_features(map: &BTreeMap<String, String>) -> Result<RemoteFeatures, 
         value: clip(get(field)),
     };
     if get("PeerNameFlavour") != "mac" {
-        return Err(HandshakeError::FlavourMismatch(clip(get("PeerNameFlavour"))));
+        return Err(HandshakeError::FlavourMismatch(clip(get(
+            "PeerNameFlavour",
+        ))));
     }
     // A nickname is a host name; a longer one would only fill our logs.
     if get("NickName").len() > MAX_NICKNAME_LEN {

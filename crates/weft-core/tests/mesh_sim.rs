@@ -874,7 +874,9 @@ fn registered_channels_deliver_unicast_broadcast_and_gossip() {
     at.sort_unstable();
     assert_eq!(at, [1, 2, 3], "each peer but the source, once");
 
-    c.mesh(1).gossip_neighbours("ipam", b"news".to_vec()).unwrap();
+    c.mesh(1)
+        .gossip_neighbours("ipam", b"news".to_vec())
+        .unwrap();
     c.run_for(Duration::from_millis(100));
     let mut at: Vec<usize> = got(&mut c).into_iter().map(|(i, ..)| i).collect();
     at.sort_unstable();

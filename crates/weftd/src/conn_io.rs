@@ -255,7 +255,16 @@ pub(crate) fn spawn_listener(
             let (identity, to_mesh) = (identity.clone(), to_mesh.clone());
             tokio::spawn(async move {
                 let _slot = slot;
-                intro(stream, addr, Origin::Inbound, identity, id, next_conn, to_mesh).await;
+                intro(
+                    stream,
+                    addr,
+                    Origin::Inbound,
+                    identity,
+                    id,
+                    next_conn,
+                    to_mesh,
+                )
+                .await;
             });
         }
     });
@@ -445,7 +454,12 @@ mod tests {
         let (reader, writer) = TcpStream::from_std(ours).unwrap().into_split();
         let (tx, rx) = mpsc::unbounded_channel();
         let queued = Arc::new(AtomicUsize::new(0));
-        tokio::spawn(writer_task(writer, SessionTx::default(), rx, queued.clone()));
+        tokio::spawn(writer_task(
+            writer,
+            SessionTx::default(),
+            rx,
+            queued.clone(),
+        ));
         let w = ConnWriter {
             tx,
             queued,

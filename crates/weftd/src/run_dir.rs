@@ -76,8 +76,7 @@ pub struct PidFile {
 
 impl Drop for PidFile {
     fn drop(&mut self) {
-        if let (Ok(ours), Ok(now)) = (self.file.metadata(), std::fs::symlink_metadata(&self.path))
-        {
+        if let (Ok(ours), Ok(now)) = (self.file.metadata(), std::fs::symlink_metadata(&self.path)) {
             if same_file(&ours, &now) {
                 let _ = std::fs::remove_file(&self.path);
             }
@@ -171,8 +170,8 @@ impl RunDir {
             .mode(0o644)
             .open(&tmp)
             .map_err(io)?;
-        let written = writeln!(file, "{}", std::process::id())
-            .and_then(|()| std::fs::rename(&tmp, &path));
+        let written =
+            writeln!(file, "{}", std::process::id()).and_then(|()| std::fs::rename(&tmp, &path));
         if let Err(e) = written {
             let _ = std::fs::remove_file(&tmp);
             return Err(RunDirError::Io(path, e));
@@ -190,9 +189,7 @@ impl RunDir {
             .open(&path)
         {
             Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(RouterProcess::Absent)
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(RouterProcess::Absent),
             Err(e) => return Err(open_error(&path, e)),
         };
         let ours = regular(&path, &f)?;
@@ -340,7 +337,10 @@ mod tests {
         RunDir::new(&link).prepare().unwrap();
         std::os::unix::fs::lchown(&link, Some(65534), Some(65534)).unwrap();
         let err = RunDir::new(link.join("sub")).prepare().unwrap_err();
-        assert!(matches!(err, RunDirError::ForeignSymlink(ref p, 65534) if *p == link), "{err}");
+        assert!(
+            matches!(err, RunDirError::ForeignSymlink(ref p, 65534) if *p == link),
+            "{err}"
+        );
         std::os::unix::fs::chown(&real, Some(65534), None).unwrap();
         let err = RunDir::new(&real).prepare().unwrap_err();
         assert!(matches!(err, RunDirError::ForeignDir(_, 65534)), "{err}");
@@ -356,7 +356,10 @@ mod tests {
         assert_eq!(run.router().unwrap(), RouterProcess::Running(me));
         drop(held);
         // A pid file that names a live process which does not hold it.
-        let mut other = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let mut other = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
         let other_pid = i32::try_from(other.id()).unwrap();
         std::fs::write(run.pid_path(), format!("{other_pid}\n")).unwrap();
         let seen = run.router();

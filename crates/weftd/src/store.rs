@@ -356,10 +356,8 @@ mod tests {
 
     impl TempDir {
         fn new(tag: &str) -> Self {
-            let dir = std::env::temp_dir().join(format!(
-                "weft-store-test-{tag}-{}",
-                std::process::id()
-            ));
+            let dir =
+                std::env::temp_dir().join(format!("weft-store-test-{tag}-{}", std::process::id()));
             let _ = std::fs::remove_dir_all(&dir);
             Self(dir)
         }
@@ -480,14 +478,15 @@ mod tests {
         // transaction slot's root page (an index panic); then a stored value's page, which
         // only the checksums catch.
         assert_reported("flip16", |b| b[16] ^= 0x01, "shorter than its header says");
-        assert_reported("flip32", |b| b[32] ^= 0x08, "redb failed reading it: index out of bounds");
+        assert_reported(
+            "flip32",
+            |b| b[32] ^= 0x08,
+            "redb failed reading it: index out of bounds",
+        );
         assert_reported(
             "flipvalue",
             |b| {
-                let at = b
-                    .windows(8)
-                    .rposition(|w| w == b"10.0.0.1")
-                    .unwrap();
+                let at = b.windows(8).rposition(|w| w == b"10.0.0.1").unwrap();
                 b[at] ^= 0x01;
             },
             "corrupted",

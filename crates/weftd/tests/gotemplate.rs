@@ -32,7 +32,9 @@ fn matches_go() {
         };
         let got = template::render(tpl, &data).map_err(|e| e.to_string());
         if got != want {
-            failures.push(format!("{name}: {tpl:?}\n   want {want:?}\n    got {got:?}"));
+            failures.push(format!(
+                "{name}: {tpl:?}\n   want {want:?}\n    got {got:?}"
+            ));
         }
     }
     assert!(

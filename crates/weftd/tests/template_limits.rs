@@ -33,12 +33,72 @@ fn err(tpl: &str, data: &Value) -> String {
 }
 
 const PIECES: &[&str] = &[
-    "{{", "}}", "{{- ", " -}}", "{{/*", "*/}}", ".Router", ".Peers", ".Targets", ".NickName", ".", "$",
-    "$x", "$y", " := ", " = ", " | ", "(", ")", "range ", "if ", "else", "else if ", "end", "with ",
-    "break", "continue", "define \"d\"", "template \"d\" .", "block \"b\" .", "\"a\"", "`b`", "'c'",
-    "1", "-2.5", "0x1f", "1e308", "99999999999999999999", "nil", "true", "printf ", "\"%d %s %v %-9q %[2]*.*f %!\"",
-    "len ", "index ", "slice ", "json ", "eq ", "lt ", "and ", "or ", "not ", "print ", "println ",
-    "html ", "js ", "urlquery ", "call ", " ", "\n", ",", "é", "\u{2028}", "\"\\x", "-", ":", "=",
+    "{{",
+    "}}",
+    "{{- ",
+    " -}}",
+    "{{/*",
+    "*/}}",
+    ".Router",
+    ".Peers",
+    ".Targets",
+    ".NickName",
+    ".",
+    "$",
+    "$x",
+    "$y",
+    " := ",
+    " = ",
+    " | ",
+    "(",
+    ")",
+    "range ",
+    "if ",
+    "else",
+    "else if ",
+    "end",
+    "with ",
+    "break",
+    "continue",
+    "define \"d\"",
+    "template \"d\" .",
+    "block \"b\" .",
+    "\"a\"",
+    "`b`",
+    "'c'",
+    "1",
+    "-2.5",
+    "0x1f",
+    "1e308",
+    "99999999999999999999",
+    "nil",
+    "true",
+    "printf ",
+    "\"%d %s %v %-9q %[2]*.*f %!\"",
+    "len ",
+    "index ",
+    "slice ",
+    "json ",
+    "eq ",
+    "lt ",
+    "and ",
+    "or ",
+    "not ",
+    "print ",
+    "println ",
+    "html ",
+    "js ",
+    "urlquery ",
+    "call ",
+    " ",
+    "\n",
+    ",",
+    "é",
+    "\u{2028}",
+    "\"\\x",
+    "-",
+    ":",
+    "=",
 ];
 
 fn random_template(rng: &mut StdRng) -> String {
@@ -83,7 +143,8 @@ fn mutated_valid_templates_end_in_output_or_error() {
     on_worker_stack(|| {
         let data = report();
         let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/gotemplate/cases.json");
-        let cases: Value = serde_json::from_str(&std::fs::read_to_string(path).expect("cases")).expect("json");
+        let cases: Value =
+            serde_json::from_str(&std::fs::read_to_string(path).expect("cases")).expect("json");
         let seeds: Vec<String> = cases
             .as_array()
             .expect("list")
@@ -99,7 +160,11 @@ fn mutated_valid_templates_end_in_output_or_error() {
                     0 if at < t.len() => {
                         t.remove(at);
                     }
-                    1 => t.insert(at, ['{', '}', '(', ')', '"', '`', '$', '.', '-', ' ', '|', '\''][rng.gen_range(0..12)]),
+                    1 => t.insert(
+                        at,
+                        ['{', '}', '(', ')', '"', '`', '$', '.', '-', ' ', '|', '\'']
+                            [rng.gen_range(0..12)],
+                    ),
                     _ => t.insert(at, char::from_u32(rng.gen_range(0..0x200)).unwrap_or('x')),
                 }
             }
@@ -118,7 +183,10 @@ fn output_is_capped() {
     let tpl = "{{json .}}".repeat(MAX_TEMPLATE / 10);
     assert!(err(&tpl, &data).contains(&format!("output exceeds {MAX_OUTPUT} bytes")));
     let tpl = "{{printf \"%999999d\" 1}}".repeat(2);
-    assert_eq!(render(&tpl[..tpl.len() / 2], &data).map(|s| s.len()), Ok(999_999));
+    assert_eq!(
+        render(&tpl[..tpl.len() / 2], &data).map(|s| s.len()),
+        Ok(999_999)
+    );
     let tpl = "{{printf \"%999999d\" 1}}".repeat(3);
     assert!(err(&tpl, &data).contains("output exceeds"));
     // Strings built up in variables are bounded too.
@@ -138,7 +206,11 @@ fn template_length_is_capped() {
 fn nesting_is_capped_without_exhausting_the_stack() {
     on_worker_stack(|| {
         let data = report();
-        let ok = format!("{}x{}", "{{if 1}}".repeat(MAX_NESTING - 1), "{{end}}".repeat(MAX_NESTING - 1));
+        let ok = format!(
+            "{}x{}",
+            "{{if 1}}".repeat(MAX_NESTING - 1),
+            "{{end}}".repeat(MAX_NESTING - 1)
+        );
         assert_eq!(render(&ok, &data).as_deref(), Ok("x"));
         for n in [MAX_NESTING + 1, MAX_TEMPLATE / 16] {
             let ifs = format!("{}x{}", "{{if 1}}".repeat(n), "{{end}}".repeat(n));
@@ -156,7 +228,10 @@ fn nesting_is_capped_without_exhausting_the_stack() {
             "{{end}}".repeat(n)
         );
         let e = err(&deep, &data);
-        assert!(e.contains("nesting deeper than") || e.contains("maximum template depth"), "{e}");
+        assert!(
+            e.contains("nesting deeper than") || e.contains("maximum template depth"),
+            "{e}"
+        );
     });
 }
 

@@ -126,7 +126,6 @@ impl RelayCache {
     }
 }
 
-
 impl Mesh {
     /// Registers a gossip channel: what arrives on it is handed out as
     /// [`MeshEvent::Channel`] instead of being relayed as an unknown channel's.
@@ -185,7 +184,11 @@ impl Mesh {
     }
 
     /// Broadcasts `payload` on `channel` to every reachable peer along our broadcast routes.
-    pub fn gossip_broadcast(&mut self, channel: &str, payload: Vec<u8>) -> Result<(), ChannelError> {
+    pub fn gossip_broadcast(
+        &mut self,
+        channel: &str,
+        payload: Vec<u8>,
+    ) -> Result<(), ChannelError> {
         self.check_registered(channel)?;
         let us = self.name();
         let msg = ProtocolMsg::GossipBroadcast {
@@ -201,7 +204,11 @@ impl Mesh {
 
     /// Gossips `payload` on `channel` to a random set of neighbours (Weave's
     /// `GossipChannel.Send`), as the periodic gossip and the relay of what was new do.
-    pub fn gossip_neighbours(&mut self, channel: &str, payload: Vec<u8>) -> Result<(), ChannelError> {
+    pub fn gossip_neighbours(
+        &mut self,
+        channel: &str,
+        payload: Vec<u8>,
+    ) -> Result<(), ChannelError> {
         self.check_registered(channel)?;
         let us = self.name();
         let msg = ProtocolMsg::Gossip {
@@ -383,7 +390,6 @@ impl Mesh {
 }
 
 fn fnv64a(h: u64, data: &[u8]) -> u64 {
-    data.iter().fold(h, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
+    data.iter()
+        .fold(h, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }

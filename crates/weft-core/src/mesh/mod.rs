@@ -69,8 +69,8 @@ mod status;
 mod topology_gossip;
 
 pub use channel::{ChannelError, ChannelMessage, RELAY_CACHE_ENTRIES};
-pub use status::{ConnectionStatus, MeshFabric, MeshStatus, PeerConnectionStatus, PeerStatus};
 use conn::Conn;
+pub use status::{ConnectionStatus, MeshFabric, MeshStatus, PeerConnectionStatus, PeerStatus};
 
 /// A live connection's id, chosen by the driver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -469,4 +469,3 @@ impl Mesh {
         self.events.push_back(MeshEvent::Close { conn, reason });
     }
 }
-

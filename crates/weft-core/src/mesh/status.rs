@@ -240,4 +240,3 @@ impl Fabric for MeshFabric<'_> {
         self.peers.get(peer).is_some()
     }
 }
-

@@ -243,13 +243,24 @@ impl<'t, 'd> State<'t, 'd> {
         Ok(())
     }
 
-    fn walk_template(&mut self, dot: &V<'d>, node: &'t Node, name: &'t str, pipe: Option<&'t Pipe>) -> R<()> {
+    fn walk_template(
+        &mut self,
+        dot: &V<'d>,
+        node: &'t Node,
+        name: &'t str,
+        pipe: Option<&'t Pipe>,
+    ) -> R<()> {
         self.at = At::Node(node);
         let Some((tname, list)) = self.set.trees.get_key_value(name) else {
-            return self.errorf(format!("template {} not defined", gofmt::quote(name, false)));
+            return self.errorf(format!(
+                "template {} not defined",
+                gofmt::quote(name, false)
+            ));
         };
         if self.calls >= MAX_TEMPLATE_CALLS {
-            return self.errorf(format!("exceeded maximum template depth ({MAX_TEMPLATE_CALLS})"));
+            return self.errorf(format!(
+                "exceeded maximum template depth ({MAX_TEMPLATE_CALLS})"
+            ));
         }
         let dot = match pipe {
             Some(p) => self.eval_pipeline(dot, p)?,
@@ -318,7 +329,9 @@ impl<'t, 'd> State<'t, 'd> {
         let has_args = cmd.args.len() > 1 || fin.is_some();
         match first {
             Arg::Field { ident, .. } => return self.eval_field_node(dot, first, ident, has_args),
-            Arg::Chain { node, field, .. } => return self.eval_chain_node(dot, first, node, field, has_args),
+            Arg::Chain { node, field, .. } => {
+                return self.eval_chain_node(dot, first, node, field, has_args)
+            }
             Arg::Identifier { name, .. } => {
                 self.at = At::Arg(first);
                 return self.eval_call(dot, name, At::Cmd(cmd), &cmd.args[1..], fin);
@@ -340,7 +353,10 @@ impl<'t, 'd> State<'t, 'd> {
             Arg::Nil { .. } => self.errorf("nil is not a command"),
             Arg::Number { .. } => self.ideal_constant(first),
             Arg::Str { text, .. } => Ok(V::Str(text.clone())),
-            _ => self.errorf(format!("can't evaluate command {}", gofmt::quote(&first.to_string(), false))),
+            _ => self.errorf(format!(
+                "can't evaluate command {}",
+                gofmt::quote(&first.to_string(), false)
+            )),
         }
     }
 
@@ -350,7 +366,10 @@ impl<'t, 'd> State<'t, 'd> {
             return Ok(V::Invalid);
         };
         let t = &num.text;
-        let hex_int = t.len() > 2 && t.starts_with('0') && t[1..].starts_with(['x', 'X']) && !t.contains(['p', 'P']);
+        let hex_int = t.len() > 2
+            && t.starts_with('0')
+            && t[1..].starts_with(['x', 'X'])
+            && !t.contains(['p', 'P']);
         let rune_int = t.starts_with('\'');
         if let Some(f) = num.float {
             if !hex_int && !rune_int && t.contains(['.', 'e', 'E', 'p', 'P']) {
@@ -366,12 +385,25 @@ impl<'t, 'd> State<'t, 'd> {
         Ok(V::Invalid)
     }
 
-    fn eval_field_node(&mut self, dot: &V<'d>, node: &'t Arg, ident: &[String], has_args: bool) -> R<V<'d>> {
+    fn eval_field_node(
+        &mut self,
+        dot: &V<'d>,
+        node: &'t Arg,
+        ident: &[String],
+        has_args: bool,
+    ) -> R<V<'d>> {
         self.at = At::Arg(node);
         self.eval_field_chain(dot.clone(), ident, has_args)
     }
 
-    fn eval_chain_node(&mut self, dot: &V<'d>, chain: &'t Arg, node: &'t Arg, field: &[String], has_args: bool) -> R<V<'d>> {
+    fn eval_chain_node(
+        &mut self,
+        dot: &V<'d>,
+        chain: &'t Arg,
+        node: &'t Arg,
+        field: &[String],
+        has_args: bool,
+    ) -> R<V<'d>> {
         self.at = At::Arg(chain);
         if field.is_empty() {
             return self.errorf("internal error: no fields in evalChainNode");
@@ -383,7 +415,14 @@ impl<'t, 'd> State<'t, 'd> {
         self.eval_field_chain(recv, field, has_args)
     }
 
-    fn eval_variable_node(&mut self, _dot: &V<'d>, node: &'t Arg, ident: &[String], args: &[Arg], fin: &Option<V<'d>>) -> R<V<'d>> {
+    fn eval_variable_node(
+        &mut self,
+        _dot: &V<'d>,
+        node: &'t Arg,
+        ident: &[String],
+        args: &[Arg],
+        fin: &Option<V<'d>>,
+    ) -> R<V<'d>> {
         self.at = At::Arg(node);
         let value = self.var_value(&ident[0])?;
         if ident.len() == 1 {
@@ -427,8 +466,13 @@ impl<'t, 'd> State<'t, 'd> {
             Param::Str => match (&v, v.dynamic()) {
                 (V::Invalid, _) => self.errorf("invalid value; expected string"),
                 (_, Dyn::Str(_)) => Ok(v.unwrap()),
-                (V::Data(Value::Null, _), _) => self.errorf("wrong type for value; expected string; got interface {}"),
-                (_, d) => self.errorf(format!("wrong type for value; expected string; got {}", d.type_name())),
+                (V::Data(Value::Null, _), _) => {
+                    self.errorf("wrong type for value; expected string; got interface {}")
+                }
+                (_, d) => self.errorf(format!(
+                    "wrong type for value; expected string; got {}",
+                    d.type_name()
+                )),
             },
         }
     }
@@ -456,7 +500,14 @@ impl<'t, 'd> State<'t, 'd> {
         self.validate(v, p)
     }
 
-    fn eval_call(&mut self, dot: &V<'d>, name: &'t str, node: At<'t>, args: &'t [Arg], fin: Option<V<'d>>) -> R<V<'d>> {
+    fn eval_call(
+        &mut self,
+        dot: &V<'d>,
+        name: &'t str,
+        node: At<'t>,
+        args: &'t [Arg],
+        fin: Option<V<'d>>,
+    ) -> R<V<'d>> {
         self.spend(1)?;
         let (fixed, variadic) = signature(name);
         let num_in = args.len() + usize::from(fin.is_some());
@@ -469,7 +520,10 @@ impl<'t, 'd> State<'t, 'd> {
                 ));
             }
         } else if num_in != fixed.len() {
-            return self.errorf(format!("wrong number of args for {name}: want {} got {num_in}", fixed.len()));
+            return self.errorf(format!(
+                "wrong number of args for {name}: want {} got {num_in}",
+                fixed.len()
+            ));
         }
         let param = |i: usize| fixed.get(i).copied().or(variadic).unwrap_or(Param::Any);
         if name == "and" || name == "or" {
@@ -590,7 +644,10 @@ fn call_builtin<'d>(name: &str, argv: &[V<'d>], limit: usize) -> Result<V<'d>, S
         "le" => le(&argv[0], &argv[1]).map(V::Bool),
         "gt" => le(&argv[0], &argv[1]).map(|b| V::Bool(!b)),
         "ge" => lt(&argv[0], &argv[1]).map(|b| V::Bool(!b)),
-        _ => Err(format!("{} is not a defined function", gofmt::quote(name, false))),
+        _ => Err(format!(
+            "{} is not a defined function",
+            gofmt::quote(name, false)
+        )),
     }
 }
 
@@ -612,7 +669,12 @@ fn index_arg(i: &V<'_>, cap: usize) -> Result<usize, String> {
         Dyn::Int(x, _) => x,
         Dyn::Uint(u, _) => u as i64,
         Dyn::Invalid | Dyn::Nil => return Err("cannot index slice/array with nil".into()),
-        d => return Err(format!("cannot index slice/array with type {}", d.type_name())),
+        d => {
+            return Err(format!(
+                "cannot index slice/array with type {}",
+                d.type_name()
+            ))
+        }
     };
     if x < 0 || x as u64 > cap as u64 {
         return Err(format!("index out of range: {x}"));
@@ -638,8 +700,15 @@ fn index<'d>(argv: &[V<'d>]) -> Result<V<'d>, String> {
             {
                 let key = match idx.dynamic() {
                     Dyn::Str(s) => s.to_string(),
-                    Dyn::Invalid | Dyn::Nil => return Err("value is nil; should be of type string".into()),
-                    d => return Err(format!("value has type {}; should be string", d.type_name())),
+                    Dyn::Invalid | Dyn::Nil => {
+                        return Err("value is nil; should be of type string".into())
+                    }
+                    d => {
+                        return Err(format!(
+                            "value has type {}; should be string",
+                            d.type_name()
+                        ))
+                    }
                 };
                 V::held(m.get(&key).unwrap_or(&NULL))
             }
@@ -647,7 +716,11 @@ fn index<'d>(argv: &[V<'d>]) -> Result<V<'d>, String> {
             match item.dynamic() {
                 Dyn::Str(s) => {
                     let x = index_arg(&idx, s.len())?;
-                    V::Byte(*s.as_bytes().get(x).ok_or("reflect: string index out of range")?)
+                    V::Byte(
+                        *s.as_bytes()
+                            .get(x)
+                            .ok_or("reflect: string index out of range")?,
+                    )
                 }
                 d => return Err(format!("can't index item of type {}", d.type_name())),
             }
@@ -687,7 +760,9 @@ fn slice<'d>(argv: &[V<'d>]) -> Result<V<'d>, String> {
     }
     if is_str {
         if let Dyn::Str(s) = item.dynamic() {
-            return Ok(V::Str(String::from_utf8_lossy(&s.as_bytes()[idx[0]..idx[1]]).into_owned()));
+            return Ok(V::Str(
+                String::from_utf8_lossy(&s.as_bytes()[idx[0]..idx[1]]).into_owned(),
+            ));
         }
     }
     match item.list() {
@@ -759,7 +834,11 @@ fn eq(a1: &V<'_>, rest: &[V<'_>]) -> Result<bool, String> {
                     if invalid(&d1) || invalid(&d2) {
                         invalid(&d1) == invalid(&d2)
                     } else {
-                        return Err(format!("non-comparable type {}: {}", show(d2, 's'), d2.type_name()));
+                        return Err(format!(
+                            "non-comparable type {}: {}",
+                            show(d2, 's'),
+                            d2.type_name()
+                        ));
                     }
                 }
             }

@@ -112,7 +112,11 @@ fn fmt_f(out: &mut String, d: &[u8], dp: i32, prec: usize) {
         out.push('.');
         for i in 1..=prec as i32 {
             let j = dp + i - 1;
-            out.push(if j >= 0 { d.get(j as usize).map_or('0', |&c| c as char) } else { '0' });
+            out.push(if j >= 0 {
+                d.get(j as usize).map_or('0', |&c| c as char)
+            } else {
+                '0'
+            });
         }
     }
 }
@@ -124,7 +128,11 @@ pub(super) fn format_float(v: f64, verb: char, prec: i32) -> String {
         return "NaN".into();
     }
     if v.is_infinite() {
-        return if v > 0.0 { "+Inf".into() } else { "-Inf".into() };
+        return if v > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        };
     }
     if v.is_sign_negative() {
         out.push('-');
@@ -133,7 +141,11 @@ pub(super) fn format_float(v: f64, verb: char, prec: i32) -> String {
     match verb {
         'e' | 'E' => {
             let (d, dp) = digits(v, (!shortest).then(|| prec as usize + 1));
-            let p = if shortest { d.len().saturating_sub(1) } else { prec as usize };
+            let p = if shortest {
+                d.len().saturating_sub(1)
+            } else {
+                prec as usize
+            };
             fmt_e(&mut out, &d, dp, p, verb);
         }
         'f' => {
@@ -163,7 +175,11 @@ pub(super) fn format_float(v: f64, verb: char, prec: i32) -> String {
                 let p = p.min(d.len());
                 fmt_e(&mut out, &d, dp, p.saturating_sub(1), e);
             } else {
-                let p = if p as i32 > dp { d.len() as i32 } else { p as i32 };
+                let p = if p as i32 > dp {
+                    d.len() as i32
+                } else {
+                    p as i32
+                };
                 fmt_f(&mut out, &d, dp, (p - dp).max(0) as usize);
             }
         }
@@ -396,18 +412,28 @@ impl Printer {
             'x' => self.fmt_integer_base(v, 16, signed, verb, LDIGITS),
             'X' => self.fmt_integer_base(v, 16, signed, verb, UDIGITS),
             'c' => {
-                let c = u32::try_from(v).ok().and_then(char::from_u32).unwrap_or('\u{fffd}');
+                let c = u32::try_from(v)
+                    .ok()
+                    .and_then(char::from_u32)
+                    .unwrap_or('\u{fffd}');
                 self.pad(c.encode_utf8(&mut [0; 4]));
             }
             'q' => {
-                let c = u32::try_from(v).ok().and_then(char::from_u32).unwrap_or('\u{fffd}');
+                let c = u32::try_from(v)
+                    .ok()
+                    .and_then(char::from_u32)
+                    .unwrap_or('\u{fffd}');
                 let mut q = String::from("'");
                 escape_char(&mut q, c, '\'', self.f.plus);
                 q.push('\'');
                 self.pad(&q);
             }
             'U' => {
-                let mut s = format!("U+{:0w$X}", v, w = self.f.prec.filter(|p| *p > 4).unwrap_or(4));
+                let mut s = format!(
+                    "U+{:0w$X}",
+                    v,
+                    w = self.f.prec.filter(|p| *p > 4).unwrap_or(4)
+                );
                 if let Some(c) = u32::try_from(v).ok().and_then(char::from_u32) {
                     if self.f.sharp && is_print(c) {
                         let _ = write!(s, " '{c}'");
@@ -431,7 +457,10 @@ impl Printer {
             'F' => ('f', 6),
             _ => return false,
         };
-        let prec = self.f.prec.map_or(prec, |p| i32::try_from(p).unwrap_or(i32::MAX));
+        let prec = self
+            .f
+            .prec
+            .map_or(prec, |p| i32::try_from(p).unwrap_or(i32::MAX));
         let formatted = format_float(v, verb, prec);
         let mut num = if formatted.starts_with(['-', '+']) {
             formatted
@@ -764,7 +793,6 @@ impl Printer {
     }
 }
 
-
 fn too_large(x: i64) -> bool {
     !(-1_000_000..=1_000_000).contains(&x)
 }
@@ -962,7 +990,9 @@ pub(super) fn query_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
             b' ' => out.push('+'),
             _ => {
                 let _ = write!(out, "%{b:02X}");

@@ -291,7 +291,9 @@ impl Lexer<'_> {
                 }
                 self.lex_field_or_variable(Kind::Variable)
             }
-            State::Char => self.lex_quoted('\'', "unterminated character constant", Kind::CharConstant),
+            State::Char => {
+                self.lex_quoted('\'', "unterminated character constant", Kind::CharConstant)
+            }
             State::Number => self.lex_number(),
             State::Quote => self.lex_quoted('"', "unterminated quoted string", Kind::String),
             State::RawQuote => self.lex_raw_quote(),
@@ -404,7 +406,9 @@ impl Lexer<'_> {
             '`' => return Some(State::RawQuote),
             '$' => return Some(State::Variable),
             '\'' => return Some(State::Char),
-            '.' if !self.rest().is_empty() && !self.rest().starts_with(|c: char| c.is_ascii_digit()) => {
+            '.' if !self.rest().is_empty()
+                && !self.rest().starts_with(|c: char| c.is_ascii_digit()) =>
+            {
                 return Some(State::Field)
             }
             '.' | '+' | '-' | '0'..='9' => {
@@ -427,12 +431,7 @@ impl Lexer<'_> {
                 }
             }
             _ if c.is_ascii() && !c.is_ascii_control() => self.emit(Kind::Char),
-            _ => {
-                return self.errorf(format!(
-                    "unrecognized character in action: {}",
-                    sharp_u(c)
-                ))
-            }
+            _ => return self.errorf(format!("unrecognized character in action: {}", sharp_u(c))),
         }
         Some(State::InsideAction)
     }
@@ -486,7 +485,11 @@ impl Lexer<'_> {
 
     fn lex_field_or_variable(&mut self, kind: Kind) -> Option<State> {
         if self.at_terminator() {
-            self.emit(if kind == Kind::Variable { Kind::Variable } else { Kind::Dot });
+            self.emit(if kind == Kind::Variable {
+                Kind::Variable
+            } else {
+                Kind::Dot
+            });
             return Some(State::InsideAction);
         }
         let mut c;
@@ -535,13 +538,18 @@ impl Lexer<'_> {
     fn lex_number(&mut self) -> Option<State> {
         if !self.scan_number() {
             let text = self.input[self.start..self.pos].to_string();
-            return self.errorf(format!("bad number syntax: {}", super::fmt::quote(&text, false)));
+            return self.errorf(format!(
+                "bad number syntax: {}",
+                super::fmt::quote(&text, false)
+            ));
         }
         if matches!(self.peek(), Some('+' | '-')) {
             if !self.scan_number() || !self.input[..self.pos].ends_with('i') {
                 let text = self.input[self.start..self.pos].to_string();
-                return self
-                    .errorf(format!("bad number syntax: {}", super::fmt::quote(&text, false)));
+                return self.errorf(format!(
+                    "bad number syntax: {}",
+                    super::fmt::quote(&text, false)
+                ));
             }
             self.emit(Kind::Complex);
         } else {

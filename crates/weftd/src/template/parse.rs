@@ -16,14 +16,27 @@ pub(super) struct Set {
 
 #[derive(Debug)]
 pub(super) enum Node {
-    Text { text: String },
-    Action { pos: usize, pipe: Pipe },
+    Text {
+        text: String,
+    },
+    Action {
+        pos: usize,
+        pipe: Pipe,
+    },
     If(Branch),
     Range(Branch),
     With(Branch),
-    Break { pos: usize },
-    Continue { pos: usize },
-    Template { pos: usize, name: String, pipe: Option<Pipe> },
+    Break {
+        pos: usize,
+    },
+    Continue {
+        pos: usize,
+    },
+    Template {
+        pos: usize,
+        name: String,
+        pipe: Option<Pipe>,
+    },
 }
 
 #[derive(Debug)]
@@ -58,15 +71,42 @@ pub(super) struct Number {
 
 #[derive(Debug)]
 pub(super) enum Arg {
-    Field { pos: usize, ident: Vec<String> },
-    Variable { pos: usize, ident: Vec<String> },
-    Chain { pos: usize, node: Box<Self>, field: Vec<String> },
-    Identifier { pos: usize, name: String },
-    Dot { pos: usize },
-    Nil { pos: usize },
-    Bool { pos: usize, val: bool },
-    Number { pos: usize, num: Number },
-    Str { pos: usize, quoted: String, text: String },
+    Field {
+        pos: usize,
+        ident: Vec<String>,
+    },
+    Variable {
+        pos: usize,
+        ident: Vec<String>,
+    },
+    Chain {
+        pos: usize,
+        node: Box<Self>,
+        field: Vec<String>,
+    },
+    Identifier {
+        pos: usize,
+        name: String,
+    },
+    Dot {
+        pos: usize,
+    },
+    Nil {
+        pos: usize,
+    },
+    Bool {
+        pos: usize,
+        val: bool,
+    },
+    Number {
+        pos: usize,
+        num: Number,
+    },
+    Str {
+        pos: usize,
+        quoted: String,
+        text: String,
+    },
     Pipe(Box<Pipe>),
 }
 
@@ -241,7 +281,9 @@ pub(super) fn parse(name: &str, text: &str) -> R<Set> {
 
 fn is_empty_tree(list: &[Node]) -> bool {
     list.iter().all(|n| match n {
-        Node::Text { text } => text.trim_matches([' ', '\t', '\n', '\r', '\u{b}', '\u{c}']).is_empty(),
+        Node::Text { text } => text
+            .trim_matches([' ', '\t', '\n', '\r', '\u{b}', '\u{c}'])
+            .is_empty(),
         _ => false,
     })
 }
@@ -326,8 +368,10 @@ impl Parser<'_> {
         match self.trees.get(&name) {
             Some(old) if !is_empty_tree(old) => {
                 if !is_empty_tree(&root) {
-                    return self
-                        .errorf(format!("template: multiple definition of template {}", super::fmt::quote(&name, false)));
+                    return self.errorf(format!(
+                        "template: multiple definition of template {}",
+                        super::fmt::quote(&name, false)
+                    ));
                 }
             }
             _ => {
@@ -412,7 +456,11 @@ impl Parser<'_> {
         let node = match t.kind {
             Kind::Block => self.block_control()?,
             Kind::Break | Kind::Continue => {
-                let word = if t.kind == Kind::Break { "break" } else { "continue" };
+                let word = if t.kind == Kind::Break {
+                    "break"
+                } else {
+                    "continue"
+                };
                 let n = self.next_non_space();
                 if n.kind != Kind::RightDelim {
                     return self.unexpected(&n, &format!("{{{{{word}}}}}"));
@@ -587,7 +635,13 @@ impl Parser<'_> {
                     for (i, c) in pipe.cmds.iter().enumerate().skip(1) {
                         if matches!(
                             c.args.first(),
-                            Some(Arg::Bool { .. } | Arg::Dot { .. } | Arg::Nil { .. } | Arg::Number { .. } | Arg::Str { .. })
+                            Some(
+                                Arg::Bool { .. }
+                                    | Arg::Dot { .. }
+                                    | Arg::Nil { .. }
+                                    | Arg::Number { .. }
+                                    | Arg::Str { .. }
+                            )
                         ) {
                             return self.errorf(format!(
                                 "non executable command in pipeline stage {}",
@@ -666,7 +720,11 @@ impl Parser<'_> {
                 ident.extend(field);
                 Arg::Variable { pos, ident }
             }
-            Arg::Bool { .. } | Arg::Str { .. } | Arg::Number { .. } | Arg::Nil { .. } | Arg::Dot { .. } => {
+            Arg::Bool { .. }
+            | Arg::Str { .. }
+            | Arg::Number { .. }
+            | Arg::Nil { .. }
+            | Arg::Dot { .. } => {
                 let shown = super::fmt::quote(&node.to_string(), false);
                 return self.errorf(format!("unexpected . after term {shown}"));
             }
@@ -684,7 +742,10 @@ impl Parser<'_> {
         Ok(Some(match t.kind {
             Kind::Identifier => {
                 if !FUNCS.contains(&t.val.as_str()) {
-                    return self.errorf(format!("function {} not defined", super::fmt::quote(&t.val, false)));
+                    return self.errorf(format!(
+                        "function {} not defined",
+                        super::fmt::quote(&t.val, false)
+                    ));
                 }
                 Arg::Identifier { pos, name: t.val }
             }
@@ -693,7 +754,10 @@ impl Parser<'_> {
             Kind::Variable => {
                 let ident: Vec<String> = t.val.split('.').map(str::to_string).collect();
                 if !self.vars.iter().any(|v| *v == ident[0]) {
-                    return self.errorf(format!("undefined variable {}", super::fmt::quote(&ident[0], false)));
+                    return self.errorf(format!(
+                        "undefined variable {}",
+                        super::fmt::quote(&ident[0], false)
+                    ));
                 }
                 Arg::Variable { pos, ident }
             }
@@ -936,7 +1000,10 @@ fn number(text: &str, kind: Kind) -> Result<Number, String> {
         return Ok(n);
     }
     if kind == Kind::Complex || text.ends_with('i') {
-        return Err(format!("complex constants are not supported: {}", super::fmt::quote(text, false)));
+        return Err(format!(
+            "complex constants are not supported: {}",
+            super::fmt::quote(text, false)
+        ));
     }
     let u = parse_uint(text);
     n.uint = u;
@@ -952,7 +1019,10 @@ fn number(text: &str, kind: Kind) -> Result<Number, String> {
         n.float = Some(u as f64);
     } else if let Some(f) = parse_float(text) {
         if !text.contains(['.', 'e', 'E', 'p', 'P']) {
-            return Err(format!("integer overflow: {}", super::fmt::quote(text, false)));
+            return Err(format!(
+                "integer overflow: {}",
+                super::fmt::quote(text, false)
+            ));
         }
         n.float = Some(f);
         if f.fract() == 0.0 && (-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(&f) {
@@ -963,7 +1033,10 @@ fn number(text: &str, kind: Kind) -> Result<Number, String> {
         }
     }
     if n.int.is_none() && n.uint.is_none() && n.float.is_none() {
-        return Err(format!("illegal number syntax: {}", super::fmt::quote(text, false)));
+        return Err(format!(
+            "illegal number syntax: {}",
+            super::fmt::quote(text, false)
+        ));
     }
     Ok(n)
 }
