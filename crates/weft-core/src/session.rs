@@ -35,11 +35,6 @@ impl SessionTx {
         frame::encode(body, out)?;
         Ok(())
     }
-
-    /// Bytes the wire form of a `body_len`-byte body takes.
-    pub fn wire_len(&self, body_len: usize) -> usize {
-        LEN_PREFIX + body_len
-    }
 }
 
 /// The receiving half: cuts the byte stream into message bodies (opening them, with

@@ -395,7 +395,7 @@ async fn writer_task(
     queued: Arc<AtomicUsize>,
 ) {
     let mut out = Vec::new();
-    'outer: while let Some(body) = rx.recv().await {
+    while let Some(body) = rx.recv().await {
         out.clear();
         let mut bodies = body.len();
         let mut next = Some(body);
@@ -412,7 +412,7 @@ async fn writer_task(
         let failed = writer.write_all(&out).await.is_err();
         queued.fetch_sub(bodies, Ordering::AcqRel);
         if failed {
-            break 'outer;
+            break;
         }
     }
     let _ = writer.shutdown().await;

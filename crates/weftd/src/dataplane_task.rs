@@ -20,25 +20,35 @@ use crate::attach::Cidr;
 use crate::dataplane::Dataplane;
 use crate::store::Store;
 
-/// One piece of work for the data-plane task.
+/// One piece of work for the data-plane task: from the mesh's events, or from the HTTP API
+/// (which passes it through the mesh task as [`crate::driver::Command::Dataplane`]).
 #[derive(Debug)]
-pub(crate) enum Job {
+pub enum Job {
     /// Program (or remove) a fastdp peer's heartbeat forwarding entry.
     FastdpPeer {
+        /// The peer.
         peer: PeerName,
+        /// Its underlay address.
         ip: Ipv4Addr,
+        /// Add or remove.
         add: bool,
     },
     /// Start or stop flooding to a fastdp peer.
     FastdpFlood {
+        /// The peer.
         peer: PeerName,
+        /// Its underlay address.
         ip: Ipv4Addr,
+        /// On or off.
         on: bool,
     },
     /// `weft expose`.
     Expose {
+        /// The address.
         cidr: Cidr,
+        /// `--without-masquerade`.
         skip_nat: bool,
+        /// Error text, if any.
         reply: oneshot::Sender<Result<(), String>>,
     },
     /// `weft hide`.

@@ -41,7 +41,6 @@ use weft_core::overlay::{
 use weft_netdev::{PacketSocket, SyncTap};
 use weft_wire::PeerName;
 
-use crate::attach::Cidr;
 use crate::conn_io::{self, ConnInput, ConnWriter, ToMesh};
 use crate::dataplane::Dataplane;
 use crate::dataplane_task::{self, Job};
@@ -93,19 +92,8 @@ pub enum Command {
     },
     /// `POST /forget`.
     Forget(Vec<String>, oneshot::Sender<()>),
-    /// `POST /expose/{ip}/{len}`.
-    Expose {
-        /// The address.
-        cidr: Cidr,
-        /// `--without-masquerade`.
-        skip_nat: bool,
-        /// Error text, if any.
-        reply: oneshot::Sender<Result<(), String>>,
-    },
-    /// `DELETE /expose/{ip}/{len}`.
-    Hide(Cidr, oneshot::Sender<Result<(), String>>),
-    /// `GET /expose`.
-    Exposed(oneshot::Sender<Vec<Cidr>>),
+    /// `POST`/`DELETE`/`GET /expose`: handed on to the data-plane task.
+    Dataplane(Job),
 }
 
 /// What the sleeve data path thread tells the mesh task. Bounded by counters on the sending
@@ -432,17 +420,7 @@ impl Ctx {
     fn on_command(&mut self, cmd: Command, mesh: &mut Mesh) {
         let now = Instant::now();
         match cmd {
-            Command::Expose {
-                cidr,
-                skip_nat,
-                reply,
-            } => self.job(Job::Expose {
-                cidr,
-                skip_nat,
-                reply,
-            }),
-            Command::Hide(cidr, reply) => self.job(Job::Hide(cidr, reply)),
-            Command::Exposed(reply) => self.job(Job::Exposed(reply)),
+            Command::Dataplane(job) => self.job(job),
             Command::Status(reply) => {
                 let (forwarder, dropped_unknown_sender) = *lock(&self.shared.stats);
                 let kernel_injected = self

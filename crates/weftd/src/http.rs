@@ -11,6 +11,7 @@ use axum::Router;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::attach::Cidr;
+use crate::dataplane_task::Job;
 use crate::driver::{Command, Snapshot};
 use crate::metrics;
 use crate::status::{self, RouterInfo};
@@ -211,11 +212,11 @@ async fn post_expose(
         .chain(form_pairs(&body).iter())
         .any(|(k, v)| k == "skipNAT" && v == "true");
     let (tx, rx) = oneshot::channel();
-    let cmd = Command::Expose {
+    let cmd = Command::Dataplane(Job::Expose {
         cidr,
         skip_nat,
         reply: tx,
-    };
+    });
     if api.commands.send(cmd).await.is_err() {
         return unavailable();
     }
@@ -238,7 +239,12 @@ async fn delete_expose(
         Err(e) => return text(StatusCode::BAD_REQUEST, e),
     };
     let (tx, rx) = oneshot::channel();
-    if api.commands.send(Command::Hide(cidr, tx)).await.is_err() {
+    if api
+        .commands
+        .send(Command::Dataplane(Job::Hide(cidr, tx)))
+        .await
+        .is_err()
+    {
         return unavailable();
     }
     match rx.await {
@@ -253,7 +259,12 @@ async fn delete_expose(
 
 async fn get_exposed(State(api): State<Api>) -> Response {
     let (tx, rx) = oneshot::channel();
-    if api.commands.send(Command::Exposed(tx)).await.is_err() {
+    if api
+        .commands
+        .send(Command::Dataplane(Job::Exposed(tx)))
+        .await
+        .is_err()
+    {
         return unavailable();
     }
     match rx.await {

@@ -9,7 +9,7 @@
 pub mod attach;
 mod conn_io;
 pub mod dataplane;
-mod dataplane_task;
+pub mod dataplane_task;
 pub mod driver;
 pub mod http;
 pub mod metrics;

@@ -158,10 +158,10 @@ impl Mesh {
         self.check_registered(channel)?;
         let us = self.name();
         if dst == us {
-            self.events.push_back(MeshEvent::Channel {
-                channel: channel.to_string(),
-                message: ChannelMessage::Unicast { src: us, payload },
-            });
+            self.deliver(
+                channel.to_string(),
+                ChannelMessage::Unicast { src: us, payload },
+            );
             return Ok(());
         }
         let hop = self
@@ -196,9 +196,8 @@ impl Mesh {
             src: us,
             payload,
         };
-        for hop in self.routes().broadcast_all(us).to_vec() {
-            self.send_msg_to_peer(hop, &msg);
-        }
+        let hops = self.routes().broadcast_all(us).to_vec();
+        self.send_msg_to_peers(&hops, &msg);
         Ok(())
     }
 
@@ -216,10 +215,15 @@ impl Mesh {
             src: us,
             payload,
         };
-        for hop in self.random_neighbours(us) {
-            self.send_msg_to_peer(hop, &msg);
-        }
+        let hops = self.random_neighbours(us);
+        self.send_msg_to_peers(&hops, &msg);
         Ok(())
+    }
+
+    /// Hands what arrived on a registered channel to its owner.
+    fn deliver(&mut self, channel: String, message: ChannelMessage) {
+        self.events
+            .push_back(MeshEvent::Channel { channel, message });
     }
 
     /// A complete message body arrived on `conn`. Malformed input closes that connection only.
@@ -278,10 +282,7 @@ impl Mesh {
                 if dst != self.name() {
                     self.relay_unicast(dst, raw);
                 } else if self.channels.names.contains(&channel) {
-                    self.events.push_back(MeshEvent::Channel {
-                        channel,
-                        message: ChannelMessage::Unicast { src, payload },
-                    });
+                    self.deliver(channel, ChannelMessage::Unicast { src, payload });
                 } else {
                     tracing::debug!("dropping unicast for us on unknown channel from {src}");
                 }
@@ -309,10 +310,7 @@ impl Mesh {
             return Ok(());
         }
         if self.channels.names.contains(&channel) {
-            self.events.push_back(MeshEvent::Channel {
-                channel,
-                message: ChannelMessage::Gossip { src, payload },
-            });
+            self.deliver(channel, ChannelMessage::Gossip { src, payload });
             return Ok(());
         }
         // A channel nobody here implements: relay it like Weave's surrogate gossiper,
@@ -328,9 +326,8 @@ impl Mesh {
             src: self.name(),
             payload,
         };
-        for hop in self.random_neighbours(src) {
-            self.send_msg_to_peer(hop, &msg);
-        }
+        let hops = self.random_neighbours(src);
+        self.send_msg_to_peers(&hops, &msg);
         Ok(())
     }
 
@@ -355,7 +352,7 @@ impl Mesh {
                 return Ok(());
             }
             if self.channels.names.contains(&channel) {
-                deliver = Some(payload.clone());
+                deliver = Some((channel.clone(), payload.clone()));
             }
             payload
         };
@@ -365,14 +362,9 @@ impl Mesh {
             src,
             payload: relay_payload,
         };
-        for hop in hops {
-            self.send_msg_to_peer(hop, &msg);
-        }
-        if let (Some(payload), ProtocolMsg::GossipBroadcast { channel, .. }) = (deliver, msg) {
-            self.events.push_back(MeshEvent::Channel {
-                channel,
-                message: ChannelMessage::Broadcast { src, payload },
-            });
+        self.send_msg_to_peers(&hops, &msg);
+        if let Some((channel, payload)) = deliver {
+            self.deliver(channel, ChannelMessage::Broadcast { src, payload });
         }
         Ok(())
     }

@@ -427,6 +427,12 @@ impl Mesh {
         self.update_at.get_or_insert(at);
     }
 
+    fn send_msg_to_peers(&mut self, peers: &[PeerName], msg: &ProtocolMsg) {
+        for &p in peers {
+            self.send_msg_to_peer(p, msg);
+        }
+    }
+
     fn send_msg_to_peer(&mut self, peer: PeerName, msg: &ProtocolMsg) {
         if let Some(&c) = self.by_remote.get(&peer) {
             self.send_msg(c, msg);
