@@ -70,3 +70,26 @@ test_hostile_idle_connections_and_oversized_intro() {
         fail "oversized intro frame not refused"
     router_holds_up 1 3 "oversized intro"
 }
+
+test_hostile_fake_peers_flood() {
+    two_routers
+    # 20,000 made-up peers in 2,000-peer topology broadcasts, held 10 s: the router takes at
+    # most its cap (4,096 peers) and answers status within a second meanwhile; once the
+    # attacker leaves, the made-up peers are unreachable and go.
+    hostile 3 1 fake-peers 20000 2000 10 >"$LAB_DIR/hostile.out" 2>&1 &
+    local hp=$! n=0 most=0 i
+    for i in $(seq 20); do
+        n=$(ip netns exec "$(lab_ns 1)" env WEFT_STATE_DIR="$LAB_DIR/h1/state" WEFT_RUN_DIR="$LAB_DIR/h1/run" \
+            timeout 1 "$WEFT" status | sed -n 's/^ *Peers: \([0-9]*\).*/\1/p') ||
+            fail "fake peers: status did not answer within 1 s"
+        ((n > most)) && most=$n
+        ((most > 2)) && ((i > 5)) && break
+        sleep 0.5
+    done
+    echo "    router a saw at most $most peers during the flood"
+    ((most > 2)) || { cat "$LAB_DIR/hostile.out" >&2; fail "fake peers never reached the router"; }
+    ((most <= 4096)) || fail "router took $most peers, over its cap of 4096"
+    wait "$hp" || { cat "$LAB_DIR/hostile.out" >&2; fail "hostile intro refused"; }
+    router_holds_up 1 2 "fake peers"
+    router_holds_up 2 2 "fake peers (relay target)"
+}

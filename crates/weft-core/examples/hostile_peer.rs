@@ -10,7 +10,9 @@
 //!   channel nobody implements;
 //! * `replayed-broadcasts` — intro, send the same SIZE-byte broadcast COUNT times;
 //! * `open-idle` — open COUNT connections and send nothing (intros left hanging);
-//! * `big-intro` — a valid header, then a features frame announcing SIZE bytes.
+//! * `big-intro` — a valid header, then a features frame announcing SIZE bytes;
+//! * `fake-peers` — intro, then topology broadcasts announcing COUNT made-up peers in a chain
+//!   that starts at us (so none is unreachable), SIZE peers per message.
 //!
 //! It then holds its connections for HOLD_SECS (default 5) and exits 0; it exits 2 on a usage
 //! error and 1 when the router refused what had to succeed (the intro).
@@ -23,7 +25,7 @@ use weft_core::handshake::{Handshake, LocalIdentity};
 use weft_core::session::SessionTx;
 use weft_wire::protocol::ProtocolMsg;
 use weft_wire::topology_delta::{self, Message};
-use weft_wire::{header, PeerName};
+use weft_wire::{header, ConnectionSummary, PeerName, PeerSummary};
 
 /// No attack runs longer than this, whatever it was asked.
 const MAX_RUN: Duration = Duration::from_secs(60);
@@ -59,6 +61,7 @@ fn main() {
         "replayed-broadcasts" => broadcasts(addr, count, size, true, hold),
         "open-idle" => open_idle(addr, count, hold),
         "big-intro" => big_intro(addr, size),
+        "fake-peers" => fake_peers(addr, count, size.clamp(1, 10_000), hold),
         other => Err(format!("{usage}: unknown attack {other}")),
     };
     match result {
@@ -79,14 +82,21 @@ fn connect(addr: SocketAddr) -> Result<TcpStream, String> {
     Ok(s)
 }
 
-/// Connects and completes a real intro as a weft peer with a random name.
+/// Connects and completes a real intro as a weft peer with a random name (returned with the
+/// uid it introduced itself with).
 fn intro(addr: SocketAddr) -> Result<(TcpStream, PeerName), String> {
+    intro_as(addr).map(|(s, name, _, _)| (s, name))
+}
+
+/// Also returns our uid and the router's name.
+fn intro_as(addr: SocketAddr) -> Result<(TcpStream, PeerName, u64, PeerName), String> {
     let mut s = connect(addr)?;
     let name = PeerName(0x0a00_0000_0000 | (rand::random::<u64>() & 0xff_ffff_ffff));
+    let uid: u64 = rand::random();
     let id = LocalIdentity {
         name,
         nick_name: "hostile".into(),
-        uid: rand::random(),
+        uid,
         short_id: 1,
         overlays: "sleeve".into(),
     };
@@ -97,11 +107,10 @@ fn intro(addr: SocketAddr) -> Result<(TcpStream, PeerName), String> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     let deadline = Instant::now() + Duration::from_secs(10);
-    while hs
-        .handle_input(&mut buf)
-        .map_err(|e| e.to_string())?
-        .is_none()
-    {
+    let remote = loop {
+        if let Some(r) = hs.handle_input(&mut buf).map_err(|e| e.to_string())? {
+            break r.name;
+        }
         if Instant::now() > deadline {
             return Err("intro timed out".into());
         }
@@ -110,8 +119,8 @@ fn intro(addr: SocketAddr) -> Result<(TcpStream, PeerName), String> {
             return Err("router closed the connection during the intro".into());
         }
         buf.extend_from_slice(&chunk[..n]);
-    }
-    Ok((s, name))
+    };
+    Ok((s, name, uid, remote))
 }
 
 fn send(s: &mut TcpStream, msg: &ProtocolMsg) -> Result<(), String> {
@@ -210,5 +219,57 @@ fn big_intro(addr: SocketAddr, size: usize) -> Result<(), String> {
         sent += n;
     }
     eprintln!("big-intro: sent {sent} of {size} bytes before the router closed");
+    Ok(())
+}
+
+fn fake_peers(
+    addr: SocketAddr,
+    count: usize,
+    per_msg: usize,
+    hold: Duration,
+) -> Result<(), String> {
+    let (mut s, name, uid, router) = intro_as(addr)?;
+    let fake = |i: usize| PeerName(0x0e00_0000_0000 | i as u64);
+    let link = |to: PeerName| ConnectionSummary {
+        name: to,
+        remote_tcp_addr: "192.0.2.1:6783".into(),
+        outbound: true,
+        established: true,
+    };
+    let summary = |name: PeerName, uid: u64, version: u64| PeerSummary {
+        name,
+        nick_name: format!("fake-{:x}", name.0),
+        uid,
+        version,
+        short_id: 0,
+        has_short_id: false,
+    };
+    let deadline = Instant::now() + MAX_RUN;
+    let mut start = 0;
+    // A chain router - us - fake 0 - fake 1 - ...: every made-up peer is reachable and none
+    // has more than two connections, so only the router's cap on peers can stop them.
+    let at = |i: usize| if i == 0 { name } else { fake(i - 1) };
+    while start < count && Instant::now() < deadline {
+        let end = (start + per_msg).min(count);
+        let mut peers = vec![(summary(name, uid, 10), vec![link(router), link(fake(0))])];
+        peers.extend((start..end).map(|i| {
+            (
+                summary(fake(i), i as u64 + 1, 1),
+                vec![link(at(i)), link(fake(i + 1))],
+            )
+        }));
+        let msg = ProtocolMsg::GossipBroadcast {
+            channel: weft_core::mesh::TOPOLOGY_CHANNEL.into(),
+            src: name,
+            payload: weft_wire::topology::encode(&peers),
+        };
+        if let Err(e) = send(&mut s, &msg) {
+            eprintln!("fake-peers: stopped at {start}: {e}");
+            break;
+        }
+        start = end;
+    }
+    eprintln!("fake-peers: announced {start} peers");
+    std::thread::sleep(hold);
     Ok(())
 }

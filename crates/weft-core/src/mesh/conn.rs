@@ -291,9 +291,7 @@ impl Mesh {
                 add: false,
             });
         }
-        for gone in self.peers.delete_local_connection(c.remote) {
-            tracing::info!("Removed unreachable peer {}({})", gone.name, gone.nick_name);
-        }
+        super::log_removed(&self.peers.delete_local_connection(c.remote));
         self.routes_dirty = true;
         self.schedule_update(&[], now);
         self.refresh_maker(now);

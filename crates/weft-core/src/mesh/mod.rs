@@ -342,9 +342,7 @@ impl Mesh {
         if self.gc_at.is_some_and(|t| t <= now) {
             self.gc_at = None;
             let gone = self.peers.garbage_collect();
-            for p in &gone {
-                tracing::info!("Removed unreachable peer {}({})", p.name, p.nick_name);
-            }
+            log_removed(&gone);
             if !gone.is_empty() {
                 self.routes_dirty = true;
                 self.refresh_maker(now);
@@ -473,5 +471,23 @@ impl Mesh {
 
     fn close(&mut self, conn: ConnId, reason: CloseReason) {
         self.events.push_back(MeshEvent::Close { conn, reason });
+    }
+}
+
+/// Most "Removed unreachable peer" lines one removal writes: a peer that announced thousands
+/// of made-up peers must not be able to write thousands of lines each time they go.
+const MAX_REMOVED_LINES: usize = 16;
+
+/// Logs peers that garbage collection removed, as Weave Net does, up to
+/// [`MAX_REMOVED_LINES`], then one line for the rest.
+pub(crate) fn log_removed(gone: &[PeerSummary]) {
+    for p in gone.iter().take(MAX_REMOVED_LINES) {
+        tracing::info!("Removed unreachable peer {}({})", p.name, p.nick_name);
+    }
+    if gone.len() > MAX_REMOVED_LINES {
+        tracing::info!(
+            "Removed {} more unreachable peers",
+            gone.len() - MAX_REMOVED_LINES
+        );
     }
 }
