@@ -10,8 +10,9 @@
 //! when the interface goes.
 
 use serde_json::{json, Value};
+use weft_types::Ipv4Cidr;
 
-use crate::model::{IfName, Ipv4Cidr};
+use crate::model::IfName;
 use crate::render::{base_chain, cidr, ip, is, meta, multicast, replace_table, rule, verdict};
 use crate::render::{CHAIN_INPUT, FILTER_PRIORITY};
 
@@ -34,13 +35,14 @@ impl ContainerRuleSet {
     /// Also accepts multicast from `subnet` (host bits are ignored; duplicates are one rule).
     #[must_use]
     pub fn with_subnet(mut self, subnet: Ipv4Cidr) -> Self {
+        let subnet = subnet.network();
         if !self.subnets.contains(&subnet) {
             self.subnets.push(subnet);
         }
         self
     }
 
-    /// The subnets multicast is accepted from, in the order given.
+    /// The subnets multicast is accepted from (host bits cleared), in the order given.
     pub fn subnets(&self) -> &[Ipv4Cidr] {
         &self.subnets
     }

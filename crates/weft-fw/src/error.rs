@@ -21,7 +21,4 @@ pub enum FwError {
         "invalid interface name {0:?}: want 1-15 bytes, no '/', '*', '\\\\', whitespace or NUL"
     )]
     InvalidInterface(String),
-    /// A string that is not an IPv4 CIDR (`a.b.c.d/len`, len ≤ 32).
-    #[error("invalid IPv4 CIDR {0:?}")]
-    InvalidCidr(String),
 }

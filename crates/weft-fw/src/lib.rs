@@ -45,6 +45,6 @@ pub mod render;
 
 pub use container::ContainerRuleSet;
 pub use error::FwError;
-pub use model::{DockerBridge, Exposed, IfName, Ipv4Cidr, RuleSet};
+pub use model::{DockerBridge, Exposed, IfName, RuleSet};
 pub use nft::{apply, list, remove, Nft};
 pub use render::{TABLE_FAMILY, TABLE_NAME};

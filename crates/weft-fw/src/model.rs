@@ -8,6 +8,8 @@ use std::fmt;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::str::FromStr;
 
+use weft_types::Ipv4Cidr;
+
 use crate::FwError;
 
 /// Weave's default bridge name.
@@ -67,69 +69,6 @@ impl fmt::Display for IfName {
     }
 }
 
-/// An IPv4 network in CIDR form, stored with its host bits cleared.
-///
-/// `10.32.0.1/12` (an exposed bridge address, as `weave expose` passes it) becomes
-/// `10.32.0.0/12`, which is also what iptables would have matched.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Ipv4Cidr {
-    network: Ipv4Addr,
-    prefix_len: u8,
-}
-
-impl Ipv4Cidr {
-    /// `addr/prefix_len` with host bits cleared; `prefix_len` must be at most 32.
-    pub fn new(addr: Ipv4Addr, prefix_len: u8) -> Result<Self, FwError> {
-        if prefix_len > 32 {
-            return Err(FwError::InvalidCidr(format!("{addr}/{prefix_len}")));
-        }
-        let mask = u32::MAX
-            .checked_shl(32 - u32::from(prefix_len))
-            .unwrap_or(0);
-        Ok(Self {
-            network: Ipv4Addr::from(u32::from(addr) & mask),
-            prefix_len,
-        })
-    }
-
-    /// The network address (host bits zero).
-    pub fn network(&self) -> Ipv4Addr {
-        self.network
-    }
-
-    /// The prefix length, 0..=32.
-    pub fn prefix_len(&self) -> u8 {
-        self.prefix_len
-    }
-}
-
-impl FromStr for Ipv4Cidr {
-    type Err = FwError;
-
-    /// Parses `a.b.c.d/len`; a bare address means `/32`.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || FwError::InvalidCidr(s.to_owned());
-        let (addr, len) = match s.split_once('/') {
-            Some((a, l)) => {
-                // u8::from_str accepts a leading '+'; CIDR notation does not.
-                if l.is_empty() || !l.bytes().all(|b| b.is_ascii_digit()) {
-                    return Err(bad());
-                }
-                (a, l.parse::<u8>().map_err(|_| bad())?)
-            }
-            None => (s, 32),
-        };
-        let addr = addr.parse::<Ipv4Addr>().map_err(|_| bad())?;
-        Self::new(addr, len).map_err(|_| bad())
-    }
-}
-
-impl fmt::Display for Ipv4Cidr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.network, self.prefix_len)
-    }
-}
-
 /// The Docker bridge weft guards the weave bridge and the router from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DockerBridge {
@@ -144,7 +83,8 @@ pub struct DockerBridge {
 /// One exposed CIDR (`weave expose`), in the order it was exposed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Exposed {
-    /// The exposed network.
+    /// The exposed network, host bits cleared (`10.32.0.1/12`, an exposed bridge address as
+    /// `weave expose` passes it, is `10.32.0.0/12`, which is also what iptables matched).
     pub cidr: Ipv4Cidr,
     /// Whether traffic into and out of it is masqueraded (`false` for
     /// `weave expose --without-masquerade`).
@@ -236,9 +176,10 @@ impl RuleSet {
         self
     }
 
-    /// Exposes `cidr`, appending it, or updates its `masquerade` choice in place if it is
-    /// already exposed. Returns whether the rule set changed.
+    /// Exposes `cidr`'s subnet, appending it, or updates its `masquerade` choice in place if
+    /// it is already exposed. Returns whether the rule set changed.
     pub fn expose(&mut self, cidr: Ipv4Cidr, masquerade: bool) -> bool {
+        let cidr = cidr.network();
         if let Some(e) = self.exposed.iter_mut().find(|e| e.cidr == cidr) {
             let changed = e.masquerade != masquerade;
             e.masquerade = masquerade;
@@ -248,8 +189,9 @@ impl RuleSet {
         true
     }
 
-    /// Hides `cidr` (`weave hide`). Returns whether it had been exposed.
+    /// Hides `cidr`'s subnet (`weave hide`). Returns whether it had been exposed.
     pub fn hide(&mut self, cidr: Ipv4Cidr) -> bool {
+        let cidr = cidr.network();
         let before = self.exposed.len();
         self.exposed.retain(|e| e.cidr != cidr);
         self.exposed.len() != before
@@ -329,31 +271,6 @@ mod tests {
     }
 
     #[test]
-    fn cidr_parse_and_normalise() {
-        let c: Ipv4Cidr = "10.32.0.1/12".parse().unwrap();
-        assert_eq!(c.to_string(), "10.32.0.0/12");
-        assert_eq!(c, "10.47.255.255/12".parse().unwrap());
-        assert_eq!(
-            "10.0.0.7".parse::<Ipv4Cidr>().unwrap().to_string(),
-            "10.0.0.7/32"
-        );
-        assert_eq!(
-            "1.2.3.4/0".parse::<Ipv4Cidr>().unwrap().to_string(),
-            "0.0.0.0/0"
-        );
-        for bad in [
-            "10.0.0.0/33",
-            "10.0.0.0/",
-            "10.0.0/8",
-            "x/8",
-            "10.0.0.0/+8",
-            "::1/128",
-        ] {
-            assert!(bad.parse::<Ipv4Cidr>().is_err(), "{bad}");
-        }
-    }
-
-    #[test]
     fn expose_hide_bookkeeping() {
         let mut rs = RuleSet::default();
         let a: Ipv4Cidr = "10.32.0.1/12".parse().unwrap();
@@ -362,9 +279,16 @@ mod tests {
         assert!(!rs.expose(a, true));
         assert!(rs.expose(b, false));
         assert!(rs.expose(a, false));
+        assert!(
+            !rs.expose("10.47.0.9/12".parse().unwrap(), false),
+            "another address of an exposed subnet"
+        );
         assert_eq!(
-            rs.exposed().iter().map(|e| e.cidr).collect::<Vec<_>>(),
-            [a, b]
+            rs.exposed()
+                .iter()
+                .map(|e| e.cidr.to_string())
+                .collect::<Vec<_>>(),
+            ["10.32.0.0/12", "10.2.1.0/24"]
         );
         assert!(rs.hide(a));
         assert!(!rs.hide(a));

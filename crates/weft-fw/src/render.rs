@@ -57,8 +57,9 @@
 use std::net::Ipv4Addr;
 
 use serde_json::{json, Value};
+use weft_types::Ipv4Cidr;
 
-use crate::model::{Ipv4Cidr, RuleSet};
+use crate::model::RuleSet;
 
 /// Address family of weft's table.
 pub const TABLE_FAMILY: &str = "inet";
@@ -402,12 +403,13 @@ pub(crate) fn ip(field: &str) -> Value {
     payload("ip", field)
 }
 
-/// A CIDR as nft writes it: a bare address for /32, otherwise a prefix.
+/// A CIDR's subnet as nft writes it: a bare address for /32, otherwise a prefix.
 pub(crate) fn cidr(c: Ipv4Cidr) -> Value {
-    if c.prefix_len() == 32 {
-        json!(c.network().to_string())
+    let n = c.network();
+    if n.prefix_len() == 32 {
+        json!(n.addr().to_string())
     } else {
-        json!({"prefix": {"addr": c.network().to_string(), "len": c.prefix_len()}})
+        json!({"prefix": {"addr": n.addr().to_string(), "len": n.prefix_len()}})
     }
 }
 

@@ -14,7 +14,8 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use serde_json::Value;
-use weft_fw::{FwError, IfName, Ipv4Cidr, Nft, RuleSet};
+use weft_fw::{FwError, IfName, Nft, RuleSet};
+use weft_types::Ipv4Cidr;
 
 fn privileged() -> bool {
     let on = std::env::var("WEFT_TEST_ROOT").is_ok_and(|v| v == "1");

@@ -1,10 +1,10 @@
 //! `weft attach`, `detach`, `ps`, `expose` and `hide`: argument grammar and output as Weave
-//! Net's script has them; the plumbing is `weftd::attach`, the exposure is the router's.
+//! Net's script has them; the plumbing is weft-attach's, the exposure is the router's.
 
 use std::process::ExitCode;
 
-use weft_netdev::Netdev;
-use weftd::attach::{self, Cidr, Container};
+use weft_attach::{blocking, Container};
+use weft_types::Ipv4Cidr;
 
 use crate::client::{self, Reply};
 use crate::{http_addr, print_reply, usage_error};
@@ -12,7 +12,7 @@ use crate::{http_addr, print_reply, usage_error};
 const NEED_IPAM: &str = "IP address allocation must be enabled to use 'net:'";
 
 /// Splits Weave's `[addr...] <rest>` form: leading CIDR / `ip:` / `net:` arguments.
-fn split_addrs(args: &[String]) -> Result<(Vec<Cidr>, bool, Vec<String>), String> {
+fn split_addrs(args: &[String]) -> Result<(Vec<Ipv4Cidr>, bool, Vec<String>), String> {
     let mut cidrs = Vec::new();
     let mut wants_ipam = false;
     let mut rest = Vec::new();
@@ -24,7 +24,7 @@ fn split_addrs(args: &[String]) -> Result<(Vec<Cidr>, bool, Vec<String>), String
                 .next()
                 .is_some_and(|c| c.is_ascii_digit() || a.starts_with("ip:"))
         {
-            cidrs.push(a.parse::<Cidr>().map_err(|e| e.to_string())?);
+            cidrs.push(weft_attach::parse_cidr(a).map_err(|e| e.to_string())?);
         } else if a.starts_with("ip:") {
             return Err(format!("invalid address {a:?}: expected ip:a.b.c.d/len"));
         } else {
@@ -35,34 +35,22 @@ fn split_addrs(args: &[String]) -> Result<(Vec<Cidr>, bool, Vec<String>), String
     Ok((cidrs, wants_ipam, rest))
 }
 
-/// Runs `f` with a netlink handle in the host's namespace; any error becomes exit code 1.
-fn with_netdev<T, F, Fut>(f: F) -> Result<T, ExitCode>
-where
-    F: FnOnce(Netdev) -> Fut,
-    Fut: std::future::Future<Output = Result<T, attach::AttachError>>,
-{
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(fail)?;
-    rt.block_on(async {
-        let nl = Netdev::new().await?;
-        f(nl).await
-    })
-    .map_err(fail)
-}
-
 fn fail(e: impl std::fmt::Display) -> ExitCode {
     eprintln!("{e}");
     ExitCode::from(1)
 }
 
-fn ips(cidrs: &[Cidr]) -> String {
+fn ips(cidrs: &[Ipv4Cidr]) -> String {
     cidrs
         .iter()
-        .map(|c| c.addr.to_string())
+        .map(|c| c.addr().to_string())
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// The API path that exposes or hides `c`.
+fn expose_path(c: &Ipv4Cidr) -> String {
+    format!("/expose/{}/{}", c.addr(), c.prefix_len())
 }
 
 /// `weft attach [addr...] [--without-dns] [--rewrite-hosts] [--add-host h:ip]...
@@ -98,12 +86,12 @@ pub(crate) fn attach(args: &[String]) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
-    match with_netdev(|nl| async move { attach::attach(&nl, &c, &cidrs, multicast).await }) {
+    match blocking::attach(&c, &cidrs, multicast) {
         Ok(done) => {
             println!("{}", ips(&done));
             ExitCode::SUCCESS
         }
-        Err(code) => code,
+        Err(e) => fail(e),
     }
 }
 
@@ -123,7 +111,7 @@ pub(crate) fn detach(args: &[String]) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
-    match attach::detach(&c, &cidrs) {
+    match blocking::detach(&c, &cidrs) {
         Ok(done) => {
             println!("{}", ips(&done));
             ExitCode::SUCCESS
@@ -135,21 +123,21 @@ pub(crate) fn detach(args: &[String]) -> ExitCode {
 /// `weft ps [container...]`.
 pub(crate) fn ps(args: &[String]) -> ExitCode {
     let containers: Vec<Container> = if args.is_empty() {
-        attach::named_netns()
+        weft_attach::named_netns()
     } else {
         match args.iter().map(|a| Container::parse(a)).collect() {
             Ok(v) => v,
             Err(e) => return fail(e),
         }
     };
-    match with_netdev(|nl| async move { attach::ps(&nl, &containers).await }) {
+    match blocking::ps(&containers) {
         Ok(lines) => {
             for l in lines {
                 println!("{l}");
             }
             ExitCode::SUCCESS
         }
-        Err(code) => code,
+        Err(e) => fail(e),
     }
 }
 
@@ -176,7 +164,7 @@ pub(crate) fn expose(args: &[String]) -> ExitCode {
         return fail(NEED_IPAM);
     }
     for c in &cidrs {
-        let path = format!("/expose/{}/{}", c.addr, c.prefix);
+        let path = expose_path(c);
         let form: &[(&str, &str)] = if skip_nat {
             &[("skipNAT", "true")]
         } else {
@@ -203,12 +191,11 @@ pub(crate) fn hide(args: &[String]) -> ExitCode {
     if wants_ipam {
         return fail(NEED_IPAM);
     }
-    let path = |c: &Cidr| format!("/expose/{}/{}", c.addr, c.prefix);
     let targets = if cidrs.is_empty() {
         match client::get(&http_addr(), "/expose", false) {
             Reply::Ok(body) => body
                 .split_whitespace()
-                .filter_map(|s| s.parse::<Cidr>().ok())
+                .filter_map(|s| s.parse::<Ipv4Cidr>().ok())
                 .collect(),
             other => return print_reply(other),
         }
@@ -216,7 +203,7 @@ pub(crate) fn hide(args: &[String]) -> ExitCode {
         cidrs
     };
     for c in &targets {
-        match client::delete(&http_addr(), &path(c)) {
+        match client::delete(&http_addr(), &expose_path(c)) {
             Reply::Ok(_) => {}
             other => return print_reply(other),
         }

@@ -42,12 +42,12 @@
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 
+use weft_attach::BRIDGE;
 use weft_core::overlay_switch::FASTDP_ETHERTYPE;
-use weft_fw::{IfName, Ipv4Cidr, Nft, RuleSet};
+use weft_fw::{IfName, Nft, RuleSet};
 use weft_netdev::{Netdev, NetdevError, PacketSocket, Tap};
+use weft_types::Ipv4Cidr;
 use weft_wire::PeerName;
-
-use crate::attach::{Cidr, BRIDGE};
 
 /// Name of the TAP port the router captures and injects through.
 pub const TAP: &str = "vethwe-pcap";
@@ -286,33 +286,33 @@ impl Dataplane {
 
     /// `weft expose`: gives the host an address on the weave network and, unless
     /// `skip_nat`, masquerades traffic between the subnet and the outside.
-    pub async fn expose(&mut self, c: Cidr, skip_nat: bool) -> Result<(), DataplaneError> {
+    pub async fn expose(&mut self, c: Ipv4Cidr, skip_nat: bool) -> Result<(), DataplaneError> {
         self.nl
-            .add_address(self.bridge, std::net::IpAddr::V4(c.addr), c.prefix)
+            .add_address(self.bridge, std::net::IpAddr::V4(c.addr()), c.prefix_len())
             .await?;
-        let _ = weft_netdev::send_gratuitous_arp(BRIDGE, c.addr);
-        self.fw.expose(Ipv4Cidr::new(c.addr, c.prefix)?, !skip_nat);
+        let _ = weft_netdev::send_gratuitous_arp(BRIDGE, c.addr());
+        self.fw.expose(c, !skip_nat);
         self.apply_fw()
     }
 
     /// `weft hide`: removes the address and its rules.
-    pub async fn hide(&mut self, c: Cidr) -> Result<(), DataplaneError> {
+    pub async fn hide(&mut self, c: Ipv4Cidr) -> Result<(), DataplaneError> {
         self.nl
-            .del_address(self.bridge, std::net::IpAddr::V4(c.addr), c.prefix)
+            .del_address(self.bridge, std::net::IpAddr::V4(c.addr()), c.prefix_len())
             .await?;
-        self.fw.hide(Ipv4Cidr::new(c.addr, c.prefix)?);
+        self.fw.hide(c);
         self.apply_fw()
     }
 
     /// The addresses currently on the bridge (what is exposed).
-    pub async fn exposed(&self) -> Result<Vec<Cidr>, DataplaneError> {
+    pub async fn exposed(&self) -> Result<Vec<Ipv4Cidr>, DataplaneError> {
         Ok(self
             .nl
             .addresses(self.bridge)
             .await?
             .into_iter()
             .filter_map(|(a, p)| match a {
-                std::net::IpAddr::V4(addr) => Some(Cidr { addr, prefix: p }),
+                std::net::IpAddr::V4(addr) => Ipv4Cidr::new(addr, p).ok(),
                 std::net::IpAddr::V6(_) => None,
             })
             .collect())

@@ -14,10 +14,10 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
+use weft_types::Ipv4Cidr;
 use weft_wire::PeerName;
 
-use crate::attach::Cidr;
-use crate::dataplane::Dataplane;
+use crate::dataplane::{Dataplane, DataplaneError};
 use crate::store::Store;
 
 /// One piece of work for the data-plane task: from the mesh's events, or from the HTTP API
@@ -45,16 +45,16 @@ pub enum Job {
     /// `weft expose`.
     Expose {
         /// The address.
-        cidr: Cidr,
+        cidr: Ipv4Cidr,
         /// `--without-masquerade`.
         skip_nat: bool,
-        /// Error text, if any.
-        reply: oneshot::Sender<Result<(), String>>,
+        /// Whether it worked.
+        reply: oneshot::Sender<Result<(), DataplaneError>>,
     },
     /// `weft hide`.
-    Hide(Cidr, oneshot::Sender<Result<(), String>>),
+    Hide(Ipv4Cidr, oneshot::Sender<Result<(), DataplaneError>>),
     /// What is exposed.
-    Exposed(oneshot::Sender<Vec<Cidr>>),
+    Exposed(oneshot::Sender<Vec<Ipv4Cidr>>),
     /// Persist the direct targets.
     PersistTargets(Vec<String>),
 }
@@ -89,11 +89,10 @@ async fn run(dp: &mut Dataplane, store: &Store, job: Job) {
             skip_nat,
             reply,
         } => {
-            let r = dp.expose(cidr, skip_nat).await.map_err(|e| e.to_string());
-            let _ = reply.send(r);
+            let _ = reply.send(dp.expose(cidr, skip_nat).await);
         }
         Job::Hide(cidr, reply) => {
-            let _ = reply.send(dp.hide(cidr).await.map_err(|e| e.to_string()));
+            let _ = reply.send(dp.hide(cidr).await);
         }
         Job::Exposed(reply) => {
             let _ = reply.send(dp.exposed().await.unwrap_or_default());

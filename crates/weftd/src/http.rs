@@ -1,5 +1,8 @@
 //! The router's HTTP API (control, default 127.0.0.1:6784) and status listener (default
 //! 127.0.0.1:6782): Weave Net's routes, status bodies and error conventions.
+//!
+//! Handlers return [`RequestError`] and this file maps it to a status code and body in one
+//! place, its `IntoResponse` impl; the texts and codes are Weave Net's.
 
 use std::sync::Arc;
 
@@ -9,10 +12,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::Router;
 use tokio::sync::{mpsc, oneshot};
+use weft_types::Ipv4Cidr;
 
-use crate::attach::Cidr;
 use crate::dataplane_task::Job;
 use crate::driver::{Command, Snapshot};
+use crate::error::RequestError;
 use crate::metrics;
 use crate::status::{self, RouterInfo};
 use crate::template;
@@ -27,10 +31,36 @@ pub struct Api {
 }
 
 impl Api {
-    async fn status(&self) -> Option<Snapshot> {
+    /// Sends the mesh task the command `cmd` builds around a reply channel, and waits for the
+    /// answer.
+    async fn ask<T>(
+        &self,
+        cmd: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, RequestError> {
         let (tx, rx) = oneshot::channel();
-        self.commands.send(Command::Status(tx)).await.ok()?;
-        rx.await.ok()
+        self.commands
+            .send(cmd(tx))
+            .await
+            .map_err(|_| RequestError::ShuttingDown)?;
+        rx.await.map_err(|_| RequestError::ShuttingDown)
+    }
+
+    async fn status(&self) -> Result<Snapshot, RequestError> {
+        self.ask(Command::Status).await
+    }
+}
+
+impl IntoResponse for RequestError {
+    fn into_response(self) -> Response {
+        let code = match &self {
+            Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Self::UnknownView(_) => StatusCode::NOT_FOUND,
+            Self::FormatCount | Self::Template(_) | Self::BadPeers(_) | Self::BadAddress(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::Expose(_) | Self::Hide(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        text(code, format!("{self}\n"))
     }
 }
 
@@ -41,13 +71,6 @@ fn text(code: StatusCode, body: String) -> Response {
         body,
     )
         .into_response()
-}
-
-fn unavailable() -> Response {
-    text(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "router is shutting down\n".into(),
-    )
 }
 
 /// Routes served on the status address: read-only views and metrics.
@@ -73,35 +96,35 @@ pub fn control_routes(api: Api) -> Router {
     )
 }
 
-async fn get_status(State(api): State<Api>) -> Response {
-    match api.status().await {
-        Some(s) => text(StatusCode::OK, status::render_status(&s.mesh, &api.info)),
-        None => unavailable(),
-    }
+async fn get_status(State(api): State<Api>) -> Result<Response, RequestError> {
+    let s = api.status().await?;
+    Ok(text(
+        StatusCode::OK,
+        status::render_status(&s.mesh, &api.info),
+    ))
 }
 
-async fn get_status_view(State(api): State<Api>, Path(view): Path<String>) -> Response {
-    let Some(snap) = api.status().await else {
-        return unavailable();
-    };
+async fn get_status_view(
+    State(api): State<Api>,
+    Path(view): Path<String>,
+) -> Result<Response, RequestError> {
+    let snap = api.status().await?;
     let s = &snap.mesh;
     let body = match view.as_str() {
         "targets" => status::render_targets(s),
         "connections" => status::render_connections(s),
         "peers" => status::render_peers(s),
-        _ => return text(StatusCode::NOT_FOUND, "404 page not found\n".into()),
+        _ => return Err(RequestError::UnknownView(view)),
     };
-    text(StatusCode::OK, body)
+    Ok(text(StatusCode::OK, body))
 }
 
 async fn get_report(
     State(api): State<Api>,
     Query(q): Query<Vec<(String, String)>>,
     headers: HeaderMap,
-) -> Response {
-    let Some(s) = api.status().await else {
-        return unavailable();
-    };
+) -> Result<Response, RequestError> {
+    let s = api.status().await?;
     let doc = status::report(&s.mesh, &api.info, true);
     let formats: Vec<&String> = q
         .iter()
@@ -114,38 +137,30 @@ async fn get_report(
         .is_some_and(|v| v.contains("application/json"));
     if formats.is_empty() && wants_json {
         let body = serde_json::to_string_pretty(&doc).unwrap_or_default();
-        return (
+        return Ok((
             StatusCode::OK,
             [(header::CONTENT_TYPE, "application/json")],
             body + "\n",
         )
-            .into_response();
+            .into_response());
     }
-    if formats.len() != 1 {
-        return text(
-            StatusCode::BAD_REQUEST,
-            "error: must supply one format parameter\n".into(),
-        );
-    }
-    match template::render(formats[0], &doc) {
-        Ok(out) => text(StatusCode::OK, out),
-        Err(e) => text(StatusCode::BAD_REQUEST, format!("{e}\n")),
-    }
+    let [format] = formats.as_slice() else {
+        return Err(RequestError::FormatCount);
+    };
+    Ok(text(StatusCode::OK, template::render(format, &doc)?))
 }
 
-async fn get_metrics(State(api): State<Api>) -> Response {
-    match api.status().await {
-        Some(s) => (
-            StatusCode::OK,
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            metrics::render(&s, api.info.encryption),
-        )
-            .into_response(),
-        None => unavailable(),
-    }
+async fn get_metrics(State(api): State<Api>) -> Result<Response, RequestError> {
+    let s = api.status().await?;
+    Ok((
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        metrics::render(&s, api.info.encryption),
+    )
+        .into_response())
 }
 
 /// Form values of `POST /connect` and `/forget`: `peer` repeats, so take all pairs.
@@ -156,45 +171,32 @@ fn peers_of(form: &[(String, String)]) -> Vec<String> {
         .collect()
 }
 
-async fn post_connect(State(api): State<Api>, body: String) -> Response {
+async fn post_connect(State(api): State<Api>, body: String) -> Result<Response, RequestError> {
     let form: Vec<(String, String)> = form_pairs(&body);
     let replace = form.iter().any(|(k, v)| k == "replace" && v == "true");
-    let (tx, rx) = oneshot::channel();
-    let cmd = Command::Connect {
-        peers: peers_of(&form),
-        replace,
-        reply: tx,
-    };
-    if api.commands.send(cmd).await.is_err() {
-        return unavailable();
+    let errs = api
+        .ask(|reply| Command::Connect {
+            peers: peers_of(&form),
+            replace,
+            reply,
+        })
+        .await?;
+    if !errs.is_empty() {
+        return Err(RequestError::BadPeers(errs));
     }
-    match rx.await {
-        Ok(errs) if errs.is_empty() => text(StatusCode::OK, String::new()),
-        Ok(errs) => text(StatusCode::BAD_REQUEST, errs.join("\n") + "\n"),
-        Err(_) => unavailable(),
-    }
+    Ok(text(StatusCode::OK, String::new()))
 }
 
-async fn post_forget(State(api): State<Api>, body: String) -> Response {
+async fn post_forget(State(api): State<Api>, body: String) -> Result<Response, RequestError> {
     let form = form_pairs(&body);
-    let (tx, rx) = oneshot::channel();
-    if api
-        .commands
-        .send(Command::Forget(peers_of(&form), tx))
-        .await
-        .is_err()
-    {
-        return unavailable();
-    }
-    let _ = rx.await;
-    text(StatusCode::OK, String::new())
+    api.ask(|reply| Command::Forget(peers_of(&form), reply))
+        .await?;
+    Ok(text(StatusCode::OK, String::new()))
 }
 
-/// `{ip}/{len}` from the path, or the 400 response Weave Net gives.
-fn parse_cidr(ip: &str, len: &str) -> Result<Cidr, String> {
-    format!("{ip}/{len}")
-        .parse::<Cidr>()
-        .map_err(|e| format!("unable to parse ip addr: {e}\n"))
+/// `{ip}/{len}` from the path.
+fn parse_cidr(ip: &str, len: &str) -> Result<Ipv4Cidr, RequestError> {
+    weft_attach::parse_cidr(&format!("{ip}/{len}")).map_err(RequestError::BadAddress)
 }
 
 async fn post_expose(
@@ -202,75 +204,43 @@ async fn post_expose(
     Path((ip, len)): Path<(String, String)>,
     Query(q): Query<Vec<(String, String)>>,
     body: String,
-) -> Response {
-    let cidr = match parse_cidr(&ip, &len) {
-        Ok(c) => c,
-        Err(e) => return text(StatusCode::BAD_REQUEST, e),
-    };
+) -> Result<Response, RequestError> {
+    let cidr = parse_cidr(&ip, &len)?;
     let skip_nat = q
         .iter()
         .chain(form_pairs(&body).iter())
         .any(|(k, v)| k == "skipNAT" && v == "true");
-    let (tx, rx) = oneshot::channel();
-    let cmd = Command::Dataplane(Job::Expose {
-        cidr,
-        skip_nat,
-        reply: tx,
-    });
-    if api.commands.send(cmd).await.is_err() {
-        return unavailable();
-    }
-    match rx.await {
-        Ok(Ok(())) => StatusCode::NO_CONTENT.into_response(),
-        Ok(Err(e)) => text(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("unable to expose: {e}\n"),
-        ),
-        Err(_) => unavailable(),
-    }
+    api.ask(|reply| {
+        Command::Dataplane(Job::Expose {
+            cidr,
+            skip_nat,
+            reply,
+        })
+    })
+    .await?
+    .map_err(RequestError::Expose)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn delete_expose(
     State(api): State<Api>,
     Path((ip, len)): Path<(String, String)>,
-) -> Response {
-    let cidr = match parse_cidr(&ip, &len) {
-        Ok(c) => c,
-        Err(e) => return text(StatusCode::BAD_REQUEST, e),
-    };
-    let (tx, rx) = oneshot::channel();
-    if api
-        .commands
-        .send(Command::Dataplane(Job::Hide(cidr, tx)))
-        .await
-        .is_err()
-    {
-        return unavailable();
-    }
-    match rx.await {
-        Ok(Ok(())) => StatusCode::NO_CONTENT.into_response(),
-        Ok(Err(e)) => text(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("unable to hide: {e}\n"),
-        ),
-        Err(_) => unavailable(),
-    }
+) -> Result<Response, RequestError> {
+    let cidr = parse_cidr(&ip, &len)?;
+    api.ask(|reply| Command::Dataplane(Job::Hide(cidr, reply)))
+        .await?
+        .map_err(RequestError::Hide)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn get_exposed(State(api): State<Api>) -> Response {
-    let (tx, rx) = oneshot::channel();
-    if api
-        .commands
-        .send(Command::Dataplane(Job::Exposed(tx)))
-        .await
-        .is_err()
-    {
-        return unavailable();
-    }
-    match rx.await {
-        Ok(v) => text(StatusCode::OK, v.iter().map(|c| format!("{c}\n")).collect()),
-        Err(_) => unavailable(),
-    }
+async fn get_exposed(State(api): State<Api>) -> Result<Response, RequestError> {
+    let v = api
+        .ask(|reply| Command::Dataplane(Job::Exposed(reply)))
+        .await?;
+    Ok(text(
+        StatusCode::OK,
+        v.iter().map(|c| format!("{c}\n")).collect(),
+    ))
 }
 
 async fn delete_peer() -> Response {
@@ -314,6 +284,7 @@ fn form_pairs(body: &str) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dataplane::DataplaneError;
 
     #[test]
     fn form_keeps_repeats() {
@@ -322,5 +293,80 @@ mod tests {
         assert!(f.contains(&("replace".into(), "true".into())));
         assert!(form_pairs("").is_empty());
         assert_eq!(form_pairs("peer=%zz")[0].1, "%zz");
+    }
+
+    async fn answer(e: RequestError) -> (u16, String, String) {
+        let r = e.into_response();
+        let code = r.status().as_u16();
+        let ctype = r.headers()[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let body = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
+        (code, ctype, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    /// Weave Net's codes and texts, as `weft` prints them and scripts match them.
+    #[tokio::test]
+    async fn errors_map_to_weaves_codes_and_texts() {
+        let bad_addr = parse_cidr("10.2.1.300", "24").unwrap_err();
+        let tpl = template::render("{{.Nope", &serde_json::json!({})).unwrap_err();
+        let tpl_text = format!("{tpl}\n");
+        let cases = [
+            (
+                RequestError::ShuttingDown,
+                503,
+                "router is shutting down\n".to_owned(),
+            ),
+            (
+                RequestError::UnknownView("bogus".into()),
+                404,
+                "404 page not found\n".to_owned(),
+            ),
+            (
+                RequestError::FormatCount,
+                400,
+                "error: must supply one format parameter\n".to_owned(),
+            ),
+            (RequestError::Template(tpl), 400, tpl_text),
+            (
+                RequestError::BadPeers(vec![
+                    "invalid peer name \"x:y:z\", should be host[:port]".into(),
+                    "invalid peer name \"a:b:c\", should be host[:port]".into(),
+                ]),
+                400,
+                "invalid peer name \"x:y:z\", should be host[:port]\n\
+                 invalid peer name \"a:b:c\", should be host[:port]\n"
+                    .to_owned(),
+            ),
+            (
+                bad_addr,
+                400,
+                "unable to parse ip addr: invalid address \"10.2.1.300/24\": expected \
+                 a.b.c.d/len (optionally prefixed by ip:)\n"
+                    .to_owned(),
+            ),
+            (
+                RequestError::Expose(DataplaneError::Missing("weave")),
+                500,
+                "unable to expose: device weave did not appear after creation\n".to_owned(),
+            ),
+            (
+                RequestError::Hide(DataplaneError::Missing("weave")),
+                500,
+                "unable to hide: device weave did not appear after creation\n".to_owned(),
+            ),
+        ];
+        for (e, code, body) in cases {
+            assert_eq!(
+                answer(e).await,
+                (code, "text/plain; charset=utf-8".to_owned(), body)
+            );
+        }
+        assert!(
+            parse_cidr("ip:10.2.1.1", "24").is_ok(),
+            "Weave's ip: prefix"
+        );
+        assert!(parse_cidr("10.2.1.1", "33").is_err());
     }
 }

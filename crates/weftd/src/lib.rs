@@ -6,11 +6,11 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 #![warn(missing_docs)]
 
-pub mod attach;
 mod conn_io;
 pub mod dataplane;
 pub mod dataplane_task;
 pub mod driver;
+pub mod error;
 pub mod http;
 pub mod metrics;
 pub mod run_dir;
