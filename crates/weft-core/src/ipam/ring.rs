@@ -165,7 +165,7 @@ pub enum RingError {
     },
     /// The merged result broke an invariant.
     #[error("Merge of incoming data causes: {0}")]
-    MergeCauses(Box<RingError>),
+    MergeCauses(Box<Self>),
     /// A grant of a range we do not wholly own (an internal inconsistency, never peer input).
     #[error("Range {0:?} is not wholly ours to grant")]
     NotOurs(Range),

@@ -45,7 +45,7 @@ impl Runs {
         let hi = self.0.partition_point(|&b| b <= r.end.0);
         // A boundary is needed at start when start falls outside a run (adding) or inside one
         // (removing); the same at end, judged from the boundaries at or below it.
-        let outside = |pos: usize| pos % 2 == 0;
+        let outside = |pos: usize| pos & 1 == 0;
         let mut middle = Vec::with_capacity(2);
         if outside(lo) != remove {
             middle.push(r.start.0);
