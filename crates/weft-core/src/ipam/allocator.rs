@@ -1393,7 +1393,7 @@ mod tests {
             universe: universe(),
             mode: if seed.is_empty() {
                 InitMode::Consensus {
-                    peer_count: Some(1),
+                    peer_count: Some(3),
                 }
             } else {
                 InitMode::Seed(seed)
@@ -1458,10 +1458,9 @@ mod tests {
         for rng_seed in 0..16 {
             let mut a = seeded(A, vec![A, B], rng_seed, now);
             let mut b = seeded(B, vec![A, B], rng_seed, now);
-            let mut c = seeded(C, vec![A, B], rng_seed, now);
-            // C joins without a ring; it learns one from gossip.
-            c.ring = Ring::new(subnet.range(), C).unwrap();
-            c.space = Space::new();
+            // C is no seed: it joins without a ring and learns it from gossip.
+            let mut c = seeded(C, vec![], rng_seed, now);
+            assert!(c.ring().is_empty());
             for p in [&mut a, &mut b, &mut c] {
                 p.set_known_peers([A, B, C].into());
             }
@@ -1528,6 +1527,73 @@ mod tests {
         assert_eq!(a.ring().entries(), c.ring().entries());
         assert!(!a.ring().is_empty());
         assert_eq!(a.readiness(), Readiness::Ready);
+    }
+
+    #[test]
+    fn ipam_observer_gets_a_ring_from_electors() {
+        let now = Instant::now();
+        let mk = |n: PeerName, mode: InitMode| {
+            let config = Config {
+                name: n,
+                uid: n.0,
+                nickname: format!("h{}", n.0),
+                universe: universe(),
+                mode,
+                pre_claims: vec![],
+                rng_seed: 3,
+            };
+            Allocator::new(config, None, now).unwrap()
+        };
+        // Quorum from direct targets: one target → (1+1)/2+1 = 2.
+        let mut a = mk(A, InitMode::Consensus { peer_count: None });
+        let mut b = mk(B, InitMode::Consensus { peer_count: None });
+        let mut o = mk(C, InitMode::Observer);
+        for p in [&mut a, &mut b, &mut o] {
+            p.set_known_peers([A, B, C].into());
+            p.set_direct_targets(1);
+        }
+        assert_eq!(a.gossip_state().paxos, Some(paxos::GossipState::new()));
+        assert_eq!(o.gossip_state().paxos, None);
+        o.allocate(RequestId(1), "x", universe(), true);
+        assert_eq!(o.readiness(), Readiness::Priming);
+        let r = run(&mut [&mut a, &mut b, &mut o]);
+        // The ring is split between the two electors only; the observer got space donated.
+        assert_eq!(a.ring().seeds(), &[A, B]);
+        let got = allocated(&r, 1).expect("observer allocated");
+        assert_eq!(
+            o.ring().owner(
+                got.split('/')
+                    .next()
+                    .unwrap()
+                    .parse::<std::net::Ipv4Addr>()
+                    .unwrap()
+                    .into()
+            ),
+            Some(C)
+        );
+        // Shutdown hands everything to a live peer.
+        o.shutdown();
+        run(&mut [&mut a, &mut b, &mut o]);
+        assert!(!a.ring().peer_names().contains(&C));
+        assert!(o.space().owned_ranges().is_empty());
+        // A waiting request can be cancelled.
+        let mut lonely = mk(
+            PeerName(0xdd),
+            InitMode::Consensus {
+                peer_count: Some(3),
+            },
+        );
+        lonely.prime(RequestId(5));
+        assert!(lonely.cancel(RequestId(5)));
+        let r = drain(&mut lonely);
+        assert!(r.iter().any(|o| matches!(
+            o,
+            Output::Reply {
+                id: RequestId(5),
+                result: Err(AllocError::Cancelled { .. })
+            }
+        )));
+        assert!(!lonely.cancel(RequestId(5)));
     }
 
     #[test]
