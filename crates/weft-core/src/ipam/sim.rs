@@ -619,7 +619,7 @@ fn ipam_sim_other_seed() {
 }
 
 #[test]
-#[ignore = "long: 100 peers over 10 simulated minutes of chaos, two seeds; run with --ignored"]
+#[ignore = "long: 150 peers, 20 simulated minutes, three seeds; run with --release --ignored"]
 fn ipam_sim_large() {
     for seed in 0..3 {
         let mut sim = Sim::new(Params {
