@@ -10,6 +10,7 @@
 
 pub mod connection_maker;
 pub mod handshake;
+pub mod ipam;
 pub mod mesh;
 pub mod overlay;
 pub mod overlay_switch;
