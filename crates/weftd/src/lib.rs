@@ -11,10 +11,13 @@ mod conn_io;
 pub mod dataplane;
 pub mod dataplane_task;
 pub mod driver;
+#[cfg(test)]
+mod fakes;
 pub mod http;
+mod kernel;
 pub mod metrics;
 pub mod run_dir;
-mod shortcut;
+mod sleeve;
 pub mod status;
 pub mod store;
 pub mod template;
