@@ -315,10 +315,7 @@ impl Cluster {
             MeshEvent::Channel { channel, message } => {
                 self.delivered.push((i, channel, message));
             }
-            MeshEvent::TargetsChanged(_)
-            | MeshEvent::FastdpPeer { .. }
-            | MeshEvent::FastdpFlood { .. }
-            | MeshEvent::SendFastdp(_) => {}
+            MeshEvent::TargetsChanged(_) | MeshEvent::Fastdp(_) | MeshEvent::SendFastdp(_) => {}
         }
     }
 

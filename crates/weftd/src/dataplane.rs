@@ -21,7 +21,7 @@
 //!
 //! The VXLAN device listens on every address. weft's nft table drops UDP to the VXLAN port
 //! from any address that is not a connected fastdp peer's: the set `weft_fastdp_peers`, kept
-//! here in step with [`weft_core::mesh::MeshEvent::FastdpPeer`] and counted per connection, so
+//! here in step with [`weft_core::mesh::FastdpChange::Peer`] and counted per connection, so
 //! an address shared by two peers stays until both are gone. So only peers' frames reach the
 //! bridge and the device's forwarding table.
 //!
@@ -38,6 +38,10 @@
 //! [`Dataplane::fastdp_flood`] forgets those of a peer whose fastdp path goes down. What the
 //! rule cannot stop is a host on the underlay forging a peer's source address; only an
 //! underlay that filters spoofed sources (or encryption) closes that, as with Weave Net.
+//!
+//! What the data-plane task asks of the kernel after setup goes through the traits of
+//! [`crate::kernel`], over which [`Dataplane`] is generic (the real ones by default), so that
+//! it is tested against recorders.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
@@ -48,6 +52,8 @@ use weft_fw::{IfName, Nft, RuleSet};
 use weft_netdev::{Netdev, NetdevError, PacketSocket, Tap};
 use weft_types::Ipv4Cidr;
 use weft_wire::PeerName;
+
+use crate::kernel::{Firewall, Netlink};
 
 /// Name of the TAP port the router captures and injects through.
 pub const TAP: &str = "vethwe-pcap";
@@ -79,9 +85,11 @@ pub enum DataplaneError {
     Foreign(String),
 }
 
-/// The devices and rules the router owns.
-pub struct Dataplane {
-    nl: Netdev,
+/// The devices and rules the router owns; `N` and `F` are how it reaches the kernel's
+/// links and nftables once set up (see [`crate::kernel`]).
+pub struct Dataplane<N = Netdev, F = Nft> {
+    nl: N,
+    nft: F,
     bridge: u32,
     /// The sleeve TAP port, until the driver takes it for its data path.
     pub tap: Option<Tap>,
@@ -171,6 +179,7 @@ impl Dataplane {
         }
         let dp = Self {
             nl,
+            nft: Nft::new(),
             bridge,
             tap: Some(tap),
             vxlan,
@@ -182,16 +191,21 @@ impl Dataplane {
         dp.apply_fw()?;
         Ok(dp)
     }
+}
 
+// The traits are crate-private on purpose (they are seams for tests, not an API), and so are
+// the methods that need them: only the data-plane task calls those.
+#[allow(private_bounds)]
+impl<N: Netlink, F: Firewall> Dataplane<N, F> {
     fn apply_fw(&self) -> Result<(), DataplaneError> {
-        weft_fw::apply(&self.fw)?;
+        self.nft.apply(&self.fw)?;
         Ok(())
     }
 
     /// Adds or removes the heartbeat forwarding entry for a fastdp-capable peer, and keeps
     /// its address in (or takes it out of) the set of hosts whose VXLAN frames are accepted.
     /// The address leaves the set only when no other fastdp connection uses it.
-    pub async fn fastdp_peer(&mut self, peer: PeerName, ip: Ipv4Addr, add: bool) {
+    pub(crate) async fn fastdp_peer(&mut self, peer: PeerName, ip: Ipv4Addr, add: bool) {
         let Some(v) = self.vxlan else { return };
         // Accept the peer's frames before sending it ours; stop accepting after the entry
         // towards it is gone.
@@ -216,9 +230,8 @@ impl Dataplane {
     /// (the table was flushed from outside, or is out of step), the whole table is applied
     /// again, which carries every element of the model. nft runs off the async thread.
     async fn sync_fastdp_peer(&self, ip: Ipv4Addr, member: bool) {
-        let fw = self.fw.clone();
+        let (nft, fw) = (self.nft.clone(), self.fw.clone());
         let r = tokio::task::spawn_blocking(move || {
-            let nft = Nft::new();
             nft.set_fastdp_peer(ip, member).or_else(|e| {
                 tracing::info!("fastdp peer set ({ip}): {e}; re-applying weft's table");
                 nft.apply(&fw)
@@ -234,7 +247,7 @@ impl Dataplane {
 
     /// Starts or stops flooding to `ip` through VXLAN. Stopping also forgets the MACs learned
     /// behind `ip`, so that frames for them go over sleeve at once.
-    pub async fn fastdp_flood(&self, peer: PeerName, ip: Ipv4Addr, on: bool) {
+    pub(crate) async fn fastdp_flood(&self, peer: PeerName, ip: Ipv4Addr, on: bool) {
         let Some(v) = self.vxlan else { return };
         let r = if on {
             self.nl.fdb_append(v, [0; 6], ip).await
@@ -278,25 +291,19 @@ impl Dataplane {
         Ok(())
     }
 
-    /// The socket that sends fastdp heartbeat frames out of the VXLAN device, for the mesh
-    /// task (sending never blocks).
-    pub fn heartbeat_sender(&self) -> Option<Arc<PacketSocket>> {
-        self.heartbeat_tx.clone()
-    }
-
     /// `weft expose`: gives the host an address on the weave network and, unless
     /// `skip_nat`, masquerades traffic between the subnet and the outside.
-    pub async fn expose(&mut self, c: Ipv4Cidr, skip_nat: bool) -> Result<(), DataplaneError> {
+    pub(crate) async fn expose(&mut self, c: Ipv4Cidr, skip_nat: bool) -> Result<(), DataplaneError> {
         self.nl
             .add_address(self.bridge, std::net::IpAddr::V4(c.addr()), c.prefix_len())
             .await?;
-        let _ = weft_netdev::send_gratuitous_arp(BRIDGE, c.addr());
+        let _ = self.nl.gratuitous_arp(BRIDGE, c.addr());
         self.fw.expose(c, !skip_nat);
         self.apply_fw()
     }
 
     /// `weft hide`: removes the address and its rules.
-    pub async fn hide(&mut self, c: Ipv4Cidr) -> Result<(), DataplaneError> {
+    pub(crate) async fn hide(&mut self, c: Ipv4Cidr) -> Result<(), DataplaneError> {
         self.nl
             .del_address(self.bridge, std::net::IpAddr::V4(c.addr()), c.prefix_len())
             .await?;
@@ -305,7 +312,7 @@ impl Dataplane {
     }
 
     /// The addresses currently on the bridge (what is exposed).
-    pub async fn exposed(&self) -> Result<Vec<Ipv4Cidr>, DataplaneError> {
+    pub(crate) async fn exposed(&self) -> Result<Vec<Ipv4Cidr>, DataplaneError> {
         Ok(self
             .nl
             .addresses(self.bridge)
@@ -317,7 +324,9 @@ impl Dataplane {
             })
             .collect())
     }
+}
 
+impl Dataplane {
     /// `weft reset`: removes the links weft made (marked with [`LINK_ALIAS`], with weft's
     /// names: the bridge, the TAP, the VXLAN devices), the container veths on that bridge, and
     /// weft's nftables table. Links of the same names that weft did not make stay.
@@ -353,6 +362,14 @@ impl Dataplane {
         weft_fw::remove()?;
         Ok(())
     }
+}
+
+impl<N, F> Dataplane<N, F> {
+    /// The socket that sends fastdp heartbeat frames out of the VXLAN device, for the mesh
+    /// task (sending never blocks).
+    pub fn heartbeat_sender(&self) -> Option<Arc<PacketSocket>> {
+        self.heartbeat_tx.clone()
+    }
 
     /// The report's `Interface` line: the capture port, and the fastdp device when there is one.
     pub fn interface(&self) -> String {
@@ -368,6 +385,25 @@ impl Dataplane {
             "bridged_fastdp"
         } else {
             "bridge"
+        }
+    }
+}
+
+#[cfg(test)]
+impl<N, F> Dataplane<N, F> {
+    /// A data plane over `nl` and `nft` as [`Dataplane::setup`] leaves it (without its TAP
+    /// and heartbeat sockets): bridge `bridge`, VXLAN device `vxlan` when fastdp is on.
+    pub(crate) fn over(nl: N, nft: F, bridge: u32, vxlan: Option<u32>) -> Self {
+        Self {
+            nl,
+            nft,
+            bridge,
+            tap: None,
+            vxlan,
+            vxlan_port: 6784,
+            heartbeat_tx: None,
+            heartbeats: None,
+            fw: RuleSet::new(IfName::new(BRIDGE).unwrap()),
         }
     }
 }

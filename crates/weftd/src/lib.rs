@@ -11,10 +11,13 @@ pub mod dataplane;
 pub mod dataplane_task;
 pub mod driver;
 pub mod error;
+#[cfg(test)]
+mod fakes;
 pub mod http;
+mod kernel;
 pub mod metrics;
 pub mod run_dir;
-mod shortcut;
+mod sleeve;
 pub mod status;
 pub mod store;
 pub mod template;

@@ -9,7 +9,7 @@ use std::time::Instant;
 use rand::Rng;
 use weft_wire::{PeerName, PeerSummary};
 
-use super::{CloseReason, ConnId, Mesh, MeshEvent, Origin, TCP_HEARTBEAT};
+use super::{CloseReason, ConnId, FastdpChange, Mesh, MeshEvent, Origin, TCP_HEARTBEAT};
 use crate::pace::Pacer;
 
 /// Answers to one connection's pulls and digests: this many at once, then one per
@@ -223,11 +223,11 @@ impl Mesh {
             },
         );
         if let (true, IpAddr::V4(ip)) = (fastdp, remote_addr.ip()) {
-            self.events.push_back(MeshEvent::FastdpPeer {
+            self.events.push_back(MeshEvent::Fastdp(FastdpChange::Peer {
                 peer: remote.name,
                 ip,
                 add: true,
-            });
+            }));
         }
         self.by_remote.insert(remote.name, conn);
         if let Origin::Outbound { dial_addr, .. } = origin {
@@ -279,17 +279,18 @@ impl Mesh {
         );
         if let (true, IpAddr::V4(ip)) = (c.switch.fastdp_offered(), c.remote_addr.ip()) {
             if c.switch.is_direct_fastdp() {
-                self.events.push_back(MeshEvent::FastdpFlood {
-                    peer: c.remote,
-                    ip,
-                    on: false,
-                });
+                self.events
+                    .push_back(MeshEvent::Fastdp(FastdpChange::Flood {
+                        peer: c.remote,
+                        ip,
+                        on: false,
+                    }));
             }
-            self.events.push_back(MeshEvent::FastdpPeer {
+            self.events.push_back(MeshEvent::Fastdp(FastdpChange::Peer {
                 peer: c.remote,
                 ip,
                 add: false,
-            });
+            }));
         }
         super::log_removed(&self.peers.delete_local_connection(c.remote));
         self.routes_dirty = true;

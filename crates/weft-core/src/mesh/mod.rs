@@ -154,9 +154,19 @@ pub enum MeshEvent {
     },
     /// The list of direct targets changed: persist it.
     TargetsChanged(Vec<String>),
+    /// Change what the kernel's VXLAN device holds for a fastdp peer.
+    Fastdp(FastdpChange),
+    /// Send this Ethernet frame (a fastdp heartbeat) out of the local VXLAN device.
+    SendFastdp(Vec<u8>),
+}
+
+/// A change to what the kernel's VXLAN device holds for one fastdp peer: the mesh asks for it
+/// ([`MeshEvent::Fastdp`]) and the router's data plane carries it out, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FastdpChange {
     /// A fastdp-capable peer appeared (`add`) or went away: program (or remove) the VXLAN
     /// forwarding entry for its peer-name MAC, which carries fastdp heartbeats.
-    FastdpPeer {
+    Peer {
         /// The peer.
         peer: PeerName,
         /// Its underlay address.
@@ -165,7 +175,7 @@ pub enum MeshEvent {
         add: bool,
     },
     /// Start or stop flooding broadcast/unknown frames to this peer through VXLAN.
-    FastdpFlood {
+    Flood {
         /// The peer.
         peer: PeerName,
         /// Its underlay address.
@@ -173,8 +183,6 @@ pub enum MeshEvent {
         /// On or off.
         on: bool,
     },
-    /// Send this Ethernet frame (a fastdp heartbeat) out of the local VXLAN device.
-    SendFastdp(Vec<u8>),
 }
 
 /// Why the mesh refuses or closes a connection. The texts are Weave Net's where it has one,

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use weft_wire::{sleeve, PeerName};
 
-use super::{ConnId, Mesh, MeshEvent};
+use super::{ConnId, FastdpChange, Mesh, MeshEvent};
 use crate::overlay_switch::{fastdp_heartbeat_sender, SwitchOutput};
 
 impl Mesh {
@@ -95,11 +95,12 @@ impl Mesh {
                             "overlay_switch ->[{remote}] using {}",
                             if on { "fastdp" } else { "sleeve" }
                         );
-                        self.events.push_back(MeshEvent::FastdpFlood {
-                            peer: remote,
-                            ip,
-                            on,
-                        });
+                        self.events
+                            .push_back(MeshEvent::Fastdp(FastdpChange::Flood {
+                                peer: remote,
+                                ip,
+                                on,
+                            }));
                     }
                 }
             }

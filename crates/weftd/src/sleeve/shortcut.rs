@@ -63,21 +63,27 @@ impl Shortcut {
             }
         };
         match SleeveShortcut::load(us.to_bytes(), port, tap_index) {
-            Ok(k) => Some(Self {
-                kernel: std::sync::Arc::new(k),
-                conns: HashMap::new(),
-                macs: HashMap::new(),
-                generation: None,
-                fabric_version: None,
-                waiting: HashSet::new(),
-                room_freed: false,
-                changed: HashSet::new(),
-                read_back: weft_netdev::monotonic_ns(),
-            }),
+            Ok(k) => Some(Self::over(k, weft_netdev::monotonic_ns())),
             Err(e) => {
                 tracing::info!("sleeve receive shortcut off: {e}");
                 None
             }
+        }
+    }
+
+    /// Over a loaded program that has been told nothing yet; MACs it used after `read_back`
+    /// ([`weft_netdev::monotonic_ns`]) count as seen at the first [`Self::read_back`].
+    fn over(kernel: SleeveShortcut, read_back: u64) -> Self {
+        Self {
+            kernel: std::sync::Arc::new(kernel),
+            conns: HashMap::new(),
+            macs: HashMap::new(),
+            generation: None,
+            fabric_version: None,
+            waiting: HashSet::new(),
+            room_freed: false,
+            changed: HashSet::new(),
+            read_back,
         }
     }
 
@@ -377,19 +383,10 @@ mod tests {
     }
 
     fn shortcut() -> Shortcut {
-        Shortcut {
-            kernel: std::sync::Arc::new(
-                weft_netdev::SleeveShortcut::load(A.to_bytes(), PORT, 1).unwrap(),
-            ),
-            conns: HashMap::new(),
-            macs: HashMap::new(),
-            generation: None,
-            fabric_version: None,
-            waiting: HashSet::new(),
-            room_freed: false,
-            changed: HashSet::new(),
-            read_back: 0,
-        }
+        Shortcut::over(
+            weft_netdev::SleeveShortcut::load(A.to_bytes(), PORT, 1).unwrap(),
+            0,
+        )
     }
 
     /// What the kernel's map holds.
