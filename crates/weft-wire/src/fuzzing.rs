@@ -134,8 +134,9 @@ impl Program<'_> {
 
 /// The gob stream a fuzz input describes: a sequence of operations, each an opcode byte and
 /// its operands: define a struct (name length, field count, then per field a name byte and a
-/// type id), a slice, an array (length byte), a map or an opaque type under a user id; send a
-/// value message of some type id with up to 31 raw body bytes; or append up to 15 raw bytes.
+/// type id), a slice, an array (length byte), a map or an opaque type under a user id (whose
+/// byte's top bits also name a slice, array or map); send a value message of some type id with
+/// up to 31 raw body bytes; or append up to 15 raw bytes.
 pub fn type_stream(data: &[u8]) -> Vec<u8> {
     use std::sync::Arc;
 
@@ -157,12 +158,17 @@ pub fn type_stream(data: &[u8]) -> Vec<u8> {
                     fields,
                 }
             }
-            1 => WireDef::Slice { elem: p.type_id() },
+            1 => WireDef::Slice {
+                name: Arc::from(""),
+                elem: p.type_id(),
+            },
             2 => WireDef::Array {
+                name: Arc::from(""),
                 len: usize::from(p.byte() % 8),
                 elem: p.type_id(),
             },
             3 => WireDef::Map {
+                name: Arc::from(""),
                 key: p.type_id(),
                 elem: p.type_id(),
             },
@@ -179,7 +185,21 @@ pub fn type_stream(data: &[u8]) -> Vec<u8> {
                 continue;
             }
         };
-        let id = FIRST_USER_TYPE_ID + i64::from(p.byte() % 24);
+        let id_byte = p.byte();
+        let id = FIRST_USER_TYPE_ID + i64::from(id_byte % 24);
+        // The id byte's top bits name a slice, array or map type, so named and unnamed twins
+        // of a type meet (without changing what older programs spell).
+        let mut def = def;
+        if let WireDef::Slice { name, .. }
+        | WireDef::Array { name, .. }
+        | WireDef::Map { name, .. } = &mut def
+        {
+            *name = Arc::from(match id_byte >> 6 {
+                3 => "T",
+                2 => "U",
+                _ => "",
+            });
+        }
         // Cannot fail: array lengths are below 8.
         let _ = put_definition(&mut out, id, &def);
     }
