@@ -245,6 +245,26 @@ pub fn topology_delta(data: &[u8], meter: HeapMeter) {
     }
 }
 
+/// Decodes an IPAM gossip payload (a `gossipState`); whatever decodes must re-encode to a
+/// payload that decodes to the same state.
+pub fn ipam_gossip(data: &[u8], meter: HeapMeter) {
+    use crate::ipam::GossipState;
+    let decoded = metered(data, meter, "ipam_gossip", || GossipState::decode(data));
+    if let Ok(state) = decoded {
+        assert_eq!(GossipState::decode(&state.encode()), Ok(state));
+    }
+}
+
+/// Decodes an IPAM unicast payload (kind byte, then a `Range` or a `gossipState`); whatever
+/// decodes must re-encode to a payload that decodes to the same message.
+pub fn ipam_unicast(data: &[u8], meter: HeapMeter) {
+    use crate::ipam::UnicastMsg;
+    let decoded = metered(data, meter, "ipam_unicast", || UnicastMsg::decode(data));
+    if let Ok(msg) = decoded {
+        assert_eq!(UnicastMsg::decode(&msg.encode()), Ok(msg));
+    }
+}
+
 /// Decodes a handshake features map.
 pub fn features(data: &[u8], meter: HeapMeter) {
     let decoded = metered(data, meter, "features", || crate::features::decode(data));
@@ -342,6 +362,8 @@ mod tests {
         assert!(replay("sleeve", super::sleeve) > 0);
         assert!(replay("topology_delta", super::topology_delta) > 0);
         assert!(replay("gob_types", super::gob_types) > 0);
+        assert!(replay("ipam_gossip", super::ipam_gossip) > 0);
+        assert!(replay("ipam_unicast", super::ipam_unicast) > 0);
     }
 
     #[test]

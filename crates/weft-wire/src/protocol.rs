@@ -28,7 +28,7 @@ pub const TAG_GOSSIP_BROADCAST: u8 = 0x06;
 pub const TAG_OVERLAY_CONTROL: u8 = 0x07;
 
 /// Largest value a 48-bit peer name can hold.
-const MAX_PEER_NAME: u64 = 0xffff_ffff_ffff;
+const MAX_PEER_NAME: u64 = PeerName::MAX.0;
 
 /// One protocol message, as carried in a frame body.
 #[derive(Debug, Clone, PartialEq, Eq)]

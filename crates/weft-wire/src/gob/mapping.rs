@@ -4,7 +4,7 @@
 //! its encoding, and its decoding, which checks a value's type before the value is read and
 //! fills the Rust struct from the decoded [`Value`].
 //!
-//! ```ignore
+//! ```text
 //! gob_struct! {
 //!     Ring as "Ring" {
 //!         "Start" => start: Uint,
@@ -25,8 +25,9 @@
 //!
 //! Go's rules for struct fields hold: fields unknown to the table are skipped (the decoder
 //! still reads them, within its bounds), fields the wire lacks are zero (or `None` for
-//! [`Opt`]), and a known field of another kind is [`DecodeError::UnexpectedType`] before the
-//! value is read ([`check`] ignores type names, as Go does). Decoding keeps every bound of the
+//! [`Opt`]), and a known field of another kind, or a struct with no field in common, is
+//! [`DecodeError::UnexpectedType`] before the value is read ([`check`] ignores type names, as
+//! Go does). Decoding keeps every bound of the
 //! [`Decoder`]: the value is decoded into a [`Value`] first, then moved into the Rust struct
 //! (strings and byte slices change hands, they are not copied), so the peak heap is the
 //! decoder's plus the result's.
@@ -69,10 +70,11 @@ pub trait Kind<T>: GobKind {
     fn absent(context: &'static str) -> Result<T, DecodeError>;
 }
 
-/// `Ok` if a value of type `wire` (as the peer defined it) can be decoded as `ours`: the same
-/// kinds all the way down, struct fields matched by name (fields only one side has are
-/// skipped), type names ignored. Otherwise [`DecodeError::UnexpectedType`] with a bounded
-/// description of the peer's type.
+/// `Ok` if a value of type `wire` (as the peer defined it) can be decoded as `ours`, by Go's
+/// rules: the same kinds all the way down, struct fields matched by name (fields only one side
+/// has are skipped, but two structs with fields and none in common are an error), type names
+/// ignored. Otherwise [`DecodeError::UnexpectedType`] with a bounded description of the peer's
+/// type.
 pub fn check(wire: &Type, ours: &Type, context: &'static str) -> Result<(), DecodeError> {
     let same = match (wire.unnamed(), ours.unnamed()) {
         (Type::Bool, Type::Bool)
@@ -88,12 +90,22 @@ pub fn check(wire: &Type, ours: &Type, context: &'static str) -> Result<(), Deco
             return check(we, oe, context);
         }
         (Type::Struct(w), Type::Struct(o)) => {
+            let mut matched = false;
             for (name, oty) in &o.fields {
                 if let Some((_, wty)) = w.fields.iter().find(|(n, _)| n == name) {
                     check(wty, oty, context)?;
+                    matched = true;
                 }
             }
-            return Ok(());
+            // Go's "no fields matched compiling decoder": some other struct altogether.
+            if matched || w.fields.is_empty() || o.fields.is_empty() {
+                return Ok(());
+            }
+            return Err(DecodeError::UnexpectedType {
+                context,
+                expected: "struct with a field in common",
+                found: wire.describe(),
+            });
         }
         _ => false,
     };
@@ -164,7 +176,7 @@ pub fn mismatch(context: &'static str, expected: &'static str, v: &Value) -> Dec
 
 /// Declares the gob mapping of a Rust struct (see the [module docs](crate::gob::mapping)):
 ///
-/// ```ignore
+/// ```text
 /// gob_struct! {
 ///     RustStruct as "goTypeName" {
 ///         "GoField" => rust_field: Kind,
@@ -219,15 +231,17 @@ macro_rules! gob_struct {
                 v: $crate::gob::Value,
                 _context: &'static str,
             ) -> ::std::result::Result<$ty, $crate::DecodeError> {
+                // Errors inside name the innermost struct: Go's name, or ours if Go has none.
+                const CONTEXT: &str = if $go.is_empty() { stringify!($ty) } else { $go };
                 let $crate::gob::Value::Struct(wire) = v else {
-                    return Err($crate::gob::mapping::mismatch($go, "struct", &v));
+                    return Err($crate::gob::mapping::mismatch(CONTEXT, "struct", &v));
                 };
                 $( let mut $field = None; )*
                 for (name, f) in wire {
                     match &*name {
                         $( $gof => {
                             $field = Some(
-                                <$kind as $crate::gob::mapping::Kind<_>>::from_value(f, $go)?,
+                                <$kind as $crate::gob::mapping::Kind<_>>::from_value(f, CONTEXT)?,
                             );
                         } )*
                         // Go skips fields it does not know.
@@ -237,7 +251,7 @@ macro_rules! gob_struct {
                 Ok($ty {
                     $( $field: match $field {
                         Some(f) => f,
-                        None => <$kind as $crate::gob::mapping::Kind<_>>::absent($go)?,
+                        None => <$kind as $crate::gob::mapping::Kind<_>>::absent(CONTEXT)?,
                     }, )*
                 })
             }
