@@ -27,6 +27,7 @@ pub mod allocator;
 pub mod paxos;
 pub mod ring;
 pub mod space;
+pub mod wire;
 
 #[cfg(test)]
 mod sim;
