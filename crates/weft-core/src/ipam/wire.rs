@@ -13,6 +13,8 @@
 //!
 //! "No Paxos field" (an observer, or a peer with a ring) and an empty Paxos map (an elector
 //! before it proposes) stay distinct both ways: electors tell ring requests by that absence.
+//! A state carrying both a ring and Paxos claims, which Weave never sends, passes as it is: the
+//! allocator's merge takes the ring, as Weave's does.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
