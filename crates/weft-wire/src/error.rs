@@ -151,6 +151,24 @@ pub enum DecodeError {
     /// A short id above 4095 (short ids are 12 bits).
     #[error("ShortID {0} out of range (max 4095)")]
     ShortIdOutOfRange(u64),
+    /// A message kind (tag) byte this format does not define.
+    #[error("{context}: unknown message kind {kind}")]
+    UnknownKind {
+        /// What was being decoded.
+        context: &'static str,
+        /// The kind byte.
+        kind: u8,
+    },
+    /// An integer too large (or negative) for the Rust field it is decoded into.
+    #[error("{context}: {value} does not fit in {target}")]
+    IntOutOfRange {
+        /// What was being decoded (a Go type name).
+        context: &'static str,
+        /// The Rust type of the field.
+        target: &'static str,
+        /// The value on the wire.
+        value: i128,
+    },
     /// A fixed-size payload of the wrong length.
     #[error("{context}: payload of {got} bytes, expected {expected}")]
     PayloadLength {

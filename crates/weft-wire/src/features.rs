@@ -5,36 +5,29 @@
 //!
 //! The frame comes from a peer not yet authenticated, so the decoder accepts only what Go's
 //! encoder writes: at most [`MAX_TYPES`] definitions, and a value whose type is checked to be
-//! `map[string]string` before it is read. Frames before the handshake completes are capped at
+//! `map[string]string` before it is read (the gob mapping's [`MapOf`]). Frames before the
+//! handshake completes are capped at
 //! [`MAX_HANDSHAKE_FRAME_LEN`](crate::frame::MAX_HANDSHAKE_FRAME_LEN).
 
 use std::collections::BTreeMap;
 
-use crate::error::{bounded, DecodeError};
-use crate::gob::{Decoder, Encoder, Type, Value};
+use crate::error::DecodeError;
+use crate::gob::mapping::{self, MapOf, Str};
+use crate::gob::Encoder;
 
 const CONTEXT: &str = "features";
 
 /// Most type definitions a features frame may carry (Go's has exactly one, the map's).
 pub const MAX_TYPES: usize = 1;
 
-fn map_type() -> Type {
-    Type::map(Type::String, Type::String)
-}
+/// Go's `map[string]string`; a key sent twice is an error.
+type FeaturesMap = MapOf<Str, Str>;
 
 /// The gob bytes of `map` (in key order; Go's order is random and irrelevant).
 pub fn encode(map: &BTreeMap<String, String>) -> Vec<u8> {
-    let value = Value::Map(
-        map.iter()
-            .map(|(k, v)| (Value::String(k.clone()), Value::String(v.clone())))
-            .collect(),
-    );
     let mut out = Vec::new();
-    // Cannot fail: the value is built to match the type just above.
-    if Encoder::new()
-        .encode(&map_type(), &value, &mut out)
-        .is_err()
-    {
+    // Cannot fail: the mapping builds the value from its own type.
+    if mapping::encode::<FeaturesMap, _>(&mut Encoder::new(), map, &mut out).is_err() {
         out.clear();
     }
     out
@@ -43,43 +36,7 @@ pub fn encode(map: &BTreeMap<String, String>) -> Vec<u8> {
 /// The features map from a frame body: exactly one gob `map[string]string` value (after its
 /// type definition), nothing after it, no duplicate keys.
 pub fn decode(b: &[u8]) -> Result<BTreeMap<String, String>, DecodeError> {
-    let mut input = b;
-    let mut dec = Decoder::with_type_limit(MAX_TYPES);
-    let want = map_type();
-    let (_, value) = dec
-        .decode_next_checked(&mut input, |ty| {
-            crate::gob::expect_type(ty, &want, CONTEXT, "map[string]string")
-        })?
-        .ok_or(DecodeError::Missing {
-            context: CONTEXT,
-            what: "map value",
-        })?;
-    if !input.is_empty() {
-        return Err(DecodeError::TrailingBytes {
-            context: CONTEXT,
-            count: input.len(),
-        });
-    }
-    let Value::Map(entries) = value else {
-        // The type check above makes this unreachable.
-        return Ok(BTreeMap::new());
-    };
-    let mut map = BTreeMap::new();
-    // Moved, not copied: the strings change hands from the value to the map.
-    for (k, v) in entries {
-        let (Value::String(k), Value::String(v)) = (k, v) else {
-            // The type check above makes this unreachable.
-            continue;
-        };
-        if map.contains_key(&k) {
-            return Err(DecodeError::DuplicateKey {
-                context: CONTEXT,
-                key: bounded(&k),
-            });
-        }
-        map.insert(k, v);
-    }
-    Ok(map)
+    mapping::decode_one::<FeaturesMap, _>(b, MAX_TYPES, CONTEXT)
 }
 
 // Tests may unwrap: a panic is how they fail.

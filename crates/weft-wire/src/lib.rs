@@ -2,7 +2,8 @@
 //!
 //! Everything that crosses a socket is encoded and decoded here and nowhere else: Go `gob`
 //! values, the mesh protocol header and frames, the handshake features map, gossip message
-//! framing, the topology payload and weft's own topology deltas ([`topology_delta`]). Decoders
+//! framing, the topology payload, weft's own topology deltas ([`topology_delta`]) and IPAM's
+//! gossip payloads ([`ipam`]). Go structs are declared once with [`gob_struct!`]. Decoders
 //! are strict (trailing bytes, oversize lengths and malformed input are errors, never panics)
 //! because every byte here may come from a hostile peer. No I/O and no clocks live in this
 //! crate.
@@ -13,8 +14,8 @@
 //! this with a counting allocator. Errors carry at most a bounded prefix of any text a peer
 //! chose ([`bounded`]), never a whole peer-supplied value or type.
 //!
-//! Left out: encryption (NaCl framing of TCP and UDP), which wraps these formats, and the
-//! channel-specific gossip payloads of IPAM and DNS, which their owners build on [`gob`].
+//! Left out: encryption (NaCl framing of TCP and UDP), which wraps these formats, and DNS's
+//! gossip payload (for [`gob_struct!`] too).
 // Tests may unwrap: a panic is how they fail.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 #![warn(missing_docs)]
@@ -24,6 +25,7 @@ pub mod features;
 pub mod frame;
 pub mod gob;
 pub mod header;
+pub mod ipam;
 pub mod peer;
 pub mod protocol;
 pub mod sleeve;

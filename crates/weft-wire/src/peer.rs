@@ -25,6 +25,9 @@ impl PeerName {
     /// The sentinel for "no peer".
     pub const UNKNOWN: Self = Self(0);
 
+    /// The largest name (48 bits set).
+    pub const MAX: Self = Self(0xffff_ffff_ffff);
+
     /// Decodes the 6-byte big-endian binary form; `None` if the slice is not 6 bytes long.
     pub fn from_bytes(b: &[u8]) -> Option<Self> {
         if b.len() != PEER_NAME_LEN {

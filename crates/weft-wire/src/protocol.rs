@@ -3,11 +3,13 @@
 //! from one fresh encoder — channel `string`, source `PeerName` as `uint`, (destination for
 //! unicast), then the channel's own bytes as `[]byte` — which are all predefined gob types, so
 //! no type definitions appear (the decoder accepts none). Decoding is strict: every item's type
-//! is checked before the item is read, and nothing may follow the last one. Unknown tags decode to [`ProtocolMsg::Unknown`] so the caller can
-//! ignore them as Weave Net does.
+//! is checked before the item is read (each is a [`mapping`] kind), and nothing may follow the
+//! last one. Unknown tags decode to [`ProtocolMsg::Unknown`] so the caller can ignore them as
+//! Weave Net does.
 
 use crate::error::DecodeError;
-use crate::gob::{self, Decoder, Type, Value};
+use crate::gob::mapping::{self, Bytes, Kind, Str, Uint};
+use crate::gob::{self, Decoder};
 use crate::peer::PeerName;
 
 /// Tag of a TCP heartbeat (empty payload).
@@ -26,9 +28,6 @@ pub const TAG_GOSSIP_UNICAST: u8 = 0x05;
 pub const TAG_GOSSIP_BROADCAST: u8 = 0x06;
 /// Tag of overlay-switch control messages (`[forwarder index][sub-tag][msg…]`).
 pub const TAG_OVERLAY_CONTROL: u8 = 0x07;
-
-/// Largest value a 48-bit peer name can hold.
-const MAX_PEER_NAME: u64 = 0xffff_ffff_ffff;
 
 /// One protocol message, as carried in a frame body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -155,9 +154,9 @@ impl ProtocolMsg {
             }
             TAG_GOSSIP | TAG_GOSSIP_BROADCAST => {
                 let mut items = Items::new(payload, "gossip message");
-                let channel = items.string("channel")?;
-                let src = items.peer_name("source peer")?;
-                let payload = items.bytes("payload")?;
+                let channel = items.next::<Str, String>("channel")?;
+                let src = items.next::<Uint, PeerName>("source peer")?;
+                let payload = items.next::<Bytes, Vec<u8>>("payload")?;
                 items.finish()?;
                 if tag == TAG_GOSSIP {
                     Self::Gossip {
@@ -175,10 +174,10 @@ impl ProtocolMsg {
             }
             TAG_GOSSIP_UNICAST => {
                 let mut items = Items::new(payload, "gossip unicast message");
-                let channel = items.string("channel")?;
-                let src = items.peer_name("source peer")?;
-                let dst = items.peer_name("destination peer")?;
-                let payload = items.bytes("payload")?;
+                let channel = items.next::<Str, String>("channel")?;
+                let src = items.next::<Uint, PeerName>("source peer")?;
+                let dst = items.next::<Uint, PeerName>("destination peer")?;
+                let payload = items.next::<Bytes, Vec<u8>>("payload")?;
                 items.finish()?;
                 Self::GossipUnicast {
                     channel,
@@ -226,46 +225,11 @@ impl<'a> Items<'a> {
         }
     }
 
-    fn next(&mut self, what: &'static str, want: Type) -> Result<Value, DecodeError> {
+    /// The next item, of kind `K` (checked before it is read).
+    fn next<K: Kind<T>, T>(&mut self, what: &'static str) -> Result<T, DecodeError> {
         let context = self.context;
-        let (_, v) = self
-            .dec
-            .decode_next_checked(&mut self.input, |ty| {
-                gob::expect_type(ty, &want, context, want.kind())
-            })?
-            .ok_or(DecodeError::Missing { context, what })?;
-        Ok(v)
-    }
-
-    fn string(&mut self, what: &'static str) -> Result<String, DecodeError> {
-        match self.next(what, Type::String)? {
-            Value::String(s) => Ok(s),
-            _ => Err(DecodeError::Missing {
-                context: self.context,
-                what,
-            }),
-        }
-    }
-
-    fn peer_name(&mut self, what: &'static str) -> Result<PeerName, DecodeError> {
-        match self.next(what, Type::Uint)? {
-            Value::Uint(u) if u <= MAX_PEER_NAME => Ok(PeerName(u)),
-            Value::Uint(u) => Err(DecodeError::PeerNameTooWide(u)),
-            _ => Err(DecodeError::Missing {
-                context: self.context,
-                what,
-            }),
-        }
-    }
-
-    fn bytes(&mut self, what: &'static str) -> Result<Vec<u8>, DecodeError> {
-        match self.next(what, Type::Bytes)? {
-            Value::Bytes(b) => Ok(b),
-            _ => Err(DecodeError::Missing {
-                context: self.context,
-                what,
-            }),
-        }
+        mapping::decode_next::<K, T>(&mut self.dec, &mut self.input, context)?
+            .ok_or(DecodeError::Missing { context, what })
     }
 
     fn finish(self) -> Result<(), DecodeError> {
@@ -375,7 +339,7 @@ mod tests {
     }
 
     fn arb_msg() -> impl Strategy<Value = ProtocolMsg> {
-        let name = (0u64..=MAX_PEER_NAME).prop_map(PeerName);
+        let name = (0u64..=PeerName::MAX.0).prop_map(PeerName);
         let payload = prop::collection::vec(any::<u8>(), 0..200);
         prop_oneof![
             Just(ProtocolMsg::Heartbeat),

@@ -3,15 +3,18 @@
 //! The first peer brings the `peerSummary` definition, the first connection list those of the
 //! slice and of `connectionSummary`; an empty connection list is still sent.
 //!
-//! Decoding matches fields by name (Go's struct names and unknown extra fields are ignored),
-//! treats fields that are absent as zero, and rejects a field of the wrong type, a `NameByte`
-//! that is not 6 bytes, a `ShortID` above 4095, and a peer without its connection list. Each
-//! value's type is checked before the value is read, and a payload may define at most
-//! [`MAX_TYPES`] types. Merge rules are weft-core's business, not this module's.
+//! Both structs are declared with [`gob_struct!`](crate::gob_struct), so decoding follows the
+//! mapping's rules: fields matched by name (Go's struct names and unknown extra fields are
+//! ignored), absent fields zero, each value's type checked before the value is read. On top of
+//! those, a `NameByte` that is not 6 bytes, a `ShortID` above 4095 and a peer without its
+//! connection list are errors, and a payload may define at most [`MAX_TYPES`] types. Merge
+//! rules are weft-core's business, not this module's.
 
 use crate::error::DecodeError;
-use crate::gob::{Decoder, Encoder, StructType, Type, Value};
-use crate::peer::{ConnectionSummary, PeerName, PeerSummary, PEER_NAME_LEN};
+use crate::gob::mapping::{self, Bool, GobKind, Kind, SliceOf, Str, Uint};
+use crate::gob::{Decoder, Encoder, Type, Value};
+use crate::gob_struct;
+use crate::peer::{ConnectionSummary, PeerName, PeerSummary};
 
 /// Largest short id (12 bits).
 pub const MAX_SHORT_ID: u16 = 0x0fff;
@@ -26,79 +29,104 @@ const GO_FIRST_TOPOLOGY_TYPE_ID: i64 = 66;
 /// types, which are ignored.
 pub const MAX_TYPES: usize = 8;
 
-const PEER: &str = "peerSummary";
-const CONN: &str = "connectionSummary";
 const PEER_CONTEXT: &str = "topology peerSummary";
 const CONN_CONTEXT: &str = "topology []connectionSummary";
 
-fn struct_type(name: &str, fields: &[(&str, Type)]) -> Type {
-    Type::structure(name, fields.iter().map(|(n, t)| (*n, t.clone())))
+gob_struct! {
+    PeerSummary as "peerSummary" {
+        "NameByte" => name: NameBytes,
+        "NickName" => nick_name: Str,
+        "UID" => uid: Uint,
+        "Version" => version: Uint,
+        "ShortID" => short_id: ShortId,
+        "HasShortID" => has_short_id: Bool,
+    }
 }
 
-fn peer_fields() -> [(&'static str, Type); 6] {
-    [
-        ("NameByte", Type::Bytes),
-        ("NickName", Type::String),
-        ("UID", Type::Uint),
-        ("Version", Type::Uint),
-        ("ShortID", Type::Uint),
-        ("HasShortID", Type::Bool),
-    ]
+gob_struct! {
+    ConnectionSummary as "connectionSummary" {
+        "NameByte" => name: NameBytes,
+        "RemoteTCPAddr" => remote_tcp_addr: Str,
+        "Outbound" => outbound: Bool,
+        "Established" => established: Bool,
+    }
 }
 
-fn conn_fields() -> [(&'static str, Type); 4] {
-    [
-        ("NameByte", Type::Bytes),
-        ("RemoteTCPAddr", Type::String),
-        ("Outbound", Type::Bool),
-        ("Established", Type::Bool),
-    ]
+/// A peer name as topology sends it: 6 bytes (`NameByte`); any other length, a missing field
+/// included, is [`DecodeError::BadNameByte`].
+#[derive(Debug)]
+pub enum NameBytes {}
+
+impl GobKind for NameBytes {
+    fn gob_type() -> Type {
+        Type::Bytes
+    }
+}
+
+impl Kind<PeerName> for NameBytes {
+    fn to_value(v: &PeerName) -> Value {
+        Value::Bytes(v.to_bytes().to_vec())
+    }
+
+    fn from_value(v: Value, _: &'static str) -> Result<PeerName, DecodeError> {
+        let b = v.as_bytes().unwrap_or_default();
+        PeerName::from_bytes(b).ok_or(DecodeError::BadNameByte(b.len()))
+    }
+
+    fn absent(_: &'static str) -> Result<PeerName, DecodeError> {
+        Err(DecodeError::BadNameByte(0))
+    }
+}
+
+/// A 12-bit short id sent as a `uint`; above [`MAX_SHORT_ID`] is
+/// [`DecodeError::ShortIdOutOfRange`].
+#[derive(Debug)]
+pub enum ShortId {}
+
+impl GobKind for ShortId {
+    fn gob_type() -> Type {
+        Type::Uint
+    }
+}
+
+impl Kind<u16> for ShortId {
+    fn to_value(v: &u16) -> Value {
+        Value::Uint(u64::from(*v))
+    }
+
+    fn from_value(v: Value, context: &'static str) -> Result<u16, DecodeError> {
+        let short = <Uint as Kind<u64>>::from_value(v, context)?;
+        u16::try_from(short)
+            .ok()
+            .filter(|s| *s <= MAX_SHORT_ID)
+            .ok_or(DecodeError::ShortIdOutOfRange(short))
+    }
+
+    fn absent(_: &'static str) -> Result<u16, DecodeError> {
+        Ok(0)
+    }
 }
 
 /// Go's `peerSummary` type.
 pub fn peer_summary_type() -> Type {
-    struct_type(PEER, &peer_fields())
+    PeerSummary::gob_type()
 }
 
 /// Go's `[]connectionSummary` type.
 pub fn connection_list_type() -> Type {
-    Type::slice(struct_type(CONN, &conn_fields()))
+    ConnectionList::gob_type()
 }
 
-fn f(name: &str, v: Value) -> (std::sync::Arc<str>, Value) {
-    (name.into(), v)
-}
-
-fn peer_value(p: &PeerSummary) -> Value {
-    Value::Struct(vec![
-        f("NameByte", Value::Bytes(p.name.to_bytes().to_vec())),
-        f("NickName", Value::String(p.nick_name.clone())),
-        f("UID", Value::Uint(p.uid)),
-        f("Version", Value::Uint(p.version)),
-        f("ShortID", Value::Uint(u64::from(p.short_id))),
-        f("HasShortID", Value::Bool(p.has_short_id)),
-    ])
-}
-
-fn conn_value(c: &ConnectionSummary) -> Value {
-    Value::Struct(vec![
-        f("NameByte", Value::Bytes(c.name.to_bytes().to_vec())),
-        f("RemoteTCPAddr", Value::String(c.remote_tcp_addr.clone())),
-        f("Outbound", Value::Bool(c.outbound)),
-        f("Established", Value::Bool(c.established)),
-    ])
-}
+type ConnectionList = SliceOf<ConnectionSummary>;
 
 /// The payload announcing `peers`, each with its connection list.
 pub fn encode(peers: &[(PeerSummary, Vec<ConnectionSummary>)]) -> Vec<u8> {
     let mut enc = Encoder::with_first_type_id(GO_FIRST_TOPOLOGY_TYPE_ID);
-    let (pt, ct) = (peer_summary_type(), connection_list_type());
     let mut out = Vec::new();
     for (peer, conns) in peers {
-        let list = Value::Slice(conns.iter().map(conn_value).collect());
-        // Cannot fail: the values are built field by field from the types above.
-        let ok = enc.encode(&pt, &peer_value(peer), &mut out).is_ok()
-            && enc.encode(&ct, &list, &mut out).is_ok();
+        // Cannot fail: the values are built by the mapping from its own types.
+        let ok = mapping::encode::<PeerSummary, _>(&mut enc, peer, &mut out).is_ok()
+            && mapping::encode::<ConnectionList, _>(&mut enc, conns, &mut out).is_ok();
         debug_assert!(ok, "topology values match their types");
     }
     out
@@ -109,120 +137,17 @@ pub fn decode(b: &[u8]) -> Result<Vec<(PeerSummary, Vec<ConnectionSummary>)>, De
     let mut input = b;
     let mut dec = Decoder::with_type_limit(MAX_TYPES);
     let mut out = Vec::new();
-    while let Some((_, pv)) = dec.decode_next_checked(&mut input, check_peer_type)? {
-        let peer = read_peer(&pv)?;
-        let (_, cv) = dec
-            .decode_next_checked(&mut input, check_conns_type)?
+    while let Some(peer) =
+        mapping::decode_next::<PeerSummary, _>(&mut dec, &mut input, PEER_CONTEXT)?
+    {
+        let conns = mapping::decode_next::<ConnectionList, _>(&mut dec, &mut input, CONN_CONTEXT)?
             .ok_or(DecodeError::Missing {
                 context: "topology",
                 what: "connection list after peer summary",
             })?;
-        let conns = read_conns(&cv)?;
         out.push((peer, conns));
     }
     Ok(out)
-}
-
-fn check_peer_type(ty: &Type) -> Result<(), DecodeError> {
-    check_struct(ty, &peer_fields(), PEER_CONTEXT).map(|_| ())
-}
-
-fn check_conns_type(ty: &Type) -> Result<(), DecodeError> {
-    let Type::Slice(elem) = ty else {
-        return Err(DecodeError::UnexpectedType {
-            context: CONN_CONTEXT,
-            expected: "slice",
-            found: ty.describe(),
-        });
-    };
-    check_struct(elem, &conn_fields(), CONN_CONTEXT).map(|_| ())
-}
-
-/// Checks that the wire struct declares each known field (if at all) with the expected type.
-fn check_struct<'t>(
-    ty: &'t Type,
-    known: &[(&'static str, Type)],
-    context: &'static str,
-) -> Result<&'t StructType, DecodeError> {
-    let Type::Struct(st) = ty else {
-        return Err(DecodeError::UnexpectedType {
-            context,
-            expected: "struct",
-            found: ty.describe(),
-        });
-    };
-    for (name, want) in known {
-        if let Some((_, got)) = st.fields.iter().find(|(n, _)| &**n == *name) {
-            if got != want {
-                return Err(DecodeError::UnexpectedType {
-                    context,
-                    expected: want.kind(),
-                    // `name` is ours, so only the peer's type needs bounding.
-                    found: format!("{} for field {name}", got.describe()),
-                });
-            }
-        }
-    }
-    Ok(st)
-}
-
-fn uint(v: &Value, name: &str) -> u64 {
-    v.field(name).and_then(Value::as_u64).unwrap_or(0)
-}
-
-fn flag(v: &Value, name: &str) -> bool {
-    v.field(name).and_then(Value::as_bool).unwrap_or(false)
-}
-
-fn text(v: &Value, name: &str) -> String {
-    v.field(name)
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string()
-}
-
-fn name_byte(v: &Value) -> Result<PeerName, DecodeError> {
-    let b = v
-        .field("NameByte")
-        .and_then(Value::as_bytes)
-        .unwrap_or_default();
-    if b.len() != PEER_NAME_LEN {
-        return Err(DecodeError::BadNameByte(b.len()));
-    }
-    PeerName::from_bytes(b).ok_or(DecodeError::BadNameByte(b.len()))
-}
-
-/// The peer summary in a value whose type [`check_peer_type`] accepted.
-fn read_peer(v: &Value) -> Result<PeerSummary, DecodeError> {
-    let short = uint(v, "ShortID");
-    let short_id = u16::try_from(short)
-        .ok()
-        .filter(|s| *s <= MAX_SHORT_ID)
-        .ok_or(DecodeError::ShortIdOutOfRange(short))?;
-    Ok(PeerSummary {
-        name: name_byte(v)?,
-        nick_name: text(v, "NickName"),
-        uid: uint(v, "UID"),
-        version: uint(v, "Version"),
-        short_id,
-        has_short_id: flag(v, "HasShortID"),
-    })
-}
-
-/// The connections in a value whose type [`check_conns_type`] accepted.
-fn read_conns(v: &Value) -> Result<Vec<ConnectionSummary>, DecodeError> {
-    v.as_slice()
-        .unwrap_or_default()
-        .iter()
-        .map(|c| {
-            Ok(ConnectionSummary {
-                name: name_byte(c)?,
-                remote_tcp_addr: text(c, "RemoteTCPAddr"),
-                outbound: flag(c, "Outbound"),
-                established: flag(c, "Established"),
-            })
-        })
-        .collect()
 }
 
 // Tests may unwrap: a panic is how they fail.
@@ -294,7 +219,7 @@ mod tests {
         // ShortID 4096, NameByte of 5 bytes, UID sent as a string.
         let mut enc = Encoder::new();
         let mut out = Vec::new();
-        let mut v = peer_value(&good);
+        let mut v = PeerSummary::to_value(&good);
         if let Value::Struct(fs) = &mut v {
             fs[4].1 = Value::Uint(4096);
         }
@@ -304,7 +229,7 @@ mod tests {
         assert_eq!(decode(&out), Err(DecodeError::ShortIdOutOfRange(4096)));
 
         let mut out = Vec::new();
-        let mut v = peer_value(&good);
+        let mut v = PeerSummary::to_value(&good);
         if let Value::Struct(fs) = &mut v {
             fs[0].1 = Value::Bytes(vec![1, 2, 3, 4, 5]);
         }
@@ -314,10 +239,13 @@ mod tests {
             .unwrap();
         assert_eq!(decode(&out), Err(DecodeError::BadNameByte(5)));
 
-        let odd = struct_type(PEER, &[("NameByte", Type::Bytes), ("UID", Type::String)]);
-        let v = Value::Struct(vec![
-            f("NameByte", Value::Bytes(vec![0; 6])),
-            f("UID", Value::String("1".into())),
+        let odd = Type::structure(
+            "peerSummary",
+            [("NameByte", Type::Bytes), ("UID", Type::String)],
+        );
+        let v = Value::structure([
+            ("NameByte", Value::Bytes(vec![0; 6])),
+            ("UID", Value::String("1".into())),
         ]);
         let mut out = Vec::new();
         Encoder::new().encode(&odd, &v, &mut out).unwrap();
@@ -329,13 +257,17 @@ mod tests {
 
     #[test]
     fn unknown_fields_are_ignored() {
-        let mut fields = peer_fields().to_vec();
+        let Type::Struct(peer) = peer_summary_type() else {
+            panic!("peerSummary is a struct");
+        };
+        let mut fields: Vec<(&str, Type)> =
+            peer.fields.iter().map(|(n, t)| (&**n, t.clone())).collect();
         fields.insert(2, ("Extra", Type::slice(Type::Int)));
-        let ty = struct_type("somethingElse", &fields);
-        let v = Value::Struct(vec![
-            f("NameByte", Value::Bytes(vec![0xaa, 0, 0, 0, 0, 1])),
-            f("Extra", Value::Slice(vec![Value::Int(-3)])),
-            f("UID", Value::Uint(7)),
+        let ty = Type::structure("somethingElse", fields);
+        let v = Value::structure([
+            ("NameByte", Value::Bytes(vec![0xaa, 0, 0, 0, 0, 1])),
+            ("Extra", Value::Slice(vec![Value::Int(-3)])),
+            ("UID", Value::Uint(7)),
         ]);
         let mut enc = Encoder::new();
         let mut out = Vec::new();

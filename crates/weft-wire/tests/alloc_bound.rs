@@ -18,7 +18,7 @@ use weft_wire::gob::{Decoder, Encoder, Type, Value};
 use weft_wire::protocol::ProtocolMsg;
 use weft_wire::topology_delta::Message;
 use weft_wire::{
-    features, frame, sleeve, topology, PeerName, DECODE_HEAP_BASE, DECODE_HEAP_PER_BYTE,
+    features, frame, ipam, sleeve, topology, PeerName, DECODE_HEAP_BASE, DECODE_HEAP_PER_BYTE,
 };
 
 /// Longest error text accepted (peer text in errors is cut to 64 bytes, which escaping may
@@ -669,10 +669,102 @@ fn sleeve_hostile_datagrams() {
 
 // ---- every seed of the fuzz corpora, and every prefix of it ----
 
+// ---- IPAM ----
+
+/// A `gossipState` payload whose ring, Paxos map or nicknames are whatever `fields` says.
+fn ipam_state(fields: Vec<(&str, Value)>) -> Vec<u8> {
+    use weft_wire::gob::mapping::GobKind;
+    let mut out = Vec::new();
+    Encoder::new()
+        .encode(
+            &ipam::GossipState::gob_type(),
+            &Value::structure(fields),
+            &mut out,
+        )
+        .unwrap();
+    out
+}
+
+#[test]
+fn ipam_hostile_payloads() {
+    let empty = || Value::Struct(vec![]);
+    // A ring of 100,000 all-zero entries: one byte each on the wire.
+    let ring = Value::structure([("Entries", Value::Slice(vec![empty(); 100_000]))]);
+    let s = ipam_state(vec![("Ring", ring)]);
+    let state = bounded(
+        "ipam 100k empty ring entries",
+        &s,
+        ipam::GossipState::decode,
+    )
+    .unwrap();
+    assert_eq!(state.ring.map(|r| r.entries.len()), Some(100_000));
+    // 100,000 seeds and 50,000 nicknames.
+    let seeds = Value::Slice((1..=100_000).map(|i| Value::Uint(i % 100)).collect());
+    let s = ipam_state(vec![("Ring", Value::structure([("Seeds", seeds)]))]);
+    bounded("ipam 100k seeds", &s, ipam::GossipState::decode).unwrap();
+    let nicks = Value::Map(
+        (0..50_000)
+            .map(|i| (Value::Uint(i), Value::String(String::new())))
+            .collect(),
+    );
+    let s = ipam_state(vec![("Nicknames", nicks)]);
+    bounded("ipam 50k nicknames", &s, ipam::GossipState::decode).unwrap();
+    // A Paxos map of 30,000 nodes with empty claims, and one with a duplicate node.
+    let node = |i: u64| Value::structure([("Name", Value::Uint(i))]);
+    let paxos = Value::Map((0..30_000).map(|i| (node(i), empty())).collect());
+    let s = ipam_state(vec![("Paxos", paxos)]);
+    let state = bounded("ipam 30k paxos nodes", &s, ipam::GossipState::decode).unwrap();
+    assert_eq!(state.paxos.map(|p| p.len()), Some(30_000));
+    let twice = Value::Map(vec![(node(1), empty()), (node(1), empty())]);
+    let s = ipam_state(vec![("Paxos", twice)]);
+    let err = bounded("ipam duplicate paxos node", &s, ipam::GossipState::decode).unwrap_err();
+    assert!(err.contains("duplicate key"), "{err}");
+    // A huge declared seed count: refused before anything is allocated for it.
+    let s = ipam_state(vec![(
+        "Ring",
+        Value::structure([("Seeds", Value::Slice(vec![Value::Uint(1)]))]),
+    )]);
+    // The payload ends: Seeds count 1, seed 1, end of Ring, end of state; 1 becomes 127.
+    let mut huge = s.clone();
+    let at = huge.len() - 4;
+    huge[at] = 0x7f;
+    let err = bounded("ipam huge seed count", &huge, ipam::GossipState::decode).unwrap_err();
+    assert!(err.contains("exceeds"), "{err}");
+    // Addresses wider than 32 bits and names wider than 48: typed errors.
+    let ring = Value::structure([("Start", Value::Uint(1 << 40))]);
+    let err = bounded(
+        "ipam wide address",
+        &ipam_state(vec![("Ring", ring)]),
+        ipam::GossipState::decode,
+    )
+    .unwrap_err();
+    assert!(err.contains("does not fit in u32"), "{err}");
+    // A unicast whose range is a gossipState: the kind byte decides, the type check refuses.
+    let mut u = vec![ipam::MSG_SPACE_REQUEST];
+    u.extend(ipam_state(vec![("Now", Value::Int(1))]));
+    let err = bounded(
+        "ipam unicast of the wrong type",
+        &u,
+        ipam::UnicastMsg::decode,
+    )
+    .unwrap_err();
+    assert!(err.contains("field in common"), "{err}");
+}
+
 #[test]
 fn fuzz_corpora_stay_within_the_bound() {
     type Entry = fn(&[u8]) -> Result<(), String>;
-    let targets: [(&str, Entry); 6] = [
+    let targets: [(&str, Entry); 8] = [
+        ("ipam_gossip", |d| {
+            ipam::GossipState::decode(d)
+                .map(drop)
+                .map_err(|e| e.to_string())
+        }),
+        ("ipam_unicast", |d| {
+            ipam::UnicastMsg::decode(d)
+                .map(drop)
+                .map_err(|e| e.to_string())
+        }),
         ("gob", |d| {
             gob_stream(d).map(drop).map_err(|e| e.to_string())
         }),

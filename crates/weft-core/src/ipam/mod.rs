@@ -24,9 +24,11 @@
 //! ring keeps its end as a `u32` as Weave's wire format does.
 
 pub mod allocator;
+pub mod channel;
 pub mod paxos;
 pub mod ring;
 pub mod space;
+pub mod wire;
 
 #[cfg(test)]
 mod sim;

@@ -190,11 +190,19 @@ impl Decoder {
         let next = depth + 1;
         acc.ty = match def {
             WireDef::Opaque => Type::Bytes,
-            WireDef::Slice { elem } => Type::slice(self.component(elem, next, &mut acc)?),
-            WireDef::Array { len, elem } => Type::array(len, self.component(elem, next, &mut acc)?),
-            WireDef::Map { key, elem } => Type::map(
-                self.component(key, next, &mut acc)?,
-                self.component(elem, next, &mut acc)?,
+            WireDef::Slice { name, elem } => {
+                Type::named(name, Type::slice(self.component(elem, next, &mut acc)?))
+            }
+            WireDef::Array { name, len, elem } => Type::named(
+                name,
+                Type::array(len, self.component(elem, next, &mut acc)?),
+            ),
+            WireDef::Map { name, key, elem } => Type::named(
+                name,
+                Type::map(
+                    self.component(key, next, &mut acc)?,
+                    self.component(elem, next, &mut acc)?,
+                ),
             ),
             WireDef::Struct { name, fields } => {
                 let mut out = Vec::with_capacity(fields.len());
@@ -382,6 +390,7 @@ impl<'a> Body<'a> {
                 })?)
             }
             Type::Struct(s) => self.read_struct(s)?,
+            Type::Named(_, inner) => self.read_value(inner)?,
         })
     }
 }

@@ -98,6 +98,13 @@ impl Encoder {
                 self.register(elem);
                 self.alloc(ty)
             }
+            // A named type is its own type, not its unnamed twin: only the components get ids.
+            Type::Named(_, inner) => {
+                for c in components(inner) {
+                    self.register(c);
+                }
+                self.alloc(ty)
+            }
             // Basic types returned above.
             Type::Bool | Type::Int | Type::Uint | Type::Float | Type::Bytes | Type::String => 0,
         }
@@ -137,6 +144,7 @@ fn check_type(ty: &Type, depth: usize) -> Result<(), EncodeError> {
             }
             Ok(())
         }
+        Type::Named(_, inner) => check_type(inner, depth),
         Type::Bool | Type::Int | Type::Uint | Type::Float | Type::Bytes | Type::String => Ok(()),
     }
 }
@@ -160,20 +168,23 @@ fn send_defs(
     }
     let lookup = |t: &Type| t.basic_id().or_else(|| ids.get(t).copied()).unwrap_or(0);
     put_definition(out, id, &wiretype::def_of(ty, &lookup)?)?;
-    match ty {
-        Type::Struct(s) => {
-            for (_, f) in &s.fields {
-                send_defs(ids, sent, f, out)?;
-            }
-        }
-        Type::Slice(elem) | Type::Array(_, elem) => send_defs(ids, sent, elem, out)?,
-        Type::Map(key, elem) => {
-            send_defs(ids, sent, key, out)?;
-            send_defs(ids, sent, elem, out)?;
-        }
-        Type::Bool | Type::Int | Type::Uint | Type::Float | Type::Bytes | Type::String => {}
+    for c in components(ty.unnamed()) {
+        send_defs(ids, sent, c, out)?;
     }
     Ok(())
+}
+
+/// The component types of `ty` in Go's order (fields, element, or key then element).
+fn components(ty: &Type) -> Vec<&Type> {
+    match ty {
+        Type::Struct(s) => s.fields.iter().map(|(_, f)| f).collect(),
+        Type::Slice(elem) | Type::Array(_, elem) => vec![&**elem],
+        Type::Map(key, elem) => vec![&**key, &**elem],
+        Type::Named(_, inner) => components(inner),
+        Type::Bool | Type::Int | Type::Uint | Type::Float | Type::Bytes | Type::String => {
+            Vec::new()
+        }
+    }
 }
 
 /// Appends the message defining type `id` as `def` (whatever its component ids say).
@@ -263,6 +274,7 @@ fn put_value(ty: &Type, v: &Value, out: &mut Vec<u8>) -> Result<(), EncodeError>
             }
         }
         (Type::Struct(s), _) => put_struct(s, v, out)?,
+        (Type::Named(_, inner), _) => put_value(inner, v, out)?,
         _ => return Err(mismatch(ty, v)),
     }
     Ok(())

@@ -34,13 +34,17 @@
 //! value is canonical and a missing field means "zero" (or "nil" for maps and pointers). Fields
 //! unknown to the caller are kept in the value; callers look fields up by name and so ignore them.
 //!
-//! Left out on purpose: complex numbers, interface values and recursive types (all rejected),
-//! and the names of slice, array and map types (Go sends them for named types but never checks
-//! them; ours go out unnamed). `GobEncoder`/`BinaryMarshaler`/`TextMarshaler` types decode as
+//! Names: Go sends the name of a struct type and of a slice, array or map type that a struct
+//! field uses (its Go name, or its spelling such as `map[mesh.PeerName]string`), and never
+//! checks them. They are kept ([`Type::Named`]) so a decoded stream re-encodes to Go's bytes,
+//! and ignored by the type checks of [`mapping`].
+//!
+//! Left out on purpose: complex numbers, interface values and recursive types (all rejected). `GobEncoder`/`BinaryMarshaler`/`TextMarshaler` types decode as
 //! [`Type::Bytes`].
 
 mod decode;
 mod encode;
+pub mod mapping;
 mod wire;
 mod wiretype;
 
@@ -112,6 +116,12 @@ pub enum Type {
     Map(Arc<Self>, Arc<Self>),
     /// A struct; its value is [`Value::Struct`].
     Struct(Arc<StructType>),
+    /// A slice, array or map type with a Go name (`GossipState`, `[]mesh.PeerName`): Go sends
+    /// the names of such types and never checks them, but two of them differing only in name
+    /// are two types with two ids, so a writer that wants Go's bytes names them. Built by
+    /// [`Type::named`], which never wraps anything else or an empty name; its value is the
+    /// inner type's.
+    Named(Arc<str>, Arc<Self>),
 }
 
 /// A struct type: Go's type name and its exported fields in declaration order.
@@ -182,6 +192,36 @@ impl Type {
         Self::Struct(Arc::new(StructType::new(name, fields)))
     }
 
+    /// `ty` under the Go name `name` if `ty` is a slice, array or map and `name` is not empty;
+    /// otherwise `ty` as it is (a struct's name lives in its [`StructType`], basic types have
+    /// none, and an unnamed type is the same type as itself without a name).
+    pub fn named(name: impl Into<Arc<str>>, ty: Self) -> Self {
+        let name = name.into();
+        match ty {
+            Self::Slice(_) | Self::Array(..) | Self::Map(..) if !name.is_empty() => {
+                Self::Named(name, Arc::new(ty))
+            }
+            _ => ty,
+        }
+    }
+
+    /// The type without its name, if it is [`Type::Named`].
+    pub fn unnamed(&self) -> &Self {
+        match self {
+            Self::Named(_, inner) => inner,
+            _ => self,
+        }
+    }
+
+    /// The Go name of a slice, array, map or struct type (`""` when it has none).
+    pub fn go_name(&self) -> &str {
+        match self {
+            Self::Named(name, _) => name,
+            Self::Struct(s) => &s.name,
+            _ => "",
+        }
+    }
+
     /// A short Go-like rendering for messages, e.g. `map[string]string` or
     /// `[]struct connectionSummary`: struct fields are not listed, and the text is cut to a
     /// few dozen bytes however large (or hostile) the type is.
@@ -216,6 +256,7 @@ impl Type {
                 out.push_str("struct ");
                 out.push_str(&bounded(&s.name));
             }
+            Self::Named(_, inner) => inner.describe_into(out),
             _ => out.push_str(self.kind()),
         }
     }
@@ -229,7 +270,11 @@ impl Type {
             Self::Float => Some(ID_FLOAT),
             Self::Bytes => Some(ID_BYTES),
             Self::String => Some(ID_STRING),
-            Self::Slice(_) | Self::Array(..) | Self::Map(..) | Self::Struct(_) => None,
+            Self::Slice(_)
+            | Self::Array(..)
+            | Self::Map(..)
+            | Self::Struct(_)
+            | Self::Named(..) => None,
         }
     }
 
@@ -246,6 +291,7 @@ impl Type {
             Self::Array(..) => "array",
             Self::Map(..) => "map",
             Self::Struct(_) => "struct",
+            Self::Named(_, inner) => inner.kind(),
         }
     }
 }
@@ -376,6 +422,7 @@ pub(crate) fn is_omitted_field(ty: &Type, v: &Value) -> bool {
         (Type::String, Value::String(s)) => s.is_empty(),
         (Type::Slice(_), Value::Slice(s)) => s.is_empty(),
         (Type::Array(n, _), Value::Slice(s)) => *n == 0 && s.is_empty(),
+        (Type::Named(_, inner), _) => is_omitted_field(inner, v),
         _ => false,
     }
 }

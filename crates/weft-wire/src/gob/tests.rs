@@ -490,6 +490,7 @@ fn arb_type() -> impl Strategy<Value = Type> {
     leaf.prop_recursive(4, 40, 4, |inner| {
         prop_oneof![
             inner.clone().prop_map(Type::slice),
+            ("[A-Z]{0,2}", inner.clone()).prop_map(|(n, t)| Type::named(n, Type::slice(t))),
             (0usize..3, inner.clone()).prop_map(|(n, t)| Type::array(n, t)),
             (inner.clone(), inner.clone()).prop_map(|(k, e)| Type::map(k, e)),
             ("[a-zA-Z]{0,6}", prop::collection::vec(inner, 0..5)).prop_map(|(name, ts)| {
@@ -539,6 +540,7 @@ fn arb_value(ty: &Type) -> BoxedStrategy<Value> {
                 .prop_map(|fs| Value::Struct(fs.into_iter().flatten().collect()))
                 .boxed()
         }
+        Type::Named(_, inner) => arb_value(inner),
     }
 }
 
@@ -553,6 +555,7 @@ fn canonical(ty: &Type, v: &Value) -> Value {
                 .map(|(k, e)| (canonical(kt, k), canonical(et, e)))
                 .collect(),
         ),
+        (Type::Named(_, inner), _) => canonical(inner, v),
         (Type::Struct(s), Value::Struct(_)) => Value::Struct(
             s.fields
                 .iter()

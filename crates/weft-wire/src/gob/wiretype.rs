@@ -14,17 +14,21 @@ use crate::error::{DecodeError, EncodeError};
 /// A received type definition, components still given as type ids.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum WireDef {
-    /// `[len]elem`.
-    Array { len: usize, elem: i64 },
-    /// `[]elem`.
-    Slice { elem: i64 },
+    /// `[len]elem` (named `name` when not empty).
+    Array {
+        name: Arc<str>,
+        len: usize,
+        elem: i64,
+    },
+    /// `[]elem` (named `name` when not empty).
+    Slice { name: Arc<str>, elem: i64 },
     /// A struct with named fields; the names become the resolved type's (shared) names.
     Struct {
         name: Arc<str>,
         fields: Vec<(Arc<str>, i64)>,
     },
-    /// `map[key]elem`.
-    Map { key: i64, elem: i64 },
+    /// `map[key]elem` (named `name` when not empty).
+    Map { name: Arc<str>, key: i64, elem: i64 },
     /// A `GobEncoder`, `BinaryMarshaler` or `TextMarshaler`: its values are byte strings.
     Opaque,
 }
@@ -100,13 +104,22 @@ fn kv(name: &str, v: Value) -> (Arc<str>, Value) {
 
 /// The definition of composite type `ty`, given the ids of its components.
 pub(crate) fn def_of(ty: &Type, ids: &dyn Fn(&Type) -> i64) -> Result<WireDef, EncodeError> {
-    Ok(match ty {
-        Type::Slice(elem) => WireDef::Slice { elem: ids(elem) },
+    let name = || match ty {
+        Type::Named(name, _) => Arc::clone(name),
+        _ => Arc::from(""),
+    };
+    Ok(match ty.unnamed() {
+        Type::Slice(elem) => WireDef::Slice {
+            name: name(),
+            elem: ids(elem),
+        },
         Type::Array(len, elem) => WireDef::Array {
+            name: name(),
             len: *len,
             elem: ids(elem),
         },
         Type::Map(key, elem) => WireDef::Map {
+            name: name(),
             key: ids(key),
             elem: ids(elem),
         },
@@ -118,7 +131,13 @@ pub(crate) fn def_of(ty: &Type, ids: &dyn Fn(&Type) -> i64) -> Result<WireDef, E
                 .map(|(n, t)| (Arc::clone(n), ids(t)))
                 .collect(),
         },
-        Type::Bool | Type::Int | Type::Uint | Type::Float | Type::Bytes | Type::String => {
+        Type::Bool
+        | Type::Int
+        | Type::Uint
+        | Type::Float
+        | Type::Bytes
+        | Type::String
+        | Type::Named(..) => {
             return Err(EncodeError::TypeMismatch {
                 expected: "composite",
                 found: ty.kind(),
@@ -130,28 +149,28 @@ pub(crate) fn def_of(ty: &Type, ids: &dyn Fn(&Type) -> i64) -> Result<WireDef, E
 /// The `wireType` value carrying `def` as type `id`.
 pub(crate) fn to_value(def: &WireDef, id: i64) -> Result<Value, EncodeError> {
     let (kind, body) = match def {
-        WireDef::Slice { elem } => (
+        WireDef::Slice { name, elem } => (
             "SliceT",
             vec![
-                kv("CommonType", common("", id)),
+                kv("CommonType", common(name, id)),
                 kv("Elem", Value::Int(*elem)),
             ],
         ),
-        WireDef::Array { len, elem } => {
+        WireDef::Array { name, len, elem } => {
             let n = i64::try_from(*len).map_err(|_| EncodeError::ArrayTooLong(*len))?;
             (
                 "ArrayT",
                 vec![
-                    kv("CommonType", common("", id)),
+                    kv("CommonType", common(name, id)),
                     kv("Elem", Value::Int(*elem)),
                     kv("Len", Value::Int(n)),
                 ],
             )
         }
-        WireDef::Map { key, elem } => (
+        WireDef::Map { name, key, elem } => (
             "MapT",
             vec![
-                kv("CommonType", common("", id)),
+                kv("CommonType", common(name, id)),
                 kv("Key", Value::Int(*key)),
                 kv("Elem", Value::Int(*elem)),
             ],
@@ -228,14 +247,17 @@ pub(crate) fn from_value(v: &Value, id: i64) -> Result<WireDef, DecodeError> {
             let len =
                 usize::try_from(len).map_err(|_| DecodeError::BadWireType("bad array length"))?;
             Ok(WireDef::Array {
+                name,
                 len,
                 elem: component(body, "Elem")?,
             })
         }
         "SliceT" => Ok(WireDef::Slice {
+            name,
             elem: component(body, "Elem")?,
         }),
         "MapT" => Ok(WireDef::Map {
+            name,
             key: component(body, "Key")?,
             elem: component(body, "Elem")?,
         }),
