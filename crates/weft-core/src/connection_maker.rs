@@ -381,9 +381,9 @@ impl ConnectionMaker {
                         ip,
                         port,
                     })),
-                    Err(_) if self.lookups.len() >= MAX_PENDING_LOOKUPS => Slot::Done(Err(
-                        format!("lookup {host}: too many lookups in progress"),
-                    )),
+                    Err(_) if self.lookups.len() >= MAX_PENDING_LOOKUPS => {
+                        Slot::Done(Err(format!("lookup {host}: too many lookups in progress")))
+                    }
                     Err(_) => {
                         let token = LookupToken(self.next_id);
                         self.next_id += 1;
@@ -949,12 +949,15 @@ mod tests {
         initiate(cm, &strings(peers), false, &mut no_dns, now)
     }
 
+    /// What answers the lookups in these tests.
+    type FakeResolver<'a> = dyn FnMut(&str, u16) -> Result<Vec<SocketAddr>, String> + 'a;
+
     /// One `initiate_connections` call with every lookup answered at once by `resolve`.
     fn initiate(
         cm: &mut ConnectionMaker,
         peers: &[String],
         replace: bool,
-        resolve: &mut dyn FnMut(&str, u16) -> Result<Vec<SocketAddr>, String>,
+        resolve: &mut FakeResolver<'_>,
         now: Instant,
     ) -> Vec<String> {
         let req = cm.initiate_connections(peers, replace, now);
@@ -1037,7 +1040,11 @@ mod tests {
         assert_eq!(cm.poll_lookup(), None);
         assert_eq!(cm.poll_outcome(), None);
         assert_eq!(cm.direct_peers(), strings(&["10.0.0.2"]));
-        assert_eq!(cm.poll_dial(now), None, "10.0.0.3 waits with the rest of its call");
+        assert_eq!(
+            cm.poll_dial(now),
+            None,
+            "10.0.0.3 waits with the rest of its call"
+        );
         assert_eq!(cm.poll_timeout(), Some(now + LOOKUP_TIMEOUT));
 
         let later = now + secs(0.5);
@@ -1072,7 +1079,8 @@ mod tests {
         let req = cm.initiate_connections(&strings(&["h.example"]), false, now);
         let l = cm.poll_lookup().expect("a lookup");
         assert_eq!(l.port, PORT, "no port given: ours");
-        let err = "lookup h.example: failed to lookup address information: Name or service not known";
+        let err =
+            "lookup h.example: failed to lookup address information: Name or service not known";
         cm.handle_lookup(l.token, Err(err.to_owned()), now);
         assert_eq!(
             cm.poll_outcome(),
@@ -1146,7 +1154,11 @@ mod tests {
         let lookups: Vec<Lookup> = std::iter::from_fn(|| cm.poll_lookup()).collect();
         assert_eq!(lookups.len(), MAX_PENDING_LOOKUPS);
         for l in &lookups {
-            cm.handle_lookup(l.token, Err(format!("lookup {}: no such host", l.host)), now);
+            cm.handle_lookup(
+                l.token,
+                Err(format!("lookup {}: no such host", l.host)),
+                now,
+            );
         }
         let out = cm.poll_outcome().expect("the call took effect");
         assert_eq!(out.request, req);
@@ -1418,8 +1430,13 @@ mod tests {
         let base = Instant::now();
         let mut cm = ConnectionMaker::new(PORT, true, 0, 1);
         connect(&mut cm, &["10.0.0.1", "10.0.0.2"], base);
-        let errs =
-            initiate(&mut cm, &strings(&["10.0.0.3", "10.0.0.2"]), true, &mut no_dns, base);
+        let errs = initiate(
+            &mut cm,
+            &strings(&["10.0.0.3", "10.0.0.2"]),
+            true,
+            &mut no_dns,
+            base,
+        );
         assert!(errs.is_empty());
         assert_eq!(cm.direct_peers(), strings(&["10.0.0.3", "10.0.0.2"]));
         assert_eq!(cm.target_state(sa("10.0.0.1:6783")), None);

@@ -213,7 +213,9 @@ impl TopologySnapshot {
         if ours.summary.name == name {
             return Some(&ours.summary.nick_name);
         }
-        let i = others.binary_search_by_key(&name, |e| e.summary.name).ok()?;
+        let i = others
+            .binary_search_by_key(&name, |e| e.summary.name)
+            .ok()?;
         others.get(i).map(|e| e.summary.nick_name.as_str())
     }
 
@@ -226,15 +228,13 @@ impl TopologySnapshot {
 
 /// (established, pending) over the connection lists of `peers`.
 fn count_connections<'a>(peers: impl Iterator<Item = PeerView<'a>>) -> (usize, usize) {
-    peers
-        .flat_map(|p| p.connections)
-        .fold((0, 0), |(e, p), c| {
-            if c.established {
-                (e + 1, p)
-            } else {
-                (e, p + 1)
-            }
-        })
+    peers.flat_map(|p| p.connections).fold((0, 0), |(e, p), c| {
+        if c.established {
+            (e + 1, p)
+        } else {
+            (e, p + 1)
+        }
+    })
 }
 
 /// The local view of the whole mesh: ourself (with our local connections) and every peer we

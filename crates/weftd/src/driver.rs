@@ -27,7 +27,9 @@ use std::time::{Duration, Instant};
 use rand::SeedableRng;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, oneshot, Semaphore};
-use weft_core::connection_maker::{ConnectRequest, Lookup, LookupToken, LOOKUP_TIMEOUT, MAX_PENDING_LOOKUPS};
+use weft_core::connection_maker::{
+    ConnectRequest, Lookup, LookupToken, LOOKUP_TIMEOUT, MAX_PENDING_LOOKUPS,
+};
 use weft_core::handshake::LocalIdentity;
 use weft_core::mesh::{ConnId, Mesh, MeshEvent, MeshStatus, Origin};
 

@@ -127,7 +127,10 @@ pub fn render(snap: &Snapshot, encryption: bool) -> String {
         gossip,
     );
     let frames = Family::<StageLabels, Counter<u64>>::default();
-    for (stage, n) in [("framing", snap.io.frames_refused), ("mesh", s.ignored.frames)] {
+    for (stage, n) in [
+        ("framing", snap.io.frames_refused),
+        ("mesh", s.ignored.frames),
+    ] {
         frames
             .get_or_create(&StageLabels {
                 stage: stage.to_string(),
