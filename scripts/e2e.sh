@@ -116,6 +116,10 @@ test_connect_forget_and_targets() {
     expect_eq "$rc" 1 "bad peer exit code"
     expect_eq "$err" 'invalid peer name "x:y:z", should be host[:port]' "bad peer text"
     expect_match "$(lab_weft 1 status targets)" "$(lab_ip 2)" "good peer still added"
+    # A host name is looked up off the mesh task; the target keeps the name as given.
+    lab_weft 1 connect localhost:6799
+    expect_match "$(lab_weft 1 status targets)" "^localhost:6799$" "host-name target"
+    expect_match "$(lab_weft 1 status connections)" "127\.0\.0\.1:6799 +(connecting|retrying|failed|waiting)" "host name looked up"
 }
 
 test_cli_errors_and_exit_codes() {
@@ -164,6 +168,7 @@ test_hostile_frames_do_not_kill_router() {
     # The junk datagrams were dropped and counted.
     local m; m=$(ip netns exec "$(lab_ns 1)" curl -sf http://127.0.0.1:6782/metrics)
     expect_match "$m" 'weft_sleeve_dropped_frames_total\{reason="unknown_sender"\} [1-9]' "unknown-sender drops counted"
+    expect_match "$m" 'weft_intros_failed_total [1-9]' "failed intros counted"
     grep -q "remote version range \[1,1\] is incompatible with ours \[2,2\]" "$LAB_DIR/h1/run/weft.log" || fail "version refusal not logged"
     grep -q "no password specificed, but peer requested an encrypted connection" "$LAB_DIR/h1/run/weft.log" || fail "encryption refusal not logged"
     grep -q "incoming message exceeds maximum size" "$LAB_DIR/h1/run/weft.log" || fail "oversize not logged"

@@ -38,7 +38,7 @@
 //! `until:` times in [`TargetStatus::info`] are rendered relative to `now` (e.g. `retry: 3.2s`)
 //! rather than as Go's absolute `time.Time`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -63,8 +63,40 @@ pub const DISCOVERY_DIAL_INTERVAL: Duration = Duration::from_millis(100);
 /// when [`MAX_DISCOVERED_TARGETS`] are held.
 pub const EVICTABLE_INTERVAL: Duration = Duration::from_secs(30);
 
-/// Resolves `(host, port)` to addresses, or says why not (the driver's resolver; tests fake it).
-pub type Resolver<'a> = dyn FnMut(&str, u16) -> Result<Vec<SocketAddr>, String> + 'a;
+/// Most host names being looked up at once; a `weft connect` naming more fails for the rest
+/// at once (the lookups run on the driver's threads).
+pub const MAX_PENDING_LOOKUPS: usize = 64;
+/// A lookup not answered by then fails, and a late answer is ignored.
+pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Names one host-name lookup asked for by [`ConnectionMaker::poll_lookup`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LookupToken(pub u64);
+
+/// Names one [`ConnectionMaker::initiate_connections`] call, to match its [`ConnectOutcome`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConnectRequest(pub u64);
+
+/// A host name the driver must look up, off the mesh loop, and answer with
+/// [`ConnectionMaker::handle_lookup`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lookup {
+    /// Pass back with the answer.
+    pub token: LookupToken,
+    /// The host name as the user gave it.
+    pub host: String,
+    /// The port given, or ours.
+    pub port: u16,
+}
+
+/// How one [`ConnectionMaker::initiate_connections`] call ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectOutcome {
+    /// The call.
+    pub request: ConnectRequest,
+    /// One error text per bad peer, in the order given (empty when all were good).
+    pub errors: Vec<String>,
+}
 
 /// An address [`ConnectionMaker::poll_dial`] wants dialled now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,6 +213,38 @@ struct DirectPeer {
     port: Option<u16>,
 }
 
+/// One peer of an [`ConnectionMaker::initiate_connections`] call.
+#[derive(Debug)]
+enum Slot {
+    /// Parsed and, for a host name, looked up.
+    Done(Result<DirectPeer, String>),
+    /// Its host name is being looked up.
+    Waiting {
+        token: LookupToken,
+        user: String,
+        host: String,
+        port: Option<u16>,
+    },
+}
+
+/// An [`ConnectionMaker::initiate_connections`] call waiting for lookups.
+#[derive(Debug)]
+struct PendingConnect {
+    request: ConnectRequest,
+    replace: bool,
+    slots: Vec<Slot>,
+}
+
+/// A lookup handed out and not answered yet.
+#[derive(Debug)]
+struct PendingLookup {
+    request: ConnectRequest,
+    /// When it fails unanswered (Go's `lookup <host>: i/o timeout`); `None` if out of the
+    /// clock's range (never).
+    deadline: Option<Instant>,
+    host: String,
+}
+
 /// Per-address dialling state.
 #[derive(Debug, Clone)]
 struct Target {
@@ -249,6 +313,16 @@ pub struct ConnectionMaker {
     refilled_at: Option<Instant>,
     /// Discovery candidates not taken because [`MAX_DISCOVERED_TARGETS`] were held.
     skipped_candidates: u64,
+    /// `initiate_connections` calls waiting for lookups, oldest first.
+    connecting: Vec<PendingConnect>,
+    /// Lookups handed out (or about to be) and not answered.
+    lookups: BTreeMap<LookupToken, PendingLookup>,
+    /// Lookups not taken by `poll_lookup` yet.
+    lookup_queue: VecDeque<Lookup>,
+    /// Calls that took effect, for `poll_outcome`.
+    outcomes: VecDeque<ConnectOutcome>,
+    /// Next request or lookup number.
+    next_id: u64,
 }
 
 impl ConnectionMaker {
@@ -268,47 +342,136 @@ impl ConnectionMaker {
             tokens: DISCOVERY_DIAL_BURST,
             refilled_at: None,
             skipped_candidates: 0,
+            connecting: Vec::new(),
+            lookups: BTreeMap::new(),
+            lookup_queue: VecDeque::new(),
+            outcomes: VecDeque::new(),
+            next_id: 1,
         }
     }
 
     /// Adds direct peers: call at start-up with the command-line (or resumed) peers and for
     /// `weft connect`. `replace` first forgets all direct peers (`weft connect --replace`).
     ///
-    /// Each string is parsed as `host[:port]` and resolved with `resolve(host, port)` (the port
-    /// passed is ours when none was given; IP literals skip the resolver; an IPv4 result is
-    /// preferred). Returns one error text per bad peer; the good ones are still added. A peer
+    /// Each string is parsed as `host[:port]`. IP literals are taken as they are; each host name
+    /// becomes a [`Lookup`] for the driver (take them with [`Self::poll_lookup`], answer with
+    /// [`Self::handle_lookup`]; the port asked for is ours when none was given; an IPv4 answer
+    /// is preferred). Once every name of the call is answered (or timed out after
+    /// [`LOOKUP_TIMEOUT`]), the call takes effect as a whole, as Weave Net's does after its
+    /// lookups: `replace` forgets the old direct peers, the good peers are added, and a peer
     /// whose target already exists has its back-off reset so it is tried at once (unless it is
-    /// mid-attempt or connected). Afterwards call [`Self::poll_dial`].
+    /// mid-attempt or connected). Its [`ConnectOutcome`] — one error text per bad peer, in the
+    /// order given — then comes out of [`Self::poll_outcome`]; with no host names to look up,
+    /// that happens within this call. Afterwards call [`Self::poll_dial`].
     pub fn initiate_connections(
         &mut self,
         peers: &[String],
         replace: bool,
-        resolve: &mut Resolver<'_>,
         now: Instant,
-    ) -> Vec<String> {
-        let mut errors = Vec::new();
-        let mut good = Vec::new();
+    ) -> ConnectRequest {
+        let request = ConnectRequest(self.next_id);
+        self.next_id += 1;
+        let mut slots = Vec::with_capacity(peers.len());
         for peer in peers {
-            match self.resolve_peer(peer, resolve) {
-                Ok(p) => good.push(p),
-                Err(e) => errors.push(e),
-            }
+            let slot = match split_peer(peer) {
+                Err(e) => Slot::Done(Err(e)),
+                Ok((host, port)) => match host.parse::<IpAddr>() {
+                    Ok(ip) => Slot::Done(Ok(DirectPeer {
+                        user: peer.clone(),
+                        ip,
+                        port,
+                    })),
+                    Err(_) if self.lookups.len() >= MAX_PENDING_LOOKUPS => {
+                        Slot::Done(Err(format!("lookup {host}: too many lookups in progress")))
+                    }
+                    Err(_) => {
+                        let token = LookupToken(self.next_id);
+                        self.next_id += 1;
+                        let lookup = Lookup {
+                            token,
+                            host: host.to_owned(),
+                            port: port.unwrap_or(self.port),
+                        };
+                        self.lookups.insert(
+                            token,
+                            PendingLookup {
+                                request,
+                                deadline: now.checked_add(LOOKUP_TIMEOUT),
+                                host: host.to_owned(),
+                            },
+                        );
+                        self.lookup_queue.push_back(lookup);
+                        Slot::Waiting {
+                            token,
+                            user: peer.clone(),
+                            host: host.to_owned(),
+                            port,
+                        }
+                    }
+                },
+            };
+            slots.push(slot);
         }
-        if replace {
-            self.direct.clear();
+        self.connecting.push(PendingConnect {
+            request,
+            replace,
+            slots,
+        });
+        self.complete_requests(now);
+        request
+    }
+
+    /// The next host name to look up for [`Self::initiate_connections`], or `None`. Call until
+    /// `None` after every `initiate_connections`; answer each with [`Self::handle_lookup`]
+    /// (late answers, after [`LOOKUP_TIMEOUT`], are ignored).
+    pub fn poll_lookup(&mut self) -> Option<Lookup> {
+        self.lookup_queue.pop_front()
+    }
+
+    /// The answer to a [`Lookup`]: the addresses found, or the resolver's error text (shown to
+    /// the user as it is). Ignored for a token that is unknown or already timed out.
+    pub fn handle_lookup(
+        &mut self,
+        token: LookupToken,
+        answer: Result<Vec<SocketAddr>, String>,
+        now: Instant,
+    ) {
+        let Some(pending) = self.lookups.remove(&token) else {
+            return;
+        };
+        self.lookup_queue.retain(|l| l.token != token);
+        self.settle(pending.request, token, answer);
+        self.complete_requests(now);
+    }
+
+    /// The result of an [`Self::initiate_connections`] call that took effect, or `None`. Call
+    /// until `None` after `initiate_connections`, [`Self::handle_lookup`] and
+    /// [`Self::handle_timeout`].
+    pub fn poll_outcome(&mut self) -> Option<ConnectOutcome> {
+        self.outcomes.pop_front()
+    }
+
+    /// Runs what is due at `now`: lookups unanswered for [`LOOKUP_TIMEOUT`] fail (Go's text
+    /// for a lookup that timed out). Call when [`Self::poll_timeout`] expires.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let expired: Vec<LookupToken> = self
+            .lookups
+            .iter()
+            .filter(|(_, l)| l.deadline.is_some_and(|d| d <= now))
+            .map(|(&t, _)| t)
+            .collect();
+        if expired.is_empty() {
+            return;
         }
-        for peer in good {
-            let addr = self.complete(SocketAddr::new(peer.ip, peer.port.unwrap_or(0)));
-            match self.direct.iter_mut().find(|d| d.user == peer.user) {
-                Some(existing) => *existing = peer,
-                None => self.direct.push(peer),
-            }
-            if let Some(target) = self.targets.get_mut(&addr) {
-                target.try_now(now);
-            }
+        for token in expired {
+            let Some(l) = self.lookups.remove(&token) else {
+                continue;
+            };
+            self.lookup_queue.retain(|q| q.token != token);
+            let error = format!("lookup {}: i/o timeout", l.host);
+            self.settle(l.request, token, Err(error));
         }
-        self.reconcile(Some(now));
-        errors
+        self.complete_requests(now);
     }
 
     /// Removes direct peers by their user strings (`weft forget`). A live or in-progress
@@ -466,10 +629,20 @@ impl ConnectionMaker {
         self.reconcile(Some(now));
     }
 
-    /// The earliest try-after time of a waiting target (possibly already past), or `None` when
-    /// nothing is waiting or the connection limit is reached (a later `refresh` reopens it).
-    /// Call [`Self::poll_dial`] when it expires.
+    /// The earliest try-after time of a waiting target (possibly already past; none when the
+    /// connection limit is reached, as a later `refresh` reopens it) or lookup deadline, or
+    /// `None` when nothing waits. Call [`Self::handle_timeout`] and [`Self::poll_dial`] when it
+    /// expires.
     pub fn poll_timeout(&self) -> Option<Instant> {
+        let lookup = self.lookups.values().filter_map(|l| l.deadline).min();
+        match (self.dial_timeout(), lookup) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// When the next target is due to be dialled; see [`Self::poll_timeout`].
+    fn dial_timeout(&self) -> Option<Instant> {
         if self.at_limit() {
             return None;
         }
@@ -519,25 +692,92 @@ impl ConnectionMaker {
         out
     }
 
-    fn resolve_peer(&self, peer: &str, resolve: &mut Resolver<'_>) -> Result<DirectPeer, String> {
-        let (host, port) = split_peer(peer)?;
-        let ip = match host.parse::<IpAddr>() {
-            Ok(ip) => ip,
-            Err(_) => {
-                let addrs = resolve(host, port.unwrap_or(self.port))?;
-                addrs
+    /// Puts the answer to `token` into its request's slot.
+    fn settle(
+        &mut self,
+        request: ConnectRequest,
+        token: LookupToken,
+        answer: Result<Vec<SocketAddr>, String>,
+    ) {
+        let Some(pending) = self.connecting.iter_mut().find(|p| p.request == request) else {
+            return;
+        };
+        for slot in &mut pending.slots {
+            let Slot::Waiting {
+                token: t,
+                user,
+                host,
+                port,
+            } = slot
+            else {
+                continue;
+            };
+            if *t != token {
+                continue;
+            }
+            let result = match answer {
+                Err(e) => Err(e),
+                Ok(addrs) => addrs
                     .iter()
                     .find(|a| a.is_ipv4())
                     .or_else(|| addrs.first())
-                    .map(SocketAddr::ip)
-                    .ok_or_else(|| format!("lookup {host}: no such host"))?
+                    .map(|a| DirectPeer {
+                        user: std::mem::take(user),
+                        ip: a.ip(),
+                        port: *port,
+                    })
+                    .ok_or_else(|| format!("lookup {host}: no such host")),
+            };
+            *slot = Slot::Done(result);
+            return;
+        }
+    }
+
+    /// Applies every request whose lookups are all answered, in the order they were made.
+    fn complete_requests(&mut self, now: Instant) {
+        let mut applied = false;
+        let mut i = 0;
+        while i < self.connecting.len() {
+            let ready = self
+                .connecting
+                .get(i)
+                .is_some_and(|p| p.slots.iter().all(|s| matches!(s, Slot::Done(_))));
+            if !ready {
+                i += 1;
+                continue;
             }
-        };
-        Ok(DirectPeer {
-            user: peer.to_owned(),
-            ip,
-            port,
-        })
+            let pending = self.connecting.remove(i);
+            let mut errors = Vec::new();
+            let mut good = Vec::new();
+            for slot in pending.slots {
+                match slot {
+                    Slot::Done(Ok(p)) => good.push(p),
+                    Slot::Done(Err(e)) => errors.push(e),
+                    Slot::Waiting { .. } => {}
+                }
+            }
+            if pending.replace {
+                self.direct.clear();
+            }
+            for peer in good {
+                let addr = self.complete(SocketAddr::new(peer.ip, peer.port.unwrap_or(0)));
+                match self.direct.iter_mut().find(|d| d.user == peer.user) {
+                    Some(existing) => *existing = peer,
+                    None => self.direct.push(peer),
+                }
+                if let Some(target) = self.targets.get_mut(&addr) {
+                    target.try_now(now);
+                }
+            }
+            applied = true;
+            self.outcomes.push_back(ConnectOutcome {
+                request: pending.request,
+                errors,
+            });
+        }
+        if applied {
+            self.reconcile(Some(now));
+        }
     }
 
     /// Fills in our port when `addr` has none.
@@ -706,7 +946,28 @@ mod tests {
     }
 
     fn connect(cm: &mut ConnectionMaker, peers: &[&str], now: Instant) -> Vec<String> {
-        cm.initiate_connections(&strings(peers), false, &mut no_dns, now)
+        initiate(cm, &strings(peers), false, &mut no_dns, now)
+    }
+
+    /// What answers the lookups in these tests.
+    type FakeResolver<'a> = dyn FnMut(&str, u16) -> Result<Vec<SocketAddr>, String> + 'a;
+
+    /// One `initiate_connections` call with every lookup answered at once by `resolve`.
+    fn initiate(
+        cm: &mut ConnectionMaker,
+        peers: &[String],
+        replace: bool,
+        resolve: &mut FakeResolver<'_>,
+        now: Instant,
+    ) -> Vec<String> {
+        let req = cm.initiate_connections(peers, replace, now);
+        while let Some(l) = cm.poll_lookup() {
+            cm.handle_lookup(l.token, resolve(&l.host, l.port), now);
+        }
+        let out = cm.poll_outcome().expect("the call took effect");
+        assert_eq!(out.request, req);
+        assert_eq!(cm.poll_outcome(), None);
+        out.errors
     }
 
     fn secs(s: f64) -> Duration {
@@ -757,6 +1018,161 @@ mod tests {
     }
 
     #[test]
+    fn host_names_are_looked_up_by_the_driver_and_addresses_are_not() {
+        let now = Instant::now();
+        let mut cm = ConnectionMaker::new(PORT, true, 0, 1);
+        // Addresses only: the call takes effect at once, nothing to look up.
+        let req = cm.initiate_connections(&strings(&["10.0.0.2"]), false, now);
+        assert_eq!(cm.poll_lookup(), None);
+        assert_eq!(
+            cm.poll_outcome(),
+            Some(ConnectOutcome {
+                request: req,
+                errors: vec![]
+            })
+        );
+        assert_eq!(cm.poll_dial(now).map(|d| d.addr), Some(sa("10.0.0.2:6783")));
+
+        // A host name: a lookup goes out and the whole call waits for its answer.
+        let req = cm.initiate_connections(&strings(&["h.example:7000", "10.0.0.3"]), false, now);
+        let lookup = cm.poll_lookup().expect("a lookup");
+        assert_eq!((lookup.host.as_str(), lookup.port), ("h.example", 7000));
+        assert_eq!(cm.poll_lookup(), None);
+        assert_eq!(cm.poll_outcome(), None);
+        assert_eq!(cm.direct_peers(), strings(&["10.0.0.2"]));
+        assert_eq!(
+            cm.poll_dial(now),
+            None,
+            "10.0.0.3 waits with the rest of its call"
+        );
+        assert_eq!(cm.poll_timeout(), Some(now + LOOKUP_TIMEOUT));
+
+        let later = now + secs(0.5);
+        let answer = vec![sa("[2001:db8::7]:7000"), sa("10.0.0.7:7000")];
+        cm.handle_lookup(lookup.token, Ok(answer), later);
+        assert_eq!(
+            cm.poll_outcome(),
+            Some(ConnectOutcome {
+                request: req,
+                errors: vec![]
+            })
+        );
+        assert_eq!(
+            cm.direct_peers(),
+            strings(&["10.0.0.2", "h.example:7000", "10.0.0.3"])
+        );
+        let dials: Vec<SocketAddr> = std::iter::from_fn(|| cm.poll_dial(later))
+            .map(|d| d.addr)
+            .collect();
+        // IPv4 preferred; the port the user gave.
+        assert_eq!(dials, vec![sa("10.0.0.3:6783"), sa("10.0.0.7:7000")]);
+        // A second answer to the same token changes nothing.
+        cm.handle_lookup(lookup.token, Ok(vec![sa("10.0.0.8:1")]), later);
+        assert_eq!(cm.poll_outcome(), None);
+        assert_eq!(cm.poll_dial(later), None);
+    }
+
+    #[test]
+    fn a_target_whose_lookup_fails_then_succeeds() {
+        let now = Instant::now();
+        let mut cm = ConnectionMaker::new(PORT, true, 0, 1);
+        let req = cm.initiate_connections(&strings(&["h.example"]), false, now);
+        let l = cm.poll_lookup().expect("a lookup");
+        assert_eq!(l.port, PORT, "no port given: ours");
+        let err =
+            "lookup h.example: failed to lookup address information: Name or service not known";
+        cm.handle_lookup(l.token, Err(err.to_owned()), now);
+        assert_eq!(
+            cm.poll_outcome(),
+            Some(ConnectOutcome {
+                request: req,
+                errors: vec![err.to_owned()]
+            })
+        );
+        assert!(cm.direct_peers().is_empty());
+        assert_eq!(cm.poll_dial(now), None);
+        assert!(cm.status(now).is_empty());
+
+        // DNS is back: the same peer, given again, is added and dialled.
+        let t = now + secs(30.0);
+        let req = cm.initiate_connections(&strings(&["h.example"]), false, t);
+        let l = cm.poll_lookup().expect("a lookup");
+        cm.handle_lookup(l.token, Ok(vec![sa("10.0.0.9:6783")]), t);
+        assert_eq!(
+            cm.poll_outcome(),
+            Some(ConnectOutcome {
+                request: req,
+                errors: vec![]
+            })
+        );
+        assert_eq!(cm.direct_peers(), strings(&["h.example"]));
+        assert_eq!(
+            cm.poll_dial(t),
+            Some(Dial {
+                addr: sa("10.0.0.9:6783"),
+                accept_new_peer: true
+            })
+        );
+    }
+
+    #[test]
+    fn unanswered_lookups_time_out_and_late_answers_are_ignored() {
+        let now = Instant::now();
+        let mut cm = ConnectionMaker::new(PORT, true, 0, 1);
+        let req = cm.initiate_connections(&strings(&["slow.example", "10.0.0.2"]), false, now);
+        let l = cm.poll_lookup().expect("a lookup");
+        // Not yet.
+        cm.handle_timeout(now + LOOKUP_TIMEOUT - secs(0.001));
+        assert_eq!(cm.poll_outcome(), None);
+        let due = cm.poll_timeout().expect("the lookup's deadline");
+        assert_eq!(due, now + LOOKUP_TIMEOUT);
+        cm.handle_timeout(due);
+        assert_eq!(
+            cm.poll_outcome(),
+            Some(ConnectOutcome {
+                request: req,
+                errors: vec!["lookup slow.example: i/o timeout".to_owned()]
+            })
+        );
+        // The good peer of the call is added all the same.
+        assert_eq!(cm.direct_peers(), strings(&["10.0.0.2"]));
+        cm.handle_lookup(l.token, Ok(vec![sa("10.0.0.5:6783")]), due);
+        assert_eq!(cm.poll_outcome(), None);
+        assert_eq!(cm.direct_peers(), strings(&["10.0.0.2"]));
+        assert_eq!(cm.poll_dial(due).map(|d| d.addr), Some(sa("10.0.0.2:6783")));
+        assert_eq!(cm.poll_dial(due), None);
+    }
+
+    #[test]
+    fn lookups_in_flight_are_bounded() {
+        let now = Instant::now();
+        let mut cm = ConnectionMaker::new(PORT, true, 0, 1);
+        let names: Vec<String> = (0..=MAX_PENDING_LOOKUPS)
+            .map(|i| format!("h{i}.example"))
+            .collect();
+        let req = cm.initiate_connections(&names, false, now);
+        let lookups: Vec<Lookup> = std::iter::from_fn(|| cm.poll_lookup()).collect();
+        assert_eq!(lookups.len(), MAX_PENDING_LOOKUPS);
+        for l in &lookups {
+            cm.handle_lookup(
+                l.token,
+                Err(format!("lookup {}: no such host", l.host)),
+                now,
+            );
+        }
+        let out = cm.poll_outcome().expect("the call took effect");
+        assert_eq!(out.request, req);
+        assert_eq!(out.errors.len(), MAX_PENDING_LOOKUPS + 1);
+        assert_eq!(
+            out.errors.last().map(String::as_str),
+            Some("lookup h64.example: too many lookups in progress")
+        );
+        // Answered lookups free their places.
+        cm.initiate_connections(&strings(&["again.example"]), false, now);
+        assert!(cm.poll_lookup().is_some());
+    }
+
+    #[test]
     fn bad_peers_report_errors_and_good_ones_are_added() {
         let now = Instant::now();
         let mut cm = ConnectionMaker::new(PORT, true, 0, 1);
@@ -770,7 +1186,8 @@ mod tests {
                 _ => Err(format!("lookup {host} on 127.0.0.53:53: no such host")),
             }
         };
-        let errs = cm.initiate_connections(
+        let errs = initiate(
+            &mut cm,
             &strings(&[
                 "x:y:z",
                 "good.example",
@@ -1013,8 +1430,13 @@ mod tests {
         let base = Instant::now();
         let mut cm = ConnectionMaker::new(PORT, true, 0, 1);
         connect(&mut cm, &["10.0.0.1", "10.0.0.2"], base);
-        let errs =
-            cm.initiate_connections(&strings(&["10.0.0.3", "10.0.0.2"]), true, &mut no_dns, base);
+        let errs = initiate(
+            &mut cm,
+            &strings(&["10.0.0.3", "10.0.0.2"]),
+            true,
+            &mut no_dns,
+            base,
+        );
         assert!(errs.is_empty());
         assert_eq!(cm.direct_peers(), strings(&["10.0.0.3", "10.0.0.2"]));
         assert_eq!(cm.target_state(sa("10.0.0.1:6783")), None);
@@ -1348,15 +1770,18 @@ mod tests {
         Down(usize, u8),
         Advance(u64),
         Status,
+        /// Answers the oldest lookup handed out: an address, or an error.
+        Answer(bool),
     }
 
-    const POOL: [&str; 6] = [
+    const POOL: [&str; 7] = [
         "10.0.0.1",
         "10.0.0.1:6783",
         "10.0.0.2:7000",
         "10.0.0.3",
         "[::1]",
         "bad:x:y",
+        "peer.example",
     ];
 
     fn pool_addr(i: usize) -> SocketAddr {
@@ -1372,8 +1797,9 @@ mod tests {
 
     fn event() -> impl Strategy<Value = Event> {
         prop_oneof![
-            1 => (prop::collection::vec(0..6usize, 0..4), any::<bool>())
+            1 => (prop::collection::vec(0..7usize, 0..4), any::<bool>())
                 .prop_map(|(p, r)| Event::Connect(p, r)),
+            1 => any::<bool>().prop_map(Event::Answer),
             1 => prop::collection::vec(0..6usize, 0..3).prop_map(Event::Forget),
             1 => (
                 prop::collection::vec((0..6usize, any::<bool>()), 0..4),
@@ -1402,14 +1828,24 @@ mod tests {
             let mut cm = ConnectionMaker::new(PORT, discovery, limit, seed);
             // Addresses handed out by poll_dial and not yet ended.
             let mut outstanding: BTreeSet<SocketAddr> = BTreeSet::new();
-            let mut resolve = |h: &str, p: u16| -> Result<Vec<SocketAddr>, String> {
-                Err(format!("no dns for {h}:{p}"))
-            };
+            // Lookups handed out and not answered.
+            let mut lookups: VecDeque<Lookup> = VecDeque::new();
             for ev in events {
                 match ev {
                     Event::Connect(p, replace) => {
                         let peers: Vec<String> = p.iter().map(|&i| POOL[i].to_owned()).collect();
-                        cm.initiate_connections(&peers, replace, &mut resolve, now);
+                        cm.initiate_connections(&peers, replace, now);
+                        lookups.extend(std::iter::from_fn(|| cm.poll_lookup()));
+                    }
+                    Event::Answer(ok) => {
+                        if let Some(l) = lookups.pop_front() {
+                            let answer = if ok {
+                                Ok(vec![SocketAddr::new([10, 0, 0, 4].into(), l.port)])
+                            } else {
+                                Err(format!("lookup {}: no such host", l.host))
+                            };
+                            cm.handle_lookup(l.token, answer, now);
+                        }
                     }
                     Event::Forget(p) => {
                         let peers: Vec<String> = p.iter().map(|&i| POOL[i].to_owned()).collect();
@@ -1424,9 +1860,11 @@ mod tests {
                         cm.refresh(&connected, &discovered, now);
                     }
                     Event::Dial => {
-                        // An expired deadline always yields a dial (no busy loop in the driver).
-                        let expired = cm.poll_timeout().is_some_and(|t| t <= now);
+                        // An expired deadline is handled or yields a dial (no busy loop in the
+                        // driver).
+                        cm.handle_timeout(now);
                         let dial = cm.poll_dial(now);
+                        let expired = cm.poll_timeout().is_some_and(|t| t <= now);
                         prop_assert!(!expired || dial.is_some());
                         if let Some(dial) = dial {
                             prop_assert!(

@@ -50,6 +50,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::ops::Bound::{Excluded, Unbounded};
+use std::sync::Arc;
 
 use rand::Rng;
 use weft_wire::{ConnectionSummary, PeerName, PeerSummary};
@@ -178,6 +179,64 @@ pub struct PeerView<'a> {
     pub connections: &'a [ConnectionSummary],
 }
 
+/// The topology at one instant, taken with [`Peers::snapshot`]: it shares the peers' entries
+/// with the view (a reference count each), so taking one copies no connection list and reading
+/// it does not hold up the view.
+#[derive(Debug, Clone)]
+pub struct TopologySnapshot {
+    /// Ourself first, then the others in ascending name order.
+    entries: Vec<Arc<PeerEntry>>,
+}
+
+impl TopologySnapshot {
+    /// How many peers, ourself included.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Never true: we are always in it.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Every peer: ourself first, then the others in ascending name order.
+    pub fn iter(&self) -> impl Iterator<Item = PeerView<'_>> + '_ {
+        self.entries.iter().map(|e| PeerView {
+            summary: &e.summary,
+            connections: &e.conns,
+        })
+    }
+
+    /// The nickname of `name`, if it is known (empty for a placeholder).
+    pub fn nick_name(&self, name: PeerName) -> Option<&str> {
+        let (ours, others) = self.entries.split_first()?;
+        if ours.summary.name == name {
+            return Some(&ours.summary.nick_name);
+        }
+        let i = others
+            .binary_search_by_key(&name, |e| e.summary.name)
+            .ok()?;
+        others.get(i).map(|e| e.summary.nick_name.as_str())
+    }
+
+    /// (established, pending) summed over every peer's connection list, as
+    /// [`Peers::connection_counts`].
+    pub fn connection_counts(&self) -> (usize, usize) {
+        count_connections(self.iter())
+    }
+}
+
+/// (established, pending) over the connection lists of `peers`.
+fn count_connections<'a>(peers: impl Iterator<Item = PeerView<'a>>) -> (usize, usize) {
+    peers.flat_map(|p| p.connections).fold((0, 0), |(e, p), c| {
+        if c.established {
+            (e + 1, p)
+        } else {
+            (e, p + 1)
+        }
+    })
+}
+
 /// The local view of the whole mesh: ourself (with our local connections) and every peer we
 /// have heard of, with the connection lists they last gossiped.
 ///
@@ -186,10 +245,11 @@ pub struct PeerView<'a> {
 /// to compute routes ([`crate::routes::Routes::calculate`]).
 #[derive(Debug, Clone)]
 pub struct Peers {
-    /// Our own entry; its connection list holds our local connections.
-    ourself: PeerEntry,
+    /// Our own entry; its connection list holds our local connections. Entries are shared with
+    /// the [`TopologySnapshot`]s taken of the view (copied on write only while one is held).
+    ourself: Arc<PeerEntry>,
     /// Every other known peer, placeholders included.
-    others: BTreeMap<PeerName, PeerEntry>,
+    others: BTreeMap<PeerName, Arc<PeerEntry>>,
     /// Holders of each short ID (ourself included); the lowest name is the principal.
     by_short_id: BTreeMap<u16, BTreeSet<PeerName>>,
     /// Peers first heard of in gossip while the view was full ([`MAX_PEERS`]).
@@ -205,7 +265,7 @@ impl Peers {
     /// placeholders). `short_id` is masked to 12 bits.
     pub fn new(name: PeerName, nick: String, uid: u64, short_id: u16) -> Self {
         let short_id = short_id & (SHORT_ID_SPACE - 1);
-        let ourself = PeerEntry {
+        let ourself = Arc::new(PeerEntry {
             summary: PeerSummary {
                 name,
                 nick_name: nick,
@@ -215,7 +275,7 @@ impl Peers {
                 has_short_id: true,
             },
             conns: Vec::new(),
-        };
+        });
         let mut by_short_id = BTreeMap::new();
         by_short_id.insert(short_id, BTreeSet::from([name]));
         Self {
@@ -276,10 +336,10 @@ impl Peers {
                 self.index_short_id(&summary);
                 self.others.insert(
                     name,
-                    PeerEntry {
+                    Arc::new(PeerEntry {
                         summary,
                         conns: Vec::new(),
-                    },
+                    }),
                 );
                 true
             }
@@ -290,13 +350,14 @@ impl Peers {
             outbound,
             established: false,
         };
-        match self.ourself.conns.binary_search_by_key(&name, |c| c.name) {
+        let conns = &mut Arc::make_mut(&mut self.ourself).conns;
+        match conns.binary_search_by_key(&name, |c| c.name) {
             Ok(i) => {
-                if let Some(slot) = self.ourself.conns.get_mut(i) {
+                if let Some(slot) = conns.get_mut(i) {
                     *slot = conn;
                 }
             }
-            Err(i) => self.ourself.conns.insert(i, conn),
+            Err(i) => conns.insert(i, conn),
         }
         self.bump_version();
         AddedConnection { new_or_restarted }
@@ -309,7 +370,7 @@ impl Peers {
         let Ok(i) = self.ourself.conns.binary_search_by_key(&remote, |c| c.name) else {
             return false;
         };
-        if let Some(c) = self.ourself.conns.get_mut(i) {
+        if let Some(c) = Arc::make_mut(&mut self.ourself).conns.get_mut(i) {
             c.established = true;
         }
         self.bump_version();
@@ -324,7 +385,7 @@ impl Peers {
         let Ok(i) = self.ourself.conns.binary_search_by_key(&remote, |c| c.name) else {
             return Vec::new();
         };
-        self.ourself.conns.remove(i);
+        Arc::make_mut(&mut self.ourself).conns.remove(i);
         self.bump_version();
         self.garbage_collect()
     }
@@ -375,10 +436,10 @@ impl Peers {
                 self.index_short_id(summary);
                 self.others.insert(
                     summary.name,
-                    PeerEntry {
+                    Arc::new(PeerEntry {
                         summary: summary.clone(),
                         conns: Vec::new(),
-                    },
+                    }),
                 );
                 created.insert(summary.name);
             }
@@ -400,7 +461,7 @@ impl Peers {
             }
             if created.contains(&name) {
                 if let Some(entry) = self.others.get_mut(&name) {
-                    entry.conns = normalise(conns);
+                    Arc::make_mut(entry).conns = normalise(conns);
                 }
                 result.improved.push(name);
                 continue;
@@ -429,6 +490,7 @@ impl Peers {
                 self.index_short_id(&summary);
             }
             if let Some(entry) = self.others.get_mut(&name) {
+                let entry = Arc::make_mut(entry);
                 entry.summary = summary;
                 entry.conns = normalise(conns);
             }
@@ -454,7 +516,7 @@ impl Peers {
         for name in doomed {
             if let Some(entry) = self.others.remove(&name) {
                 self.unindex_short_id(&entry.summary);
-                removed.push(entry.summary);
+                removed.push(Arc::unwrap_or_clone(entry).summary);
             }
         }
         removed
@@ -514,15 +576,7 @@ impl Peers {
     /// Status counts of spec §1.14: (established, pending) summed over every connection list
     /// of every peer, ours included.
     pub fn connection_counts(&self) -> (usize, usize) {
-        self.view()
-            .flat_map(|p| p.connections)
-            .fold((0, 0), |(e, p), c| {
-                if c.established {
-                    (e + 1, p)
-                } else {
-                    (e, p + 1)
-                }
-            })
+        count_connections(self.view())
     }
 
     /// Short-ID collision handling (spec §2.6). Call after merges and after GC.
@@ -556,11 +610,21 @@ impl Peers {
             return false;
         };
         self.unindex_short_id(&ours);
-        self.ourself.summary.short_id = id;
-        self.ourself.summary.has_short_id = true;
+        let ourself = Arc::make_mut(&mut self.ourself);
+        ourself.summary.short_id = id;
+        ourself.summary.has_short_id = true;
         self.index_short_id(&self.ourself.summary.clone());
         self.bump_version();
         true
+    }
+
+    /// The whole view as it is now, for status and reports: ourself first, then the others in
+    /// name order. Costs one reference count per peer; no connection list is copied.
+    pub fn snapshot(&self) -> TopologySnapshot {
+        let mut entries = Vec::with_capacity(self.len());
+        entries.push(self.ourself.clone());
+        entries.extend(self.others.values().cloned());
+        TopologySnapshot { entries }
     }
 
     /// Every peer (ourself included) in ascending name order, for route calculation.
@@ -568,12 +632,12 @@ impl Peers {
         let ours = self.our_name();
         self.others
             .range(..ours)
-            .map(|(_, e)| e)
-            .chain(std::iter::once(&self.ourself))
+            .map(|(_, e)| &**e)
+            .chain(std::iter::once(&*self.ourself))
             .chain(
                 self.others
                     .range((Excluded(ours), Unbounded))
-                    .map(|(_, e)| e),
+                    .map(|(_, e)| &**e),
             )
             .map(|e| PeerView {
                 summary: &e.summary,
@@ -604,7 +668,8 @@ impl Peers {
             return;
         }
         if self.has_room() {
-            self.others.insert(name, PeerEntry::placeholder(name));
+            self.others
+                .insert(name, Arc::new(PeerEntry::placeholder(name)));
         } else {
             self.ignored_peers += 1;
         }
@@ -625,7 +690,7 @@ impl Peers {
     /// at or above our version, or a forged copy of this incarnation above it (module docs,
     /// "Versions"). Returns whether we must announce ourself.
     fn out_version(&mut self, s: &PeerSummary) -> bool {
-        let ours = &mut self.ourself.summary;
+        let ours = &mut Arc::make_mut(&mut self.ourself).summary;
         let beats_us = if s.uid == ours.uid {
             s.version > ours.version
         } else {
@@ -646,12 +711,12 @@ impl Peers {
         if name == self.our_name() {
             Some(&self.ourself)
         } else {
-            self.others.get(&name)
+            self.others.get(&name).map(|e| &**e)
         }
     }
 
     fn bump_version(&mut self) {
-        let v = &mut self.ourself.summary.version;
+        let v = &mut Arc::make_mut(&mut self.ourself).summary.version;
         *v = v.saturating_add(1);
     }
 

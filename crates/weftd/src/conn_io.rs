@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -85,11 +85,33 @@ pub(crate) struct Ready {
     session: (SessionTx, SessionRx),
 }
 
+/// What connection I/O refused or dropped since start, for `/metrics`.
+#[derive(Debug, Default)]
+pub(crate) struct IoCounters {
+    /// Accepted sockets closed at once: too many intros in progress (in all or from the address).
+    pub(crate) connections_refused: AtomicU64,
+    /// Intros that failed (bad or oversized handshake, EOF, timeout), both directions.
+    pub(crate) intros_failed: AtomicU64,
+    /// Established connections closed for a frame that broke the framing (too long, bad
+    /// length or seal).
+    pub(crate) frames_refused: AtomicU64,
+    /// Connections closed because the peer left more than [`WRITE_BUDGET`] bytes unread.
+    pub(crate) not_reading: AtomicU64,
+}
+
+impl IoCounters {
+    pub(crate) fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// Where connection I/O sends what it has: the mesh task's channel and the shared budget.
 #[derive(Clone)]
 pub(crate) struct ToMesh {
     tx: mpsc::Sender<ConnInput>,
     room: Arc<Semaphore>,
+    /// What was refused on the way.
+    pub(crate) counters: Arc<IoCounters>,
 }
 
 impl ToMesh {
@@ -97,7 +119,8 @@ impl ToMesh {
     pub(crate) fn new() -> (Self, mpsc::Receiver<ConnInput>) {
         let (tx, rx) = mpsc::channel(FRAME_QUEUE);
         let room = Arc::new(Semaphore::new(FRAME_BUDGET));
-        (Self { tx, room }, rx)
+        let counters = Arc::default();
+        (Self { tx, room, counters }, rx)
     }
 
     async fn send(&self, input: ConnInput) {
@@ -241,6 +264,7 @@ pub(crate) fn spawn_listener(
             };
             pace.take(std::time::Instant::now());
             let Some(slot) = intros.enter(addr.ip()) else {
+                IoCounters::bump(&to_mesh.counters.connections_refused);
                 refused += 1;
                 // One line per power of two: a flood cannot fill the log.
                 if refused.is_power_of_two() {
@@ -347,6 +371,7 @@ async fn intro(
         Ok(Err(e)) => e,
         Err(_) => "i/o timeout".to_string(),
     };
+    IoCounters::bump(&to_mesh.counters.intros_failed);
     tracing::info!("->[{addr}] connection shutting down due to error during handshake: {e}");
     if let Origin::Outbound { dial_addr, .. } = origin {
         to_mesh.send(ConnInput::DialFailed(dial_addr, e)).await;
@@ -371,6 +396,7 @@ async fn reader_task(
                 }
                 Ok(None) => break,
                 Err(e) => {
+                    IoCounters::bump(&to_mesh.counters.frames_refused);
                     return to_mesh
                         .send(ConnInput::Closed(conn, Some(e.to_string())))
                         .await;

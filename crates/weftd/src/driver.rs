@@ -15,13 +15,16 @@ use std::time::{Duration, Instant};
 
 use rand::SeedableRng;
 use tokio::net::{TcpListener, UdpSocket};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use weft_core::connection_maker::{
+    ConnectRequest, Lookup, LookupToken, LOOKUP_TIMEOUT, MAX_PENDING_LOOKUPS,
+};
 use weft_core::handshake::LocalIdentity;
 use weft_core::mesh::{ConnId, Mesh, MeshEvent, MeshStatus, Origin};
 use weft_core::overlay::ForwarderStats;
 use weft_netdev::PacketSocket;
 
-use crate::conn_io::{self, ConnInput, ConnWriter, ToMesh};
+use crate::conn_io::{self, ConnInput, ConnWriter, IoCounters, ToMesh};
 use crate::dataplane::Dataplane;
 use crate::dataplane_task::{self, Job};
 use crate::sleeve::{Input, Sleeve};
@@ -29,6 +32,8 @@ use crate::store::Store;
 
 /// Most fastdp heartbeat frames waiting for the mesh task; more are dropped.
 const MAX_PENDING_FASTDP: usize = 64;
+/// Host-name lookups run at once, each on a blocking thread; more wait for one to finish.
+const LOOKUP_THREADS: usize = 4;
 
 /// Everything the status, report and metrics endpoints show, taken at one instant.
 #[derive(Debug, Clone)]
@@ -41,6 +46,21 @@ pub struct Snapshot {
     pub dropped_unknown_sender: u64,
     /// Frames the kernel's sleeve receive shortcut injected into the bridge.
     pub kernel_injected: u64,
+    /// What connection I/O refused or dropped.
+    pub io: IoCounts,
+}
+
+/// What connection I/O refused or dropped since start (see `conn_io::IoCounters`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IoCounts {
+    /// Accepted sockets closed at once: too many intros in progress.
+    pub connections_refused: u64,
+    /// Intros that failed, both directions.
+    pub intros_failed: u64,
+    /// Connections closed for a frame that broke the framing.
+    pub frames_refused: u64,
+    /// Connections closed because the peer did not read what we sent.
+    pub not_reading: u64,
 }
 
 /// Requests from the HTTP API to the mesh task.
@@ -130,6 +150,7 @@ impl Driver {
                 return;
             }
         };
+        let (lookup_tx, mut lookup_rx) = mpsc::channel(MAX_PENDING_LOOKUPS);
         let mut ctx = Ctx {
             identity,
             host,
@@ -139,12 +160,15 @@ impl Driver {
             to_mesh,
             sleeve,
             live: HashMap::new(),
+            lookups: Lookups {
+                answers: lookup_tx,
+                threads: Arc::new(Semaphore::new(LOOKUP_THREADS)),
+            },
+            replies: HashMap::new(),
         };
-        let now = Instant::now();
         if !initial_peers.is_empty() {
-            for e in mesh.connect(&initial_peers, false, &mut resolve, now) {
-                tracing::error!("{e}");
-            }
+            // No reply waits for these: their errors are logged (Ctx::act).
+            mesh.connect(&initial_peers, false, Instant::now());
         }
         // One timer for the mesh's deadline, moved only when the deadline moves.
         let timer = tokio::time::sleep_until(Instant::now().into());
@@ -181,6 +205,11 @@ impl Driver {
                     let Some(cmd) = cmd else { break };
                     ctx.on_command(cmd, &mut mesh);
                 }
+                answer = lookup_rx.recv() => {
+                    // Never None: `ctx.lookups` keeps the channel open.
+                    let Some((token, answer)) = answer else { continue };
+                    mesh.handle_lookup(token, answer, Instant::now());
+                }
                 () = &mut timer => {
                     armed = None;
                     mesh.handle_timeout(Instant::now());
@@ -206,6 +235,46 @@ struct Ctx {
     sleeve: Sleeve,
     /// Writers of registered connections.
     live: HashMap<ConnId, ConnWriter>,
+    /// Host-name lookups for `weft connect`, off this task.
+    lookups: Lookups,
+    /// `weft connect` calls waiting for their lookups, with the reply to send.
+    replies: HashMap<ConnectRequest, oneshot::Sender<Vec<String>>>,
+}
+
+/// Runs host-name lookups on blocking threads, a few at a time, each bounded in time, and
+/// sends the answers back to the mesh task: a slow DNS server then delays only the
+/// `weft connect` that named it, never heartbeats or gossip.
+struct Lookups {
+    answers: mpsc::Sender<(LookupToken, Result<Vec<SocketAddr>, String>)>,
+    /// One permit per lookup thread.
+    threads: Arc<Semaphore>,
+}
+
+impl Lookups {
+    fn spawn(&self, lookup: Lookup) {
+        let answers = self.answers.clone();
+        let threads = self.threads.clone();
+        tokio::spawn(async move {
+            let Lookup { token, host, port } = lookup;
+            let failed = |e: &dyn std::fmt::Display| format!("lookup {host}: {e}");
+            let work = async {
+                // The permit lives as long as the thread, even past the timeout: at most
+                // LOOKUP_THREADS resolver calls ever run at once.
+                let permit = threads.acquire_owned().await.map_err(|e| failed(&e))?;
+                let name = host.clone();
+                tokio::task::spawn_blocking(move || {
+                    let _permit = permit;
+                    resolve(&name, port)
+                })
+                .await
+                .map_err(|e| failed(&e))?
+            };
+            let answer = tokio::time::timeout(LOOKUP_TIMEOUT, work)
+                .await
+                .unwrap_or_else(|_| Err(failed(&"i/o timeout")));
+            let _ = answers.send((token, answer)).await;
+        });
+    }
 }
 
 impl Ctx {
@@ -235,6 +304,7 @@ impl Ctx {
                     return;
                 };
                 if let Err(queued) = w.send(body) {
+                    IoCounters::bump(&self.to_mesh.counters.not_reading);
                     let reason = format!("peer is not reading: {queued} bytes queued");
                     self.live.remove(&conn);
                     mesh.handle_connection_closed(conn, Some(reason), now);
@@ -258,6 +328,18 @@ impl Ctx {
                 }
             }
             MeshEvent::TargetsChanged(t) => self.job(Job::PersistTargets(t)),
+            MeshEvent::Lookup(l) => self.lookups.spawn(l),
+            MeshEvent::Connected(outcome) => match self.replies.remove(&outcome.request) {
+                Some(reply) => {
+                    let _ = reply.send(outcome.errors);
+                }
+                // The command-line peers: nobody waits for a reply.
+                None => {
+                    for e in outcome.errors {
+                        tracing::error!("{e}");
+                    }
+                }
+            },
             // No part of the router registers a channel yet.
             MeshEvent::Channel { channel, .. } => {
                 tracing::debug!("nobody takes gossip channel {channel}");
@@ -334,11 +416,19 @@ impl Ctx {
             Command::Dataplane(job) => self.job(job),
             Command::Status(reply) => {
                 let c = self.sleeve.counters();
+                let k = &self.to_mesh.counters;
+                let io = IoCounts {
+                    connections_refused: k.connections_refused.load(Ordering::Relaxed),
+                    intros_failed: k.intros_failed.load(Ordering::Relaxed),
+                    frames_refused: k.frames_refused.load(Ordering::Relaxed),
+                    not_reading: k.not_reading.load(Ordering::Relaxed),
+                };
                 let _ = reply.send(Snapshot {
                     mesh: mesh.status(now),
                     forwarder: c.forwarder,
                     dropped_unknown_sender: c.dropped_unknown_sender,
                     kernel_injected: c.kernel_injected,
+                    io,
                 });
             }
             Command::Connect {
@@ -346,8 +436,9 @@ impl Ctx {
                 replace,
                 reply,
             } => {
-                let errs = mesh.connect(&peers, replace, &mut resolve, now);
-                let _ = reply.send(errs);
+                // Answered from `act` once the call's lookups are done (at once for addresses).
+                let request = mesh.connect(&peers, replace, now);
+                self.replies.insert(request, reply);
             }
             Command::Forget(peers, reply) => {
                 mesh.forget(&peers, now);
@@ -357,8 +448,7 @@ impl Ctx {
     }
 }
 
-/// Resolves `host` for the connection maker. Only literal addresses and names the system
-/// resolver knows; blocking is acceptable here because targets are few and local.
+/// Resolves `host` with the system resolver (IPv4 answers only), on a lookup thread.
 fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
     use std::net::ToSocketAddrs;
     (host, port)

@@ -1,5 +1,10 @@
 //! Prometheus metrics with Weave Net's names and labels, rendered from a status snapshot at
 //! scrape time so the numbers always agree with `weft status`.
+//!
+//! Beyond Weave's, `weft_…` counters show what the router refused, ignored or skipped of what
+//! peers and clients sent (Weave Net has none to match): connections and intros refused,
+//! frames that closed their connection, ignored gossip, topology entries not taken, discovered
+//! addresses not dialled, and the sleeve's drops by reason (`wrong_source` among them).
 
 use crate::driver::Snapshot;
 use prometheus_client::encoding::text::encode;
@@ -19,6 +24,11 @@ struct ConnLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DropLabels {
     reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StageLabels {
+    stage: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -116,7 +126,58 @@ pub fn render(snap: &Snapshot, encryption: bool) -> String {
         "Topology gossip bytes sent: Weave's full entries (topology) or weft's deltas",
         gossip,
     );
+    let frames = Family::<StageLabels, Counter<u64>>::default();
+    for (stage, n) in [
+        ("framing", snap.io.frames_refused),
+        ("mesh", s.ignored.frames),
+    ] {
+        frames
+            .get_or_create(&StageLabels {
+                stage: stage.to_string(),
+            })
+            .inc_by(n);
+    }
+    reg.register(
+        "weft_frames_refused",
+        "Frames that closed their connection: broken framing (framing), or malformed or against the protocol (mesh)",
+        frames,
+    );
     for (name, help, n) in [
+        (
+            "weft_connections_refused",
+            "Accepted connections closed at once because too many intros were in progress",
+            snap.io.connections_refused,
+        ),
+        (
+            "weft_intros_failed",
+            "Connection intros (handshakes) that failed or timed out",
+            snap.io.intros_failed,
+        ),
+        (
+            "weft_connections_not_reading",
+            "Connections closed because the peer left too many bytes unread",
+            snap.io.not_reading,
+        ),
+        (
+            "weft_gossip_ignored_messages",
+            "Messages ignored: blank, unknown tags, repeated gossip on unknown channels, unicasts on unknown channels",
+            s.ignored.gossip,
+        ),
+        (
+            "weft_topology_ignored_peers",
+            "Peers first heard of in gossip and not taken because the topology was full",
+            s.ignored.peers,
+        ),
+        (
+            "weft_topology_refused_versions",
+            "Topology entries and deltas skipped for an implausible version",
+            s.ignored.versions,
+        ),
+        (
+            "weft_discovery_skipped_candidates",
+            "Discovered addresses not dialled because the most discovery targets were held",
+            s.ignored.discovery_candidates,
+        ),
         (
             "weft_sleeve_captured_frames",
             "Frames captured from the local bridge",
@@ -152,4 +213,86 @@ pub fn render(snap: &Snapshot, encryption: bool) -> String {
         return String::new();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use weft_core::handshake::LocalIdentity;
+    use weft_core::mesh::{Ignored, Mesh, MeshConfig};
+    use weft_core::overlay::ForwarderStats;
+    use weft_wire::PeerName;
+
+    use super::*;
+    use crate::driver::IoCounts;
+
+    fn snapshot() -> Snapshot {
+        let cfg = MeshConfig {
+            identity: LocalIdentity {
+                name: PeerName(0x0200_0000_0001),
+                nick_name: "h1".into(),
+                uid: 7,
+                short_id: 1,
+                overlays: "sleeve".into(),
+            },
+            port: 6783,
+            conn_limit: 0,
+            discovery: true,
+            fastdp: false,
+            mtu: 1376,
+            topology_deltas: true,
+            gossip_interval: weft_core::mesh::GOSSIP_INTERVAL,
+        };
+        let now = Instant::now();
+        let mut mesh = Mesh::new(cfg, 1, now).status(now);
+        mesh.ignored = Ignored {
+            peers: 11,
+            versions: 12,
+            discovery_candidates: 13,
+            gossip: 14,
+            frames: 15,
+        };
+        let forwarder = ForwarderStats {
+            dropped_wrong_source: 16,
+            ..ForwarderStats::default()
+        };
+        Snapshot {
+            mesh,
+            forwarder,
+            dropped_unknown_sender: 17,
+            kernel_injected: 0,
+            io: IoCounts {
+                connections_refused: 21,
+                intros_failed: 22,
+                frames_refused: 23,
+                not_reading: 24,
+            },
+        }
+    }
+
+    #[test]
+    fn what_was_refused_or_ignored_is_scraped() {
+        let text = render(&snapshot(), false);
+        for line in [
+            "weft_connections_refused_total 21",
+            "weft_intros_failed_total 22",
+            "weft_frames_refused_total{stage=\"framing\"} 23",
+            "weft_frames_refused_total{stage=\"mesh\"} 15",
+            "weft_connections_not_reading_total 24",
+            "weft_gossip_ignored_messages_total 14",
+            "weft_topology_ignored_peers_total 11",
+            "weft_topology_refused_versions_total 12",
+            "weft_discovery_skipped_candidates_total 13",
+            "weft_sleeve_dropped_frames_total{reason=\"wrong_source\"} 16",
+            "weft_sleeve_dropped_frames_total{reason=\"unknown_sender\"} 17",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line:?} missing from:\n{text}"
+            );
+        }
+        // Each counter has its HELP and TYPE once.
+        assert_eq!(text.matches("# TYPE weft_intros_failed counter").count(), 1);
+    }
 }

@@ -75,14 +75,7 @@ pub fn render_status(s: &MeshStatus, info: &RouterInfo) -> String {
             format!("{} ({breakdown})", s.connections.len()),
         );
     }
-    let all = s.peers.iter().flat_map(|p| p.connections.iter());
-    let (est, pend) = all.fold((0, 0), |(e, p), c| {
-        if c.established {
-            (e + 1, p)
-        } else {
-            (e, p + 1)
-        }
-    });
+    let (est, pend) = s.peers.connection_counts();
     let conns = counts(&[("established", est), ("pending", pend)]);
     if conns.is_empty() {
         line(&mut out, "Peers", s.peers.len());
@@ -130,15 +123,16 @@ pub fn render_connections(s: &MeshStatus) -> String {
 /// `GET /status/peers`.
 pub fn render_peers(s: &MeshStatus) -> String {
     let mut out = String::new();
-    for p in &s.peers {
+    for p in s.peers.iter() {
         let _ = writeln!(out, "{}({})", p.summary.name, p.summary.nick_name);
-        for c in &p.connections {
+        for c in p.connections {
+            let nick = s.peers.nick_name(c.name).unwrap_or_default();
             let _ = writeln!(
                 out,
                 "   {} {:<21} {:<37} {}",
                 if c.outbound { "->" } else { "<-" },
-                c.address,
-                format!("{}({})", c.name, c.nick_name),
+                c.remote_tcp_addr,
+                format!("{}({nick})", c.name),
                 if c.established {
                     "established"
                 } else {
@@ -164,8 +158,8 @@ pub fn report(s: &MeshStatus, info: &RouterInfo, ready: bool) -> Value {
                 "Version": p.summary.version,
                 "Connections": p.connections.iter().map(|c| json!({
                     "Name": c.name.to_string(),
-                    "NickName": c.nick_name,
-                    "Address": c.address,
+                    "NickName": s.peers.nick_name(c.name).unwrap_or_default(),
+                    "Address": c.remote_tcp_addr,
                     "Outbound": c.outbound,
                     "Established": c.established,
                 })).collect::<Vec<_>>(),

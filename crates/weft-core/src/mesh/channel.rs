@@ -231,15 +231,18 @@ impl Mesh {
         let msg = match ProtocolMsg::decode(body) {
             Ok(Some(m)) => m,
             Ok(None) => {
+                self.gossip_ignored += 1;
                 tracing::debug!("ignoring blank msg");
                 return;
             }
             Err(e) => {
+                self.frames_refused += 1;
                 self.close(conn, CloseReason::Malformed(e));
                 return;
             }
         };
         if let Err(e) = self.handle_msg(conn, msg, body, now) {
+            self.frames_refused += 1;
             self.close(conn, e);
         }
     }
@@ -259,7 +262,10 @@ impl Mesh {
                 self.overlay_control(conn, 3, &mtu.to_be_bytes(), now);
             }
             ProtocolMsg::OverlayControl(payload) => self.overlay_control(conn, 7, &payload, now),
-            ProtocolMsg::Unknown(tag) => tracing::debug!("ignoring unknown protocol tag: {tag}"),
+            ProtocolMsg::Unknown(tag) => {
+                self.gossip_ignored += 1;
+                tracing::debug!("ignoring unknown protocol tag: {tag}");
+            }
             ProtocolMsg::Gossip {
                 channel,
                 src,
@@ -284,6 +290,7 @@ impl Mesh {
                 } else if self.channels.names.contains(&channel) {
                     self.deliver(channel, ChannelMessage::Unicast { src, payload });
                 } else {
+                    self.gossip_ignored += 1;
                     tracing::debug!("dropping unicast for us on unknown channel from {src}");
                 }
             }
@@ -319,6 +326,7 @@ impl Mesh {
             .relayed
             .seen_recently(&[b"g", channel.as_bytes(), &payload], now)
         {
+            self.gossip_ignored += 1;
             return Ok(());
         }
         let msg = ProtocolMsg::Gossip {
@@ -349,6 +357,7 @@ impl Mesh {
                 &[b"b", channel.as_bytes(), &src.0.to_le_bytes(), &payload],
                 now,
             ) {
+                self.gossip_ignored += 1;
                 return Ok(());
             }
             if self.channels.names.contains(&channel) {

@@ -17,7 +17,7 @@ use crate::pace::Pacer;
 const PUSH_BURST: u32 = 4;
 /// See [`PUSH_BURST`].
 const PUSH_PERIOD: std::time::Duration = std::time::Duration::from_millis(250);
-use crate::connection_maker::{ConnectedAddr, Resolver, Termination};
+use crate::connection_maker::{ConnectRequest, ConnectedAddr, LookupToken, Termination};
 use crate::handshake::RemoteFeatures;
 use crate::overlay_switch::{overlays_feature, LinkIds, OverlaySwitch};
 
@@ -47,19 +47,42 @@ pub(super) struct Conn {
 }
 
 impl Mesh {
-    /// `weft connect`: adds targets (or replaces them). Returns one error line per bad peer.
-    pub fn connect(
+    /// `weft connect` (and the command-line peers): adds targets, or replaces them. Host names
+    /// come out of [`Mesh::poll_event`] as [`MeshEvent::Lookup`]s for the driver to answer with
+    /// [`Mesh::handle_lookup`]; once all are answered the call takes effect and its error lines
+    /// come out as [`MeshEvent::Connected`] with the request returned here (at once when the
+    /// peers hold no host names). See [`crate::connection_maker::ConnectionMaker::initiate_connections`].
+    pub fn connect(&mut self, peers: &[String], replace: bool, now: Instant) -> ConnectRequest {
+        let request = self.maker.initiate_connections(peers, replace, now);
+        self.take_maker_outputs(now);
+        request
+    }
+
+    /// The answer to a [`MeshEvent::Lookup`]: the addresses found or the resolver's error text.
+    pub fn handle_lookup(
         &mut self,
-        peers: &[String],
-        replace: bool,
-        resolve: &mut Resolver<'_>,
+        token: LookupToken,
+        answer: Result<Vec<SocketAddr>, String>,
         now: Instant,
-    ) -> Vec<String> {
-        let errs = self
-            .maker
-            .initiate_connections(peers, replace, resolve, now);
-        self.targets_changed(now);
-        errs
+    ) {
+        self.maker.handle_lookup(token, answer, now);
+        self.take_maker_outputs(now);
+    }
+
+    /// Moves the maker's lookups and finished `connect` calls to the events; a finished call
+    /// changed the targets.
+    pub(super) fn take_maker_outputs(&mut self, now: Instant) {
+        while let Some(l) = self.maker.poll_lookup() {
+            self.events.push_back(MeshEvent::Lookup(l));
+        }
+        let mut changed = false;
+        while let Some(o) = self.maker.poll_outcome() {
+            self.events.push_back(MeshEvent::Connected(o));
+            changed = true;
+        }
+        if changed {
+            self.targets_changed(now);
+        }
     }
 
     /// `weft forget`: drops targets; live connections stay up.

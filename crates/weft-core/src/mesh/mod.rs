@@ -38,7 +38,7 @@ use rand::SeedableRng;
 use weft_wire::protocol::ProtocolMsg;
 use weft_wire::{frame, ConnectionSummary, PeerName, PeerSummary};
 
-use crate::connection_maker::ConnectionMaker;
+use crate::connection_maker::{ConnectOutcome, ConnectionMaker, Lookup};
 use crate::handshake::LocalIdentity;
 use crate::pace::Pacer;
 use crate::routes::Routes;
@@ -70,7 +70,7 @@ mod topology_gossip;
 
 pub use channel::{ChannelError, ChannelMessage, RELAY_CACHE_ENTRIES};
 use conn::Conn;
-pub use status::{ConnectionStatus, MeshFabric, MeshStatus, PeerConnectionStatus, PeerStatus};
+pub use status::{ConnectionStatus, Ignored, MeshFabric, MeshStatus};
 
 /// A live connection's id, chosen by the driver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -115,6 +115,13 @@ pub enum Origin {
 /// Something the driver must do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MeshEvent {
+    /// Look up a host name given to [`Mesh::connect`], off the mesh's thread, then call
+    /// [`Mesh::handle_lookup`] (an answer after
+    /// [`LOOKUP_TIMEOUT`](crate::connection_maker::LOOKUP_TIMEOUT) is ignored).
+    Lookup(Lookup),
+    /// A [`Mesh::connect`] call took effect: its error lines (one per bad peer) are the reply
+    /// to the user.
+    Connected(ConnectOutcome),
     /// Open a TCP connection and run the intro, then call `handle_connection_ready` or
     /// `handle_dial_failed`.
     Dial {
@@ -267,6 +274,11 @@ pub struct Mesh {
     /// Channels registered by other parts of the router.
     channels: channel::Channels,
     termination_count: u64,
+    /// Messages ignored: blank, unknown tags, repeated gossip and broadcasts on channels we do
+    /// not implement, unicasts to us on unknown channels.
+    gossip_ignored: u64,
+    /// Messages that closed their connection: malformed, or breaking the protocol.
+    frames_refused: u64,
     /// Topology gossip bytes sent, as in [`MeshStatus::topology_bytes_sent`].
     topology_bytes_sent: (u64, u64),
     /// Our entry as last announced, which the next announcement is a delta from.
@@ -300,6 +312,8 @@ impl Mesh {
             relayed: channel::RelayCache::default(),
             channels: channel::Channels::default(),
             termination_count: 0,
+            gossip_ignored: 0,
+            frames_refused: 0,
             topology_bytes_sent: (0, 0),
             announced,
         }
@@ -336,6 +350,8 @@ impl Mesh {
 
     /// Runs everything due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.maker.handle_timeout(now);
+        self.take_maker_outputs(now);
         if self.update_at.is_some_and(|t| t <= now) {
             self.update_at = None;
             self.announce_pace.take(now);

@@ -1,5 +1,9 @@
 //! What the mesh shows: the snapshot behind `weft status`, `weft report` and the metrics, and
 //! the data plane's view of routes and fastdp neighbours ([`MeshFabric`]).
+//!
+//! A snapshot is taken on the mesh task for every request, so it copies only what is small
+//! (our own connections, targets, the unicast table); the topology, one entry per known peer,
+//! is shared with the view ([`TopologySnapshot`]) and read by the endpoint off the mesh task.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -10,7 +14,7 @@ use super::{Conn, ConnId, Mesh, Origin};
 use crate::handshake::{PROTOCOL_MAX_VERSION, PROTOCOL_MIN_VERSION};
 use crate::overlay::Fabric;
 use crate::routes::Routes;
-use crate::topology::Peers;
+use crate::topology::{Peers, TopologySnapshot};
 
 /// What `weft status connections` shows for one line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,30 +29,6 @@ pub struct ConnectionStatus {
     pub info: String,
     /// Extra attributes (`mtu`, `encrypted`).
     pub attrs: BTreeMap<String, String>,
-}
-
-/// One peer as `weft status peers` shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PeerStatus {
-    /// Its summary.
-    pub summary: PeerSummary,
-    /// Its connections as it reported them.
-    pub connections: Vec<PeerConnectionStatus>,
-}
-
-/// One connection of a peer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PeerConnectionStatus {
-    /// Remote end.
-    pub name: PeerName,
-    /// Remote end's nickname, if known.
-    pub nick_name: String,
-    /// `ip:port` as the owner sees it.
-    pub address: String,
-    /// Owner dialled.
-    pub outbound: bool,
-    /// Owner considers it established.
-    pub established: bool,
 }
 
 /// A snapshot of everything the status and report endpoints show about the mesh.
@@ -68,8 +48,8 @@ pub struct MeshStatus {
     pub targets: Vec<String>,
     /// Live connections, then targets not connected.
     pub connections: Vec<ConnectionStatus>,
-    /// All known peers, ourselves first.
-    pub peers: Vec<PeerStatus>,
+    /// All known peers, ourselves first, shared with the mesh's view (nothing copied).
+    pub peers: TopologySnapshot,
     /// (destination, next hop), established connections only.
     pub unicast_routes: Vec<(PeerName, PeerName)>,
     /// (source, next hops), established connections only.
@@ -78,6 +58,28 @@ pub struct MeshStatus {
     pub termination_count: u64,
     /// Topology gossip bytes sent: (Weave's `topology` channel, weft's deltas channel).
     pub topology_bytes_sent: (u64, u64),
+    /// What the mesh ignored or skipped of what peers sent, since start.
+    pub ignored: Ignored,
+}
+
+/// What the mesh ignored or skipped of what peers sent, since start: the `/metrics` counters
+/// that show a peer pushing at the bounds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ignored {
+    /// Peers first heard of in gossip and not taken: the view was full
+    /// ([`crate::topology::MAX_PEERS`]).
+    pub peers: u64,
+    /// Topology entries and deltas skipped for an implausible version.
+    pub versions: u64,
+    /// Discovered addresses not dialled: the connection maker held its most targets (each
+    /// refresh counts each such address again).
+    pub discovery_candidates: u64,
+    /// Messages ignored: blank, unknown tags, repeated gossip and broadcasts on channels we
+    /// do not implement, unicasts to us on unknown channels.
+    pub gossip: u64,
+    /// Messages that closed their connection: malformed, or breaking the protocol (a
+    /// topology that breaks the merge rules or the bounds, a topology unicast).
+    pub frames: u64,
 }
 
 impl Mesh {
@@ -124,31 +126,7 @@ impl Mesh {
                     attrs: BTreeMap::new(),
                 }),
         );
-        let nick_of = |n: PeerName| {
-            self.peers
-                .get(n)
-                .map(|(s, _)| s.nick_name)
-                .unwrap_or_default()
-        };
-        let mut names = self.peers.all_names();
-        names.sort_by_key(|&n| n != us.name);
-        let peers = names
-            .into_iter()
-            .filter_map(|n| self.peers.get(n))
-            .map(|(summary, conns)| PeerStatus {
-                summary,
-                connections: conns
-                    .iter()
-                    .map(|c| PeerConnectionStatus {
-                        name: c.name,
-                        nick_name: nick_of(c.name),
-                        address: c.remote_tcp_addr.clone(),
-                        outbound: c.outbound,
-                        established: c.established,
-                    })
-                    .collect(),
-            })
-            .collect();
+        let peers = self.peers.snapshot();
         let routes = self.routes();
         let unicast_routes = routes.unicast_table();
         let broadcast_routes = routes.broadcast_table();
@@ -165,6 +143,13 @@ impl Mesh {
             broadcast_routes,
             termination_count: self.termination_count,
             topology_bytes_sent: self.topology_bytes_sent,
+            ignored: Ignored {
+                peers: self.peers.ignored_peers(),
+                versions: self.peers.refused_versions(),
+                discovery_candidates: self.maker.skipped_candidates(),
+                gossip: self.gossip_ignored,
+                frames: self.frames_refused,
+            },
         }
     }
 

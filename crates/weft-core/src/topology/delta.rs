@@ -105,6 +105,7 @@ impl Peers {
             self.index_short_id(s);
         }
         if let Some(entry) = self.others.get_mut(&s.name) {
+            let entry = std::sync::Arc::make_mut(entry);
             entry.summary = s.clone();
             apply_in_place(&mut entry.conns, &removed, upserted);
         }
