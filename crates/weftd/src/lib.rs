@@ -11,6 +11,8 @@ mod conn_io;
 pub mod dataplane;
 pub mod dataplane_task;
 pub mod driver;
+#[cfg(any(fuzzing, test))]
+pub mod fuzzing;
 pub mod http;
 pub mod metrics;
 pub mod run_dir;
