@@ -9,6 +9,8 @@
 #![warn(missing_docs)]
 
 pub mod connection_maker;
+#[cfg(any(fuzzing, test))]
+pub mod fuzzing;
 pub mod handshake;
 pub mod ipam;
 pub mod mesh;

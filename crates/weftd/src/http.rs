@@ -249,7 +249,7 @@ async fn delete_peer() -> Response {
 }
 
 /// Parses `application/x-www-form-urlencoded`, keeping repeated keys.
-fn form_pairs(body: &str) -> Vec<(String, String)> {
+pub(crate) fn form_pairs(body: &str) -> Vec<(String, String)> {
     let decode = |s: &str| -> String {
         let s = s.replace('+', " ");
         let bytes = s.as_bytes();

@@ -13,6 +13,8 @@ pub mod driver;
 pub mod error;
 #[cfg(test)]
 mod fakes;
+#[cfg(any(fuzzing, test))]
+pub mod fuzzing;
 pub mod http;
 mod kernel;
 pub mod metrics;

@@ -1,0 +1,187 @@
+//! Fuzzing entry points for weftd's parsers of what local users send: the HTTP API's form
+//! bodies and report templates. Compiled under `cfg(fuzzing)` (cargo-fuzz sets it) and in unit
+//! tests; the targets in `fuzz/` are one-line shims over these, and a panic is a finding. Each
+//! takes a [`HeapMeter`] and asserts its `*_BOUND`, as `weft_core::fuzzing`'s harnesses do
+//! (weft-core's module exists only in weft-core's own tests and fuzz builds, hence the small
+//! [`metered`] here).
+
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+/// Runs the closure it is given and returns the most heap bytes held at once while it ran;
+/// the same type as `weft_core::fuzzing::HeapMeter`.
+pub type HeapMeter = fn(&mut dyn FnMut()) -> u64;
+
+/// A meter that measures nothing (for plain test runs without a counting allocator).
+pub fn unmetered(f: &mut dyn FnMut()) -> u64 {
+    f();
+    0
+}
+
+/// A heap bound: at most `per_byte * input + base` bytes held at once.
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    /// Bytes per input byte.
+    pub per_byte: u64,
+    /// Bytes whatever the input.
+    pub base: u64,
+}
+
+/// Runs `f` under `meter` and asserts `bound` for `len` input bytes.
+fn metered<T>(len: usize, bound: Bound, meter: HeapMeter, what: &str, f: impl FnOnce() -> T) -> T {
+    let mut f = Some(f);
+    let mut out = None;
+    let peak = meter(&mut || {
+        if let Some(f) = f.take() {
+            out = Some(f());
+        }
+    });
+    let limit = bound
+        .per_byte
+        .saturating_mul(len as u64)
+        .saturating_add(bound.base);
+    assert!(
+        peak <= limit,
+        "{what}: {peak} heap bytes for {len} input bytes (limit {limit})"
+    );
+    out.unwrap_or_else(|| panic!("{what}: the meter did not run the harness"))
+}
+
+/// Form bodies: each pair costs two `String`s and a tuple slot (twice over while the vector
+/// grows) for as little as two input bytes (`a&`), and decoding copies each part once.
+pub const FORM_PAIRS_BOUND: Bound = Bound {
+    per_byte: 128,
+    base: 4 * 1024,
+};
+
+/// Percent-encodes everything but unreserved characters.
+fn form_encode(s: &str, out: &mut String) {
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+}
+
+/// Parses `data` (as text, invalid UTF-8 replaced) as an `application/x-www-form-urlencoded`
+/// body. Checks: one pair per non-empty `&`-separated part, none longer decoded than encoded,
+/// and the pairs encoded again parse to themselves.
+pub fn form_pairs(data: &[u8], meter: HeapMeter) {
+    let body = String::from_utf8_lossy(data);
+    let pairs = metered(data.len(), FORM_PAIRS_BOUND, meter, "form_pairs", || {
+        crate::http::form_pairs(&body)
+    });
+    let parts: Vec<&str> = body.split('&').filter(|p| !p.is_empty()).collect();
+    assert_eq!(pairs.len(), parts.len(), "one pair per part");
+    for ((k, v), part) in pairs.iter().zip(&parts) {
+        assert!(
+            k.len() + v.len() <= part.len(),
+            "{part:?} grew when decoded"
+        );
+    }
+    let mut again = String::new();
+    for (i, (k, v)) in pairs.iter().enumerate() {
+        if i > 0 {
+            again.push('&');
+        }
+        form_encode(k, &mut again);
+        again.push('=');
+        form_encode(v, &mut again);
+    }
+    assert_eq!(
+        crate::http::form_pairs(&again),
+        pairs,
+        "encoded pairs do not parse to themselves"
+    );
+}
+
+/// Templates: the parse tree costs at most a few hundred bytes per template byte (a node, its
+/// pipeline and command vectors for `{{.}}`'s five bytes); execution holds the output (at most
+/// [`MAX_OUTPUT`](crate::template::MAX_OUTPUT), twice that while the string grows) and the
+/// values of variables and pipelines, which are made from the output-sized text the work
+/// budget allows.
+pub const TEMPLATE_BOUND: Bound = Bound {
+    per_byte: 1024,
+    base: 6 * 1024 * 1024,
+};
+
+/// The report the templates run over: `testdata/gotemplate/data.json`, the document Weave's
+/// `/report` returns, as the Go comparison tests use it.
+fn report() -> &'static Value {
+    static REPORT: OnceLock<Value> = OnceLock::new();
+    REPORT.get_or_init(|| {
+        serde_json::from_str(include_str!("../testdata/gotemplate/data.json"))
+            .unwrap_or(Value::Null)
+    })
+}
+
+/// Renders `data` (as text, invalid UTF-8 replaced) as a report template over the fixed
+/// report. Checks: output within [`MAX_OUTPUT`](crate::template::MAX_OUTPUT), errors short.
+pub fn template(data: &[u8], meter: HeapMeter) {
+    let tpl = String::from_utf8_lossy(data);
+    let report = report();
+    let out = metered(data.len(), TEMPLATE_BOUND, meter, "template", || {
+        crate::template::render(&tpl, report)
+    });
+    match out {
+        Ok(text) => assert!(
+            text.len() <= crate::template::MAX_OUTPUT,
+            "{} bytes of output",
+            text.len()
+        ),
+        Err(e) => assert!(
+            e.to_string().len() <= 4096,
+            "error of {} bytes",
+            e.to_string().len()
+        ),
+    }
+}
+
+// Tests may unwrap: a panic is how they fail.
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::HeapMeter;
+
+    /// Runs every file of `fuzz/corpus/<target>/` and each of its prefixes through `entry`;
+    /// returns how many files ran.
+    fn replay(target: &str, entry: fn(&[u8], HeapMeter)) -> usize {
+        let dir: PathBuf = [
+            env!("CARGO_MANIFEST_DIR"),
+            "..",
+            "..",
+            "fuzz",
+            "corpus",
+            target,
+        ]
+        .iter()
+        .collect();
+        let entries = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("fuzz corpus {} missing: {e}", dir.display()));
+        let mut n = 0;
+        for file in entries {
+            let data = std::fs::read(file.unwrap().path()).unwrap();
+            entry(&data, super::unmetered);
+            for cut in 0..data.len() {
+                entry(data.get(..cut).unwrap_or_default(), super::unmetered);
+            }
+            n += 1;
+        }
+        n
+    }
+
+    #[test]
+    fn corpora_replay_without_panics() {
+        assert!(replay("form_pairs", super::form_pairs) > 0);
+        assert!(replay("template", super::template) > 0);
+    }
+
+    #[test]
+    fn the_report_loads() {
+        assert!(super::report().get("Router").is_some());
+    }
+}
