@@ -293,7 +293,11 @@ impl<N: Netlink, F: Firewall> Dataplane<N, F> {
 
     /// `weft expose`: gives the host an address on the weave network and, unless
     /// `skip_nat`, masquerades traffic between the subnet and the outside.
-    pub(crate) async fn expose(&mut self, c: Ipv4Cidr, skip_nat: bool) -> Result<(), DataplaneError> {
+    pub(crate) async fn expose(
+        &mut self,
+        c: Ipv4Cidr,
+        skip_nat: bool,
+    ) -> Result<(), DataplaneError> {
         self.nl
             .add_address(self.bridge, std::net::IpAddr::V4(c.addr()), c.prefix_len())
             .await?;
