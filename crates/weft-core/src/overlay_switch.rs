@@ -119,6 +119,19 @@ pub struct OverlaySwitch {
     out: Vec<SwitchOutput>,
 }
 
+/// Why the switch gives up on a connection (the connection is then closed with this text,
+/// Weave Net's).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum OverlayError {
+    /// The remote offered no overlay that we run.
+    #[error("no overlays in common with peer")]
+    NoOverlayInCommon,
+    /// Neither sleeve nor fastdp heartbeats arrive any more.
+    #[error("no working forwarders to {0}")]
+    NoWorkingForwarders(PeerName),
+}
+
 impl OverlaySwitch {
     /// Sets up the switch once the intro is done. `ours` is what we offered, `theirs` the
     /// remote's `Overlays` feature (`None`: sleeve compat mode). `udp_addr` is known for
@@ -129,7 +142,7 @@ impl OverlaySwitch {
         theirs: Option<&[String]>,
         udp_addr: Option<SocketAddr>,
         now: Instant,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, OverlayError> {
         let (compat, sleeve_idx, fastdp_idx) = match theirs {
             None => (true, None, None),
             Some(theirs) => {
@@ -138,7 +151,7 @@ impl OverlaySwitch {
                     .filter(|o| theirs.iter().any(|t| t == o))
                     .collect();
                 if common.is_empty() {
-                    return Err("no overlays in common with peer".into());
+                    return Err(OverlayError::NoOverlayInCommon);
                 }
                 let idx = |name: &str| {
                     common
@@ -150,7 +163,7 @@ impl OverlaySwitch {
             }
         };
         if !compat && sleeve_idx.is_none() && fastdp_idx.is_none() {
-            return Err("no overlays in common with peer".into());
+            return Err(OverlayError::NoOverlayInCommon);
         }
         let fastdp = fastdp_idx
             .filter(|_| ids.remote_ip.is_some())
@@ -394,8 +407,8 @@ impl OverlaySwitch {
         }
     }
 
-    /// Runs timers; returns an error text when no path works any more (close the connection).
-    pub fn handle_timeout(&mut self, now: Instant) -> Result<(), String> {
+    /// Runs timers; fails when no path works any more (close the connection).
+    pub fn handle_timeout(&mut self, now: Instant) -> Result<(), OverlayError> {
         self.send_heartbeats(now);
         self.update_flood(now);
         let sleeve_dead = !self.sleeve_enabled()
@@ -408,7 +421,7 @@ impl OverlaySwitch {
             }
         };
         if sleeve_dead && fastdp_dead {
-            return Err(format!("no working forwarders to {}", self.ids.remote));
+            return Err(OverlayError::NoWorkingForwarders(self.ids.remote));
         }
         Ok(())
     }
@@ -564,7 +577,9 @@ mod tests {
         assert_eq!(a.best(), "sleeve");
         let theirs = vec!["awsvpc".to_string()];
         assert_eq!(
-            OverlaySwitch::new(ids(1, 2), "sleeve", Some(&theirs), None, now).unwrap_err(),
+            OverlaySwitch::new(ids(1, 2), "sleeve", Some(&theirs), None, now)
+                .unwrap_err()
+                .to_string(),
             "no overlays in common with peer"
         );
     }

@@ -13,6 +13,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use weft_core::handshake::{Handshake, LocalIdentity};
 use weft_core::mesh::{ChannelMessage, CloseReason, ConnId, Mesh, MeshConfig, MeshEvent, Origin};
+use weft_core::overlay_switch::OverlayError;
 use weft_wire::protocol::ProtocolMsg;
 use weft_wire::{frame, topology_delta, PeerName};
 
@@ -360,7 +361,9 @@ impl Cluster {
                 p,
                 MeshEvent::Close {
                     conn: c,
-                    reason: CloseReason::Overlay("partition".into()),
+                    reason: CloseReason::Overlay(OverlayError::NoWorkingForwarders(PeerName(
+                        b as u64,
+                    ))),
                 },
             );
         }

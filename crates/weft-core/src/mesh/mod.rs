@@ -246,7 +246,7 @@ pub enum CloseReason {
     ConnLimit(usize),
     /// The overlay switch gave up (no overlay in common, no working forwarder).
     #[error("{0}")]
-    Overlay(String),
+    Overlay(#[from] crate::overlay_switch::OverlayError),
 }
 
 /// The mesh router state machine. See the module docs for how to drive it.
