@@ -17,54 +17,7 @@ use weft_wire::PeerName;
 
 use crate::handshake::{Handshake, LocalIdentity};
 
-/// Runs the closure it is given and returns the most heap bytes held at once while it ran
-/// (allocations made by the closure's thread, net of frees). The same type as
-/// `weft_wire::fuzzing::HeapMeter`, so one meter serves every crate's harness.
-pub type HeapMeter = fn(&mut dyn FnMut()) -> u64;
-
-/// A meter that measures nothing (for plain test runs without a counting allocator).
-pub fn unmetered(f: &mut dyn FnMut()) -> u64 {
-    f();
-    0
-}
-
-/// A heap bound: at most `per_byte * input + base` bytes held at once.
-#[derive(Debug, Clone, Copy)]
-pub struct Bound {
-    /// Bytes per input byte.
-    pub per_byte: u64,
-    /// Bytes whatever the input.
-    pub base: u64,
-}
-
-/// Runs `f` under `meter` and asserts `bound` for `len` input bytes.
-pub fn metered<T>(
-    len: usize,
-    bound: Bound,
-    meter: HeapMeter,
-    what: &str,
-    f: impl FnOnce() -> T,
-) -> T {
-    let mut f = Some(f);
-    let mut out = None;
-    let peak = meter(&mut || {
-        if let Some(f) = f.take() {
-            out = Some(f());
-        }
-    });
-    let limit = bound
-        .per_byte
-        .saturating_mul(len as u64)
-        .saturating_add(bound.base);
-    assert!(
-        peak <= limit,
-        "{what}: {peak} heap bytes for {len} input bytes (limit {limit})"
-    );
-    match out {
-        Some(v) => v,
-        None => panic!("{what}: the meter did not run the harness"),
-    }
-}
+pub use crate::fuzz_support::{metered, unmetered, Bound, HeapMeter};
 
 /// The bytes of a fuzz program still to be read; reads past the end give zeros.
 pub struct Program<'a>(pub &'a [u8]);
@@ -802,41 +755,8 @@ pub fn mesh_frames_seeds() -> Vec<Vec<u8>> {
 // Tests may unwrap: a panic is how they fail.
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
-
     use super::HeapMeter;
-
-    /// `fuzz/corpus/<target>/`.
-    fn corpus(target: &str) -> PathBuf {
-        [
-            env!("CARGO_MANIFEST_DIR"),
-            "..",
-            "..",
-            "fuzz",
-            "corpus",
-            target,
-        ]
-        .iter()
-        .collect()
-    }
-
-    /// Runs every file of `fuzz/corpus/<target>/` and each of its prefixes through `entry`;
-    /// returns how many files ran.
-    fn replay(target: &str, entry: fn(&[u8], HeapMeter)) -> usize {
-        let dir = corpus(target);
-        let entries = std::fs::read_dir(&dir)
-            .unwrap_or_else(|e| panic!("fuzz corpus {} missing: {e}", dir.display()));
-        let mut n = 0;
-        for file in entries {
-            let data = std::fs::read(file.unwrap().path()).unwrap();
-            entry(&data, super::unmetered);
-            for cut in 0..data.len() {
-                entry(data.get(..cut).unwrap_or_default(), super::unmetered);
-            }
-            n += 1;
-        }
-        n
-    }
+    use crate::fuzz_support::{corpus, replay_corpus as replay};
 
     /// Writes the seeds of `fuzz/corpus/mesh_frames/` that come from a live pair of routers:
     /// `cargo test -p weft-core --lib write_mesh_frames_seeds -- --ignored`.

@@ -9,6 +9,8 @@
 #![warn(missing_docs)]
 
 pub mod connection_maker;
+#[doc(hidden)]
+pub mod fuzz_support;
 #[cfg(any(fuzzing, test))]
 pub mod fuzzing;
 pub mod handshake;

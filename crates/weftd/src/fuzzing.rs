@@ -1,52 +1,14 @@
 //! Fuzzing entry points for weftd's parsers of what local users send: the HTTP API's form
 //! bodies and report templates. Compiled under `cfg(fuzzing)` (cargo-fuzz sets it) and in unit
 //! tests; the targets in `fuzz/` are one-line shims over these, and a panic is a finding. Each
-//! takes a [`HeapMeter`] and asserts its `*_BOUND`, as `weft_core::fuzzing`'s harnesses do
-//! (weft-core's module exists only in weft-core's own tests and fuzz builds, hence the small
-//! [`metered`] here).
+//! takes a [`HeapMeter`] and asserts its `*_BOUND` with weft-core's shared [`metered`], as
+//! `weft_core::fuzzing`'s harnesses do.
 
 use std::sync::OnceLock;
 
 use serde_json::Value;
 
-/// Runs the closure it is given and returns the most heap bytes held at once while it ran;
-/// the same type as `weft_core::fuzzing::HeapMeter`.
-pub type HeapMeter = fn(&mut dyn FnMut()) -> u64;
-
-/// A meter that measures nothing (for plain test runs without a counting allocator).
-pub fn unmetered(f: &mut dyn FnMut()) -> u64 {
-    f();
-    0
-}
-
-/// A heap bound: at most `per_byte * input + base` bytes held at once.
-#[derive(Debug, Clone, Copy)]
-pub struct Bound {
-    /// Bytes per input byte.
-    pub per_byte: u64,
-    /// Bytes whatever the input.
-    pub base: u64,
-}
-
-/// Runs `f` under `meter` and asserts `bound` for `len` input bytes.
-fn metered<T>(len: usize, bound: Bound, meter: HeapMeter, what: &str, f: impl FnOnce() -> T) -> T {
-    let mut f = Some(f);
-    let mut out = None;
-    let peak = meter(&mut || {
-        if let Some(f) = f.take() {
-            out = Some(f());
-        }
-    });
-    let limit = bound
-        .per_byte
-        .saturating_mul(len as u64)
-        .saturating_add(bound.base);
-    assert!(
-        peak <= limit,
-        "{what}: {peak} heap bytes for {len} input bytes (limit {limit})"
-    );
-    out.unwrap_or_else(|| panic!("{what}: the meter did not run the harness"))
-}
+pub use weft_core::fuzz_support::{metered, unmetered, Bound, HeapMeter};
 
 /// Form bodies: each pair costs two `String`s and a tuple slot (twice over while the vector
 /// grows) for as little as two input bytes (`a&`), and decoding copies each part once.
@@ -143,36 +105,7 @@ pub fn template(data: &[u8], meter: HeapMeter) {
 // Tests may unwrap: a panic is how they fail.
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
-
-    use super::HeapMeter;
-
-    /// Runs every file of `fuzz/corpus/<target>/` and each of its prefixes through `entry`;
-    /// returns how many files ran.
-    fn replay(target: &str, entry: fn(&[u8], HeapMeter)) -> usize {
-        let dir: PathBuf = [
-            env!("CARGO_MANIFEST_DIR"),
-            "..",
-            "..",
-            "fuzz",
-            "corpus",
-            target,
-        ]
-        .iter()
-        .collect();
-        let entries = std::fs::read_dir(&dir)
-            .unwrap_or_else(|e| panic!("fuzz corpus {} missing: {e}", dir.display()));
-        let mut n = 0;
-        for file in entries {
-            let data = std::fs::read(file.unwrap().path()).unwrap();
-            entry(&data, super::unmetered);
-            for cut in 0..data.len() {
-                entry(data.get(..cut).unwrap_or_default(), super::unmetered);
-            }
-            n += 1;
-        }
-        n
-    }
+    use weft_core::fuzz_support::replay_corpus as replay;
 
     #[test]
     fn corpora_replay_without_panics() {
