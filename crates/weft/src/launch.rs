@@ -155,6 +155,7 @@ pub(crate) fn router(args: &[String]) -> ExitCode {
         status_addr: Some(a.status_addr),
         fastdp: !a.no_fastdp && std::env::var_os("WEAVE_NO_FASTDP").is_none_or(|v| v.is_empty()),
         mtu: a.mtu,
+        ipam: None,
     };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

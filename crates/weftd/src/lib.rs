@@ -16,6 +16,7 @@ mod fakes;
 #[cfg(any(fuzzing, test))]
 pub mod fuzzing;
 pub mod http;
+pub mod ipam;
 mod kernel;
 pub mod metrics;
 pub mod run_dir;
@@ -78,6 +79,8 @@ pub struct RouterConfig {
     pub fastdp: bool,
     /// `--mtu` / `WEAVE_MTU`; default 1376 with fastdp, 65535 without.
     pub mtu: Option<u32>,
+    /// `--ipalloc-*`; `None` when IPAM is off.
+    pub ipam: Option<ipam::IpamConfig>,
 }
 
 impl RouterConfig {
