@@ -35,6 +35,31 @@ impl Container {
         }
     }
 
+    /// The identity IPAM files the container's addresses under: the text it was named by,
+    /// `netns:NAME` or `pid:PID`, which [`Container::parse`] reads back.
+    pub fn ident(&self) -> String {
+        match self {
+            Self::Netns(n) => format!("netns:{n}"),
+            Self::Pid(p) => format!("pid:{p}"),
+        }
+    }
+
+    /// Whether the container still exists: its named namespace is mounted, or its process has
+    /// not exited (a zombie has). Errors reading `/proc` or `/run/netns` other than "not
+    /// found" count as alive, so that an address is never released on a doubt.
+    pub fn is_alive(&self) -> bool {
+        match self {
+            Self::Netns(n) => exists(&std::path::Path::new(NETNS_DIR).join(n)),
+            Self::Pid(p) => match std::fs::read_to_string(format!("/proc/{p}/stat")) {
+                // The state follows the command name, which may hold spaces and ')'.
+                Ok(stat) => stat
+                    .rsplit_once(") ")
+                    .is_none_or(|(_, rest)| !rest.starts_with(['Z', 'X'])),
+                Err(e) => e.kind() != std::io::ErrorKind::NotFound,
+            },
+        }
+    }
+
     fn spec(&self) -> NetnsSpec {
         match self {
             Self::Netns(n) => NetnsSpec::Named(n.clone()),
@@ -52,13 +77,23 @@ impl Container {
     }
 }
 
+/// Where `ip netns` mounts named namespaces.
+const NETNS_DIR: &str = "/run/netns";
+
+fn exists(p: &std::path::Path) -> bool {
+    match std::fs::symlink_metadata(p) {
+        Ok(_) => true,
+        Err(e) => e.kind() != std::io::ErrorKind::NotFound,
+    }
+}
+
 fn valid_netns_name(n: &str) -> bool {
     !n.is_empty() && n != "." && n != ".." && !n.contains('/')
 }
 
 /// Every named network namespace (the default container list of `weft ps`).
 pub fn named_netns() -> Vec<Container> {
-    let mut v: Vec<Container> = std::fs::read_dir("/run/netns")
+    let mut v: Vec<Container> = std::fs::read_dir(NETNS_DIR)
         .map(|d| {
             d.filter_map(Result::ok)
                 .filter_map(|e| e.file_name().into_string().ok())
@@ -95,6 +130,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn liveness_of_processes_and_namespaces() {
+        assert!(Container::Pid(std::process::id()).is_alive());
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        // Exited but not reaped: a zombie is not alive.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while Container::Pid(pid).is_alive() && std::time::Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        assert!(!Container::Pid(pid).is_alive(), "zombie counted as alive");
+        child.wait().unwrap();
+        assert!(!Container::Pid(pid).is_alive());
+        assert!(!Container::Netns("weft-no-such-namespace-here".into()).is_alive());
+    }
+
+    #[test]
     fn parses_containers() {
         assert_eq!(
             Container::parse("netns:c1").unwrap(),
@@ -102,6 +153,9 @@ mod tests {
         );
         assert_eq!(Container::parse("pid:42").unwrap(), Container::Pid(42));
         assert_eq!(Container::parse("pid:42").unwrap().id(), "42");
+        for s in ["netns:c1", "pid:42"] {
+            assert_eq!(Container::parse(s).unwrap().ident(), s);
+        }
         for bad in [
             "netns:",
             "netns:../x",
