@@ -308,7 +308,9 @@ impl Cluster {
                     ));
                 }
             }
-            MeshEvent::Channel { channel, message } => {
+            MeshEvent::Channel {
+                channel, message, ..
+            } => {
                 self.delivered.push((i, channel, message));
             }
             MeshEvent::Connected(outcome) => {

@@ -15,18 +15,21 @@ use std::time::{Duration, Instant};
 
 use rand::SeedableRng;
 use tokio::net::{TcpListener, UdpSocket};
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use weft_core::connection_maker::{
     ConnectRequest, Lookup, LookupToken, LOOKUP_TIMEOUT, MAX_PENDING_LOOKUPS,
 };
 use weft_core::handshake::LocalIdentity;
-use weft_core::mesh::{ConnId, Mesh, MeshEvent, MeshStatus, Origin};
+use weft_core::ipam::channel as ipam_channel;
+use weft_core::ipam::wire::CHANNEL as IPAM_CHANNEL;
+use weft_core::mesh::{ChannelMessage, ConnId, Mesh, MeshEvent, MeshStatus, Origin};
 use weft_core::overlay::ForwarderStats;
 use weft_netdev::PacketSocket;
 
 use crate::conn_io::{self, ConnInput, ConnWriter, IoCounters, ToMesh};
 use crate::dataplane::Dataplane;
 use crate::dataplane_task::{self, Job};
+use crate::ipam::task::{IpamOut, MeshLink, PeerView};
 use crate::sleeve::{Input, Sleeve};
 use crate::store::Store;
 
@@ -97,6 +100,8 @@ pub struct Driver {
     pub store: Arc<Store>,
     /// Bridge, TAP, VXLAN and firewall.
     pub dataplane: Dataplane,
+    /// The IPAM task, when IPAM is on.
+    pub ipam: Option<MeshLink>,
 }
 
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
@@ -120,6 +125,7 @@ impl Driver {
             host,
             store,
             mut dataplane,
+            ipam,
         } = self;
         let (sleeve, mut dp_rx) = Sleeve::new();
         let (to_mesh, mut conn_rx) = ToMesh::new();
@@ -165,7 +171,21 @@ impl Driver {
                 threads: Arc::new(Semaphore::new(LOOKUP_THREADS)),
             },
             replies: HashMap::new(),
+            ipam: None,
         };
+        let mut from_ipam = None;
+        if let Some(link) = ipam {
+            if let Err(e) = ipam_channel::register(&mut mesh) {
+                tracing::error!("cannot register the IPAM channel: {e}");
+                return;
+            }
+            from_ipam = Some(link.from_ipam);
+            ctx.ipam = Some(IpamPeers {
+                messages: link.messages,
+                peers: link.peers,
+                seen: None,
+            });
+        }
         if !initial_peers.is_empty() {
             // No reply waits for these: their errors are logged (Ctx::act).
             mesh.connect(&initial_peers, false, Instant::now());
@@ -180,6 +200,9 @@ impl Driver {
                 ctx.act(ev, &mut mesh, now);
             }
             ctx.sleeve.publish(&mut mesh);
+            if let Some(i) = &mut ctx.ipam {
+                i.publish(&mut mesh);
+            }
             let deadline = mesh
                 .poll_timeout()
                 .unwrap_or(now + Duration::from_secs(3600));
@@ -210,6 +233,7 @@ impl Driver {
                     let Some((token, answer)) = answer else { continue };
                     mesh.handle_lookup(token, answer, Instant::now());
                 }
+                Some(req) = recv_opt(&mut from_ipam) => ctx.on_ipam(req, &mut mesh),
                 () = &mut timer => {
                     armed = None;
                     mesh.handle_timeout(Instant::now());
@@ -239,6 +263,52 @@ struct Ctx {
     lookups: Lookups,
     /// `weft connect` calls waiting for their lookups, with the reply to send.
     replies: HashMap<ConnectRequest, oneshot::Sender<Vec<String>>>,
+    /// The IPAM task's inputs, when IPAM is on.
+    ipam: Option<IpamPeers>,
+}
+
+/// What the mesh task sends the IPAM task.
+struct IpamPeers {
+    messages: mpsc::Sender<(ChannelMessage, Option<ConnId>)>,
+    peers: watch::Sender<PeerView>,
+    /// The mesh's fabric version and target count when the peer view was last sent.
+    seen: Option<(u64, usize)>,
+}
+
+impl IpamPeers {
+    /// Sends the IPAM task the peers the router knows, when they may have changed.
+    fn publish(&mut self, mesh: &mut Mesh) {
+        let now = (mesh.fabric_version(), mesh.targets().len());
+        if self.seen == Some(now) {
+            return;
+        }
+        self.seen = Some(now);
+        let view = PeerView {
+            known: mesh.peers().all_names().into_iter().collect(),
+            direct_targets: u32::try_from(now.1).unwrap_or(u32::MAX),
+        };
+        self.peers.send_if_modified(|v| {
+            let changed = *v != view;
+            *v = view;
+            changed
+        });
+    }
+
+    /// Hands a channel message to the IPAM task; when it is behind, the message is dropped
+    /// (gossip repeats and requests are retried), never queued without bound.
+    fn deliver(&self, message: ChannelMessage, conn: Option<ConnId>) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.messages.try_send((message, conn)) {
+            tracing::debug!("IPAM task is behind; dropping a channel message");
+        }
+    }
+}
+
+/// Receives from `rx` if there is one; never ready otherwise.
+async fn recv_opt<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
+    match rx {
+        Some(r) => r.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Runs host-name lookups on blocking threads, a few at a time, each bounded in time, and
@@ -340,10 +410,28 @@ impl Ctx {
                     }
                 }
             },
-            // No part of the router registers a channel yet.
-            MeshEvent::Channel { channel, .. } => {
-                tracing::debug!("nobody takes gossip channel {channel}");
+            MeshEvent::Channel {
+                channel,
+                message,
+                conn,
+            } => match &self.ipam {
+                Some(i) if channel == IPAM_CHANNEL => i.deliver(message, conn),
+                _ => tracing::debug!("nobody takes gossip channel {channel}"),
+            },
+        }
+    }
+
+    fn on_ipam(&mut self, req: IpamOut, mesh: &mut Mesh) {
+        let sent = match req {
+            IpamOut::Send(send) => send.send(mesh),
+            IpamOut::Gossip(payload) => mesh.gossip_neighbours(IPAM_CHANNEL, payload),
+            IpamOut::Close { conn, reason } => {
+                mesh.close_for_channel(conn, reason);
+                Ok(())
             }
+        };
+        if let Err(e) = sent {
+            tracing::debug!("IPAM: {e}");
         }
     }
 

@@ -8,6 +8,9 @@
 
 use weft_attach::AttachError;
 
+use weft_core::ipam::allocator::AllocError;
+use weft_core::ipam::CidrError;
+
 use crate::dataplane::DataplaneError;
 use crate::template::TemplateError;
 
@@ -39,4 +42,19 @@ pub enum RequestError {
     /// `weft hide` failed in the kernel or the firewall.
     #[error("unable to hide: {0}")]
     Hide(#[source] DataplaneError),
+    /// A subnet or address in an `/ip` path that IPAM refuses.
+    #[error(transparent)]
+    Subnet(#[from] CidrError),
+    /// An IP in `DELETE /ip/{id}/{ip}` that does not parse.
+    #[error("invalid IP address: {0}")]
+    BadIp(String),
+    /// The allocator refused an allocation, lookup or release.
+    #[error(transparent)]
+    Ipam(AllocError),
+    /// The allocator refused a claim.
+    #[error("Unable to claim: {0}")]
+    Claim(#[source] AllocError),
+    /// The allocator refused to free an address.
+    #[error("Unable to free: {0}")]
+    Free(#[source] AllocError),
 }

@@ -17,6 +17,7 @@ use weft_types::Ipv4Cidr;
 use crate::dataplane_task::Job;
 use crate::driver::{Command, Snapshot};
 use crate::error::RequestError;
+use crate::ipam::{self, status::IpamStatus};
 use crate::metrics;
 use crate::status::{self, RouterInfo};
 use crate::template;
@@ -28,6 +29,8 @@ pub struct Api {
     pub commands: mpsc::Sender<Command>,
     /// Static router facts.
     pub info: Arc<RouterInfo>,
+    /// The IPAM task, when IPAM is on.
+    pub ipam: Option<ipam::task::Handle>,
 }
 
 impl Api {
@@ -37,17 +40,33 @@ impl Api {
         &self,
         cmd: impl FnOnce(oneshot::Sender<T>) -> Command,
     ) -> Result<T, RequestError> {
-        let (tx, rx) = oneshot::channel();
-        self.commands
-            .send(cmd(tx))
-            .await
-            .map_err(|_| RequestError::ShuttingDown)?;
-        rx.await.map_err(|_| RequestError::ShuttingDown)
+        ask(&self.commands, cmd).await
     }
 
     async fn status(&self) -> Result<Snapshot, RequestError> {
         self.ask(Command::Status).await
     }
+
+    /// IPAM's state, when IPAM is on.
+    async fn ipam_status(&self) -> Result<Option<IpamStatus>, RequestError> {
+        match &self.ipam {
+            Some(h) => Ok(Some(h.status().await?)),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Sends a task the request `req` builds around a reply channel, and waits for the answer; a
+/// task that has gone means the router is shutting down.
+pub(crate) async fn ask<R, T>(
+    to: &mpsc::Sender<R>,
+    req: impl FnOnce(oneshot::Sender<T>) -> R,
+) -> Result<T, RequestError> {
+    let (tx, rx) = oneshot::channel();
+    to.send(req(tx))
+        .await
+        .map_err(|_| RequestError::ShuttingDown)?;
+    rx.await.map_err(|_| RequestError::ShuttingDown)
 }
 
 impl IntoResponse for RequestError {
@@ -55,16 +74,22 @@ impl IntoResponse for RequestError {
         let code = match &self {
             Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Self::UnknownView(_) => StatusCode::NOT_FOUND,
-            Self::FormatCount | Self::Template(_) | Self::BadPeers(_) | Self::BadAddress(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            Self::FormatCount
+            | Self::Template(_)
+            | Self::BadPeers(_)
+            | Self::BadAddress(_)
+            | Self::Subnet(_)
+            | Self::BadIp(_)
+            | Self::Ipam(_)
+            | Self::Claim(_)
+            | Self::Free(_) => StatusCode::BAD_REQUEST,
             Self::Expose(_) | Self::Hide(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         text(code, format!("{self}\n"))
     }
 }
 
-fn text(code: StatusCode, body: String) -> Response {
+pub(crate) fn text(code: StatusCode, body: String) -> Response {
     (
         code,
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
@@ -85,23 +110,29 @@ pub fn status_routes(api: Api) -> Router {
 
 /// Routes served on the control address: everything.
 pub fn control_routes(api: Api) -> Router {
-    status_routes(api.clone()).merge(
-        Router::new()
-            .route("/connect", post(post_connect))
-            .route("/forget", post(post_forget))
+    let router = Router::new()
+        .route("/connect", post(post_connect))
+        .route("/forget", post(post_forget))
+        .route("/expose", get(get_exposed))
+        .route("/expose/:ip/:len", post(post_expose).delete(delete_expose));
+    // The IPAM routes, `/peer` among them, exist only with IPAM, as Weave Net's do; leaving
+    // the cluster without IPAM hands nothing over.
+    let router = match api.ipam.clone() {
+        Some(h) => router.with_state(api.clone()).merge(ipam::http::routes(h)),
+        None => router
             .route("/peer", delete(delete_peer))
-            .route("/expose", get(get_exposed))
-            .route("/expose/:ip/:len", post(post_expose).delete(delete_expose))
-            .with_state(api),
-    )
+            .with_state(api.clone()),
+    };
+    status_routes(api).merge(router)
 }
 
 async fn get_status(State(api): State<Api>) -> Result<Response, RequestError> {
     let s = api.status().await?;
-    Ok(text(
-        StatusCode::OK,
-        status::render_status(&s.mesh, &api.info),
-    ))
+    let mut body = status::render_status(&s.mesh, &api.info);
+    if let Some(i) = api.ipam_status().await? {
+        body.push_str(&i.render_section());
+    }
+    Ok(text(StatusCode::OK, body))
 }
 
 async fn get_status_view(
@@ -114,6 +145,10 @@ async fn get_status_view(
         "targets" => status::render_targets(s),
         "connections" => status::render_connections(s),
         "peers" => status::render_peers(s),
+        "ipam" => match api.ipam_status().await? {
+            Some(i) => i.render_owners(),
+            None => return Err(RequestError::UnknownView(view)),
+        },
         _ => return Err(RequestError::UnknownView(view)),
     };
     Ok(text(StatusCode::OK, body))
@@ -125,7 +160,10 @@ async fn get_report(
     headers: HeaderMap,
 ) -> Result<Response, RequestError> {
     let s = api.status().await?;
-    let doc = status::report(&s.mesh, &api.info, true);
+    let mut doc = status::report(&s.mesh, &api.info, true);
+    if let (Some(i), Some(obj)) = (api.ipam_status().await?, doc.as_object_mut()) {
+        obj.insert("IPAM".into(), i.report());
+    }
     let formats: Vec<&String> = q
         .iter()
         .filter(|(k, _)| k == "format")

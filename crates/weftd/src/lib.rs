@@ -219,9 +219,27 @@ pub async fn run(cfg: RouterConfig) -> Result<(), StartError> {
         trusted_subnets: Vec::new(),
         interface: dataplane.interface(),
     });
+    let (ipam_handle, ipam_link) = match &cfg.ipam {
+        Some(ipam_cfg) => {
+            let (h, l) = ipam::task::spawn(
+                ipam_cfg,
+                name,
+                cfg.nickname.clone(),
+                identity.uid,
+                store.clone(),
+                Vec::new(),
+            )
+            .ok_or_else(|| {
+                StartError::Config(format!("--ipalloc-range {} is not usable", ipam_cfg.range))
+            })?;
+            (Some(h), Some(l))
+        }
+        None => (None, None),
+    };
     let api = http::Api {
         commands: cmd_tx,
         info,
+        ipam: ipam_handle,
     };
     if let Some(l) = status_listener {
         let routes = http::status_routes(api.clone());
@@ -239,6 +257,7 @@ pub async fn run(cfg: RouterConfig) -> Result<(), StartError> {
         host: cfg.host,
         store,
         dataplane,
+        ipam: ipam_link,
     };
     // Held open until we return: `weft stop` knows this router by it.
     let _pid_file = run_dir.write_pid()?;

@@ -871,6 +871,21 @@ impl Allocator {
         (self.pending_allocates.len(), self.pending_claims.len())
     }
 
+    /// Waiting requests as the report lists them: claims (ident, address), and allocations
+    /// as `ident subnet`.
+    pub fn pending_ops(&self) -> (Vec<(String, Cidr)>, Vec<String>) {
+        (
+            self.pending_claims
+                .iter()
+                .map(|c| (c.ident.clone(), c.cidr))
+                .collect(),
+            self.pending_allocates
+                .iter()
+                .map(|a| format!("{} {}", a.ident, a.subnet))
+                .collect(),
+        )
+    }
+
     /// The status line's state.
     pub fn readiness(&self) -> Readiness {
         if !self.ring.is_empty() {

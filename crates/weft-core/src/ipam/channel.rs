@@ -377,6 +377,7 @@ mod tests {
             MeshEvent::Channel {
                 channel,
                 message: ChannelMessage::Unicast { src, payload },
+                conn: None,
             } => Some((channel, src, payload)),
             _ => None,
         });

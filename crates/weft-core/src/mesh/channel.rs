@@ -161,6 +161,7 @@ impl Mesh {
             self.deliver(
                 channel.to_string(),
                 ChannelMessage::Unicast { src: us, payload },
+                None,
             );
             return Ok(());
         }
@@ -221,9 +222,12 @@ impl Mesh {
     }
 
     /// Hands what arrived on a registered channel to its owner.
-    fn deliver(&mut self, channel: String, message: ChannelMessage) {
-        self.events
-            .push_back(MeshEvent::Channel { channel, message });
+    fn deliver(&mut self, channel: String, message: ChannelMessage, conn: Option<ConnId>) {
+        self.events.push_back(MeshEvent::Channel {
+            channel,
+            message,
+            conn,
+        });
     }
 
     /// A complete message body arrived on `conn`. Malformed input closes that connection only.
@@ -275,7 +279,7 @@ impl Mesh {
                 channel,
                 src,
                 payload,
-            } => return self.on_gossip_broadcast(channel, src, payload, now),
+            } => return self.on_gossip_broadcast(conn, channel, src, payload, now),
             ProtocolMsg::GossipUnicast {
                 channel,
                 src,
@@ -288,7 +292,11 @@ impl Mesh {
                 if dst != self.name() {
                     self.relay_unicast(dst, raw);
                 } else if self.channels.names.contains(&channel) {
-                    self.deliver(channel, ChannelMessage::Unicast { src, payload });
+                    self.deliver(
+                        channel,
+                        ChannelMessage::Unicast { src, payload },
+                        Some(conn),
+                    );
                 } else {
                     self.gossip_ignored += 1;
                     tracing::debug!("dropping unicast for us on unknown channel from {src}");
@@ -317,7 +325,7 @@ impl Mesh {
             return Ok(());
         }
         if self.channels.names.contains(&channel) {
-            self.deliver(channel, ChannelMessage::Gossip { src, payload });
+            self.deliver(channel, ChannelMessage::Gossip { src, payload }, Some(from));
             return Ok(());
         }
         // A channel nobody here implements: relay it like Weave's surrogate gossiper,
@@ -341,6 +349,7 @@ impl Mesh {
 
     fn on_gossip_broadcast(
         &mut self,
+        from: ConnId,
         channel: String,
         src: PeerName,
         payload: Vec<u8>,
@@ -373,7 +382,11 @@ impl Mesh {
         };
         self.send_msg_to_peers(&hops, &msg);
         if let Some((channel, payload)) = deliver {
-            self.deliver(channel, ChannelMessage::Broadcast { src, payload });
+            self.deliver(
+                channel,
+                ChannelMessage::Broadcast { src, payload },
+                Some(from),
+            );
         }
         Ok(())
     }

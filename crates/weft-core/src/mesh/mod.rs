@@ -151,6 +151,10 @@ pub enum MeshEvent {
         channel: String,
         /// What arrived.
         message: ChannelMessage,
+        /// The connection it came on (`None` for a unicast we sent ourselves): the channel's
+        /// owner closes it with [`Mesh::close_for_channel`] if the message is unacceptable,
+        /// as Weave Net closes a connection whose gossip its channel refused.
+        conn: Option<ConnId>,
     },
     /// Send a UDP datagram from the mesh port.
     SendUdp {
@@ -247,6 +251,9 @@ pub enum CloseReason {
     /// The overlay switch gave up (no overlay in common, no working forwarder).
     #[error("{0}")]
     Overlay(#[from] crate::overlay_switch::OverlayError),
+    /// A registered channel's owner refused what came on the connection.
+    #[error("{0}")]
+    Channel(String),
 }
 
 /// The mesh router state machine. See the module docs for how to drive it.
@@ -495,6 +502,15 @@ impl Mesh {
 
     fn close(&mut self, conn: ConnId, reason: CloseReason) {
         self.events.push_back(MeshEvent::Close { conn, reason });
+    }
+
+    /// Closes `conn` because a channel's owner refused a message that came on it (`reason`
+    /// is the owner's one-line error). Nothing happens if the connection has gone already.
+    pub fn close_for_channel(&mut self, conn: ConnId, reason: String) {
+        if self.conns.contains_key(&conn) {
+            self.frames_refused += 1;
+            self.close(conn, CloseReason::Channel(reason));
+        }
     }
 }
 

@@ -1,9 +1,15 @@
 //! IPAM in the router: the flags that configure it ([`IpamConfig`]), the task that owns the
-//! allocator (`task`), the `/ip`, `/ring`, `/ipinfo` and `/peer` routes (`http`), and the
-//! container liveness checks that release addresses (`liveness`).
+//! allocator and releases the addresses of containers that are gone ([`task`]), its records
+//! in the state database (`persist`), the `/ip`, `/ring`, `/ipinfo` and `/peer` routes
+//! ([`http`]), and its part of the status views ([`status`]).
 //!
 //! The allocator itself is weft-core's sans-IO [`Allocator`](weft_core::ipam::allocator::Allocator);
 //! everything here is I/O around it.
+
+pub mod http;
+mod persist;
+pub mod status;
+pub mod task;
 
 use weft_core::ipam::allocator::InitMode;
 use weft_core::ipam::{Cidr, CidrError};

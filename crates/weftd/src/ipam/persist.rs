@@ -1,0 +1,122 @@
+//! IPAM's records in the state database: the ring (with the peer name it belongs to) and the
+//! addresses each ident holds, as JSON, read back into what the allocator starts from.
+//!
+//! A record that does not parse is treated as absent (the allocator then says "No valid
+//! persisted data" and overwrites it); the allocator validates a parsed ring in full before
+//! using it, so a damaged or foreign ring never reaches its state.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use weft_core::ipam::allocator::{OwnedData, PersistRecord, Persisted};
+use weft_core::ipam::ring::{Entry, RingSnapshot};
+use weft_core::ipam::{Address, Cidr};
+use weft_wire::PeerName;
+
+use crate::store::{Store, StoreError, IPAM_OWNED, IPAM_RING};
+
+#[derive(Serialize, Deserialize)]
+struct RingRecord {
+    peer: u64,
+    start: u32,
+    end: u32,
+    owner: u64,
+    /// token, peer, version, free
+    entries: Vec<(u32, u64, u32, u32)>,
+    seeds: Vec<u64>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct OwnedRecord {
+    is_container: bool,
+    /// address, prefix length
+    cidrs: Vec<(u32, u8)>,
+}
+
+/// Writes one record the allocator asked for.
+pub(crate) fn write(store: &Store, record: &PersistRecord) -> Result<(), StoreError> {
+    match record {
+        PersistRecord::Ring { peer, ring } => {
+            let r = RingRecord {
+                peer: peer.0,
+                start: ring.start.0,
+                end: ring.end.0,
+                owner: ring.peer.0,
+                entries: ring
+                    .entries
+                    .iter()
+                    .map(|e| (e.token.0, e.peer.0, e.version, e.free))
+                    .collect(),
+                seeds: ring.seeds.iter().map(|p| p.0).collect(),
+            };
+            store.set_ipam_json(IPAM_RING, &r)
+        }
+        PersistRecord::Owned(owned) => {
+            let o: BTreeMap<&str, OwnedRecord> = owned
+                .iter()
+                .map(|(id, d)| {
+                    let cidrs = d.cidrs.iter().map(|c| (c.addr.0, c.prefix_len)).collect();
+                    (
+                        id.as_str(),
+                        OwnedRecord {
+                            is_container: d.is_container,
+                            cidrs,
+                        },
+                    )
+                })
+                .collect();
+            store.set_ipam_json(IPAM_OWNED, &o)
+        }
+    }
+}
+
+/// What the database holds for IPAM, for [`Allocator::new`](weft_core::ipam::allocator::Allocator::new).
+pub(crate) fn load(store: &Store) -> Result<Persisted, StoreError> {
+    let mut p = Persisted::default();
+    if let Some(r) = store
+        .ipam_record(IPAM_RING)?
+        .and_then(|b| serde_json::from_slice::<RingRecord>(&b).ok())
+    {
+        p.peer = Some(PeerName(r.peer));
+        p.ring = Some(RingSnapshot {
+            start: Address(r.start),
+            end: Address(r.end),
+            peer: PeerName(r.owner),
+            entries: r
+                .entries
+                .into_iter()
+                .map(|(token, peer, version, free)| Entry {
+                    token: Address(token),
+                    peer: PeerName(peer),
+                    version,
+                    free,
+                })
+                .collect(),
+            seeds: r.seeds.into_iter().map(PeerName).collect(),
+        });
+    }
+    if let Some(o) = store
+        .ipam_record(IPAM_OWNED)?
+        .and_then(|b| serde_json::from_slice::<BTreeMap<String, OwnedRecord>>(&b).ok())
+    {
+        p.owned = Some(
+            o.into_iter()
+                .map(|(id, r)| {
+                    let cidrs = r
+                        .cidrs
+                        .into_iter()
+                        .filter_map(|(a, len)| Cidr::new(Address(a), len))
+                        .collect();
+                    (
+                        id,
+                        OwnedData {
+                            is_container: r.is_container,
+                            cidrs,
+                        },
+                    )
+                })
+                .collect(),
+        );
+    }
+    Ok(p)
+}

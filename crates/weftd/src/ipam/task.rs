@@ -1,0 +1,461 @@
+//! The IPAM task: one tokio task owns the [`Allocator`] and is its only caller. It takes
+//! requests from the HTTP API, what arrived on the `IPallocation` channel and the mesh's view
+//! of peers from the mesh task, and time; it writes the allocator's records to the state
+//! database before anything that depends on them is sent, hands broadcasts and unicasts to
+//! the mesh task, answers requests, and releases the addresses of containers that are gone.
+//!
+//! Nothing here decides anything about IPAM: that is the allocator's.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{mpsc, oneshot, watch};
+use weft_attach::Container;
+use weft_core::ipam::allocator::{
+    AllocError, Allocator, Config, Output, PreClaim, Reply, RequestId,
+};
+use weft_core::ipam::channel::{self, ChannelSend};
+use weft_core::ipam::{Address, Cidr, Range};
+use weft_core::mesh::{ChannelMessage, ConnId, GOSSIP_INTERVAL};
+use weft_wire::PeerName;
+
+use super::persist;
+use super::status::IpamStatus;
+use super::IpamConfig;
+use crate::store::Store;
+
+/// Requests waiting for the task; more wait in the HTTP handlers.
+const MAX_QUEUED_REQUESTS: usize = 256;
+/// Channel messages waiting for the task; more are dropped (gossip repeats, requests retry).
+const MAX_QUEUED_MESSAGES: usize = 1024;
+/// What the task asks of the mesh task, waiting to be taken.
+const MAX_QUEUED_SENDS: usize = 1024;
+/// How often containers are checked for being gone, and waiting clients for having left.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A request from the HTTP API.
+#[derive(Debug)]
+pub(crate) enum Request {
+    /// `POST /ip/{id}[/{subnet}]`.
+    Allocate {
+        ident: String,
+        subnet: Cidr,
+        check_alive: bool,
+        reply: oneshot::Sender<Result<Cidr, AllocError>>,
+    },
+    /// `PUT /ip/{id}/{ip}/{len}`.
+    Claim {
+        ident: String,
+        cidr: Cidr,
+        check_alive: bool,
+        no_error_on_unknown: bool,
+        reply: oneshot::Sender<Result<(), AllocError>>,
+    },
+    /// `GET /ring`.
+    Prime(oneshot::Sender<Result<(), AllocError>>),
+    /// `GET /ip/{id}[/{subnet}]`.
+    Lookup {
+        ident: String,
+        range: Range,
+        reply: oneshot::Sender<Vec<Cidr>>,
+    },
+    /// `GET /ip`.
+    Owned(oneshot::Sender<Vec<(String, Vec<Cidr>)>>),
+    /// `DELETE /ip/{id}/{ip}`.
+    Free {
+        ident: String,
+        addr: Address,
+        reply: oneshot::Sender<Result<(), AllocError>>,
+    },
+    /// `DELETE /ip/{id}`.
+    Delete {
+        ident: String,
+        reply: oneshot::Sender<Result<(), AllocError>>,
+    },
+    /// `DELETE /peer/{name}`: addresses taken over.
+    Takeover {
+        peer: String,
+        reply: oneshot::Sender<u64>,
+    },
+    /// `DELETE /peer`.
+    Shutdown(oneshot::Sender<()>),
+    /// For the status views.
+    Status(oneshot::Sender<IpamStatus>),
+}
+
+/// What the IPAM task asks of the mesh task.
+#[derive(Debug)]
+pub enum IpamOut {
+    /// A broadcast or unicast on the channel.
+    Send(ChannelSend),
+    /// Periodic gossip to random neighbours.
+    Gossip(Vec<u8>),
+    /// Close a connection whose message IPAM refused.
+    Close {
+        /// The connection.
+        conn: ConnId,
+        /// The refusal, for the log.
+        reason: String,
+    },
+}
+
+/// The mesh's view of peers that IPAM needs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerView {
+    /// Every peer the router knows.
+    pub known: BTreeSet<PeerName>,
+    /// Direct connection targets, for the default quorum.
+    pub direct_targets: u32,
+}
+
+/// The mesh task's end of the IPAM task.
+#[derive(Debug)]
+pub struct MeshLink {
+    /// Channel messages for the IPAM task.
+    pub messages: mpsc::Sender<(ChannelMessage, Option<ConnId>)>,
+    /// The latest peer view.
+    pub peers: watch::Sender<PeerView>,
+    /// What the IPAM task asks of the mesh.
+    pub from_ipam: mpsc::Receiver<IpamOut>,
+}
+
+/// The HTTP API's end of the IPAM task.
+#[derive(Debug, Clone)]
+pub struct Handle {
+    pub(crate) requests: mpsc::Sender<Request>,
+    /// `--ipalloc-default-subnet`.
+    pub default_subnet: Cidr,
+}
+
+/// Who waits for a reply the allocator will give later.
+enum Waiter {
+    Allocate(oneshot::Sender<Result<Cidr, AllocError>>),
+    Claim(oneshot::Sender<Result<(), AllocError>>),
+    Prime(oneshot::Sender<Result<(), AllocError>>),
+}
+
+impl Waiter {
+    fn is_closed(&self) -> bool {
+        match self {
+            Self::Allocate(t) => t.is_closed(),
+            Self::Claim(t) | Self::Prime(t) => t.is_closed(),
+        }
+    }
+
+    fn answer(self, result: Result<Reply, AllocError>) {
+        match self {
+            Self::Allocate(t) => {
+                let r = result.and_then(|r| match r {
+                    Reply::Allocated(c) => Ok(c),
+                    other => {
+                        tracing::warn!(
+                            "[allocator]: unexpected answer to an allocation: {other:?}"
+                        );
+                        Err(AllocError::NoAddresses(String::new()))
+                    }
+                });
+                let _ = t.send(r);
+            }
+            Self::Claim(t) | Self::Prime(t) => {
+                let _ = t.send(result.map(|_| ()));
+            }
+        }
+    }
+}
+
+/// Starts the IPAM task for router `name` (nickname `nickname`, incarnation `uid`): loads
+/// what the database holds, releases addresses of containers that went away while the router
+/// was down, and returns the handles of the HTTP API and of the mesh task. `None` if the range
+/// is unusable (the flags' checks refuse such ranges first).
+pub fn spawn(
+    cfg: &IpamConfig,
+    name: PeerName,
+    nickname: String,
+    uid: u64,
+    store: Arc<Store>,
+    pre_claims: Vec<PreClaim>,
+) -> Option<(Handle, MeshLink)> {
+    let persisted = match persist::load(&store) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            tracing::warn!("[allocator]: cannot read persisted IPAM data: {e}");
+            None
+        }
+    };
+    let now = Instant::now();
+    let mut alloc = Allocator::new(
+        Config {
+            name,
+            uid,
+            nickname,
+            universe: cfg.range,
+            mode: cfg.mode.clone(),
+            pre_claims,
+            rng_seed: rand::random(),
+        },
+        persisted,
+        now,
+    )?;
+    let running: BTreeSet<String> = alloc
+        .owned()
+        .iter()
+        .filter(|(id, d)| d.is_container && container_alive(id))
+        .map(|(id, _)| id.clone())
+        .collect();
+    alloc.prune_owned(&running);
+    let (req_tx, req_rx) = mpsc::channel(MAX_QUEUED_REQUESTS);
+    let (msg_tx, msg_rx) = mpsc::channel(MAX_QUEUED_MESSAGES);
+    let (peers_tx, peers_rx) = watch::channel(PeerView::default());
+    let (out_tx, out_rx) = mpsc::channel(MAX_QUEUED_SENDS);
+    let task = Task {
+        alloc,
+        store,
+        to_mesh: out_tx,
+        waiting: HashMap::new(),
+        next_id: 0,
+        known: BTreeSet::new(),
+        default_subnet: cfg.default_subnet,
+    };
+    tokio::spawn(task.run(req_rx, msg_rx, peers_rx));
+    Some((
+        Handle {
+            requests: req_tx,
+            default_subnet: cfg.default_subnet,
+        },
+        MeshLink {
+            messages: msg_tx,
+            peers: peers_tx,
+            from_ipam: out_rx,
+        },
+    ))
+}
+
+/// Whether the container an ident names still exists; idents weft cannot check (another
+/// runtime's container IDs) count as alive, so their addresses are never released on a doubt.
+fn container_alive(ident: &str) -> bool {
+    Container::parse(ident).map_or(true, |c| c.is_alive())
+}
+
+struct Task {
+    alloc: Allocator,
+    store: Arc<Store>,
+    to_mesh: mpsc::Sender<IpamOut>,
+    waiting: HashMap<RequestId, Waiter>,
+    next_id: u64,
+    known: BTreeSet<PeerName>,
+    default_subnet: Cidr,
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+impl Task {
+    async fn run(
+        mut self,
+        mut requests: mpsc::Receiver<Request>,
+        mut messages: mpsc::Receiver<(ChannelMessage, Option<ConnId>)>,
+        mut peers: watch::Receiver<PeerView>,
+    ) {
+        let mut gossip = tokio::time::interval(GOSSIP_INTERVAL);
+        gossip.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            if !self.drain().await {
+                return;
+            }
+            let tick = tokio::time::sleep_until(self.alloc.poll_timeout().into());
+            tokio::select! {
+                req = requests.recv() => match req {
+                    Some(r) => self.on_request(r),
+                    None => return,
+                },
+                msg = messages.recv() => match msg {
+                    Some((m, conn)) => self.on_message(m, conn).await,
+                    None => return,
+                },
+                changed = peers.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    let view = peers.borrow_and_update().clone();
+                    self.on_peers(view);
+                }
+                () = tick => self.alloc.handle_timeout(Instant::now()),
+                _ = gossip.tick() => {
+                    let payload = channel::periodic_gossip(&self.alloc, unix_now());
+                    if self.to_mesh.send(IpamOut::Gossip(payload)).await.is_err() {
+                        return;
+                    }
+                }
+                _ = sweep.tick() => self.sweep(),
+            }
+        }
+    }
+
+    /// Acts on everything the allocator asked for, in order; false once the mesh task is gone.
+    async fn drain(&mut self) -> bool {
+        let now = unix_now();
+        while let Some(out) = self.alloc.poll_output() {
+            match out {
+                Output::Persist(record) => {
+                    // A record that cannot be written leaves the router running on what it
+                    // has in memory; the next change writes the whole record again.
+                    if let Err(e) = persist::write(&self.store, &record) {
+                        tracing::error!("[allocator]: cannot persist IPAM data: {e}");
+                    }
+                }
+                Output::Reply { id, result } => {
+                    if let Some(w) = self.waiting.remove(&id) {
+                        w.answer(result);
+                    }
+                }
+                other => {
+                    if let Some(send) = channel::outgoing(&other, now) {
+                        if self.to_mesh.send(IpamOut::Send(send)).await.is_err() {
+                            return false;
+                        }
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    fn id(&mut self) -> RequestId {
+        self.next_id += 1;
+        RequestId(self.next_id)
+    }
+
+    fn on_request(&mut self, req: Request) {
+        match req {
+            Request::Allocate {
+                ident,
+                subnet,
+                check_alive,
+                reply,
+            } => {
+                if check_alive && !container_alive(&ident) {
+                    let _ = reply.send(Err(cancelled("Allocate", &ident)));
+                    return;
+                }
+                let id = self.id();
+                self.waiting.insert(id, Waiter::Allocate(reply));
+                self.alloc.allocate(id, &ident, subnet, check_alive);
+            }
+            Request::Claim {
+                ident,
+                cidr,
+                check_alive,
+                no_error_on_unknown,
+                reply,
+            } => {
+                if check_alive && !container_alive(&ident) {
+                    let _ = reply.send(Err(cancelled("Claim", &ident)));
+                    return;
+                }
+                let id = self.id();
+                self.waiting.insert(id, Waiter::Claim(reply));
+                self.alloc
+                    .claim(id, &ident, cidr, check_alive, no_error_on_unknown);
+            }
+            Request::Prime(reply) => {
+                let id = self.id();
+                self.waiting.insert(id, Waiter::Prime(reply));
+                self.alloc.prime(id);
+            }
+            Request::Lookup {
+                ident,
+                range,
+                reply,
+            } => {
+                let _ = reply.send(self.alloc.lookup(&ident, range));
+            }
+            Request::Owned(reply) => {
+                let owned = self
+                    .alloc
+                    .owned()
+                    .iter()
+                    .map(|(id, d)| (id.clone(), d.cidrs.clone()))
+                    .collect();
+                let _ = reply.send(owned);
+            }
+            Request::Free { ident, addr, reply } => {
+                let _ = reply.send(self.alloc.free(&ident, addr));
+            }
+            Request::Delete { ident, reply } => {
+                let _ = reply.send(self.alloc.delete(&ident));
+            }
+            Request::Takeover { peer, reply } => {
+                let n = self.alloc.admin_takeover(&peer);
+                let _ = reply.send(n);
+            }
+            Request::Shutdown(reply) => {
+                self.alloc.shutdown();
+                let _ = reply.send(());
+            }
+            Request::Status(reply) => {
+                let known = &self.known;
+                let s = IpamStatus::of(&self.alloc, self.default_subnet, &|p| known.contains(&p));
+                let _ = reply.send(s);
+            }
+        }
+    }
+
+    async fn on_message(&mut self, message: ChannelMessage, conn: Option<ConnId>) {
+        if let Err(e) = channel::handle_message(&mut self.alloc, message) {
+            tracing::warn!("[allocator]: {e}");
+            if let Some(conn) = conn {
+                let reason = e.to_string();
+                let _ = self.to_mesh.send(IpamOut::Close { conn, reason }).await;
+            }
+        }
+    }
+
+    fn on_peers(&mut self, view: PeerView) {
+        for gone in self.known.difference(&view.known) {
+            self.alloc.peer_gone(*gone);
+        }
+        self.known = view.known.clone();
+        self.alloc.set_known_peers(view.known);
+        self.alloc.set_direct_targets(view.direct_targets);
+    }
+
+    /// Releases the addresses of containers that are gone, and drops requests whose client
+    /// has left.
+    fn sweep(&mut self) {
+        let gone: Vec<String> = self
+            .alloc
+            .owned()
+            .iter()
+            .filter(|(id, d)| d.is_container && !container_alive(id))
+            .map(|(id, _)| id.clone())
+            .collect();
+        let now = Instant::now();
+        for id in gone {
+            tracing::info!("[allocator]: container {id} is gone; releasing its addresses");
+            self.alloc.container_died(&id, now);
+            self.alloc.container_destroyed(&id);
+        }
+        let left: Vec<RequestId> = self
+            .waiting
+            .iter()
+            .filter(|(_, w)| w.is_closed())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in left {
+            self.alloc.cancel(id);
+        }
+    }
+}
+
+fn cancelled(kind: &'static str, ident: &str) -> AllocError {
+    AllocError::Cancelled {
+        kind,
+        ident: ident.to_owned(),
+    }
+}
