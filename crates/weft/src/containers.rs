@@ -1,5 +1,11 @@
 //! `weft attach`, `detach`, `ps`, `expose` and `hide`: argument grammar and output as Weave
-//! Net's script has them; the plumbing is weft-attach's, the exposure is the router's.
+//! Net's script has them; addresses come from the arguments and from IPAM (`crate::ipam`), the
+//! plumbing is weft-attach's, the exposure is the router's.
+//!
+//! Each command is a function of the router's address and a [`Plumbing`] (the host, or a fake
+//! in tests) that returns what to print or a [`Failure`], so that the HTTP calls and their
+//! order can be checked without a kernel. An address this command obtained from IPAM and could
+//! not put to use is given back before it fails.
 
 use std::process::ExitCode;
 
@@ -7,32 +13,67 @@ use weft_attach::{blocking, Container};
 use weft_types::Ipv4Cidr;
 
 use crate::client::{self, Reply};
-use crate::{http_addr, print_reply, usage_error};
+use crate::ipam::{ips, split_addrs, AddrArg, Failure, Ipam};
+use crate::{http_addr, routes, usage_error};
 
-const NEED_IPAM: &str = "IP address allocation must be enabled to use 'net:'";
+/// The IPAM identity of exposed addresses.
+const EXPOSE_IDENT: &str = "weave:expose";
 
-/// Splits Weave's `[addr...] <rest>` form: leading CIDR / `ip:` / `net:` arguments.
-fn split_addrs(args: &[String]) -> Result<(Vec<Ipv4Cidr>, bool, Vec<String>), String> {
-    let mut cidrs = Vec::new();
-    let mut wants_ipam = false;
-    let mut rest = Vec::new();
-    for (i, a) in args.iter().enumerate() {
-        if a.starts_with("net:") {
-            wants_ipam = true;
-        } else if a.contains('/')
-            && a.chars()
-                .next()
-                .is_some_and(|c| c.is_ascii_digit() || a.starts_with("ip:"))
-        {
-            cidrs.push(weft_attach::parse_cidr(a).map_err(|e| e.to_string())?);
-        } else if a.starts_with("ip:") {
-            return Err(format!("invalid address {a:?}: expected ip:a.b.c.d/len"));
-        } else {
-            rest.extend(args[i..].iter().cloned());
-            break;
+/// The container side of attach and detach.
+pub(crate) trait Plumbing {
+    /// Whether the container exists.
+    fn is_alive(&self, c: &Container) -> bool;
+    /// Connects it with these addresses; returns them.
+    fn attach(
+        &self,
+        c: &Container,
+        cidrs: &[Ipv4Cidr],
+        multicast: bool,
+    ) -> Result<Vec<Ipv4Cidr>, String>;
+    /// Removes these addresses (never called with none); returns those it removed.
+    fn detach(&self, c: &Container, cidrs: &[Ipv4Cidr]) -> Result<Vec<Ipv4Cidr>, String>;
+    /// The addresses its weave interface carries now; `None` when that cannot be told.
+    fn configured(&self, c: &Container) -> Option<Vec<Ipv4Cidr>>;
+}
+
+/// The real thing: weft-attach in this host's namespaces.
+struct Host;
+
+impl Plumbing for Host {
+    fn is_alive(&self, c: &Container) -> bool {
+        c.is_alive()
+    }
+
+    fn attach(
+        &self,
+        c: &Container,
+        cidrs: &[Ipv4Cidr],
+        multicast: bool,
+    ) -> Result<Vec<Ipv4Cidr>, String> {
+        blocking::attach(c, cidrs, multicast).map_err(|e| e.to_string())
+    }
+
+    fn detach(&self, c: &Container, cidrs: &[Ipv4Cidr]) -> Result<Vec<Ipv4Cidr>, String> {
+        blocking::detach(c, cidrs).map_err(|e| e.to_string())
+    }
+
+    fn configured(&self, c: &Container) -> Option<Vec<Ipv4Cidr>> {
+        match blocking::ps(std::slice::from_ref(c)) {
+            // The first entry is the bridge's own (weave:expose).
+            Ok(entries) => Some(entries.into_iter().skip(1).flat_map(|e| e.cidrs).collect()),
+            // No bridge: no container can be attached to it.
+            Err(weft_attach::AttachError::NoBridge) => Some(Vec::new()),
+            Err(_) => None,
         }
     }
-    Ok((cidrs, wants_ipam, rest))
+}
+
+/// What a container that is not there prints (weft-attach's words for the same case).
+fn missing(c: &Container) -> Failure {
+    Failure::Message(match c {
+        Container::Netns(n) => format!("network namespace {n} does not exist"),
+        Container::Pid(p) => format!("process {p} does not exist"),
+    })
 }
 
 fn fail(e: impl std::fmt::Display) -> ExitCode {
@@ -40,12 +81,15 @@ fn fail(e: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(1)
 }
 
-fn ips(cidrs: &[Ipv4Cidr]) -> String {
-    cidrs
-        .iter()
-        .map(|c| c.addr().to_string())
-        .collect::<Vec<_>>()
-        .join(" ")
+/// Prints the command's output line, or its failure.
+fn finish(r: Result<String, Failure>) -> ExitCode {
+    match r {
+        Ok(out) => {
+            println!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(f) => f.report(),
+    }
 }
 
 /// The API path that exposes or hides `c`.
@@ -53,12 +97,49 @@ fn expose_path(c: &Ipv4Cidr) -> String {
     format!("/expose/{}/{}", c.addr(), c.prefix_len())
 }
 
+/// Weave's warning for each address given by hand that lies inside a host route.
+fn warn_overlaps(args: &[AddrArg]) {
+    let explicit: Vec<Ipv4Cidr> = args
+        .iter()
+        .filter_map(|a| match a {
+            AddrArg::Explicit(c) => Some(*c),
+            _ => None,
+        })
+        .collect();
+    if explicit.is_empty() {
+        return;
+    }
+    let table = routes::host_routes();
+    for c in explicit {
+        if let Some(w) = routes::address_warning(&table, c) {
+            eprintln!("{w}");
+        }
+    }
+}
+
+/// What a command decided: a usage error, or its output line or failure.
+enum Outcome {
+    Usage,
+    Done(Result<String, Failure>),
+}
+
+fn run(o: Outcome) -> ExitCode {
+    match o {
+        Outcome::Usage => usage_error(),
+        Outcome::Done(r) => finish(r),
+    }
+}
+
 /// `weft attach [addr...] [--without-dns] [--rewrite-hosts] [--add-host h:ip]...
 /// [--no-multicast-route] <container>`.
 pub(crate) fn attach(args: &[String]) -> ExitCode {
-    let (cidrs, wants_ipam, rest) = match split_addrs(args) {
+    run(attach_with(&Host, &http_addr(), args))
+}
+
+fn attach_with(p: &impl Plumbing, http: &str, args: &[String]) -> Outcome {
+    let (addrs, rest) = match split_addrs(args) {
         Ok(x) => x,
-        Err(e) => return fail(e),
+        Err(e) => return Outcome::Done(Err(e)),
     };
     let mut multicast = true;
     let mut container = None;
@@ -71,53 +152,91 @@ pub(crate) fn attach(args: &[String]) -> ExitCode {
                 it.next();
             }
             s if s.starts_with("--add-host=") => {}
-            s if s.starts_with('-') => return usage_error(),
+            s if s.starts_with('-') => return Outcome::Usage,
             s if container.is_none() => container = Some(s.to_string()),
-            _ => return usage_error(),
+            _ => return Outcome::Usage,
         }
     }
     let Some(container) = container else {
-        return usage_error();
+        return Outcome::Usage;
     };
-    if wants_ipam || cidrs.is_empty() {
-        return fail(NEED_IPAM);
+    Outcome::Done(attach_container(p, http, &addrs, &container, multicast))
+}
+
+fn attach_container(
+    p: &impl Plumbing,
+    http: &str,
+    addrs: &[AddrArg],
+    container: &str,
+    multicast: bool,
+) -> Result<String, Failure> {
+    let c = Container::parse(container).map_err(|e| Failure::Message(e.to_string()))?;
+    // Before asking IPAM, so that a mistyped name allocates nothing.
+    if !p.is_alive(&c) {
+        return Err(missing(&c));
     }
-    let c = match Container::parse(&container) {
-        Ok(c) => c,
-        Err(e) => return fail(e),
+    let ident = c.ident();
+    let ipam = Ipam::new(http, &ident);
+    let mut obtained = Vec::new();
+    let give_back = |obtained: &[Ipv4Cidr]| {
+        let in_use = if p.is_alive(&c) {
+            p.configured(&c)
+        } else {
+            Some(Vec::new())
+        };
+        ipam.release_unused(obtained, in_use.as_deref());
     };
-    match blocking::attach(&c, &cidrs, multicast) {
-        Ok(done) => {
-            println!("{}", ips(&done));
-            ExitCode::SUCCESS
+    let cidrs = match ipam.allocate(addrs, true, &mut obtained) {
+        Ok(c) => c,
+        Err(e) => {
+            give_back(&obtained);
+            return Err(e);
         }
-        Err(e) => fail(e),
+    };
+    warn_overlaps(addrs);
+    match p.attach(&c, &cidrs, multicast) {
+        Ok(done) => Ok(ips(&done)),
+        Err(e) => {
+            give_back(&obtained);
+            Err(Failure::Message(e))
+        }
     }
 }
 
 /// `weft detach [addr...] <container>`.
 pub(crate) fn detach(args: &[String]) -> ExitCode {
-    let (cidrs, wants_ipam, rest) = match split_addrs(args) {
+    run(detach_with(&Host, &http_addr(), args))
+}
+
+fn detach_with(p: &impl Plumbing, http: &str, args: &[String]) -> Outcome {
+    let (addrs, rest) = match split_addrs(args) {
         Ok(x) => x,
-        Err(e) => return fail(e),
+        Err(e) => return Outcome::Done(Err(e)),
     };
     let [container] = rest.as_slice() else {
-        return usage_error();
+        return Outcome::Usage;
     };
-    if wants_ipam {
-        return fail(NEED_IPAM);
+    Outcome::Done(detach_container(p, http, &addrs, container))
+}
+
+fn detach_container(
+    p: &impl Plumbing,
+    http: &str,
+    addrs: &[AddrArg],
+    container: &str,
+) -> Result<String, Failure> {
+    let c = Container::parse(container).map_err(|e| Failure::Message(e.to_string()))?;
+    let ident = c.ident();
+    let ipam = Ipam::new(http, &ident);
+    let targets = ipam.lookup(addrs)?;
+    // Nothing to remove; weft-attach would take "none" to mean "all".
+    if targets.is_empty() {
+        return Ok(String::new());
     }
-    let c = match Container::parse(container) {
-        Ok(c) => c,
-        Err(e) => return fail(e),
-    };
-    match blocking::detach(&c, &cidrs) {
-        Ok(done) => {
-            println!("{}", ips(&done));
-            ExitCode::SUCCESS
-        }
-        Err(e) => fail(e),
-    }
+    let done = p.detach(&c, &targets).map_err(Failure::Message)?;
+    // The container no longer uses any of them, whether it had them or not.
+    ipam.release(&targets)?;
+    Ok(ips(&done))
 }
 
 /// `weft ps [container...]`.
@@ -143,9 +262,13 @@ pub(crate) fn ps(args: &[String]) -> ExitCode {
 
 /// `weft expose [addr...] [-h fqdn] [--without-masquerade]`.
 pub(crate) fn expose(args: &[String]) -> ExitCode {
-    let (cidrs, wants_ipam, rest) = match split_addrs(args) {
+    run(expose_with(&http_addr(), args))
+}
+
+fn expose_with(http: &str, args: &[String]) -> Outcome {
+    let (addrs, rest) = match split_addrs(args) {
         Ok(x) => x,
-        Err(e) => return fail(e),
+        Err(e) => return Outcome::Done(Err(e)),
     };
     let mut skip_nat = false;
     let mut it = rest.iter();
@@ -154,81 +277,485 @@ pub(crate) fn expose(args: &[String]) -> ExitCode {
             "--without-masquerade" => skip_nat = true,
             "-h" => {
                 if it.next().is_none() {
-                    return usage_error();
+                    return Outcome::Usage;
                 }
             }
-            _ => return usage_error(),
+            _ => return Outcome::Usage,
         }
     }
-    if wants_ipam || cidrs.is_empty() {
-        return fail(NEED_IPAM);
-    }
-    for c in &cidrs {
-        let path = expose_path(c);
-        let form: &[(&str, &str)] = if skip_nat {
-            &[("skipNAT", "true")]
-        } else {
-            &[]
-        };
-        match client::post_form(&http_addr(), &path, form) {
-            Reply::Ok(_) => {}
-            other => return print_reply(other),
-        }
-    }
-    println!("{}", ips(&cidrs));
-    ExitCode::SUCCESS
+    Outcome::Done(expose_addrs(http, &addrs, skip_nat))
 }
 
-/// `weft hide [addr...]`: without addresses, everything exposed.
+fn expose_addrs(http: &str, addrs: &[AddrArg], skip_nat: bool) -> Result<String, Failure> {
+    let ipam = Ipam::new(http, EXPOSE_IDENT);
+    let mut obtained = Vec::new();
+    // On failure, what the bridge carries is in use; the router's list says what that is.
+    let give_back = |obtained: &[Ipv4Cidr]| {
+        let exposed = match client::get(http, "/expose", false) {
+            Reply::Ok(body) => Some(parse_list(&body)),
+            _ => None,
+        };
+        ipam.release_unused(obtained, exposed.as_deref());
+    };
+    let cidrs = match ipam.allocate(addrs, false, &mut obtained) {
+        Ok(c) => c,
+        Err(e) => {
+            give_back(&obtained);
+            return Err(e);
+        }
+    };
+    warn_overlaps(addrs);
+    let form: &[(&str, &str)] = if skip_nat {
+        &[("skipNAT", "true")]
+    } else {
+        &[]
+    };
+    for c in &cidrs {
+        match client::post_form(http, &expose_path(c), form) {
+            Reply::Ok(_) => {}
+            other => {
+                give_back(&obtained);
+                return Err(reply_failure(other));
+            }
+        }
+    }
+    Ok(ips(&cidrs))
+}
+
+/// A reply that is not 2xx, as a failure (404: the route is missing).
+fn reply_failure(r: Reply) -> Failure {
+    match r {
+        Reply::Down => Failure::NotRunning,
+        Reply::Failed(_, body) | Reply::Ok(body) => Failure::Message(body),
+        Reply::NotFound => Failure::Message("the router has no such route (404)".into()),
+    }
+}
+
+/// Whitespace-separated CIDRs; anything else is skipped.
+fn parse_list(body: &str) -> Vec<Ipv4Cidr> {
+    body.split_whitespace()
+        .filter_map(|s| s.parse().ok())
+        .collect()
+}
+
+/// `weft hide [addr...]`: without addresses, those IPAM gave `weave:expose` (all exposed
+/// addresses when IPAM is off).
 pub(crate) fn hide(args: &[String]) -> ExitCode {
-    let (cidrs, wants_ipam, rest) = match split_addrs(args) {
+    run(hide_with(&http_addr(), args))
+}
+
+fn hide_with(http: &str, args: &[String]) -> Outcome {
+    let (addrs, rest) = match split_addrs(args) {
         Ok(x) => x,
-        Err(e) => return fail(e),
+        Err(e) => return Outcome::Done(Err(e)),
     };
     if !rest.is_empty() {
-        return usage_error();
+        return Outcome::Usage;
     }
-    if wants_ipam {
-        return fail(NEED_IPAM);
-    }
-    let targets = if cidrs.is_empty() {
-        match client::get(&http_addr(), "/expose", false) {
-            Reply::Ok(body) => body
-                .split_whitespace()
-                .filter_map(|s| s.parse::<Ipv4Cidr>().ok())
-                .collect(),
-            other => return print_reply(other),
-        }
-    } else {
-        cidrs
+    Outcome::Done(hide_addrs(http, &addrs))
+}
+
+fn hide_addrs(http: &str, addrs: &[AddrArg]) -> Result<String, Failure> {
+    let ipam = Ipam::new(http, EXPOSE_IDENT);
+    let targets = match ipam.lookup(addrs) {
+        Ok(t) => t,
+        Err(Failure::NeedIpam) if addrs.is_empty() => match client::get(http, "/expose", false) {
+            Reply::Ok(body) => parse_list(&body),
+            other => return Err(reply_failure(other)),
+        },
+        Err(e) => return Err(e),
     };
     for c in &targets {
-        match client::delete(&http_addr(), &expose_path(c)) {
+        match client::delete(http, &expose_path(c)) {
             Reply::Ok(_) => {}
-            other => return print_reply(other),
+            other => return Err(reply_failure(other)),
         }
     }
-    println!("{}", ips(&targets));
-    ExitCode::SUCCESS
+    ipam.release(&targets)?;
+    Ok(ips(&targets))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::cell::RefCell;
 
-    fn s(v: &[&str]) -> Vec<String> {
-        v.iter().map(|x| x.to_string()).collect()
+    use super::*;
+    use crate::ipam::NEED_IPAM;
+    use crate::testing::{cidr, strings as s, Canned, FakeRouter};
+
+    /// Plumbing that records its calls and fails when told to.
+    #[derive(Default)]
+    struct Fake {
+        dead: bool,
+        fail_attach: bool,
+        /// What the container carries before, and after a failed attach.
+        configured: Vec<Ipv4Cidr>,
+        calls: RefCell<Vec<String>>,
+    }
+
+    impl Plumbing for Fake {
+        fn is_alive(&self, _: &Container) -> bool {
+            !self.dead
+        }
+
+        fn attach(
+            &self,
+            c: &Container,
+            cidrs: &[Ipv4Cidr],
+            _: bool,
+        ) -> Result<Vec<Ipv4Cidr>, String> {
+            self.calls
+                .borrow_mut()
+                .push(format!("attach {} {}", c.ident(), ips(cidrs)));
+            if self.fail_attach {
+                return Err("address 10.32.0.1 is already in use on the weave network".into());
+            }
+            Ok(cidrs.to_vec())
+        }
+
+        fn detach(&self, c: &Container, cidrs: &[Ipv4Cidr]) -> Result<Vec<Ipv4Cidr>, String> {
+            self.calls
+                .borrow_mut()
+                .push(format!("detach {} {}", c.ident(), ips(cidrs)));
+            Ok(cidrs
+                .iter()
+                .filter(|c| self.configured.contains(c))
+                .copied()
+                .collect())
+        }
+
+        fn configured(&self, _: &Container) -> Option<Vec<Ipv4Cidr>> {
+            Some(self.configured.clone())
+        }
+    }
+
+    fn done(o: Outcome) -> Result<String, Failure> {
+        match o {
+            Outcome::Usage => panic!("usage error"),
+            Outcome::Done(r) => r,
+        }
+    }
+
+    /// IPAM on: net:default gives 10.32.0.1/12, everything else succeeds.
+    fn ipam_on() -> FakeRouter {
+        FakeRouter::start(|req| match req.method.as_str() {
+            "POST" if req.path.starts_with("/ip/") => Canned::ok("10.32.0.1/12"),
+            "GET" if req.path == "/ip/netns:c1" => Canned::ok("10.32.0.1/12"),
+            "GET" if req.path == "/ip/weave:expose" => Canned::ok("10.32.0.7/12\n"),
+            "GET" => Canned::ok(""),
+            _ => Canned::status(204, ""),
+        })
+    }
+
+    /// IPAM off: the /ip routes are missing.
+    fn ipam_off() -> FakeRouter {
+        FakeRouter::start(|req| match (req.method.as_str(), req.path.as_str()) {
+            (_, p) if p.starts_with("/ip") => Canned::status(404, "404 page not found\n"),
+            ("GET", "/expose") => Canned::ok("10.2.1.254/24\n10.2.9.254/24\n"),
+            _ => Canned::status(204, ""),
+        })
     }
 
     #[test]
-    fn leading_addresses_are_split_off() {
-        let (c, ipam, rest) =
-            split_addrs(&s(&["10.2.1.1/24", "ip:10.2.2.1/24", "netns:c1"])).unwrap();
-        assert_eq!(c.len(), 2);
-        assert!(!ipam);
-        assert_eq!(rest, s(&["netns:c1"]));
-        let (_, ipam, _) = split_addrs(&s(&["net:default", "netns:c1"])).unwrap();
-        assert!(ipam);
-        assert!(split_addrs(&s(&["10.2.1.1/40", "netns:c1"])).is_err());
+    fn attach_allocates_then_plumbs() {
+        let r = ipam_on();
+        let p = Fake::default();
+        let out = done(attach_with(&p, r.addr(), &s(&["netns:c1"])));
+        assert_eq!(out, Ok("10.32.0.1".into()));
+        assert_eq!(r.requests(), vec!["POST /ip/netns:c1?check-alive=true"]);
+        assert_eq!(*p.calls.borrow(), vec!["attach netns:c1 10.32.0.1"]);
+        let out = done(attach_with(
+            &p,
+            r.addr(),
+            &s(&[
+                "net:10.32.4.0/24",
+                "ip:10.2.1.1/24",
+                "--no-multicast-route",
+                "pid:42",
+            ]),
+        ));
+        assert_eq!(out, Ok("10.32.0.1 10.2.1.1".into()));
+        assert_eq!(
+            &r.requests()[1..],
+            [
+                "POST /ip/pid:42/10.32.4.0/24?check-alive=true",
+                "PUT /ip/pid:42/10.2.1.1/24?check-alive=true",
+            ]
+        );
+    }
+
+    #[test]
+    fn attach_with_ipam_off() {
+        let r = ipam_off();
+        let p = Fake::default();
+        // An explicit address: the 404 on the claim is ignored.
+        let out = done(attach_with(&p, r.addr(), &s(&["10.2.1.1/24", "netns:c1"])));
+        assert_eq!(out, Ok("10.2.1.1".into()));
+        assert_eq!(
+            r.requests(),
+            vec!["PUT /ip/netns:c1/10.2.1.1/24?check-alive=true"]
+        );
+        // No address: net:default, which needs IPAM; nothing plumbed.
+        let out = done(attach_with(&p, r.addr(), &s(&["netns:c1"])));
+        assert_eq!(out.unwrap_err().to_string(), NEED_IPAM);
+        assert_eq!(p.calls.borrow().len(), 1);
+    }
+
+    #[test]
+    fn attach_checks_the_container_before_allocating() {
+        let r = ipam_on();
+        let p = Fake {
+            dead: true,
+            ..Fake::default()
+        };
+        let out = done(attach_with(&p, r.addr(), &s(&["netns:typo"])));
+        assert_eq!(
+            out.unwrap_err().to_string(),
+            "network namespace typo does not exist"
+        );
+        assert!(r.requests().is_empty());
+        assert!(p.calls.borrow().is_empty());
+    }
+
+    #[test]
+    fn attach_releases_what_it_obtained_when_plumbing_fails() {
+        let r = ipam_on();
+        let p = Fake {
+            fail_attach: true,
+            // Had 10.2.1.1 already: that one stays.
+            configured: vec![cidr("10.2.1.1/24")],
+            ..Fake::default()
+        };
+        let out = done(attach_with(
+            &p,
+            r.addr(),
+            &s(&["net:default", "10.2.1.1/24", "netns:c1"]),
+        ));
+        assert_eq!(
+            out.unwrap_err().to_string(),
+            "address 10.32.0.1 is already in use on the weave network"
+        );
+        assert_eq!(
+            r.requests(),
+            vec![
+                "POST /ip/netns:c1?check-alive=true",
+                "PUT /ip/netns:c1/10.2.1.1/24?check-alive=true",
+                "DELETE /ip/netns:c1/10.32.0.1",
+            ]
+        );
+    }
+
+    #[test]
+    fn attach_releases_earlier_allocations_when_a_later_one_fails() {
+        let r = FakeRouter::start(|req| match req.method.as_str() {
+            "POST" => Canned::ok("10.32.0.1/12"),
+            "PUT" => Canned::status(
+                400,
+                "Unable to claim: address 10.32.0.9 is owned by netns:c9\n",
+            ),
+            _ => Canned::status(204, ""),
+        });
+        let p = Fake::default();
+        let out = done(attach_with(
+            &p,
+            r.addr(),
+            &s(&["net:default", "10.32.0.9/12", "netns:c1"]),
+        ));
+        assert_eq!(
+            out.unwrap_err().to_string(),
+            "Unable to claim: address 10.32.0.9 is owned by netns:c9"
+        );
+        assert_eq!(
+            r.requests(),
+            vec![
+                "POST /ip/netns:c1?check-alive=true",
+                "PUT /ip/netns:c1/10.32.0.9/12?check-alive=true",
+                "DELETE /ip/netns:c1/10.32.0.1",
+            ]
+        );
+        assert!(p.calls.borrow().is_empty());
+    }
+
+    #[test]
+    fn attach_cancelled() {
+        let r = FakeRouter::start(|_| Canned::ok("cancelled"));
+        let out = done(attach_with(&Fake::default(), r.addr(), &s(&["pid:42"])));
+        assert_eq!(
+            out.unwrap_err().to_string(),
+            "IP address allocation for pid:42 was cancelled: the container is not running"
+        );
+    }
+
+    #[test]
+    fn attach_usage() {
+        let p = Fake::default();
+        for args in [
+            &["10.2.1.1/24"][..],
+            &["--bogus", "netns:c1"],
+            &["netns:a", "netns:b"],
+        ] {
+            assert!(matches!(
+                attach_with(&p, "127.0.0.1:1", &s(args)),
+                Outcome::Usage
+            ));
+        }
+    }
+
+    #[test]
+    fn detach_looks_up_then_releases() {
+        let r = ipam_on();
+        let p = Fake {
+            configured: vec![cidr("10.32.0.1/12"), cidr("10.2.1.1/24")],
+            ..Fake::default()
+        };
+        let out = done(detach_with(&p, r.addr(), &s(&["netns:c1"])));
+        assert_eq!(out, Ok("10.32.0.1".into()));
+        let out = done(detach_with(
+            &p,
+            r.addr(),
+            &s(&["10.2.1.1/24", "net:10.40.0.0/16", "netns:c1"]),
+        ));
+        assert_eq!(out, Ok("10.2.1.1".into()));
+        assert_eq!(
+            r.requests(),
+            vec![
+                "GET /ip/netns:c1",
+                "DELETE /ip/netns:c1/10.32.0.1",
+                "GET /ip/netns:c1/10.40.0.0/16",
+                "DELETE /ip/netns:c1/10.2.1.1",
+            ]
+        );
+        assert_eq!(
+            *p.calls.borrow(),
+            vec!["detach netns:c1 10.32.0.1", "detach netns:c1 10.2.1.1"]
+        );
+        // Nothing IPAM knows of: nothing detached (not "everything").
+        let out = done(detach_with(
+            &p,
+            r.addr(),
+            &s(&["net:10.40.0.0/16", "netns:c1"]),
+        ));
+        assert_eq!(out, Ok(String::new()));
+        assert_eq!(p.calls.borrow().len(), 2);
+    }
+
+    #[test]
+    fn detach_with_ipam_off() {
+        let r = FakeRouter::start(|req| {
+            if req.method == "DELETE" {
+                Canned::status(400, "Unable to free: Free: address 10.2.1.1 not found\n")
+            } else {
+                Canned::status(404, "")
+            }
+        });
+        let p = Fake {
+            configured: vec![cidr("10.2.1.1/24")],
+            ..Fake::default()
+        };
+        let out = done(detach_with(&p, r.addr(), &s(&["10.2.1.1/24", "netns:c1"])));
+        assert_eq!(out, Ok("10.2.1.1".into()));
+        assert_eq!(r.requests(), vec!["DELETE /ip/netns:c1/10.2.1.1"]);
+        let out = done(detach_with(&p, r.addr(), &s(&["netns:c1"])));
+        assert_eq!(out.unwrap_err().to_string(), NEED_IPAM);
+    }
+
+    #[test]
+    fn expose_allocates_for_weave_expose() {
+        let r = ipam_on();
+        let out = done(expose_with(r.addr(), &s(&["--without-masquerade"])));
+        assert_eq!(out, Ok("10.32.0.1".into()));
+        let out = done(expose_with(
+            r.addr(),
+            &s(&["10.2.1.254/24", "-h", "h.weave.local"]),
+        ));
+        assert_eq!(out, Ok("10.2.1.254".into()));
+        assert_eq!(
+            r.requests(),
+            vec![
+                "POST /ip/weave:expose",
+                "POST /expose/10.32.0.1/12 <skipNAT=true>",
+                "PUT /ip/weave:expose/10.2.1.254/24",
+                "POST /expose/10.2.1.254/24",
+            ]
+        );
+        let off = ipam_off();
+        assert_eq!(
+            done(expose_with(off.addr(), &[])).unwrap_err().to_string(),
+            NEED_IPAM
+        );
+        assert!(matches!(
+            expose_with(off.addr(), &s(&["-h"])),
+            Outcome::Usage
+        ));
+    }
+
+    #[test]
+    fn expose_failure_releases_unless_exposed() {
+        let r = FakeRouter::start(|req| match (req.method.as_str(), req.path.as_str()) {
+            ("POST", "/ip/weave:expose") => Canned::ok("10.32.0.1/12"),
+            ("POST", "/expose/10.32.0.1/12") => Canned::status(500, "unable to expose: boom\n"),
+            ("GET", "/expose") => Canned::ok("10.2.1.254/24\n"),
+            _ => Canned::status(204, ""),
+        });
+        let out = done(expose_with(r.addr(), &s(&["10.2.1.254/24", "net:default"])));
+        assert_eq!(out.unwrap_err().to_string(), "unable to expose: boom");
+        assert_eq!(
+            r.requests(),
+            vec![
+                "PUT /ip/weave:expose/10.2.1.254/24",
+                "POST /ip/weave:expose",
+                "POST /expose/10.2.1.254/24",
+                "POST /expose/10.32.0.1/12",
+                "GET /expose",
+                "DELETE /ip/weave:expose/10.32.0.1",
+            ]
+        );
+    }
+
+    #[test]
+    fn hide_looks_up_weave_expose() {
+        let r = ipam_on();
+        assert_eq!(done(hide_with(r.addr(), &[])), Ok("10.32.0.7".into()));
+        assert_eq!(
+            done(hide_with(r.addr(), &s(&["10.2.1.254/24"]))),
+            Ok("10.2.1.254".into())
+        );
+        assert_eq!(
+            r.requests(),
+            vec![
+                "GET /ip/weave:expose",
+                "DELETE /expose/10.32.0.7/12",
+                "DELETE /ip/weave:expose/10.32.0.7",
+                "DELETE /expose/10.2.1.254/24",
+                "DELETE /ip/weave:expose/10.2.1.254",
+            ]
+        );
+        assert!(matches!(hide_with(r.addr(), &s(&["x"])), Outcome::Usage));
+    }
+
+    #[test]
+    fn hide_with_ipam_off_hides_everything_exposed() {
+        let r = ipam_off();
+        assert_eq!(
+            done(hide_with(r.addr(), &[])),
+            Ok("10.2.1.254 10.2.9.254".into())
+        );
+        assert_eq!(
+            r.requests(),
+            vec![
+                "GET /ip/weave:expose",
+                "GET /expose",
+                "DELETE /expose/10.2.1.254/24",
+                "DELETE /expose/10.2.9.254/24",
+                "DELETE /ip/weave:expose/10.2.1.254",
+                "DELETE /ip/weave:expose/10.2.9.254",
+            ]
+        );
+        assert_eq!(
+            done(hide_with(r.addr(), &s(&["net:default"])))
+                .unwrap_err()
+                .to_string(),
+            NEED_IPAM
+        );
     }
 }

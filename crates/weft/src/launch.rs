@@ -10,10 +10,13 @@ use std::time::{Duration, Instant};
 use clap::{ArgAction, Parser};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use weft_types::Ipv4Cidr;
 use weft_wire::PeerName;
+use weftd::ipam::{IpamConfig, IpamConfigError, IpamFlags, DEFAULT_RANGE};
 use weftd::run_dir::{RouterProcess, RunDir};
 
 use crate::client::{self, Reply};
+use crate::routes::{self, Route};
 use crate::{http_addr, prog};
 
 /// The hidden command that checks a state database in a process of its own
@@ -71,6 +74,18 @@ struct RouterArgs {
     /// Status and metrics address.
     #[arg(long, env = "WEAVE_STATUS_ADDR", default_value = "127.0.0.1:6782")]
     status_addr: SocketAddr,
+    /// IPAM universe (default 10.32.0.0/12); an empty value turns IPAM off.
+    #[arg(long, alias = "iprange")]
+    ipalloc_range: Option<String>,
+    /// Where `net:default` allocates (default: the whole range).
+    #[arg(long)]
+    ipalloc_default_subnet: Option<String>,
+    /// How the IPAM ring starts: consensus[=N], seed=NAME,... or observer.
+    #[arg(long)]
+    ipalloc_init: Option<String>,
+    /// Weave Net 1.x's `--ipalloc-init consensus=N`.
+    #[arg(long)]
+    init_peer_count: Option<u32>,
     /// Encryption password (not available yet: refused rather than ignored).
     #[arg(long, env = "WEAVE_PASSWORD", hide_env_values = true)]
     password: Option<String>,
@@ -86,8 +101,27 @@ fn state_dir() -> PathBuf {
     std::env::var_os("WEFT_STATE_DIR").map_or_else(|| PathBuf::from("/var/lib/weft"), PathBuf::from)
 }
 
+impl RouterArgs {
+    /// The IPAM configuration the flags ask for; `None`: IPAM off.
+    fn ipam(&self) -> Result<Option<IpamConfig>, IpamConfigError> {
+        IpamConfig::from_flags(IpamFlags {
+            range: self.ipalloc_range.as_deref(),
+            default_subnet: self.ipalloc_default_subnet.as_deref(),
+            init: self.ipalloc_init.as_deref(),
+            init_peer_count: self.init_peer_count,
+        })
+    }
+}
+
 fn parse_args(args: &[String]) -> Result<RouterArgs, ExitCode> {
-    let argv = std::iter::once("weft launch".to_string()).chain(args.iter().cloned());
+    // Weave's script also takes `-iprange`, which is no clap flag.
+    let argv = std::iter::once("weft launch".to_string()).chain(args.iter().map(|a| {
+        if a == "-iprange" || a.starts_with("-iprange=") {
+            format!("-{a}")
+        } else {
+            a.clone()
+        }
+    }));
     let parsed = RouterArgs::try_parse_from(argv).map_err(|e| {
         let msg = e.to_string();
         eprintln!("{}", msg.lines().next().unwrap_or("invalid arguments"));
@@ -97,7 +131,41 @@ fn parse_args(args: &[String]) -> Result<RouterArgs, ExitCode> {
         eprintln!("--password: encryption is not available in this version of weft");
         return Err(ExitCode::from(1));
     }
+    if let Err(e) = parsed.ipam() {
+        eprintln!("{e}");
+        return Err(ExitCode::from(1));
+    }
     Ok(parsed)
+}
+
+/// Weave's launch-time check of the IPAM range against the host's routes: a clash with the
+/// default range is an error (returned as the lines to print), with a range the user chose a
+/// warning (returned as `Ok` lines).
+fn range_check(
+    given: bool,
+    ipam: Option<&IpamConfig>,
+    host: &[Route],
+) -> Result<Vec<String>, Vec<String>> {
+    let Some(range) = ipam.and_then(|c| c.range.to_string().parse::<Ipv4Cidr>().ok()) else {
+        return Ok(Vec::new());
+    };
+    if routes::range_clash(host, range).is_none() {
+        return Ok(Vec::new());
+    }
+    if given {
+        Ok(vec![
+            format!(
+                "WARNING: Specified --ipalloc-range {range} overlaps with existing route on host."
+            ),
+            "Unless this is deliberate, you must pick another range and set it on all hosts."
+                .into(),
+        ])
+    } else {
+        Err(vec![
+            format!("ERROR: Default --ipalloc-range {DEFAULT_RANGE} overlaps with existing route on host."),
+            "You must pick another range and set it on all hosts.".into(),
+        ])
+    }
 }
 
 fn hostname() -> String {
@@ -138,6 +206,13 @@ pub(crate) fn router(args: &[String]) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let ipam = match a.ipam() {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(1);
+        }
+    };
     let cfg = weftd::RouterConfig {
         name,
         nickname: a.nickname.unwrap_or_else(hostname),
@@ -155,7 +230,7 @@ pub(crate) fn router(args: &[String]) -> ExitCode {
         status_addr: Some(a.status_addr),
         fastdp: !a.no_fastdp && std::env::var_os("WEAVE_NO_FASTDP").is_none_or(|v| v.is_empty()),
         mtu: a.mtu,
-        ipam: None,
+        ipam,
     };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -179,15 +254,29 @@ pub(crate) fn router(args: &[String]) -> ExitCode {
 
 /// `weft launch`: start the router in the background, return once its API answers.
 pub(crate) fn launch(args: &[String]) -> ExitCode {
-    if let Err(code) = parse_args(args) {
-        return code;
-    }
+    let a = match parse_args(args) {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
     if !matches!(client::get(&http_addr(), "/status", false), Reply::Down) {
         eprintln!(
             "{p} is already running; you can stop it with '{p} stop'.",
             p = prog()
         );
         return ExitCode::from(3);
+    }
+    // parse_args has checked the flags.
+    let ipam = a.ipam().ok().flatten();
+    match range_check(
+        a.ipalloc_range.is_some(),
+        ipam.as_ref(),
+        &routes::host_routes(),
+    ) {
+        Ok(warnings) => warnings.iter().for_each(|w| eprintln!("{w}")),
+        Err(errors) => {
+            errors.iter().for_each(|e| eprintln!("{e}"));
+            return ExitCode::from(1);
+        }
     }
     let run = RunDir::new(run_dir());
     let log_path = run.log_path();
@@ -334,7 +423,7 @@ fn capitalised(s: &str) -> String {
 /// `weft reset [--force]`: leave the cluster, stop, and remove everything weft created.
 pub(crate) fn reset(args: &[String]) -> ExitCode {
     if args.iter().any(|a| a != "--force") {
-        return crate::print_reply(Reply::Failed(crate::USAGE.into()));
+        return crate::print_reply(Reply::Failed(400, crate::USAGE.into()));
     }
     let _ = client::delete(&http_addr(), "/peer");
     let code = stop();
@@ -355,4 +444,93 @@ pub(crate) fn reset(args: &[String]) -> ExitCode {
         return ExitCode::from(1);
     }
     code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::strings as args;
+
+    fn ipam(v: &[&str]) -> Option<IpamConfig> {
+        parse_args(&args(v)).unwrap().ipam().unwrap()
+    }
+
+    #[test]
+    fn ipam_flags() {
+        let c = ipam(&[]).unwrap();
+        assert_eq!(c.range.to_string(), "10.32.0.0/12");
+        for spelling in [
+            &["--ipalloc-range", "10.2.0.0/16"][..],
+            &["--ipalloc-range=10.2.0.0/16"],
+            &["--iprange", "10.2.0.0/16"],
+            &["-iprange", "10.2.0.0/16"],
+        ] {
+            let a = parse_args(&args(spelling)).unwrap();
+            assert_eq!(
+                a.ipalloc_range.as_deref(),
+                Some("10.2.0.0/16"),
+                "{spelling:?}"
+            );
+            assert_eq!(a.ipam().unwrap().unwrap().range.to_string(), "10.2.0.0/16");
+        }
+        assert_eq!(ipam(&["--ipalloc-range", ""]), None);
+        assert_eq!(ipam(&["--ipalloc-range="]), None);
+        let c = ipam(&[
+            "--ipalloc-range",
+            "10.2.0.0/16",
+            "--ipalloc-default-subnet",
+            "10.2.3.0/24",
+            "--init-peer-count",
+            "3",
+            "peer1",
+        ])
+        .unwrap();
+        assert_eq!(c.default_subnet.to_string(), "10.2.3.0/24");
+        // Errors are refused by the parse, before anything starts.
+        for bad in [
+            &["--ipalloc-range", "10.2.0.1/16"][..],
+            &[
+                "--ipalloc-range",
+                "10.2.0.0/16",
+                "--ipalloc-default-subnet",
+                "10.3.0.0/24",
+            ],
+            &["--ipalloc-init", "paxos"],
+            &["--ipalloc-init", "observer", "--init-peer-count", "2"],
+            &["--init-peer-count", "x"],
+        ] {
+            assert!(parse_args(&args(bad)).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn range_overlap_with_host_routes() {
+        let host = vec![Route {
+            iface: "eth1".into(),
+            dst: "10.40.0.0/16".parse().unwrap(),
+        }];
+        let default = ipam(&[]);
+        assert_eq!(
+            range_check(false, default.as_ref(), &host),
+            Err(vec![
+                "ERROR: Default --ipalloc-range 10.32.0.0/12 overlaps with existing route on host."
+                    .to_string(),
+                "You must pick another range and set it on all hosts.".to_string(),
+            ])
+        );
+        assert_eq!(range_check(false, default.as_ref(), &[]), Ok(vec![]));
+        let given = ipam(&["--ipalloc-range", "10.40.0.0/14"]);
+        assert_eq!(
+            range_check(true, given.as_ref(), &host),
+            Ok(vec![
+                "WARNING: Specified --ipalloc-range 10.40.0.0/14 overlaps with existing route on host."
+                    .to_string(),
+                "Unless this is deliberate, you must pick another range and set it on all hosts."
+                    .to_string(),
+            ])
+        );
+        let elsewhere = ipam(&["--ipalloc-range", "10.64.0.0/12"]);
+        assert_eq!(range_check(true, elsewhere.as_ref(), &host), Ok(vec![]));
+        assert_eq!(range_check(true, None, &host), Ok(vec![]));
+    }
 }

@@ -10,7 +10,11 @@
 
 mod client;
 mod containers;
+mod ipam;
 mod launch;
+mod routes;
+#[cfg(test)]
+mod testing;
 
 use std::process::ExitCode;
 
@@ -30,10 +34,11 @@ weft launch        <same arguments as 'weft launch-router'>
                    [--conn-limit <n>] [--port <port>] [--no-docker]
                    [--log-level debug|info|warning|error]
                    [--ipalloc-range <cidr> [--ipalloc-default-subnet <cidr>]]
-                   [--ipalloc-init <mode>]
+                   [--ipalloc-init <mode> | --init-peer-count <n>]
                    <peer> ...
+     prime
 
-weft status        [targets | connections | peers]
+weft status        [targets | connections | peers | ipam]
      report        [-f <format>]
 
 weft connect       [--replace] [<peer> ...]
@@ -47,11 +52,17 @@ weft attach        [<addr> ...] [--no-multicast-route] <container>
 
 weft stop
 weft reset         [--force]
+     rmpeer        <peer_id> ...
 
 where <peer>      = <ip_address_or_fqdn>[:<port>]
+      <cidr>      = <ip_address>/<routing_prefix_length>
       <addr>      = [ip:]<cidr> | net:<cidr> | net:default
       <container> = netns:<name> | pid:<pid>
+      <peer_id>   = <nickname> | <weft internal peer ID>
       <mode>      = consensus[=<count>] | seed=<mac>,... | observer
+
+--ipalloc-range (alias --iprange) defaults to 10.32.0.0/12; an empty value turns IP
+address allocation off. Without addresses, attach and expose allocate one (net:default).
 
 Every command honours WEFT_STATE_DIR (default /var/lib/weft), WEFT_RUN_DIR (default
 /run/weft), WEAVE_HTTP_ADDR (default 127.0.0.1:6784) and WEAVE_STATUS_ADDR
@@ -88,7 +99,7 @@ pub(crate) fn print_reply(r: Reply) -> ExitCode {
             ExitCode::SUCCESS
         }
         Reply::NotFound => ExitCode::from(4),
-        Reply::Failed(body) => {
+        Reply::Failed(_, body) => {
             eprint!("{body}");
             ExitCode::from(1)
         }
@@ -136,6 +147,8 @@ fn main() -> ExitCode {
         "ps" => containers::ps(rest),
         "expose" => containers::expose(rest),
         "hide" => containers::hide(rest),
+        "prime" => ipam::prime(&http_addr(), rest),
+        "rmpeer" => ipam::rmpeer(&http_addr(), rest),
         _ => {
             eprintln!("Unknown {} command '{cmd}'", prog());
             usage_error()
