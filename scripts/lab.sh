@@ -16,25 +16,30 @@ lab_ns()   { echo "${LAB}h$1"; }
 lab_ip()   { echo "$LAB_NET.$LAB_SUBNET.$1"; }
 
 lab_up() {
-    local n=$1 i ns
+    local n=$1 i
     mkdir -p "$LAB_DIR"
     ip link add "${LAB}br0" type bridge
     ip link set "${LAB}br0" up
-    for ((i = 1; i <= n; i++)); do
-        ns=$(lab_ns "$i")
-        ip netns add "$ns"
-        ip link add "${LAB}h${i}u" type veth peer name eth0 netns "$ns"
-        ip link set "${LAB}h${i}u" master "${LAB}br0" up
-        ip -n "$ns" link set lo up
-        ip -n "$ns" addr add "$(lab_ip "$i")/24" dev eth0
-        ip -n "$ns" link set eth0 up
-        # Docker's default bridge, so weft's default DNS address exists as on a Docker host.
-        ip -n "$ns" link add docker0 type bridge
-        ip -n "$ns" addr add 172.17.0.1/16 dev docker0
-        ip -n "$ns" link set docker0 up
-        mkdir -p "$LAB_DIR/h$i/state" "$LAB_DIR/h$i/run"
-    done
-    LAB_HOSTS=$n
+    for ((i = 1; i <= n; i++)); do lab_add_host "$i"; done
+}
+
+# lab_add_host <host#>: one more host on the underlay (lab_up adds the first ones).
+lab_add_host() {
+    local i=$1 ns
+    ns=$(lab_ns "$i")
+    ip netns add "$ns"
+    ip link add "${LAB}h${i}u" type veth peer name eth0 netns "$ns"
+    ip link set "${LAB}h${i}u" master "${LAB}br0" up
+    ip -n "$ns" link set lo up
+    ip -n "$ns" addr add "$(lab_ip "$i")/24" dev eth0
+    ip -n "$ns" link set eth0 up
+    # Docker's default bridge, so weft's default DNS address exists as on a Docker host.
+    ip -n "$ns" link add docker0 type bridge
+    ip -n "$ns" addr add 172.17.0.1/16 dev docker0
+    ip -n "$ns" link set docker0 up
+    mkdir -p "$LAB_DIR/h$i/state" "$LAB_DIR/h$i/run"
+    ((i > LAB_HOSTS)) && LAB_HOSTS=$i
+    return 0
 }
 
 # lab_weft <host#> <weft args...>: run a weft command "on" that host.

@@ -286,6 +286,7 @@ impl IpamPeers {
         let view = PeerView {
             known: mesh.peers().all_names().into_iter().collect(),
             direct_targets: u32::try_from(now.1).unwrap_or(u32::MAX),
+            neighbours: mesh.neighbours().collect(),
         };
         self.peers.send_if_modified(|v| {
             let changed = *v != view;
@@ -425,6 +426,7 @@ impl Ctx {
         let sent = match req {
             IpamOut::Send(send) => send.send(mesh),
             IpamOut::Gossip(payload) => mesh.gossip_neighbours(IPAM_CHANNEL, payload),
+            IpamOut::GossipDown { peer, payload } => mesh.gossip_down(IPAM_CHANNEL, peer, payload),
             IpamOut::Close { conn, reason } => {
                 mesh.close_for_channel(conn, reason);
                 Ok(())

@@ -363,6 +363,18 @@ struct ClaimOp {
     tries: u32,
 }
 
+/// A received universe as Weave Net prints it: as a CIDR when it is one.
+fn range_text(r: Range) -> String {
+    let size = u64::from(r.end.0.wrapping_sub(r.start.0));
+    let size = if size == 0 { 1 << 32 } else { size };
+    match u8::try_from(size.trailing_zeros()) {
+        Ok(bits) if size.is_power_of_two() && u64::from(r.start.0) % size == 0 => {
+            format!("{}/{}", r.start, 32 - bits)
+        }
+        _ => format!("{r:?}"),
+    }
+}
+
 /// Our IPAM state machine. See the module documentation for how to drive it.
 #[derive(Debug)]
 pub struct Allocator {
@@ -1261,7 +1273,7 @@ impl Allocator {
                 }
                 Err(RingError::DifferentRange) => {
                     return Err(GossipError::DifferentRange {
-                        received: format!("{:?}", Range::new(theirs.start, theirs.end)),
+                        received: range_text(Range::new(theirs.start, theirs.end)),
                         ours: self.universe,
                     })
                 }

@@ -202,6 +202,30 @@ impl Mesh {
         Ok(())
     }
 
+    /// Gossips `payload` on `channel` to the neighbour `peer` only (Weave's
+    /// `GossipChannel.SendDown`), as a channel owner does for each new connection so that a
+    /// peer that just joined learns its state at once rather than at the next periodic gossip.
+    pub fn gossip_down(
+        &mut self,
+        channel: &str,
+        peer: PeerName,
+        payload: Vec<u8>,
+    ) -> Result<(), ChannelError> {
+        self.check_registered(channel)?;
+        let msg = ProtocolMsg::Gossip {
+            channel: channel.to_string(),
+            src: self.name(),
+            payload,
+        };
+        self.send_msg_to_peer(peer, &msg);
+        Ok(())
+    }
+
+    /// The peers we have a connection to.
+    pub fn neighbours(&self) -> impl Iterator<Item = PeerName> + '_ {
+        self.by_remote.keys().copied()
+    }
+
     /// Gossips `payload` on `channel` to a random set of neighbours (Weave's
     /// `GossipChannel.Send`), as the periodic gossip and the relay of what was new do.
     pub fn gossip_neighbours(

@@ -91,6 +91,13 @@ pub enum IpamOut {
     Send(ChannelSend),
     /// Periodic gossip to random neighbours.
     Gossip(Vec<u8>),
+    /// Our state to one new neighbour.
+    GossipDown {
+        /// The neighbour.
+        peer: PeerName,
+        /// The gossip.
+        payload: Vec<u8>,
+    },
     /// Close a connection whose message IPAM refused.
     Close {
         /// The connection.
@@ -107,6 +114,8 @@ pub struct PeerView {
     pub known: BTreeSet<PeerName>,
     /// Direct connection targets, for the default quorum.
     pub direct_targets: u32,
+    /// Peers we have a connection to; each new one is sent our state at once.
+    pub neighbours: BTreeSet<PeerName>,
 }
 
 /// The mesh task's end of the IPAM task.
@@ -215,6 +224,7 @@ pub fn spawn(
         waiting: HashMap::new(),
         next_id: 0,
         known: BTreeSet::new(),
+        neighbours: BTreeSet::new(),
         default_subnet: cfg.default_subnet,
     };
     tokio::spawn(task.run(req_rx, msg_rx, peers_rx));
@@ -244,6 +254,7 @@ struct Task {
     waiting: HashMap<RequestId, Waiter>,
     next_id: u64,
     known: BTreeSet<PeerName>,
+    neighbours: BTreeSet<PeerName>,
     default_subnet: Cidr,
 }
 
@@ -283,7 +294,9 @@ impl Task {
                         return;
                     }
                     let view = peers.borrow_and_update().clone();
-                    self.on_peers(view);
+                    if !self.on_peers(view).await {
+                        return;
+                    }
                 }
                 () = tick => self.alloc.handle_timeout(Instant::now()),
                 _ = gossip.tick() => {
@@ -416,13 +429,32 @@ impl Task {
         }
     }
 
-    fn on_peers(&mut self, view: PeerView) {
+    /// Takes the mesh's new view; false once the mesh task is gone.
+    async fn on_peers(&mut self, view: PeerView) -> bool {
         for gone in self.known.difference(&view.known) {
             self.alloc.peer_gone(*gone);
         }
         self.known = view.known.clone();
         self.alloc.set_known_peers(view.known);
         self.alloc.set_direct_targets(view.direct_targets);
+        let new: Vec<PeerName> = view
+            .neighbours
+            .difference(&self.neighbours)
+            .copied()
+            .collect();
+        self.neighbours = view.neighbours;
+        for peer in new {
+            let payload = channel::periodic_gossip(&self.alloc, unix_now());
+            if self
+                .to_mesh
+                .send(IpamOut::GossipDown { peer, payload })
+                .await
+                .is_err()
+            {
+                return false;
+            }
+        }
+        true
     }
 
     /// Releases the addresses of containers that are gone, and drops requests whose client
