@@ -29,7 +29,7 @@ use weft_netdev::PacketSocket;
 use crate::conn_io::{self, ConnInput, ConnWriter, IoCounters, ToMesh};
 use crate::dataplane::Dataplane;
 use crate::dataplane_task::{self, Job};
-use crate::ipam::task::{IpamOut, MeshLink, PeerView};
+use crate::ipam::task::{Inbox, IpamOut, MeshLink, PeerView};
 use crate::sleeve::{Input, Sleeve};
 use crate::store::Store;
 
@@ -269,7 +269,7 @@ struct Ctx {
 
 /// What the mesh task sends the IPAM task.
 struct IpamPeers {
-    messages: mpsc::Sender<(ChannelMessage, Option<ConnId>)>,
+    messages: Inbox,
     peers: watch::Sender<PeerView>,
     /// The mesh's fabric version and target count when the peer view was last sent.
     seen: Option<(u64, usize)>,
@@ -298,7 +298,7 @@ impl IpamPeers {
     /// Hands a channel message to the IPAM task; when it is behind, the message is dropped
     /// (gossip repeats and requests are retried), never queued without bound.
     fn deliver(&self, message: ChannelMessage, conn: Option<ConnId>) {
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.messages.try_send((message, conn)) {
+        if !self.messages.offer(message, conn) {
             tracing::debug!("IPAM task is behind; dropping a channel message");
         }
     }

@@ -7,6 +7,7 @@
 //! Nothing here decides anything about IPAM: that is the allocator's.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -29,6 +30,8 @@ use crate::store::Store;
 const MAX_QUEUED_REQUESTS: usize = 256;
 /// Channel messages waiting for the task; more are dropped (gossip repeats, requests retry).
 const MAX_QUEUED_MESSAGES: usize = 1024;
+/// Payload bytes of the channel messages waiting for the task; more are dropped too.
+const MAX_QUEUED_BYTES: usize = 16 << 20;
 /// What the task asks of the mesh task, waiting to be taken.
 const MAX_QUEUED_SENDS: usize = 1024;
 /// How often containers are checked for being gone, and waiting clients for having left.
@@ -122,11 +125,47 @@ pub struct PeerView {
 #[derive(Debug)]
 pub struct MeshLink {
     /// Channel messages for the IPAM task.
-    pub messages: mpsc::Sender<(ChannelMessage, Option<ConnId>)>,
+    pub messages: Inbox,
     /// The latest peer view.
     pub peers: watch::Sender<PeerView>,
     /// What the IPAM task asks of the mesh.
     pub from_ipam: mpsc::Receiver<IpamOut>,
+}
+
+/// Where the mesh task puts channel messages for the IPAM task: bounded in count and in
+/// payload bytes, so a peer's gossip cannot make the router hold more than
+/// [`MAX_QUEUED_BYTES`] while the task is behind.
+#[derive(Debug)]
+pub struct Inbox {
+    tx: mpsc::Sender<Queued>,
+    bytes: Arc<AtomicUsize>,
+}
+
+#[derive(Debug)]
+struct Queued {
+    message: ChannelMessage,
+    conn: Option<ConnId>,
+    len: usize,
+}
+
+impl Inbox {
+    /// Queues a message; false (and the message dropped) when the task is too far behind.
+    pub fn offer(&self, message: ChannelMessage, conn: Option<ConnId>) -> bool {
+        let len = match &message {
+            ChannelMessage::Gossip { payload, .. }
+            | ChannelMessage::Broadcast { payload, .. }
+            | ChannelMessage::Unicast { payload, .. } => payload.len(),
+        };
+        if self.bytes.fetch_add(len, Ordering::AcqRel) + len > MAX_QUEUED_BYTES {
+            self.bytes.fetch_sub(len, Ordering::AcqRel);
+            return false;
+        }
+        if self.tx.try_send(Queued { message, conn, len }).is_err() {
+            self.bytes.fetch_sub(len, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
 }
 
 /// The HTTP API's end of the IPAM task.
@@ -215,6 +254,7 @@ pub fn spawn(
     alloc.prune_owned(&running);
     let (req_tx, req_rx) = mpsc::channel(MAX_QUEUED_REQUESTS);
     let (msg_tx, msg_rx) = mpsc::channel(MAX_QUEUED_MESSAGES);
+    let queued = Arc::new(AtomicUsize::new(0));
     let (peers_tx, peers_rx) = watch::channel(PeerView::default());
     let (out_tx, out_rx) = mpsc::channel(MAX_QUEUED_SENDS);
     let task = Task {
@@ -227,14 +267,17 @@ pub fn spawn(
         neighbours: BTreeSet::new(),
         default_subnet: cfg.default_subnet,
     };
-    tokio::spawn(task.run(req_rx, msg_rx, peers_rx));
+    tokio::spawn(task.run(req_rx, (msg_rx, queued.clone()), peers_rx));
     Some((
         Handle {
             requests: req_tx,
             default_subnet: cfg.default_subnet,
         },
         MeshLink {
-            messages: msg_tx,
+            messages: Inbox {
+                tx: msg_tx,
+                bytes: queued,
+            },
             peers: peers_tx,
             from_ipam: out_rx,
         },
@@ -268,7 +311,7 @@ impl Task {
     async fn run(
         mut self,
         mut requests: mpsc::Receiver<Request>,
-        mut messages: mpsc::Receiver<(ChannelMessage, Option<ConnId>)>,
+        (mut messages, queued): (mpsc::Receiver<Queued>, Arc<AtomicUsize>),
         mut peers: watch::Receiver<PeerView>,
     ) {
         let mut gossip = tokio::time::interval(GOSSIP_INTERVAL);
@@ -286,7 +329,10 @@ impl Task {
                     None => return,
                 },
                 msg = messages.recv() => match msg {
-                    Some((m, conn)) => self.on_message(m, conn).await,
+                    Some(q) => {
+                        queued.fetch_sub(q.len, Ordering::AcqRel);
+                        self.on_message(q.message, q.conn).await;
+                    }
                     None => return,
                 },
                 changed = peers.changed() => {
@@ -489,5 +535,42 @@ fn cancelled(kind: &'static str, ident: &str) -> AllocError {
     AllocError::Cancelled {
         kind,
         ident: ident.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inbox_is_bounded_in_bytes_and_count() {
+        let (tx, mut rx) = mpsc::channel(MAX_QUEUED_MESSAGES);
+        let bytes = Arc::new(AtomicUsize::new(0));
+        let inbox = Inbox {
+            tx,
+            bytes: bytes.clone(),
+        };
+        let big = |n| ChannelMessage::Gossip {
+            src: PeerName(1),
+            payload: vec![0; n],
+        };
+        // 4 MiB payloads: four fit, the fifth would pass the byte bound.
+        for _ in 0..4 {
+            assert!(inbox.offer(big(4 << 20), None));
+        }
+        assert!(!inbox.offer(big(4 << 20), None));
+        assert_eq!(bytes.load(Ordering::Acquire), MAX_QUEUED_BYTES);
+        // Taking one out makes room again, as the task does.
+        let q = rx.try_recv().unwrap();
+        bytes.fetch_sub(q.len, Ordering::AcqRel);
+        assert!(inbox.offer(big(4 << 20), None));
+        // Small messages are bounded in count.
+        while rx.try_recv().is_ok() {}
+        bytes.store(0, Ordering::Release);
+        let accepted = (0..MAX_QUEUED_MESSAGES + 10)
+            .filter(|_| inbox.offer(big(1), None))
+            .count();
+        assert_eq!(accepted, MAX_QUEUED_MESSAGES);
+        assert_eq!(bytes.load(Ordering::Acquire), MAX_QUEUED_MESSAGES);
     }
 }
