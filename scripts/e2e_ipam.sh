@@ -197,3 +197,20 @@ test_ipam_mixed_with_weave_net() {
     local w1; w1=$(printf '%s\n' "${all[@]:0:127}" | sort -t. -k4 -n | sed -n '1p;$p' | tr '\n' ' ')
     expect_eq "$w1" "172.16.16.1/24 172.16.16.127/24 " "host 1 gave out its /25"
 }
+
+test_ipam_hostile_rings() {
+    ipam_hosts 2
+    lab_container c1
+    lab_weft 1 attach "netns:${LAB}c1" >/dev/null
+    local before ring; before=$(owned 1); ring=$(lab_weft 1 status ipam)
+    # Garbage, disordered and out-of-range tokens, a ring claiming everything at huge
+    # versions, and 100,000 entries: each refused, its connection closed, nothing changed.
+    local out; out=$(ip netns exec "$(lab_ns 2)" "$HOSTILE" "$(lab_ip 1):6783" ipam-rings 10 100000 2>&1)
+    expect_match "$out" "^closed 10 of 10$" "every hostile ring closed its connection"
+    kill -0 "$(cat "$LAB_DIR/h1/run/weft.pid")" || fail "router died"
+    expect_eq "$(owned 1)" "$before" "allocations unchanged"
+    expect_eq "$(lab_weft 1 status ipam)" "$ring" "ring unchanged"
+    expect_match "$(grep -c 'IPAM message from 0a:' "$LAB_DIR/h1/run/weft.log")" '^[1-9]' "refusals logged"
+    lab_container c2
+    expect_eq "$(lab_weft 1 attach "netns:${LAB}c2")" "172.16.16.2" "allocation still works"
+}

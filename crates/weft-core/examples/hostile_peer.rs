@@ -12,7 +12,11 @@
 //! * `open-idle` — open COUNT connections and send nothing (intros left hanging);
 //! * `big-intro` — a valid header, then a features frame announcing SIZE bytes;
 //! * `fake-peers` — intro, then topology broadcasts announcing COUNT made-up peers in a chain
-//!   that starts at us (so none is unreachable), SIZE peers per message.
+//!   that starts at us (so none is unreachable), SIZE peers per message;
+//! * `ipam-rings` — COUNT times: intro, send one hostile `IPallocation` gossip for the universe
+//!   172.16.16.0/24 (in turn: garbage, tokens out of order, tokens outside the universe, a ring
+//!   claiming every address at huge versions with too much free space, SIZE entries), and wait
+//!   for the router to close the connection; prints how many it closed.
 //!
 //! It then holds its connections for HOLD_SECS (default 5) and exits 0; it exits 2 on a usage
 //! error and 1 when the router refused what had to succeed (the intro).
@@ -22,6 +26,9 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use weft_core::handshake::{Handshake, LocalIdentity};
+use weft_core::ipam::allocator::GossipState;
+use weft_core::ipam::ring::{Entry, RingSnapshot};
+use weft_core::ipam::{wire as ipam_wire, Address};
 use weft_core::session::SessionTx;
 use weft_wire::protocol::ProtocolMsg;
 use weft_wire::topology_delta::{self, Message};
@@ -62,6 +69,7 @@ fn main() {
         "open-idle" => open_idle(addr, count, hold),
         "big-intro" => big_intro(addr, size),
         "fake-peers" => fake_peers(addr, count, size.clamp(1, 10_000), hold),
+        "ipam-rings" => ipam_rings(addr, count, size.clamp(1, 100_000)),
         other => Err(format!("{usage}: unknown attack {other}")),
     };
     match result {
@@ -271,5 +279,75 @@ fn fake_peers(
     }
     eprintln!("fake-peers: announced {start} peers");
     std::thread::sleep(hold);
+    Ok(())
+}
+
+/// The hostile IPAM states, in turn; `n` entries for the long one.
+fn hostile_ipam_payload(kind: usize, us: PeerName, n: usize) -> Vec<u8> {
+    let base = 0xac10_1000u32; // 172.16.16.0
+    let entry = |token: u32, version: u32, free: u32| Entry {
+        token: Address(token),
+        peer: us,
+        version,
+        free,
+    };
+    let entries = match kind % 5 {
+        0 => return vec![0xff; 64],
+        1 => vec![entry(base + 128, 1, 1), entry(base + 5, 1, 1)],
+        2 => vec![entry(base - 10, 1, 1), entry(base + 300, 1, 1)],
+        3 => vec![entry(base, u32::MAX - 1, 4096)],
+        _ => (0..n as u32).map(|i| entry(base + i, 7, 0)).collect(),
+    };
+    let ring = RingSnapshot {
+        start: Address(base),
+        end: Address(base + 256),
+        peer: us,
+        entries,
+        seeds: vec![us],
+    };
+    let state = GossipState {
+        nicknames: [(us, "hostile".to_owned())].into(),
+        paxos: None,
+        ring: Some(ring),
+    };
+    ipam_wire::encode_gossip(&state, 0)
+}
+
+fn ipam_rings(addr: SocketAddr, count: usize, size: usize) -> Result<(), String> {
+    let deadline = Instant::now() + MAX_RUN;
+    let mut closed = 0;
+    for i in 0..count {
+        if Instant::now() > deadline {
+            break;
+        }
+        let (mut s, name) = intro(addr)?;
+        let msg = ProtocolMsg::Gossip {
+            channel: "IPallocation".into(),
+            src: name,
+            payload: hostile_ipam_payload(i, name, size),
+        };
+        if send(&mut s, &msg).is_err() {
+            closed += 1;
+            continue;
+        }
+        // Read (and ignore) what the router sends until it closes, or give up after 5 s.
+        let mut chunk = [0u8; 4096];
+        let until = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < until {
+            match s.read(&mut chunk) {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Ok(0) | Err(_) => {
+                    closed += 1;
+                    break;
+                }
+                Ok(_) => {}
+            }
+        }
+    }
+    println!("closed {closed} of {count}");
     Ok(())
 }
