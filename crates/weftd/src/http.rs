@@ -190,13 +190,14 @@ async fn get_report(
 
 async fn get_metrics(State(api): State<Api>) -> Result<Response, RequestError> {
     let s = api.status().await?;
+    let ipam = api.ipam_status().await?;
     Ok((
         StatusCode::OK,
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        metrics::render(&s, api.info.encryption),
+        metrics::render(&s, api.info.encryption, ipam.as_ref()),
     )
         .into_response())
 }

@@ -7,6 +7,7 @@
 //! addresses not dialled, and the sleeve's drops by reason (`wrong_source` among them).
 
 use crate::driver::Snapshot;
+use crate::ipam::status::IpamStatus;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -32,6 +33,11 @@ struct StageLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ChannelLabels {
     channel: String,
 }
@@ -43,7 +49,7 @@ struct KindLabel {
 }
 
 /// Renders the metrics text for one scrape.
-pub fn render(snap: &Snapshot, encryption: bool) -> String {
+pub fn render(snap: &Snapshot, encryption: bool, ipam: Option<&IpamStatus>) -> String {
     let s = &snap.mesh;
     let mut reg = Registry::default();
     let conns = Family::<ConnLabels, Gauge>::default();
@@ -208,11 +214,65 @@ pub fn render(snap: &Snapshot, encryption: bool) -> String {
         c.inc_by(n);
         reg.register(name, help, c);
     }
+    if let Some(i) = ipam {
+        register_ipam(&mut reg, i);
+    }
     let mut out = String::new();
     if encode(&mut out, &reg).is_err() {
         return String::new();
     }
     out
+}
+
+/// Weave Net's IPAM gauges.
+fn register_ipam(reg: &mut Registry, i: &IpamStatus) {
+    let gauge = |v: i64| {
+        let g = Gauge::<i64>::default();
+        g.set(v);
+        g
+    };
+    let ips = Family::<StateLabels, Gauge>::default();
+    ips.get_or_create(&StateLabels {
+        state: "local-used".into(),
+    })
+    .set(i64::try_from(i.active).unwrap_or(i64::MAX));
+    reg.register("weave_ips", "Number of IP addresses", ips);
+    let universe = i.range.block_size();
+    reg.register(
+        "weave_max_ips",
+        "Size of IP address space used by allocator",
+        gauge(i64::try_from(universe).unwrap_or(i64::MAX)),
+    );
+    let unreachable: std::collections::BTreeMap<_, u64> = i
+        .entries
+        .iter()
+        .filter(|e| !e.is_known_peer)
+        .fold(Default::default(), |mut m, e| {
+            *m.entry(e.peer).or_default() += u64::from(e.size);
+            m
+        });
+    reg.register(
+        "weave_ipam_unreachable_count",
+        "Number of unreachable peers",
+        gauge(unreachable.len() as i64),
+    );
+    let pct = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+    pct.set(unreachable.values().sum::<u64>() as f64 * 100.0 / universe as f64);
+    reg.register(
+        "weave_ipam_unreachable_percentage",
+        "Percentage of IP addresses owned by unreachable peers",
+        pct,
+    );
+    reg.register(
+        "weave_ipam_pending_allocates",
+        "Number of pending allocates",
+        gauge(i.pending_allocates.len() as i64),
+    );
+    reg.register(
+        "weave_ipam_pending_claims",
+        "Number of pending claims",
+        gauge(i.pending_claims.len() as i64),
+    );
 }
 
 #[cfg(test)]
@@ -273,7 +333,7 @@ mod tests {
 
     #[test]
     fn what_was_refused_or_ignored_is_scraped() {
-        let text = render(&snapshot(), false);
+        let text = render(&snapshot(), false, None);
         for line in [
             "weft_connections_refused_total 21",
             "weft_intros_failed_total 22",
@@ -294,5 +354,57 @@ mod tests {
         }
         // Each counter has its HELP and TYPE once.
         assert_eq!(text.matches("# TYPE weft_intros_failed counter").count(), 1);
+    }
+}
+
+#[cfg(test)]
+mod ipam_tests {
+    use weft_core::ipam::allocator::Readiness;
+    use weft_wire::PeerName;
+
+    use super::*;
+    use crate::ipam::status::EntryStatus;
+
+    #[test]
+    fn ipam_gauges_are_weaves() {
+        let e = |peer, size, known| EntryStatus {
+            token: String::new(),
+            size,
+            peer: PeerName(peer),
+            nickname: String::new(),
+            is_known_peer: known,
+            version: 0,
+        };
+        let i = IpamStatus {
+            us: PeerName(1),
+            readiness: Readiness::Ready,
+            range: "10.32.0.0/12".parse().unwrap(),
+            default_subnet: "10.32.0.0/12".parse().unwrap(),
+            active: 3,
+            entries: vec![
+                e(1, 1 << 19, true),
+                e(2, 1 << 18, false),
+                e(2, 1 << 18, false),
+            ],
+            pending_claims: Vec::new(),
+            pending_allocates: vec!["c1 10.32.0.0/12".into()],
+        };
+        let mut reg = Registry::default();
+        register_ipam(&mut reg, &i);
+        let mut text = String::new();
+        encode(&mut text, &reg).unwrap();
+        for line in [
+            "weave_ips{state=\"local-used\"} 3",
+            "weave_max_ips 1048576",
+            "weave_ipam_unreachable_count 1",
+            "weave_ipam_unreachable_percentage 50.0",
+            "weave_ipam_pending_allocates 1",
+            "weave_ipam_pending_claims 0",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line:?} missing from:\n{text}"
+            );
+        }
     }
 }
