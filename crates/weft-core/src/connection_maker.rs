@@ -94,8 +94,39 @@ pub struct Lookup {
 pub struct ConnectOutcome {
     /// The call.
     pub request: ConnectRequest,
-    /// One error text per bad peer, in the order given (empty when all were good).
-    pub errors: Vec<String>,
+    /// One error per bad peer, in the order given (empty when all were good).
+    pub errors: Vec<PeerError>,
+}
+
+/// Why a peer given on the command line or to `weft connect` was not added. The texts are
+/// Weave Net's (Go's resolver errors for lookups), as `weft connect` prints them.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PeerError {
+    /// Not `host[:port]`.
+    #[error("invalid peer name {0:?}, should be host[:port]")]
+    InvalidName(String),
+    /// [`MAX_PENDING_LOOKUPS`] host names are being looked up already.
+    #[error("lookup {host}: too many lookups in progress")]
+    TooManyLookups {
+        /// The host name.
+        host: String,
+    },
+    /// No answer within [`LOOKUP_TIMEOUT`].
+    #[error("lookup {host}: i/o timeout")]
+    LookupTimeout {
+        /// The host name.
+        host: String,
+    },
+    /// The resolver answered with no address.
+    #[error("lookup {host}: no such host")]
+    NoAddress {
+        /// The host name.
+        host: String,
+    },
+    /// The resolver's own error, as it worded it.
+    #[error("{0}")]
+    Resolver(String),
 }
 
 /// An address [`ConnectionMaker::poll_dial`] wants dialled now.
@@ -165,14 +196,14 @@ pub enum Termination {
 ///
 /// Call it to validate user input before storing or showing it; the error is Weave's text,
 /// `invalid peer name "<s>", should be host[:port]`.
-pub fn parse_peer(s: &str, default_port: u16) -> Result<(String, u16), String> {
+pub fn parse_peer(s: &str, default_port: u16) -> Result<(String, u16), PeerError> {
     let (host, port) = split_peer(s)?;
     Ok((host.to_owned(), port.unwrap_or(default_port)))
 }
 
 /// Splits `host[:port]`; `None` means "no port given" (Weave's port 0).
-fn split_peer(s: &str) -> Result<(&str, Option<u16>), String> {
-    let invalid = || format!("invalid peer name {s:?}, should be host[:port]");
+fn split_peer(s: &str) -> Result<(&str, Option<u16>), PeerError> {
+    let invalid = || PeerError::InvalidName(s.to_owned());
     let (host, port) = if let Some(rest) = s.strip_prefix('[') {
         let (host, after) = rest.split_once(']').ok_or_else(invalid)?;
         match after {
@@ -217,7 +248,7 @@ struct DirectPeer {
 #[derive(Debug)]
 enum Slot {
     /// Parsed and, for a host name, looked up.
-    Done(Result<DirectPeer, String>),
+    Done(Result<DirectPeer, PeerError>),
     /// Its host name is being looked up.
     Waiting {
         token: LookupToken,
@@ -382,7 +413,9 @@ impl ConnectionMaker {
                         port,
                     })),
                     Err(_) if self.lookups.len() >= MAX_PENDING_LOOKUPS => {
-                        Slot::Done(Err(format!("lookup {host}: too many lookups in progress")))
+                        Slot::Done(Err(PeerError::TooManyLookups {
+                            host: host.to_owned(),
+                        }))
                     }
                     Err(_) => {
                         let token = LookupToken(self.next_id);
@@ -440,7 +473,7 @@ impl ConnectionMaker {
             return;
         };
         self.lookup_queue.retain(|l| l.token != token);
-        self.settle(pending.request, token, answer);
+        self.settle(pending.request, token, answer.map_err(PeerError::Resolver));
         self.complete_requests(now);
     }
 
@@ -468,8 +501,11 @@ impl ConnectionMaker {
                 continue;
             };
             self.lookup_queue.retain(|q| q.token != token);
-            let error = format!("lookup {}: i/o timeout", l.host);
-            self.settle(l.request, token, Err(error));
+            self.settle(
+                l.request,
+                token,
+                Err(PeerError::LookupTimeout { host: l.host }),
+            );
         }
         self.complete_requests(now);
     }
@@ -697,7 +733,7 @@ impl ConnectionMaker {
         &mut self,
         request: ConnectRequest,
         token: LookupToken,
-        answer: Result<Vec<SocketAddr>, String>,
+        answer: Result<Vec<SocketAddr>, PeerError>,
     ) {
         let Some(pending) = self.connecting.iter_mut().find(|p| p.request == request) else {
             return;
@@ -726,7 +762,7 @@ impl ConnectionMaker {
                         ip: a.ip(),
                         port: *port,
                     })
-                    .ok_or_else(|| format!("lookup {host}: no such host")),
+                    .ok_or_else(|| PeerError::NoAddress { host: host.clone() }),
             };
             *slot = Slot::Done(result);
             return;
@@ -967,7 +1003,7 @@ mod tests {
         let out = cm.poll_outcome().expect("the call took effect");
         assert_eq!(out.request, req);
         assert_eq!(cm.poll_outcome(), None);
-        out.errors
+        out.errors.iter().map(ToString::to_string).collect()
     }
 
     fn secs(s: f64) -> Duration {
@@ -1007,13 +1043,13 @@ mod tests {
         ] {
             assert_eq!(
                 parse_peer(bad, PORT),
-                Err(format!("invalid peer name {bad:?}, should be host[:port]")),
+                Err(PeerError::InvalidName(bad.to_owned())),
                 "{bad}"
             );
         }
         assert_eq!(
-            parse_peer("x:y:z", PORT),
-            Err(r#"invalid peer name "x:y:z", should be host[:port]"#.to_owned())
+            parse_peer("x:y:z", PORT).unwrap_err().to_string(),
+            r#"invalid peer name "x:y:z", should be host[:port]"#
         );
     }
 
@@ -1086,7 +1122,7 @@ mod tests {
             cm.poll_outcome(),
             Some(ConnectOutcome {
                 request: req,
-                errors: vec![err.to_owned()]
+                errors: vec![PeerError::Resolver(err.to_owned())]
             })
         );
         assert!(cm.direct_peers().is_empty());
@@ -1131,7 +1167,9 @@ mod tests {
             cm.poll_outcome(),
             Some(ConnectOutcome {
                 request: req,
-                errors: vec!["lookup slow.example: i/o timeout".to_owned()]
+                errors: vec![PeerError::LookupTimeout {
+                    host: "slow.example".to_owned()
+                }]
             })
         );
         // The good peer of the call is added all the same.
@@ -1164,7 +1202,7 @@ mod tests {
         assert_eq!(out.request, req);
         assert_eq!(out.errors.len(), MAX_PENDING_LOOKUPS + 1);
         assert_eq!(
-            out.errors.last().map(String::as_str),
+            out.errors.last().map(ToString::to_string).as_deref(),
             Some("lookup h64.example: too many lookups in progress")
         );
         // Answered lookups free their places.

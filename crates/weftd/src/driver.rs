@@ -17,7 +17,7 @@ use rand::SeedableRng;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use weft_core::connection_maker::{
-    ConnectRequest, Lookup, LookupToken, LOOKUP_TIMEOUT, MAX_PENDING_LOOKUPS,
+    ConnectRequest, Lookup, LookupToken, PeerError, LOOKUP_TIMEOUT, MAX_PENDING_LOOKUPS,
 };
 use weft_core::handshake::LocalIdentity;
 use weft_core::ipam::channel as ipam_channel;
@@ -78,7 +78,7 @@ pub enum Command {
         /// Replace the targets.
         replace: bool,
         /// Error lines.
-        reply: oneshot::Sender<Vec<String>>,
+        reply: oneshot::Sender<Vec<PeerError>>,
     },
     /// `POST /forget`.
     Forget(Vec<String>, oneshot::Sender<()>),
@@ -262,7 +262,7 @@ struct Ctx {
     /// Host-name lookups for `weft connect`, off this task.
     lookups: Lookups,
     /// `weft connect` calls waiting for their lookups, with the reply to send.
-    replies: HashMap<ConnectRequest, oneshot::Sender<Vec<String>>>,
+    replies: HashMap<ConnectRequest, oneshot::Sender<Vec<PeerError>>>,
     /// The IPAM task's inputs, when IPAM is on.
     ipam: Option<IpamPeers>,
 }

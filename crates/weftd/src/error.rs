@@ -8,6 +8,7 @@
 
 use weft_attach::AttachError;
 
+use weft_core::connection_maker::PeerError;
 use weft_core::ipam::allocator::AllocError;
 use weft_core::ipam::CidrError;
 
@@ -31,8 +32,8 @@ pub enum RequestError {
     #[error(transparent)]
     Template(#[from] TemplateError),
     /// Peers that `/connect` refused, one line each (the others were added).
-    #[error("{}", .0.join("\n"))]
-    BadPeers(Vec<String>),
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    BadPeers(Vec<PeerError>),
     /// An address in the request that is not `a.b.c.d/len`.
     #[error("unable to parse ip addr: {0}")]
     BadAddress(#[source] AttachError),

@@ -322,6 +322,8 @@ pub(crate) fn form_pairs(body: &str) -> Vec<(String, String)> {
 
 #[cfg(test)]
 mod tests {
+    use weft_core::connection_maker::PeerError;
+
     use super::*;
     use crate::dataplane::DataplaneError;
 
@@ -370,8 +372,8 @@ mod tests {
             (RequestError::Template(tpl), 400, tpl_text),
             (
                 RequestError::BadPeers(vec![
-                    "invalid peer name \"x:y:z\", should be host[:port]".into(),
-                    "invalid peer name \"a:b:c\", should be host[:port]".into(),
+                    PeerError::InvalidName("x:y:z".into()),
+                    PeerError::InvalidName("a:b:c".into()),
                 ]),
                 400,
                 "invalid peer name \"x:y:z\", should be host[:port]\n\
