@@ -269,7 +269,7 @@ struct Ctx {
 
 /// What the mesh task sends the IPAM task.
 struct IpamPeers {
-    messages: mpsc::Sender<(ChannelMessage, Option<ConnId>)>,
+    messages: mpsc::Sender<(String, ChannelMessage, Option<ConnId>)>,
     peers: watch::Sender<PeerView>,
     /// The mesh's fabric version and target count when the peer view was last sent.
     seen: Option<(u64, usize)>,
@@ -285,6 +285,7 @@ impl IpamPeers {
         self.seen = Some(now);
         let view = PeerView {
             known: mesh.peers().all_names().into_iter().collect(),
+            delta_peers: mesh.ipam_delta_neighbours(),
             direct_targets: u32::try_from(now.1).unwrap_or(u32::MAX),
         };
         self.peers.send_if_modified(|v| {
@@ -296,8 +297,10 @@ impl IpamPeers {
 
     /// Hands a channel message to the IPAM task; when it is behind, the message is dropped
     /// (gossip repeats and requests are retried), never queued without bound.
-    fn deliver(&self, message: ChannelMessage, conn: Option<ConnId>) {
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.messages.try_send((message, conn)) {
+    fn deliver(&self, channel: String, message: ChannelMessage, conn: Option<ConnId>) {
+        if let Err(mpsc::error::TrySendError::Full(_)) =
+            self.messages.try_send((channel, message, conn))
+        {
             tracing::debug!("IPAM task is behind; dropping a channel message");
         }
     }
@@ -415,7 +418,9 @@ impl Ctx {
                 message,
                 conn,
             } => match &self.ipam {
-                Some(i) if channel == IPAM_CHANNEL => i.deliver(message, conn),
+                Some(i) if ipam_channel::is_ipam_channel(&channel) => {
+                    i.deliver(channel, message, conn);
+                }
                 _ => tracing::debug!("nobody takes gossip channel {channel}"),
             },
         }

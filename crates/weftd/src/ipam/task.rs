@@ -105,6 +105,8 @@ pub enum IpamOut {
 pub struct PeerView {
     /// Every peer the router knows.
     pub known: BTreeSet<PeerName>,
+    /// Neighbours that offered IPAM ring deltas.
+    pub delta_peers: BTreeSet<PeerName>,
     /// Direct connection targets, for the default quorum.
     pub direct_targets: u32,
 }
@@ -112,8 +114,8 @@ pub struct PeerView {
 /// The mesh task's end of the IPAM task.
 #[derive(Debug)]
 pub struct MeshLink {
-    /// Channel messages for the IPAM task.
-    pub messages: mpsc::Sender<(ChannelMessage, Option<ConnId>)>,
+    /// Channel messages for the IPAM task, with the channel they came on.
+    pub messages: mpsc::Sender<(String, ChannelMessage, Option<ConnId>)>,
     /// The latest peer view.
     pub peers: watch::Sender<PeerView>,
     /// What the IPAM task asks of the mesh.
@@ -257,7 +259,7 @@ impl Task {
     async fn run(
         mut self,
         mut requests: mpsc::Receiver<Request>,
-        mut messages: mpsc::Receiver<(ChannelMessage, Option<ConnId>)>,
+        mut messages: mpsc::Receiver<(String, ChannelMessage, Option<ConnId>)>,
         mut peers: watch::Receiver<PeerView>,
     ) {
         let mut gossip = tokio::time::interval(GOSSIP_INTERVAL);
@@ -275,7 +277,7 @@ impl Task {
                     None => return,
                 },
                 msg = messages.recv() => match msg {
-                    Some((m, conn)) => self.on_message(m, conn).await,
+                    Some((channel, m, conn)) => self.on_message(&channel, m, conn).await,
                     None => return,
                 },
                 changed = peers.changed() => {
@@ -406,8 +408,8 @@ impl Task {
         }
     }
 
-    async fn on_message(&mut self, message: ChannelMessage, conn: Option<ConnId>) {
-        if let Err(e) = channel::handle_message(&mut self.alloc, message) {
+    async fn on_message(&mut self, name: &str, message: ChannelMessage, conn: Option<ConnId>) {
+        if let Err(e) = channel::handle_channel_message(&mut self.alloc, name, message) {
             tracing::warn!("[allocator]: {e}");
             if let Some(conn) = conn {
                 let reason = e.to_string();
@@ -421,6 +423,7 @@ impl Task {
             self.alloc.peer_gone(*gone);
         }
         self.known = view.known.clone();
+        self.alloc.set_delta_peers(view.delta_peers);
         self.alloc.set_known_peers(view.known);
         self.alloc.set_direct_targets(view.direct_targets);
     }
