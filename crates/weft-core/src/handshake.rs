@@ -54,6 +54,8 @@ pub struct RemoteFeatures {
     /// The remote is a weft peer that speaks weft's topology deltas
     /// ([`weft_wire::topology_delta`]); Weave Net peers never send this feature.
     pub topology_deltas: bool,
+    /// The remote is a weft peer that takes IPAM ring deltas ([`weft_wire::ipam_delta`]).
+    pub ipam_deltas: bool,
 }
 
 /// Why an intro failed. Messages are Weave Net's, since operators grep logs for them.
@@ -208,6 +210,10 @@ fn local_features(local: &LocalIdentity, conn_id: u64, trusted: bool) -> BTreeMa
             weft_wire::topology_delta::FEATURE,
             weft_wire::topology_delta::FEATURE_VERSION.to_string(),
         ),
+        (
+            weft_wire::ipam_delta::FEATURE,
+            weft_wire::ipam_delta::FEATURE_VERSION.to_string(),
+        ),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -272,6 +278,8 @@ pub fn parse_features(map: &BTreeMap<String, String>) -> Result<RemoteFeatures, 
             .get(weft_wire::topology_delta::FEATURE)
             .map(String::as_str)
             == Some(weft_wire::topology_delta::FEATURE_VERSION),
+        ipam_deltas: map.get(weft_wire::ipam_delta::FEATURE).map(String::as_str)
+            == Some(weft_wire::ipam_delta::FEATURE_VERSION),
     })
 }
 
@@ -384,5 +392,19 @@ mod tests {
         let mut m = local_features(&ident(1, "a"), 1, false);
         m.insert("ShortID".into(), "4096".into());
         assert!(parse_features(&m).is_err());
+    }
+
+    #[test]
+    fn weft_features_are_offered_and_recognised() {
+        let m = local_features(&ident(1, "a"), 1, false);
+        let remote = parse_features(&m).unwrap();
+        assert!(remote.topology_deltas && remote.ipam_deltas);
+        // A Weave Net peer sends neither; another format version is not ours.
+        let mut weave = m.clone();
+        weave.remove(weft_wire::ipam_delta::FEATURE);
+        assert!(!parse_features(&weave).unwrap().ipam_deltas);
+        let mut other = m;
+        other.insert(weft_wire::ipam_delta::FEATURE.into(), "2".into());
+        assert!(!parse_features(&other).unwrap().ipam_deltas);
     }
 }

@@ -265,6 +265,19 @@ pub fn ipam_unicast(data: &[u8], meter: HeapMeter) {
     }
 }
 
+/// Decodes a `weft-ipam` payload (a ring delta); whatever decodes must re-encode to the same
+/// bytes.
+pub fn ipam_delta(data: &[u8], meter: HeapMeter) {
+    use crate::ipam_delta::RingDelta;
+    let decoded = metered(data, meter, "ipam_delta", || RingDelta::decode(data));
+    if let Ok(d) = decoded {
+        match d.encode() {
+            Ok(b) => assert_eq!(b, data),
+            Err(e) => panic!("decoded delta does not re-encode: {e}"),
+        }
+    }
+}
+
 /// Decodes a handshake features map.
 pub fn features(data: &[u8], meter: HeapMeter) {
     let decoded = metered(data, meter, "features", || crate::features::decode(data));
@@ -364,6 +377,7 @@ mod tests {
         assert!(replay("gob_types", super::gob_types) > 0);
         assert!(replay("ipam_gossip", super::ipam_gossip) > 0);
         assert!(replay("ipam_unicast", super::ipam_unicast) > 0);
+        assert!(replay("ipam_delta", super::ipam_delta) > 0);
     }
 
     #[test]

@@ -2,11 +2,11 @@
 //!
 //! Everything that crosses a socket is encoded and decoded here and nowhere else: Go `gob`
 //! values, the mesh protocol header and frames, the handshake features map, gossip message
-//! framing, the topology payload, weft's own topology deltas ([`topology_delta`]) and IPAM's
-//! gossip payloads ([`ipam`]). Go structs are declared once with [`gob_struct!`]. Decoders
-//! are strict (trailing bytes, oversize lengths and malformed input are errors, never panics)
-//! because every byte here may come from a hostile peer. No I/O and no clocks live in this
-//! crate.
+//! framing, the topology payload, weft's own topology deltas ([`topology_delta`]), IPAM's
+//! gossip payloads ([`ipam`]) and weft's own IPAM ring deltas ([`ipam_delta`]). Go structs are
+//! declared once with [`gob_struct!`]. Decoders are strict (trailing bytes, oversize lengths
+//! and malformed input are errors, never panics) because every byte here may come from a
+//! hostile peer. No I/O and no clocks live in this crate.
 //!
 //! Every decoder's memory is bounded by its input: while decoding `n` bytes (and holding the
 //! result) it never holds more than [`DECODE_HEAP_PER_BYTE`]` * n + `[`DECODE_HEAP_BASE`] heap
@@ -26,6 +26,7 @@ pub mod frame;
 pub mod gob;
 pub mod header;
 pub mod ipam;
+pub mod ipam_delta;
 pub mod peer;
 pub mod protocol;
 pub mod sleeve;

@@ -15,6 +15,7 @@ use std::fmt::Display;
 use std::path::Path;
 
 use weft_wire::gob::{Decoder, Encoder, Type, Value};
+use weft_wire::ipam_delta::RingDelta;
 use weft_wire::protocol::ProtocolMsg;
 use weft_wire::topology_delta::Message;
 use weft_wire::{
@@ -751,10 +752,37 @@ fn ipam_hostile_payloads() {
     assert!(err.contains("field in common"), "{err}");
 }
 
+// ---- ipam_delta ----
+
+#[test]
+fn ipam_delta_hostile_payloads() {
+    // The largest delta allowed, entries and nicknames at their bounds.
+    let entry = weft_wire::ipam_delta::Entry {
+        token: 1,
+        peer: PeerName(1),
+        version: 1,
+        free: 1,
+        prev: 1,
+        next: 1,
+    };
+    let big = RingDelta {
+        entries: vec![entry; weft_wire::ipam_delta::MAX_ENTRIES],
+        nicknames: vec![(PeerName(1), "n".repeat(255)); weft_wire::ipam_delta::MAX_NICKNAMES],
+        ..RingDelta::default()
+    };
+    let b = big.encode().unwrap();
+    bounded("ipam_delta largest", &b, RingDelta::decode).unwrap();
+    // Counts that promise more than the bytes hold.
+    let mut lie = vec![1u8];
+    lie.extend_from_slice(&[0; 16]);
+    lie.extend_from_slice(&1024u16.to_be_bytes());
+    bounded("ipam_delta lying count", &lie, RingDelta::decode).unwrap_err();
+}
+
 #[test]
 fn fuzz_corpora_stay_within_the_bound() {
     type Entry = fn(&[u8]) -> Result<(), String>;
-    let targets: [(&str, Entry); 8] = [
+    let targets: [(&str, Entry); 9] = [
         ("ipam_gossip", |d| {
             ipam::GossipState::decode(d)
                 .map(drop)
@@ -782,6 +810,9 @@ fn fuzz_corpora_stay_within_the_bound() {
         }),
         ("sleeve", |d| {
             sleeve::parse(d).map(drop).map_err(|e| e.to_string())
+        }),
+        ("ipam_delta", |d| {
+            RingDelta::decode(d).map(drop).map_err(|e| e.to_string())
         }),
     ];
     for (target, entry) in targets {

@@ -285,6 +285,7 @@ impl IpamPeers {
         self.seen = Some(now);
         let view = PeerView {
             known: mesh.peers().all_names().into_iter().collect(),
+            delta_peers: mesh.ipam_delta_neighbours(),
             direct_targets: u32::try_from(now.1).unwrap_or(u32::MAX),
             neighbours: mesh.neighbours().collect(),
         };
@@ -297,8 +298,8 @@ impl IpamPeers {
 
     /// Hands a channel message to the IPAM task; when it is behind, the message is dropped
     /// (gossip repeats and requests are retried), never queued without bound.
-    fn deliver(&self, message: ChannelMessage, conn: Option<ConnId>) {
-        if !self.messages.offer(message, conn) {
+    fn deliver(&self, channel: String, message: ChannelMessage, conn: Option<ConnId>) {
+        if !self.messages.offer(channel, message, conn) {
             tracing::debug!("IPAM task is behind; dropping a channel message");
         }
     }
@@ -416,7 +417,9 @@ impl Ctx {
                 message,
                 conn,
             } => match &self.ipam {
-                Some(i) if channel == IPAM_CHANNEL => i.deliver(message, conn),
+                Some(i) if ipam_channel::is_ipam_channel(&channel) => {
+                    i.deliver(channel, message, conn);
+                }
                 _ => tracing::debug!("nobody takes gossip channel {channel}"),
             },
         }

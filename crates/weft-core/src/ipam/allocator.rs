@@ -11,9 +11,11 @@
 //! * container events — [`Allocator::container_died`], `_started`, `_destroyed`,
 //!   [`Allocator::prune_owned`];
 //! * what the IPAM gossip channel received — [`Allocator::handle_gossip`] (periodic gossip, no
-//!   sender, or a broadcast, with its sender) and [`Allocator::handle_unicast`];
+//!   sender, or a broadcast, with its sender) and [`Allocator::handle_unicast`] — and what
+//!   weft's delta channel received, [`Allocator::handle_delta`];
 //! * the mesh's view of peers — [`Allocator::set_known_peers`] (peers the router knows and can
-//!   unicast to) and [`Allocator::set_direct_targets`] (for the default quorum);
+//!   unicast to), [`Allocator::set_delta_peers`] (those that take ring deltas) and
+//!   [`Allocator::set_direct_targets`] (for the default quorum);
 //! * time — [`Allocator::handle_timeout`] at [`Allocator::poll_timeout`], every 5 s, which
 //!   retries waiting requests and consensus as Weave does, and frees addresses of containers
 //!   dead for 30 s;
@@ -27,6 +29,15 @@
 //! The gossip types here are weft's own; Weave's gob payloads (`gossipState`, `Ring`, Paxos
 //! `GossipState`, the unicast kind byte with an `address.Range`) convert to and from them at
 //! the channel adapter. The wire's `Now` timestamp is informational and is added there.
+//!
+//! Ring changes between weft peers: when every peer the router knows takes deltas, a change
+//! this peer makes to the ring (a donation, `rmpeer`, `reset`) goes out as an
+//! [`Output::BroadcastDelta`] of the entries it touched instead of the whole state, so it costs
+//! each peer a few entries rather than the whole ring. With any other peer about (a Weave Net
+//! router) it goes out whole, as Weave's does. Periodic gossip always carries the whole state,
+//! and a delta that does not fit the receiver's ring ([`DeltaOutcome::Gap`]) is answered by
+//! asking its sender for the whole state (a ring-less [`UnicastMsg::RingUpdate`], which any
+//! peer with a ring answers with its own), so nothing depends on deltas arriving.
 //!
 //! Where weft deliberately differs from Weave Net: a received ring or Paxos state is validated
 //! in full first and an error leaves everything unchanged (Weave merged nicknames first); free
@@ -51,7 +62,7 @@ use rand::SeedableRng;
 use weft_wire::PeerName;
 
 use super::paxos::{self, Node, NodeId, Participant};
-use super::ring::{self, Ring, RingError, RingSnapshot};
+use super::ring::{self, DeltaOutcome, Entry, Ring, RingDelta, RingError, RingSnapshot};
 use super::space::{Space, SpaceError};
 use super::{Address, Cidr, Range};
 
@@ -156,6 +167,16 @@ pub struct GossipState {
     pub ring: Option<RingSnapshot>,
 }
 
+/// A ring change as weft peers send it to each other: the entries it touched, and the
+/// nicknames of the peers they name.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GossipDelta {
+    /// The changed entries.
+    pub ring: RingDelta,
+    /// Nicknames of peers the entries name, where known.
+    pub nicknames: BTreeMap<PeerName, String>,
+}
+
 /// A unicast on the IPAM channel (the kind byte on the wire: 0, 1, 2).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UnicastMsg {
@@ -187,6 +208,9 @@ pub enum Reply {
 pub enum Output {
     /// Broadcast this state on the IPAM channel.
     Broadcast(GossipState),
+    /// Broadcast this ring change on weft's delta channel (only when every known peer takes
+    /// deltas).
+    BroadcastDelta(GossipDelta),
     /// Send this to one peer.
     Unicast {
         /// The peer.
@@ -394,6 +418,8 @@ pub struct Allocator {
     awaiting_consensus: bool,
     shutting_down: bool,
     known_peers: BTreeSet<PeerName>,
+    /// Peers that take ring deltas.
+    delta_peers: BTreeSet<PeerName>,
     direct_targets: u32,
     next_tick: Instant,
     rng: StdRng,
@@ -444,6 +470,7 @@ impl Allocator {
             awaiting_consensus: false,
             shutting_down: false,
             known_peers: BTreeSet::new(),
+            delta_peers: BTreeSet::new(),
             direct_targets: 0,
             next_tick: now + TICK_INTERVAL,
             rng: StdRng::seed_from_u64(config.rng_seed),
@@ -683,6 +710,12 @@ impl Allocator {
         self.known_peers = peers;
     }
 
+    /// The peers that take ring deltas (weft peers that offered them): ring changes go out as
+    /// deltas while every other known peer is among them.
+    pub fn set_delta_peers(&mut self, peers: BTreeSet<PeerName>) {
+        self.delta_peers = peers;
+    }
+
     /// A peer left the topology: its nickname goes unless it still owns ranges.
     pub fn peer_gone(&mut self, peer: PeerName) {
         if !self.ring.peer_names().contains(&peer) {
@@ -712,13 +745,14 @@ impl Allocator {
             tracing::warn!("attempt to take over range from ourself");
             return 0;
         }
+        let entries_before = self.ring.entries().to_vec();
         if self.ring.transfer(peer, self.name).is_empty() {
             return 0;
         }
         let before = self.space.num_free();
         self.ring_updated();
         let gained = self.space.num_free().saturating_sub(before);
-        self.broadcast();
+        let _ = self.broadcast_change(&entries_before);
         self.finish();
         gained
     }
@@ -739,12 +773,13 @@ impl Allocator {
             self.reply(id, Err(cancelled("Prime", "")));
         }
         let heir = self.pick_heir();
+        let before = self.ring.entries().to_vec();
         self.ring
             .transfer(self.name, heir.unwrap_or(PeerName::UNKNOWN));
         self.space.clear();
         if heir.is_some() {
             self.ring_dirty = true;
-            self.broadcast();
+            let _ = self.broadcast_change(&before);
         }
         self.finish();
     }
@@ -771,6 +806,19 @@ impl Allocator {
         state: GossipState,
     ) -> Result<(), GossipError> {
         let r = self.update(sender, state);
+        self.finish();
+        r
+    }
+
+    /// A ring delta from `sender` (weft's delta channel), decoded. One that does not fit our
+    /// ring changes nothing and asks `sender` for its whole state; an invalid one is refused
+    /// as an invalid ring is.
+    pub fn handle_delta(
+        &mut self,
+        sender: PeerName,
+        delta: GossipDelta,
+    ) -> Result<(), GossipError> {
+        let r = self.update_delta(sender, delta);
         self.finish();
         r
     }
@@ -950,6 +998,37 @@ impl Allocator {
         self.flush_persist();
         let s = self.gossip_state();
         self.outputs.push_back(Output::Broadcast(s));
+    }
+
+    /// Announces a change of our ring from `before`: as a delta when every other known peer
+    /// takes them, else (or when the change is too large for one) as the whole state. Returns
+    /// whether it went as a delta.
+    fn broadcast_change(&mut self, before: &[Entry]) -> bool {
+        let all_take_deltas = self
+            .known_peers
+            .iter()
+            .filter(|&&p| p != self.name)
+            .all(|p| self.delta_peers.contains(p));
+        let delta = if all_take_deltas && !before.is_empty() {
+            self.ring.delta_since(before)
+        } else {
+            None
+        };
+        let Some(ring) = delta else {
+            self.broadcast();
+            return false;
+        };
+        self.flush_persist();
+        let named: BTreeSet<PeerName> = ring.entries.iter().map(|d| d.entry.peer).collect();
+        let nicknames = self
+            .nicknames
+            .iter()
+            .filter(|(p, _)| named.contains(p))
+            .map(|(p, n)| (*p, n.clone()))
+            .collect();
+        self.outputs
+            .push_back(Output::BroadcastDelta(GossipDelta { ring, nicknames }));
+        true
     }
 
     fn flush_persist(&mut self) {
@@ -1310,6 +1389,41 @@ impl Allocator {
         Ok(())
     }
 
+    fn update_delta(&mut self, sender: PeerName, data: GossipDelta) -> Result<(), GossipError> {
+        if data.nicknames.len() > MAX_NICKNAMES {
+            return Err(GossipError::TooManyNicknames(data.nicknames.len()));
+        }
+        let space = &self.space;
+        match self
+            .ring
+            .apply_delta(&data.ring, &|r| space.has_allocations(r))
+        {
+            Ok(DeltaOutcome::Applied(updated)) => {
+                self.nicknames.extend(data.nicknames);
+                if updated {
+                    self.prune_nicknames();
+                    self.ring_updated();
+                }
+                Ok(())
+            }
+            Ok(DeltaOutcome::Gap) => {
+                // A state without a ring is a ring request: the sender answers with its own.
+                let ask = GossipState {
+                    nicknames: BTreeMap::new(),
+                    paxos: None,
+                    ring: None,
+                };
+                self.send(sender, UnicastMsg::RingUpdate(ask));
+                Ok(())
+            }
+            Err(RingError::DifferentRange) => Err(GossipError::DifferentRange {
+                received: format!("{:?}", Range::new(data.ring.start, data.ring.end)),
+                ours: self.universe,
+            }),
+            Err(e) => Err(GossipError::Ring(e)),
+        }
+    }
+
     fn annotate(&self, names: &[PeerName]) -> Vec<String> {
         names
             .iter()
@@ -1329,22 +1443,27 @@ impl Allocator {
     }
 
     fn donate_space(&mut self, r: Range, to: PeerName) {
-        match self.space.donate(r) {
-            None => self.send(to, UnicastMsg::SpaceRequestDenied(r)),
-            Some(chunk) => match self.ring.grant(chunk, to) {
-                Ok(()) => {
-                    self.ring_dirty = true;
-                    self.broadcast();
+        let Some(chunk) = self.space.donate(r) else {
+            return self.send(to, UnicastMsg::SpaceRequestDenied(r));
+        };
+        let before = self.ring.entries().to_vec();
+        match self.ring.grant(chunk, to) {
+            Ok(()) => {
+                self.ring_dirty = true;
+                // A delta reaches the requester too; only the whole state needs repeating to
+                // it, as Weave does, since a broadcast may arrive after the unicast.
+                if self.broadcast_change(&before) {
+                    return;
                 }
-                Err(e) => {
-                    // Space and ring disagree: keep the block rather than lose it.
-                    tracing::error!(
-                        "[allocator {}] cannot give {chunk:?} to {to}: {e}",
-                        self.name
-                    );
-                    self.space.add(chunk);
-                }
-            },
+            }
+            Err(e) => {
+                // Space and ring disagree: keep the block rather than lose it.
+                tracing::error!(
+                    "[allocator {}] cannot give {chunk:?} to {to}: {e}",
+                    self.name
+                );
+                self.space.add(chunk);
+            }
         }
         let state = self.gossip_state();
         self.send(to, UnicastMsg::RingUpdate(state));
@@ -1461,6 +1580,11 @@ mod tests {
                 Output::Broadcast(s) => {
                     for p in peers.iter_mut().filter(|p| p.name() != src) {
                         p.handle_gossip(Some(src), s.clone()).unwrap();
+                    }
+                }
+                Output::BroadcastDelta(d) => {
+                    for p in peers.iter_mut().filter(|p| p.name() != src) {
+                        p.handle_delta(src, d.clone()).unwrap();
                     }
                 }
                 Output::Unicast { dst, msg } => {

@@ -14,11 +14,19 @@
 //! [`Allocator::handle_unicast`]. An error means the sender's state is incompatible or hostile;
 //! Weave closes the connection it came on, and the task decides the same from the error.
 //! Clocks are Unix seconds passed in, for the wire's informational `Now`.
+//!
+//! Between weft peers ring changes travel as deltas on a second channel, `weft-ipam`
+//! ([`DELTA_CHANNEL`]), which [`register`] registers too: the allocator asks for a
+//! [`Output::BroadcastDelta`] only while every peer the router knows offered the `WeftIpam`
+//! handshake feature (given to it with [`Allocator::set_delta_peers`]), so Weave Net peers
+//! keep receiving whole states on `IPallocation`; a Weave Net router that relays a `weft-ipam`
+//! broadcast treats it as any channel it does not know. The task hands messages of both
+//! channels to [`handle_channel_message`].
 
 use weft_wire::PeerName;
 
 use super::allocator::{Allocator, GossipError, Output};
-use super::wire::{self, WireError, CHANNEL};
+use super::wire::{self, WireError, CHANNEL, DELTA_CHANNEL};
 use crate::mesh::{ChannelError, ChannelMessage, Mesh};
 
 /// A message on the channel that was refused.
@@ -50,6 +58,8 @@ pub enum ReceiveError {
 pub enum ChannelSend {
     /// To every reachable peer.
     Broadcast(Vec<u8>),
+    /// A ring delta to every reachable peer, on [`DELTA_CHANNEL`].
+    DeltaBroadcast(Vec<u8>),
     /// To one peer.
     Unicast {
         /// The peer.
@@ -64,14 +74,50 @@ impl ChannelSend {
     pub fn send(self, mesh: &mut Mesh) -> Result<(), ChannelError> {
         match self {
             Self::Broadcast(payload) => mesh.gossip_broadcast(CHANNEL, payload),
+            Self::DeltaBroadcast(payload) => mesh.gossip_broadcast(DELTA_CHANNEL, payload),
             Self::Unicast { dst, payload } => mesh.gossip_unicast(CHANNEL, dst, payload),
         }
     }
 }
 
-/// Registers the IPAM channel with the mesh (once, when IPAM is enabled).
+/// Registers the IPAM channels with the mesh (once, when IPAM is enabled).
 pub fn register(mesh: &mut Mesh) -> Result<(), ChannelError> {
-    mesh.register_channel(CHANNEL)
+    mesh.register_channel(CHANNEL)?;
+    mesh.register_channel(DELTA_CHANNEL)
+}
+
+/// Whether `channel` is one of IPAM's (what the driver forwards to the IPAM task).
+pub fn is_ipam_channel(channel: &str) -> bool {
+    channel == CHANNEL || channel == DELTA_CHANNEL
+}
+
+/// Feeds what arrived on either IPAM channel to the allocator (see [`handle_message`]);
+/// messages of other channels are ignored.
+pub fn handle_channel_message(
+    alloc: &mut Allocator,
+    channel: &str,
+    message: ChannelMessage,
+) -> Result<(), ReceiveError> {
+    match channel {
+        CHANNEL => handle_message(alloc, message),
+        DELTA_CHANNEL => handle_delta_message(alloc, message),
+        _ => Ok(()),
+    }
+}
+
+/// Feeds a `weft-ipam` message to the allocator: a ring delta whoever sent it (it goes out as
+/// a broadcast; its source is who to ask for the whole state).
+pub fn handle_delta_message(
+    alloc: &mut Allocator,
+    message: ChannelMessage,
+) -> Result<(), ReceiveError> {
+    let (ChannelMessage::Gossip { src, payload }
+    | ChannelMessage::Broadcast { src, payload }
+    | ChannelMessage::Unicast { src, payload }) = message;
+    let delta = wire::decode_delta(&payload).map_err(|error| ReceiveError::Wire { src, error })?;
+    alloc
+        .handle_delta(src, delta)
+        .map_err(|error| ReceiveError::Gossip { src, error })
 }
 
 /// Feeds what arrived on the channel to the allocator; drain [`Allocator::poll_output`] after.
@@ -98,6 +144,7 @@ pub fn handle_message(alloc: &mut Allocator, message: ChannelMessage) -> Result<
 pub fn outgoing(output: &Output, now: i64) -> Option<ChannelSend> {
     match output {
         Output::Broadcast(state) => Some(ChannelSend::Broadcast(wire::encode_gossip(state, now))),
+        Output::BroadcastDelta(delta) => wire::encode_delta(delta).map(ChannelSend::DeltaBroadcast),
         Output::Unicast { dst, msg } => Some(ChannelSend::Unicast {
             dst: *dst,
             payload: wire::encode_unicast(msg, now),
@@ -181,20 +228,31 @@ mod tests {
                 return replies;
             };
             for p in peers.iter_mut().filter(|p| p.name() != src) {
-                let message = match &send {
-                    ChannelSend::Broadcast(payload) => ChannelMessage::Broadcast {
-                        src,
-                        payload: payload.clone(),
-                    },
-                    ChannelSend::Unicast { dst, payload } if *dst == p.name() => {
+                let (channel, message) = match &send {
+                    ChannelSend::Broadcast(payload) => (
+                        CHANNEL,
+                        ChannelMessage::Broadcast {
+                            src,
+                            payload: payload.clone(),
+                        },
+                    ),
+                    ChannelSend::DeltaBroadcast(payload) => (
+                        DELTA_CHANNEL,
+                        ChannelMessage::Broadcast {
+                            src,
+                            payload: payload.clone(),
+                        },
+                    ),
+                    ChannelSend::Unicast { dst, payload } if *dst == p.name() => (
+                        CHANNEL,
                         ChannelMessage::Unicast {
                             src,
                             payload: payload.clone(),
-                        }
-                    }
+                        },
+                    ),
                     ChannelSend::Unicast { .. } => continue,
                 };
-                handle_message(p, message).unwrap();
+                handle_channel_message(p, channel, message).unwrap();
             }
         }
         panic!("the allocators never fell quiet");
@@ -231,6 +289,192 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    /// What `peer` asks to send, drained (nothing is delivered).
+    fn sends(peer: &mut Allocator) -> Vec<ChannelSend> {
+        std::iter::from_fn(|| peer.poll_output())
+            .filter_map(|o| outgoing(&o, NOW))
+            .collect()
+    }
+
+    /// Hands `to` a broadcast `src` originated on `channel`.
+    fn broadcast_to(to: &mut Allocator, channel: &str, src: PeerName, payload: &[u8]) {
+        let payload = payload.to_vec();
+        let message = ChannelMessage::Broadcast { src, payload };
+        handle_channel_message(to, channel, message).unwrap();
+    }
+
+    /// Hands `to` a unicast from `src`.
+    fn unicast_to(to: &mut Allocator, src: PeerName, payload: &[u8]) {
+        let payload = payload.to_vec();
+        handle_message(to, ChannelMessage::Unicast { src, payload }).unwrap();
+    }
+
+    #[test]
+    fn ipam_ring_changes_go_as_deltas_only_when_every_peer_takes_them() {
+        let now = Instant::now();
+        const C: PeerName = PeerName(0xcc_0000_0003);
+        let mut a = allocator(A, InitMode::Seed(vec![A, B]), now);
+        let mut b = allocator(B, InitMode::Seed(vec![A, B]), now);
+        let mut c = allocator(C, InitMode::Observer, now);
+        for p in [&mut a, &mut b, &mut c] {
+            p.set_known_peers(BTreeSet::from([A, B, C]));
+            while p.poll_output().is_some() {}
+        }
+        gossip_both_ways(&mut a, &mut b);
+        let full = periodic_gossip(&a, NOW);
+        handle_message(
+            &mut c,
+            ChannelMessage::Gossip {
+                src: A,
+                payload: full,
+            },
+        )
+        .unwrap();
+        while c.poll_output().is_some() {}
+        let universe = a.ring().range();
+        // C is a Weave Net router (no delta feature): A's donation to B goes out whole.
+        a.set_delta_peers(BTreeSet::from([B]));
+        a.handle_unicast(B, UnicastMsg::SpaceRequest(universe))
+            .unwrap();
+        let out = sends(&mut a);
+        assert!(matches!(out[0], ChannelSend::Broadcast(_)), "{out:?}");
+        assert!(!out
+            .iter()
+            .any(|s| matches!(s, ChannelSend::DeltaBroadcast(_))));
+        for send in out {
+            if let ChannelSend::Broadcast(payload) = send {
+                for p in [&mut b, &mut c] {
+                    broadcast_to(p, CHANNEL, A, &payload);
+                }
+            }
+        }
+        assert_eq!(b.ring().entries(), a.ring().entries());
+        assert_eq!(c.ring().entries(), a.ring().entries());
+        // Everyone takes deltas: the next donation is one small delta and nothing else.
+        a.set_delta_peers(BTreeSet::from([B, C]));
+        a.handle_unicast(B, UnicastMsg::SpaceRequest(universe))
+            .unwrap();
+        let out = sends(&mut a);
+        let [ChannelSend::DeltaBroadcast(delta)] = &out[..] else {
+            panic!("{out:?}");
+        };
+        assert!(delta.len() < 200, "{} bytes", delta.len());
+        let b_before = b.ring().clone();
+        broadcast_to(&mut b, DELTA_CHANNEL, A, delta);
+        assert_eq!(b.ring().entries(), a.ring().entries());
+        assert!(b.check_invariants());
+        // C missed it. The one after it leaves a gap at C: its ring stays, it asks A for the
+        // whole state, and A's answer brings it up to date.
+        a.handle_unicast(B, UnicastMsg::SpaceRequest(universe))
+            .unwrap();
+        let out = sends(&mut a);
+        let [ChannelSend::DeltaBroadcast(second)] = &out[..] else {
+            panic!("{out:?}");
+        };
+        let c_before = c.ring().clone();
+        broadcast_to(&mut c, DELTA_CHANNEL, A, second);
+        assert_eq!(c.ring(), &c_before);
+        let ask = sends(&mut c);
+        let [ChannelSend::Unicast { dst: A, payload }] = &ask[..] else {
+            panic!("{ask:?}");
+        };
+        unicast_to(&mut a, C, payload);
+        let answer = sends(&mut a);
+        let [ChannelSend::Unicast { dst: C, payload }] = &answer[..] else {
+            panic!("{answer:?}");
+        };
+        unicast_to(&mut c, A, payload);
+        assert_eq!(c.ring().entries(), a.ring().entries());
+        // A delta arriving twice, or after the whole state, changes nothing.
+        broadcast_to(&mut c, DELTA_CHANNEL, A, delta);
+        assert_eq!(c.ring().entries(), a.ring().entries());
+        assert!(sends(&mut c).is_empty());
+        assert_ne!(b_before.entries(), b.ring().entries());
+    }
+
+    #[test]
+    fn ipam_hostile_deltas_are_refused_and_change_nothing() {
+        let now = Instant::now();
+        let mut a = allocator(A, InitMode::Seed(vec![A, B]), now);
+        while a.poll_output().is_some() {}
+        let before = a.gossip_state();
+        let wd = |entries: Vec<weft_wire::ipam_delta::Entry>| weft_wire::ipam_delta::RingDelta {
+            start: 0xac10_1000,
+            end: 0xac10_1100,
+            seeds_hash: crate::ipam::ring::seeds_hash(&[A, B]),
+            entries,
+            nicknames: vec![],
+        };
+        let entry = |token: u32, free: u32| weft_wire::ipam_delta::Entry {
+            token,
+            peer: B,
+            version: 9,
+            free,
+            prev: 0xac10_1000,
+            next: 0xac10_1080,
+        };
+        // Tokens out of order, and a free count larger than the range.
+        for (delta, expected) in [
+            (
+                wd(vec![entry(0xac10_1090, 0), entry(0xac10_1010, 0)]),
+                RingError::NotSorted,
+            ),
+            (
+                wd(vec![entry(0xac10_1010, 0x71)]),
+                RingError::TooMuchFree {
+                    token: Address(0xac10_1010),
+                    next: Address(0xac10_1080),
+                    free: 0x71,
+                    distance: 0x70,
+                },
+            ),
+        ] {
+            let message = ChannelMessage::Broadcast {
+                src: B,
+                payload: delta.encode().unwrap(),
+            };
+            assert_eq!(
+                handle_channel_message(&mut a, DELTA_CHANNEL, message),
+                Err(ReceiveError::Gossip {
+                    src: B,
+                    error: GossipError::Ring(expected)
+                })
+            );
+        }
+        // Another universe, and a malformed payload.
+        let other = weft_wire::ipam_delta::RingDelta {
+            end: 0xac10_1200,
+            ..wd(vec![])
+        };
+        let message = ChannelMessage::Broadcast {
+            src: B,
+            payload: other.encode().unwrap(),
+        };
+        assert!(matches!(
+            handle_channel_message(&mut a, DELTA_CHANNEL, message),
+            Err(ReceiveError::Gossip {
+                error: GossipError::DifferentRange { .. },
+                ..
+            })
+        ));
+        let message = ChannelMessage::Broadcast {
+            src: B,
+            payload: vec![1, 2, 3],
+        };
+        assert!(matches!(
+            handle_channel_message(&mut a, DELTA_CHANNEL, message),
+            Err(ReceiveError::Wire {
+                src: B,
+                error: WireError::Delta(_)
+            })
+        ));
+        assert_eq!(a.gossip_state(), before);
+        assert!(a.poll_output().is_none());
+        // Other channels are not IPAM's.
+        assert!(is_ipam_channel(CHANNEL) && is_ipam_channel(DELTA_CHANNEL));
+        assert!(!is_ipam_channel("topology"));
     }
 
     #[test]
@@ -372,6 +616,10 @@ mod tests {
         );
         register(&mut mesh).unwrap();
         assert_eq!(CHANNEL, "IPallocation");
+        assert_eq!(
+            mesh.register_channel(DELTA_CHANNEL),
+            Err(ChannelError::Registered(DELTA_CHANNEL.to_owned()))
+        );
         send.send(&mut mesh).unwrap();
         let delivered = std::iter::from_fn(|| mesh.poll_event(now)).find_map(|e| match e {
             MeshEvent::Channel {

@@ -13,6 +13,14 @@
 //! validated before anything is merged: unsorted, repeated or out-of-range tokens, free counts
 //! larger than the range, versions no sequence of edits can reach, and entry or seed counts
 //! beyond what the universe could hold are typed [`RingError`]s, and our ring is left as it was.
+//!
+//! Between weft peers a change can travel as a [`RingDelta`] instead of the whole ring: the
+//! entries it touched ([`Ring::delta_since`]), each with the tokens around it in the sender's
+//! ring. [`Ring::apply_delta`] merges them with the same rules and checks as a whole ring, then
+//! checks that each entry it took sits between the same tokens here; if not, this replica
+//! missed an earlier change and the delta is a [`DeltaOutcome::Gap`], refused whole, for the
+//! caller to ask for the full ring instead. Tokens are never removed and an entry only moves to
+//! higher versions, so deltas and whole rings merged in any order reach the same ring.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -71,6 +79,44 @@ pub struct RingSnapshot {
     pub entries: Vec<Entry>,
     /// Peers the ring was created for, sorted; empty for a ring formed before seeds existed.
     pub seeds: Vec<PeerName>,
+}
+
+/// Most entries a [`RingDelta`] carries (what its payload may hold); a change touching more
+/// travels as the whole ring.
+pub const MAX_DELTA_ENTRIES: usize = weft_wire::ipam_delta::MAX_ENTRIES;
+
+/// One changed entry of a [`RingDelta`], with its neighbours' tokens in the sender's ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeltaEntry {
+    /// The entry as the sender has it.
+    pub entry: Entry,
+    /// The token before it (wrapping; its own when it is the only entry).
+    pub prev: Address,
+    /// The token after it (wrapping; its own when it is the only entry).
+    pub next: Address,
+}
+
+/// The entries of a ring that one change touched, as they travel between weft peers.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RingDelta {
+    /// Universe start.
+    pub start: Address,
+    /// Universe end (exclusive).
+    pub end: Address,
+    /// [`seeds_hash`] of the sender's seeds.
+    pub seeds_hash: u64,
+    /// Changed entries, sorted by token.
+    pub entries: Vec<DeltaEntry>,
+}
+
+/// What [`Ring::apply_delta`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeltaOutcome {
+    /// Merged; `true` if our ring changed.
+    Applied(bool),
+    /// Not applicable here (no ring yet, other seeds, or an earlier change missing): nothing
+    /// changed, and the sender's whole ring is needed.
+    Gap,
 }
 
 /// Why a ring was refused or an edit was impossible. Messages follow Weave Net's.
@@ -260,12 +306,7 @@ impl Ring {
 
     /// Addresses from `start` round to `end`; the whole ring when they are equal.
     fn distance(&self, start: Address, end: Address) -> u32 {
-        if end > start {
-            end.0 - start.0
-        } else {
-            // Both lie in [self.start, self.end), so this cannot overflow the ring size.
-            (self.end.0.wrapping_sub(start.0)).wrapping_add(end.0.wrapping_sub(self.start.0))
-        }
+        distance_in(self.range(), start, end)
     }
 
     /// The entry at `i`, wrapping (Weave's `entries.entry`); `entries` must not be empty.
@@ -466,14 +507,7 @@ impl Ring {
             return Err(RingError::DifferentRange);
         }
         let (mut result, updated) = self.merge_entries(&theirs.entries, has_allocations)?;
-        // A range of ours that got split without allocations may report too much free.
-        for i in 0..result.len() {
-            let next = Self::at(&result, i + 1).token;
-            let distance = self.distance(result[i].token, next);
-            if result[i].peer == self.peer && result[i].free > distance {
-                result[i].free = distance;
-            }
-        }
+        self.clamp_own_free(&mut result);
         self.check_entries(&result)
             .map_err(|e| RingError::MergeCauses(Box::new(e)))?;
         if self.seeds.is_empty() {
@@ -583,6 +617,109 @@ impl Ring {
         Ok((result, updated))
     }
 
+    /// The entries that differ from `before` (this ring's entries before a change), with
+    /// their neighbours, to send instead of the whole ring; `None` if nothing changed or more
+    /// than [`MAX_DELTA_ENTRIES`] did.
+    pub fn delta_since(&self, before: &[Entry]) -> Option<RingDelta> {
+        let mut entries = Vec::new();
+        for (i, e) in self.entries.iter().enumerate() {
+            let old = before
+                .binary_search_by(|b| b.token.cmp(&e.token))
+                .ok()
+                .and_then(|j| before.get(j));
+            if old == Some(e) {
+                continue;
+            }
+            if entries.len() == MAX_DELTA_ENTRIES {
+                return None;
+            }
+            let prev = Self::at(&self.entries, i + self.entries.len() - 1).token;
+            let next = Self::at(&self.entries, i + 1).token;
+            entries.push(DeltaEntry {
+                entry: *e,
+                prev,
+                next,
+            });
+        }
+        (!entries.is_empty()).then(|| RingDelta {
+            start: self.start,
+            end: self.end,
+            seeds_hash: seeds_hash(&self.seeds),
+            entries,
+        })
+    }
+
+    /// Merges a delta received from a peer with [`Ring::merge`]'s rules and checks (errors
+    /// as for a whole ring, our ring unchanged). A delta this ring cannot take as it stands is
+    /// a [`DeltaOutcome::Gap`], also leaving it unchanged.
+    pub fn apply_delta(
+        &mut self,
+        delta: &RingDelta,
+        has_allocations: &dyn Fn(Range) -> bool,
+    ) -> Result<DeltaOutcome, RingError> {
+        validate_delta(delta)?;
+        if delta.start != self.start || delta.end != self.end {
+            return Err(RingError::DifferentRange);
+        }
+        if self.is_empty() || seeds_hash(&self.seeds) != delta.seeds_hash {
+            return Ok(DeltaOutcome::Gap);
+        }
+        let theirs: Vec<Entry> = delta.entries.iter().map(|d| d.entry).collect();
+        let (mut result, updated) = self.merge_entries(&theirs, has_allocations)?;
+        self.clamp_own_free(&mut result);
+        // Each entry taken must have the sender's neighbours here too; otherwise a token is
+        // missing on one side and the ranges the entries describe differ (so free counts may
+        // not fit yet either: this comes before the invariants are checked). Entries we had
+        // already, or newer, say nothing about the neighbours we have now.
+        let mine = |t: Address| {
+            self.entries
+                .binary_search_by(|e| e.token.cmp(&t))
+                .ok()
+                .map(|i| self.entries[i])
+        };
+        for d in &delta.entries {
+            let Ok(i) = result.binary_search_by(|e| e.token.cmp(&d.entry.token)) else {
+                return Ok(DeltaOutcome::Gap);
+            };
+            if result[i] != d.entry || mine(d.entry.token) == Some(d.entry) {
+                continue;
+            }
+            let prev = Self::at(&result, i + result.len() - 1).token;
+            let next = Self::at(&result, i + 1).token;
+            if prev != d.prev || next != d.next {
+                return Ok(DeltaOutcome::Gap);
+            }
+            // A token new here cuts the range of the entry before it, which is then right
+            // only if the same change rewrote that entry (as a grant does); a delta without it
+            // comes after a change that created the token and that we missed.
+            let known = |t: Address| mine(t).is_some();
+            let carried = |t: Address| {
+                delta
+                    .entries
+                    .binary_search_by(|e| e.entry.token.cmp(&t))
+                    .is_ok()
+            };
+            if !known(d.entry.token) && !carried(d.prev) {
+                return Ok(DeltaOutcome::Gap);
+            }
+        }
+        self.check_entries(&result)
+            .map_err(|e| RingError::MergeCauses(Box::new(e)))?;
+        self.entries = result;
+        Ok(DeltaOutcome::Applied(updated))
+    }
+
+    /// A range of ours that got split without allocations may report too much free.
+    fn clamp_own_free(&self, entries: &mut [Entry]) {
+        for i in 0..entries.len() {
+            let next = Self::at(entries, i + 1).token;
+            let distance = self.distance(entries[i].token, next);
+            if entries[i].peer == self.peer && entries[i].free > distance {
+                entries[i].free = distance;
+            }
+        }
+    }
+
     /// Writes the free counts of our entries, bumping the version of each that changed (Weave's
     /// `ReportFree`); `free_in` counts our free addresses in a range. Returns whether anything
     /// changed.
@@ -683,6 +820,41 @@ fn subdivide(from: Address, to: Address, peers: &[PeerName], out: &mut Vec<Entry
     subdivide(mid.offset(share % 2), to, upper, out);
 }
 
+/// A 64-bit digest of a ring's seeds (FNV-1a over the sorted names), which a
+/// [`RingDelta`] carries in place of the list; an empty list hashes to 0.
+pub fn seeds_hash(seeds: &[PeerName]) -> u64 {
+    if seeds.is_empty() {
+        return 0;
+    }
+    seeds.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, p| {
+        p.0.to_be_bytes()
+            .iter()
+            .fold(h, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+    })
+}
+
+/// Checks a received delta on its own terms: a universe, at most [`MAX_DELTA_ENTRIES`]
+/// entries, sorted and unique, tokens and neighbours inside the universe, versions that can
+/// be reached, free counts that fit between an entry and its next token.
+pub fn validate_delta(d: &RingDelta) -> Result<(), RingError> {
+    let range = Range::new(d.start, d.end);
+    if d.start >= d.end {
+        return Err(RingError::EmptyRange(range));
+    }
+    let es = &d.entries;
+    check_order(range, MAX_DELTA_ENTRIES, es.len(), |i| es[i].entry.token)?;
+    for de in es {
+        if [de.entry.token, de.prev, de.next]
+            .iter()
+            .any(|&t| !range.contains(t))
+        {
+            return Err(RingError::TokenOutOfRange);
+        }
+        check_entry(range, &de.entry, de.next)?;
+    }
+    Ok(())
+}
+
 /// Checks a received ring on its own terms (its universe, sizes and entries).
 pub fn validate(r: &RingSnapshot) -> Result<(), RingError> {
     let range = Range::new(r.start, r.end);
@@ -700,51 +872,68 @@ pub fn validate(r: &RingSnapshot) -> Result<(), RingError> {
 }
 
 fn check_entries(range: Range, entries: &[Entry]) -> Result<(), RingError> {
-    let max = MAX_ENTRIES.min(range.size() as usize);
-    if entries.len() > max {
-        return Err(RingError::TooManyEntries {
-            count: entries.len(),
-            max,
-        });
-    }
-    if entries.windows(2).any(|w| w[0].token > w[1].token) {
-        return Err(RingError::NotSorted);
-    }
-    if entries.windows(2).any(|w| w[0].token == w[1].token) {
-        return Err(RingError::TokenRepeated);
-    }
+    check_order(range, MAX_ENTRIES, entries.len(), |i| entries[i].token)?;
     let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
         return Ok(());
     };
     if first.token < range.start || last.token >= range.end {
         return Err(RingError::TokenOutOfRange);
     }
-    let ring = Ring {
-        start: range.start,
-        end: range.end,
-        peer: PeerName::UNKNOWN,
-        entries: Vec::new(),
-        seeds: Vec::new(),
-    };
     for (i, e) in entries.iter().enumerate() {
-        if e.version > MAX_VERSION {
-            return Err(RingError::ImpossibleVersion {
-                token: e.token,
-                version: e.version,
-            });
-        }
-        let next = Ring::at(entries, i + 1).token;
-        let distance = ring.distance(e.token, next);
-        if e.free > distance {
-            return Err(RingError::TooMuchFree {
-                token: e.token,
-                next,
-                free: e.free,
-                distance,
-            });
-        }
+        check_entry(range, e, Ring::at(entries, i + 1).token)?;
     }
     Ok(())
+}
+
+/// At most `max` (and no more than the universe's size) tokens, `token(0..len)`, ascending
+/// and each once.
+fn check_order(
+    range: Range,
+    max: usize,
+    len: usize,
+    token: impl Fn(usize) -> Address,
+) -> Result<(), RingError> {
+    let max = max.min(range.size() as usize);
+    if len > max {
+        return Err(RingError::TooManyEntries { count: len, max });
+    }
+    if (1..len).any(|i| token(i - 1) > token(i)) {
+        return Err(RingError::NotSorted);
+    }
+    if (1..len).any(|i| token(i - 1) == token(i)) {
+        return Err(RingError::TokenRepeated);
+    }
+    Ok(())
+}
+
+/// An entry's version is reachable and its free count fits before `next`.
+fn check_entry(range: Range, e: &Entry, next: Address) -> Result<(), RingError> {
+    if e.version > MAX_VERSION {
+        return Err(RingError::ImpossibleVersion {
+            token: e.token,
+            version: e.version,
+        });
+    }
+    let distance = distance_in(range, e.token, next);
+    if e.free > distance {
+        return Err(RingError::TooMuchFree {
+            token: e.token,
+            next,
+            free: e.free,
+            distance,
+        });
+    }
+    Ok(())
+}
+
+/// Addresses from `start` round to `end` in `range`; the whole ring when they are equal.
+fn distance_in(range: Range, start: Address, end: Address) -> u32 {
+    if end > start {
+        end.0 - start.0
+    } else {
+        // Both lie in [range.start, range.end), so this cannot overflow the ring size.
+        (range.end.0.wrapping_sub(start.0)).wrapping_add(end.0.wrapping_sub(range.start.0))
+    }
 }
 
 #[cfg(test)]
@@ -1011,6 +1200,137 @@ mod tests {
         assert_eq!(r.pick_peer_for_transfer(&|p| p != C), None);
     }
 
+    #[test]
+    fn ipam_ring_delta_of_a_grant_applies_where_the_base_is_known() {
+        let mut a = ring(A);
+        a.claim_for_peers(&[A, B]);
+        let mut b = ring(B);
+        b.merge(&a.snapshot(), &|_| false).unwrap();
+        let mut stale = b.clone();
+        // First grant: [64, 96) to C. Only the touched entries travel.
+        let before = a.entries().to_vec();
+        a.grant(Range::new(Address(64), Address(96)), C).unwrap();
+        let d1 = a.delta_since(&before).unwrap();
+        assert_eq!(
+            d1.entries.iter().map(|d| d.entry).collect::<Vec<_>>(),
+            vec![e(0, A, 1, 64), e(64, C, 0, 32), e(96, A, 0, 32)]
+        );
+        assert_eq!(
+            (d1.entries[0].prev, d1.entries[0].next),
+            (Address(128), Address(64))
+        );
+        assert_eq!(
+            b.apply_delta(&d1, &|_| false),
+            Ok(DeltaOutcome::Applied(true))
+        );
+        assert_eq!(b.entries(), a.entries());
+        assert_eq!(
+            b.apply_delta(&d1, &|_| false),
+            Ok(DeltaOutcome::Applied(false))
+        );
+        // Second grant from A's remaining range: [96, 128) to B.
+        let before = a.entries().to_vec();
+        a.grant(Range::new(Address(96), Address(128)), B).unwrap();
+        let d2 = a.delta_since(&before).unwrap();
+        assert_eq!(d2.entries.len(), 1);
+        // A replica that missed the first change sees a gap and stays as it was...
+        let untouched = stale.clone();
+        assert_eq!(stale.apply_delta(&d2, &|_| false), Ok(DeltaOutcome::Gap));
+        assert_eq!(stale, untouched);
+        // ...until the whole ring arrives; then later deltas apply again.
+        stale.merge(&a.snapshot(), &|_| false).unwrap();
+        assert_eq!(stale.entries(), a.entries());
+        assert_eq!(
+            b.apply_delta(&d2, &|_| false),
+            Ok(DeltaOutcome::Applied(true))
+        );
+        assert_eq!(b.entries(), a.entries());
+        // A replica without a ring, or seeded otherwise, needs the whole ring too.
+        assert_eq!(ring(C).apply_delta(&d2, &|_| false), Ok(DeltaOutcome::Gap));
+        let mut other = ring(C);
+        other.claim_for_peers(&[B, C]);
+        assert_eq!(other.apply_delta(&d2, &|_| false), Ok(DeltaOutcome::Gap));
+        assert_eq!(a.delta_since(a.entries()), None);
+    }
+
+    #[test]
+    fn ipam_ring_rejects_bad_deltas_unchanged() {
+        let mut a = ring(A);
+        a.claim_for_peers(&[A, B]);
+        let mut b = ring(B);
+        b.merge(&a.snapshot(), &|_| false).unwrap();
+        let before_b = b.clone();
+        let de = |token: u32, peer, version, free, prev: u32, next: u32| DeltaEntry {
+            entry: e(token, peer, version, free),
+            prev: Address(prev),
+            next: Address(next),
+        };
+        let delta = |entries: Vec<DeltaEntry>| RingDelta {
+            start: Address(0),
+            end: Address(256),
+            seeds_hash: seeds_hash(&[A, B]),
+            entries,
+        };
+        let cases = [
+            (
+                delta(vec![de(128, C, 1, 0, 0, 0), de(0, C, 1, 0, 128, 128)]),
+                RingError::NotSorted,
+            ),
+            (
+                delta(vec![de(0, C, 1, 0, 128, 128), de(0, C, 2, 0, 128, 128)]),
+                RingError::TokenRepeated,
+            ),
+            (
+                delta(vec![de(0, C, 1, 0, 128, 300)]),
+                RingError::TokenOutOfRange,
+            ),
+            (
+                delta(vec![de(0, C, 1, 129, 128, 128)]),
+                RingError::TooMuchFree {
+                    token: Address(0),
+                    next: Address(128),
+                    free: 129,
+                    distance: 128,
+                },
+            ),
+            (
+                delta(vec![de(0, C, u32::MAX, 0, 128, 128)]),
+                RingError::ImpossibleVersion {
+                    token: Address(0),
+                    version: u32::MAX,
+                },
+            ),
+            (
+                RingDelta {
+                    end: Address(512),
+                    ..delta(vec![])
+                },
+                RingError::DifferentRange,
+            ),
+            (
+                RingDelta {
+                    end: Address(0),
+                    ..delta(vec![])
+                },
+                RingError::EmptyRange(Range::new(Address(0), Address(0))),
+            ),
+        ];
+        for (bad, want) in cases {
+            assert_eq!(b.apply_delta(&bad, &|_| false), Err(want));
+            assert_eq!(b, before_b);
+        }
+        // Someone takes part of a range we hold allocations in: refused as in a whole ring.
+        let split = delta(vec![de(192, C, 0, 64, 128, 0)]);
+        assert_eq!(
+            b.apply_delta(&split, &|_| true),
+            Err(RingError::EntryInMyRange {
+                peer: C,
+                token: Address(192)
+            })
+        );
+        assert_eq!(b, before_b);
+    }
+
     // Property tests: replicas edited by their owners (grants, free reports, transfers of
     // peers that left), then merged in any order, agree, and never own an address twice or
     // lose one.
@@ -1058,21 +1378,7 @@ mod tests {
         rings[1].claim_for_peers(&n[..2]);
         for op in ops {
             match *op {
-                Op::Grant { by, to, at, len } => {
-                    // Grant part of a range `by` owns, as donation does.
-                    let owned = rings[by].owned_ranges();
-                    if let Some(r) = owned.iter().find(|r| r.contains(Address(at))) {
-                        let end = Address(at.saturating_add(len).min(r.end.0));
-                        if by != to {
-                            rings[by]
-                                .grant(Range::new(Address(at), end), n[to])
-                                .unwrap();
-                        }
-                    }
-                }
-                Op::Report { by, salt } => {
-                    rings[by].report_free(&|r| (salt ^ r.start.0) % (r.size() + 1));
-                }
+                Op::Grant { by, .. } | Op::Report { by, .. } => apply_edit(&mut rings[by], op),
                 Op::Merge { into, from } => {
                     let snap = rings[from].snapshot();
                     rings[into].merge(&snap, &|_| false).unwrap();
@@ -1080,6 +1386,112 @@ mod tests {
             }
         }
         rings
+    }
+
+    /// Grants `[at, at + len)`, cut to the owned range holding `at`, if `r` owns `at`.
+    fn grant_owned(r: &mut Ring, to: PeerName, at: u32, len: u32) {
+        let owned = r.owned_ranges();
+        if let Some(o) = owned.iter().find(|o| o.contains(Address(at))) {
+            let end = Address(at.saturating_add(len).min(o.end.0));
+            if to != r.peer() {
+                r.grant(Range::new(Address(at), end), to).unwrap();
+            }
+        }
+    }
+
+    /// An owner's edit of its own replica: a grant (as donation makes) or a free report.
+    fn apply_edit(r: &mut Ring, op: &Op) {
+        match *op {
+            Op::Grant { to, at, len, .. } => grant_owned(r, names()[to], at, len),
+            Op::Report { salt, .. } => {
+                r.report_free(&|x| (salt ^ x.start.0) % (x.size() + 1));
+            }
+            Op::Merge { .. } => {}
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum DeltaOp {
+        /// An owner edits its ring (grant or free report) and broadcasts the change.
+        Edit(Op),
+        /// The `pick`-th message in flight reaches its receiver.
+        Deliver { pick: usize },
+        /// Periodic gossip: a whole ring from one replica to another, in both worlds.
+        Gossip { into: usize, from: usize },
+    }
+
+    fn delta_op() -> impl Strategy<Value = DeltaOp> {
+        prop_oneof![
+            2 => op().prop_filter("edits only", |o| !matches!(o, Op::Merge { .. })).prop_map(DeltaOp::Edit),
+            3 => any::<usize>().prop_map(|pick| DeltaOp::Deliver { pick }),
+            1 => (0..4usize, 0..4usize).prop_map(|(into, from)| DeltaOp::Gossip { into, from }),
+        ]
+    }
+
+    /// Two worlds of four replicas fed the same edits: in one every change is broadcast as a
+    /// delta, in the other as the whole ring; messages arrive in a random order (`Deliver`
+    /// picks one of those in flight), a delta that leaves a gap is answered by the sender's
+    /// current whole ring, and periodic gossip runs in both. An edit happens in both worlds
+    /// only where the editor's ring is the same in both (else the worlds' histories would
+    /// diverge). At the end everything in flight arrives. Returns both worlds.
+    fn run_with_deltas(ops: &[DeltaOp], seed: u64) -> (Vec<Ring>, Vec<Ring>) {
+        use rand::seq::SliceRandom;
+        let n = names();
+        let mut dw: Vec<Ring> = n.iter().map(|&p| ring(p)).collect();
+        dw[0].claim_for_peers(&n[..2]);
+        dw[1].claim_for_peers(&n[..2]);
+        let mut fw = dw.clone();
+        // (receiver, sender, delta, whole ring at send time)
+        let mut flight: Vec<(usize, usize, RingDelta, RingSnapshot)> = Vec::new();
+        let deliver =
+            |dw: &mut Vec<Ring>,
+             fw: &mut Vec<Ring>,
+             (to, from, d, snap): (usize, usize, RingDelta, RingSnapshot)| {
+                if dw[to].apply_delta(&d, &|_| false).unwrap() == DeltaOutcome::Gap {
+                    let now = dw[from].snapshot();
+                    dw[to].merge(&now, &|_| false).unwrap();
+                }
+                fw[to].merge(&snap, &|_| false).unwrap();
+            };
+        for op in ops {
+            match op {
+                DeltaOp::Edit(edit) => {
+                    let by = match *edit {
+                        Op::Grant { by, .. }
+                        | Op::Report { by, .. }
+                        | Op::Merge { into: by, .. } => by,
+                    };
+                    if dw[by].entries() != fw[by].entries() {
+                        continue;
+                    }
+                    let before = dw[by].entries().to_vec();
+                    apply_edit(&mut dw[by], edit);
+                    apply_edit(&mut fw[by], edit);
+                    if let Some(d) = dw[by].delta_since(&before) {
+                        let snap = fw[by].snapshot();
+                        for to in (0..4).filter(|&i| i != by) {
+                            flight.push((to, by, d.clone(), snap.clone()));
+                        }
+                    }
+                }
+                DeltaOp::Deliver { pick } => {
+                    if !flight.is_empty() {
+                        let m = flight.swap_remove(pick % flight.len());
+                        deliver(&mut dw, &mut fw, m);
+                    }
+                }
+                DeltaOp::Gossip { into, from } => {
+                    let (d, f) = (dw[*from].snapshot(), fw[*from].snapshot());
+                    dw[*into].merge(&d, &|_| false).unwrap();
+                    fw[*into].merge(&f, &|_| false).unwrap();
+                }
+            }
+        }
+        flight.shuffle(&mut StdRng::seed_from_u64(seed));
+        for m in flight {
+            deliver(&mut dw, &mut fw, m);
+        }
+        (dw, fw)
     }
 
     fn check_partition(r: &Ring) -> Result<(), TestCaseError> {
@@ -1148,6 +1560,78 @@ mod tests {
             ba.merge(&a.snapshot(), &|_| false).unwrap();
             prop_assert_eq!(ab.entries(), ba.entries());
             check_partition(&ab)?;
+        }
+
+        #[test]
+        fn ipam_ring_deltas_in_any_order_converge_as_full_gossip(
+            ops in proptest::collection::vec(delta_op(), 0..60),
+            seed in any::<u64>(),
+        ) {
+            let (deltas, full) = run_with_deltas(&ops, seed);
+            // Replicas that never heard of a ring stay without one, in both worlds.
+            let first = deltas[0].entries().to_vec();
+            for (d, f) in deltas.iter().zip(&full) {
+                check_partition(d)?;
+                prop_assert_eq!(d.entries(), f.entries(), "deltas and full gossip disagree");
+                if !d.is_empty() {
+                    prop_assert_eq!(d.entries(), &first[..], "replicas disagree");
+                }
+            }
+        }
+
+        #[test]
+        fn ipam_ring_deltas_delivered_at_once_never_gap(
+            ops in proptest::collection::vec(op(), 0..40),
+        ) {
+            let n = names();
+            let mut rings: Vec<Ring> = n.iter().map(|&p| ring(p)).collect();
+            for r in &mut rings {
+                r.claim_for_peers(&n[..2]);
+            }
+            let mut full = rings.clone();
+            for op in &ops {
+                let by = match *op {
+                    Op::Grant { by, .. } | Op::Report { by, .. } => by,
+                    Op::Merge { .. } => continue,
+                };
+                let before = rings[by].entries().to_vec();
+                apply_edit(&mut rings[by], op);
+                apply_edit(&mut full[by], op);
+                let Some(d) = rings[by].delta_since(&before) else { continue };
+                let snap = full[by].snapshot();
+                for i in (0..4).filter(|&i| i != by) {
+                    prop_assert_eq!(rings[i].apply_delta(&d, &|_| false), Ok(DeltaOutcome::Applied(true)));
+                    full[i].merge(&snap, &|_| false).unwrap();
+                    prop_assert_eq!(rings[i].entries(), full[i].entries());
+                }
+            }
+        }
+
+        #[test]
+        fn ipam_ring_random_deltas_never_panic(
+            entries in proptest::collection::vec((any::<u32>(), 0u64..4, any::<u32>(), any::<u32>(), any::<u32>(), any::<u32>()), 0..8),
+            sorted in any::<bool>(),
+        ) {
+            let mut r = ring(A);
+            r.claim_for_peers(&[A, B]);
+            let before = r.clone();
+            let mut entries: Vec<DeltaEntry> = entries
+                .into_iter()
+                .map(|(t, p, v, f, pr, nx)| DeltaEntry {
+                    entry: e(t % 300, PeerName(p), v % 300, f % 300),
+                    prev: Address(pr % 300),
+                    next: Address(nx % 300),
+                })
+                .collect();
+            if sorted {
+                entries.sort_by_key(|d| d.entry.token);
+                entries.dedup_by_key(|d| d.entry.token);
+            }
+            let d = RingDelta { start: Address(0), end: Address(256), seeds_hash: seeds_hash(&[A, B]), entries };
+            match r.apply_delta(&d, &|_| true) {
+                Ok(DeltaOutcome::Applied(_)) => {}
+                _ => prop_assert_eq!(r, before),
+            }
         }
 
         #[test]

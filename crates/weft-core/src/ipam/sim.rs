@@ -3,7 +3,12 @@
 //! it (followed by an operator's `rmpeer` on a survivor), and concurrent allocations, claims and
 //! releases. After every step it checks that no address is held twice anywhere, and that each
 //! peer's space matches its ring; at the end it checks that every peer on the majority side of
-//! a partition, and every peer once healed, can allocate.
+//! a partition, and every peer once healed, can allocate. With `deltas` on, every peer takes
+//! ring deltas, so ring changes travel as deltas (lost ones covered by periodic gossip and by
+//! asking for the whole state on a gap).
+//!
+//! `ring_change_cost` measures what one donation costs across a full mesh of N peers, in
+//! payload bytes, with whole-state gossip and with deltas.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
@@ -14,8 +19,8 @@ use rand::{Rng, SeedableRng};
 use weft_wire::PeerName;
 
 use super::allocator::{
-    Allocator, Config, GossipState, InitMode, Output, PersistRecord, Persisted, Reply, RequestId,
-    UnicastMsg,
+    Allocator, Config, GossipDelta, GossipState, InitMode, Output, PersistRecord, Persisted, Reply,
+    RequestId, UnicastMsg,
 };
 use super::{Address, Cidr};
 
@@ -27,12 +32,15 @@ struct Params {
     /// Steps of chaos, each [`STEP`] long.
     steps: usize,
     universe: &'static str,
+    /// Every peer takes ring deltas.
+    deltas: bool,
 }
 
 const STEP: Duration = Duration::from_millis(250);
 
 enum Delivery {
     Gossip(Option<PeerName>, GossipState),
+    Delta(PeerName, GossipDelta),
     Unicast(PeerName, UnicastMsg),
 }
 
@@ -80,6 +88,9 @@ struct Sim {
     claimed: u64,
     restarts: u64,
     partitions: u64,
+    /// Ring changes that went out whole, and as deltas.
+    full_broadcasts: u64,
+    delta_broadcasts: u64,
 }
 
 impl Sim {
@@ -105,6 +116,8 @@ impl Sim {
             claimed: 0,
             restarts: 0,
             partitions: 0,
+            full_broadcasts: 0,
+            delta_broadcasts: 0,
         };
         for _ in 0..sim.p.peers {
             let name = sim.fresh_name();
@@ -157,16 +170,26 @@ impl Sim {
 
     fn refresh_known(&mut self) {
         for i in 0..self.slots.len() {
-            let g = self.slots[i].group;
             let known: BTreeSet<PeerName> = self
-                .live()
-                .filter(|&j| j != i && self.slots[j].group == g)
+                .others_in_group(i)
+                .into_iter()
                 .map(|j| self.slots[j].name)
                 .collect();
             if let Some(p) = &mut self.slots[i].peer {
+                if self.p.deltas {
+                    p.alloc.set_delta_peers(known.clone());
+                }
                 p.alloc.set_known_peers(known);
             }
         }
+    }
+
+    /// Live peers on slot `i`'s side of any partition, but `i`.
+    fn others_in_group(&self, i: usize) -> Vec<usize> {
+        let g = self.slots[i].group;
+        self.live()
+            .filter(|&j| j != i && self.slots[j].group == g)
+            .collect()
     }
 
     fn slot_of(&self, name: PeerName) -> Option<usize> {
@@ -209,12 +232,17 @@ impl Sim {
                 }
                 Output::Persist(PersistRecord::Owned(m)) => self.slots[i].db.owned = Some(m),
                 Output::Broadcast(s) => {
-                    let dsts: Vec<usize> = self
-                        .live()
-                        .filter(|&j| j != i && self.slots[j].group == group)
-                        .collect();
+                    self.full_broadcasts += 1;
+                    let dsts = self.others_in_group(i);
                     for j in dsts {
                         self.send(j, Delivery::Gossip(Some(me), s.clone()));
+                    }
+                }
+                Output::BroadcastDelta(d) => {
+                    self.delta_broadcasts += 1;
+                    let dsts = self.others_in_group(i);
+                    for j in dsts {
+                        self.send(j, Delivery::Delta(me, d.clone()));
                     }
                 }
                 Output::Unicast { dst, msg } => {
@@ -248,7 +276,9 @@ impl Sim {
             };
             let i = f.dst;
             let src_group_ok = match &f.what {
-                Delivery::Gossip(Some(src), _) | Delivery::Unicast(src, _) => self
+                Delivery::Gossip(Some(src), _)
+                | Delivery::Delta(src, _)
+                | Delivery::Unicast(src, _) => self
                     .slot_of(*src)
                     .is_some_and(|s| self.slots[s].group == self.slots[i].group),
                 Delivery::Gossip(None, _) => true,
@@ -262,6 +292,7 @@ impl Sim {
             }
             let r = match f.what {
                 Delivery::Gossip(src, s) => peer.alloc.handle_gossip(src, s),
+                Delivery::Delta(src, d) => peer.alloc.handle_delta(src, d),
                 Delivery::Unicast(src, m) => peer.alloc.handle_unicast(src, m),
             };
             if let Err(e) = r {
@@ -299,11 +330,7 @@ impl Sim {
             return;
         };
         let state = peer.alloc.gossip_state();
-        let g = self.slots[i].group;
-        let mut neighbours: Vec<usize> = self
-            .live()
-            .filter(|&j| j != i && self.slots[j].group == g)
-            .collect();
+        let mut neighbours = self.others_in_group(i);
         for _ in 0..3 {
             if neighbours.is_empty() {
                 break;
@@ -538,16 +565,23 @@ impl Sim {
             }
         }
         assert_eq!(self.gossip_errors, 0, "merges refused");
+        if self.p.deltas {
+            assert!(self.delta_broadcasts > 0, "no ring change went as a delta");
+        } else {
+            assert_eq!(self.delta_broadcasts, 0, "a delta without delta peers");
+        }
         eprintln!(
             "ipam sim: {} peers, {} allocated, {} claimed, {} partitions, {} restarts, {} crashed, \
-             ring of {} entries",
+             ring of {} entries, {} whole-state and {} delta broadcasts",
             self.slots.len(),
             self.allocated,
             self.claimed,
             self.partitions,
             self.restarts,
             self.to_remove.len(),
-            first.len()
+            first.len(),
+            self.full_broadcasts,
+            self.delta_broadcasts
         );
     }
 
@@ -603,6 +637,19 @@ fn ipam_sim_50_peers_partitions_restarts_crashes() {
         peers: 50,
         steps: 1200,
         universe: "10.32.0.0/16",
+        deltas: false,
+    });
+    sim.run();
+}
+
+#[test]
+fn ipam_sim_with_deltas() {
+    let mut sim = Sim::new(Params {
+        seed: 99,
+        peers: 50,
+        steps: 800,
+        universe: "10.32.0.0/16",
+        deltas: true,
     });
     sim.run();
 }
@@ -614,6 +661,7 @@ fn ipam_sim_other_seed() {
         peers: 50,
         steps: 400,
         universe: "10.40.0.0/20",
+        deltas: false,
     });
     sim.run();
 }
@@ -627,7 +675,174 @@ fn ipam_sim_large() {
             peers: 150,
             steps: 4800,
             universe: "10.32.0.0/12",
+            deltas: seed % 2 == 1,
         });
         sim.run();
     }
+}
+
+/// Bytes one ring change puts on the wires of a full mesh of `n` peers: every message the
+/// change causes (the broadcast, to each of the `n - 1` others, unicasts, and whatever the
+/// receivers send in turn, such as requests for the whole state) counted as the protocol
+/// message that carries it (tag, channel name, source, payload). `change` makes the change
+/// on peer 0, given the peers' names.
+fn ring_change_cost(n: usize, deltas: bool, change: &dyn Fn(&mut Allocator, &[PeerName])) -> u64 {
+    use super::channel::{self, ChannelSend};
+    use super::wire::{CHANNEL, DELTA_CHANNEL};
+    use crate::mesh::ChannelMessage;
+    use weft_wire::protocol::ProtocolMsg;
+
+    const NOW: i64 = 1_700_000_000;
+    let now = Instant::now();
+    let names: Vec<PeerName> = (0..n as u64).map(|i| PeerName(0x0100 + i)).collect();
+    let mut peers: Vec<Allocator> = names
+        .iter()
+        .map(|&name| {
+            let config = Config {
+                name,
+                uid: name.0,
+                nickname: format!("host{}", name.0),
+                universe: Cidr::parse_subnet("10.32.0.0/12").unwrap(),
+                mode: InitMode::Seed(names.clone()),
+                pre_claims: vec![],
+                rng_seed: name.0,
+            };
+            let mut a = Allocator::new(config, None, now).unwrap();
+            let others: BTreeSet<PeerName> = names.iter().copied().filter(|&p| p != name).collect();
+            if deltas {
+                a.set_delta_peers(others.clone());
+            }
+            a.set_known_peers(others);
+            while a.poll_output().is_some() {}
+            a
+        })
+        .collect();
+    // Everyone knows everyone's nickname, as after a while of periodic gossip.
+    let payload = channel::periodic_gossip(&peers[0], NOW);
+    for p in &mut peers[1..] {
+        let src = names[0];
+        let message = ChannelMessage::Gossip {
+            src,
+            payload: payload.clone(),
+        };
+        channel::handle_message(p, message).unwrap();
+        while p.poll_output().is_some() {}
+    }
+    change(&mut peers[0], &names);
+    let mut bytes = 0u64;
+    let mut wire: std::collections::VecDeque<(usize, ChannelSend)> = Default::default();
+    for _ in 0..100_000 {
+        for (i, p) in peers.iter_mut().enumerate() {
+            while let Some(out) = p.poll_output() {
+                if let Some(send) = channel::outgoing(&out, NOW) {
+                    wire.push_back((i, send));
+                }
+            }
+        }
+        let Some((from, send)) = wire.pop_front() else {
+            let first = peers[0].ring().entries().to_vec();
+            for p in &peers {
+                assert_eq!(
+                    p.ring().entries(),
+                    &first[..],
+                    "rings differ after the change"
+                );
+            }
+            return bytes;
+        };
+        let src = names[from];
+        let frame_len = |channel: &str, payload: &[u8]| {
+            let mut out = Vec::new();
+            ProtocolMsg::GossipBroadcast {
+                channel: channel.to_owned(),
+                src,
+                payload: payload.to_vec(),
+            }
+            .encode(&mut out);
+            out.len() as u64
+        };
+        let (channel, dsts, message): (&str, Vec<usize>, ChannelMessage) = match send {
+            ChannelSend::Broadcast(payload) => {
+                bytes += frame_len(CHANNEL, &payload) * (n as u64 - 1);
+                let all = (0..n).filter(|&j| j != from).collect();
+                (CHANNEL, all, ChannelMessage::Broadcast { src, payload })
+            }
+            ChannelSend::DeltaBroadcast(payload) => {
+                bytes += frame_len(DELTA_CHANNEL, &payload) * (n as u64 - 1);
+                let all = (0..n).filter(|&j| j != from).collect();
+                (
+                    DELTA_CHANNEL,
+                    all,
+                    ChannelMessage::Broadcast { src, payload },
+                )
+            }
+            ChannelSend::Unicast { dst, payload } => {
+                // A unicast frame also names its destination: six bytes more.
+                bytes += frame_len(CHANNEL, &payload) + 6;
+                let to = names.iter().position(|&p| p == dst).into_iter().collect();
+                (CHANNEL, to, ChannelMessage::Unicast { src, payload })
+            }
+        };
+        for j in dsts {
+            channel::handle_channel_message(&mut peers[j], channel, message.clone()).unwrap();
+        }
+    }
+    panic!("the peers never fell quiet");
+}
+
+/// The cost of one ring change across a full mesh, whole-state gossip against deltas, for
+/// growing N; prints the table with `--nocapture`.
+#[test]
+fn ipam_ring_change_cost_grows_as_n_log_n_with_deltas() {
+    let donation = |a: &mut Allocator, names: &[PeerName]| {
+        // Peer 1 asks peer 0 for space anywhere in the universe; peer 0 gives a block.
+        let universe = a.universe().range();
+        a.handle_unicast(names[1], UnicastMsg::SpaceRequest(universe))
+            .unwrap();
+    };
+    let rmpeer = |a: &mut Allocator, names: &[PeerName]| {
+        // Peer 0 takes over the ranges of the last peer (rmpeer).
+        assert!(a.admin_takeover(&names[names.len() - 1].to_string()) > 0);
+    };
+    eprintln!(
+        "{:>4} {:>10} {:>8} {:>10} {:>8} {:>8} {:>8} {:>8}",
+        "N", "donation", "", "rmpeer", "", "", "N·log2N", "N²"
+    );
+    eprintln!(
+        "{:>4} {:>10} {:>8} {:>10} {:>8} {:>8} {:>8} {:>8}",
+        "", "full", "delta", "full", "delta", "full/Δ", "", ""
+    );
+    let mut rows = Vec::new();
+    for n in [16usize, 32, 64, 128, 256] {
+        let full = ring_change_cost(n, false, &donation);
+        let delta = ring_change_cost(n, true, &donation);
+        let full_rm = ring_change_cost(n, false, &rmpeer);
+        let delta_rm = ring_change_cost(n, true, &rmpeer);
+        let nlogn = n as u64 * u64::from(n.ilog2());
+        eprintln!(
+            "{n:>4} {full:>10} {delta:>8} {full_rm:>10} {delta_rm:>8} {:>8.1} {nlogn:>8} {:>8}",
+            full as f64 / delta as f64,
+            n * n
+        );
+        rows.push((n as u64, full, delta, delta_rm, nlogn));
+    }
+    for &(n, full, delta, delta_rm, nlogn) in &rows {
+        // A delta is a few entries, whatever N: within a constant of N·log N (here, of N)...
+        assert!(delta <= 64 * nlogn, "N={n}: {delta} bytes with deltas");
+        assert!(
+            delta_rm <= 64 * nlogn,
+            "N={n}: {delta_rm} bytes with deltas"
+        );
+        // ...while the whole ring to everyone is N² entries.
+        assert!(full >= n * n, "N={n}: {full} bytes of whole state");
+    }
+    let (first, last) = (rows[0], rows[rows.len() - 1]);
+    // From 16 to 256 peers: 16× the peers; the whole state grows towards 256× (fixed costs
+    // weigh more at small N), deltas ~16×.
+    assert!(
+        last.1 / first.1 >= 64,
+        "whole state grew {}×",
+        last.1 / first.1
+    );
+    assert!(last.2 / first.2 <= 20, "deltas grew {}×", last.2 / first.2);
 }

@@ -1,5 +1,6 @@
 //! The boundary between IPAM's own types and Weave Net's gob payloads
 //! ([`weft_wire::ipam`]): conversions both ways and the payload bytes of the `IPallocation`
+//! channel; likewise for weft's ring deltas ([`weft_wire::ipam_delta`]) on the `weft-ipam`
 //! channel.
 //!
 //! Going out nothing can fail: our states always fit Weave's types. The one thing the wire
@@ -20,15 +21,18 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use weft_wire::ipam as w;
+use weft_wire::ipam_delta::{self as wd, IpamDeltaError};
 use weft_wire::DecodeError;
 
-use super::allocator::{GossipState, UnicastMsg, MAX_NICKNAMES};
+use super::allocator::{GossipDelta, GossipState, UnicastMsg, MAX_NICKNAMES};
 use super::paxos::{self, AcceptedValue, NodeClaims, NodeId, ProposalId};
 use super::ring::{self, Entry, RingSnapshot};
 use super::{Address, Range};
 
 /// The gossip channel IPAM travels on, as Weave Net names it.
 pub const CHANNEL: &str = w::CHANNEL;
+/// The gossip channel of weft's ring deltas, between weft peers only.
+pub const DELTA_CHANNEL: &str = wd::CHANNEL;
 
 /// A received IPAM payload that was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -47,6 +51,9 @@ pub enum WireError {
         /// The bound.
         max: usize,
     },
+    /// Not a well-formed ring delta.
+    #[error(transparent)]
+    Delta(#[from] IpamDeltaError),
     /// A range whose end lies before its start.
     #[error("IPAM range {start}-{end} is inverted")]
     InvertedRange {
@@ -86,6 +93,64 @@ pub fn encode_unicast(msg: &UnicastMsg, now: i64) -> Vec<u8> {
 /// The message in a unicast payload (a ring update's clock is informational and dropped).
 pub fn decode_unicast(payload: &[u8]) -> Result<UnicastMsg, WireError> {
     unicast_from_wire(w::UnicastMsg::decode(payload)?)
+}
+
+/// The `weft-ipam` payload carrying `delta`; `None` only if it exceeds the payload's bounds,
+/// which [`ring::MAX_DELTA_ENTRIES`] keeps a delta within. Nicknames too long for the payload
+/// are left out: they are only for naming peers in `rmpeer` and status.
+pub fn encode_delta(delta: &GossipDelta) -> Option<Vec<u8>> {
+    let d = &delta.ring;
+    let payload = wd::RingDelta {
+        start: d.start.0,
+        end: d.end.0,
+        seeds_hash: d.seeds_hash,
+        entries: d
+            .entries
+            .iter()
+            .map(|de| wd::Entry {
+                token: de.entry.token.0,
+                peer: de.entry.peer,
+                version: de.entry.version,
+                free: de.entry.free,
+                prev: de.prev.0,
+                next: de.next.0,
+            })
+            .collect(),
+        nicknames: delta
+            .nicknames
+            .iter()
+            .filter(|(_, n)| n.len() <= usize::from(u8::MAX))
+            .map(|(p, n)| (*p, n.clone()))
+            .collect(),
+    };
+    payload.encode().ok()
+}
+
+/// The ring delta in a `weft-ipam` payload; whether it fits a ring is for the allocator.
+pub fn decode_delta(payload: &[u8]) -> Result<GossipDelta, WireError> {
+    let d = wd::RingDelta::decode(payload)?;
+    Ok(GossipDelta {
+        ring: ring::RingDelta {
+            start: Address(d.start),
+            end: Address(d.end),
+            seeds_hash: d.seeds_hash,
+            entries: d
+                .entries
+                .into_iter()
+                .map(|e| ring::DeltaEntry {
+                    entry: Entry {
+                        token: Address(e.token),
+                        peer: e.peer,
+                        version: e.version,
+                        free: e.free,
+                    },
+                    prev: Address(e.prev),
+                    next: Address(e.next),
+                })
+                .collect(),
+        },
+        nicknames: d.nicknames.into_iter().collect(),
+    })
 }
 
 /// Our state as Weave's `gossipState`, stamped with `now`.

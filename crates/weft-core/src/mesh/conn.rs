@@ -34,6 +34,8 @@ pub(super) struct Conn {
     pub(super) next_tcp_heartbeat: Instant,
     /// Both ends speak weft's topology deltas.
     pub(super) deltas: bool,
+    /// The remote takes IPAM ring deltas (whether to send any is IPAM's decision).
+    pub(super) ipam_deltas: bool,
     /// The overlay MTU of the sleeve path to the remote, once the data path measured it.
     pub(super) sleeve_mtu: Option<u32>,
     /// Entries the remote asked for (by pull or digest) and not sent yet: requests are
@@ -47,6 +49,15 @@ pub(super) struct Conn {
 }
 
 impl Mesh {
+    /// Neighbours whose connection offered IPAM ring deltas (the `WeftIpam` feature).
+    pub fn ipam_delta_neighbours(&self) -> BTreeSet<PeerName> {
+        self.conns
+            .values()
+            .filter(|c| c.ipam_deltas)
+            .map(|c| c.remote)
+            .collect()
+    }
+
     /// `weft connect` (and the command-line peers): adds targets, or replaces them. Host names
     /// come out of [`Mesh::poll_event`] as [`MeshEvent::Lookup`]s for the driver to answer with
     /// [`Mesh::handle_lookup`]; once all are answered the call takes effect and its error lines
@@ -239,6 +250,7 @@ impl Mesh {
                 switch,
                 next_tcp_heartbeat: now + TCP_HEARTBEAT,
                 deltas: self.cfg.topology_deltas && remote.topology_deltas,
+                ipam_deltas: remote.ipam_deltas,
                 sleeve_mtu: None,
                 push_pending: BTreeSet::new(),
                 push_at: None,

@@ -115,6 +115,8 @@ pub enum IpamOut {
 pub struct PeerView {
     /// Every peer the router knows.
     pub known: BTreeSet<PeerName>,
+    /// Neighbours that offered IPAM ring deltas.
+    pub delta_peers: BTreeSet<PeerName>,
     /// Direct connection targets, for the default quorum.
     pub direct_targets: u32,
     /// Peers we have a connection to; each new one is sent our state at once.
@@ -143,6 +145,7 @@ pub struct Inbox {
 
 #[derive(Debug)]
 struct Queued {
+    channel: String,
     message: ChannelMessage,
     conn: Option<ConnId>,
     len: usize,
@@ -150,7 +153,7 @@ struct Queued {
 
 impl Inbox {
     /// Queues a message; false (and the message dropped) when the task is too far behind.
-    pub fn offer(&self, message: ChannelMessage, conn: Option<ConnId>) -> bool {
+    pub fn offer(&self, channel: String, message: ChannelMessage, conn: Option<ConnId>) -> bool {
         let len = match &message {
             ChannelMessage::Gossip { payload, .. }
             | ChannelMessage::Broadcast { payload, .. }
@@ -160,7 +163,13 @@ impl Inbox {
             self.bytes.fetch_sub(len, Ordering::AcqRel);
             return false;
         }
-        if self.tx.try_send(Queued { message, conn, len }).is_err() {
+        let queued = Queued {
+            channel,
+            message,
+            conn,
+            len,
+        };
+        if self.tx.try_send(queued).is_err() {
             self.bytes.fetch_sub(len, Ordering::AcqRel);
             return false;
         }
@@ -331,7 +340,7 @@ impl Task {
                 msg = messages.recv() => match msg {
                     Some(q) => {
                         queued.fetch_sub(q.len, Ordering::AcqRel);
-                        self.on_message(q.message, q.conn).await;
+                        self.on_message(&q.channel, q.message, q.conn).await;
                     }
                     None => return,
                 },
@@ -465,8 +474,8 @@ impl Task {
         }
     }
 
-    async fn on_message(&mut self, message: ChannelMessage, conn: Option<ConnId>) {
-        if let Err(e) = channel::handle_message(&mut self.alloc, message) {
+    async fn on_message(&mut self, name: &str, message: ChannelMessage, conn: Option<ConnId>) {
+        if let Err(e) = channel::handle_channel_message(&mut self.alloc, name, message) {
             tracing::warn!("[allocator]: {e}");
             if let Some(conn) = conn {
                 let reason = e.to_string();
@@ -481,6 +490,7 @@ impl Task {
             self.alloc.peer_gone(*gone);
         }
         self.known = view.known.clone();
+        self.alloc.set_delta_peers(view.delta_peers);
         self.alloc.set_known_peers(view.known);
         self.alloc.set_direct_targets(view.direct_targets);
         let new: Vec<PeerName> = view
@@ -556,19 +566,19 @@ mod tests {
         };
         // 4 MiB payloads: four fit, the fifth would pass the byte bound.
         for _ in 0..4 {
-            assert!(inbox.offer(big(4 << 20), None));
+            assert!(inbox.offer("IPallocation".into(), big(4 << 20), None));
         }
-        assert!(!inbox.offer(big(4 << 20), None));
+        assert!(!inbox.offer("IPallocation".into(), big(4 << 20), None));
         assert_eq!(bytes.load(Ordering::Acquire), MAX_QUEUED_BYTES);
         // Taking one out makes room again, as the task does.
         let q = rx.try_recv().unwrap();
         bytes.fetch_sub(q.len, Ordering::AcqRel);
-        assert!(inbox.offer(big(4 << 20), None));
+        assert!(inbox.offer("IPallocation".into(), big(4 << 20), None));
         // Small messages are bounded in count.
         while rx.try_recv().is_ok() {}
         bytes.store(0, Ordering::Release);
         let accepted = (0..MAX_QUEUED_MESSAGES + 10)
-            .filter(|_| inbox.offer(big(1), None))
+            .filter(|_| inbox.offer("IPallocation".into(), big(1), None))
             .count();
         assert_eq!(accepted, MAX_QUEUED_MESSAGES);
         assert_eq!(bytes.load(Ordering::Acquire), MAX_QUEUED_MESSAGES);
