@@ -242,21 +242,22 @@ impl Store {
     }
 
     fn put(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
-        self.put_in(META, key, value, Durability::Immediate)
+        self.put_in(META, &[(key, value)], Durability::Immediate)
     }
 
     fn put_in(
         &self,
         def: TableDefinition<'_, &str, &[u8]>,
-        key: &str,
-        value: &[u8],
+        records: &[(&str, &[u8])],
         durability: Durability,
     ) -> Result<(), StoreError> {
         let mut tx = self.db.begin_write().map_err(|e| self.err(e))?;
         tx.set_durability(durability);
         {
             let mut table = tx.open_table(def).map_err(|e| self.err(e))?;
-            table.insert(key, value).map_err(|e| self.err(e))?;
+            for (key, value) in records {
+                table.insert(*key, *value).map_err(|e| self.err(e))?;
+            }
         }
         tx.commit().map_err(|e| self.err(e))
     }
@@ -269,17 +270,18 @@ impl Store {
     /// Writes an IPAM record: in the kernel when this returns, on disk moments later (see
     /// the module documentation).
     pub fn set_ipam_record(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
-        self.put_in(IPAM, key, value, Durability::Eventual)
+        self.put_in(IPAM, &[(key, value)], Durability::Eventual)
     }
 
-    /// [`Store::set_ipam_record`] of `value` as JSON.
-    pub fn set_ipam_json(
-        &self,
-        key: &str,
-        value: &impl serde::Serialize,
-    ) -> Result<(), StoreError> {
-        let b = serde_json::to_vec(value).map_err(|e| self.err(e))?;
-        self.set_ipam_record(key, &b)
+    /// Writes IPAM records in one transaction, as [`Store::set_ipam_record`] does one.
+    pub fn set_ipam_records(&self, records: &[(&str, Vec<u8>)]) -> Result<(), StoreError> {
+        let pairs: Vec<(&str, &[u8])> = records.iter().map(|(k, v)| (*k, v.as_slice())).collect();
+        self.put_in(IPAM, &pairs, Durability::Eventual)
+    }
+
+    /// `value` as JSON, for a record.
+    pub fn json(&self, value: &impl serde::Serialize) -> Result<Vec<u8>, StoreError> {
+        serde_json::to_vec(value).map_err(|e| self.err(e))
     }
 
     /// The persisted peer name, if any (and if well-formed).

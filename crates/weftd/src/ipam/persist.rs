@@ -33,8 +33,19 @@ struct OwnedRecord {
     cidrs: Vec<(u32, u8)>,
 }
 
-/// Writes one record the allocator asked for.
-pub(crate) fn write(store: &Store, record: &PersistRecord) -> Result<(), StoreError> {
+/// Writes the records the allocator asked for, in one transaction; a later record of the same
+/// kind replaces an earlier one.
+pub(crate) fn write(store: &Store, records: &[PersistRecord]) -> Result<(), StoreError> {
+    let mut values: Vec<(&str, Vec<u8>)> = Vec::new();
+    for record in records {
+        let (key, bytes) = encode(store, record)?;
+        values.retain(|(k, _)| *k != key);
+        values.push((key, bytes));
+    }
+    store.set_ipam_records(&values)
+}
+
+fn encode(store: &Store, record: &PersistRecord) -> Result<(&'static str, Vec<u8>), StoreError> {
     match record {
         PersistRecord::Ring { peer, ring } => {
             let r = RingRecord {
@@ -49,7 +60,7 @@ pub(crate) fn write(store: &Store, record: &PersistRecord) -> Result<(), StoreEr
                     .collect(),
                 seeds: ring.seeds.iter().map(|p| p.0).collect(),
             };
-            store.set_ipam_json(IPAM_RING, &r)
+            Ok((IPAM_RING, store.json(&r)?))
         }
         PersistRecord::Owned(owned) => {
             let o: BTreeMap<&str, OwnedRecord> = owned
@@ -65,7 +76,7 @@ pub(crate) fn write(store: &Store, record: &PersistRecord) -> Result<(), StoreEr
                     )
                 })
                 .collect();
-            store.set_ipam_json(IPAM_OWNED, &o)
+            Ok((IPAM_OWNED, store.json(&o)?))
         }
     }
 }

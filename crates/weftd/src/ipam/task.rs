@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot, watch};
 use weft_attach::Container;
 use weft_core::ipam::allocator::{
-    AllocError, Allocator, Config, Output, PreClaim, Reply, RequestId,
+    AllocError, Allocator, Config, Output, PersistRecord, PreClaim, Reply, RequestId,
 };
 use weft_core::ipam::channel::{self, ChannelSend};
 use weft_core::ipam::{Address, Cidr, Range};
@@ -368,15 +368,17 @@ impl Task {
     /// Acts on everything the allocator asked for, in order; false once the mesh task is gone.
     async fn drain(&mut self) -> bool {
         let now = unix_now();
+        // Records in a row go into one transaction (an allocation changes both the owned
+        // addresses and the ring's free count): one commit, one sync, per request.
+        let mut records = Vec::new();
         while let Some(out) = self.alloc.poll_output() {
+            if let Output::Persist(record) = out {
+                records.push(record);
+                continue;
+            }
+            self.persist(&mut records);
             match out {
-                Output::Persist(record) => {
-                    // A record that cannot be written leaves the router running on what it
-                    // has in memory; the next change writes the whole record again.
-                    if let Err(e) = persist::write(&self.store, &record) {
-                        tracing::error!("[allocator]: cannot persist IPAM data: {e}");
-                    }
-                }
+                Output::Persist(_) => {}
                 Output::Reply { id, result } => {
                     if let Some(w) = self.waiting.remove(&id) {
                         w.answer(result);
@@ -391,7 +393,21 @@ impl Task {
                 }
             }
         }
+        self.persist(&mut records);
         true
+    }
+
+    /// Writes (and clears) the records gathered so far, before anything that follows them.
+    fn persist(&self, records: &mut Vec<PersistRecord>) {
+        if records.is_empty() {
+            return;
+        }
+        // A record that cannot be written leaves the router running on what it has in memory;
+        // the next change writes the whole record again.
+        if let Err(e) = persist::write(&self.store, records) {
+            tracing::error!("[allocator]: cannot persist IPAM data: {e}");
+        }
+        records.clear();
     }
 
     fn id(&mut self) -> RequestId {
