@@ -214,3 +214,32 @@ test_ipam_hostile_rings() {
     lab_container c2
     expect_eq "$(lab_weft 1 attach "netns:${LAB}c2")" "172.16.16.2" "allocation still works"
 }
+
+test_ipam_consensus_with_weave_net() {
+    # Runs only where a locally built Weave Net 2.8 router is available (never in a clean CI).
+    local ref="${WEAVE_REF_DIR:-}"
+    if [ -z "$ref" ] || [ ! -x "$ref/weaver" ] || [ ! -x "$ref/nlshim" ]; then
+        echo "    (skipped: set WEAVE_REF_DIR to a dir with weaver and nlshim)"; return 0
+    fi
+    lab_up 3
+    local d="$LAB_DIR/go"; mkdir -p "$d"
+    ( cd "$d" && exec env CHECKPOINT_DISABLE=1 ip netns exec "$(lab_ns 2)" unshare --pid --fork --kill-child --mount-proc \
+        "$ref/nlshim" "$ref/weaver" --port 6783 --name 02:00:00:00:00:02 --nickname gohost \
+        --weave-bridge weave --datapath datapath --ipalloc-range "$IPAM_RANGE" --ipalloc-init consensus=3 --no-dns \
+        --http-addr 127.0.0.1:6784 --status-addr 127.0.0.1:6782 --docker-api '' \
+        --db-prefix "$d/weave" "$(lab_ip 1)" ) >"$d/weaver.log" 2>&1 &
+    echo $! >"$d/pid"
+    trap 'kill -9 $(cat '"$d"'/pid) 2>/dev/null; lab_down' EXIT
+    lab_weft 1 launch --name 02:00:00:00:00:01 --nickname rust1 --ipalloc-range "$IPAM_RANGE" --ipalloc-init consensus=3 >/dev/null
+    lab_weft 3 launch --name 02:00:00:00:00:03 --nickname rust3 --ipalloc-range "$IPAM_RANGE" --ipalloc-init consensus=3 "$(lab_ip 2)" >/dev/null
+    lab_wait 60 full_mesh_of 1 3 || { dump_logs; tail -30 "$d/weaver.log" >&2; fail "mixed mesh did not form"; }
+    expect_match "$(lab_weft 1 status)" "Status: idle" "idle before the first request"
+    # The first request is on the Weave Net router: Paxos runs across both kinds of router.
+    expect_match "$(api 2 -X POST http://127.0.0.1:6784/ip/g1)" '^172\.16\.16\.[0-9]+/24$' "allocation on weaver" ||
+        { tail -30 "$d/weaver.log" >&2; return 1; }
+    lab_wait 10 ipam_ready 1 || fail "weft host 1 has no ring"
+    lab_wait 10 ipam_ready 3 || fail "weft host 3 has no ring"
+    local a1 a3; a1=$(api 1 -X POST http://127.0.0.1:6784/ip/w1); a3=$(api 3 -X POST http://127.0.0.1:6784/ip/w3)
+    expect_match "$a1 $a3" '^172\.16\.16\.[0-9]+/24 172\.16\.16\.[0-9]+/24$' "allocations on weft"
+    [ "$a1" != "$a3" ] || fail "the same address twice: $a1"
+}
