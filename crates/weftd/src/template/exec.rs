@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::fmt::{self as gofmt, grow, Printer};
 use super::parse::{Arg, Branch, Cmd, Node, Pipe, Set};
 use super::value::{sorted, Dyn, V};
-use super::{MAX_DEPTH, MAX_OUTPUT, MAX_TEMPLATE_CALLS, MAX_WORK};
+use super::{MAX_CONTEXT, MAX_DEPTH, MAX_OUTPUT, MAX_TEMPLATE_CALLS, MAX_WORK};
 
 static NULL: Value = Value::Null;
 
@@ -121,6 +121,7 @@ impl<'t, 'd> State<'t, 'd> {
             At::Cmd(c) => (c.pos, c.to_string()),
             At::Arg(a) => (a.pos(), a.to_string()),
         };
+        let context = super::cut(&context, MAX_CONTEXT);
         let text = self.set.text.get(..pos).unwrap_or(&self.set.text);
         let line = 1 + text.matches('\n').count();
         let col = text.rfind('\n').map_or(pos, |nl| pos - nl - 1);

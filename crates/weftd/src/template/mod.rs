@@ -16,7 +16,8 @@
 //! (a function's result counts until it is printed and dropped, or for the rest of the render
 //! if kept), and every function and printer is handed what is left of it and checks widths,
 //! precisions and escapes against it before making them, so what a render holds stays a small
-//! multiple of [`MAX_OUTPUT`] however its calls nest. Values that errors show are cut at 1 KiB.
+//! multiple of [`MAX_OUTPUT`] however its calls nest. Values that errors show are cut at 1 KiB,
+//! the node an execution error names at 256 bytes and the whole message at [`MAX_ERROR`].
 
 mod exec;
 mod fmt;
@@ -47,6 +48,23 @@ const MAX_TEMPLATE_CALLS: usize = 20;
 /// templates over a 100-peer mesh need.
 pub const MAX_WORK: usize = 2_000_000;
 
+/// Longest error message, in bytes; longer ones are cut and end in `...`.
+pub const MAX_ERROR: usize = 1024;
+/// Longest node text an execution error shows as its context (`at <...>`).
+const MAX_CONTEXT: usize = 256;
+
+/// `s` cut to at most `max` bytes (at a character boundary) and marked `...` if it was longer.
+fn cut(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if s.len() <= max {
+        return s.into();
+    }
+    let mut end = max.saturating_sub(3);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &s[..end]).into()
+}
+
 /// A template that failed to parse or execute; the message is Go's.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -60,7 +78,7 @@ pub fn render(tpl: &str, data: &Value) -> Result<String, TemplateError> {
             tpl.len()
         )));
     }
-    let set = parse::parse(NAME, tpl).map_err(TemplateError)?;
+    let set = parse::parse(NAME, tpl).map_err(error)?;
     let Some((name, root)) = set.trees.get_key_value(NAME) else {
         return Err(TemplateError(format!(
             "template: {NAME}: \"{NAME}\" is an incomplete or empty template"
@@ -73,9 +91,18 @@ pub fn render(tpl: &str, data: &Value) -> Result<String, TemplateError> {
     let mut state = exec::State::new(&set, name, dot.clone());
     match state.walk_list(&dot, root) {
         Ok(()) => Ok(state.out),
-        Err(exec::Flow::Err(e)) => Err(TemplateError(e)),
+        Err(exec::Flow::Err(e)) => Err(error(e)),
         // The parser allows break and continue only inside range, which catches them.
         Err(exec::Flow::Break | exec::Flow::Continue) => Ok(state.out),
+    }
+}
+
+/// The error for Go's message `e`, cut to [`MAX_ERROR`] bytes: names and literals from a long
+/// template would otherwise make it as long as the template, twice over.
+fn error(e: String) -> TemplateError {
+    match cut(&e, MAX_ERROR) {
+        std::borrow::Cow::Borrowed(_) => TemplateError(e),
+        std::borrow::Cow::Owned(c) => TemplateError(c),
     }
 }
 
@@ -163,6 +190,34 @@ mod tests {
         assert_eq!(
             p.buf,
             "0.1000000000000000055511151231257827021181583404541015625"
+        );
+    }
+
+    #[test]
+    fn long_names_and_nodes_make_short_errors() {
+        let d = report();
+        let name = "n".repeat(5000);
+        let e = render(&format!("{{{{template \"{name}\"}}}}"), &d)
+            .unwrap_err()
+            .to_string();
+        assert!(e.len() <= MAX_ERROR, "{} bytes", e.len());
+        let context = format!(
+            "template: format:1:11: executing \"format\" at <{{{{template \"{}...>: template \"nnn",
+            &name[..MAX_CONTEXT - "...{{template \"".len()]
+        );
+        assert!(e.starts_with(&context), "{e}");
+        assert!(e.ends_with("..."), "{e}");
+        // What the fuzz target found (`fuzz/corpus/template/error-long-template-name`): a
+        // 1.5 KB name of invalid UTF-8, three bytes a piece once replaced, shown twice.
+        let found = include_bytes!("../../../../fuzz/corpus/template/error-long-template-name");
+        let e = render(&String::from_utf8_lossy(found), &d)
+            .unwrap_err()
+            .to_string();
+        assert!(e.len() <= MAX_ERROR, "{} bytes", e.len());
+        // Short ones are Go's, whole.
+        assert_eq!(
+            render("{{template \"x\"}}", &d).unwrap_err().to_string(),
+            "template: format:1:11: executing \"format\" at <{{template \"x\"}}>: template \"x\" not defined"
         );
     }
 
