@@ -2,12 +2,15 @@
 //! `funcs.go`: the same evaluation order, the same node blamed in errors, the same messages;
 //! bounded in output, work and depth (see the limits in `mod.rs`).
 
+use std::borrow::Cow;
+use std::rc::Rc;
+
 use serde_json::Value;
 
-use super::fmt::{self as gofmt, Printer};
+use super::fmt::{self as gofmt, grow, Printer};
 use super::parse::{Arg, Branch, Cmd, Node, Pipe, Set};
 use super::value::{sorted, Dyn, V};
-use super::{MAX_DEPTH, MAX_OUTPUT, MAX_TEMPLATE_CALLS, MAX_WORK};
+use super::{MAX_CONTEXT, MAX_DEPTH, MAX_OUTPUT, MAX_TEMPLATE_CALLS, MAX_WORK};
 
 static NULL: Value = Value::Null;
 
@@ -66,6 +69,12 @@ pub(super) struct State<'t, 'd> {
     calls: usize,
     depth: usize,
     work: usize,
+    /// Bytes of the strings functions have returned so far: with `out`, they share the one
+    /// [`MAX_OUTPUT`] budget, so what a render holds is bounded however its calls nest.
+    made: usize,
+    /// The string the last function call made (address, length), while still counted in `made`:
+    /// printed at once and dropped, it gives its bytes back (see `walk`).
+    fresh: Option<(usize, usize)>,
 }
 
 impl<'t, 'd> State<'t, 'd> {
@@ -79,6 +88,28 @@ impl<'t, 'd> State<'t, 'd> {
             calls: 0,
             depth: 0,
             work: 0,
+            made: 0,
+            fresh: None,
+        }
+    }
+
+    /// Bytes the render may still make, as output or as strings functions return.
+    fn room(&self) -> usize {
+        MAX_OUTPUT.saturating_sub(self.out.len().saturating_add(self.made))
+    }
+
+    fn output_exceeded<T>(&self) -> R<T> {
+        self.errorf(format!("output exceeds {MAX_OUTPUT} bytes"))
+    }
+
+    /// Gives back the bytes of `v` if it is the string the last call made and nothing else
+    /// holds it (it is about to be printed and dropped).
+    fn release(&mut self, v: &V<'d>) {
+        if let (V::Str(s), Some((at, len))) = (v, self.fresh) {
+            if Rc::strong_count(s) == 1 && s.as_ptr() as usize == at && s.len() == len {
+                self.made = self.made.saturating_sub(len);
+                self.fresh = None;
+            }
         }
     }
 
@@ -90,6 +121,7 @@ impl<'t, 'd> State<'t, 'd> {
             At::Cmd(c) => (c.pos, c.to_string()),
             At::Arg(a) => (a.pos(), a.to_string()),
         };
+        let context = super::cut(&context, MAX_CONTEXT);
         let text = self.set.text.get(..pos).unwrap_or(&self.set.text);
         let line = 1 + text.matches('\n').count();
         let col = text.rfind('\n').map_or(pos, |nl| pos - nl - 1);
@@ -110,9 +142,10 @@ impl<'t, 'd> State<'t, 'd> {
     }
 
     fn write(&mut self, s: &str) -> R<()> {
-        if self.out.len() + s.len() > MAX_OUTPUT {
-            return self.errorf(format!("output exceeds {MAX_OUTPUT} bytes"));
+        if s.len() > self.room() {
+            return self.output_exceeded();
         }
+        grow(&mut self.out, s.len(), MAX_OUTPUT);
         self.out.push_str(s);
         Ok(())
     }
@@ -141,6 +174,7 @@ impl<'t, 'd> State<'t, 'd> {
                 let val = self.eval_pipeline(dot, pipe)?;
                 if pipe.decl.is_empty() {
                     self.at = At::Node(node);
+                    self.release(&val);
                     self.print_value(&val)?;
                 }
                 Ok(())
@@ -159,13 +193,17 @@ impl<'t, 'd> State<'t, 'd> {
         if let V::Invalid = v {
             return self.write("<no value>");
         }
-        let mut p = Printer::new(MAX_OUTPUT.saturating_sub(self.out.len()));
+        // Printed straight into the output, within what is left of the budget.
+        let start = self.out.len();
+        let limit = start + self.room();
+        let mut p = Printer::resume(std::mem::take(&mut self.out), limit);
         p.print_arg(v.dynamic(), 'v');
+        self.out = p.buf;
         if p.overflow {
-            return self.errorf(format!("output exceeds {MAX_OUTPUT} bytes"));
+            self.out.truncate(start);
+            return self.output_exceeded();
         }
-        self.spend(p.buf.len() / 16)?;
-        self.write(&p.buf)
+        self.spend((self.out.len() - start) / 16)
     }
 
     fn walk_if_or_with(&mut self, with: bool, dot: &V<'d>, b: &'t Branch) -> R<()> {
@@ -224,18 +262,14 @@ impl<'t, 'd> State<'t, 'd> {
             }
         } else if let Some(m) = val.map() {
             for (k, e) in sorted(m) {
-                iteration(self, V::Str(k.clone()), V::held(e))?;
+                iteration(self, V::Str(k.as_str().into()), V::held(e))?;
             }
         }
         match val.dynamic() {
             Dyn::List(l) if !l.is_empty() => return Ok(()),
             Dyn::Map(m) if !m.is_empty() => return Ok(()),
             Dyn::List(_) | Dyn::Map(_) | Dyn::Invalid | Dyn::Nil => {}
-            d => {
-                let mut p = Printer::new(MAX_OUTPUT);
-                p.print_arg(d, 'v');
-                return self.errorf(format!("range can't iterate over {}", p.buf));
-            }
+            d => return self.errorf(format!("range can't iterate over {}", show(d, 'v'))),
         }
         if let Some(e) = &b.else_list {
             return self.walk_list(dot, e);
@@ -352,7 +386,7 @@ impl<'t, 'd> State<'t, 'd> {
             Arg::Dot { .. } => Ok(dot.clone()),
             Arg::Nil { .. } => self.errorf("nil is not a command"),
             Arg::Number { .. } => self.ideal_constant(first),
-            Arg::Str { text, .. } => Ok(V::Str(text.clone())),
+            Arg::Str { text, .. } => Ok(V::Str(text.as_str().into())),
             _ => self.errorf(format!(
                 "can't evaluate command {}",
                 gofmt::quote(&first.to_string(), false)
@@ -492,7 +526,7 @@ impl<'t, 'd> State<'t, 'd> {
             Arg::Pipe(pipe) => self.eval_pipeline(dot, pipe)?,
             Arg::Identifier { name, .. } => self.eval_call(dot, name, At::Arg(arg), &[], None)?,
             Arg::Chain { node, field, .. } => self.eval_chain_node(dot, arg, node, field, false)?,
-            Arg::Str { text, .. } => return Ok(V::Str(text.clone())),
+            Arg::Str { text, .. } => return Ok(V::Str(text.as_str().into())),
             Arg::Bool { val, .. } if p != Param::Str => return Ok(V::Bool(*val)),
             Arg::Number { .. } if p != Param::Str => return self.ideal_constant(arg),
             _ => return self.errorf(format!("expected string; found {arg}")),
@@ -547,11 +581,20 @@ impl<'t, 'd> State<'t, 'd> {
             let v = self.validate(f, param(args.len()))?;
             argv.push(v);
         }
-        let limit = MAX_OUTPUT;
-        let r = call_builtin(name, &argv, limit);
+        // The call may make at most what is left of the render's one budget.
+        let r = call_builtin(name, &argv, self.room());
+        drop(argv);
         match r {
             Ok(v) => {
                 if let V::Str(s) = &v {
+                    if s.len() > self.room() {
+                        self.at = node;
+                        return self.errorf(format!(
+                            "error calling {name}: output exceeds {MAX_OUTPUT} bytes"
+                        ));
+                    }
+                    self.made += s.len();
+                    self.fresh = Some((s.as_ptr() as usize, s.len()));
                     self.spend(s.len() / 16)?;
                 }
                 Ok(v)
@@ -564,34 +607,49 @@ impl<'t, 'd> State<'t, 'd> {
     }
 }
 
+/// What a function says when its result would not fit what is left of the render's budget.
+fn too_long() -> String {
+    format!("output exceeds {MAX_OUTPUT} bytes")
+}
+
 fn printer_result(p: Printer) -> Result<V<'static>, String> {
     if p.overflow {
-        return Err(format!("result exceeds {MAX_OUTPUT} bytes"));
+        return Err(too_long());
     }
-    Ok(V::Str(p.buf))
+    Ok(V::Str(p.buf.into()))
+}
+
+/// A function's text result if it fits in `limit` bytes.
+fn text_result(s: String, limit: usize) -> Result<V<'static>, String> {
+    if s.len() > limit {
+        return Err(too_long());
+    }
+    Ok(V::Str(s.into()))
 }
 
 /// The text `html`, `js` and `urlquery` escape (Go's `evalArgs`).
-fn eval_args(argv: &[V<'_>], limit: usize) -> Result<String, String> {
+fn eval_args<'a>(argv: &'a [V<'_>], limit: usize) -> Result<Cow<'a, str>, String> {
+    if let [V::Str(s)] = argv {
+        return Ok(Cow::Borrowed(s));
+    }
     if let [a] = argv {
         if let Dyn::Str(s) = a.dynamic() {
-            return Ok(s.to_string());
+            return Ok(Cow::Borrowed(s));
         }
     }
-    let shown: Vec<V<'_>> = argv
+    let dyns: Vec<Dyn<'_>> = argv
         .iter()
         .map(|a| match a {
-            V::Invalid => V::Str("<no value>".into()),
-            a => a.clone(),
+            V::Invalid => Dyn::Str("<no value>"),
+            a => a.dynamic(),
         })
         .collect();
-    let dyns: Vec<Dyn<'_>> = shown.iter().map(V::dynamic).collect();
     let mut p = Printer::new(limit);
     p.sprint(&dyns);
     if p.overflow {
-        return Err(format!("result exceeds {MAX_OUTPUT} bytes"));
+        return Err(too_long());
     }
-    Ok(p.buf)
+    Ok(Cow::Owned(p.buf))
 }
 
 fn call_builtin<'d>(name: &str, argv: &[V<'d>], limit: usize) -> Result<V<'d>, String> {
@@ -616,16 +674,13 @@ fn call_builtin<'d>(name: &str, argv: &[V<'d>], limit: usize) -> Result<V<'d>, S
             p.sprintf(format, &d[1..]);
             printer_result(p)
         }
-        "html" => Ok(V::Str(gofmt::html_escape(&eval_args(argv, limit)?))),
-        "js" => Ok(V::Str(gofmt::js_escape(&eval_args(argv, limit)?))),
-        "urlquery" => Ok(V::Str(gofmt::query_escape(&eval_args(argv, limit)?))),
+        "html" => text_result(gofmt::html_escape(&eval_args(argv, limit)?, limit), limit),
+        "js" => text_result(gofmt::js_escape(&eval_args(argv, limit)?, limit), limit),
+        "urlquery" => text_result(gofmt::query_escape(&eval_args(argv, limit)?, limit), limit),
         "json" => {
             let mut s = String::new();
-            gofmt::json(&mut s, argv.first().map_or(Dyn::Invalid, V::dynamic));
-            if s.len() > limit {
-                return Err(format!("result exceeds {MAX_OUTPUT} bytes"));
-            }
-            Ok(V::Str(s))
+            gofmt::json(&mut s, argv.first().map_or(Dyn::Invalid, V::dynamic), limit);
+            text_result(s, limit)
         }
         "len" => length(argv.first().unwrap_or(&V::Invalid)),
         "not" => Ok(V::Bool(!argv.first().is_some_and(|a| a.dynamic().truth()))),
@@ -761,7 +816,7 @@ fn slice<'d>(argv: &[V<'d>]) -> Result<V<'d>, String> {
     if is_str {
         if let Dyn::Str(s) = item.dynamic() {
             return Ok(V::Str(
-                String::from_utf8_lossy(&s.as_bytes()[idx[0]..idx[1]]).into_owned(),
+                String::from_utf8_lossy(&s.as_bytes()[idx[0]..idx[1]]).into(),
             ));
         }
     }
@@ -795,9 +850,16 @@ fn basic_kind(d: &Dyn<'_>) -> BasicKind {
 const BAD_TYPE: &str = "invalid type for comparison";
 const BAD_COMPARISON: &str = "incompatible types for comparison";
 
+/// Longest text of a value an error shows; longer ones are cut and end in `...`.
+const SHOWN_MAX: usize = 1024;
+
+/// `d` as an error shows it (Go prints it whole; a cut keeps errors short).
 fn show(d: Dyn<'_>, verb: char) -> String {
-    let mut p = Printer::new(MAX_OUTPUT);
+    let mut p = Printer::new(SHOWN_MAX);
     p.print_arg(d, verb);
+    if p.overflow {
+        p.buf.push_str("...");
+    }
     p.buf
 }
 

@@ -17,10 +17,15 @@ fn is_print(c: char) -> bool {
         || matches!(c, '\u{ad}' | '\u{600}'..='\u{605}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2064}' | '\u{feff}' | '\u{fff9}'..='\u{fffb}' | '\u{e000}'..='\u{f8ff}'))
 }
 
-fn quote_with(s: &str, q: char, ascii: bool) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
+/// `s` quoted with `q`; stops early once past `limit` bytes (escapes make up to four bytes of
+/// one), so the caller sees a text longer than `limit` and refuses it.
+fn quote_with(s: &str, q: char, ascii: bool, limit: usize) -> String {
+    let mut out = String::with_capacity(s.len().min(limit) + 2);
     out.push(q);
     for c in s.chars() {
+        if out.len() > limit {
+            return out;
+        }
         escape_char(&mut out, c, q, ascii);
     }
     out.push(q);
@@ -59,7 +64,7 @@ fn escape_char(out: &mut String, c: char, q: char, ascii: bool) {
 
 /// Go's `strconv.Quote` (`ascii`: `QuoteToASCII`).
 pub(super) fn quote(s: &str, ascii: bool) -> String {
-    quote_with(s, '"', ascii)
+    quote_with(s, '"', ascii, usize::MAX)
 }
 
 fn can_backquote(s: &str) -> bool {
@@ -121,6 +126,9 @@ fn fmt_f(out: &mut String, d: &[u8], dp: i32, prec: usize) {
     }
 }
 
+/// More significant digits than any f64's exact decimal expansion has.
+const MAX_SIGNIFICANT: usize = 800;
+
 /// Go's `strconv.FormatFloat(v, verb, prec, 64)` for verbs e, E, f, g, G.
 pub(super) fn format_float(v: f64, verb: char, prec: i32) -> String {
     let mut out = String::new();
@@ -158,7 +166,9 @@ pub(super) fn format_float(v: f64, verb: char, prec: i32) -> String {
         }
         _ => {
             let mut p = if shortest { 0 } else { prec.max(1) as usize };
-            let (d, dp) = digits(v, (!shortest).then_some(p));
+            // An f64 is exactly a decimal of at most 767 significant digits, so asking for more
+            // only adds the zeros `digits` drops: the same digits without a huge string.
+            let (d, dp) = digits(v, (!shortest).then_some(p.min(MAX_SIGNIFICANT)));
             if shortest {
                 p = d.len();
             }
@@ -200,7 +210,9 @@ struct Flags {
     prec: Option<usize>,
 }
 
-/// Go's `fmt.pp`: one formatting run writing into `buf`, never past `limit` bytes.
+/// Go's `fmt.pp`: one formatting run writing into `buf`, never past `limit` bytes. Every write
+/// goes through [`Printer::reserve`], which refuses (and sets `overflow`) what would not fit,
+/// before anything is allocated for it; after an overflow nothing more is written.
 pub(super) struct Printer {
     pub(super) buf: String,
     f: Flags,
@@ -211,22 +223,70 @@ pub(super) struct Printer {
 const LDIGITS: &[u8] = b"0123456789abcdefx";
 const UDIGITS: &[u8] = b"0123456789ABCDEFX";
 
+/// Makes room in `buf` for `n` more bytes, doubling as `String` does but never past `limit`
+/// (unless `n` itself needs more), so a bounded buffer never holds twice its bound.
+pub(super) fn grow(buf: &mut String, n: usize, limit: usize) {
+    let need = buf.len().saturating_add(n);
+    if need > buf.capacity() {
+        let want = buf
+            .capacity()
+            .saturating_mul(2)
+            .max(64)
+            .min(limit)
+            .max(need);
+        buf.reserve_exact(want - buf.len());
+    }
+}
+
 impl Printer {
     pub(super) fn new(limit: usize) -> Self {
+        Self::resume(String::new(), limit)
+    }
+
+    /// A printer that appends to `buf`, which with what it appends holds at most `limit` bytes.
+    pub(super) fn resume(buf: String, limit: usize) -> Self {
         Self {
-            buf: String::new(),
+            buf,
             f: Flags::default(),
             limit,
             overflow: false,
         }
     }
 
-    fn write_padding(&mut self, n: usize) {
-        if n == 0 {
-            return;
+    /// Bytes that may still be written.
+    fn room(&self) -> usize {
+        if self.overflow {
+            return 0;
         }
-        if self.buf.len() + n > self.limit {
+        self.limit.saturating_sub(self.buf.len())
+    }
+
+    /// Makes room for `n` more bytes; false (and `overflow` set) if they would pass the limit.
+    fn reserve(&mut self, n: usize) -> bool {
+        if self.overflow || n > self.room() {
             self.overflow = true;
+            return false;
+        }
+        grow(&mut self.buf, n, self.limit);
+        true
+    }
+
+    fn put(&mut self, s: &str) {
+        if self.reserve(s.len()) {
+            self.buf.push_str(s);
+        }
+    }
+
+    fn put_char(&mut self, c: char) {
+        self.put(c.encode_utf8(&mut [0; 4]));
+    }
+
+    fn put_fmt(&mut self, a: std::fmt::Arguments<'_>) {
+        self.put(&a.to_string());
+    }
+
+    fn write_padding(&mut self, n: usize) {
+        if n == 0 || !self.reserve(n) {
             return;
         }
         let c = if self.f.zero { '0' } else { ' ' };
@@ -235,16 +295,21 @@ impl Printer {
 
     fn pad(&mut self, s: &str) {
         let Some(wid) = self.f.wid.filter(|w| *w > 0) else {
-            self.buf.push_str(s);
+            self.put(s);
             return;
         };
         let n = wid.saturating_sub(s.chars().count());
+        // The padding counts against the room before it is made.
+        if s.len().saturating_add(n) > self.room() {
+            self.overflow = true;
+            return;
+        }
         if self.f.minus {
-            self.buf.push_str(s);
+            self.put(s);
             self.write_padding(n);
         } else {
             self.write_padding(n);
-            self.buf.push_str(s);
+            self.put(s);
         }
     }
 
@@ -277,22 +342,26 @@ impl Printer {
             width += 2;
         }
         let wid = self.f.wid.unwrap_or(0);
+        if wid.max(width) > self.room() {
+            self.overflow = true;
+            return;
+        }
         if wid > width && !self.f.minus {
             self.write_padding(wid - width);
         }
         let x = if digits[16] == b'x' { "0x" } else { "0X" };
         if self.f.sharp {
-            self.buf.push_str(x);
+            self.put(x);
         }
         for (i, c) in s.bytes().take(length).enumerate() {
             if self.f.space && i > 0 {
-                self.buf.push(' ');
+                self.put_char(' ');
                 if self.f.sharp {
-                    self.buf.push_str(x);
+                    self.put(x);
                 }
             }
-            self.buf.push(digits[usize::from(c >> 4)] as char);
-            self.buf.push(digits[usize::from(c & 0xf)] as char);
+            self.put_char(digits[usize::from(c >> 4)] as char);
+            self.put_char(digits[usize::from(c & 0xf)] as char);
         }
         if wid > width && self.f.minus {
             self.write_padding(wid - width);
@@ -304,12 +373,16 @@ impl Printer {
             Some(p) => s.char_indices().nth(p).map_or(s, |(i, _)| &s[..i]),
             None => s,
         };
+        if s.len() > self.room() {
+            self.overflow = true;
+            return;
+        }
         if self.f.sharp && can_backquote(s) {
             let q = format!("`{s}`");
             self.pad(&q);
             return;
         }
-        let q = quote(s, self.f.plus);
+        let q = quote_with(s, '"', self.f.plus, self.room());
         self.pad(&q);
     }
 
@@ -354,11 +427,12 @@ impl Printer {
                 prec = prec.saturating_sub(1);
             }
         }
-        if prec > self.limit {
+        // The digits are at least `prec` bytes: refuse them before making them.
+        if prec > self.room() {
             self.overflow = true;
             return;
         }
-        let mut rev: Vec<u8> = Vec::new();
+        let mut rev: Vec<u8> = Vec::with_capacity(prec.max(22) + 3);
         loop {
             rev.push(digits[(u % base) as usize]);
             u /= base;
@@ -391,7 +465,8 @@ impl Printer {
             rev.push(b' ');
         }
         rev.reverse();
-        let s = String::from_utf8_lossy(&rev).into_owned();
+        // Only ASCII digits and signs were pushed.
+        let s = String::from_utf8(rev).unwrap_or_default();
         let z = self.f.zero;
         self.f.zero = false;
         self.pad(&s);
@@ -429,6 +504,10 @@ impl Printer {
                 self.pad(&q);
             }
             'U' => {
+                if self.f.prec.is_some_and(|p| p > self.room()) {
+                    self.overflow = true;
+                    return true;
+                }
                 let mut s = format!(
                     "U+{:0w$X}",
                     v,
@@ -461,6 +540,13 @@ impl Printer {
             .f
             .prec
             .map_or(prec, |p| i32::try_from(p).unwrap_or(i32::MAX));
+        // %e and %f print `prec` digits after the point, and %#g keeps `prec` digits: refuse
+        // them before making them (%g without # drops its trailing zeros, see `format_float`).
+        let long = matches!(verb, 'e' | 'E' | 'f') || self.f.sharp;
+        if long && usize::try_from(prec).is_ok_and(|p| p > self.room()) {
+            self.overflow = true;
+            return true;
+        }
         let formatted = format_float(v, verb, prec);
         let mut num = if formatted.starts_with(['-', '+']) {
             formatted
@@ -521,9 +607,9 @@ impl Printer {
             let len = num.chars().count();
             if self.f.zero && self.f.wid.is_some_and(|w| w > len) {
                 let w = self.f.wid.unwrap_or(0);
-                self.buf.push_str(&num[..1]);
+                self.put(&num[..1]);
                 self.write_padding(w - len);
-                self.buf.push_str(&num[1..]);
+                self.put(&num[1..]);
                 return true;
             }
             self.pad(&num);
@@ -535,16 +621,16 @@ impl Printer {
 
     /// Go's `badVerb`: `%!d(string=x)`.
     fn bad_verb(&mut self, verb: char, arg: Dyn<'_>) {
-        let _ = write!(self.buf, "%!{verb}(");
+        self.put_fmt(format_args!("%!{verb}("));
         match arg {
-            Dyn::Invalid | Dyn::Nil => self.buf.push_str("<nil>"),
+            Dyn::Invalid | Dyn::Nil => self.put("<nil>"),
             a => {
-                self.buf.push_str(a.type_name());
-                self.buf.push('=');
+                self.put(a.type_name());
+                self.put_char('=');
                 self.print_arg(a, 'v');
             }
         }
-        self.buf.push(')');
+        self.put_char(')');
     }
 
     /// Go's `printArg`: `arg` is what a Go function would receive as `any`.
@@ -565,16 +651,15 @@ impl Printer {
     }
 
     fn print_value(&mut self, arg: Dyn<'_>, verb: char) {
-        if self.buf.len() > self.limit {
-            self.overflow = true;
+        if self.overflow {
             return;
         }
         let ok = match arg {
             Dyn::Invalid | Dyn::Nil => {
                 if self.f.sharp_v {
-                    self.buf.push_str("interface {}(nil)");
+                    self.put("interface {}(nil)");
                 } else {
-                    self.buf.push_str("<nil>");
+                    self.put("<nil>");
                 }
                 true
             }
@@ -585,34 +670,34 @@ impl Printer {
             Dyn::Str(s) => self.fmt_string(s, verb),
             Dyn::Map(m) => {
                 if self.f.sharp_v {
-                    self.buf.push_str("map[string]interface {}{");
+                    self.put("map[string]interface {}{");
                 } else {
-                    self.buf.push_str("map[");
+                    self.put("map[");
                 }
                 for (i, (k, v)) in sorted(m).into_iter().enumerate() {
                     if i > 0 {
-                        self.buf.push_str(if self.f.sharp_v { ", " } else { " " });
+                        self.put(if self.f.sharp_v { ", " } else { " " });
                     }
                     self.print_value(Dyn::Str(k), verb);
-                    self.buf.push(':');
+                    self.put_char(':');
                     self.print_value(data_dyn(v), verb);
                 }
-                self.buf.push(if self.f.sharp_v { '}' } else { ']' });
+                self.put_char(if self.f.sharp_v { '}' } else { ']' });
                 true
             }
             Dyn::List(l) => {
                 if self.f.sharp_v {
-                    self.buf.push_str("[]interface {}{");
+                    self.put("[]interface {}{");
                 } else {
-                    self.buf.push('[');
+                    self.put_char('[');
                 }
                 for (i, v) in l.iter().enumerate() {
                     if i > 0 {
-                        self.buf.push_str(if self.f.sharp_v { ", " } else { " " });
+                        self.put(if self.f.sharp_v { ", " } else { " " });
                     }
                     self.print_value(data_dyn(v), verb);
                 }
-                self.buf.push(if self.f.sharp_v { '}' } else { ']' });
+                self.put_char(if self.f.sharp_v { '}' } else { ']' });
                 true
             }
         };
@@ -627,7 +712,7 @@ impl Printer {
         for (i, a) in args.iter().enumerate() {
             let is_string = matches!(a, Dyn::Str(_));
             if i > 0 && !is_string && !prev_string {
-                self.buf.push(' ');
+                self.put_char(' ');
             }
             self.print_arg(*a, 'v');
             prev_string = is_string;
@@ -638,11 +723,11 @@ impl Printer {
     pub(super) fn sprintln(&mut self, args: &[Dyn<'_>]) {
         for (i, a) in args.iter().enumerate() {
             if i > 0 {
-                self.buf.push(' ');
+                self.put_char(' ');
             }
             self.print_arg(*a, 'v');
         }
-        self.buf.push('\n');
+        self.put_char('\n');
     }
 
     /// Go's `Sprintf`.
@@ -654,8 +739,7 @@ impl Printer {
         let mut reordered = false;
         let mut i = 0;
         'format: while i < end {
-            if self.overflow || self.buf.len() > self.limit {
-                self.overflow = true;
+            if self.overflow {
                 return;
             }
             let mut good_arg_num = true;
@@ -664,7 +748,7 @@ impl Printer {
                 i += 1;
             }
             if i > lasti {
-                self.buf.push_str(&format[lasti..i]);
+                self.put(&format[lasti..i]);
             }
             if i >= end {
                 break;
@@ -704,7 +788,7 @@ impl Printer {
                 arg_number(arg_num, format, i, a.len(), good_arg_num, &mut reordered);
             if let Some((n, ok)) = star(b, &mut i, a, &mut arg_num) {
                 if !ok {
-                    self.buf.push_str("%!(BADWIDTH)");
+                    self.put("%!(BADWIDTH)");
                 }
                 if n < 0 {
                     self.f.minus = true;
@@ -730,7 +814,7 @@ impl Printer {
                 if let Some((n, ok)) = star(b, &mut i, a, &mut arg_num) {
                     self.f.prec = (ok && n >= 0).then_some(n as usize);
                     if self.f.prec.is_none() {
-                        self.buf.push_str("%!(BADPREC)");
+                        self.put("%!(BADPREC)");
                     }
                     after_index = false;
                 } else {
@@ -745,18 +829,18 @@ impl Printer {
             }
             let _ = after_index;
             if i >= end {
-                self.buf.push_str("%!(NOVERB)");
+                self.put("%!(NOVERB)");
                 break;
             }
             let verb = format[i..].chars().next().unwrap_or('?');
             i += verb.len_utf8();
             match verb {
-                '%' => self.buf.push('%'),
+                '%' => self.put_char('%'),
                 _ if !good_arg_num => {
-                    let _ = write!(self.buf, "%!{verb}(BADINDEX)");
+                    self.put_fmt(format_args!("%!{verb}(BADINDEX)"));
                 }
                 _ if arg_num >= a.len() => {
-                    let _ = write!(self.buf, "%!{verb}(MISSING)");
+                    self.put_fmt(format_args!("%!{verb}(MISSING)"));
                 }
                 _ => {
                     if verb == 'v' {
@@ -772,23 +856,20 @@ impl Printer {
         }
         if !reordered && arg_num < a.len() {
             self.f = Flags::default();
-            self.buf.push_str("%!(EXTRA ");
+            self.put("%!(EXTRA ");
             for (i, arg) in a[arg_num..].iter().enumerate() {
                 if i > 0 {
-                    self.buf.push_str(", ");
+                    self.put(", ");
                 }
                 if matches!(arg, Dyn::Invalid | Dyn::Nil) {
-                    self.buf.push_str("<nil>");
+                    self.put("<nil>");
                 } else {
-                    self.buf.push_str(arg.type_name());
-                    self.buf.push('=');
+                    self.put(arg.type_name());
+                    self.put_char('=');
                     self.print_arg(*arg, 'v');
                 }
             }
-            self.buf.push(')');
-        }
-        if self.buf.len() > self.limit {
-            self.overflow = true;
+            self.put_char(')');
         }
     }
 }
@@ -878,7 +959,12 @@ fn int_from_arg(a: &[Dyn<'_>], arg_num: usize) -> (i64, bool, usize) {
 }
 
 /// Go's `encoding/json.Marshal` of a value held as `interface{}` (sorted keys, HTML-safe).
-pub(super) fn json(out: &mut String, v: Dyn<'_>) {
+/// Stops early once `out` is past `limit` bytes, so the caller sees a text longer than `limit`
+/// and refuses it.
+pub(super) fn json(out: &mut String, v: Dyn<'_>, limit: usize) {
+    if out.len() > limit {
+        return;
+    }
     match v {
         Dyn::Invalid | Dyn::Nil => out.push_str("null"),
         Dyn::Bool(b) => out.push_str(if b { "true" } else { "false" }),
@@ -901,16 +987,16 @@ pub(super) fn json(out: &mut String, v: Dyn<'_>) {
             }
             out.push_str(&s);
         }
-        Dyn::Str(s) => json_string(out, s),
+        Dyn::Str(s) => json_string(out, s, limit),
         Dyn::Map(m) => {
             out.push('{');
             for (i, (k, v)) in sorted(m).into_iter().enumerate() {
                 if i > 0 {
                     out.push(',');
                 }
-                json_string(out, k);
+                json_string(out, k, limit);
                 out.push(':');
-                json(out, data_dyn(v));
+                json(out, data_dyn(v), limit);
             }
             out.push('}');
         }
@@ -920,16 +1006,19 @@ pub(super) fn json(out: &mut String, v: Dyn<'_>) {
                 if i > 0 {
                     out.push(',');
                 }
-                json(out, data_dyn(v));
+                json(out, data_dyn(v), limit);
             }
             out.push(']');
         }
     }
 }
 
-fn json_string(out: &mut String, s: &str) {
+fn json_string(out: &mut String, s: &str, limit: usize) {
     out.push('"');
     for c in s.chars() {
+        if out.len() > limit {
+            return;
+        }
         match c {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
@@ -948,16 +1037,22 @@ fn json_string(out: &mut String, s: &str) {
     out.push('"');
 }
 
-/// `s` with each character written by `f`.
-fn map_chars(s: &str, f: impl Fn(&mut String, char)) -> String {
-    let mut out = String::with_capacity(s.len());
-    s.chars().for_each(|c| f(&mut out, c));
+/// `s` with each character written by `f`; stops early once past `limit` bytes (escapes make up
+/// to six bytes of one), so the caller sees a text longer than `limit` and refuses it.
+fn map_chars(s: &str, limit: usize, f: impl Fn(&mut String, char)) -> String {
+    let mut out = String::with_capacity(s.len().min(limit));
+    for c in s.chars() {
+        if out.len() > limit {
+            break;
+        }
+        f(&mut out, c);
+    }
     out
 }
 
 /// Go's `template.HTMLEscapeString`.
-pub(super) fn html_escape(s: &str) -> String {
-    map_chars(s, |out, c| match c {
+pub(super) fn html_escape(s: &str, limit: usize) -> String {
+    map_chars(s, limit, |out, c| match c {
         '\0' => out.push('\u{fffd}'),
         '"' => out.push_str("&#34;"),
         '\'' => out.push_str("&#39;"),
@@ -969,8 +1064,8 @@ pub(super) fn html_escape(s: &str) -> String {
 }
 
 /// Go's `template.JSEscapeString`.
-pub(super) fn js_escape(s: &str) -> String {
-    map_chars(s, |out, c| match c {
+pub(super) fn js_escape(s: &str, limit: usize) -> String {
+    map_chars(s, limit, |out, c| match c {
         '\\' => out.push_str("\\\\"),
         '\'' => out.push_str("\\'"),
         '"' => out.push_str("\\\""),
@@ -986,9 +1081,12 @@ pub(super) fn js_escape(s: &str) -> String {
 }
 
 /// Go's `url.QueryEscape`.
-pub(super) fn query_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
+pub(super) fn query_escape(s: &str, limit: usize) -> String {
+    let mut out = String::with_capacity(s.len().min(limit));
     for b in s.bytes() {
+        if out.len() > limit {
+            break;
+        }
         match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
                 out.push(b as char)

@@ -3,6 +3,8 @@
 //! `[]interface {}`, integers as `int64`, other numbers as `float64`), plus the values that
 //! constants and functions make (`int`, `float64`, `string`, `bool`, `uint8`).
 
+use std::rc::Rc;
+
 use serde_json::{Map, Value};
 
 /// One value during execution; `Invalid` is Go's zero `reflect.Value` (a missing key, a nil).
@@ -18,7 +20,8 @@ pub(super) enum V<'d> {
     /// Go's `int`: constants, `len`, range indices.
     Int(i64),
     Float(f64),
-    Str(String),
+    /// Shared, so that passing a long string around (variables, arguments, dot) copies nothing.
+    Str(Rc<str>),
     /// Go's `uint8`: what `index` of a string yields.
     Byte(u8),
 }
