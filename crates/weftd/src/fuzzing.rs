@@ -61,10 +61,10 @@ pub fn form_pairs(data: &[u8], meter: HeapMeter) {
 }
 
 /// Templates: the parse tree costs at most a few hundred bytes per template byte (a node, its
-/// pipeline and command vectors for `{{.}}`'s five bytes); execution holds the output (at most
-/// [`MAX_OUTPUT`](crate::template::MAX_OUTPUT), twice that while the string grows) and the
-/// values of variables and pipelines, which are made from the output-sized text the work
-/// budget allows.
+/// pipeline and command vectors for `{{.}}`'s five bytes); execution holds the output and the
+/// strings functions return, all sharing one [`MAX_OUTPUT`](crate::template::MAX_OUTPUT)
+/// budget for the whole render (twice that while a string grows), and the values of
+/// variables and pipelines, made from that text.
 pub const TEMPLATE_BOUND: Bound = Bound {
     per_byte: 1024,
     base: 6 * 1024 * 1024,
