@@ -291,21 +291,32 @@ test_reset_removes_only_weft_links() {
     ! ip -n "$ns2" link show vxlan-6784 >/dev/null 2>&1 || fail "reset left vxlan-6784 on host 2"
 }
 
-test_interop_with_weave_net() {
-    # Runs only where a locally built Weave Net 2.8 router is available (never in a clean CI).
+# have_weaver: true where a locally built Weave Net 2.8 router is available (WEAVE_REF_DIR
+# with weaver and nlshim; never in a clean CI); otherwise says the test is skipped.
+have_weaver() {
     local ref="${WEAVE_REF_DIR:-}"
-    if [ -z "$ref" ] || [ ! -x "$ref/weaver" ] || [ ! -x "$ref/nlshim" ]; then
-        echo "    (skipped: set WEAVE_REF_DIR to a dir with weaver and nlshim)"; return 0
-    fi
-    lab_up 3
-    local d="$LAB_DIR/go"; mkdir -p "$d"
-    ( cd "$d" && exec env CHECKPOINT_DISABLE=1 ip netns exec "$(lab_ns 2)" unshare --pid --fork --kill-child --mount-proc \
-        "$ref/nlshim" "$ref/weaver" --port 6783 --name 02:ac:00:00:00:02 --nickname gohost \
-        --weave-bridge weave --datapath datapath --ipalloc-range 10.32.0.0/12 --no-dns \
+    [ -n "$ref" ] && [ -x "$ref/weaver" ] && [ -x "$ref/nlshim" ] && return 0
+    echo "    (skipped: set WEAVE_REF_DIR to a dir with weaver and nlshim)"; return 1
+}
+
+# start_weaver <host#> <weaver flags...>: runs Weave Net's router on that host, from a fresh
+# dir $LAB_DIR/go (its log is weaver.log there), killed by PID when the test ends.
+start_weaver() {
+    local i=$1 ref=$WEAVE_REF_DIR d="$LAB_DIR/go"; shift
+    mkdir -p "$d"
+    ( cd "$d" && exec env CHECKPOINT_DISABLE=1 ip netns exec "$(lab_ns "$i")" unshare --pid --fork --kill-child --mount-proc \
+        "$ref/nlshim" "$ref/weaver" --port 6783 --weave-bridge weave --datapath datapath --no-dns \
         --http-addr 127.0.0.1:6784 --status-addr 127.0.0.1:6782 --docker-api '' \
-        --db-prefix "$d/weave" "$(lab_ip 1)" ) >"$d/weaver.log" 2>&1 &
+        --db-prefix "$d/weave" "$@" ) >"$d/weaver.log" 2>&1 &
     echo $! >"$d/pid"
     trap 'kill -9 $(cat '"$d"'/pid) 2>/dev/null; lab_down' EXIT
+}
+
+test_interop_with_weave_net() {
+    have_weaver || return 0
+    lab_up 3
+    start_weaver 2 --name 02:ac:00:00:00:02 --nickname gohost --ipalloc-range 10.32.0.0/12 "$(lab_ip 1)"
+    local d="$LAB_DIR/go"
     lab_weft 1 launch --nickname rust1 >/dev/null
     lab_weft 3 launch --nickname rust3 "$(lab_ip 2)" >/dev/null
     lab_wait 60 full_mesh_of 1 3 || { dump_logs; tail -30 "$d/weaver.log" >&2; fail "mixed chain did not mesh"; }

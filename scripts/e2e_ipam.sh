@@ -160,23 +160,14 @@ test_ipam_restart_kill_and_vanished_containers() {
 }
 
 test_ipam_mixed_with_weave_net() {
-    # Runs only where a locally built Weave Net 2.8 router is available (never in a clean CI).
-    local ref="${WEAVE_REF_DIR:-}"
-    if [ -z "$ref" ] || [ ! -x "$ref/weaver" ] || [ ! -x "$ref/nlshim" ]; then
-        echo "    (skipped: set WEAVE_REF_DIR to a dir with weaver and nlshim)"; return 0
-    fi
+    have_weaver || return 0
     # The ring is seeded between weft host 1 and the Weave Net router on host 2 (each owns a
     # /25); weft host 3 owns nothing and must be given space.
     local seed=seed=02:00:00:00:00:01,02:00:00:00:00:02
     lab_up 3
-    local d="$LAB_DIR/go"; mkdir -p "$d"
-    ( cd "$d" && exec env CHECKPOINT_DISABLE=1 ip netns exec "$(lab_ns 2)" unshare --pid --fork --kill-child --mount-proc \
-        "$ref/nlshim" "$ref/weaver" --port 6783 --name 02:00:00:00:00:02 --nickname gohost \
-        --weave-bridge weave --datapath datapath --ipalloc-range "$IPAM_RANGE" --ipalloc-init "$seed" --no-dns \
-        --http-addr 127.0.0.1:6784 --status-addr 127.0.0.1:6782 --docker-api '' \
-        --db-prefix "$d/weave" "$(lab_ip 1)" ) >"$d/weaver.log" 2>&1 &
-    echo $! >"$d/pid"
-    trap 'kill -9 $(cat '"$d"'/pid) 2>/dev/null; lab_down' EXIT
+    start_weaver 2 --name 02:00:00:00:00:02 --nickname gohost --ipalloc-range "$IPAM_RANGE" \
+        --ipalloc-init "$seed" "$(lab_ip 1)"
+    local d="$LAB_DIR/go"
     lab_weft 1 launch --name 02:00:00:00:00:01 --nickname rust1 --ipalloc-range "$IPAM_RANGE" --ipalloc-init "$seed" >/dev/null
     lab_weft 3 launch --name 02:00:00:00:00:03 --nickname rust3 --ipalloc-range "$IPAM_RANGE" --ipalloc-init "$seed" "$(lab_ip 2)" >/dev/null
     lab_wait 60 full_mesh_of 1 3 || { dump_logs; tail -30 "$d/weaver.log" >&2; fail "mixed mesh did not form"; }
@@ -216,20 +207,11 @@ test_ipam_hostile_rings() {
 }
 
 test_ipam_consensus_with_weave_net() {
-    # Runs only where a locally built Weave Net 2.8 router is available (never in a clean CI).
-    local ref="${WEAVE_REF_DIR:-}"
-    if [ -z "$ref" ] || [ ! -x "$ref/weaver" ] || [ ! -x "$ref/nlshim" ]; then
-        echo "    (skipped: set WEAVE_REF_DIR to a dir with weaver and nlshim)"; return 0
-    fi
+    have_weaver || return 0
     lab_up 3
-    local d="$LAB_DIR/go"; mkdir -p "$d"
-    ( cd "$d" && exec env CHECKPOINT_DISABLE=1 ip netns exec "$(lab_ns 2)" unshare --pid --fork --kill-child --mount-proc \
-        "$ref/nlshim" "$ref/weaver" --port 6783 --name 02:00:00:00:00:02 --nickname gohost \
-        --weave-bridge weave --datapath datapath --ipalloc-range "$IPAM_RANGE" --ipalloc-init consensus=3 --no-dns \
-        --http-addr 127.0.0.1:6784 --status-addr 127.0.0.1:6782 --docker-api '' \
-        --db-prefix "$d/weave" "$(lab_ip 1)" ) >"$d/weaver.log" 2>&1 &
-    echo $! >"$d/pid"
-    trap 'kill -9 $(cat '"$d"'/pid) 2>/dev/null; lab_down' EXIT
+    start_weaver 2 --name 02:00:00:00:00:02 --nickname gohost --ipalloc-range "$IPAM_RANGE" \
+        --ipalloc-init consensus=3 "$(lab_ip 1)"
+    local d="$LAB_DIR/go"
     lab_weft 1 launch --name 02:00:00:00:00:01 --nickname rust1 --ipalloc-range "$IPAM_RANGE" --ipalloc-init consensus=3 >/dev/null
     lab_weft 3 launch --name 02:00:00:00:00:03 --nickname rust3 --ipalloc-range "$IPAM_RANGE" --ipalloc-init consensus=3 "$(lab_ip 2)" >/dev/null
     lab_wait 60 full_mesh_of 1 3 || { dump_logs; tail -30 "$d/weaver.log" >&2; fail "mixed mesh did not form"; }

@@ -1513,9 +1513,16 @@ impl Allocator {
 }
 
 fn cancelled(kind: &'static str, ident: &str) -> AllocError {
-    AllocError::Cancelled {
-        kind,
-        ident: ident.to_owned(),
+    AllocError::cancelled(kind, ident)
+}
+
+impl AllocError {
+    /// A request of `kind` (`Allocate`, `Claim`, `Prime`) for `ident` that was cancelled.
+    pub fn cancelled(kind: &'static str, ident: &str) -> Self {
+        Self::Cancelled {
+            kind,
+            ident: ident.to_owned(),
+        }
     }
 }
 

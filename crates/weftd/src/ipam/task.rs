@@ -424,7 +424,7 @@ impl Task {
                 reply,
             } => {
                 if check_alive && !container_alive(&ident) {
-                    let _ = reply.send(Err(cancelled("Allocate", &ident)));
+                    let _ = reply.send(Err(AllocError::cancelled("Allocate", &ident)));
                     return;
                 }
                 let id = self.id();
@@ -439,7 +439,7 @@ impl Task {
                 reply,
             } => {
                 if check_alive && !container_alive(&ident) {
-                    let _ = reply.send(Err(cancelled("Claim", &ident)));
+                    let _ = reply.send(Err(AllocError::cancelled("Claim", &ident)));
                     return;
                 }
                 let id = self.id();
@@ -554,13 +554,6 @@ impl Task {
         for id in left {
             self.alloc.cancel(id);
         }
-    }
-}
-
-fn cancelled(kind: &'static str, ident: &str) -> AllocError {
-    AllocError::Cancelled {
-        kind,
-        ident: ident.to_owned(),
     }
 }
 
