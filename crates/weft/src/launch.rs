@@ -86,6 +86,10 @@ struct RouterArgs {
     /// Weave Net 1.x's `--ipalloc-init consensus=N`.
     #[arg(long)]
     init_peer_count: Option<u32>,
+    /// Docker API proxy: a container created without `WEAVE_CIDR` gets no address. The
+    /// proxy is the only thing it changes, as in Weave Net; `attach` still allocates.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set, default_value = "false")]
+    no_default_ipalloc: bool,
     /// Encryption password (not available yet: refused rather than ignored).
     #[arg(long, env = "WEAVE_PASSWORD", hide_env_values = true)]
     password: Option<String>,
@@ -427,7 +431,7 @@ pub(crate) fn reset(args: &[String]) -> ExitCode {
     }
     let _ = client::delete(&http_addr(), "/peer");
     let code = stop();
-    let _ = std::fs::remove_file(weftd::store::Store::file(&state_dir()));
+    weftd::store::Store::remove_files(&state_dir());
     for f in ["weft.pid", "weft.log"] {
         let _ = std::fs::remove_file(run_dir().join(f));
     }
@@ -486,6 +490,13 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(c.default_subnet.to_string(), "10.2.3.0/24");
+        // The proxy's flag is taken, as Weave Net's script takes it.
+        assert!(
+            parse_args(&args(&["--no-default-ipalloc", "peer1"]))
+                .unwrap()
+                .no_default_ipalloc
+        );
+        assert!(!parse_args(&args(&[])).unwrap().no_default_ipalloc);
         // Errors are refused by the parse, before anything starts.
         for bad in [
             &["--ipalloc-range", "10.2.0.1/16"][..],

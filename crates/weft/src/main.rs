@@ -35,6 +35,7 @@ weft launch        <same arguments as 'weft launch-router'>
                    [--log-level debug|info|warning|error]
                    [--ipalloc-range <cidr> [--ipalloc-default-subnet <cidr>]]
                    [--ipalloc-init <mode> | --init-peer-count <n>]
+                   [--no-default-ipalloc]
                    <peer> ...
      prime
 

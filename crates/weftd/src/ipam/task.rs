@@ -368,17 +368,21 @@ impl Task {
     /// Acts on everything the allocator asked for, in order; false once the mesh task is gone.
     async fn drain(&mut self) -> bool {
         let now = unix_now();
-        // Records in a row go into one transaction (an allocation changes both the owned
-        // addresses and the ring's free count): one commit, one sync, per request.
+        // Every record is written before anything else is acted on, in one write: an answer
+        // or a message never goes out ahead of the state it follows, and an allocation (which
+        // changes both the owned addresses and, after its answer, the ring's free count) costs
+        // one write, not two.
         let mut records = Vec::new();
+        let mut acts = Vec::new();
         while let Some(out) = self.alloc.poll_output() {
-            if let Output::Persist(record) = out {
-                records.push(record);
-                continue;
-            }
-            self.persist(&mut records);
             match out {
-                Output::Persist(_) => {}
+                Output::Persist(record) => records.push(record),
+                other => acts.push(other),
+            }
+        }
+        self.persist(&mut records);
+        for out in acts {
+            match out {
                 Output::Reply { id, result } => {
                     if let Some(w) = self.waiting.remove(&id) {
                         w.answer(result);
@@ -393,7 +397,6 @@ impl Task {
                 }
             }
         }
-        self.persist(&mut records);
         true
     }
 

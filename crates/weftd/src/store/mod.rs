@@ -5,12 +5,8 @@
 //! mid-write leaves either the old or the new value, never a torn one.
 //!
 //! IPAM writes on every allocation, and an allocation must not wait for the disk: its records
-//! are committed with redb's `Eventual` durability through [`DeferredSync`], a file backend
-//! whose eventual sync is done by a thread of its own right after the commit. The commit's
-//! writes reach the kernel before it returns, so a killed router (even `kill -9`) loses
-//! nothing; a power loss may lose the last few milliseconds of records, never corrupt the
-//! file, because the next write waits for the previous sync (the write barrier redb asks of
-//! an eventual sync).
+//! go to a write-ahead journal beside the database and reach redb a moment later
+//! ([`journal`]). Everything else is committed with `Durability::Immediate`.
 //!
 //! A damaged file is another matter: redb 2 trusts its header, and a truncated file or a
 //! flipped bit there trips an assertion or an index panic inside redb (newer major versions
@@ -29,15 +25,20 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 
-use redb::backends::{FileBackend, InMemoryBackend};
+use redb::backends::InMemoryBackend;
 use redb::{Database, Durability, ReadableTable as _, StorageBackend, TableDefinition};
 use weft_wire::PeerName;
+
+mod journal;
+use journal::Journal;
 
 const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("meta");
 const KEY_PEER_NAME: &str = "peer-name";
 const KEY_DIRECT_PEERS: &str = "direct-peers";
+/// The sequence number of the last journal frame redb holds.
+const KEY_JOURNAL_SEQ: &str = "journal-seq";
 /// IPAM's records, each written whole: keys [`IPAM_RING`] and [`IPAM_OWNED`].
 const IPAM: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("ipam");
 /// The IPAM record of our peer name and the ring.
@@ -159,8 +160,10 @@ impl Check {
 /// The router's persistent state.
 #[derive(Debug)]
 pub struct Store {
-    db: Database,
+    db: Arc<Database>,
     path: PathBuf,
+    /// `None` only while the store is dropped.
+    journal: Option<Journal>,
 }
 
 impl Store {
@@ -187,11 +190,54 @@ impl Store {
             .write(true)
             .open(&path)
             .map_err(|e| db_err(&e))?;
-        let backend = DeferredSync::new(file).map_err(|e| db_err(&e))?;
-        let db = Database::builder()
-            .create_with_backend(backend)
-            .map_err(|e| db_err(&e))?;
-        Ok(Self { db, path })
+        let db = Arc::new(
+            Database::builder()
+                .create_file(file)
+                .map_err(|e| db_err(&e))?,
+        );
+        let journal = Self::replay(&db, &path)?;
+        Ok(Self {
+            db,
+            path,
+            journal: Some(journal),
+        })
+    }
+
+    /// Commits what the journal holds beyond what redb has, empties it, and starts it.
+    fn replay(db: &Arc<Database>, path: &Path) -> Result<Journal, StoreError> {
+        let db_err = |e: &dyn std::fmt::Display| StoreError::Db(path.to_path_buf(), e.to_string());
+        let seq = get_in(db, META, KEY_JOURNAL_SEQ)
+            .map_err(|e| db_err(&e))?
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, u64::from_le_bytes);
+        let paths = journal::files(path);
+        let (records, last) = journal::replay(&paths, seq)
+            .map_err(|(file, why)| StoreError::Corrupt(file, format!("journal: {why}")))?;
+        if last > seq {
+            commit_records(db, &records, last).map_err(|e| db_err(&e))?;
+            tracing::info!(
+                "[store]: replayed {} records from the journal (to frame {last})",
+                records.len()
+            );
+        }
+        let mut files = Vec::with_capacity(2);
+        for p in &paths {
+            let f = journal::open_file(p)
+                .and_then(|f| f.set_len(0).map(|()| f))
+                .map_err(|e| StoreError::Db(p.clone(), e.to_string()))?;
+            files.push(f);
+        }
+        let files: [std::fs::File; 2] = files.try_into().map_err(|_| db_err(&"journal files"))?;
+        Journal::start(files, last, Box::new(DbSink(db.clone()))).map_err(|e| db_err(&e))
+    }
+
+    /// Removes the state database and its journal from `state_dir`.
+    pub fn remove_files(state_dir: &Path) {
+        let db = Self::file(state_dir);
+        for f in journal::files(&db) {
+            let _ = std::fs::remove_file(f);
+        }
+        let _ = std::fs::remove_file(db);
     }
 
     /// Builds an empty database beside `path` and renames it into place, so that `path` is
@@ -231,52 +277,41 @@ impl Store {
         def: TableDefinition<'_, &str, &[u8]>,
         key: &str,
     ) -> Result<Option<Vec<u8>>, StoreError> {
-        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
-        let table = match tx.open_table(def) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(self.err(e)),
-        };
-        let v = table.get(key).map_err(|e| self.err(e))?;
-        Ok(v.map(|v| v.value().to_vec()))
+        get_in(&self.db, def, key).map_err(|e| self.err(e))
     }
 
     fn put(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
-        self.put_in(META, &[(key, value)], Durability::Immediate)
-    }
-
-    fn put_in(
-        &self,
-        def: TableDefinition<'_, &str, &[u8]>,
-        records: &[(&str, &[u8])],
-        durability: Durability,
-    ) -> Result<(), StoreError> {
         let mut tx = self.db.begin_write().map_err(|e| self.err(e))?;
-        tx.set_durability(durability);
+        tx.set_durability(Durability::Immediate);
         {
-            let mut table = tx.open_table(def).map_err(|e| self.err(e))?;
-            for (key, value) in records {
-                table.insert(*key, *value).map_err(|e| self.err(e))?;
-            }
+            let mut table = tx.open_table(META).map_err(|e| self.err(e))?;
+            table.insert(key, value).map_err(|e| self.err(e))?;
         }
         tx.commit().map_err(|e| self.err(e))
     }
 
+    fn journal(&self) -> Result<&Journal, StoreError> {
+        self.journal.as_ref().ok_or_else(|| self.err("closed"))
+    }
+
     /// An IPAM record ([`IPAM_RING`] or [`IPAM_OWNED`]), as last written.
     pub fn ipam_record(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.get_in(IPAM, key)
+        match self.journal()?.pending(key) {
+            Some(v) => Ok(Some(v)),
+            None => self.get_in(IPAM, key),
+        }
     }
 
     /// Writes an IPAM record: in the kernel when this returns, on disk moments later (see
     /// the module documentation).
     pub fn set_ipam_record(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
-        self.put_in(IPAM, &[(key, value)], Durability::Eventual)
+        self.set_ipam_records(&[(key, value.to_vec())])
     }
 
-    /// Writes IPAM records in one transaction, as [`Store::set_ipam_record`] does one.
+    /// Writes IPAM records at once (one journal frame), as [`Store::set_ipam_record`] does one.
     pub fn set_ipam_records(&self, records: &[(&str, Vec<u8>)]) -> Result<(), StoreError> {
         let pairs: Vec<(&str, &[u8])> = records.iter().map(|(k, v)| (*k, v.as_slice())).collect();
-        self.put_in(IPAM, &pairs, Durability::Eventual)
+        self.journal()?.append(&pairs).map_err(|e| self.err(e))
     }
 
     /// `value` as JSON, for a record.
@@ -311,131 +346,60 @@ impl Store {
     }
 }
 
-/// redb's file backend with eventual syncs done off the caller's thread: `sync_data(true)`
-/// hands the fsync to a flusher thread and returns; the next write, or a full sync, first
-/// waits for it, which is the write barrier redb needs between commits.
-#[derive(Debug)]
-struct DeferredSync {
-    inner: FileBackend,
-    flush: Arc<Flush>,
-}
-
-/// The flusher's state: `pending` counts eventual syncs asked for, `done` those finished.
-#[derive(Debug)]
-struct Flush {
-    file: std::fs::File,
-    state: Mutex<FlushState>,
-    changed: Condvar,
-}
-
-#[derive(Debug, Default)]
-struct FlushState {
-    pending: u64,
-    done: u64,
-    /// The last fsync's error, reported to the next caller that waits.
-    failed: Option<std::io::ErrorKind>,
-    closing: bool,
-}
-
-impl DeferredSync {
-    fn new(file: std::fs::File) -> std::io::Result<Self> {
-        let flush = Arc::new(Flush {
-            file: file.try_clone()?,
-            state: Mutex::new(FlushState::default()),
-            changed: Condvar::new(),
-        });
-        let inner = FileBackend::new(file).map_err(std::io::Error::other)?;
-        let worker = flush.clone();
-        std::thread::Builder::new()
-            .name("weft-db-sync".into())
-            .spawn(move || worker.run())?;
-        Ok(Self { inner, flush })
-    }
-}
-
-impl Flush {
-    fn lock(&self) -> std::sync::MutexGuard<'_, FlushState> {
-        // A poisoned lock only means another thread panicked holding it; the counters
-        // are still meaningful.
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn run(&self) {
-        let mut st = self.lock();
-        loop {
-            while st.pending == st.done && !st.closing {
-                st = self
-                    .changed
-                    .wait(st)
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-            }
-            if st.pending == st.done {
-                return;
-            }
-            let target = st.pending;
-            drop(st);
-            let r = self.file.sync_data();
-            st = self.lock();
-            st.done = target;
-            st.failed = r.err().map(|e| e.kind());
-            self.changed.notify_all();
-        }
-    }
-
-    /// Waits until every eventual sync asked for so far is on disk.
-    fn wait(&self) -> std::io::Result<()> {
-        let mut st = self.lock();
-        while st.done < st.pending {
-            st = self
-                .changed
-                .wait(st)
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-        }
-        match st.failed.take() {
-            Some(kind) => Err(std::io::Error::new(kind, "deferred fsync failed")),
-            None => Ok(()),
-        }
-    }
-}
-
-impl Drop for DeferredSync {
+impl Drop for Store {
+    /// Checkpoints the journal; emptied journal files are removed, so a cleanly stopped
+    /// router leaves the database alone in its state dir.
     fn drop(&mut self) {
-        let _ = self.flush.wait();
-        self.flush.lock().closing = true;
-        self.flush.changed.notify_all();
+        drop(self.journal.take());
+        for f in journal::files(&self.path) {
+            if std::fs::metadata(&f).is_ok_and(|m| m.len() == 0) {
+                let _ = std::fs::remove_file(f);
+            }
+        }
     }
 }
 
-impl StorageBackend for DeferredSync {
-    fn len(&self) -> std::io::Result<u64> {
-        self.inner.len()
-    }
+fn get_in(
+    db: &Database,
+    def: TableDefinition<'_, &str, &[u8]>,
+    key: &str,
+) -> Result<Option<Vec<u8>>, String> {
+    let e = |e: &dyn std::fmt::Display| e.to_string();
+    let tx = db.begin_read().map_err(|x| e(&x))?;
+    let table = match tx.open_table(def) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(x) => return Err(e(&x)),
+    };
+    let v = table.get(key).map_err(|x| e(&x))?;
+    Ok(v.map(|v| v.value().to_vec()))
+}
 
-    fn read(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
-        self.inner.read(offset, len)
-    }
-
-    fn set_len(&self, len: u64) -> std::io::Result<()> {
-        self.flush.wait()?;
-        self.inner.set_len(len)
-    }
-
-    fn sync_data(&self, eventual: bool) -> std::io::Result<()> {
-        if eventual {
-            self.flush.lock().pending += 1;
-            self.flush.changed.notify_all();
-            Ok(())
-        } else {
-            self.flush.wait()?;
-            self.inner.sync_data(false)
+/// Commits IPAM records and the journal frame they reach, durably, in one transaction.
+fn commit_records(db: &Database, records: &journal::Records, seq: u64) -> Result<(), String> {
+    let e = |e: &dyn std::fmt::Display| e.to_string();
+    let mut tx = db.begin_write().map_err(|x| e(&x))?;
+    tx.set_durability(Durability::Immediate);
+    {
+        let mut table = tx.open_table(IPAM).map_err(|x| e(&x))?;
+        for (key, value) in records {
+            table
+                .insert(key.as_str(), value.as_slice())
+                .map_err(|x| e(&x))?;
         }
+        let mut meta = tx.open_table(META).map_err(|x| e(&x))?;
+        meta.insert(KEY_JOURNAL_SEQ, seq.to_le_bytes().as_slice())
+            .map_err(|x| e(&x))?;
     }
+    tx.commit().map_err(|x| e(&x))
+}
 
-    fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
-        self.flush.wait()?;
-        self.inner.write(offset, data)
+/// Checkpoints go to the database.
+struct DbSink(Arc<Database>);
+
+impl journal::Sink for DbSink {
+    fn commit(&self, records: &journal::Records, seq: u64) -> Result<(), String> {
+        commit_records(&self.0, records, seq)
     }
 }
 
@@ -587,7 +551,8 @@ mod tests {
         let s = Store::open(&dir.0, &check()).unwrap();
         assert_eq!(s.peer_name().unwrap(), Some(PeerName(0x0200_0000_0001)));
         assert_eq!(s.direct_peers().unwrap(), vec!["10.0.0.1", "h2:6783"]);
-        // Nothing but the database is left in the state dir.
+        // Closed, nothing but the database is left in the state dir.
+        drop(s);
         let names: Vec<_> = std::fs::read_dir(&dir.0)
             .unwrap()
             .map(|e| e.unwrap().file_name())
@@ -639,6 +604,50 @@ mod tests {
             s.ipam_record(IPAM_OWNED).unwrap(),
             Some(49u32.to_le_bytes().to_vec())
         );
+    }
+
+    #[test]
+    fn journal_frames_redb_holds_are_not_replayed() {
+        let dir = TempDir::new("stale");
+        let db = Store::file(&dir.0);
+        let [j0, _] = journal::files(&db);
+        {
+            let s = Store::open(&dir.0, &check()).unwrap();
+            s.set_ipam_record(IPAM_OWNED, b"old").unwrap();
+            // Read back before any checkpoint: from the journal.
+            assert_eq!(
+                s.ipam_record(IPAM_OWNED).unwrap().as_deref(),
+                Some(&b"old"[..])
+            );
+            // What a lost truncation leaves behind: the frame, after redb has it.
+            let frame = std::fs::read(&j0).unwrap();
+            s.set_ipam_record(IPAM_OWNED, b"new").unwrap();
+            drop(s);
+            std::fs::write(&j0, frame).unwrap();
+        }
+        let s = Store::open(&dir.0, &check()).unwrap();
+        assert_eq!(
+            s.ipam_record(IPAM_OWNED).unwrap().as_deref(),
+            Some(&b"new"[..])
+        );
+    }
+
+    #[test]
+    fn records_reach_the_database_after_a_checkpoint() {
+        let dir = TempDir::new("checkpoint");
+        let s = Store::open(&dir.0, &check()).unwrap();
+        s.set_ipam_record(IPAM_RING, b"ring").unwrap();
+        let deadline = Instant::now() + journal::CHECKPOINT_AFTER * 10;
+        while s.get_in(IPAM, IPAM_RING).unwrap().is_none() {
+            assert!(Instant::now() < deadline, "no checkpoint");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // The file that held the frame is emptied once redb has it.
+        let sizes: Vec<u64> = journal::files(&Store::file(&dir.0))
+            .iter()
+            .map(|f| std::fs::metadata(f).unwrap().len())
+            .collect();
+        assert_eq!(sizes, vec![0, 0]);
     }
 
     #[test]
