@@ -471,6 +471,27 @@ test_sleeve_mac_flood_is_bounded() {
     ping_ok c1 10.2.1.2
 }
 
+# A multi-homed peer: host 1 dials host 2's second address, but host 2's datagrams leave from
+# its first. Its heartbeat (with the connection's uid) moves host 1's idea of its sleeve
+# address, as Weave Net does, and data from there is accepted.
+test_sleeve_multi_homed_peer() {
+    lab_up 2
+    local second="$LAB_NET.$LAB_SUBNET.102"
+    ip -n "$(lab_ns 2)" addr add "$second/24" dev eth0
+    lab_weft 2 launch --nickname b --no-fastdp >/dev/null
+    lab_weft 1 launch --nickname a --no-fastdp "$second" >/dev/null
+    lab_wait 30 full_mesh_of 1 2 || { dump_logs; fail "no mesh"; }
+    local i
+    for i in 1 2; do
+        lab_container "c$i"
+        expect_eq "$(lab_weft "$i" attach "10.2.1.$i/24" "netns:${LAB}c$i")" "10.2.1.$i" "attach output"
+    done
+    ping_ok c1 10.2.1.2
+    ping_ok c2 10.2.1.1
+    expect_match "$(grep -h 'Peer UDP address changed' "$LAB_DIR/h1/run/weft.log")" \
+        "changed to $(lab_ip 2):6783 \(was $second:6783\)" "address move logged"
+}
+
 test_fastdp_ping_and_status() {
     three_hosts_with_containers
     fastdp_all() { [ "$(lab_weft 1 status connections | grep -c 'established fastdp')" = 2 ]; }

@@ -172,12 +172,19 @@ test_ipam_mixed_with_weave_net() {
     lab_weft 3 launch --name 02:00:00:00:00:03 --nickname rust3 --ipalloc-range "$IPAM_RANGE" --ipalloc-init "$seed" "$(lab_ip 2)" >/dev/null
     lab_wait 60 full_mesh_of 1 3 || { dump_logs; tail -30 "$d/weaver.log" >&2; fail "mixed mesh did not form"; }
     local all=() i
+    # alloc_on <host#> <id>: one allocation, added to all; a failure names the call.
+    alloc_on() {
+        local got
+        got=$(api "$1" -X POST "http://127.0.0.1:6784/ip/$2") ||
+            { dump_logs; tail -30 "$d/weaver.log" >&2; fail "POST /ip/$2 on host $1 failed"; return 1; }
+        all+=("$got")
+    }
     # Host 1 fills its /25; then host 3 can get space only from the Weave Net router.
-    for i in $(seq 1 127); do all+=("$(api 1 -X POST "http://127.0.0.1:6784/ip/a$i")"); done
-    for i in $(seq 1 20); do all+=("$(api 3 -X POST "http://127.0.0.1:6784/ip/c$i")"); done
+    for i in $(seq 1 127); do alloc_on 1 "a$i" || return 1; done
+    for i in $(seq 1 20); do alloc_on 3 "c$i" || return 1; done
     expect_match "$(lab_weft 3 status ipam)" "^02:00:00:00:00:03\(rust3\) +[1-9][0-9]* IPs" "Weave Net gave weft space"
     # The Weave Net router allocates more than it has left: only host 3 has free space.
-    for i in $(seq 1 97); do all+=("$(api 2 -X POST "http://127.0.0.1:6784/ip/g$i")"); done
+    for i in $(seq 1 97); do alloc_on 2 "g$i" || return 1; done
     expect_eq "$(printf '%s\n' "${all[@]}" | grep -c '^172\.16\.16\.')" 244 "every allocation answered" ||
         { tail -20 "$d/weaver.log" >&2; return 1; }
     expect_eq "$(printf '%s\n' "${all[@]}" | sort | uniq -d | head -3 | tr '\n' ' ')" "" "no address given twice"

@@ -295,15 +295,25 @@ impl OverlaySwitch {
         }
     }
 
-    /// A sleeve heartbeat with the right uid arrived from `from`.
+    /// A sleeve heartbeat with the right uid arrived from `from`. The first one sets the
+    /// peer's sleeve address; one from another address moves it there, as Weave Net does: a
+    /// multi-homed peer may send from another address than the one we dialled, and only the
+    /// two ends of this connection know its uid.
     pub fn handle_sleeve_heartbeat(&mut self, from: SocketAddr, now: Instant) {
         if !self.sleeve_enabled() {
             return;
         }
         self.sleeve.last_rx = now;
-        if self.sleeve.udp_addr.is_none() {
-            self.sleeve.udp_addr = Some(from);
-            self.sleeve.next_heartbeat = now;
+        match self.sleeve.udp_addr {
+            None => {
+                self.sleeve.udp_addr = Some(from);
+                self.sleeve.next_heartbeat = now;
+            }
+            Some(known) if known != from => {
+                tracing::info!("Peer UDP address changed to {from} (was {known})");
+                self.sleeve.udp_addr = Some(from);
+            }
+            Some(_) => {}
         }
         if !self.sleeve.sent_established {
             self.sleeve.sent_established = true;
@@ -541,6 +551,21 @@ mod tests {
         assert_eq!(b.best(), "fastdp");
         assert!(a.is_direct_fastdp() && b.is_direct_fastdp());
         assert_eq!(a.fastdp_fallback(later), None);
+    }
+
+    #[test]
+    fn a_heartbeat_from_another_address_moves_the_sleeve_address() {
+        let now = Instant::now();
+        let (mut a, mut b) = pair(now);
+        let first: SocketAddr = "10.0.0.1:6783".parse().unwrap();
+        let second: SocketAddr = "192.168.7.1:6783".parse().unwrap();
+        a.handle_timeout(now).unwrap();
+        b.handle_sleeve_heartbeat(first, now);
+        assert_eq!(b.udp_addr(), Some(first));
+        b.handle_sleeve_heartbeat(second, now + FAST_HEARTBEAT);
+        assert_eq!(b.udp_addr(), Some(second));
+        b.handle_sleeve_heartbeat(second, now + FAST_HEARTBEAT * 2);
+        assert_eq!(b.udp_addr(), Some(second));
     }
 
     #[test]
