@@ -71,6 +71,18 @@ test_hostile_idle_connections_and_oversized_intro() {
     router_holds_up 1 3 "oversized intro"
 }
 
+test_hostile_gob_bombs_in_the_intro() {
+    two_routers
+    # 30 features frames just under the 64 KiB cap, each a gob type-definition bomb (long-named
+    # type chains with empty values, with full values, and types too large to expand): each
+    # is refused with a logged reason and its connection closed, within the memory bounds.
+    local out; out=$(hostile 3 1 gob-bombs 30 60000) || fail "hostile peer failed"
+    expect_match "$out" "^closed 30 of 30$" "every bomb closed its connection"
+    expect_eq "$(grep -c 'error during handshake: malformed features: gob: ' "$LAB_DIR/h1/run/weft.log")" 30 \
+        "each refusal logged with its reason"
+    router_holds_up 1 2 "gob bombs"
+}
+
 test_hostile_fake_peers_flood() {
     two_routers
     # 20,000 made-up peers in 2,000-peer topology broadcasts, held 10 s: the router takes at

@@ -17,6 +17,8 @@
 //!   172.16.16.0/24 (in turn: garbage, tokens out of order, tokens outside the universe, a ring
 //!   claiming every address at huge versions with too much free space, SIZE entries), and wait
 //!   for the router to close the connection; prints how many it closed.
+//! * `gob-bombs` — COUNT times: a valid header, then a features frame of about SIZE bytes built
+//!   as a gob type-definition bomb, and wait for the router to close; prints how many it closed.
 //!
 //! It then holds its connections for HOLD_SECS (default 5) and exits 0; it exits 2 on a usage
 //! error and 1 when the router refused what had to succeed (the intro).
@@ -30,6 +32,7 @@ use weft_core::ipam::allocator::GossipState;
 use weft_core::ipam::ring::{Entry, RingSnapshot};
 use weft_core::ipam::{wire as ipam_wire, Address};
 use weft_core::session::SessionTx;
+use weft_wire::gob::hostile;
 use weft_wire::protocol::ProtocolMsg;
 use weft_wire::topology_delta::{self, Message};
 use weft_wire::{header, ConnectionSummary, PeerName, PeerSummary};
@@ -70,6 +73,7 @@ fn main() {
         "big-intro" => big_intro(addr, size),
         "fake-peers" => fake_peers(addr, count, size.clamp(1, 10_000), hold),
         "ipam-rings" => ipam_rings(addr, count, size.clamp(1, 100_000)),
+        "gob-bombs" => gob_bombs(addr, count, size),
         other => Err(format!("{usage}: unknown attack {other}")),
     };
     match result {
@@ -313,6 +317,53 @@ fn hostile_ipam_payload(kind: usize, us: PeerName, n: usize) -> Vec<u8> {
     ipam_wire::encode_gossip(&state, 0)
 }
 
+/// Reads (and ignores) what the router sends until it closes the connection: true, or until
+/// `wait` has passed: false.
+fn closed_within(s: &mut TcpStream, wait: Duration) -> bool {
+    let mut chunk = [0u8; 4096];
+    let until = Instant::now() + wait;
+    while Instant::now() < until {
+        match s.read(&mut chunk) {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Ok(0) | Err(_) => return true,
+            Ok(_) => {}
+        }
+    }
+    false
+}
+
+/// COUNT times: a valid header, then a features frame of about SIZE bytes that is a gob
+/// type-definition bomb (in turn: long-named chains with empty values, with full values, and
+/// types too large to expand), and wait for the router to close; prints how many it closed.
+fn gob_bombs(addr: SocketAddr, count: usize, size: usize) -> Result<(), String> {
+    let deadline = Instant::now() + MAX_RUN;
+    let mut closed = 0;
+    for i in 0..count {
+        if Instant::now() > deadline {
+            break;
+        }
+        let body = match i % 3 {
+            0 => hostile::type_bomb(size, (4, 5), 200, 4, false),
+            1 => hostile::type_bomb(size, (5, 3), 200, 1 << 20, true),
+            _ => hostile::type_bomb(size, (8, 8), 200, 4, false),
+        };
+        let mut s = connect(addr)?;
+        let mut out = header::encode(1, 2).to_vec();
+        out.push(0);
+        out.extend_from_slice(&u32::try_from(body.len()).unwrap_or(u32::MAX).to_be_bytes());
+        out.extend_from_slice(&body);
+        if s.write_all(&out).is_err() || closed_within(&mut s, Duration::from_secs(5)) {
+            closed += 1;
+        }
+    }
+    println!("closed {closed} of {count}");
+    Ok(())
+}
+
 fn ipam_rings(addr: SocketAddr, count: usize, size: usize) -> Result<(), String> {
     let deadline = Instant::now() + MAX_RUN;
     let mut closed = 0;
@@ -330,22 +381,8 @@ fn ipam_rings(addr: SocketAddr, count: usize, size: usize) -> Result<(), String>
             closed += 1;
             continue;
         }
-        // Read (and ignore) what the router sends until it closes, or give up after 5 s.
-        let mut chunk = [0u8; 4096];
-        let until = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < until {
-            match s.read(&mut chunk) {
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
-                Ok(0) | Err(_) => {
-                    closed += 1;
-                    break;
-                }
-                Ok(_) => {}
-            }
+        if closed_within(&mut s, Duration::from_secs(5)) {
+            closed += 1;
         }
     }
     println!("closed {closed} of {count}");

@@ -44,6 +44,8 @@
 
 mod decode;
 mod encode;
+#[doc(hidden)]
+pub mod hostile;
 pub mod mapping;
 mod wire;
 mod wiretype;
