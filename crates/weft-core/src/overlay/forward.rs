@@ -1,7 +1,7 @@
 //! The [`Forwarder`]: capture, injection and relay decisions (spec §4.7) and the per-next-hop
 //! sleeve datagram batches (spec §4.2, "Batching").
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::mem;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -12,7 +12,7 @@ use weft_wire::PeerName;
 use super::mac_cache::{CacheFull, Learnt, MacCache, MacOwner};
 use super::offload::Tso;
 use super::pmtu::{self, PathChoice};
-use super::{Fabric, Mac};
+use super::{Fabric, FastMap, Mac};
 
 /// Default largest datagram (sender name + records) per next hop: the largest UDP payload of
 /// an IPv4 packet, 65535 − 28, which is what Weave Net allows on the non-DF path.
@@ -312,7 +312,7 @@ impl PeerQueue {
 #[derive(Debug)]
 pub struct Forwarder {
     macs: MacCache,
-    queues: HashMap<PeerName, PeerQueue>,
+    queues: FastMap<PeerName, PeerQueue>,
     /// Peers with queued records, served round-robin.
     ready: VecDeque<PeerName>,
     /// Emptied buffers, reused for new datagrams.
@@ -338,7 +338,7 @@ impl Forwarder {
     pub fn with_mac_cache(macs: MacCache) -> Self {
         Self {
             macs,
-            queues: HashMap::new(),
+            queues: FastMap::default(),
             ready: VecDeque::new(),
             spare: Vec::new(),
             stats: ForwarderStats::default(),

@@ -18,13 +18,13 @@
 //! copy of it (the sleeve receive shortcut's) can follow changes one by one instead of
 //! comparing whole tables.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::mem;
 use std::time::{Duration, Instant};
 
 use weft_wire::PeerName;
 
-use super::Mac;
+use super::{FastMap, Mac};
 
 /// How long an entry lives after it was last seen.
 pub const MAC_EXPIRY: Duration = Duration::from_secs(10 * 60);
@@ -75,9 +75,9 @@ struct Entry {
 /// The MAC → owner table with expiry and bounds.
 #[derive(Debug, Clone)]
 pub struct MacCache {
-    entries: HashMap<Mac, Entry>,
+    entries: FastMap<Mac, Entry>,
     /// Bindings per remote peer (no zero counts kept).
-    per_peer: HashMap<PeerName, usize>,
+    per_peer: FastMap<PeerName, usize>,
     max_per_peer: usize,
     max_total: usize,
     /// Bumped whenever a binding appears, moves or goes (not on a mere refresh).
@@ -103,8 +103,8 @@ impl MacCache {
     /// An empty cache holding at most `per_peer` bindings per remote peer and `total` in all.
     pub fn with_limits(per_peer: usize, total: usize) -> Self {
         Self {
-            entries: HashMap::new(),
-            per_peer: HashMap::new(),
+            entries: FastMap::default(),
+            per_peer: FastMap::default(),
             max_per_peer: per_peer,
             max_total: total,
             changes: 0,

@@ -65,7 +65,7 @@ fn fabrics(n: usize, links: &[(usize, usize, Link)], prune: bool) -> Vec<SimFabr
             ch
         })
         .collect();
-    let onward: HashSet<_> = (0..n)
+    let onward: FastSet<_> = (0..n)
         .flat_map(|s| (0..n).map(move |u| (u, s)))
         .filter(|&(u, s)| !children[s][u].is_empty())
         .map(|(u, s)| (name(u), name(s)))

@@ -9,11 +9,9 @@
 //! data path computes a source's hops the first time it relays a broadcast from it, once per
 //! topology snapshot, sharing the cache with the mesh.
 
-use std::collections::{HashMap, HashSet};
-
 use weft_wire::PeerName;
 
-use super::Fabric;
+use super::{Fabric, FastMap, FastSet};
 use crate::routes::BroadcastRoutes;
 
 /// Every answer of a [`Fabric`], precomputed, except broadcast hops when a lazy
@@ -23,18 +21,18 @@ pub struct FabricTable {
     /// Our own name.
     pub us: PeerName,
     /// Unicast next hop per destination.
-    pub unicast: HashMap<PeerName, PeerName>,
+    pub unicast: FastMap<PeerName, PeerName>,
     /// Broadcast next hops per source; absent means none, or ask `broadcast_routes`.
-    pub broadcast: HashMap<PeerName, Vec<PeerName>>,
+    pub broadcast: FastMap<PeerName, Vec<PeerName>>,
     /// Broadcast next hops for sources not in `broadcast`, computed on first use.
     pub broadcast_routes: Option<BroadcastRoutes>,
     /// Direct fastdp neighbours.
-    pub fastdp: HashSet<PeerName>,
+    pub fastdp: FastSet<PeerName>,
     /// Peers in our topology view.
-    pub known: HashSet<PeerName>,
+    pub known: FastSet<PeerName>,
     /// `(hop, src)` pairs where `hop` has onward hops in `src`'s broadcast tree; `None` means
     /// unknown, so a copy is always sent (the [`Fabric`] default).
-    pub onward: Option<HashSet<(PeerName, PeerName)>>,
+    pub onward: Option<FastSet<(PeerName, PeerName)>>,
 }
 
 impl FabricTable {

@@ -64,21 +64,27 @@ type FakeFabric = FabricTable;
 fn line(us: PeerName) -> FakeFabric {
     let mut f = FakeFabric {
         us,
-        known: [A, B, C].into(),
+        known: [A, B, C].into_iter().collect(),
         ..FakeFabric::default()
     };
     match us {
         A => {
-            f.unicast = [(B, B), (C, B)].into();
-            f.broadcast = [(A, vec![B]), (B, vec![]), (C, vec![])].into();
+            f.unicast = [(B, B), (C, B)].into_iter().collect();
+            f.broadcast = [(A, vec![B]), (B, vec![]), (C, vec![])]
+                .into_iter()
+                .collect();
         }
         B => {
-            f.unicast = [(A, A), (C, C)].into();
-            f.broadcast = [(A, vec![C]), (B, vec![A, C]), (C, vec![A])].into();
+            f.unicast = [(A, A), (C, C)].into_iter().collect();
+            f.broadcast = [(A, vec![C]), (B, vec![A, C]), (C, vec![A])]
+                .into_iter()
+                .collect();
         }
         _ => {
-            f.unicast = [(B, B), (A, B)].into();
-            f.broadcast = [(C, vec![B]), (A, vec![]), (B, vec![])].into();
+            f.unicast = [(B, B), (A, B)].into_iter().collect();
+            f.broadcast = [(C, vec![B]), (A, vec![]), (B, vec![])]
+                .into_iter()
+                .collect();
         }
     }
     f
@@ -88,15 +94,16 @@ fn line(us: PeerName) -> FakeFabric {
 fn star_centre() -> FakeFabric {
     FakeFabric {
         us: A,
-        known: [A, B, C, D].into(),
-        unicast: [(B, B), (C, C), (D, D)].into(),
+        known: [A, B, C, D].into_iter().collect(),
+        unicast: [(B, B), (C, C), (D, D)].into_iter().collect(),
         broadcast: [
             (A, vec![B, C, D]),
             (B, vec![C, D]),
             (C, vec![B, D]),
             (D, vec![B, C]),
         ]
-        .into(),
+        .into_iter()
+        .collect(),
         ..FakeFabric::default()
     }
 }
@@ -282,9 +289,9 @@ fn captured_to_direct_fastdp_peer_is_left_to_the_kernel() {
 #[test]
 fn captured_flood_copies_to_fastdp_neighbours_only_when_they_relay() {
     let mut fab = star_centre();
-    fab.fastdp = [B, C].into();
+    fab.fastdp = [B, C].into_iter().collect();
     // B has nothing to relay for us; C does.
-    fab.onward = Some([(C, A)].into());
+    fab.onward = Some([(C, A)].into_iter().collect());
     let mut fwd = Forwarder::new();
     let f = eth(Mac::BROADCAST, mac(1), b"arp");
     assert_eq!(

@@ -9,13 +9,13 @@
 //! Generic over the socket and the TAP ([`super::io`]): monomorphised for the real ones, so
 //! the seam costs nothing per packet, and driven over fakes in the tests below.
 
-use std::collections::HashMap;
 use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::os::fd::AsFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use weft_core::overlay::FastMap;
 
 use tokio::sync::mpsc;
 use weft_core::overlay::offload::{
@@ -62,7 +62,7 @@ pub(super) struct DataPath<T, U> {
     /// For segments that take the slow path, and ICMP replies.
     scratch: Vec<u8>,
     /// Per next hop: the UDP address whose path MTU we read, and that MTU.
-    paths: HashMap<PeerName, (SocketAddr, usize)>,
+    paths: FastMap<PeerName, (SocketAddr, usize)>,
     /// UDP GSO works here (cleared at the first failure that says it does not).
     gso: bool,
     /// TAP frames dropped for a malformed `virtio_net_hdr`.
@@ -112,7 +112,7 @@ impl<T: SleeveTap, U: SleeveSocket> DataPath<T, U> {
             coalescer: Coalescer::new(),
             batch: SegmentBatch::new(),
             scratch: Vec::with_capacity(65536),
-            paths: HashMap::new(),
+            paths: FastMap::default(),
             gso: true,
             bad_offload: 0,
             shortcut,
@@ -517,7 +517,6 @@ fn inject<T: SleeveTap>(tap: &T, hdr: &[u8], frame: &[u8]) {
 /// The data path over a fake TAP and socket: what it reads from one, it writes to the other.
 #[cfg(test)]
 mod tests {
-    use std::collections::{HashMap, HashSet};
     use std::net::SocketAddr;
     use std::sync::atomic::Ordering;
     use std::sync::Arc;
@@ -562,15 +561,15 @@ mod tests {
             shared.publish(Arc::new(FabricSnapshot {
                 table: FabricTable {
                     us: A,
-                    unicast: HashMap::from([(B, B), (C, B)]),
-                    broadcast: HashMap::from([(A, vec![B])]),
+                    unicast: [(B, B), (C, B)].into_iter().collect(),
+                    broadcast: [(A, vec![B])].into_iter().collect(),
                     broadcast_routes: None,
-                    fastdp: HashSet::new(),
-                    known: HashSet::from([A, B, C]),
+                    fastdp: Default::default(),
+                    known: [A, B, C].into_iter().collect(),
                     onward: None,
                 },
-                connected: HashSet::from([B]),
-                udp: HashMap::from([(B, b_addr())]),
+                connected: [B].into_iter().collect(),
+                udp: [(B, b_addr())].into_iter().collect(),
             }));
             dp.refresh_fabric();
             Self {

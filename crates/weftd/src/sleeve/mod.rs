@@ -16,14 +16,13 @@ mod data_path;
 pub(crate) mod io;
 mod shortcut;
 
-use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::sync::mpsc;
 use weft_core::mesh::Mesh;
-use weft_core::overlay::{FabricTable, ForwarderStats};
+use weft_core::overlay::{FabricTable, FastMap, FastSet, ForwarderStats};
 use weft_netdev::{SleeveShortcut, SyncTap};
 use weft_wire::PeerName;
 
@@ -189,9 +188,9 @@ struct FabricSnapshot {
     /// Routes and peers, for the forwarder.
     table: FabricTable,
     /// Peers we hold a connection with (datagrams from others are dropped).
-    connected: HashSet<PeerName>,
+    connected: FastSet<PeerName>,
     /// Peers' sleeve addresses.
-    udp: HashMap<PeerName, SocketAddr>,
+    udp: FastMap<PeerName, SocketAddr>,
 }
 
 impl FabricSnapshot {

@@ -292,7 +292,7 @@ fn wanted(mac: Mac, cache: &MacCache, fabric: &FabricTable) -> Option<PeerName> 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // tests: a panic is how they fail
 mod tests {
-    use std::collections::{HashMap, HashSet};
+    use std::collections::HashMap;
     use std::net::{Ipv4Addr, SocketAddrV4};
     use std::time::Instant;
 
@@ -321,10 +321,10 @@ mod tests {
     fn fabric() -> FabricTable {
         FabricTable {
             us: A,
-            unicast: HashMap::from([(B, B), (C, B), (D, D), (E, E)]),
-            broadcast: HashMap::from([(B, vec![E]), (C, vec![E])]),
-            fastdp: HashSet::from([D]),
-            known: HashSet::from([A, B, C, D, E]),
+            unicast: [(B, B), (C, B), (D, D), (E, E)].into_iter().collect(),
+            broadcast: [(B, vec![E]), (C, vec![E])].into_iter().collect(),
+            fastdp: [D].into_iter().collect(),
+            known: [A, B, C, D, E].into_iter().collect(),
             broadcast_routes: None,
             onward: None,
         }
