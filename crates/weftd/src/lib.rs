@@ -9,6 +9,7 @@
 mod conn_io;
 pub mod dataplane;
 pub mod dataplane_task;
+pub mod dns;
 pub mod driver;
 pub mod error;
 #[cfg(test)]
