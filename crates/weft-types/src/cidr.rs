@@ -1,4 +1,7 @@
-//! [`Ipv4Cidr`]: an IPv4 address with a prefix length, written `a.b.c.d/len`.
+//! [`Ipv4Cidr`]: an IPv4 address with a prefix length, written `a.b.c.d/len`, and the plain
+//! facts of CIDR arithmetic about it (its subnet, how many addresses the block spans, whether
+//! the host bits are zero). What a user of the type makes of those facts (IPAM's address
+//! ranges, the firewall's matches) stays with that user.
 
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -9,7 +12,10 @@ use std::str::FromStr;
 /// firewall matches and what two addresses of one subnet share.
 ///
 /// The prefix length is at most 32, checked at construction.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+///
+/// Ordered by address, then prefix length; `Debug` prints the same `a.b.c.d/len` as `Display`,
+/// as `Ipv4Addr`'s does.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Ipv4Cidr {
     addr: Ipv4Addr,
     prefix_len: u8,
@@ -49,6 +55,25 @@ impl Ipv4Cidr {
             prefix_len: self.prefix_len,
         }
     }
+
+    /// Whether the host bits are all zero, so that the address names its subnet.
+    pub fn is_network(&self) -> bool {
+        self.network() == *self
+    }
+
+    /// How many addresses the prefix spans: 2^(32 - prefix length), so 2^32 for a /0.
+    pub fn block_size(&self) -> u64 {
+        1u64 << (32 - u32::from(self.prefix_len))
+    }
+
+    /// Another address with the same prefix length (`10.2.1.0/24` with `10.2.1.7` →
+    /// `10.2.1.7/24`).
+    pub fn with_addr(&self, addr: Ipv4Addr) -> Self {
+        Self {
+            addr,
+            prefix_len: self.prefix_len,
+        }
+    }
 }
 
 impl FromStr for Ipv4Cidr {
@@ -71,6 +96,12 @@ impl FromStr for Ipv4Cidr {
 impl fmt::Display for Ipv4Cidr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.addr, self.prefix_len)
+    }
+}
+
+impl fmt::Debug for Ipv4Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
     }
 }
 
@@ -105,6 +136,24 @@ mod tests {
                 .to_string(),
             "1.2.3.4/32"
         );
+    }
+
+    #[test]
+    fn block_facts() {
+        let c = |s: &str| s.parse::<Ipv4Cidr>().unwrap();
+        assert_eq!(c("10.32.0.0/12").block_size(), 1 << 20);
+        assert_eq!(c("0.0.0.0/0").block_size(), 1 << 32);
+        assert_eq!(c("10.0.0.7/32").block_size(), 1);
+        assert!(c("10.32.0.0/12").is_network());
+        assert!(c("0.0.0.0/0").is_network());
+        assert!(c("10.0.0.7/32").is_network());
+        assert!(!c("10.32.0.1/12").is_network());
+        assert!(!c("1.0.0.0/0").is_network());
+        assert_eq!(
+            c("10.2.1.0/24").with_addr(Ipv4Addr::new(10, 2, 1, 7)),
+            c("10.2.1.7/24")
+        );
+        assert_eq!(format!("{:?}", c("10.2.1.7/24")), "10.2.1.7/24");
     }
 
     #[test]

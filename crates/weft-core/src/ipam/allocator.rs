@@ -59,12 +59,13 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
+use weft_types::Ipv4Cidr;
 use weft_wire::PeerName;
 
 use super::paxos::{self, Node, NodeId, Participant};
 use super::ring::{self, DeltaOutcome, Entry, Ring, RingDelta, RingError, RingSnapshot};
 use super::space::{Space, SpaceError};
-use super::{Address, Cidr, Range};
+use super::{Address, CidrBlock, Range};
 
 /// How often waiting requests and consensus are retried.
 pub const TICK_INTERVAL: Duration = Duration::from_secs(5);
@@ -99,7 +100,7 @@ pub struct PreClaim {
     /// Whether `ident` is a container ID.
     pub is_container: bool,
     /// The address with its prefix.
-    pub cidr: Cidr,
+    pub cidr: Ipv4Cidr,
 }
 
 /// Everything the allocator is started with.
@@ -112,7 +113,7 @@ pub struct Config {
     /// Our nickname (host name).
     pub nickname: String,
     /// `--ipalloc-range`.
-    pub universe: Cidr,
+    pub universe: Ipv4Cidr,
     /// `--ipalloc-init`.
     pub mode: InitMode,
     /// Addresses already in use.
@@ -127,7 +128,7 @@ pub struct OwnedData {
     /// Whether the ident is a container ID (then Docker events and pruning apply).
     pub is_container: bool,
     /// Its addresses, each with the prefix of the subnet it came from.
-    pub cidrs: Vec<Cidr>,
+    pub cidrs: Vec<Ipv4Cidr>,
 }
 
 /// What was persisted, as loaded at start.
@@ -196,7 +197,7 @@ pub struct RequestId(pub u64);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
     /// The address given, with the subnet's prefix.
-    Allocated(Cidr),
+    Allocated(Ipv4Cidr),
     /// The claim holds (or, with `no_error_on_unknown`, will be tried on).
     Claimed,
     /// The ring exists.
@@ -237,9 +238,9 @@ pub enum AllocError {
     #[error("range {subnet} out of bounds: {universe}")]
     OutOfBounds {
         /// Requested subnet.
-        subnet: Cidr,
+        subnet: Ipv4Cidr,
         /// `--ipalloc-range`.
-        universe: Cidr,
+        universe: Ipv4Cidr,
     },
     /// Cancelled (client gone, container died, shutdown).
     #[error("{kind} request for {ident} cancelled")]
@@ -253,18 +254,18 @@ pub enum AllocError {
     #[error("address {addr} already in use by {owner}")]
     InUseBy {
         /// The address.
-        addr: Cidr,
+        addr: Ipv4Cidr,
         /// Its holder.
         owner: String,
     },
     /// Held anonymously, claimed by a container.
     #[error("address {0} already in use")]
-    InUse(Cidr),
+    InUse(Ipv4Cidr),
     /// Held by another container here.
     #[error("address {addr} is already owned by {owner}")]
     OwnedBy {
         /// The address.
-        addr: Cidr,
+        addr: Ipv4Cidr,
         /// Its holder.
         owner: String,
     },
@@ -272,7 +273,7 @@ pub enum AllocError {
     #[error("address {addr} is owned by other peer {peer}{}{}", .nickname.as_ref().map(|n| format!(" ({n})")).unwrap_or_default(), .reason.as_ref().map(|r| format!(" - {r}")).unwrap_or_default())]
     OwnedByPeer {
         /// The address.
-        addr: Cidr,
+        addr: Ipv4Cidr,
         /// Its owner.
         peer: PeerName,
         /// The owner's nickname, if known.
@@ -322,7 +323,7 @@ pub enum GossipError {
         /// Theirs.
         received: String,
         /// Ours.
-        ours: Cidr,
+        ours: Ipv4Cidr,
     },
     /// Too many nicknames.
     #[error("IPAM gossip carries {0} nicknames, more than {MAX_NICKNAMES}")]
@@ -372,7 +373,7 @@ impl std::fmt::Display for Readiness {
 struct AllocateOp {
     id: RequestId,
     ident: String,
-    subnet: Cidr,
+    subnet: Ipv4Cidr,
     is_container: bool,
 }
 
@@ -381,7 +382,7 @@ struct ClaimOp {
     /// `None` once answered (with `no_error_on_unknown` it is answered early and kept trying).
     id: Option<RequestId>,
     ident: String,
-    cidr: Cidr,
+    cidr: Ipv4Cidr,
     is_container: bool,
     no_error_on_unknown: bool,
     tries: u32,
@@ -403,7 +404,7 @@ fn range_text(r: Range) -> String {
 #[derive(Debug)]
 pub struct Allocator {
     name: PeerName,
-    universe: Cidr,
+    universe: Ipv4Cidr,
     mode: InitMode,
     ring: Ring,
     space: Space,
@@ -432,7 +433,7 @@ impl Allocator {
     /// Starts the allocator (Weave's `NewAllocator` + `Start`): persisted data wins if it is
     /// ours and for this universe, else a seed creates the ring at once, else consensus waits
     /// until something needs a ring. Returns `None` if the universe is unusable (empty or
-    /// ending at 2^32; [`Cidr::parse_subnet`] refuses those).
+    /// ending at 2^32; [`parse_subnet`](super::parse_subnet) refuses those).
     pub fn new(config: Config, persisted: Option<Persisted>, now: Instant) -> Option<Self> {
         let universe_range = config.universe.range();
         let ring = Ring::new(universe_range, config.name)?;
@@ -532,7 +533,7 @@ impl Allocator {
                         for c in &d.cidrs {
                             // Addresses outside our ranges (claimed outside the universe, or
                             // given away) have nothing to mark.
-                            let _ = self.space.claim(c.addr);
+                            let _ = self.space.claim(c.addr().into());
                         }
                     }
                 }
@@ -551,7 +552,7 @@ impl Allocator {
 
     /// `POST /ip/{id}[/{subnet}]`: an address for `ident` in `subnet`, answered by a
     /// [`Reply::Allocated`] now or once space arrives.
-    pub fn allocate(&mut self, id: RequestId, ident: &str, subnet: Cidr, is_container: bool) {
+    pub fn allocate(&mut self, id: RequestId, ident: &str, subnet: Ipv4Cidr, is_container: bool) {
         let op = AllocateOp {
             id,
             ident: ident.to_owned(),
@@ -571,7 +572,7 @@ impl Allocator {
         &mut self,
         id: RequestId,
         ident: &str,
-        cidr: Cidr,
+        cidr: Ipv4Cidr,
         is_container: bool,
         no_error_on_unknown: bool,
     ) {
@@ -625,7 +626,7 @@ impl Allocator {
     }
 
     /// The addresses `ident` holds inside `range` (`GET /ip/{id}`).
-    pub fn lookup(&self, ident: &str, range: Range) -> Vec<Cidr> {
+    pub fn lookup(&self, ident: &str, range: Range) -> Vec<Ipv4Cidr> {
         self.owned_in(ident, range)
     }
 
@@ -647,7 +648,7 @@ impl Allocator {
         };
         self.owned_dirty = true;
         for c in d.cidrs {
-            let _ = self.space.free(c.addr);
+            let _ = self.space.free(c.addr().into());
         }
         Ok(())
     }
@@ -917,7 +918,7 @@ impl Allocator {
     }
 
     /// `--ipalloc-range`.
-    pub fn universe(&self) -> Cidr {
+    pub fn universe(&self) -> Ipv4Cidr {
         self.universe
     }
 
@@ -933,7 +934,7 @@ impl Allocator {
 
     /// Waiting requests as the report lists them: claims (ident, address), and allocations
     /// as `ident subnet`.
-    pub fn pending_ops(&self) -> (Vec<(String, Cidr)>, Vec<String>) {
+    pub fn pending_ops(&self) -> (Vec<(String, Ipv4Cidr)>, Vec<String>) {
         (
             self.pending_claims
                 .iter()
@@ -1117,7 +1118,7 @@ impl Allocator {
             } else {
                 op.ident.clone()
             };
-            let cidr = op.subnet.with_addr(addr);
+            let cidr = op.subnet.with_addr(addr.into());
             self.add_owned(&ident, cidr, op.is_container);
             self.reply(op.id, Ok(Reply::Allocated(cidr)));
             return true;
@@ -1146,7 +1147,7 @@ impl Allocator {
 
     fn try_claim(&mut self, op: &mut ClaimOp) -> bool {
         op.tries += 1;
-        let addr = op.cidr.addr;
+        let addr = Address::from(op.cidr.addr());
         let ident_key = if op.ident == NO_CONTAINER_ID {
             addr.to_string()
         } else {
@@ -1236,7 +1237,7 @@ impl Allocator {
     fn space_request_denied(&mut self, sender: PeerName, r: Range) {
         let ops = std::mem::take(&mut self.pending_claims);
         for mut op in ops {
-            if r.contains(op.cidr.addr) {
+            if r.contains(op.cidr.addr().into()) {
                 self.denied(&mut op, sender, None);
             } else {
                 self.pending_claims.push(op);
@@ -1469,13 +1470,13 @@ impl Allocator {
         self.send(to, UnicastMsg::RingUpdate(state));
     }
 
-    fn owned_in(&self, ident: &str, range: Range) -> Vec<Cidr> {
+    fn owned_in(&self, ident: &str, range: Range) -> Vec<Ipv4Cidr> {
         self.owned
             .get(ident)
             .map(|d| {
                 d.cidrs
                     .iter()
-                    .filter(|c| range.contains(c.addr))
+                    .filter(|c| range.contains(c.addr().into()))
                     .copied()
                     .collect()
             })
@@ -1485,11 +1486,11 @@ impl Allocator {
     fn find_owner(&self, addr: Address) -> Option<String> {
         self.owned
             .iter()
-            .find(|(_, d)| d.cidrs.iter().any(|c| c.addr == addr))
+            .find(|(_, d)| d.cidrs.iter().any(|c| Address::from(c.addr()) == addr))
             .map(|(id, _)| id.clone())
     }
 
-    fn add_owned(&mut self, ident: &str, cidr: Cidr, is_container: bool) {
+    fn add_owned(&mut self, ident: &str, cidr: Ipv4Cidr, is_container: bool) {
         let d = self.owned.entry(ident.to_owned()).or_default();
         d.is_container = is_container;
         d.cidrs.push(cidr);
@@ -1500,7 +1501,7 @@ impl Allocator {
         let Some(d) = self.owned.get_mut(ident) else {
             return false;
         };
-        let Some(i) = d.cidrs.iter().position(|c| c.addr == addr) else {
+        let Some(i) = d.cidrs.iter().position(|c| Address::from(c.addr()) == addr) else {
             return false;
         };
         d.cidrs.remove(i);
@@ -1529,13 +1530,14 @@ impl AllocError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ipam::{parse_cidr, parse_subnet};
 
     const A: PeerName = PeerName(0xa1);
     const B: PeerName = PeerName(0xb2);
     const C: PeerName = PeerName(0xc3);
 
-    fn universe() -> Cidr {
-        Cidr::parse_subnet("172.16.16.0/24").unwrap()
+    fn universe() -> Ipv4Cidr {
+        parse_subnet("172.16.16.0/24").unwrap()
     }
 
     fn seeded(name: PeerName, seed: Vec<PeerName>, rng_seed: u64, now: Instant) -> Allocator {
@@ -1763,7 +1765,7 @@ mod tests {
         for p in [&mut a, &mut b] {
             p.set_known_peers([A, B].into());
         }
-        let c = |s: &str| s.parse::<Cidr>().unwrap();
+        let c = |s: &str| parse_cidr(s).unwrap();
         // A claims an address B owns: B donates it.
         a.claim(RequestId(1), "x", c("172.16.16.200/24"), true, false);
         let r = run(&mut [&mut a, &mut b]);

@@ -178,13 +178,14 @@ mod tests {
     use std::collections::{BTreeSet, VecDeque};
     use std::time::{Duration, Instant};
 
+    use weft_types::Ipv4Cidr;
     use weft_wire::ipam as w;
 
     use super::*;
     use crate::handshake::LocalIdentity;
     use crate::ipam::allocator::{Config, InitMode, PersistRecord, Reply, RequestId, UnicastMsg};
     use crate::ipam::ring::RingError;
-    use crate::ipam::{Address, Cidr, Range};
+    use crate::ipam::{parse_subnet, Address, Range};
     use crate::mesh::{MeshConfig, MeshEvent};
 
     const A: PeerName = PeerName(0xaa_0000_0001);
@@ -196,7 +197,7 @@ mod tests {
             name,
             uid: name.0,
             nickname: format!("host-{:x}", name.0),
-            universe: Cidr::parse_subnet("172.16.16.0/24").unwrap(),
+            universe: parse_subnet("172.16.16.0/24").unwrap(),
             mode,
             pre_claims: vec![],
             rng_seed: name.0,
@@ -281,7 +282,7 @@ mod tests {
         exchange(&mut [a, b]);
     }
 
-    fn allocated(replies: &[(PeerName, RequestId, Reply)], peer: PeerName) -> Vec<Cidr> {
+    fn allocated(replies: &[(PeerName, RequestId, Reply)], peer: PeerName) -> Vec<Ipv4Cidr> {
         replies
             .iter()
             .filter_map(|(p, _, r)| match r {
@@ -482,7 +483,7 @@ mod tests {
         let now = Instant::now();
         let mut a = allocator(A, InitMode::Seed(vec![A]), now);
         let mut b = allocator(B, InitMode::Observer, now);
-        let subnet = Cidr::parse_subnet("172.16.16.0/24").unwrap();
+        let subnet = parse_subnet("172.16.16.0/24").unwrap();
         a.allocate(RequestId(1), "ca", subnet, true);
         // B has no ring: its broadcast asks for one, A answers with a ring update, then B
         // asks A for space and A donates.
@@ -491,12 +492,12 @@ mod tests {
         let (got_a, got_b) = (allocated(&replies, A), allocated(&replies, B));
         assert_eq!(got_a.len(), 1, "{replies:?}");
         assert_eq!(got_b.len(), 1, "{replies:?}");
-        assert_ne!(got_a[0].addr, got_b[0].addr);
+        assert_ne!(got_a[0].addr(), got_b[0].addr());
         assert!(!b.ring().is_empty());
         gossip_both_ways(&mut a, &mut b);
         assert_eq!(a.ring().entries(), b.ring().entries(), "one ring");
         assert_eq!(
-            a.ring().owner(got_b[0].addr),
+            a.ring().owner(got_b[0].addr().into()),
             Some(B),
             "B owns what it gave out"
         );
@@ -519,7 +520,7 @@ mod tests {
         };
         let mut a = allocator(A, mode.clone(), now);
         let mut b = allocator(B, mode, now);
-        let subnet = Cidr::parse_subnet("172.16.16.0/24").unwrap();
+        let subnet = parse_subnet("172.16.16.0/24").unwrap();
         // The request starts consensus; Paxos claims travel as broadcasts until both agree.
         b.allocate(RequestId(7), "cb", subnet, true);
         let replies = exchange(&mut [&mut a, &mut b]);

@@ -22,6 +22,16 @@
 //! Addresses are IPv4 only, as in Weave Net: a [`Address`] is a `u32`, a [`Range`] is half-open.
 //! A universe whose end would be 2^32 (a range ending at 255.255.255.255) is refused, since the
 //! ring keeps its end as a `u32` as Weave's wire format does.
+//!
+//! Subnets and containers' addresses are [`weft_types::Ipv4Cidr`], the one CIDR type the rest
+//! of weft uses too (the CLI, weft-attach, the firewall), so an address IPAM hands out goes onto
+//! an interface without conversion. What is plain CIDR arithmetic (the block's size, whether
+//! the host bits are zero, the same prefix around another address) is inherent to that type;
+//! what needs this module's [`Address`] and [`Range`] (a block as a range of the ring, its
+//! allocatable hosts) is the [`CidrBlock`] extension trait here, since weft-types depends on
+//! nothing and so cannot know IPAM's types. The parsing is IPAM's too ([`parse_cidr`],
+//! [`parse_subnet`]): its rules (a subnet of at least [`MIN_SUBNET_SIZE`] addresses, not
+//! ending at 2^32) and error texts ([`CidrError`]) are Weave Net's.
 
 pub mod allocator;
 pub mod channel;
@@ -35,7 +45,8 @@ mod sim;
 
 use std::fmt;
 use std::net::Ipv4Addr;
-use std::str::FromStr;
+
+use weft_types::Ipv4Cidr;
 
 /// Smallest subnet IPAM accepts: its first and last addresses are never handed out, so two
 /// would leave nothing.
@@ -139,16 +150,6 @@ impl fmt::Debug for Range {
     }
 }
 
-/// An address with a prefix length (Weave's `address.CIDR`): a subnet, or one address of a
-/// container with its subnet's prefix.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Cidr {
-    /// The address (for a subnet, its first address).
-    pub addr: Address,
-    /// Prefix length, 0..=32.
-    pub prefix_len: u8,
-}
-
 /// A CIDR text IPAM refuses; the messages are Weave Net's.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -167,82 +168,50 @@ pub enum CidrError {
     AtEnd(String),
 }
 
-impl Cidr {
-    /// `addr/prefix_len`; `None` if the prefix is longer than 32.
-    pub fn new(addr: Address, prefix_len: u8) -> Option<Self> {
-        (prefix_len <= 32).then_some(Self { addr, prefix_len })
-    }
+/// Parses `a.b.c.d/n` as Weave's `address.ParseCIDR` does (host bits allowed), with its error
+/// text; the text quoted back is cut at 64 characters, since it may come from a request.
+pub fn parse_cidr(s: &str) -> Result<Ipv4Cidr, CidrError> {
+    s.parse()
+        .map_err(|_| CidrError::Syntax(s.chars().take(64).collect()))
+}
 
-    /// Number of addresses in the block, as a u64 (a /0 holds 2^32).
-    pub fn block_size(self) -> u64 {
-        1u64 << (32 - u32::from(self.prefix_len))
+/// Parses a subnet as `--ipalloc-range` and the `/ip` routes take it: host bits zero, at least
+/// [`MIN_SUBNET_SIZE`] addresses, not ending at 2^32.
+pub fn parse_subnet(s: &str) -> Result<Ipv4Cidr, CidrError> {
+    let cidr = parse_cidr(s)?;
+    if !cidr.is_network() {
+        return Err(CidrError::NotSubnet(s.to_owned()));
     }
+    if cidr.block_size() < u64::from(MIN_SUBNET_SIZE) {
+        return Err(CidrError::TooSmall(s.to_owned()));
+    }
+    if u64::from(u32::from(cidr.addr())) + cidr.block_size() > u64::from(u32::MAX) {
+        return Err(CidrError::AtEnd(s.to_owned()));
+    }
+    Ok(cidr)
+}
 
-    /// Whether the host bits are zero.
-    pub fn is_subnet(self) -> bool {
-        u64::from(self.addr.0) % self.block_size() == 0
-    }
-
-    /// The block `[addr, addr + size)`, its end wrapping as Weave's does.
-    pub fn range(self) -> Range {
-        Range::new(
-            self.addr,
-            Address(self.addr.0.wrapping_add(self.block_size() as u32)),
-        )
-    }
+/// A CIDR's block as IPAM counts addresses: [`Address`] and [`Range`] are this module's, so
+/// these live here rather than on [`Ipv4Cidr`] (see the module docs).
+pub trait CidrBlock {
+    /// The block `[addr, addr + size)`, its end wrapping as Weave's does; for a subnet (as
+    /// [`parse_subnet`] gives) that is the whole subnet.
+    fn range(&self) -> Range;
 
     /// The block without its first and last address (RFC 1122), where IPAM allocates.
-    pub fn host_range(self) -> Range {
+    fn host_range(&self) -> Range;
+}
+
+impl CidrBlock for Ipv4Cidr {
+    fn range(&self) -> Range {
+        let start = Address::from(self.addr());
+        Range::new(start, start.offset(self.block_size() as u32))
+    }
+
+    fn host_range(&self) -> Range {
         let size = self.block_size().saturating_sub(2) as u32;
-        Range::new(self.addr.offset(1), self.addr.offset(1).offset(size))
-    }
-
-    /// The same prefix length around another address (Weave's `MakeCIDR`).
-    pub fn with_addr(self, addr: Address) -> Self {
-        Self {
-            addr,
-            prefix_len: self.prefix_len,
-        }
-    }
-
-    /// Parses a subnet as `--ipalloc-range` and the `/ip` routes take it: host bits zero, at
-    /// least [`MIN_SUBNET_SIZE`] addresses, not ending at 2^32.
-    pub fn parse_subnet(s: &str) -> Result<Self, CidrError> {
-        let cidr: Self = s.parse()?;
-        if !cidr.is_subnet() {
-            return Err(CidrError::NotSubnet(s.to_owned()));
-        }
-        if cidr.block_size() < u64::from(MIN_SUBNET_SIZE) {
-            return Err(CidrError::TooSmall(s.to_owned()));
-        }
-        if u64::from(cidr.addr.0) + cidr.block_size() > u64::from(u32::MAX) {
-            return Err(CidrError::AtEnd(s.to_owned()));
-        }
-        Ok(cidr)
-    }
-}
-
-impl FromStr for Cidr {
-    type Err = CidrError;
-
-    fn from_str(s: &str) -> Result<Self, CidrError> {
-        let err = || CidrError::Syntax(s.chars().take(64).collect());
-        let (ip, len) = s.split_once('/').ok_or_else(err)?;
-        let ip: Ipv4Addr = ip.parse().map_err(|_| err())?;
-        let len: u8 = len.parse().map_err(|_| err())?;
-        Self::new(ip.into(), len).ok_or_else(err)
-    }
-}
-
-impl fmt::Display for Cidr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix_len)
-    }
-}
-
-impl fmt::Debug for Cidr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
+        let first = Address::from(self.addr()).offset(1);
+        Range::new(first, first.offset(size))
     }
 }
 
@@ -283,22 +252,58 @@ mod tests {
 
     #[test]
     fn ipam_subnet_parsing() {
-        let c = Cidr::parse_subnet("172.16.16.0/24").unwrap();
+        let c = parse_subnet("172.16.16.0/24").unwrap();
         assert_eq!(
             c.host_range(),
             Range::new(a("172.16.16.1"), a("172.16.16.255"))
         );
         assert_eq!(c.range().size(), 256);
         assert_eq!(
-            Cidr::parse_subnet("10.0.0.1/24").unwrap_err().to_string(),
+            parse_subnet("10.0.0.1/24").unwrap_err().to_string(),
             "invalid subnet - bits after network prefix are not all zero: 10.0.0.1/24"
         );
         assert_eq!(
-            Cidr::parse_subnet("10.0.0.0/31").unwrap_err().to_string(),
+            parse_subnet("10.0.0.0/31").unwrap_err().to_string(),
             "invalid subnet - smaller than minimum size 4: 10.0.0.0/31"
         );
-        assert!(Cidr::parse_subnet("255.255.255.0/24").is_err());
-        assert!(Cidr::parse_subnet("10.0.0.0/33").is_err());
-        assert!(Cidr::parse_subnet("x/8").is_err());
+        assert!(parse_subnet("255.255.255.0/24").is_err());
+        assert!(parse_subnet("10.0.0.0/33").is_err());
+        assert!(parse_subnet("x/8").is_err());
+    }
+
+    #[test]
+    fn ipam_cidr_parsing() {
+        // An address of a subnet keeps its host bits: that is what a claim names.
+        let c = parse_cidr("172.16.16.200/24").unwrap();
+        assert_eq!(c.to_string(), "172.16.16.200/24");
+        assert_eq!(c.range().start, a("172.16.16.200"));
+        assert_eq!(
+            parse_cidr("172.16.16.999/24").unwrap_err().to_string(),
+            "invalid CIDR address: 172.16.16.999/24"
+        );
+        // Go's ParseCIDR takes decimal digits only after the slash.
+        for bad in [
+            "10.0.0.0/+8",
+            "10.0.0.0/33",
+            "10.0.0.0",
+            "10.0.0.0/",
+            "::1/128",
+        ] {
+            assert_eq!(
+                parse_cidr(bad),
+                Err(CidrError::Syntax(bad.to_owned())),
+                "{bad}"
+            );
+        }
+        // Text from a request is quoted back cut at 64 characters.
+        let long = format!("{}/8", "1".repeat(100));
+        assert_eq!(
+            parse_cidr(&long).unwrap_err().to_string(),
+            format!("invalid CIDR address: {}", "1".repeat(64))
+        );
+        assert_eq!(
+            parse_subnet("255.255.255.0/24").unwrap_err().to_string(),
+            "invalid subnet - reaches the end of the address space: 255.255.255.0/24"
+        );
     }
 }

@@ -16,13 +16,14 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use weft_types::Ipv4Cidr;
 use weft_wire::PeerName;
 
 use super::allocator::{
     Allocator, Config, GossipDelta, GossipState, InitMode, Output, PersistRecord, Persisted, Reply,
     RequestId, UnicastMsg,
 };
-use super::{Address, Cidr};
+use super::{parse_subnet, Address, CidrBlock};
 
 /// Sizes and rates of one run.
 #[derive(Debug, Clone)]
@@ -72,7 +73,7 @@ struct Sim {
     p: Params,
     rng: StdRng,
     now: Instant,
-    universe: Cidr,
+    universe: Ipv4Cidr,
     slots: Vec<Slot>,
     queue: BinaryHeap<Reverse<(Instant, u64)>>,
     flights: BTreeMap<u64, InFlight>,
@@ -97,7 +98,7 @@ impl Sim {
     fn new(p: Params) -> Self {
         let mut rng = StdRng::seed_from_u64(p.seed);
         let now = Instant::now();
-        let universe = Cidr::parse_subnet(p.universe).unwrap();
+        let universe = parse_subnet(p.universe).unwrap();
         let mut sim = Self {
             rng: StdRng::seed_from_u64(rng.gen()),
             p,
@@ -367,7 +368,7 @@ impl Sim {
                     let id = self.request();
                     let host = self.universe.host_range();
                     let addr = Address(self.rng.gen_range(host.start.0..host.end.0));
-                    let cidr = self.universe.with_addr(addr);
+                    let cidr = self.universe.with_addr(addr.into());
                     let ident = format!("k{}", id.0);
                     self.with(i, |a| a.claim(id, &ident, cidr, true, false));
                 }
@@ -475,10 +476,12 @@ impl Sim {
             };
             for d in owned.unwrap_or_default().values() {
                 for c in &d.cidrs {
-                    if let Some(other) = holders.insert(c.addr, s.name) {
+                    if let Some(other) = holders.insert(c.addr().into(), s.name) {
                         panic!(
                             "{} held by both {other} and {} at {:?}",
-                            c.addr, s.name, self.now
+                            c.addr(),
+                            s.name,
+                            self.now
                         );
                     }
                 }
@@ -702,7 +705,7 @@ fn ring_change_cost(n: usize, deltas: bool, change: &dyn Fn(&mut Allocator, &[Pe
                 name,
                 uid: name.0,
                 nickname: format!("host{}", name.0),
-                universe: Cidr::parse_subnet("10.32.0.0/12").unwrap(),
+                universe: parse_subnet("10.32.0.0/12").unwrap(),
                 mode: InitMode::Seed(names.clone()),
                 pre_claims: vec![],
                 rng_seed: name.0,

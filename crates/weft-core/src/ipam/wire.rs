@@ -338,12 +338,13 @@ fn bounded(what: &'static str, count: usize, max: usize) -> Result<(), WireError
 #[allow(clippy::unwrap_used)]
 mod tests {
     use proptest::prelude::*;
+    use weft_types::Ipv4Cidr;
     use weft_wire::gob::{mapping, Encoder};
     use weft_wire::PeerName;
 
     use super::*;
     use crate::ipam::ring::Ring;
-    use crate::ipam::Cidr;
+    use crate::ipam::{parse_subnet, CidrBlock};
 
     const A: PeerName = PeerName(0xaabb_ccdd_ee01);
     const B: PeerName = PeerName(0xaabb_ccdd_ee02);
@@ -675,11 +676,8 @@ mod tests {
             ),
         )
             .prop_filter_map("a usable universe", |(addr, len, seeds, grants)| {
-                let cidr = Cidr::new(Address(addr), 32 - len)?;
-                let cidr = cidr.with_addr(Address(
-                    (u64::from(addr) / cidr.block_size() * cidr.block_size()) as u32,
-                ));
-                let universe = Cidr::parse_subnet(&cidr.to_string()).ok()?.range();
+                let cidr = Ipv4Cidr::new(addr.into(), 32 - len).ok()?.network();
+                let universe = parse_subnet(&cidr.to_string()).ok()?.range();
                 let seeds: Vec<PeerName> = seeds.into_iter().collect();
                 let mut ring = Ring::new(universe, seeds[0])?;
                 ring.claim_for_peers(&seeds);

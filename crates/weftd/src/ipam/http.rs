@@ -9,7 +9,8 @@ use axum::routing::{delete, get, post};
 use axum::Router;
 use tokio::sync::oneshot;
 use weft_core::ipam::allocator::{AllocError, NO_CONTAINER_ID};
-use weft_core::ipam::{Address, Cidr, Range};
+use weft_core::ipam::{parse_cidr, parse_subnet, Address, CidrBlock, Range};
+use weft_types::Ipv4Cidr;
 
 use super::task::{Handle, Request};
 use crate::error::RequestError;
@@ -60,8 +61,8 @@ fn flag(q: &[(String, String)], body: &str, name: &str) -> bool {
         .is_some_and(|(_, v)| v == "true")
 }
 
-fn subnet(ip: &str, len: &str) -> Result<Cidr, RequestError> {
-    Ok(Cidr::parse_subnet(&format!("{ip}/{len}"))?)
+fn subnet(ip: &str, len: &str) -> Result<Ipv4Cidr, RequestError> {
+    Ok(parse_subnet(&format!("{ip}/{len}"))?)
 }
 
 fn alloc_err(e: AllocError) -> RequestError {
@@ -69,7 +70,7 @@ fn alloc_err(e: AllocError) -> RequestError {
 }
 
 /// An allocation's answer: the address, or Weave's 200 `cancelled`.
-fn allocated(r: Result<Cidr, AllocError>) -> Result<Response, RequestError> {
+fn allocated(r: Result<Ipv4Cidr, AllocError>) -> Result<Response, RequestError> {
     match r {
         Ok(c) => Ok(text(StatusCode::OK, c.to_string())),
         Err(AllocError::Cancelled { .. }) => Ok(text(StatusCode::OK, "cancelled".into())),
@@ -80,7 +81,7 @@ fn allocated(r: Result<Cidr, AllocError>) -> Result<Response, RequestError> {
 async fn allocate(
     ipam: &Handle,
     ident: String,
-    subnet: Cidr,
+    subnet: Ipv4Cidr,
     check_alive: bool,
 ) -> Result<Response, RequestError> {
     allocated(
@@ -122,7 +123,7 @@ async fn claim(
     Query(q): Query<Vec<(String, String)>>,
     body: String,
 ) -> Result<Response, RequestError> {
-    let cidr: Cidr = format!("{ip}/{len}").parse::<Cidr>()?;
+    let cidr = parse_cidr(&format!("{ip}/{len}"))?;
     let check_alive = flag(&q, &body, "check-alive");
     let no_error_on_unknown = flag(&q, &body, "noErrorOnUnknown");
     let r = ipam

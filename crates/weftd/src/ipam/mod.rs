@@ -12,7 +12,8 @@ pub mod status;
 pub mod task;
 
 use weft_core::ipam::allocator::InitMode;
-use weft_core::ipam::{Cidr, CidrError};
+use weft_core::ipam::{parse_subnet, CidrBlock, CidrError};
+use weft_types::Ipv4Cidr;
 use weft_wire::PeerName;
 
 /// `--ipalloc-range` when none is given (Weave Net's script default).
@@ -22,9 +23,9 @@ pub const DEFAULT_RANGE: &str = "10.32.0.0/12";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IpamConfig {
     /// `--ipalloc-range`: the universe every peer must agree on.
-    pub range: Cidr,
+    pub range: Ipv4Cidr,
     /// `--ipalloc-default-subnet`: where `net:default` allocates (default: the range).
-    pub default_subnet: Cidr,
+    pub default_subnet: Ipv4Cidr,
     /// `--ipalloc-init` / `--init-peer-count`.
     pub mode: InitMode,
 }
@@ -59,9 +60,9 @@ pub enum IpamConfigError {
     #[error("IP address allocation default subnet {subnet} does not overlap with allocation range {range}")]
     SubnetOutsideRange {
         /// `--ipalloc-default-subnet`.
-        subnet: Cidr,
+        subnet: Ipv4Cidr,
         /// `--ipalloc-range`.
-        range: Cidr,
+        range: Ipv4Cidr,
     },
     /// A default subnet (or init mode) with IPAM turned off.
     #[error("{0} specified without --ipalloc-range")]
@@ -86,9 +87,8 @@ impl IpamConfig {
             }
             return Ok(None);
         }
-        let subnet = |flag, s: &str| {
-            Cidr::parse_subnet(s).map_err(|error| IpamConfigError::Cidr { flag, error })
-        };
+        let subnet =
+            |flag, s: &str| parse_subnet(s).map_err(|error| IpamConfigError::Cidr { flag, error });
         let range = subnet("--ipalloc-range", range_text)?;
         let default_subnet = match flags.default_subnet.filter(|s| !s.is_empty()) {
             Some(s) => subnet("--ipalloc-default-subnet", s)?,

@@ -10,7 +10,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use weft_core::ipam::allocator::{OwnedData, PersistRecord, Persisted};
 use weft_core::ipam::ring::{Entry, RingSnapshot};
-use weft_core::ipam::{Address, Cidr};
+use weft_core::ipam::Address;
+use weft_types::Ipv4Cidr;
 use weft_wire::PeerName;
 
 use crate::store::{Store, StoreError, IPAM_OWNED, IPAM_RING};
@@ -66,7 +67,11 @@ fn encode(store: &Store, record: &PersistRecord) -> Result<(&'static str, Vec<u8
             let o: BTreeMap<&str, OwnedRecord> = owned
                 .iter()
                 .map(|(id, d)| {
-                    let cidrs = d.cidrs.iter().map(|c| (c.addr.0, c.prefix_len)).collect();
+                    let cidrs = d
+                        .cidrs
+                        .iter()
+                        .map(|c| (u32::from(c.addr()), c.prefix_len()))
+                        .collect();
                     (
                         id.as_str(),
                         OwnedRecord {
@@ -116,7 +121,7 @@ pub(crate) fn load(store: &Store) -> Result<Persisted, StoreError> {
                     let cidrs = r
                         .cidrs
                         .into_iter()
-                        .filter_map(|(a, len)| Cidr::new(Address(a), len))
+                        .filter_map(|(a, len)| Ipv4Cidr::new(a.into(), len).ok())
                         .collect();
                     (
                         id,

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use serde_json::{json, Value};
 use weft_core::ipam::allocator::{Allocator, Readiness};
-use weft_core::ipam::Cidr;
+use weft_types::Ipv4Cidr;
 use weft_wire::PeerName;
 
 /// One ring range as the report lists it (Weave's `EntryStatus`).
@@ -33,22 +33,26 @@ pub struct IpamStatus {
     /// The status line's state.
     pub readiness: Readiness,
     /// `--ipalloc-range`.
-    pub range: Cidr,
+    pub range: Ipv4Cidr,
     /// `--ipalloc-default-subnet`.
-    pub default_subnet: Cidr,
+    pub default_subnet: Ipv4Cidr,
     /// Addresses given out here.
     pub active: u64,
     /// Ring ranges, in ring order.
     pub entries: Vec<EntryStatus>,
     /// Claims waiting: ident and address.
-    pub pending_claims: Vec<(String, Cidr)>,
+    pub pending_claims: Vec<(String, Ipv4Cidr)>,
     /// Allocations waiting: `ident subnet`.
     pub pending_allocates: Vec<String>,
 }
 
 impl IpamStatus {
     /// Takes the allocator's state; `known` says whether the router knows a peer.
-    pub fn of(alloc: &Allocator, default_subnet: Cidr, known: &dyn Fn(PeerName) -> bool) -> Self {
+    pub fn of(
+        alloc: &Allocator,
+        default_subnet: Ipv4Cidr,
+        known: &dyn Fn(PeerName) -> bool,
+    ) -> Self {
         let us = alloc.name();
         let entries = alloc
             .ring()

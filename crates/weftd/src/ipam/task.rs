@@ -17,8 +17,9 @@ use weft_core::ipam::allocator::{
     AllocError, Allocator, Config, Output, PersistRecord, PreClaim, Reply, RequestId,
 };
 use weft_core::ipam::channel::{self, ChannelSend};
-use weft_core::ipam::{Address, Cidr, Range};
+use weft_core::ipam::{Address, Range};
 use weft_core::mesh::{ChannelMessage, ConnId, GOSSIP_INTERVAL};
+use weft_types::Ipv4Cidr;
 use weft_wire::PeerName;
 
 use super::persist;
@@ -43,14 +44,14 @@ pub(crate) enum Request {
     /// `POST /ip/{id}[/{subnet}]`.
     Allocate {
         ident: String,
-        subnet: Cidr,
+        subnet: Ipv4Cidr,
         check_alive: bool,
-        reply: oneshot::Sender<Result<Cidr, AllocError>>,
+        reply: oneshot::Sender<Result<Ipv4Cidr, AllocError>>,
     },
     /// `PUT /ip/{id}/{ip}/{len}`.
     Claim {
         ident: String,
-        cidr: Cidr,
+        cidr: Ipv4Cidr,
         check_alive: bool,
         no_error_on_unknown: bool,
         reply: oneshot::Sender<Result<(), AllocError>>,
@@ -61,10 +62,10 @@ pub(crate) enum Request {
     Lookup {
         ident: String,
         range: Range,
-        reply: oneshot::Sender<Vec<Cidr>>,
+        reply: oneshot::Sender<Vec<Ipv4Cidr>>,
     },
     /// `GET /ip`.
-    Owned(oneshot::Sender<Vec<(String, Vec<Cidr>)>>),
+    Owned(oneshot::Sender<Vec<(String, Vec<Ipv4Cidr>)>>),
     /// `DELETE /ip/{id}/{ip}`.
     Free {
         ident: String,
@@ -182,12 +183,12 @@ impl Inbox {
 pub struct Handle {
     pub(crate) requests: mpsc::Sender<Request>,
     /// `--ipalloc-default-subnet`.
-    pub default_subnet: Cidr,
+    pub default_subnet: Ipv4Cidr,
 }
 
 /// Who waits for a reply the allocator will give later.
 enum Waiter {
-    Allocate(oneshot::Sender<Result<Cidr, AllocError>>),
+    Allocate(oneshot::Sender<Result<Ipv4Cidr, AllocError>>),
     Claim(oneshot::Sender<Result<(), AllocError>>),
     Prime(oneshot::Sender<Result<(), AllocError>>),
 }
@@ -307,7 +308,7 @@ struct Task {
     next_id: u64,
     known: BTreeSet<PeerName>,
     neighbours: BTreeSet<PeerName>,
-    default_subnet: Cidr,
+    default_subnet: Ipv4Cidr,
 }
 
 fn unix_now() -> i64 {
