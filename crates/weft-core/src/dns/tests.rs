@@ -132,6 +132,12 @@ fn tombstones_match_wildcards_our_origin_only_and_exact_case() {
     z.receive(data(vec![theirs.clone()]), NOW).unwrap();
     // Hostname compared exactly.
     assert_eq!(z.tombstone(None, None, Some("A.weave.local."), NOW), None);
+    // Made fully qualified first.
+    let t = z
+        .tombstone(Some("c2"), None, Some("b.weave.local"), NOW)
+        .unwrap();
+    assert_eq!(t.entries[0].hostname, "b.weave.local.");
+    z.add("b.weave.local.", "c2", ip(3), NOW).unwrap();
     // By container and address: one of ours.
     let t = z.tombstone(Some("c1"), Some(ip(2)), None, NOW).unwrap();
     assert_eq!(t.entries.len(), 1);

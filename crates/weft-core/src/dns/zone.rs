@@ -338,8 +338,9 @@ impl Zone {
     }
 
     /// Tombstones our live entries matching every part given (`None` is Weave's `*`): the
-    /// container, the address, the hostname compared exactly (case-sensitive), as HTTP
-    /// `DELETE /name/…` does. Returns what to broadcast, or `None` if nothing changed.
+    /// container, the address, the hostname (made fully qualified, then compared exactly:
+    /// case-sensitive), as HTTP `DELETE /name/…` does. Returns what to broadcast, or `None` if
+    /// nothing changed.
     pub fn tombstone(
         &mut self,
         container: Option<&str>,
@@ -348,6 +349,8 @@ impl Zone {
         now: i64,
     ) -> Option<GossipData> {
         let ourself = self.ourself;
+        let hostname = hostname.map(fqdn);
+        let hostname = hostname.as_deref();
         self.tombstone_where(now, |k| {
             k.origin == ourself
                 && container.is_none_or(|c| k.container_id == c)
