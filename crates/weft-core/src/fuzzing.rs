@@ -752,6 +752,87 @@ pub fn mesh_frames_seeds() -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// DNS queries: the responder's answer is at most one DNS message (64 KiB, in a buffer that may
+/// have doubled past it once while growing: 128 KiB) plus the records behind it (a 200-entry
+/// name: about 300 bytes each, 60 KiB) and the encoder's compression table; parsing keeps only
+/// the first question (its name at most 255 bytes however compressed), so the input adds
+/// nothing per byte beyond what hickory's reader holds while it reads one question.
+pub const DNS_QUERY_BOUND: Bound = Bound {
+    per_byte: 16,
+    base: 256 * 1024,
+};
+
+/// The zone the `dns_query` harness answers from (built once, outside the measured part): a few
+/// names, one with 200 entries (so UDP answers truncate), and their reverse entries.
+fn dns_zone() -> crate::dns::Zone {
+    use std::net::Ipv4Addr;
+
+    use crate::dns::{Zone, ZoneConfig};
+
+    let mut z = Zone::new(ZoneConfig::new(PeerName(0x0a00_0000_0001)));
+    let mut add = |name: &str, c: &str, a: Ipv4Addr| {
+        // Cannot fail: the names are in the domain and valid.
+        let _ = z.add(name, c, a, 1_700_000_000);
+    };
+    add("web.weave.local.", "c1", Ipv4Addr::new(10, 32, 0, 1));
+    add("Web.weave.local.", "c2", Ipv4Addr::new(10, 32, 0, 2));
+    add("db.weave.local.", "c3", Ipv4Addr::new(10, 32, 0, 3));
+    add(
+        &format!("{}.weave.local.", "l".repeat(63)),
+        "c4",
+        Ipv4Addr::new(10, 32, 0, 4),
+    );
+    for i in 0..200u8 {
+        add("many.weave.local.", "m", Ipv4Addr::new(10, 40, 0, i));
+    }
+    z
+}
+
+/// Feeds a DNS query to the responder: the first byte picks the transport (bit 0: TCP) and
+/// the shuffle's seed, the rest is the query. An answer must be one DNS response with the
+/// query's id, within 64 KiB, and over UDP with more than one record within 512 bytes or the
+/// query's EDNS0 size.
+pub fn dns_query(data: &[u8], meter: HeapMeter) {
+    use std::sync::OnceLock;
+
+    use rand::SeedableRng;
+
+    use crate::dns::{Action, Responder, Transport};
+
+    static ZONE: OnceLock<crate::dns::Zone> = OnceLock::new();
+    let zone = ZONE.get_or_init(dns_zone);
+    let (mode, query) = data.split_first().map_or((0, data), |(&m, q)| (m, q));
+    let transport = if mode & 1 == 1 {
+        Transport::Tcp
+    } else {
+        Transport::Udp
+    };
+    let action = metered(data.len(), DNS_QUERY_BOUND, meter, "dns_query", || {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(u64::from(mode));
+        Responder::default().answer(zone, query, transport, &mut rng)
+    });
+    let Action::Answer(bytes) = action else {
+        return;
+    };
+    assert!(bytes.len() <= crate::dns::responder::MAX_MESSAGE);
+    let m = match hickory_proto::op::Message::from_vec(&bytes) {
+        Ok(m) => m,
+        Err(e) => panic!("answer does not parse: {e}"),
+    };
+    assert_eq!(m.message_type(), hickory_proto::op::MessageType::Response);
+    assert_eq!(bytes.get(..2), query.get(..2), "answer id");
+    // The limit as hickory reads the query (it raises an EDNS0 size below 512 to 512, which
+    // only loosens the check); queries it does not read are not checked.
+    let parsed = hickory_proto::op::Message::from_vec(query);
+    if let (Transport::Udp, true, Ok(q)) = (transport, m.answers().len() > 1, parsed) {
+        let limit = q
+            .extensions()
+            .as_ref()
+            .map_or(512, |e| usize::from(e.max_payload()));
+        assert!(bytes.len() <= limit, "{} bytes over {limit}", bytes.len());
+    }
+}
+
 // Tests may unwrap: a panic is how they fail.
 #[cfg(test)]
 mod tests {
@@ -786,5 +867,6 @@ mod tests {
         assert!(replay("forward", super::forward) > 0);
         assert!(replay("topology_update", super::topology_update) > 0);
         assert!(replay("mesh_frames", super::mesh_frames) > 0);
+        assert!(replay("dns_query", super::dns_query) > 0);
     }
 }

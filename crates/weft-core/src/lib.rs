@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 pub mod connection_maker;
+pub mod dns;
 #[doc(hidden)]
 pub mod fuzz_support;
 #[cfg(any(fuzzing, test))]

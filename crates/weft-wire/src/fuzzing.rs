@@ -278,6 +278,18 @@ pub fn ipam_delta(data: &[u8], meter: HeapMeter) {
     }
 }
 
+/// Decodes a DNS gossip payload (a `GossipData`); whatever decodes must re-encode to a payload
+/// that decodes to the same data (entries in gossip order).
+pub fn dns_gossip(data: &[u8], meter: HeapMeter) {
+    use crate::dns::{Entry, GossipData};
+    let decoded = metered(data, meter, "dns_gossip", || GossipData::decode(data));
+    if let Ok(mut d) = decoded {
+        let again = GossipData::decode(&d.encode());
+        d.entries.sort_by(Entry::gossip_order);
+        assert_eq!(again, Ok(d));
+    }
+}
+
 /// Decodes a handshake features map.
 pub fn features(data: &[u8], meter: HeapMeter) {
     let decoded = metered(data, meter, "features", || crate::features::decode(data));
@@ -378,6 +390,7 @@ mod tests {
         assert!(replay("ipam_gossip", super::ipam_gossip) > 0);
         assert!(replay("ipam_unicast", super::ipam_unicast) > 0);
         assert!(replay("ipam_delta", super::ipam_delta) > 0);
+        assert!(replay("dns_gossip", super::dns_gossip) > 0);
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! Everything that crosses a socket is encoded and decoded here and nowhere else: Go `gob`
 //! values, the mesh protocol header and frames, the handshake features map, gossip message
 //! framing, the topology payload, weft's own topology deltas ([`topology_delta`]), IPAM's
-//! gossip payloads ([`ipam`]) and weft's own IPAM ring deltas ([`ipam_delta`]). Go structs are
+//! gossip payloads ([`ipam`]), weft's own IPAM ring deltas ([`ipam_delta`]) and DNS's gossip
+//! payload ([`dns`]). Go structs are
 //! declared once with [`gob_struct!`]. Decoders are strict (trailing bytes, oversize lengths
 //! and malformed input are errors, never panics) because every byte here may come from a
 //! hostile peer. No I/O and no clocks live in this crate.
@@ -14,12 +15,13 @@
 //! this with a counting allocator. Errors carry at most a bounded prefix of any text a peer
 //! chose ([`bounded`]), never a whole peer-supplied value or type.
 //!
-//! Left out: encryption (NaCl framing of TCP and UDP), which wraps these formats, and DNS's
-//! gossip payload (for [`gob_struct!`] too).
+//! Left out: encryption (NaCl framing of TCP and UDP), which wraps these formats, and DNS
+//! queries and answers (the `hickory-proto` crate's, used where they are answered).
 // Tests may unwrap: a panic is how they fail.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 #![warn(missing_docs)]
 
+pub mod dns;
 mod error;
 pub mod features;
 pub mod frame;

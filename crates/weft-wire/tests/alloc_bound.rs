@@ -587,6 +587,48 @@ fn ipam_hostile_payloads() {
     assert!(err.contains("field in common"), "{err}");
 }
 
+// ---- DNS ----
+
+/// A DNS `GossipData` payload whose entries are `entries`.
+fn dns_data(entries: Vec<Value>) -> Vec<u8> {
+    use weft_wire::gob::mapping::GobKind;
+    let mut out = Vec::new();
+    let v = Value::structure([
+        ("Timestamp", Value::Int(1)),
+        ("Entries", Value::Slice(entries)),
+    ]);
+    Encoder::new()
+        .encode(&weft_wire::dns::GossipData::gob_type(), &v, &mut out)
+        .unwrap();
+    out
+}
+
+#[test]
+fn dns_hostile_payloads() {
+    use weft_wire::dns::GossipData;
+    // 100,000 entries with a one-letter hostname and nothing else: four bytes each.
+    let tiny = || Value::structure([("Hostname", Value::String("a".into()))]);
+    let s = dns_data(vec![tiny(); 100_000]);
+    let err = bounded("dns 100k tiny entries", &s, GossipData::decode).unwrap_err();
+    assert!(err.contains("100000 entries"), "{err}");
+    let s = dns_data(vec![tiny(); weft_wire::dns::MAX_ENTRIES]);
+    let d = bounded("dns most tiny entries", &s, GossipData::decode).unwrap();
+    assert_eq!(d.entries.len(), weft_wire::dns::MAX_ENTRIES);
+    // 100,000 empty entries (one byte each): refused before any entry is built.
+    let s = dns_data(vec![Value::Struct(vec![]); 100_000]);
+    let err = bounded("dns 100k empty entries", &s, GossipData::decode).unwrap_err();
+    assert!(err.contains("missing Hostname"), "{err}");
+    // Long names: refused with a typed error, the name cut in the text.
+    let long = Value::structure([("Hostname", Value::String("x".repeat(100_000)))]);
+    let err = bounded(
+        "dns long hostname",
+        &dns_data(vec![long]),
+        GossipData::decode,
+    )
+    .unwrap_err();
+    assert!(err.contains("invalid hostname"), "{err}");
+}
+
 // ---- ipam_delta ----
 
 #[test]
@@ -617,7 +659,12 @@ fn ipam_delta_hostile_payloads() {
 #[test]
 fn fuzz_corpora_stay_within_the_bound() {
     type Entry = fn(&[u8]) -> Result<(), String>;
-    let targets: [(&str, Entry); 9] = [
+    let targets: [(&str, Entry); 10] = [
+        ("dns_gossip", |d| {
+            weft_wire::dns::GossipData::decode(d)
+                .map(drop)
+                .map_err(|e| e.to_string())
+        }),
         ("ipam_gossip", |d| {
             ipam::GossipState::decode(d)
                 .map(drop)

@@ -553,6 +553,45 @@ fn dns_values() {
     assert_eq!(i(&entries[1], "Tombstone"), 0);
 }
 
+/// The 271-byte `GossipData` dump decodes to Weave's values and re-encodes to Go's bytes.
+#[test]
+fn dns_gossip_data_is_byte_exact() {
+    use std::net::Ipv4Addr;
+
+    use weft_wire::dns::{Entry, GossipData};
+
+    let all = dumps("gob-test-vectors.txt");
+    let bytes = dump(&all, "--- DNS GossipData");
+    assert_eq!(bytes.len(), 271);
+    let expected = GossipData {
+        timestamp: 1_700_000_000,
+        entries: vec![
+            Entry {
+                container_id: "def456".into(),
+                origin: A,
+                addr: Ipv4Addr::new(10, 32, 0, 2),
+                hostname: "db.weave.local.".into(),
+                version: 2,
+                tombstone: 1_700_000_001,
+            },
+            Entry {
+                container_id: "abc123".into(),
+                origin: A,
+                addr: Ipv4Addr::new(10, 32, 0, 1),
+                hostname: "web.weave.local.".into(),
+                version: 0,
+                tombstone: 0,
+            },
+        ],
+    };
+    assert_eq!(GossipData::decode(bytes), Ok(expected.clone()));
+    assert_eq!(expected.encode(), bytes);
+    // Whatever order the entries are in, they go out in Weave's gossip order.
+    let mut reversed = expected.clone();
+    reversed.entries.reverse();
+    assert_eq!(reversed.encode(), bytes);
+}
+
 #[test]
 fn sleeve_heartbeat_datagram_is_42_bytes() {
     let d = sleeve::encode_heartbeat(A, A, B, 42);

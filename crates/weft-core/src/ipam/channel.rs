@@ -176,13 +176,12 @@ fn gossip(alloc: &mut Allocator, sender: Option<PeerName>, payload: &[u8]) -> Re
 #[allow(clippy::unwrap_used)]
 mod tests {
     use std::collections::{BTreeSet, VecDeque};
-    use std::time::{Duration, Instant};
+    use std::time::Instant;
 
     use weft_types::Ipv4Cidr;
     use weft_wire::ipam as w;
 
     use super::*;
-    use crate::handshake::LocalIdentity;
     use crate::ipam::allocator::{Config, InitMode, PersistRecord, Reply, RequestId, UnicastMsg};
     use crate::ipam::ring::RingError;
     use crate::ipam::{parse_subnet, Address, Range};
@@ -585,23 +584,7 @@ mod tests {
     #[test]
     fn ipam_sends_go_through_the_mesh() {
         let now = Instant::now();
-        let cfg = MeshConfig {
-            identity: LocalIdentity {
-                name: A,
-                nick_name: "host-a".into(),
-                uid: 1,
-                short_id: 1,
-                overlays: "sleeve".into(),
-            },
-            port: 6783,
-            conn_limit: 0,
-            discovery: false,
-            fastdp: false,
-            mtu: 1376,
-            topology_deltas: true,
-            gossip_interval: Duration::from_secs(30),
-        };
-        let mut mesh = Mesh::new(cfg, 1, now);
+        let mut mesh = Mesh::new(MeshConfig::lone(A), 1, now);
         let range = Range::new(Address(0xac10_1000), Address(0xac10_1100));
         let send = outgoing(
             &Output::Unicast {

@@ -98,6 +98,29 @@ pub struct MeshConfig {
     pub gossip_interval: Duration,
 }
 
+impl MeshConfig {
+    /// A router named `name` with no connections, for the channel tests.
+    #[cfg(test)]
+    pub(crate) fn lone(name: PeerName) -> Self {
+        Self {
+            identity: LocalIdentity {
+                name,
+                nick_name: "host-a".into(),
+                uid: 1,
+                short_id: 1,
+                overlays: "sleeve".into(),
+            },
+            port: 6783,
+            conn_limit: 0,
+            discovery: false,
+            fastdp: false,
+            mtu: 1376,
+            topology_deltas: true,
+            gossip_interval: Duration::from_secs(30),
+        }
+    }
+}
+
 /// Which side opened a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Origin {
