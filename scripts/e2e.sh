@@ -137,6 +137,12 @@ test_cli_errors_and_exit_codes() {
     local out; out=$(ip netns exec "$(lab_ns 1)" env WEFT_STATE_DIR="$LAB_DIR/h1/state" WEFT_RUN_DIR="$LAB_DIR/h1/run" "$LAB_DIR/weave" version)
     expect_match "$out" "^weave script [0-9]" "weave alias version"
     expect_match "$(lab_weft 1 report -f '{{.Router.Interface}}')" "vethwe-pcap \(via TAP\), vxlan-6784" "report interface"
+    # A reader that leaves early (`| grep -q`, `| head`) is no error: no panic, exit 0.
+    local rc=0 i
+    for i in 1 2 3; do
+        (set -o pipefail; lab_weft 1 status 2>"$LAB_DIR/pipe.err" | true) || rc=$?
+        expect_eq "$rc $(head -c 200 "$LAB_DIR/pipe.err")" "0 " "status into a closed pipe"
+    done
     lab_weft 1 stop
     expect_exit 1 "" "status after stop" lab_weft 1 status
 }

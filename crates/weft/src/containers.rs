@@ -85,7 +85,7 @@ fn fail(e: impl std::fmt::Display) -> ExitCode {
 fn finish(r: Result<String, Failure>) -> ExitCode {
     match r {
         Ok(out) => {
-            println!("{out}");
+            outln!("{out}");
             ExitCode::SUCCESS
         }
         Err(f) => f.report(),
@@ -252,7 +252,7 @@ pub(crate) fn ps(args: &[String]) -> ExitCode {
     match blocking::ps(&containers) {
         Ok(lines) => {
             for l in lines {
-                println!("{l}");
+                outln!("{l}");
             }
             ExitCode::SUCCESS
         }

@@ -340,7 +340,7 @@ pub(crate) fn launch(args: &[String]) -> ExitCode {
             return ExitCode::from(1);
         }
         if let Reply::Ok(_) = client::get(&http_addr(), "/status", false) {
-            println!("{}", child.id());
+            outln!("{}", child.id());
             return ExitCode::SUCCESS;
         }
         std::thread::sleep(Duration::from_millis(5));
@@ -364,7 +364,7 @@ pub(crate) fn stop() -> ExitCode {
     let pid = match run.router() {
         Ok(RouterProcess::Running(pid)) => Pid::from_raw(pid),
         Ok(RouterProcess::Absent) => {
-            println!(
+            outln!(
                 "{} is not running (ignore on Kubernetes).",
                 capitalised(&prog())
             );

@@ -8,6 +8,18 @@
 // Tests may unwrap: a panic is how they fail.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+/// `print!` to stdout, except that a reader that has gone (a closed pipe, as in
+/// `weft status | grep -q ready`) is no error: what is left is dropped, with no panic.
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::emit(&format!($($arg)*)) };
+}
+
+/// `println!` to stdout, as [`out!`].
+macro_rules! outln {
+    () => { $crate::emit("\n") };
+    ($($arg:tt)*) => { $crate::emit(&format!("{}\n", format_args!($($arg)*))) };
+}
+
 mod client;
 mod containers;
 mod ipam;
@@ -96,7 +108,7 @@ pub(crate) fn usage_error() -> ExitCode {
 pub(crate) fn print_reply(r: Reply) -> ExitCode {
     match r {
         Reply::Ok(body) => {
-            print!("{body}");
+            out!("{body}");
             ExitCode::SUCCESS
         }
         Reply::NotFound => ExitCode::from(4),
@@ -125,12 +137,12 @@ fn main() -> ExitCode {
             "launch" | "launch-router" | "router" | "version"
         )
     {
-        print!("{USAGE}");
+        out!("{USAGE}");
         return ExitCode::SUCCESS;
     }
     match cmd.as_str() {
         "help" | "--help" => {
-            print!("{USAGE}");
+            out!("{USAGE}");
             ExitCode::SUCCESS
         }
         "router" => launch::router(rest),
@@ -159,10 +171,10 @@ fn main() -> ExitCode {
 
 fn version() -> ExitCode {
     let v = env!("CARGO_PKG_VERSION");
-    println!("{} script {v}", prog());
+    outln!("{} script {v}", prog());
     match client::get_query(&http_addr(), "/report", &[("format", "{{.Version}}")]) {
-        Reply::Ok(rv) => println!("{} {}", prog(), rv.trim()),
-        _ => println!("{} {v}", prog()),
+        Reply::Ok(rv) => outln!("{} {}", prog(), rv.trim()),
+        _ => outln!("{} {v}", prog()),
     }
     ExitCode::SUCCESS
 }
@@ -171,7 +183,7 @@ fn status(rest: &[String]) -> ExitCode {
     match rest {
         [] => match client::get(&http_addr(), "/status", false) {
             Reply::Ok(body) => {
-                print!("\n{body}\n");
+                out!("\n{body}\n");
                 ExitCode::SUCCESS
             }
             other => print_reply(other),
@@ -228,4 +240,22 @@ fn forget(rest: &[String]) -> ExitCode {
     }
     let form: Vec<(&str, &str)> = rest.iter().map(|p| ("peer", p.as_str())).collect();
     print_reply(client::post_form(&http_addr(), "/forget", &form))
+}
+
+/// Writes `text` to stdout in one go (so that short output reaches a pipe whole). A closed
+/// pipe ends the output quietly; another write error is reported once on stderr.
+fn emit(text: &str) {
+    use std::io::Write as _;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static FAILED: AtomicBool = AtomicBool::new(false);
+    if FAILED.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        FAILED.store(true, Ordering::Relaxed);
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("{}: writing output: {e}", prog());
+        }
+    }
 }
