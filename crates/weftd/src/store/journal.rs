@@ -118,10 +118,12 @@ fn frame(seq: u64, records: &[(&str, &[u8])]) -> Result<Vec<u8>, String> {
 }
 
 /// Opens (creating) a journal file for appending and truncating; never through a symlink.
+/// Appending (`O_APPEND`), so that writes after the file is emptied start at its beginning
+/// again, not at the offset the descriptor had reached.
 pub(super) fn open_file(path: &Path) -> std::io::Result<File> {
     std::fs::OpenOptions::new()
         .read(true)
-        .write(true)
+        .append(true)
         .create(true)
         .truncate(false)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
@@ -139,6 +141,8 @@ struct Shared {
     state: Mutex<State>,
     changed: Condvar,
     sink: Box<dyn Sink>,
+    /// How long after the first record a checkpoint follows.
+    after: Duration,
 }
 
 struct State {
@@ -166,8 +170,13 @@ impl std::fmt::Debug for Journal {
 
 impl Journal {
     /// Starts the journal on two emptied files (replay is the caller's, before this), numbering
-    /// frames after `seq`.
-    pub(super) fn start(files: [File; 2], seq: u64, sink: Box<dyn Sink>) -> std::io::Result<Self> {
+    /// frames after `seq`, checkpointing `after` the first record of each round.
+    pub(super) fn start(
+        files: [File; 2],
+        seq: u64,
+        sink: Box<dyn Sink>,
+        after: Duration,
+    ) -> std::io::Result<Self> {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 files,
@@ -182,6 +191,7 @@ impl Journal {
             }),
             changed: Condvar::new(),
             sink,
+            after,
         });
         let worker = shared.clone();
         let worker = std::thread::Builder::new()
@@ -252,7 +262,7 @@ impl Shared {
             loop {
                 let due = match st.since {
                     Some(t) if st.closing || st.bytes >= CHECKPOINT_BYTES => Some(t),
-                    Some(t) if t.elapsed() >= CHECKPOINT_AFTER => Some(t),
+                    Some(t) if t.elapsed() >= self.after => Some(t),
                     _ => None,
                 };
                 if due.is_some() {
@@ -263,7 +273,7 @@ impl Shared {
                 }
                 st = match st.since {
                     Some(t) => {
-                        let left = CHECKPOINT_AFTER.saturating_sub(t.elapsed());
+                        let left = self.after.saturating_sub(t.elapsed());
                         self.changed
                             .wait_timeout(st, left)
                             .unwrap_or_else(PoisonError::into_inner)
@@ -362,6 +372,69 @@ mod tests {
         assert_eq!(read_frames(&bad).unwrap().len(), 1);
         // A length past the end, or absurd, is a tail too.
         assert!(read_frames(&[0xff; 40]).unwrap().is_empty());
+    }
+
+    /// Keeps what it is given, and the sequence number it reached.
+    #[derive(Default)]
+    struct MemSink(Mutex<(Records, u64)>);
+
+    impl Sink for Arc<MemSink> {
+        fn commit(&self, records: &Records, seq: u64) -> Result<(), String> {
+            let mut m = self.0.lock().unwrap();
+            m.0.extend(records.iter().map(|(k, v)| (k.clone(), v.clone())));
+            m.1 = seq;
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn rounds_of_checkpoints_leave_files_that_replay_whole() {
+        let dir = std::env::temp_dir().join(format!("weft-journal-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let paths = files(&dir.join("db"));
+        let opened = paths.clone().map(|p| {
+            let f = open_file(&p).unwrap();
+            f.set_len(0).unwrap();
+            f
+        });
+        let sink = Arc::new(MemSink::default());
+        let j =
+            Journal::start(opened, 0, Box::new(sink.clone()), Duration::from_millis(20)).unwrap();
+        // Several rounds: each file is emptied and written again.
+        for round in 1..=5u64 {
+            j.append(&[("owned", format!("v{round}").as_bytes())])
+                .unwrap();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while sink.0.lock().unwrap().1 < round {
+                assert!(Instant::now() < deadline, "round {round}: no checkpoint");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        j.append(&[("owned", b"last")]).unwrap();
+        // Every file holds whole frames from its first byte: no hole where an emptied file
+        // was written at its old offset.
+        for p in &paths {
+            let bytes = std::fs::read(p).unwrap();
+            let frames = read_frames(&bytes).unwrap();
+            let len: usize = frames
+                .iter()
+                .map(|(seq, r)| {
+                    let pairs: Vec<(&str, &[u8])> =
+                        r.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
+                    frame(*seq, &pairs).unwrap().len()
+                })
+                .sum();
+            assert_eq!(len, bytes.len(), "{}", p.display());
+        }
+        let (records, last) = replay(&paths, 5).unwrap();
+        assert_eq!(last, 6);
+        assert_eq!(records.get("owned").map(Vec::as_slice), Some(&b"last"[..]));
+        drop(j);
+        assert_eq!(
+            sink.0.lock().unwrap().0.get("owned").map(Vec::as_slice),
+            Some(&b"last"[..])
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -228,7 +228,13 @@ impl Store {
             files.push(f);
         }
         let files: [std::fs::File; 2] = files.try_into().map_err(|_| db_err(&"journal files"))?;
-        Journal::start(files, last, Box::new(DbSink(db.clone()))).map_err(|e| db_err(&e))
+        Journal::start(
+            files,
+            last,
+            Box::new(DbSink(db.clone())),
+            journal::CHECKPOINT_AFTER,
+        )
+        .map_err(|e| db_err(&e))
     }
 
     /// Removes the state database and its journal from `state_dir`.
