@@ -5,7 +5,9 @@
 //! ```text
 //! ipam_load latency <addr> <count> <space-ms> <id-prefix>
 //!     <count> times: POST /ip/<prefix>-<i> then DELETE /ip/<prefix>-<i>, a new pair every
-//!     <space-ms> ms (0: back to back); prints p50/p99 of both in ms.
+//!     <space-ms> ms (0: back to back); prints p50/p99 of both in ms. Then, as the reference,
+//!     <count> times at the same pace a request that does no IPAM work (GET of an id that
+//!     holds nothing): what the machine, the connection and HTTP cost alone.
 //! ipam_load once <addr> <id>
 //!     one POST /ip/<id>; prints its time in ms and the address it got.
 //! ipam_load cycles <addr> <count> <every> <pid> <max-secs> <id-prefix>
@@ -208,14 +210,29 @@ fn latency(addr: &str, count: usize, space: Duration, prefix: &str) -> Result<()
         alloc.push(allocate(&mut c, &id)?.1);
         free.push(release(&mut c, &id)?);
     }
+    let mut reference = Vec::with_capacity(count);
+    let start = Instant::now();
+    for i in 0..count {
+        if !space.is_zero() {
+            let due = start + space * u32::try_from(i).unwrap_or(u32::MAX);
+            sleep(due.saturating_duration_since(Instant::now()));
+        }
+        let t = Instant::now();
+        c.request("GET", &format!("/ip/{prefix}-none"))?;
+        reference.push(t.elapsed());
+    }
     alloc.sort();
     free.sort();
+    reference.sort();
     println!(
-        "alloc_p50_ms={:.4} alloc_p99_ms={:.4} delete_p50_ms={:.4} delete_p99_ms={:.4} n={count}",
+        "alloc_p50_ms={:.4} alloc_p99_ms={:.4} delete_p50_ms={:.4} delete_p99_ms={:.4} \
+         ref_p50_ms={:.4} ref_p99_ms={:.4} n={count}",
         percentile_ms(&alloc, 50),
         percentile_ms(&alloc, 99),
         percentile_ms(&free, 50),
         percentile_ms(&free, 99),
+        percentile_ms(&reference, 50),
+        percentile_ms(&reference, 99),
     );
     Ok(())
 }
