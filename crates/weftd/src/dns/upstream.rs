@@ -5,8 +5,9 @@
 //!   [`RECHECK`], re-read when its modification time changes), dropping our own listen address
 //!   so that a host whose resolv.conf names weftDNS cannot loop.
 //! - [`forward`] tries the servers in order with a copy of the query under a fresh random ID,
-//!   each for at most the fallback timeout, and returns the first answer with the client's ID
-//!   restored. It does not parse the message beyond its ID: that is the responder's work.
+//!   each for at most the fallback timeout (over the transport the query came by), and returns
+//!   the first answer made ready for the client by the responder's [`relay_upstream`] (the
+//!   client's ID restored, names compressed when it is too large).
 //! - [`Limiter`] bounds the forwards in flight, so that a slow or silent upstream cannot make
 //!   the router hold an unbounded number of pending queries.
 
@@ -18,6 +19,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use weft_core::dns::{relay_upstream, Transport};
 
 /// How often the file is checked for changes, at most.
 pub const RECHECK: Duration = Duration::from_secs(5);
@@ -29,15 +31,6 @@ pub const UDP_BUFFER: usize = 4096;
 pub const MAX_IN_FLIGHT: usize = 256;
 /// The largest resolv.conf read.
 const MAX_RESOLV_CONF: u64 = 64 * 1024;
-
-/// How a query reached us, and so how it goes upstream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
-    /// UDP: forwarded over UDP.
-    Udp,
-    /// TCP: forwarded over TCP.
-    Tcp,
-}
 
 /// The upstream servers of one resolv.conf.
 #[derive(Debug)]
@@ -148,16 +141,15 @@ impl Limiter {
 }
 
 /// Sends `query` to each of `servers` in turn until one answers, each given `timeout`, over
-/// `transport`; the answer carries the query's ID. `None`: a malformed query (no ID), or
-/// no server answered.
+/// `transport`; returns the answer as [`relay_upstream`] makes it for the client. `None`: a
+/// malformed query (no header), or no server answered.
 pub async fn forward(
     query: &[u8],
     servers: &[SocketAddr],
     transport: Transport,
     timeout: Duration,
 ) -> Option<Vec<u8>> {
-    let id = query.get(..2)?;
-    let id = [id[0], id[1]];
+    query.get(..2)?;
     for &server in servers {
         let mut copy = query.to_vec();
         let fresh: u16 = rand::random();
@@ -167,10 +159,7 @@ pub async fn forward(
             Transport::Tcp => tokio::time::timeout(timeout, via_tcp(&copy, server, fresh)).await,
         };
         match answer {
-            Ok(Ok(mut a)) => {
-                a[..2].copy_from_slice(&id);
-                return Some(a);
-            }
+            Ok(Ok(a)) => return relay_upstream(query, &a, transport),
             Ok(Err(e)) => tracing::debug!("[dns] upstream {server}: {e}"),
             Err(_) => tracing::debug!("[dns] upstream {server}: no answer in {timeout:?}"),
         }
