@@ -216,10 +216,8 @@ fn open_idle(addr: SocketAddr, count: usize, hold: Duration) -> Result<(), Strin
 
 fn big_intro(addr: SocketAddr, size: usize) -> Result<(), String> {
     let mut s = connect(addr)?;
-    let mut out = header::encode(1, 2).to_vec();
-    out.push(0);
-    out.extend_from_slice(&u32::try_from(size).unwrap_or(u32::MAX).to_be_bytes());
-    s.write_all(&out).map_err(|e| e.to_string())?;
+    s.write_all(&features_frame_head(size))
+        .map_err(|e| e.to_string())?;
     // Send the body in pieces until the router closes on us (or it is all sent).
     let piece = vec![0u8; 64 * 1024];
     let mut sent = 0;
@@ -340,23 +338,44 @@ fn closed_within(s: &mut TcpStream, wait: Duration) -> bool {
 /// type-definition bomb (in turn: long-named chains with empty values, with full values, and
 /// types too large to expand), and wait for the router to close; prints how many it closed.
 fn gob_bombs(addr: SocketAddr, count: usize, size: usize) -> Result<(), String> {
-    let deadline = Instant::now() + MAX_RUN;
-    let mut closed = 0;
-    for i in 0..count {
-        if Instant::now() > deadline {
-            break;
-        }
+    count_closed(count, |i| {
         let body = match i % 3 {
             0 => hostile::type_bomb(size, (4, 5), 200, 4, false),
             1 => hostile::type_bomb(size, (5, 3), 200, 1 << 20, true),
             _ => hostile::type_bomb(size, (8, 8), 200, 4, false),
         };
         let mut s = connect(addr)?;
-        let mut out = header::encode(1, 2).to_vec();
-        out.push(0);
-        out.extend_from_slice(&u32::try_from(body.len()).unwrap_or(u32::MAX).to_be_bytes());
+        let mut out = features_frame_head(body.len());
         out.extend_from_slice(&body);
-        if s.write_all(&out).is_err() || closed_within(&mut s, Duration::from_secs(5)) {
+        Ok(s.write_all(&out).is_err() || closed_within(&mut s, Duration::from_secs(5)))
+    })
+}
+
+fn ipam_rings(addr: SocketAddr, count: usize, size: usize) -> Result<(), String> {
+    count_closed(count, |i| {
+        let (mut s, name) = intro(addr)?;
+        let msg = ProtocolMsg::Gossip {
+            channel: "IPallocation".into(),
+            src: name,
+            payload: hostile_ipam_payload(i, name, size),
+        };
+        Ok(send(&mut s, &msg).is_err() || closed_within(&mut s, Duration::from_secs(5)))
+    })
+}
+
+/// Runs `attempt` for 0..COUNT (within [`MAX_RUN`]); each says whether the router closed that
+/// attempt's connection. Prints how many it closed.
+fn count_closed(
+    count: usize,
+    mut attempt: impl FnMut(usize) -> Result<bool, String>,
+) -> Result<(), String> {
+    let deadline = Instant::now() + MAX_RUN;
+    let mut closed = 0;
+    for i in 0..count {
+        if Instant::now() > deadline {
+            break;
+        }
+        if attempt(i)? {
             closed += 1;
         }
     }
@@ -364,27 +383,11 @@ fn gob_bombs(addr: SocketAddr, count: usize, size: usize) -> Result<(), String> 
     Ok(())
 }
 
-fn ipam_rings(addr: SocketAddr, count: usize, size: usize) -> Result<(), String> {
-    let deadline = Instant::now() + MAX_RUN;
-    let mut closed = 0;
-    for i in 0..count {
-        if Instant::now() > deadline {
-            break;
-        }
-        let (mut s, name) = intro(addr)?;
-        let msg = ProtocolMsg::Gossip {
-            channel: "IPallocation".into(),
-            src: name,
-            payload: hostile_ipam_payload(i, name, size),
-        };
-        if send(&mut s, &msg).is_err() {
-            closed += 1;
-            continue;
-        }
-        if closed_within(&mut s, Duration::from_secs(5)) {
-            closed += 1;
-        }
-    }
-    println!("closed {closed} of {count}");
-    Ok(())
+/// A valid protocol header, the "no encryption" byte, and the length of a features frame of
+/// `len` bytes: what precedes the features in an intro.
+fn features_frame_head(len: usize) -> Vec<u8> {
+    let mut out = header::encode(1, 2).to_vec();
+    out.push(0);
+    out.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes());
+    out
 }
