@@ -97,23 +97,25 @@ fn parse_payload(mut p: &[u8]) -> Option<Records> {
 }
 
 fn frame(seq: u64, records: &[(&str, &[u8])]) -> Result<Vec<u8>, String> {
-    let mut body = seq.to_le_bytes().to_vec();
+    // Built in place: length and checksum are filled in once the body is there.
+    let mut out = vec![0u8; 8];
+    out.extend_from_slice(&seq.to_le_bytes());
     for (key, value) in records {
         let klen = u16::try_from(key.len()).map_err(|_| format!("key {key:.32}… is too long"))?;
         let vlen = u32::try_from(value.len()).map_err(|_| format!("value of {key} is too long"))?;
-        body.extend_from_slice(&klen.to_le_bytes());
-        body.extend_from_slice(key.as_bytes());
-        body.extend_from_slice(&vlen.to_le_bytes());
-        body.extend_from_slice(value);
+        out.extend_from_slice(&klen.to_le_bytes());
+        out.extend_from_slice(key.as_bytes());
+        out.extend_from_slice(&vlen.to_le_bytes());
+        out.extend_from_slice(value);
     }
-    if body.len() - 8 > MAX_FRAME {
-        return Err(format!("{} bytes of records in one write", body.len() - 8));
+    let payload = out.len() - HEADER;
+    if payload > MAX_FRAME {
+        return Err(format!("{payload} bytes of records in one write"));
     }
-    let len = u32::try_from(body.len() - 8).map_err(|e| e.to_string())?;
-    let mut out = Vec::with_capacity(HEADER + body.len());
-    out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
-    out.extend_from_slice(&body);
+    let len = u32::try_from(payload).map_err(|e| e.to_string())?;
+    let crc = crc32fast::hash(&out[8..]);
+    out[..4].copy_from_slice(&len.to_le_bytes());
+    out[4..8].copy_from_slice(&crc.to_le_bytes());
     Ok(out)
 }
 

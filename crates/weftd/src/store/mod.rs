@@ -220,14 +220,12 @@ impl Store {
                 records.len()
             );
         }
-        let mut files = Vec::with_capacity(2);
-        for p in &paths {
-            let f = journal::open_file(p)
+        let [a, b] = paths.each_ref().map(|p| {
+            journal::open_file(p)
                 .and_then(|f| f.set_len(0).map(|()| f))
-                .map_err(|e| StoreError::Db(p.clone(), e.to_string()))?;
-            files.push(f);
-        }
-        let files: [std::fs::File; 2] = files.try_into().map_err(|_| db_err(&"journal files"))?;
+                .map_err(|e| StoreError::Db(p.clone(), e.to_string()))
+        });
+        let files = [a?, b?];
         Journal::start(
             files,
             last,
