@@ -800,11 +800,13 @@ test_address_moves_across_hosts() {
 
 source scripts/e2e_hostile.sh
 source scripts/e2e_ipam.sh
+source scripts/e2e_dns.sh
 
 # --- main --------------------------------------------------------------------------------
 [ "$(id -u)" = 0 ] || { echo "e2e tests need root"; exit 1; }
 [ -x "$WEFT" ] || cargo build --release -p weft
 [ -x "$HOSTILE" ] || cargo build --release -p weft-core --example hostile_peer
+[ -x "$FAKE_UPSTREAM" ] || cargo build --release -p weft-core --example fake_upstream
 TESTS=("$@")
 [ ${#TESTS[@]} -gt 0 ] || mapfile -t TESTS < <(declare -F | awk '{print $3}' | grep '^test_')
 for t in "${TESTS[@]}"; do run_test "$t"; done

@@ -59,6 +59,27 @@ lab_container() {
 }
 lab_in() { local c=$1; shift; ip netns exec "$LAB$c" "$@"; }
 
+# lab_hostname <name> <fqdn>: the container's hostname and resolver, as Docker gives them:
+# /etc/netns/$LAB<name>/{hostname,resolv.conf} (what `ip netns exec` shows as /etc/...; weft
+# registers the hostname in DNS on attach), the resolver being weftDNS on docker0 (172.17.0.1).
+lab_hostname() {
+    local d="/etc/netns/$LAB$1"
+    mkdir -p "$d"
+    echo "$2" >"$d/hostname"
+    printf 'nameserver 172.17.0.1\nsearch weave.local\n' >"$d/resolv.conf"
+}
+
+# lab_docker_eth0 <host#> <name> <ip>: an eth0 for the container on that host's docker0 bridge
+# (172.17.0.0/16), as Docker's default network gives one; the host's DNS address is then
+# reachable from it.
+lab_docker_eth0() {
+    local h=$1 c=$2 ip=$3 v="veth${LAB}$2"
+    ip -n "$(lab_ns "$h")" link add "${v:0:15}" type veth peer name eth0 netns "$LAB$c"
+    ip -n "$(lab_ns "$h")" link set "${v:0:15}" master docker0 up
+    ip -n "$LAB$c" addr add "$ip/16" dev eth0
+    ip -n "$LAB$c" link set eth0 up
+}
+
 # lab_block_port <a#> <b#> <udp port>: drop that UDP port between two hosts (both directions).
 lab_block_port() {
     local a=$1 b=$2 port=$3
@@ -116,7 +137,10 @@ lab_down() {
     # Exactly the container namespaces this lab made (another lab's names may share a prefix).
     local c
     if [ -f "$LAB_DIR/containers" ]; then
-        while read -r c; do ip netns del "$c" 2>/dev/null || true; done <"$LAB_DIR/containers"
+        while read -r c; do
+            ip netns del "$c" 2>/dev/null || true
+            rm -rf "/etc/netns/$c"
+        done <"$LAB_DIR/containers"
     fi
     rm -rf "$LAB_DIR"
     LAB_HOSTS=0

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 scripts/deps.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/weft-target}"
 cargo build --release -p weft
-cargo build --release -p weft-core --example hostile_peer
+cargo build --release -p weft-core --example hostile_peer --example fake_upstream
 # Privileged tests (netlink, nftables) run in namespaces of their own; CI runs as root.
 WEFT_TEST_ROOT=1 cargo test --workspace --release
 scripts/e2e.sh

@@ -74,6 +74,15 @@ pub(crate) fn post_form(addr: &str, path: &str, form: &[(&str, &str)]) -> Reply 
     )
 }
 
+/// `<method>` a form (`PUT /name/…`).
+pub(crate) fn send_form(addr: &str, method: &str, path: &str, form: &[(&str, &str)]) -> Reply {
+    finish(
+        agent()
+            .request(method, &format!("http://{addr}{path}"))
+            .send_form(form),
+    )
+}
+
 /// `DELETE`.
 pub(crate) fn delete(addr: &str, path: &str) -> Reply {
     finish(agent().delete(&format!("http://{addr}{path}")).call())

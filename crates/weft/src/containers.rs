@@ -13,6 +13,7 @@ use weft_attach::{blocking, Container};
 use weft_types::Ipv4Cidr;
 
 use crate::client::{self, Reply};
+use crate::dns;
 use crate::ipam::{ips, split_addrs, AddrArg, Failure, Ipam};
 use crate::{http_addr, routes, usage_error};
 
@@ -34,6 +35,8 @@ pub(crate) trait Plumbing {
     fn detach(&self, c: &Container, cidrs: &[Ipv4Cidr]) -> Result<Vec<Ipv4Cidr>, String>;
     /// The addresses its weave interface carries now; `None` when that cannot be told.
     fn configured(&self, c: &Container) -> Option<Vec<Ipv4Cidr>>;
+    /// Its hostname, if it has one with a domain part (what attach registers in DNS).
+    fn fqdn(&self, c: &Container) -> Option<String>;
 }
 
 /// The real thing: weft-attach in this host's namespaces.
@@ -65,6 +68,10 @@ impl Plumbing for Host {
             Err(weft_attach::AttachError::NoBridge) => Some(Vec::new()),
             Err(_) => None,
         }
+    }
+
+    fn fqdn(&self, c: &Container) -> Option<String> {
+        dns::container_fqdn(c)
     }
 }
 
@@ -142,11 +149,13 @@ fn attach_with(p: &impl Plumbing, http: &str, args: &[String]) -> Outcome {
         Err(e) => return Outcome::Done(Err(e)),
     };
     let mut multicast = true;
+    let mut with_dns = true;
     let mut container = None;
     let mut it = rest.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
-            "--without-dns" | "--rewrite-hosts" => {}
+            "--without-dns" => with_dns = false,
+            "--rewrite-hosts" => {}
             "--no-multicast-route" => multicast = false,
             "--add-host" => {
                 it.next();
@@ -160,7 +169,9 @@ fn attach_with(p: &impl Plumbing, http: &str, args: &[String]) -> Outcome {
     let Some(container) = container else {
         return Outcome::Usage;
     };
-    Outcome::Done(attach_container(p, http, &addrs, &container, multicast))
+    Outcome::Done(attach_container(
+        p, http, &addrs, &container, multicast, with_dns,
+    ))
 }
 
 fn attach_container(
@@ -169,6 +180,7 @@ fn attach_container(
     addrs: &[AddrArg],
     container: &str,
     multicast: bool,
+    with_dns: bool,
 ) -> Result<String, Failure> {
     let c = Container::parse(container).map_err(|e| Failure::Message(e.to_string()))?;
     // Before asking IPAM, so that a mistyped name allocates nothing.
@@ -195,7 +207,15 @@ fn attach_container(
     };
     warn_overlaps(addrs);
     match p.attach(&c, &cidrs, multicast) {
-        Ok(done) => Ok(ips(&done)),
+        Ok(done) => {
+            // The name, as Weave's attach registers it: for each address, checked alive.
+            if let Some(fqdn) = p.fqdn(&c).filter(|_| with_dns) {
+                if let Err(e) = dns::register(http, &ident, &dns::addrs(&done), &fqdn, true) {
+                    eprintln!("cannot register {fqdn} in DNS: {e}");
+                }
+            }
+            Ok(ips(&done))
+        }
         Err(e) => {
             give_back(&obtained);
             Err(Failure::Message(e))
@@ -234,6 +254,11 @@ fn detach_container(
         return Ok(String::new());
     }
     let done = p.detach(&c, &targets).map_err(Failure::Message)?;
+    // Its names on these addresses go with them (all of them: a name added with dns-add
+    // would otherwise point at an address the container no longer has).
+    if let Err(e) = dns::deregister(http, &ident, &dns::addrs(&targets), None) {
+        eprintln!("cannot remove its DNS names: {e}");
+    }
     // The container no longer uses any of them, whether it had them or not.
     ipam.release(&targets)?;
     Ok(ips(&done))
@@ -271,22 +296,27 @@ fn expose_with(http: &str, args: &[String]) -> Outcome {
         Err(e) => return Outcome::Done(Err(e)),
     };
     let mut skip_nat = false;
+    let mut fqdn = None;
     let mut it = rest.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--without-masquerade" => skip_nat = true,
-            "-h" => {
-                if it.next().is_none() {
-                    return Outcome::Usage;
-                }
-            }
+            "-h" => match it.next() {
+                Some(f) => fqdn = Some(f.as_str()),
+                None => return Outcome::Usage,
+            },
             _ => return Outcome::Usage,
         }
     }
-    Outcome::Done(expose_addrs(http, &addrs, skip_nat))
+    Outcome::Done(expose_addrs(http, &addrs, skip_nat, fqdn))
 }
 
-fn expose_addrs(http: &str, addrs: &[AddrArg], skip_nat: bool) -> Result<String, Failure> {
+fn expose_addrs(
+    http: &str,
+    addrs: &[AddrArg],
+    skip_nat: bool,
+    fqdn: Option<&str>,
+) -> Result<String, Failure> {
     let ipam = Ipam::new(http, EXPOSE_IDENT);
     let mut obtained = Vec::new();
     // On failure, what the bridge carries is in use; the router's list says what that is.
@@ -318,6 +348,9 @@ fn expose_addrs(http: &str, addrs: &[AddrArg], skip_nat: bool) -> Result<String,
                 return Err(reply_failure(other));
             }
         }
+    }
+    if let Some(f) = fqdn {
+        dns::register(http, EXPOSE_IDENT, &dns::addrs(&cidrs), f, false)?;
     }
     Ok(ips(&cidrs))
 }
@@ -371,6 +404,9 @@ fn hide_addrs(http: &str, addrs: &[AddrArg]) -> Result<String, Failure> {
             other => return Err(reply_failure(other)),
         }
     }
+    if let Err(e) = dns::deregister(http, EXPOSE_IDENT, &dns::addrs(&targets), None) {
+        eprintln!("cannot remove DNS names: {e}");
+    }
     ipam.release(&targets)?;
     Ok(ips(&targets))
 }
@@ -390,6 +426,8 @@ mod tests {
         fail_attach: bool,
         /// What the container carries before, and after a failed attach.
         configured: Vec<Ipv4Cidr>,
+        /// Its hostname.
+        fqdn: Option<String>,
         calls: RefCell<Vec<String>>,
     }
 
@@ -427,6 +465,10 @@ mod tests {
         fn configured(&self, _: &Container) -> Option<Vec<Ipv4Cidr>> {
             Some(self.configured.clone())
         }
+
+        fn fqdn(&self, _: &Container) -> Option<String> {
+            self.fqdn.clone()
+        }
     }
 
     fn done(o: Outcome) -> Result<String, Failure> {
@@ -454,6 +496,31 @@ mod tests {
             ("GET", "/expose") => Canned::ok("10.2.1.254/24\n10.2.9.254/24\n"),
             _ => Canned::status(204, ""),
         })
+    }
+
+    #[test]
+    fn attach_registers_the_hostname_unless_without_dns() {
+        let r = ipam_on();
+        let p = Fake {
+            fqdn: Some("c1.weave.local".into()),
+            ..Fake::default()
+        };
+        let out = done(attach_with(&p, r.addr(), &s(&["netns:c1"])));
+        assert_eq!(out, Ok("10.32.0.1".into()));
+        let out = done(attach_with(
+            &p,
+            r.addr(),
+            &s(&["--without-dns", "netns:c1"]),
+        ));
+        assert_eq!(out, Ok("10.32.0.1".into()));
+        assert_eq!(
+            r.requests(),
+            vec![
+                "POST /ip/netns:c1?check-alive=true",
+                "PUT /name/netns:c1/10.32.0.1 <fqdn=c1.weave.local&check-alive=true>",
+                "POST /ip/netns:c1?check-alive=true",
+            ]
+        );
     }
 
     #[test]
@@ -620,8 +687,10 @@ mod tests {
             r.requests(),
             vec![
                 "GET /ip/netns:c1",
+                "DELETE /name/netns:c1/10.32.0.1",
                 "DELETE /ip/netns:c1/10.32.0.1",
                 "GET /ip/netns:c1/10.40.0.0/16",
+                "DELETE /name/netns:c1/10.2.1.1",
                 "DELETE /ip/netns:c1/10.2.1.1",
             ]
         );
@@ -642,7 +711,7 @@ mod tests {
     #[test]
     fn detach_with_ipam_off() {
         let r = FakeRouter::start(|req| {
-            if req.method == "DELETE" {
+            if req.method == "DELETE" && req.path.starts_with("/ip/") {
                 Canned::status(400, "Unable to free: Free: address 10.2.1.1 not found\n")
             } else {
                 Canned::status(404, "")
@@ -654,7 +723,13 @@ mod tests {
         };
         let out = done(detach_with(&p, r.addr(), &s(&["10.2.1.1/24", "netns:c1"])));
         assert_eq!(out, Ok("10.2.1.1".into()));
-        assert_eq!(r.requests(), vec!["DELETE /ip/netns:c1/10.2.1.1"]);
+        assert_eq!(
+            r.requests(),
+            vec![
+                "DELETE /name/netns:c1/10.2.1.1",
+                "DELETE /ip/netns:c1/10.2.1.1"
+            ]
+        );
         let out = done(detach_with(&p, r.addr(), &s(&["netns:c1"])));
         assert_eq!(out.unwrap_err().to_string(), NEED_IPAM);
     }
@@ -676,6 +751,7 @@ mod tests {
                 "POST /expose/10.32.0.1/12 <skipNAT=true>",
                 "PUT /ip/weave:expose/10.2.1.254/24",
                 "POST /expose/10.2.1.254/24",
+                "PUT /name/weave:expose/10.2.1.254 <fqdn=h.weave.local>",
             ]
         );
         let off = ipam_off();
@@ -725,8 +801,10 @@ mod tests {
             vec![
                 "GET /ip/weave:expose",
                 "DELETE /expose/10.32.0.7/12",
+                "DELETE /name/weave:expose/10.32.0.7",
                 "DELETE /ip/weave:expose/10.32.0.7",
                 "DELETE /expose/10.2.1.254/24",
+                "DELETE /name/weave:expose/10.2.1.254",
                 "DELETE /ip/weave:expose/10.2.1.254",
             ]
         );
@@ -747,6 +825,8 @@ mod tests {
                 "GET /expose",
                 "DELETE /expose/10.2.1.254/24",
                 "DELETE /expose/10.2.9.254/24",
+                "DELETE /name/weave:expose/10.2.1.254",
+                "DELETE /name/weave:expose/10.2.9.254",
                 "DELETE /ip/weave:expose/10.2.1.254",
                 "DELETE /ip/weave:expose/10.2.9.254",
             ]

@@ -12,6 +12,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use weft_types::Ipv4Cidr;
 use weft_wire::PeerName;
+use weftd::dns::{DnsConfig, DnsConfigError, DnsFlags};
 use weftd::ipam::{IpamConfig, IpamConfigError, IpamFlags, DEFAULT_RANGE};
 use weftd::run_dir::{RouterProcess, RunDir};
 
@@ -90,6 +91,24 @@ struct RouterArgs {
     /// proxy is the only thing it changes, as in Weave Net; `attach` still allocates.
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set, default_value = "false")]
     no_default_ipalloc: bool,
+    /// No DNS server, no names.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set, default_value = "false")]
+    no_dns: bool,
+    /// The domain weftDNS answers for (default weave.local.).
+    #[arg(long)]
+    dns_domain: Option<String>,
+    /// IP:PORT of the DNS server (default: the Docker bridge's address, port 53).
+    #[arg(long)]
+    dns_listen_address: Option<String>,
+    /// TTL of DNS answers, seconds (default 1).
+    #[arg(long)]
+    dns_ttl: Option<u32>,
+    /// How long each upstream DNS server is given, milliseconds (default 5000).
+    #[arg(long)]
+    dns_fallback_timeout: Option<u64>,
+    /// Where the upstream DNS servers are read from (default /etc/resolv.conf).
+    #[arg(long)]
+    resolv_conf: Option<String>,
     /// Encryption password (not available yet: refused rather than ignored).
     #[arg(long, env = "WEAVE_PASSWORD", hide_env_values = true)]
     password: Option<String>,
@@ -115,6 +134,18 @@ impl RouterArgs {
             init_peer_count: self.init_peer_count,
         })
     }
+
+    /// The DNS configuration the flags ask for; `None`: DNS off.
+    fn dns(&self) -> Result<Option<DnsConfig>, DnsConfigError> {
+        DnsConfig::from_flags(&DnsFlags {
+            off: self.no_dns,
+            domain: self.dns_domain.as_deref(),
+            listen: self.dns_listen_address.as_deref(),
+            ttl: self.dns_ttl,
+            fallback_timeout_ms: self.dns_fallback_timeout,
+            resolv_conf: self.resolv_conf.as_deref(),
+        })
+    }
 }
 
 fn parse_args(args: &[String]) -> Result<RouterArgs, ExitCode> {
@@ -136,6 +167,10 @@ fn parse_args(args: &[String]) -> Result<RouterArgs, ExitCode> {
         return Err(ExitCode::from(1));
     }
     if let Err(e) = parsed.ipam() {
+        eprintln!("{e}");
+        return Err(ExitCode::from(1));
+    }
+    if let Err(e) = parsed.dns() {
         eprintln!("{e}");
         return Err(ExitCode::from(1));
     }
@@ -217,6 +252,8 @@ pub(crate) fn router(args: &[String]) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // parse_args has checked the flags.
+    let dns = a.dns().ok().flatten();
     let cfg = weftd::RouterConfig {
         name,
         nickname: a.nickname.unwrap_or_else(hostname),
@@ -235,6 +272,7 @@ pub(crate) fn router(args: &[String]) -> ExitCode {
         fastdp: !a.no_fastdp && std::env::var_os("WEAVE_NO_FASTDP").is_none_or(|v| v.is_empty()),
         mtu: a.mtu,
         ipam,
+        dns,
     };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

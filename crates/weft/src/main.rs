@@ -22,6 +22,7 @@ macro_rules! outln {
 
 mod client;
 mod containers;
+mod dns;
 mod ipam;
 mod launch;
 mod routes;
@@ -48,20 +49,30 @@ weft launch        <same arguments as 'weft launch-router'>
                    [--ipalloc-range <cidr> [--ipalloc-default-subnet <cidr>]]
                    [--ipalloc-init <mode> | --init-peer-count <n>]
                    [--no-default-ipalloc]
+                   [--dns-domain <domain>] [--dns-listen-address <ip>:<port>]
+                   [--dns-ttl <seconds>] [--dns-fallback-timeout <ms>]
+                   [--resolv-conf <file>]
                    <peer> ...
      prime
 
-weft status        [targets | connections | peers | ipam]
+weft status        [targets | connections | peers | dns | ipam]
      report        [-f <format>]
 
 weft connect       [--replace] [<peer> ...]
      forget        <peer> ...
 
-weft attach        [<addr> ...] [--no-multicast-route] <container>
+weft attach        [<addr> ...] [--without-dns] [--no-multicast-route] <container>
      detach        [<addr> ...] <container>
      ps            [<container> ...]
      expose        [<addr> ...] [-h <fqdn>] [--without-masquerade]
      hide          [<addr> ...]
+
+weft dns-add       [<ip_address> ...] <container> [-h <fqdn>] |
+                   <ip_address> ... -h <fqdn>
+     dns-remove    [<ip_address> ...] <container> [-h <fqdn>] |
+                   <ip_address> ... -h <fqdn>
+     dns-lookup    <unqualified_name>
+     dns-args
 
 weft stop
 weft reset         [--force]
@@ -160,6 +171,10 @@ fn main() -> ExitCode {
         "ps" => containers::ps(rest),
         "expose" => containers::expose(rest),
         "hide" => containers::hide(rest),
+        "dns-add" => dns::dns_add(rest),
+        "dns-remove" => dns::dns_remove(rest),
+        "dns-lookup" => dns::dns_lookup(rest),
+        "dns-args" => dns::dns_args(rest),
         "prime" => ipam::prime(&http_addr(), rest),
         "rmpeer" => ipam::rmpeer(&http_addr(), rest),
         _ => {

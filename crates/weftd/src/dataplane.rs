@@ -101,6 +101,8 @@ pub struct Dataplane<N = Netdev, F = Nft> {
     /// bridge's, so they arrive through the bridge device: the bridge consumes frames on its
     /// ports before a protocol-specific packet socket on the VXLAN port would see them.
     pub heartbeats: Option<Arc<PacketSocket>>,
+    /// The Docker bridge's IPv4 address at start, if it has one (weftDNS's default address).
+    pub docker_bridge_addr: Option<Ipv4Addr>,
     fw: RuleSet,
 }
 
@@ -174,8 +176,10 @@ impl Dataplane {
         if let Some(a) = v4(http) {
             fw = fw.with_control_addr(a);
         }
+        let mut docker_bridge_addr = None;
         if let Some((dev, addr)) = docker_bridge(&nl).await {
             fw = fw.with_docker_bridge(dev, addr);
+            docker_bridge_addr = addr;
         }
         let dp = Self {
             nl,
@@ -186,6 +190,7 @@ impl Dataplane {
             vxlan_port: port.wrapping_add(1),
             heartbeat_tx,
             heartbeats,
+            docker_bridge_addr,
             fw,
         };
         dp.apply_fw()?;
@@ -407,6 +412,7 @@ impl<N, F> Dataplane<N, F> {
             vxlan_port: 6784,
             heartbeat_tx: None,
             heartbeats: None,
+            docker_bridge_addr: None,
             fw: RuleSet::new(IfName::new(BRIDGE).unwrap()),
         }
     }

@@ -15,21 +15,19 @@ use std::time::{Duration, Instant};
 
 use rand::SeedableRng;
 use tokio::net::{TcpListener, UdpSocket};
-use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use weft_core::connection_maker::{
     ConnectRequest, Lookup, LookupToken, PeerError, LOOKUP_TIMEOUT, MAX_PENDING_LOOKUPS,
 };
 use weft_core::handshake::LocalIdentity;
-use weft_core::ipam::channel as ipam_channel;
-use weft_core::ipam::wire::CHANNEL as IPAM_CHANNEL;
-use weft_core::mesh::{ChannelMessage, ConnId, Mesh, MeshEvent, MeshStatus, Origin};
+use weft_core::mesh::{ConnId, Mesh, MeshEvent, MeshStatus, Origin};
 use weft_core::overlay::ForwarderStats;
 use weft_netdev::PacketSocket;
 
+use crate::channel_link::Links;
 use crate::conn_io::{self, ConnInput, ConnWriter, IoCounters, ToMesh};
 use crate::dataplane::Dataplane;
 use crate::dataplane_task::{self, Job};
-use crate::ipam::task::{Inbox, IpamOut, MeshLink, PeerView};
 use crate::sleeve::{Input, Sleeve};
 use crate::store::Store;
 
@@ -100,8 +98,8 @@ pub struct Driver {
     pub store: Arc<Store>,
     /// Bridge, TAP, VXLAN and firewall.
     pub dataplane: Dataplane,
-    /// The IPAM task, when IPAM is on.
-    pub ipam: Option<MeshLink>,
+    /// The tasks that own gossip channels (IPAM, DNS).
+    pub links: Links,
 }
 
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
@@ -125,7 +123,7 @@ impl Driver {
             host,
             store,
             mut dataplane,
-            ipam,
+            mut links,
         } = self;
         let (sleeve, mut dp_rx) = Sleeve::new();
         let (to_mesh, mut conn_rx) = ToMesh::new();
@@ -171,21 +169,12 @@ impl Driver {
                 threads: Arc::new(Semaphore::new(LOOKUP_THREADS)),
             },
             replies: HashMap::new(),
-            ipam: None,
         };
-        let mut from_ipam = None;
-        if let Some(link) = ipam {
-            if let Err(e) = ipam_channel::register(&mut mesh) {
-                tracing::error!("cannot register the IPAM channel: {e}");
-                return;
-            }
-            from_ipam = Some(link.from_ipam);
-            ctx.ipam = Some(IpamPeers {
-                messages: link.messages,
-                peers: link.peers,
-                seen: None,
-            });
+        if let Err(e) = links.register(&mut mesh) {
+            tracing::error!("cannot register a gossip channel: {e}");
+            return;
         }
+        let mut from_tasks = links.take_requests();
         if !initial_peers.is_empty() {
             // No reply waits for these: their errors are logged (Ctx::act).
             mesh.connect(&initial_peers, false, Instant::now());
@@ -197,12 +186,10 @@ impl Driver {
         loop {
             let now = Instant::now();
             while let Some(ev) = mesh.poll_event(now) {
-                ctx.act(ev, &mut mesh, now);
+                ctx.act(ev, &mut mesh, &links, now);
             }
             ctx.sleeve.publish(&mut mesh);
-            if let Some(i) = &mut ctx.ipam {
-                i.publish(&mut mesh);
-            }
+            links.publish(&mut mesh);
             let deadline = mesh
                 .poll_timeout()
                 .unwrap_or(now + Duration::from_secs(3600));
@@ -233,7 +220,11 @@ impl Driver {
                     let Some((token, answer)) = answer else { continue };
                     mesh.handle_lookup(token, answer, Instant::now());
                 }
-                Some(req) = recv_opt(&mut from_ipam) => ctx.on_ipam(req, &mut mesh),
+                Some(req) = recv_opt(&mut from_tasks) => {
+                    if let Err(e) = req.apply(&mut mesh) {
+                        tracing::debug!("gossip channel: {e}");
+                    }
+                }
                 () = &mut timer => {
                     armed = None;
                     mesh.handle_timeout(Instant::now());
@@ -263,46 +254,6 @@ struct Ctx {
     lookups: Lookups,
     /// `weft connect` calls waiting for their lookups, with the reply to send.
     replies: HashMap<ConnectRequest, oneshot::Sender<Vec<PeerError>>>,
-    /// The IPAM task's inputs, when IPAM is on.
-    ipam: Option<IpamPeers>,
-}
-
-/// What the mesh task sends the IPAM task.
-struct IpamPeers {
-    messages: Inbox,
-    peers: watch::Sender<PeerView>,
-    /// The mesh's fabric version and target count when the peer view was last sent.
-    seen: Option<(u64, usize)>,
-}
-
-impl IpamPeers {
-    /// Sends the IPAM task the peers the router knows, when they may have changed.
-    fn publish(&mut self, mesh: &mut Mesh) {
-        let now = (mesh.fabric_version(), mesh.targets().len());
-        if self.seen == Some(now) {
-            return;
-        }
-        self.seen = Some(now);
-        let view = PeerView {
-            known: mesh.peers().all_names().into_iter().collect(),
-            delta_peers: mesh.ipam_delta_neighbours(),
-            direct_targets: u32::try_from(now.1).unwrap_or(u32::MAX),
-            neighbours: mesh.neighbours().collect(),
-        };
-        self.peers.send_if_modified(|v| {
-            let changed = *v != view;
-            *v = view;
-            changed
-        });
-    }
-
-    /// Hands a channel message to the IPAM task; when it is behind, the message is dropped
-    /// (gossip repeats and requests are retried), never queued without bound.
-    fn deliver(&self, channel: String, message: ChannelMessage, conn: Option<ConnId>) {
-        if !self.messages.offer(channel, message, conn) {
-            tracing::debug!("IPAM task is behind; dropping a channel message");
-        }
-    }
 }
 
 /// Receives from `rx` if there is one; never ready otherwise.
@@ -350,7 +301,7 @@ impl Lookups {
 }
 
 impl Ctx {
-    fn act(&mut self, ev: MeshEvent, mesh: &mut Mesh, now: Instant) {
+    fn act(&mut self, ev: MeshEvent, mesh: &mut Mesh, links: &Links, now: Instant) {
         match ev {
             MeshEvent::Dial {
                 addr,
@@ -416,27 +367,7 @@ impl Ctx {
                 channel,
                 message,
                 conn,
-            } => match &self.ipam {
-                Some(i) if ipam_channel::is_ipam_channel(&channel) => {
-                    i.deliver(channel, message, conn);
-                }
-                _ => tracing::debug!("nobody takes gossip channel {channel}"),
-            },
-        }
-    }
-
-    fn on_ipam(&mut self, req: IpamOut, mesh: &mut Mesh) {
-        let sent = match req {
-            IpamOut::Send(send) => send.send(mesh),
-            IpamOut::Gossip(payload) => mesh.gossip_neighbours(IPAM_CHANNEL, payload),
-            IpamOut::GossipDown { peer, payload } => mesh.gossip_down(IPAM_CHANNEL, peer, payload),
-            IpamOut::Close { conn, reason } => {
-                mesh.close_for_channel(conn, reason);
-                Ok(())
-            }
-        };
-        if let Err(e) = sent {
-            tracing::debug!("IPAM: {e}");
+            } => links.deliver(channel, message, conn),
         }
     }
 

@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use weft_types::Ipv4Cidr;
 
 use crate::dataplane_task::Job;
+use crate::dns::task::DnsStatus;
 use crate::driver::{Command, Snapshot};
 use crate::error::RequestError;
 use crate::ipam::{self, status::IpamStatus};
@@ -31,6 +32,8 @@ pub struct Api {
     pub info: Arc<RouterInfo>,
     /// The IPAM task, when IPAM is on.
     pub ipam: Option<ipam::task::Handle>,
+    /// The DNS task, when DNS is on.
+    pub dns: Option<crate::dns::task::Handle>,
 }
 
 impl Api {
@@ -48,6 +51,13 @@ impl Api {
     }
 
     /// IPAM's state, when IPAM is on.
+    async fn dns_status(&self) -> Result<Option<DnsStatus>, RequestError> {
+        match &self.dns {
+            Some(h) => Ok(Some(h.status().await?)),
+            None => Ok(None),
+        }
+    }
+
     async fn ipam_status(&self) -> Result<Option<IpamStatus>, RequestError> {
         match &self.ipam {
             Some(h) => Ok(Some(h.status().await?)),
@@ -123,6 +133,10 @@ pub fn control_routes(api: Api) -> Router {
             .route("/peer", delete(delete_peer))
             .with_state(api.clone()),
     };
+    let router = match api.dns.clone() {
+        Some(h) => router.merge(crate::dns::http::routes(h)),
+        None => router,
+    };
     status_routes(api).merge(router)
 }
 
@@ -131,6 +145,9 @@ async fn get_status(State(api): State<Api>) -> Result<Response, RequestError> {
     let mut body = status::render_status(&s.mesh, &api.info);
     if let Some(i) = api.ipam_status().await? {
         body.push_str(&i.render_section());
+    }
+    if let Some(d) = api.dns_status().await? {
+        body.push_str(&d.render_section());
     }
     Ok(text(StatusCode::OK, body))
 }
@@ -149,6 +166,10 @@ async fn get_status_view(
             Some(i) => i.render_owners(),
             None => return Err(RequestError::UnknownView(view)),
         },
+        "dns" => match api.dns_status().await? {
+            Some(d) => d.render_entries(),
+            None => return Err(RequestError::UnknownView(view)),
+        },
         _ => return Err(RequestError::UnknownView(view)),
     };
     Ok(text(StatusCode::OK, body))
@@ -163,6 +184,9 @@ async fn get_report(
     let mut doc = status::report(&s.mesh, &api.info, true);
     if let (Some(i), Some(obj)) = (api.ipam_status().await?, doc.as_object_mut()) {
         obj.insert("IPAM".into(), i.report());
+    }
+    if let (Some(d), Some(obj)) = (api.dns_status().await?, doc.as_object_mut()) {
+        obj.insert("DNS".into(), d.report());
     }
     let formats: Vec<&String> = q
         .iter()
@@ -191,13 +215,14 @@ async fn get_report(
 async fn get_metrics(State(api): State<Api>) -> Result<Response, RequestError> {
     let s = api.status().await?;
     let ipam = api.ipam_status().await?;
+    let dns = api.dns_status().await?;
     Ok((
         StatusCode::OK,
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        metrics::render(&s, api.info.encryption, ipam.as_ref()),
+        metrics::render(&s, api.info.encryption, ipam.as_ref(), dns.as_ref()),
     )
         .into_response())
 }

@@ -6,6 +6,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 #![warn(missing_docs)]
 
+pub mod channel_link;
 mod conn_io;
 pub mod dataplane;
 pub mod dataplane_task;
@@ -82,6 +83,8 @@ pub struct RouterConfig {
     pub mtu: Option<u32>,
     /// `--ipalloc-*`; `None` when IPAM is off.
     pub ipam: Option<ipam::IpamConfig>,
+    /// `--dns-*`; `None` when DNS is off (`--no-dns`).
+    pub dns: Option<dns::DnsConfig>,
 }
 
 impl RouterConfig {
@@ -220,27 +223,50 @@ pub async fn run(cfg: RouterConfig) -> Result<(), StartError> {
         trusted_subnets: Vec::new(),
         interface: dataplane.interface(),
     });
-    let (ipam_handle, ipam_link) = match &cfg.ipam {
+    let mut links = channel_link::Links::default();
+    let ipam_handle = match &cfg.ipam {
         Some(ipam_cfg) => {
-            let (h, l) = ipam::task::spawn(
+            let link = links.add(
+                weft_core::ipam::channel::is_ipam_channel,
+                weft_core::ipam::channel::register,
+            );
+            let h = ipam::task::spawn(
                 ipam_cfg,
                 name,
                 cfg.nickname.clone(),
                 identity.uid,
                 store.clone(),
                 Vec::new(),
+                link,
             )
             .ok_or_else(|| {
                 StartError::Config(format!("--ipalloc-range {} is not usable", ipam_cfg.range))
             })?;
-            (Some(h), Some(l))
+            Some(h)
         }
-        None => (None, None),
+        None => None,
+    };
+    let dns_handle = match &cfg.dns {
+        Some(dns_cfg) => {
+            let listen = dns_cfg.listen_on(dataplane.docker_bridge_addr);
+            let (udp, tcp) = bind_dns(listen, dns_cfg.listen.is_some()).await?;
+            let link = links.add(
+                weft_core::dns::channel::is_dns_channel,
+                weft_core::dns::channel::register,
+            );
+            let h = dns::task::spawn(dns_cfg, listen, name, store.clone(), link, udp);
+            if let Some(l) = tcp {
+                dns::server::spawn(l, h.clone());
+            }
+            Some(h)
+        }
+        None => None,
     };
     let api = http::Api {
         commands: cmd_tx,
         info,
         ipam: ipam_handle,
+        dns: dns_handle,
     };
     if let Some(l) = status_listener {
         let routes = http::status_routes(api.clone());
@@ -258,7 +284,7 @@ pub async fn run(cfg: RouterConfig) -> Result<(), StartError> {
         host: cfg.host,
         store,
         dataplane,
-        ipam: ipam_link,
+        links,
     };
     // Held open until we return: `weft stop` knows this router by it.
     let _pid_file = run_dir.write_pid()?;
@@ -267,6 +293,38 @@ pub async fn run(cfg: RouterConfig) -> Result<(), StartError> {
         () = shutdown_signal() => tracing::info!("=> shutting down"),
     }
     Ok(())
+}
+
+/// The DNS server's sockets. A listen address the user gave must be bound; the default one
+/// (the Docker bridge's, or all addresses without one) may be taken by another DNS server,
+/// and then weftDNS runs without a server: names are still registered and gossiped.
+async fn bind_dns(
+    a: SocketAddr,
+    given: bool,
+) -> Result<
+    (
+        Option<tokio::net::UdpSocket>,
+        Option<tokio::net::TcpListener>,
+    ),
+    StartError,
+> {
+    let bound = async {
+        let udp = tokio::net::UdpSocket::bind(a)
+            .await
+            .map_err(|e| StartError::Bind(format!("dns udp {a}"), e))?;
+        let tcp = tokio::net::TcpListener::bind(a)
+            .await
+            .map_err(|e| StartError::Bind(format!("dns tcp {a}"), e))?;
+        Ok::<_, StartError>((udp, tcp))
+    };
+    match bound.await {
+        Ok((u, t)) => Ok((Some(u), Some(t))),
+        Err(e) if !given => {
+            tracing::warn!("[dns] {e}; serving no queries (give --dns-listen-address to choose)");
+            Ok((None, None))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 async fn shutdown_signal() {

@@ -6,6 +6,7 @@
 //! frames that closed their connection, ignored gossip, topology entries not taken, discovered
 //! addresses not dialled, and the sleeve's drops by reason (`wrong_source` among them).
 
+use crate::dns::task::DnsStatus;
 use crate::driver::Snapshot;
 use crate::ipam::status::IpamStatus;
 use prometheus_client::encoding::text::encode;
@@ -49,7 +50,12 @@ struct KindLabel {
 }
 
 /// Renders the metrics text for one scrape.
-pub fn render(snap: &Snapshot, encryption: bool, ipam: Option<&IpamStatus>) -> String {
+pub fn render(
+    snap: &Snapshot,
+    encryption: bool,
+    ipam: Option<&IpamStatus>,
+    dns: Option<&DnsStatus>,
+) -> String {
     let s = &snap.mesh;
     let mut reg = Registry::default();
     let conns = Family::<ConnLabels, Gauge>::default();
@@ -217,6 +223,11 @@ pub fn render(snap: &Snapshot, encryption: bool, ipam: Option<&IpamStatus>) -> S
     if let Some(i) = ipam {
         register_ipam(&mut reg, i);
     }
+    if let Some(d) = dns {
+        let g = Gauge::<i64>::default();
+        g.set(i64::try_from(d.ours).unwrap_or(i64::MAX));
+        reg.register("weave_dns_entries", "Number of local DNS entries", g);
+    }
     let mut out = String::new();
     if encode(&mut out, &reg).is_err() {
         return String::new();
@@ -333,7 +344,7 @@ mod tests {
 
     #[test]
     fn what_was_refused_or_ignored_is_scraped() {
-        let text = render(&snapshot(), false, None);
+        let text = render(&snapshot(), false, None, None);
         for line in [
             "weft_connections_refused_total 21",
             "weft_intros_failed_total 22",

@@ -21,7 +21,7 @@ use weft_wire::dns::{GossipData, GossipError, CHANNEL};
 use weft_wire::PeerName;
 
 use super::zone::{Zone, ZoneError};
-use crate::mesh::{ChannelError, ChannelMessage, Mesh};
+use crate::mesh::{ChannelError, ChannelMessage, ChannelSend, Mesh, SendTo};
 
 /// A message on the channel that was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -47,25 +47,6 @@ pub enum ReceiveError {
     },
 }
 
-/// Something to send on the channel.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ChannelSend {
-    /// To every reachable peer ([`Mesh::gossip_broadcast`]).
-    Broadcast(Vec<u8>),
-    /// To random neighbours ([`Mesh::gossip_neighbours`]).
-    Gossip(Vec<u8>),
-}
-
-impl ChannelSend {
-    /// Hands this to the mesh.
-    pub fn send(self, mesh: &mut Mesh) -> Result<(), ChannelError> {
-        match self {
-            Self::Broadcast(payload) => mesh.gossip_broadcast(CHANNEL, payload),
-            Self::Gossip(payload) => mesh.gossip_neighbours(CHANNEL, payload),
-        }
-    }
-}
-
 /// Registers the DNS channel with the mesh (once, unless DNS is off).
 pub fn register(mesh: &mut Mesh) -> Result<(), ChannelError> {
     mesh.register_channel(CHANNEL)
@@ -78,7 +59,7 @@ pub fn is_dns_channel(channel: &str) -> bool {
 
 /// The broadcast of a local change (what [`Zone::add`] and the tombstone calls return).
 pub fn broadcast(data: &GossipData) -> ChannelSend {
-    ChannelSend::Broadcast(data.encode())
+    ChannelSend::new(CHANNEL, SendTo::Broadcast, data.encode())
 }
 
 /// The payload of the periodic gossip and of the gossip to a new neighbour: every entry,
@@ -112,12 +93,14 @@ pub fn handle_message(
         }));
     }
     if relay_new && !received.new.is_empty() {
-        sends.push(ChannelSend::Gossip(
-            GossipData {
-                timestamp: now,
-                entries: received.new,
-            }
-            .encode(),
+        let relay = GossipData {
+            timestamp: now,
+            entries: received.new,
+        };
+        sends.push(ChannelSend::new(
+            CHANNEL,
+            SendTo::Neighbours,
+            relay.encode(),
         ));
     }
     Ok(sends)

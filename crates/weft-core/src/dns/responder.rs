@@ -497,3 +497,32 @@ pub fn relay_upstream(query: &[u8], answer: &[u8], transport: Transport) -> Opti
         _ => Some(out),
     }
 }
+
+/// A recursive A query for `name` (made fully qualified) with `id`, as `dig` sends one; `None`
+/// if `name` is no DNS name. For `weft dns-lookup`.
+pub fn a_query(name: &str, id: u16) -> Option<Vec<u8>> {
+    let name = Name::from_ascii(super::zone::fqdn(name)).ok()?;
+    let mut m = Message::new();
+    m.set_id(id)
+        .set_message_type(MessageType::Query)
+        .set_op_code(OpCode::Query)
+        .set_recursion_desired(true)
+        .add_query(Query::query(name, RecordType::A));
+    m.to_bytes().ok()
+}
+
+/// The addresses of the A records in the answer section of `response` to query `id`, in
+/// order; none if it is no such response.
+pub fn answer_addrs(response: &[u8], id: u16) -> Vec<Ipv4Addr> {
+    match Message::from_bytes(response) {
+        Ok(m) if m.id() == id && m.message_type() == MessageType::Response => m
+            .answers()
+            .iter()
+            .filter_map(|r| match r.data() {
+                RData::A(a) => Some(a.0),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}

@@ -12,10 +12,11 @@ use rand::SeedableRng;
 use weft_wire::dns::{Entry, GossipData, GossipError, HostnameError, CHANNEL};
 use weft_wire::PeerName;
 
-use super::channel::{self, ChannelSend, ReceiveError};
+use super::channel::{self, ReceiveError};
 use super::zone::{Zone, ZoneConfig, ZoneError, TOMBSTONE_TIMEOUT};
 use super::{relay_upstream, server_failure, Action, Responder, Transport};
 use crate::mesh::ChannelMessage;
+use crate::mesh::{ChannelSend, SendTo};
 
 const US: PeerName = PeerName(0x0a00_0000_0001);
 const B: PeerName = PeerName(0x0b00_0000_0002);
@@ -458,7 +459,12 @@ fn gossip_relays_only_what_is_new_and_broadcasts_are_not_relayed() {
         NOW,
     )
     .unwrap();
-    let [ChannelSend::Gossip(relay)] = &sends[..] else {
+    let [ChannelSend {
+        to: SendTo::Neighbours,
+        payload: relay,
+        ..
+    }] = &sends[..]
+    else {
         panic!("{sends:?}");
     };
     assert_eq!(GossipData::decode(relay).unwrap().entries, vec![known]);
@@ -482,7 +488,12 @@ fn gossip_relays_only_what_is_new_and_broadcasts_are_not_relayed() {
         payload: data(vec![ghost]).encode(),
     };
     let sends = channel::handle_message(&mut z, b, NOW).unwrap();
-    let [ChannelSend::Broadcast(fix)] = &sends[..] else {
+    let [ChannelSend {
+        to: SendTo::Broadcast,
+        payload: fix,
+        ..
+    }] = &sends[..]
+    else {
         panic!("{sends:?}");
     };
     assert_eq!(GossipData::decode(fix).unwrap().entries[0].tombstone, NOW);
@@ -564,9 +575,13 @@ fn dns_sends_go_through_the_mesh() {
     );
     channel::register(&mut mesh).unwrap();
     send.send(&mut mesh).unwrap();
-    ChannelSend::Gossip(channel::periodic_gossip(&z, NOW))
-        .send(&mut mesh)
-        .unwrap();
+    ChannelSend::new(
+        CHANNEL,
+        SendTo::Neighbours,
+        channel::periodic_gossip(&z, NOW),
+    )
+    .send(&mut mesh)
+    .unwrap();
 }
 
 // ---- responder ----

@@ -27,7 +27,7 @@ use weft_wire::PeerName;
 
 use super::allocator::{Allocator, GossipError, Output};
 use super::wire::{self, WireError, CHANNEL, DELTA_CHANNEL};
-use crate::mesh::{ChannelError, ChannelMessage, Mesh};
+use crate::mesh::{ChannelError, ChannelMessage, ChannelSend, Mesh, SendTo};
 
 /// A message on the channel that was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -51,33 +51,6 @@ pub enum ReceiveError {
         #[source]
         error: GossipError,
     },
-}
-
-/// Something to send on the channel.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ChannelSend {
-    /// To every reachable peer.
-    Broadcast(Vec<u8>),
-    /// A ring delta to every reachable peer, on [`DELTA_CHANNEL`].
-    DeltaBroadcast(Vec<u8>),
-    /// To one peer.
-    Unicast {
-        /// The peer.
-        dst: PeerName,
-        /// The unicast payload (kind byte and value).
-        payload: Vec<u8>,
-    },
-}
-
-impl ChannelSend {
-    /// Hands this to the mesh.
-    pub fn send(self, mesh: &mut Mesh) -> Result<(), ChannelError> {
-        match self {
-            Self::Broadcast(payload) => mesh.gossip_broadcast(CHANNEL, payload),
-            Self::DeltaBroadcast(payload) => mesh.gossip_broadcast(DELTA_CHANNEL, payload),
-            Self::Unicast { dst, payload } => mesh.gossip_unicast(CHANNEL, dst, payload),
-        }
-    }
 }
 
 /// Registers the IPAM channels with the mesh (once, when IPAM is enabled).
@@ -143,12 +116,18 @@ pub fn handle_message(alloc: &mut Allocator, message: ChannelMessage) -> Result<
 /// for replies and persistence records, which are the caller's to act on.
 pub fn outgoing(output: &Output, now: i64) -> Option<ChannelSend> {
     match output {
-        Output::Broadcast(state) => Some(ChannelSend::Broadcast(wire::encode_gossip(state, now))),
-        Output::BroadcastDelta(delta) => wire::encode_delta(delta).map(ChannelSend::DeltaBroadcast),
-        Output::Unicast { dst, msg } => Some(ChannelSend::Unicast {
-            dst: *dst,
-            payload: wire::encode_unicast(msg, now),
-        }),
+        Output::Broadcast(state) => Some(ChannelSend::new(
+            CHANNEL,
+            SendTo::Broadcast,
+            wire::encode_gossip(state, now),
+        )),
+        Output::BroadcastDelta(delta) => wire::encode_delta(delta)
+            .map(|payload| ChannelSend::new(DELTA_CHANNEL, SendTo::Broadcast, payload)),
+        Output::Unicast { dst, msg } => Some(ChannelSend::new(
+            CHANNEL,
+            SendTo::Unicast(*dst),
+            wire::encode_unicast(msg, now),
+        )),
         Output::Reply { .. } | Output::Persist(_) => None,
     }
 }
@@ -229,28 +208,40 @@ mod tests {
             };
             for p in peers.iter_mut().filter(|p| p.name() != src) {
                 let (channel, message) = match &send {
-                    ChannelSend::Broadcast(payload) => (
+                    ChannelSend {
+                        channel: CHANNEL,
+                        to: SendTo::Broadcast,
+                        payload,
+                    } => (
                         CHANNEL,
                         ChannelMessage::Broadcast {
                             src,
                             payload: payload.clone(),
                         },
                     ),
-                    ChannelSend::DeltaBroadcast(payload) => (
+                    ChannelSend {
+                        channel: DELTA_CHANNEL,
+                        to: SendTo::Broadcast,
+                        payload,
+                    } => (
                         DELTA_CHANNEL,
                         ChannelMessage::Broadcast {
                             src,
                             payload: payload.clone(),
                         },
                     ),
-                    ChannelSend::Unicast { dst, payload } if *dst == p.name() => (
+                    ChannelSend {
+                        to: SendTo::Unicast(dst),
+                        payload,
+                        ..
+                    } if *dst == p.name() => (
                         CHANNEL,
                         ChannelMessage::Unicast {
                             src,
                             payload: payload.clone(),
                         },
                     ),
-                    ChannelSend::Unicast { .. } => continue,
+                    ChannelSend { .. } => continue,
                 };
                 handle_channel_message(p, channel, message).unwrap();
             }
@@ -339,12 +330,32 @@ mod tests {
         a.handle_unicast(B, UnicastMsg::SpaceRequest(universe))
             .unwrap();
         let out = sends(&mut a);
-        assert!(matches!(out[0], ChannelSend::Broadcast(_)), "{out:?}");
-        assert!(!out
-            .iter()
-            .any(|s| matches!(s, ChannelSend::DeltaBroadcast(_))));
+        assert!(
+            matches!(
+                out[0],
+                ChannelSend {
+                    channel: CHANNEL,
+                    to: SendTo::Broadcast,
+                    payload: _
+                }
+            ),
+            "{out:?}"
+        );
+        assert!(!out.iter().any(|s| matches!(
+            s,
+            ChannelSend {
+                channel: DELTA_CHANNEL,
+                to: SendTo::Broadcast,
+                payload: _
+            }
+        )));
         for send in out {
-            if let ChannelSend::Broadcast(payload) = send {
+            if let ChannelSend {
+                channel: CHANNEL,
+                to: SendTo::Broadcast,
+                payload,
+            } = send
+            {
                 for p in [&mut b, &mut c] {
                     broadcast_to(p, CHANNEL, A, &payload);
                 }
@@ -357,7 +368,12 @@ mod tests {
         a.handle_unicast(B, UnicastMsg::SpaceRequest(universe))
             .unwrap();
         let out = sends(&mut a);
-        let [ChannelSend::DeltaBroadcast(delta)] = &out[..] else {
+        let [ChannelSend {
+            channel: DELTA_CHANNEL,
+            to: SendTo::Broadcast,
+            payload: delta,
+        }] = &out[..]
+        else {
             panic!("{out:?}");
         };
         assert!(delta.len() < 200, "{} bytes", delta.len());
@@ -370,19 +386,34 @@ mod tests {
         a.handle_unicast(B, UnicastMsg::SpaceRequest(universe))
             .unwrap();
         let out = sends(&mut a);
-        let [ChannelSend::DeltaBroadcast(second)] = &out[..] else {
+        let [ChannelSend {
+            channel: DELTA_CHANNEL,
+            to: SendTo::Broadcast,
+            payload: second,
+        }] = &out[..]
+        else {
             panic!("{out:?}");
         };
         let c_before = c.ring().clone();
         broadcast_to(&mut c, DELTA_CHANNEL, A, second);
         assert_eq!(c.ring(), &c_before);
         let ask = sends(&mut c);
-        let [ChannelSend::Unicast { dst: A, payload }] = &ask[..] else {
+        let [ChannelSend {
+            to: SendTo::Unicast(A),
+            payload,
+            ..
+        }] = &ask[..]
+        else {
             panic!("{ask:?}");
         };
         unicast_to(&mut a, C, payload);
         let answer = sends(&mut a);
-        let [ChannelSend::Unicast { dst: C, payload }] = &answer[..] else {
+        let [ChannelSend {
+            to: SendTo::Unicast(C),
+            payload,
+            ..
+        }] = &answer[..]
+        else {
             panic!("{answer:?}");
         };
         unicast_to(&mut c, A, payload);
@@ -621,7 +652,14 @@ mod tests {
         );
         // A broadcast with nobody connected goes nowhere, without error.
         let broadcast = outgoing(&Output::Broadcast(Default::default()), NOW).unwrap();
-        assert!(matches!(broadcast, ChannelSend::Broadcast(_)));
+        assert!(matches!(
+            broadcast,
+            ChannelSend {
+                channel: CHANNEL,
+                to: SendTo::Broadcast,
+                payload: _
+            }
+        ));
         broadcast.send(&mut mesh).unwrap();
         // Records and replies are not the mesh's.
         let record = Output::Persist(PersistRecord::Owned(Default::default()));

@@ -690,9 +690,8 @@ fn ipam_sim_large() {
 /// message that carries it (tag, channel name, source, payload). `change` makes the change
 /// on peer 0, given the peers' names.
 fn ring_change_cost(n: usize, deltas: bool, change: &dyn Fn(&mut Allocator, &[PeerName])) -> u64 {
-    use super::channel::{self, ChannelSend};
-    use super::wire::{CHANNEL, DELTA_CHANNEL};
-    use crate::mesh::ChannelMessage;
+    use super::channel;
+    use crate::mesh::{ChannelMessage, ChannelSend, SendTo};
     use weft_wire::protocol::ProtocolMsg;
 
     const NOW: i64 = 1_700_000_000;
@@ -764,26 +763,22 @@ fn ring_change_cost(n: usize, deltas: bool, change: &dyn Fn(&mut Allocator, &[Pe
             .encode(&mut out);
             out.len() as u64
         };
-        let (channel, dsts, message): (&str, Vec<usize>, ChannelMessage) = match send {
-            ChannelSend::Broadcast(payload) => {
-                bytes += frame_len(CHANNEL, &payload) * (n as u64 - 1);
-                let all = (0..n).filter(|&j| j != from).collect();
-                (CHANNEL, all, ChannelMessage::Broadcast { src, payload })
-            }
-            ChannelSend::DeltaBroadcast(payload) => {
-                bytes += frame_len(DELTA_CHANNEL, &payload) * (n as u64 - 1);
-                let all = (0..n).filter(|&j| j != from).collect();
-                (
-                    DELTA_CHANNEL,
-                    all,
-                    ChannelMessage::Broadcast { src, payload },
-                )
-            }
-            ChannelSend::Unicast { dst, payload } => {
+        let ChannelSend {
+            channel,
+            to,
+            payload,
+        } = send;
+        let (dsts, message): (Vec<usize>, ChannelMessage) = match to {
+            SendTo::Unicast(dst) => {
                 // A unicast frame also names its destination: six bytes more.
-                bytes += frame_len(CHANNEL, &payload) + 6;
+                bytes += frame_len(channel, &payload) + 6;
                 let to = names.iter().position(|&p| p == dst).into_iter().collect();
-                (CHANNEL, to, ChannelMessage::Unicast { src, payload })
+                (to, ChannelMessage::Unicast { src, payload })
+            }
+            _ => {
+                bytes += frame_len(channel, &payload) * (n as u64 - 1);
+                let all = (0..n).filter(|&j| j != from).collect();
+                (all, ChannelMessage::Broadcast { src, payload })
             }
         };
         for j in dsts {

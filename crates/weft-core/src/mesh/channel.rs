@@ -51,6 +51,57 @@ pub enum ChannelMessage {
     },
 }
 
+/// Where a channel's owner asks the mesh to send a payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendTo {
+    /// Every reachable peer, along our broadcast routes ([`Mesh::gossip_broadcast`]).
+    Broadcast,
+    /// Random neighbours ([`Mesh::gossip_neighbours`]).
+    Neighbours,
+    /// One neighbour, as gossip ([`Mesh::gossip_down`]).
+    Down(PeerName),
+    /// One peer, relayed hop by hop ([`Mesh::gossip_unicast`]).
+    Unicast(PeerName),
+}
+
+/// A payload a channel's owner (IPAM, DNS) wants sent: the one currency between an owner's
+/// state machine, the task that runs it and the mesh task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelSend {
+    /// The registered channel.
+    pub channel: &'static str,
+    /// Where to.
+    pub to: SendTo,
+    /// The channel's payload.
+    pub payload: Vec<u8>,
+}
+
+impl ChannelSend {
+    /// A send of `payload` on `channel` to `to`.
+    pub fn new(channel: &'static str, to: SendTo, payload: Vec<u8>) -> Self {
+        Self {
+            channel,
+            to,
+            payload,
+        }
+    }
+
+    /// Hands this to the mesh.
+    pub fn send(self, mesh: &mut Mesh) -> Result<(), ChannelError> {
+        let Self {
+            channel,
+            to,
+            payload,
+        } = self;
+        match to {
+            SendTo::Broadcast => mesh.gossip_broadcast(channel, payload),
+            SendTo::Neighbours => mesh.gossip_neighbours(channel, payload),
+            SendTo::Down(peer) => mesh.gossip_down(channel, peer, payload),
+            SendTo::Unicast(dst) => mesh.gossip_unicast(channel, dst, payload),
+        }
+    }
+}
+
 /// A channel operation the mesh refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

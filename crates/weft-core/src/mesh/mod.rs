@@ -68,7 +68,7 @@ mod overlay;
 mod status;
 mod topology_gossip;
 
-pub use channel::{ChannelError, ChannelMessage, RELAY_CACHE_ENTRIES};
+pub use channel::{ChannelError, ChannelMessage, ChannelSend, SendTo, RELAY_CACHE_ENTRIES};
 use conn::Conn;
 pub use status::{ConnectionStatus, Ignored, MeshFabric, MeshStatus};
 

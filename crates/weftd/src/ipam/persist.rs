@@ -43,7 +43,7 @@ pub(crate) fn write(store: &Store, records: &[PersistRecord]) -> Result<(), Stor
         values.retain(|(k, _)| *k != key);
         values.push((key, bytes));
     }
-    store.set_ipam_records(&values)
+    store.set_records(&values)
 }
 
 fn encode(store: &Store, record: &PersistRecord) -> Result<(&'static str, Vec<u8>), StoreError> {
@@ -90,7 +90,7 @@ fn encode(store: &Store, record: &PersistRecord) -> Result<(&'static str, Vec<u8
 pub(crate) fn load(store: &Store) -> Result<Persisted, StoreError> {
     let mut p = Persisted::default();
     if let Some(r) = store
-        .ipam_record(IPAM_RING)?
+        .record(IPAM_RING)?
         .and_then(|b| serde_json::from_slice::<RingRecord>(&b).ok())
     {
         p.peer = Some(PeerName(r.peer));
@@ -112,7 +112,7 @@ pub(crate) fn load(store: &Store) -> Result<Persisted, StoreError> {
         });
     }
     if let Some(o) = store
-        .ipam_record(IPAM_OWNED)?
+        .record(IPAM_OWNED)?
         .and_then(|b| serde_json::from_slice::<BTreeMap<String, OwnedRecord>>(&b).ok())
     {
         p.owned = Some(

@@ -7,34 +7,28 @@
 //! Nothing here decides anything about IPAM: that is the allocator's.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot, watch};
-use weft_attach::Container;
+use tokio::sync::{mpsc, oneshot};
 use weft_core::ipam::allocator::{
     AllocError, Allocator, Config, Output, PersistRecord, PreClaim, Reply, RequestId,
 };
-use weft_core::ipam::channel::{self, ChannelSend};
+use weft_core::ipam::channel;
+use weft_core::ipam::wire::CHANNEL;
 use weft_core::ipam::{Address, Range};
-use weft_core::mesh::{ChannelMessage, ConnId, GOSSIP_INTERVAL};
+use weft_core::mesh::{ChannelMessage, ChannelSend, ConnId, SendTo, GOSSIP_INTERVAL};
 use weft_types::Ipv4Cidr;
 use weft_wire::PeerName;
 
 use super::persist;
 use super::status::IpamStatus;
 use super::IpamConfig;
+use crate::channel_link::{container_alive, unix_now, PeerView, TaskLink, TaskOut};
 use crate::store::Store;
 
 /// Requests waiting for the task; more wait in the HTTP handlers.
 const MAX_QUEUED_REQUESTS: usize = 256;
-/// Channel messages waiting for the task; more are dropped (gossip repeats, requests retry).
-const MAX_QUEUED_MESSAGES: usize = 1024;
-/// Payload bytes of the channel messages waiting for the task; more are dropped too.
-const MAX_QUEUED_BYTES: usize = 16 << 20;
-/// What the task asks of the mesh task, waiting to be taken.
-const MAX_QUEUED_SENDS: usize = 1024;
 /// How often containers are checked for being gone, and waiting clients for having left.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -86,96 +80,6 @@ pub(crate) enum Request {
     Shutdown(oneshot::Sender<()>),
     /// For the status views.
     Status(oneshot::Sender<IpamStatus>),
-}
-
-/// What the IPAM task asks of the mesh task.
-#[derive(Debug)]
-pub enum IpamOut {
-    /// A broadcast or unicast on the channel.
-    Send(ChannelSend),
-    /// Periodic gossip to random neighbours.
-    Gossip(Vec<u8>),
-    /// Our state to one new neighbour.
-    GossipDown {
-        /// The neighbour.
-        peer: PeerName,
-        /// The gossip.
-        payload: Vec<u8>,
-    },
-    /// Close a connection whose message IPAM refused.
-    Close {
-        /// The connection.
-        conn: ConnId,
-        /// The refusal, for the log.
-        reason: String,
-    },
-}
-
-/// The mesh's view of peers that IPAM needs.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PeerView {
-    /// Every peer the router knows.
-    pub known: BTreeSet<PeerName>,
-    /// Neighbours that offered IPAM ring deltas.
-    pub delta_peers: BTreeSet<PeerName>,
-    /// Direct connection targets, for the default quorum.
-    pub direct_targets: u32,
-    /// Peers we have a connection to; each new one is sent our state at once.
-    pub neighbours: BTreeSet<PeerName>,
-}
-
-/// The mesh task's end of the IPAM task.
-#[derive(Debug)]
-pub struct MeshLink {
-    /// Channel messages for the IPAM task.
-    pub messages: Inbox,
-    /// The latest peer view.
-    pub peers: watch::Sender<PeerView>,
-    /// What the IPAM task asks of the mesh.
-    pub from_ipam: mpsc::Receiver<IpamOut>,
-}
-
-/// Where the mesh task puts channel messages for the IPAM task: bounded in count and in
-/// payload bytes, so a peer's gossip cannot make the router hold more than
-/// [`MAX_QUEUED_BYTES`] while the task is behind.
-#[derive(Debug)]
-pub struct Inbox {
-    tx: mpsc::Sender<Queued>,
-    bytes: Arc<AtomicUsize>,
-}
-
-#[derive(Debug)]
-struct Queued {
-    channel: String,
-    message: ChannelMessage,
-    conn: Option<ConnId>,
-    len: usize,
-}
-
-impl Inbox {
-    /// Queues a message; false (and the message dropped) when the task is too far behind.
-    pub fn offer(&self, channel: String, message: ChannelMessage, conn: Option<ConnId>) -> bool {
-        let len = match &message {
-            ChannelMessage::Gossip { payload, .. }
-            | ChannelMessage::Broadcast { payload, .. }
-            | ChannelMessage::Unicast { payload, .. } => payload.len(),
-        };
-        if self.bytes.fetch_add(len, Ordering::AcqRel) + len > MAX_QUEUED_BYTES {
-            self.bytes.fetch_sub(len, Ordering::AcqRel);
-            return false;
-        }
-        let queued = Queued {
-            channel,
-            message,
-            conn,
-            len,
-        };
-        if self.tx.try_send(queued).is_err() {
-            self.bytes.fetch_sub(len, Ordering::AcqRel);
-            return false;
-        }
-        true
-    }
 }
 
 /// The HTTP API's end of the IPAM task.
@@ -233,7 +137,8 @@ pub fn spawn(
     uid: u64,
     store: Arc<Store>,
     pre_claims: Vec<PreClaim>,
-) -> Option<(Handle, MeshLink)> {
+    link: TaskLink,
+) -> Option<Handle> {
     let persisted = match persist::load(&store) {
         Ok(p) => Some(p),
         Err(e) => {
@@ -263,66 +168,44 @@ pub fn spawn(
         .collect();
     alloc.prune_owned(&running);
     let (req_tx, req_rx) = mpsc::channel(MAX_QUEUED_REQUESTS);
-    let (msg_tx, msg_rx) = mpsc::channel(MAX_QUEUED_MESSAGES);
-    let queued = Arc::new(AtomicUsize::new(0));
-    let (peers_tx, peers_rx) = watch::channel(PeerView::default());
-    let (out_tx, out_rx) = mpsc::channel(MAX_QUEUED_SENDS);
+    let TaskLink {
+        messages,
+        peers,
+        to_mesh,
+    } = link;
     let task = Task {
         alloc,
         store,
-        to_mesh: out_tx,
+        to_mesh,
         waiting: HashMap::new(),
         next_id: 0,
-        known: BTreeSet::new(),
-        neighbours: BTreeSet::new(),
+        view: PeerView::default(),
         default_subnet: cfg.default_subnet,
     };
-    tokio::spawn(task.run(req_rx, (msg_rx, queued.clone()), peers_rx));
-    Some((
-        Handle {
-            requests: req_tx,
-            default_subnet: cfg.default_subnet,
-        },
-        MeshLink {
-            messages: Inbox {
-                tx: msg_tx,
-                bytes: queued,
-            },
-            peers: peers_tx,
-            from_ipam: out_rx,
-        },
-    ))
-}
-
-/// Whether the container an ident names still exists; idents weft cannot check (another
-/// runtime's container IDs) count as alive, so their addresses are never released on a doubt.
-fn container_alive(ident: &str) -> bool {
-    Container::parse(ident).map_or(true, |c| c.is_alive())
+    tokio::spawn(task.run(req_rx, messages, peers));
+    Some(Handle {
+        requests: req_tx,
+        default_subnet: cfg.default_subnet,
+    })
 }
 
 struct Task {
     alloc: Allocator,
     store: Arc<Store>,
-    to_mesh: mpsc::Sender<IpamOut>,
+    to_mesh: mpsc::Sender<TaskOut>,
     waiting: HashMap<RequestId, Waiter>,
     next_id: u64,
-    known: BTreeSet<PeerName>,
-    neighbours: BTreeSet<PeerName>,
+    /// The mesh's view of peers, as last taken.
+    view: PeerView,
     default_subnet: Ipv4Cidr,
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 impl Task {
     async fn run(
         mut self,
         mut requests: mpsc::Receiver<Request>,
-        (mut messages, queued): (mpsc::Receiver<Queued>, Arc<AtomicUsize>),
-        mut peers: watch::Receiver<PeerView>,
+        mut messages: crate::channel_link::InboxRx,
+        mut peers: tokio::sync::watch::Receiver<PeerView>,
     ) {
         let mut gossip = tokio::time::interval(GOSSIP_INTERVAL);
         gossip.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -339,10 +222,7 @@ impl Task {
                     None => return,
                 },
                 msg = messages.recv() => match msg {
-                    Some(q) => {
-                        queued.fetch_sub(q.len, Ordering::AcqRel);
-                        self.on_message(&q.channel, q.message, q.conn).await;
-                    }
+                    Some(d) => self.on_message(&d.channel, d.message, d.conn).await,
                     None => return,
                 },
                 changed = peers.changed() => {
@@ -357,7 +237,8 @@ impl Task {
                 () = tick => self.alloc.handle_timeout(Instant::now()),
                 _ = gossip.tick() => {
                     let payload = channel::periodic_gossip(&self.alloc, unix_now());
-                    if self.to_mesh.send(IpamOut::Gossip(payload)).await.is_err() {
+                    let send = ChannelSend::new(CHANNEL, SendTo::Neighbours, payload);
+                    if self.to_mesh.send(TaskOut::Send(send)).await.is_err() {
                         return;
                     }
                 }
@@ -391,7 +272,7 @@ impl Task {
                 }
                 other => {
                     if let Some(send) = channel::outgoing(&other, now) {
-                        if self.to_mesh.send(IpamOut::Send(send)).await.is_err() {
+                        if self.to_mesh.send(TaskOut::Send(send)).await.is_err() {
                             return false;
                         }
                     }
@@ -487,7 +368,7 @@ impl Task {
                 let _ = reply.send(());
             }
             Request::Status(reply) => {
-                let known = &self.known;
+                let known = &self.view.known;
                 let s = IpamStatus::of(&self.alloc, self.default_subnet, &|p| known.contains(&p));
                 let _ = reply.send(s);
             }
@@ -499,34 +380,25 @@ impl Task {
             tracing::warn!("[allocator]: {e}");
             if let Some(conn) = conn {
                 let reason = e.to_string();
-                let _ = self.to_mesh.send(IpamOut::Close { conn, reason }).await;
+                let _ = self.to_mesh.send(TaskOut::Close { conn, reason }).await;
             }
         }
     }
 
     /// Takes the mesh's new view; false once the mesh task is gone.
     async fn on_peers(&mut self, view: PeerView) -> bool {
-        for gone in self.known.difference(&view.known) {
-            self.alloc.peer_gone(*gone);
+        for gone in view.gone(&self.view) {
+            self.alloc.peer_gone(gone);
         }
-        self.known = view.known.clone();
-        self.alloc.set_delta_peers(view.delta_peers);
-        self.alloc.set_known_peers(view.known);
+        let new = view.new_neighbours(&self.view);
+        self.alloc.set_delta_peers(view.delta_peers.clone());
+        self.alloc.set_known_peers(view.known.clone());
         self.alloc.set_direct_targets(view.direct_targets);
-        let new: Vec<PeerName> = view
-            .neighbours
-            .difference(&self.neighbours)
-            .copied()
-            .collect();
-        self.neighbours = view.neighbours;
+        self.view = view;
         for peer in new {
             let payload = channel::periodic_gossip(&self.alloc, unix_now());
-            if self
-                .to_mesh
-                .send(IpamOut::GossipDown { peer, payload })
-                .await
-                .is_err()
-            {
+            let send = ChannelSend::new(CHANNEL, SendTo::Down(peer), payload);
+            if self.to_mesh.send(TaskOut::Send(send)).await.is_err() {
                 return false;
             }
         }
@@ -558,42 +430,5 @@ impl Task {
         for id in left {
             self.alloc.cancel(id);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn inbox_is_bounded_in_bytes_and_count() {
-        let (tx, mut rx) = mpsc::channel(MAX_QUEUED_MESSAGES);
-        let bytes = Arc::new(AtomicUsize::new(0));
-        let inbox = Inbox {
-            tx,
-            bytes: bytes.clone(),
-        };
-        let big = |n| ChannelMessage::Gossip {
-            src: PeerName(1),
-            payload: vec![0; n],
-        };
-        // 4 MiB payloads: four fit, the fifth would pass the byte bound.
-        for _ in 0..4 {
-            assert!(inbox.offer("IPallocation".into(), big(4 << 20), None));
-        }
-        assert!(!inbox.offer("IPallocation".into(), big(4 << 20), None));
-        assert_eq!(bytes.load(Ordering::Acquire), MAX_QUEUED_BYTES);
-        // Taking one out makes room again, as the task does.
-        let q = rx.try_recv().unwrap();
-        bytes.fetch_sub(q.len, Ordering::AcqRel);
-        assert!(inbox.offer("IPallocation".into(), big(4 << 20), None));
-        // Small messages are bounded in count.
-        while rx.try_recv().is_ok() {}
-        bytes.store(0, Ordering::Release);
-        let accepted = (0..MAX_QUEUED_MESSAGES + 10)
-            .filter(|_| inbox.offer("IPallocation".into(), big(1), None))
-            .count();
-        assert_eq!(accepted, MAX_QUEUED_MESSAGES);
-        assert_eq!(bytes.load(Ordering::Acquire), MAX_QUEUED_MESSAGES);
     }
 }

@@ -39,12 +39,15 @@ const KEY_PEER_NAME: &str = "peer-name";
 const KEY_DIRECT_PEERS: &str = "direct-peers";
 /// The sequence number of the last journal frame redb holds.
 const KEY_JOURNAL_SEQ: &str = "journal-seq";
-/// IPAM's records, each written whole: keys [`IPAM_RING`] and [`IPAM_OWNED`].
+/// The journaled records, each written whole: keys [`IPAM_RING`], [`IPAM_OWNED`] and
+/// [`DNS_ENTRIES`]. (The table's name is from when IPAM's were the only ones.)
 const IPAM: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("ipam");
 /// The IPAM record of our peer name and the ring.
 pub const IPAM_RING: &str = "ring";
 /// The IPAM record of the addresses each ident holds.
 pub const IPAM_OWNED: &str = "owned";
+/// The DNS record of the entries we registered.
+pub const DNS_ENTRIES: &str = "dns-entries";
 
 /// The environment variable that names the file a checking process verifies.
 pub const CHECK_ENV: &str = "WEFT_CHECK_STATE_DB";
@@ -298,22 +301,22 @@ impl Store {
         self.journal.as_ref().ok_or_else(|| self.err("closed"))
     }
 
-    /// An IPAM record ([`IPAM_RING`] or [`IPAM_OWNED`]), as last written.
-    pub fn ipam_record(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    /// A journaled record ([`IPAM_RING`], [`IPAM_OWNED`], [`DNS_ENTRIES`]), as last written.
+    pub fn record(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         match self.journal()?.pending(key) {
             Some(v) => Ok(Some(v)),
             None => self.get_in(IPAM, key),
         }
     }
 
-    /// Writes an IPAM record: in the kernel when this returns, on disk moments later (see
+    /// Writes a journaled record: in the kernel when this returns, on disk moments later (see
     /// the module documentation).
-    pub fn set_ipam_record(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
-        self.set_ipam_records(&[(key, value.to_vec())])
+    pub fn set_record(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.set_records(&[(key, value.to_vec())])
     }
 
-    /// Writes IPAM records at once (one journal frame), as [`Store::set_ipam_record`] does one.
-    pub fn set_ipam_records(&self, records: &[(&str, Vec<u8>)]) -> Result<(), StoreError> {
+    /// Writes records at once (one journal frame), as [`Store::set_record`] does one.
+    pub fn set_records(&self, records: &[(&str, Vec<u8>)]) -> Result<(), StoreError> {
         let pairs: Vec<(&str, &[u8])> = records.iter().map(|(k, v)| (*k, v.as_slice())).collect();
         self.journal()?.append(&pairs).map_err(|e| self.err(e))
     }
@@ -575,9 +578,9 @@ mod tests {
         };
         let s = Store::open(Path::new(&dir), &check()).unwrap();
         for i in 0..50u32 {
-            s.set_ipam_record(IPAM_OWNED, &i.to_le_bytes()).unwrap();
+            s.set_record(IPAM_OWNED, &i.to_le_bytes()).unwrap();
         }
-        s.set_ipam_record(IPAM_RING, b"ring").unwrap();
+        s.set_record(IPAM_RING, b"ring").unwrap();
         // As `kill -9` would: no destructor, no flush, no unlock.
         std::process::abort();
     }
@@ -600,12 +603,9 @@ mod tests {
             .unwrap();
         assert!(!status.success(), "the writer should have aborted");
         let s = Store::open(&dir.0, &check()).unwrap();
+        assert_eq!(s.record(IPAM_RING).unwrap().as_deref(), Some(&b"ring"[..]));
         assert_eq!(
-            s.ipam_record(IPAM_RING).unwrap().as_deref(),
-            Some(&b"ring"[..])
-        );
-        assert_eq!(
-            s.ipam_record(IPAM_OWNED).unwrap(),
+            s.record(IPAM_OWNED).unwrap(),
             Some(49u32.to_le_bytes().to_vec())
         );
     }
@@ -617,30 +617,24 @@ mod tests {
         let [j0, _] = journal::files(&db);
         {
             let s = Store::open(&dir.0, &check()).unwrap();
-            s.set_ipam_record(IPAM_OWNED, b"old").unwrap();
+            s.set_record(IPAM_OWNED, b"old").unwrap();
             // Read back before any checkpoint: from the journal.
-            assert_eq!(
-                s.ipam_record(IPAM_OWNED).unwrap().as_deref(),
-                Some(&b"old"[..])
-            );
+            assert_eq!(s.record(IPAM_OWNED).unwrap().as_deref(), Some(&b"old"[..]));
             // What a lost truncation leaves behind: the frame, after redb has it.
             let frame = std::fs::read(&j0).unwrap();
-            s.set_ipam_record(IPAM_OWNED, b"new").unwrap();
+            s.set_record(IPAM_OWNED, b"new").unwrap();
             drop(s);
             std::fs::write(&j0, frame).unwrap();
         }
         let s = Store::open(&dir.0, &check()).unwrap();
-        assert_eq!(
-            s.ipam_record(IPAM_OWNED).unwrap().as_deref(),
-            Some(&b"new"[..])
-        );
+        assert_eq!(s.record(IPAM_OWNED).unwrap().as_deref(), Some(&b"new"[..]));
     }
 
     #[test]
     fn records_reach_the_database_after_a_checkpoint() {
         let dir = TempDir::new("checkpoint");
         let s = Store::open(&dir.0, &check()).unwrap();
-        s.set_ipam_record(IPAM_RING, b"ring").unwrap();
+        s.set_record(IPAM_RING, b"ring").unwrap();
         let deadline = Instant::now() + journal::CHECKPOINT_AFTER * 10;
         while s.get_in(IPAM, IPAM_RING).unwrap().is_none() {
             assert!(Instant::now() < deadline, "no checkpoint");

@@ -1,0 +1,485 @@
+//! The DNS task: one tokio task owns the [`Zone`] and is its only caller. It answers the UDP
+//! queries on its socket itself, a batch per wake-up (a query costs no hand-over and no
+//! lock); it takes TCP queries from [`super::server`], requests from the HTTP API, what
+//! arrived on the `nameserver` channel and the mesh's view of peers from the mesh task, and
+//! time. Queries outside the domain are forwarded off the task ([`super::upstream`]), at most
+//! [`upstream::MAX_IN_FLIGHT`] at once. Our own entries are written to the state database
+//! after each change ([`super::persist`]).
+//!
+//! Nothing here decides anything about DNS: that is the zone's and the responder's.
+
+use std::collections::BTreeSet;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot, watch};
+use weft_core::dns::channel;
+use weft_core::dns::{server_failure, Action, Responder, Transport, Zone, ZoneConfig};
+use weft_core::mesh::{ChannelSend, SendTo, GOSSIP_INTERVAL};
+use weft_wire::dns::{Entry, CHANNEL};
+use weft_wire::PeerName;
+
+use super::persist::{self, Registration};
+use super::upstream::{self, Limiter, Upstreams};
+use super::DnsConfig;
+use crate::channel_link::{container_alive, unix_now, InboxRx, PeerView, TaskLink, TaskOut};
+use crate::store::Store;
+
+/// Requests waiting for the task; more wait in their senders.
+const MAX_QUEUED_REQUESTS: usize = 256;
+/// UDP queries answered per wake-up before the task looks at its other inputs.
+const UDP_BATCH: usize = 64;
+/// The largest UDP query read; longer ones arrive cut and get FORMERR.
+const UDP_QUERY_BUFFER: usize = 4096;
+/// How often containers are checked for being gone.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+/// How often purgeable tombstones are looked for (Weave sweeps every 30 minutes; sooner only
+/// frees memory sooner).
+const PURGE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// A request to the task.
+#[derive(Debug)]
+pub(crate) enum Request {
+    /// `PUT /name/{container}/{ip}`.
+    Add {
+        container: String,
+        addr: Ipv4Addr,
+        fqdn: String,
+        check_alive: bool,
+        reply: oneshot::Sender<()>,
+    },
+    /// `DELETE /name[/{container}[/{ip}]]`; `None` is Weave's wildcard.
+    Delete {
+        container: Option<String>,
+        addr: Option<Ipv4Addr>,
+        fqdn: Option<String>,
+        reply: oneshot::Sender<()>,
+    },
+    /// `GET /name`: every entry, tombstones included.
+    Entries(oneshot::Sender<Vec<Entry>>),
+    /// For the status views and metrics.
+    Status(oneshot::Sender<DnsStatus>),
+    /// A query that came over TCP.
+    Query {
+        query: Vec<u8>,
+        reply: oneshot::Sender<TcpAnswer>,
+    },
+}
+
+/// What to do with a TCP query.
+#[derive(Debug)]
+pub(crate) enum TcpAnswer {
+    /// Send these bytes.
+    Send(Vec<u8>),
+    /// Ask these upstream servers, each for the timeout; none answering: SERVFAIL.
+    Forward(Vec<SocketAddr>, Duration),
+    /// Send nothing.
+    Drop,
+}
+
+/// What the status views, the report and the metrics show of DNS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsStatus {
+    /// `--dns-domain`.
+    pub domain: String,
+    /// The upstream servers, as the status shows them.
+    pub upstream: String,
+    /// `--dns-ttl`.
+    pub ttl: u32,
+    /// Live entries, in storage order.
+    pub live: Vec<Entry>,
+    /// Live entries of our origin.
+    pub ours: usize,
+    /// Where the server listens, if it does.
+    pub address: Option<SocketAddr>,
+}
+
+/// The HTTP API's end of the DNS task.
+#[derive(Debug, Clone)]
+pub struct Handle {
+    pub(crate) requests: mpsc::Sender<Request>,
+    /// `--dns-domain`.
+    pub domain: String,
+    /// `--dns-listen-address` (or its default), whether or not the server could bind it.
+    pub listen: SocketAddr,
+}
+
+/// Starts the DNS task for router `name`: registers again the entries of ours that the
+/// database holds whose containers still run, and serves `udp` (if bound; on `listen`).
+pub fn spawn(
+    cfg: &DnsConfig,
+    listen: SocketAddr,
+    name: PeerName,
+    store: Arc<Store>,
+    link: TaskLink,
+    udp: Option<UdpSocket>,
+) -> Handle {
+    let mut zone = Zone::new(ZoneConfig {
+        domain: cfg.domain.clone(),
+        ..ZoneConfig::new(name)
+    });
+    let now = unix_now();
+    for r in persist::load(&store) {
+        if !container_alive(&r.container) {
+            continue;
+        }
+        if let Err(e) = zone.add(&r.hostname, &r.container, r.addr, now) {
+            tracing::info!("[dns] not restoring an entry: {e}");
+        }
+    }
+    let ours = listen.ip();
+    let (req_tx, req_rx) = mpsc::channel(MAX_QUEUED_REQUESTS);
+    let TaskLink {
+        messages,
+        peers,
+        to_mesh,
+    } = link;
+    let task = Task {
+        zone,
+        responder: Responder::new(cfg.ttl),
+        rng: StdRng::from_entropy(),
+        upstreams: Upstreams::new(&cfg.resolv_conf, (!ours.is_unspecified()).then_some(ours)),
+        fallback_timeout: cfg.fallback_timeout,
+        limiter: Limiter::new(upstream::MAX_IN_FLIGHT),
+        address: udp.as_ref().map(|_| listen),
+        udp: udp.map(Arc::new),
+        store,
+        to_mesh,
+        view: PeerView::default(),
+        persisted: None,
+    };
+    tokio::spawn(task.run(req_rx, messages, peers));
+    Handle {
+        requests: req_tx,
+        domain: cfg.domain.clone(),
+        listen,
+    }
+}
+
+struct Task {
+    zone: Zone,
+    responder: Responder,
+    rng: StdRng,
+    upstreams: Upstreams,
+    fallback_timeout: Duration,
+    limiter: Limiter,
+    /// Where the server listens, if it does.
+    address: Option<SocketAddr>,
+    udp: Option<Arc<UdpSocket>>,
+    store: Arc<Store>,
+    to_mesh: mpsc::Sender<TaskOut>,
+    /// The mesh's view of peers, as last taken.
+    view: PeerView,
+    /// Our live entries as last written to the database.
+    persisted: Option<Vec<Registration>>,
+}
+
+/// Receives a datagram if there is a socket; never ready otherwise.
+async fn recv_udp(
+    udp: Option<&Arc<UdpSocket>>,
+    buf: &mut [u8],
+) -> Option<std::io::Result<(usize, SocketAddr)>> {
+    match udp {
+        Some(u) => Some(u.recv_from(buf).await),
+        None => std::future::pending().await,
+    }
+}
+
+impl Task {
+    async fn run(
+        mut self,
+        mut requests: mpsc::Receiver<Request>,
+        mut messages: InboxRx,
+        mut peers: watch::Receiver<PeerView>,
+    ) {
+        let mut gossip = tokio::time::interval(GOSSIP_INTERVAL);
+        gossip.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut purge = tokio::time::interval(PURGE_INTERVAL);
+        purge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut buf = vec![0u8; UDP_QUERY_BUFFER];
+        self.persist();
+        loop {
+            let sends = tokio::select! {
+                got = recv_udp(self.udp.as_ref(), &mut buf) => {
+                    match got {
+                        Some(Ok((n, from))) => {
+                            self.on_udp(&buf[..n], from);
+                            self.udp_batch(&mut buf);
+                        }
+                        Some(Err(e)) => tracing::debug!("[dns] udp receive: {e}"),
+                        None => {}
+                    }
+                    Vec::new()
+                }
+                req = requests.recv() => match req {
+                    Some(r) => self.on_request(r),
+                    None => return,
+                },
+                msg = messages.recv() => match msg {
+                    Some(d) => {
+                        match channel::handle_message(&mut self.zone, d.message, unix_now()) {
+                            Ok(sends) => sends,
+                            Err(e) => {
+                                tracing::warn!("[dns] {e}");
+                                if let Some(conn) = d.conn {
+                                    let reason = e.to_string();
+                                    if self.to_mesh.send(TaskOut::Close { conn, reason }).await.is_err() {
+                                        return;
+                                    }
+                                }
+                                Vec::new()
+                            }
+                        }
+                    }
+                    None => return,
+                },
+                changed = peers.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    let view = peers.borrow_and_update().clone();
+                    self.on_peers(view)
+                }
+                _ = gossip.tick() => {
+                    let payload = channel::periodic_gossip(&self.zone, unix_now());
+                    vec![ChannelSend::new(CHANNEL, SendTo::Neighbours, payload)]
+                }
+                _ = sweep.tick() => self.sweep(),
+                _ = purge.tick() => {
+                    self.zone.purge_tombstones(unix_now());
+                    Vec::new()
+                }
+            };
+            for send in sends {
+                if self.to_mesh.send(TaskOut::Send(send)).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Answers the queries already waiting on the socket, up to a batch.
+    fn udp_batch(&mut self, buf: &mut [u8]) {
+        let Some(udp) = self.udp.clone() else {
+            return;
+        };
+        for _ in 1..UDP_BATCH {
+            match udp.try_recv_from(buf) {
+                Ok((n, from)) => self.on_udp(&buf[..n], from),
+                Err(_) => return,
+            }
+        }
+    }
+
+    fn on_udp(&mut self, query: &[u8], from: SocketAddr) {
+        let Some(udp) = &self.udp else {
+            return;
+        };
+        match self
+            .responder
+            .answer(&self.zone, query, Transport::Udp, &mut self.rng)
+        {
+            Action::Answer(bytes) => {
+                // A full socket buffer drops the answer, as the network may: the client
+                // asks again.
+                if let Err(e) = udp.try_send_to(&bytes, from) {
+                    tracing::debug!("[dns] udp send to {from}: {e}");
+                }
+            }
+            Action::Drop => {}
+            Action::Forward => {
+                let Some(permit) = self.limiter.try_acquire() else {
+                    if let Some(fail) = server_failure(query) {
+                        let _ = udp.try_send_to(&fail, from);
+                    }
+                    return;
+                };
+                let servers = self.upstreams.servers(Instant::now()).to_vec();
+                let timeout = self.fallback_timeout;
+                let (udp, query) = (udp.clone(), query.to_vec());
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    let answer = upstream::forward(&query, &servers, Transport::Udp, timeout)
+                        .await
+                        .or_else(|| server_failure(&query));
+                    if let Some(a) = answer {
+                        let _ = udp.send_to(&a, from).await;
+                    }
+                });
+            }
+        }
+    }
+
+    fn on_request(&mut self, req: Request) -> Vec<ChannelSend> {
+        let now = unix_now();
+        let mut sends = Vec::new();
+        match req {
+            Request::Add {
+                container,
+                addr,
+                fqdn,
+                check_alive,
+                reply,
+            } => {
+                match self.zone.add(&fqdn, &container, addr, now) {
+                    Ok(data) => {
+                        tracing::info!("[dns] Adding entry {fqdn} -> {addr} ({container})");
+                        sends.push(channel::broadcast(&data));
+                        if check_alive && !container_alive(&container) {
+                            let gone =
+                                self.zone
+                                    .tombstone(Some(&container), Some(addr), Some(&fqdn), now);
+                            sends.extend(gone.as_ref().map(channel::broadcast));
+                        }
+                    }
+                    // Weave logs and ignores what it cannot register.
+                    Err(e) => tracing::info!("[dns] {e}"),
+                }
+                self.persist();
+                let _ = reply.send(());
+            }
+            Request::Delete {
+                container,
+                addr,
+                fqdn,
+                reply,
+            } => {
+                let gone = self
+                    .zone
+                    .tombstone(container.as_deref(), addr, fqdn.as_deref(), now);
+                sends.extend(gone.as_ref().map(channel::broadcast));
+                self.persist();
+                let _ = reply.send(());
+            }
+            Request::Entries(reply) => {
+                let _ = reply.send(self.zone.entries().collect());
+            }
+            Request::Status(reply) => {
+                let live: Vec<Entry> = self.zone.entries().filter(|e| e.tombstone == 0).collect();
+                let us = self.zone.ourself();
+                let _ = reply.send(DnsStatus {
+                    domain: self.zone.domain().to_string(),
+                    upstream: self.upstreams.describe(Instant::now()),
+                    ttl: self.responder.ttl,
+                    ours: live.iter().filter(|e| e.origin == us).count(),
+                    live,
+                    address: self.address,
+                });
+            }
+            Request::Query { query, reply } => {
+                let answer =
+                    match self
+                        .responder
+                        .answer(&self.zone, &query, Transport::Tcp, &mut self.rng)
+                    {
+                        Action::Answer(b) => TcpAnswer::Send(b),
+                        Action::Drop => TcpAnswer::Drop,
+                        Action::Forward => TcpAnswer::Forward(
+                            self.upstreams.servers(Instant::now()).to_vec(),
+                            self.fallback_timeout,
+                        ),
+                    };
+                let _ = reply.send(answer);
+            }
+        }
+        sends
+    }
+
+    /// Takes the mesh's new view: entries of peers that left go, each new neighbour gets
+    /// our whole zone.
+    fn on_peers(&mut self, view: PeerView) -> Vec<ChannelSend> {
+        for gone in view.gone(&self.view) {
+            let n = self.zone.peer_gone(gone);
+            if n > 0 {
+                tracing::info!("[dns] {gone} left: {n} entries removed");
+            }
+        }
+        let new = view.new_neighbours(&self.view);
+        self.zone.set_known_peers(view.known.clone());
+        self.view = view;
+        let now = unix_now();
+        new.into_iter()
+            .map(|peer| {
+                let payload = channel::periodic_gossip(&self.zone, now);
+                ChannelSend::new(CHANNEL, SendTo::Down(peer), payload)
+            })
+            .collect()
+    }
+
+    /// Tombstones the entries of our containers that are gone (Weave does it on Docker's
+    /// `die`; a network namespace or process that went away is the same for weft).
+    fn sweep(&mut self) -> Vec<ChannelSend> {
+        let us = self.zone.ourself();
+        let containers: BTreeSet<String> = self
+            .zone
+            .entries()
+            .filter(|e| e.origin == us && e.tombstone == 0)
+            .map(|e| e.container_id)
+            .filter(|c| !container_alive(c))
+            .collect();
+        if containers.is_empty() {
+            return Vec::new();
+        }
+        let now = unix_now();
+        let mut sends = Vec::new();
+        for c in containers {
+            tracing::info!("[dns] container {c} is gone; removing its names");
+            if let Some(data) = self.zone.tombstone_container(&c, now) {
+                sends.push(channel::broadcast(&data));
+            }
+        }
+        self.persist();
+        sends
+    }
+
+    /// Writes our live entries, if they changed since the last write.
+    fn persist(&mut self) {
+        let us = self.zone.ourself();
+        let ours: Vec<Registration> = self
+            .zone
+            .entries()
+            .filter(|e| e.origin == us && e.tombstone == 0)
+            .map(|e| Registration {
+                container: e.container_id,
+                addr: e.addr,
+                hostname: e.hostname,
+            })
+            .collect();
+        if self.persisted.as_ref() == Some(&ours) {
+            return;
+        }
+        if let Err(e) = persist::write(&self.store, &ours) {
+            tracing::error!("[dns] cannot persist entries: {e}");
+        }
+        self.persisted = Some(ours);
+    }
+}
+
+/// A TCP query's answer, forwarding it upstream if the zone says so.
+pub(crate) async fn tcp_answer(handle: &Handle, query: Vec<u8>) -> Option<Vec<u8>> {
+    let (tx, rx) = oneshot::channel();
+    let q = query.clone();
+    handle
+        .requests
+        .send(Request::Query {
+            query: q,
+            reply: tx,
+        })
+        .await
+        .ok()?;
+    match rx.await.ok()? {
+        TcpAnswer::Send(b) => Some(b),
+        TcpAnswer::Drop => None,
+        TcpAnswer::Forward(servers, timeout) => {
+            upstream::forward(&query, &servers, Transport::Tcp, timeout)
+                .await
+                .or_else(|| server_failure(&query))
+        }
+    }
+}
