@@ -214,3 +214,18 @@ test_dns_mixed_with_weave_net() {
     lab_wait 20 gone d1 gohost-c.weave.local || fail "weaver's removal not seen by weft"
     lab_wait 20 gone d2 rust-c.weave.local || fail "weft's removal not seen by weaver"
 }
+
+test_dns_hostile_gossip() {
+    lab_up 2
+    lab_weft 1 launch --nickname host1 --ipalloc-range "" >/dev/null
+    lab_weft 1 dns-add 10.6.0.1 -h keep.weave.local
+    local before; before=$(ip netns exec "$(lab_ns 1)" curl -s -H 'Accept: application/json' http://127.0.0.1:6784/name)
+    # Garbage, clock skew, a bad name, 100,000 entries: each refused, its connection closed.
+    local out; out=$(ip netns exec "$(lab_ns 2)" "$HOSTILE" "$(lab_ip 1):6783" dns-gossip 8 100000 2>&1)
+    expect_match "$out" "^closed 8 of 8$" "every hostile DNS message closed its connection"
+    kill -0 "$(cat "$LAB_DIR/h1/run/weft.pid")" || fail "router died"
+    expect_eq "$(ip netns exec "$(lab_ns 1)" curl -s -H 'Accept: application/json' http://127.0.0.1:6784/name)" "$before" "zone unchanged"
+    expect_match "$(grep -c 'DNS message from' "$LAB_DIR/h1/run/weft.log")" '^[1-9]' "refusals logged"
+    lab_container d1; lab_docker_eth0 1 d1 172.17.1.1
+    expect_eq "$(q d1 keep.weave.local)" "10.6.0.1" "still answering"
+}

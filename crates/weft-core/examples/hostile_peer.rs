@@ -17,6 +17,9 @@
 //!   172.16.16.0/24 (in turn: garbage, tokens out of order, tokens outside the universe, a ring
 //!   claiming every address at huge versions with too much free space, SIZE entries), and wait
 //!   for the router to close the connection; prints how many it closed.
+//! * `dns-gossip` — COUNT times: intro, send one hostile `nameserver` gossip (in turn:
+//!   garbage, a timestamp an hour ahead, a name that is no DNS name, SIZE entries), and wait
+//!   for the router to close the connection; prints how many it closed.
 //! * `gob-bombs` — COUNT times: a valid header, then a features frame of about SIZE bytes built
 //!   as a gob type-definition bomb, and wait for the router to close; prints how many it closed.
 //!
@@ -74,6 +77,7 @@ fn main() {
         "fake-peers" => fake_peers(addr, count, size.clamp(1, 10_000), hold),
         "ipam-rings" => ipam_rings(addr, count, size.clamp(1, 100_000)),
         "gob-bombs" => gob_bombs(addr, count, size),
+        "dns-gossip" => dns_gossip(addr, count, size.clamp(1, 200_000)),
         other => Err(format!("{usage}: unknown attack {other}")),
     };
     match result {
@@ -358,6 +362,40 @@ fn ipam_rings(addr: SocketAddr, count: usize, size: usize) -> Result<(), String>
             channel: "IPallocation".into(),
             src: name,
             payload: hostile_ipam_payload(i, name, size),
+        };
+        Ok(send(&mut s, &msg).is_err() || closed_within(&mut s, Duration::from_secs(5)))
+    })
+}
+
+/// The hostile DNS gossip messages, in turn; `n` entries for the long one.
+fn hostile_dns_payload(kind: usize, us: PeerName, n: usize) -> Vec<u8> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let entry = |i: usize, host: &str| weft_wire::dns::Entry {
+        container_id: format!("c{i}"),
+        origin: us,
+        addr: std::net::Ipv4Addr::from(0x0a05_0000 + i as u32),
+        hostname: host.to_string(),
+        version: 0,
+        tombstone: 0,
+    };
+    let (timestamp, entries) = match kind % 4 {
+        0 => return vec![0xff; 64],
+        1 => (now + 3600, vec![entry(0, "skew.weave.local.")]),
+        2 => (now, vec![entry(0, "bad name..weave.local.")]),
+        _ => (now, (0..n).map(|i| entry(i, "many.weave.local.")).collect()),
+    };
+    weft_wire::dns::GossipData { timestamp, entries }.encode()
+}
+
+fn dns_gossip(addr: SocketAddr, count: usize, size: usize) -> Result<(), String> {
+    count_closed(count, |i| {
+        let (mut s, name) = intro(addr)?;
+        let msg = ProtocolMsg::Gossip {
+            channel: "nameserver".into(),
+            src: name,
+            payload: hostile_dns_payload(i, name, size),
         };
         Ok(send(&mut s, &msg).is_err() || closed_within(&mut s, Duration::from_secs(5)))
     })

@@ -363,6 +363,7 @@ fn lookups_are_case_insensitive_and_see_live_entries_only() {
 fn the_zone_cap_refuses_whole_messages_and_local_adds() {
     let mut z = Zone::new(ZoneConfig {
         max_entries: 3,
+        reserved_for_us: 0,
         ..ZoneConfig::new(US)
     });
     z.set_known_peers(BTreeSet::from([B]));
@@ -391,6 +392,53 @@ fn the_zone_cap_refuses_whole_messages_and_local_adds() {
         ..many[0].clone()
     };
     assert_eq!(z.receive(data(vec![dead]), NOW).unwrap().new.len(), 1);
+}
+
+#[test]
+fn one_peer_cannot_take_the_zone_and_our_room_is_kept() {
+    let mut z = Zone::new(ZoneConfig {
+        max_entries: 10,
+        max_per_peer: 4,
+        reserved_for_us: 3,
+        ..ZoneConfig::new(US)
+    });
+    z.set_known_peers(BTreeSet::from([B, C]));
+    let of = |p, n: u8| -> Vec<Entry> {
+        (0..n)
+            .map(|d| entry(p, "b.weave.local.", "c", ip(d + 10)))
+            .collect()
+    };
+    assert_eq!(
+        z.receive(data(of(B, 5)), NOW),
+        Err(ZoneError::PeerFull {
+            peer: B,
+            have: 0,
+            adding: 5,
+            max: 4
+        })
+    );
+    assert!(z.is_empty());
+    z.receive(data(of(B, 4)), NOW).unwrap();
+    // C may have 4 too, but others together stop at 10 - 3.
+    assert!(matches!(
+        z.receive(data(of(C, 4)), NOW),
+        Err(ZoneError::Full { max: 7, .. })
+    ));
+    z.receive(data(of(C, 3)), NOW).unwrap();
+    // Our own registrations still fit.
+    for d in 1..=3 {
+        z.add("us.weave.local.", "c", ip(d), NOW).unwrap();
+    }
+    assert!(matches!(
+        z.add("us.weave.local.", "c", ip(4), NOW),
+        Err(ZoneError::Full { .. })
+    ));
+    // B leaves: its room is free again, and the index forgets its addresses.
+    assert_eq!(z.reverse_lookup(ip(10)), Some("b.weave.local."));
+    assert_eq!(z.peer_gone(B), 4);
+    assert_eq!(z.reverse_lookup(ip(13)), None);
+    assert_eq!(z.reverse_lookup(ip(12)), Some("b.weave.local."));
+    z.receive(data(of(B, 1)), NOW).unwrap();
 }
 
 fn arb_entry() -> impl Strategy<Value = Entry> {
@@ -438,6 +486,53 @@ proptest! {
         let payload = channel::periodic_gossip(&a, NOW);
         channel::handle_message(&mut d, ChannelMessage::Gossip { src: B, payload }, NOW).unwrap();
         prop_assert_eq!(&ea, &d.entries().collect::<Vec<_>>());
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Receive(Vec<Entry>),
+    Add(u8),
+    Tombstone(u8),
+    PeerGone(bool),
+    Purge,
+}
+
+fn arb_op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        prop::collection::vec(arb_entry(), 0..4).prop_map(Op::Receive),
+        (1u8..4).prop_map(Op::Add),
+        (1u8..4).prop_map(Op::Tombstone),
+        any::<bool>().prop_map(Op::PeerGone),
+        Just(Op::Purge),
+    ]
+}
+
+proptest! {
+    /// Whatever happens to the zone, a reverse lookup through the address index finds what a
+    /// walk of the whole zone finds: the first live entry in storage order.
+    #[test]
+    fn the_address_index_stays_in_step(ops in prop::collection::vec(arb_op(), 1..30)) {
+        let mut z = zone();
+        let mut now = NOW;
+        for op in ops {
+            now += 600;
+            match op {
+                Op::Receive(es) => {
+                    let es = es.into_iter().map(|e| Entry { tombstone: if e.tombstone > 0 { now } else { 0 }, ..e }).collect();
+                    let _ = z.receive(GossipData { timestamp: now, entries: es }, now);
+                }
+                Op::Add(d) => { let _ = z.add("a.weave.local.", "c1", ip(d), now); }
+                Op::Tombstone(d) => { let _ = z.tombstone(None, Some(ip(d)), None, now); }
+                Op::PeerGone(b) => { z.peer_gone(if b { B } else { C }); }
+                Op::Purge => { z.purge_tombstones(now); }
+            }
+            z.set_known_peers(BTreeSet::from([B, C]));
+            for d in 0..8 {
+                let walk = z.entries().find(|e| e.tombstone == 0 && e.addr == ip(d)).map(|e| e.hostname);
+                prop_assert_eq!(z.reverse_lookup(ip(d)).map(str::to_string), walk);
+            }
+        }
     }
 }
 

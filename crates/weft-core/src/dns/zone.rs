@@ -12,7 +12,7 @@
 //! ([`ZoneConfig::max_entries`]) is refused whole with a [`ZoneError`]. Time is Unix seconds
 //! passed in (Weave's timestamps are on the wire).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 
 use weft_wire::dns::{check_hostname, Entry, GossipData, HostnameError, MAX_CONTAINER_ID};
@@ -40,6 +40,12 @@ pub struct ZoneConfig {
     pub domain: String,
     /// Most entries held; gossip that would exceed it is refused, as is a local add.
     pub max_entries: usize,
+    /// Most entries any one other peer may have in the zone: gossip that would give an origin
+    /// more is refused, so that one peer cannot take the zone for itself.
+    pub max_per_peer: usize,
+    /// Room kept for our own entries: other peers' gossip may fill at most `max_entries`
+    /// minus this, so that a peer (or many fake ones) cannot stop local registrations.
+    pub reserved_for_us: usize,
 }
 
 impl ZoneConfig {
@@ -49,6 +55,8 @@ impl ZoneConfig {
             ourself,
             domain: DEFAULT_DOMAIN.to_string(),
             max_entries: DEFAULT_MAX_ENTRIES,
+            max_per_peer: DEFAULT_MAX_ENTRIES / 4,
+            reserved_for_us: DEFAULT_MAX_ENTRIES / 16,
         }
     }
 }
@@ -86,6 +94,18 @@ pub enum ZoneError {
     ClockSkew {
         /// Their timestamp minus our clock, in seconds.
         skew: i64,
+    },
+    /// One peer would hold more entries than [`ZoneConfig::max_per_peer`].
+    #[error("DNS entries of {peer}: {have} held, {adding} more would exceed {max}")]
+    PeerFull {
+        /// The origin.
+        peer: PeerName,
+        /// Its entries held.
+        have: usize,
+        /// Entries the message would add.
+        adding: usize,
+        /// The cap.
+        max: usize,
     },
     /// The zone would hold more than its cap.
     #[error("DNS zone full: {have} entries, {adding} more would exceed {max}")]
@@ -190,7 +210,14 @@ pub struct Zone {
     ourself: PeerName,
     domain: String,
     max_entries: usize,
+    max_per_peer: usize,
+    reserved_for_us: usize,
     entries: BTreeMap<Key, State>,
+    /// The keys of `entries` by address, for reverse lookups (a PTR query then costs the
+    /// entries of one address, not a walk of the zone).
+    by_addr: HashMap<Ipv4Addr, BTreeSet<Key>>,
+    /// How many entries each origin has in `entries`.
+    per_origin: HashMap<PeerName, usize>,
     known: BTreeSet<PeerName>,
 }
 
@@ -225,9 +252,46 @@ impl Zone {
             ourself: config.ourself,
             domain: fqdn(&config.domain),
             max_entries: config.max_entries,
+            max_per_peer: config.max_per_peer,
+            reserved_for_us: config.reserved_for_us,
             entries: BTreeMap::new(),
+            by_addr: HashMap::new(),
+            per_origin: HashMap::new(),
             known: BTreeSet::new(),
         }
+    }
+
+    /// Adds a new entry, keeping the indexes in step.
+    fn insert(&mut self, k: Key, s: State) {
+        self.by_addr.entry(k.addr).or_default().insert(k.clone());
+        *self.per_origin.entry(k.origin).or_default() += 1;
+        self.entries.insert(k, s);
+    }
+
+    /// Removes every entry `drop` selects, keeping the indexes in step; returns how many went.
+    fn remove_where(&mut self, drop: impl Fn(&Key, &State) -> bool) -> usize {
+        let gone: Vec<Key> = self
+            .entries
+            .iter()
+            .filter(|(k, s)| drop(k, s))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &gone {
+            self.entries.remove(k);
+            if let Some(set) = self.by_addr.get_mut(&k.addr) {
+                set.remove(k);
+                if set.is_empty() {
+                    self.by_addr.remove(&k.addr);
+                }
+            }
+            if let Some(n) = self.per_origin.get_mut(&k.origin) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_origin.remove(&k.origin);
+                }
+            }
+        }
+        gone.len()
     }
 
     /// Our peer name.
@@ -311,12 +375,12 @@ impl Zone {
                 *s
             }
             None => {
-                self.check_room(1)?;
+                self.check_room(1, self.max_entries)?;
                 let s = State {
                     version: 0,
                     tombstone: 0,
                 };
-                self.entries.insert(key.clone(), s);
+                self.insert(key.clone(), s);
                 s
             }
         };
@@ -326,12 +390,13 @@ impl Zone {
         })
     }
 
-    fn check_room(&self, adding: usize) -> Result<(), ZoneError> {
-        if self.entries.len().saturating_add(adding) > self.max_entries {
+    /// Whether `adding` more entries fit under `max`.
+    fn check_room(&self, adding: usize, max: usize) -> Result<(), ZoneError> {
+        if self.entries.len().saturating_add(adding) > max {
             return Err(ZoneError::Full {
                 have: self.entries.len(),
                 adding,
-                max: self.max_entries,
+                max,
             });
         }
         Ok(())
@@ -380,19 +445,15 @@ impl Zone {
     /// Deletes (not tombstones) every entry of `peer`, which topology GC removed; full gossip
     /// restores them if it comes back. Returns how many went.
     pub fn peer_gone(&mut self, peer: PeerName) -> usize {
-        let before = self.entries.len();
-        self.entries.retain(|k, _| k.origin != peer);
-        before - self.entries.len()
+        self.remove_where(|k, _| k.origin == peer)
     }
 
     /// Purges tombstones made more than [`TOMBSTONE_TIMEOUT`] ago (Weave sweeps every 30
     /// minutes; calling more often only purges sooner). Returns how many went.
     pub fn purge_tombstones(&mut self, now: i64) -> usize {
-        let before = self.entries.len();
-        self.entries.retain(|_, s| {
-            s.tombstone == 0 || now.saturating_sub(s.tombstone) <= TOMBSTONE_TIMEOUT
-        });
-        before - self.entries.len()
+        self.remove_where(|_, s| {
+            s.tombstone > 0 && now.saturating_sub(s.tombstone) > TOMBSTONE_TIMEOUT
+        })
     }
 
     /// When the next tombstone becomes purgeable (Unix seconds), if any.
@@ -432,11 +493,23 @@ impl Zone {
             // A message naming an entry twice counts as its best copy.
             s.merge(state(e));
         }
-        let adding = incoming
-            .keys()
-            .filter(|k| !self.entries.contains_key(k))
-            .count();
-        self.check_room(adding)?;
+        let mut adding: HashMap<PeerName, usize> = HashMap::new();
+        for k in incoming.keys().filter(|k| !self.entries.contains_key(k)) {
+            *adding.entry(k.origin).or_default() += 1;
+        }
+        for (&peer, &n) in adding.iter().filter(|(&p, _)| p != self.ourself) {
+            let have = self.per_origin.get(&peer).copied().unwrap_or(0);
+            if have.saturating_add(n) > self.max_per_peer {
+                return Err(ZoneError::PeerFull {
+                    peer,
+                    have,
+                    adding: n,
+                    max: self.max_per_peer,
+                });
+            }
+        }
+        let total: usize = adding.values().sum();
+        self.check_room(total, self.max_entries.saturating_sub(self.reserved_for_us))?;
 
         let mut out = Received::default();
         for (k, mut theirs) in incoming {
@@ -465,7 +538,7 @@ impl Zone {
             let changed = match self.entries.get_mut(&k) {
                 Some(ours) => ours.merge(theirs),
                 None => {
-                    self.entries.insert(k.clone(), theirs);
+                    self.insert(k.clone(), theirs);
                     true
                 }
             };
@@ -497,9 +570,10 @@ impl Zone {
 
     /// The hostname of the first live entry (in storage order) with address `addr`, for PTR.
     pub fn reverse_lookup(&self, addr: Ipv4Addr) -> Option<&str> {
-        self.entries
+        self.by_addr
+            .get(&addr)?
             .iter()
-            .find(|(k, s)| s.tombstone == 0 && k.addr == addr)
-            .map(|(k, _)| k.hostname.as_str())
+            .find(|k| self.entries.get(k).is_some_and(|s| s.tombstone == 0))
+            .map(|k| k.hostname.as_str())
     }
 }
