@@ -356,12 +356,25 @@ fn gob_bombs(addr: SocketAddr, count: usize, size: usize) -> Result<(), String> 
 }
 
 fn ipam_rings(addr: SocketAddr, count: usize, size: usize) -> Result<(), String> {
+    hostile_gossip(addr, count, "IPallocation", |i, name| {
+        hostile_ipam_payload(i, name, size)
+    })
+}
+
+/// COUNT times: intro, one gossip on `channel` with the `i`th payload, and wait for the router
+/// to close the connection; prints how many it closed.
+fn hostile_gossip(
+    addr: SocketAddr,
+    count: usize,
+    channel: &str,
+    payload: impl Fn(usize, PeerName) -> Vec<u8>,
+) -> Result<(), String> {
     count_closed(count, |i| {
         let (mut s, name) = intro(addr)?;
         let msg = ProtocolMsg::Gossip {
-            channel: "IPallocation".into(),
+            channel: channel.into(),
             src: name,
-            payload: hostile_ipam_payload(i, name, size),
+            payload: payload(i, name),
         };
         Ok(send(&mut s, &msg).is_err() || closed_within(&mut s, Duration::from_secs(5)))
     })
@@ -390,14 +403,8 @@ fn hostile_dns_payload(kind: usize, us: PeerName, n: usize) -> Vec<u8> {
 }
 
 fn dns_gossip(addr: SocketAddr, count: usize, size: usize) -> Result<(), String> {
-    count_closed(count, |i| {
-        let (mut s, name) = intro(addr)?;
-        let msg = ProtocolMsg::Gossip {
-            channel: "nameserver".into(),
-            src: name,
-            payload: hostile_dns_payload(i, name, size),
-        };
-        Ok(send(&mut s, &msg).is_err() || closed_within(&mut s, Duration::from_secs(5)))
+    hostile_gossip(addr, count, "nameserver", |i, name| {
+        hostile_dns_payload(i, name, size)
     })
 }
 
