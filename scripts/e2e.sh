@@ -801,6 +801,7 @@ test_address_moves_across_hosts() {
 source scripts/e2e_hostile.sh
 source scripts/e2e_ipam.sh
 source scripts/e2e_dns.sh
+source scripts/e2e_docker.sh
 
 # --- main --------------------------------------------------------------------------------
 [ "$(id -u)" = 0 ] || { echo "e2e tests need root"; exit 1; }

@@ -15,11 +15,19 @@ LAB_HOSTS=0
 lab_ns()   { echo "${LAB}h$1"; }
 lab_ip()   { echo "$LAB_NET.$LAB_SUBNET.$1"; }
 
+# The underlay is a bridge in a namespace of its own (the lab's switch), not in the machine's:
+# a Docker daemon sets the machine's FORWARD policy to DROP and sends bridged frames through
+# it, which would cut the lab's hosts off from each other.
+lab_sw() { echo "${LAB}sw"; }
+
 lab_up() {
     local n=$1 i
     mkdir -p "$LAB_DIR"
-    ip link add "${LAB}br0" type bridge
-    ip link set "${LAB}br0" up
+    ip netns add "$(lab_sw)"
+    ip -n "$(lab_sw)" link add br0 type bridge
+    ip -n "$(lab_sw)" link set br0 up
+    # Bridged frames need no firewall here (where the kernel allows saying so per namespace).
+    ip netns exec "$(lab_sw)" sysctl -qw net.bridge.bridge-nf-call-iptables=0 2>/dev/null || true
     for ((i = 1; i <= n; i++)); do lab_add_host "$i"; done
 }
 
@@ -28,8 +36,8 @@ lab_add_host() {
     local i=$1 ns
     ns=$(lab_ns "$i")
     ip netns add "$ns"
-    ip link add "${LAB}h${i}u" type veth peer name eth0 netns "$ns"
-    ip link set "${LAB}h${i}u" master "${LAB}br0" up
+    ip -n "$(lab_sw)" link add "h${i}u" type veth peer name eth0 netns "$ns"
+    ip -n "$(lab_sw)" link set "h${i}u" master br0 up
     ip -n "$ns" link set lo up
     ip -n "$ns" addr add "$(lab_ip "$i")/24" dev eth0
     ip -n "$ns" link set eth0 up
@@ -131,9 +139,8 @@ lab_down() {
         fi
         ns=$(lab_ns "$i")
         ip netns del "$ns" 2>/dev/null || true
-        ip link del "${LAB}h${i}u" 2>/dev/null || true
     done
-    ip link del "${LAB}br0" 2>/dev/null || true
+    ip netns del "$(lab_sw)" 2>/dev/null || true
     # Exactly the container namespaces this lab made (another lab's names may share a prefix).
     local c
     if [ -f "$LAB_DIR/containers" ]; then

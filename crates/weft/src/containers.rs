@@ -35,12 +35,54 @@ pub(crate) trait Plumbing {
     fn detach(&self, c: &Container, cidrs: &[Ipv4Cidr]) -> Result<Vec<Ipv4Cidr>, String>;
     /// The addresses its weave interface carries now; `None` when that cannot be told.
     fn configured(&self, c: &Container) -> Option<Vec<Ipv4Cidr>>;
-    /// Its hostname, if it has one with a domain part (what attach registers in DNS).
-    fn fqdn(&self, c: &Container) -> Option<String>;
+    /// The container a command names: `netns:NAME`, `pid:PID`, or a Docker container's name
+    /// or ID.
+    fn resolve(&self, arg: &str) -> Result<Target, Failure>;
+}
+
+/// A container as a command named it, found: what to plumb, the ident IPAM and DNS file it
+/// under (`netns:NAME`, `pid:PID`, or a Docker container's full ID, as Weave Net uses), and
+/// the name attach registers in DNS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Target {
+    pub(crate) container: Container,
+    pub(crate) ident: String,
+    pub(crate) fqdn: Option<String>,
+}
+
+/// Finds what `arg` names on this host: a namespace or process directly, anything else
+/// through the Docker daemon (`DOCKER_HOST`), which must know it as a running container.
+pub(crate) fn resolve(arg: &str) -> Result<Target, Failure> {
+    if let Ok(c) = Container::parse(arg) {
+        return Ok(Target {
+            ident: c.ident(),
+            fqdn: dns::container_fqdn(&c),
+            container: c,
+        });
+    }
+    if arg.starts_with("netns:") || arg.starts_with("pid:") || arg.is_empty() {
+        return Err(Failure::Message(format!(
+            "invalid container {arg:?}: expected netns:<name>, pid:<pid> or a Docker container"
+        )));
+    }
+    match weft_docker::blocking::inspect(arg) {
+        Ok(Some(info)) => match info.pid {
+            Some(pid) => Ok(Target {
+                container: Container::Pid(pid),
+                fqdn: info.fqdn(),
+                ident: info.id,
+            }),
+            None => Err(Failure::Message(format!("container {arg} is not running"))),
+        },
+        Ok(None) => Err(Failure::Message(format!("Error: No such container: {arg}"))),
+        Err(e) => Err(Failure::Message(format!(
+            "{arg}: not netns:<name> or pid:<pid>, and no Docker container: {e}"
+        ))),
+    }
 }
 
 /// The real thing: weft-attach in this host's namespaces.
-struct Host;
+pub(crate) struct Host;
 
 impl Plumbing for Host {
     fn is_alive(&self, c: &Container) -> bool {
@@ -70,8 +112,8 @@ impl Plumbing for Host {
         }
     }
 
-    fn fqdn(&self, c: &Container) -> Option<String> {
-        dns::container_fqdn(c)
+    fn resolve(&self, arg: &str) -> Result<Target, Failure> {
+        resolve(arg)
     }
 }
 
@@ -174,7 +216,7 @@ fn attach_with(p: &impl Plumbing, http: &str, args: &[String]) -> Outcome {
     ))
 }
 
-fn attach_container(
+pub(crate) fn attach_container(
     p: &impl Plumbing,
     http: &str,
     addrs: &[AddrArg],
@@ -182,12 +224,15 @@ fn attach_container(
     multicast: bool,
     with_dns: bool,
 ) -> Result<String, Failure> {
-    let c = Container::parse(container).map_err(|e| Failure::Message(e.to_string()))?;
+    let Target {
+        container: c,
+        ident,
+        fqdn,
+    } = p.resolve(container)?;
     // Before asking IPAM, so that a mistyped name allocates nothing.
     if !p.is_alive(&c) {
         return Err(missing(&c));
     }
-    let ident = c.ident();
     let ipam = Ipam::new(http, &ident);
     let mut obtained = Vec::new();
     let give_back = |obtained: &[Ipv4Cidr]| {
@@ -209,7 +254,7 @@ fn attach_container(
     match p.attach(&c, &cidrs, multicast) {
         Ok(done) => {
             // The name, as Weave's attach registers it: for each address, checked alive.
-            if let Some(fqdn) = p.fqdn(&c).filter(|_| with_dns) {
+            if let Some(fqdn) = fqdn.filter(|_| with_dns) {
                 if let Err(e) = dns::register(http, &ident, &dns::addrs(&done), &fqdn, true) {
                     eprintln!("cannot register {fqdn} in DNS: {e}");
                 }
@@ -245,8 +290,11 @@ fn detach_container(
     addrs: &[AddrArg],
     container: &str,
 ) -> Result<String, Failure> {
-    let c = Container::parse(container).map_err(|e| Failure::Message(e.to_string()))?;
-    let ident = c.ident();
+    let Target {
+        container: c,
+        ident,
+        ..
+    } = p.resolve(container)?;
     let ipam = Ipam::new(http, &ident);
     let targets = ipam.lookup(addrs)?;
     // Nothing to remove; weft-attach would take "none" to mean "all".
@@ -466,8 +514,13 @@ mod tests {
             Some(self.configured.clone())
         }
 
-        fn fqdn(&self, _: &Container) -> Option<String> {
-            self.fqdn.clone()
+        fn resolve(&self, arg: &str) -> Result<Target, Failure> {
+            let c = Container::parse(arg).map_err(|e| Failure::Message(e.to_string()))?;
+            Ok(Target {
+                ident: c.ident(),
+                fqdn: self.fqdn.clone(),
+                container: c,
+            })
         }
     }
 

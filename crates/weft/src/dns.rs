@@ -16,6 +16,7 @@ use weft_core::dns::responder::{a_query, answer_addrs};
 use weft_types::Ipv4Cidr;
 
 use crate::client::{self, segment, Reply};
+use crate::containers;
 use crate::ipam::Failure;
 use crate::{http_addr, print_reply, usage_error};
 
@@ -98,7 +99,8 @@ pub(crate) fn addrs(cidrs: &[Ipv4Cidr]) -> Vec<Ipv4Addr> {
 #[derive(Debug, PartialEq, Eq)]
 struct Target {
     ips: Vec<Ipv4Addr>,
-    container: Option<Container>,
+    /// As given: found by [`containers::resolve`].
+    container: Option<String>,
     fqdn: Option<String>,
 }
 
@@ -116,7 +118,7 @@ fn parse_target(args: &[String]) -> Option<Target> {
         } else if let (Ok(ip), None) = (a.parse::<Ipv4Addr>(), &container) {
             ips.push(ip);
         } else if container.is_none() && !a.starts_with('-') {
-            container = Some(Container::parse(a).ok()?);
+            container = Some(a.clone());
         } else {
             return None;
         }
@@ -133,31 +135,28 @@ fn parse_target(args: &[String]) -> Option<Target> {
 
 /// The ident, addresses and name a `dns-add`/`dns-remove` target stands for.
 fn resolve(t: Target, need_fqdn: bool) -> Result<(String, Vec<Ipv4Addr>, Option<String>), Failure> {
-    let Some(c) = t.container else {
+    let Some(arg) = t.container else {
         return Ok((EXTERN_IDENT.to_string(), t.ips, t.fqdn));
     };
-    if !c.is_alive() {
-        return Err(Failure::Message(format!(
-            "container {} does not exist",
-            c.ident()
-        )));
+    let found = containers::resolve(&arg)?;
+    if !found.container.is_alive() {
+        return Err(Failure::Message(format!("container {arg} does not exist")));
     }
     let ips = if t.ips.is_empty() {
-        container_addrs(&c)?
+        container_addrs(&found.container)?
     } else {
         t.ips
     };
     let fqdn = match t.fqdn {
         Some(f) => Some(f),
-        None if need_fqdn => Some(container_fqdn(&c).ok_or_else(|| {
+        None if need_fqdn => Some(found.fqdn.ok_or_else(|| {
             Failure::Message(format!(
-                "container {} has no hostname with a domain; give one with -h <fqdn>",
-                c.ident()
+                "container {arg} has no hostname with a domain; give one with -h <fqdn>"
             ))
         })?),
         None => None,
     };
-    Ok((c.ident(), ips, fqdn))
+    Ok((found.ident, ips, fqdn))
 }
 
 /// The addresses the container's weave interface carries.
@@ -290,7 +289,7 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(t.ips.len(), 2);
-        assert_eq!(t.container, Some(Container::Netns("c1".into())));
+        assert_eq!(t.container.as_deref(), Some("netns:c1"));
         assert_eq!(t.fqdn.as_deref(), Some("x.weave.local"));
         let t = parse_target(&s(&["10.2.1.1", "-h", "x.weave.local"])).unwrap();
         assert_eq!(t.container, None);
@@ -301,7 +300,6 @@ mod tests {
         assert_eq!(parse_target(&s(&["-h", "x.weave.local"])), None);
         assert_eq!(parse_target(&s(&["netns:c1", "-h"])), None);
         assert_eq!(parse_target(&s(&["netns:c1", "netns:c2"])), None);
-        assert_eq!(parse_target(&s(&["bogus"])), None);
         assert_eq!(parse_target(&s(&[])), None);
     }
 

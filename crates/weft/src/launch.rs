@@ -273,6 +273,7 @@ pub(crate) fn router(args: &[String]) -> ExitCode {
         mtu: a.mtu,
         ipam,
         dns,
+        docker: !a.no_docker,
     };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

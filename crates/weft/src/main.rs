@@ -23,6 +23,7 @@ macro_rules! outln {
 mod client;
 mod containers;
 mod dns;
+mod docker;
 mod ipam;
 mod launch;
 mod routes;
@@ -61,6 +62,11 @@ weft status        [targets | connections | peers | dns | ipam]
 weft connect       [--replace] [<peer> ...]
      forget        <peer> ...
 
+weft run          [<addr> ...] [--without-dns] [--no-multicast-route]
+                   <docker run args> ...
+     start         [<addr> ...] <container_id>
+     restart       <container_id>
+
 weft attach        [<addr> ...] [--without-dns] [--no-multicast-route] <container>
      detach        [<addr> ...] <container>
      ps            [<container> ...]
@@ -81,12 +87,16 @@ weft reset         [--force]
 where <peer>      = <ip_address_or_fqdn>[:<port>]
       <cidr>      = <ip_address>/<routing_prefix_length>
       <addr>      = [ip:]<cidr> | net:<cidr> | net:default
-      <container> = netns:<name> | pid:<pid>
+      <container> = netns:<name> | pid:<pid> | <container_name_or_id>
       <peer_id>   = <nickname> | <weft internal peer ID>
       <mode>      = consensus[=<count>] | seed=<mac>,... | observer
 
 --ipalloc-range (alias --iprange) defaults to 10.32.0.0/12; an empty value turns IP
 address allocation off. Without addresses, attach and expose allocate one (net:default).
+
+A Docker container is found through DOCKER_HOST (default unix:///var/run/docker.sock).
+A container's DNS name is its hostname when that has a domain part (for netns:<name>,
+/etc/netns/<name>/hostname).
 
 Every command honours WEFT_STATE_DIR (default /var/lib/weft), WEFT_RUN_DIR (default
 /run/weft), WEAVE_HTTP_ADDR (default 127.0.0.1:6784) and WEAVE_STATUS_ADDR
@@ -171,6 +181,8 @@ fn main() -> ExitCode {
         "ps" => containers::ps(rest),
         "expose" => containers::expose(rest),
         "hide" => containers::hide(rest),
+        "run" => docker::run(rest),
+        "start" | "restart" => docker::start(cmd, rest),
         "dns-add" => dns::dns_add(rest),
         "dns-remove" => dns::dns_remove(rest),
         "dns-lookup" => dns::dns_lookup(rest),

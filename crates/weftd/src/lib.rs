@@ -11,6 +11,7 @@ mod conn_io;
 pub mod dataplane;
 pub mod dataplane_task;
 pub mod dns;
+pub mod docker_watch;
 pub mod driver;
 pub mod error;
 #[cfg(test)]
@@ -85,6 +86,8 @@ pub struct RouterConfig {
     pub ipam: Option<ipam::IpamConfig>,
     /// `--dns-*`; `None` when DNS is off (`--no-dns`).
     pub dns: Option<dns::DnsConfig>,
+    /// Follow the Docker daemon's container events (`--no-docker` turns it off).
+    pub docker: bool,
 }
 
 impl RouterConfig {
@@ -262,6 +265,12 @@ pub async fn run(cfg: RouterConfig) -> Result<(), StartError> {
         }
         None => None,
     };
+    if cfg.docker {
+        docker_watch::spawn(docker_watch::Listeners {
+            ipam: ipam_handle.clone(),
+            dns: dns_handle.clone(),
+        });
+    }
     let api = http::Api {
         commands: cmd_tx,
         info,

@@ -37,6 +37,11 @@ impl Handle {
         self.ask(Request::Status).await
     }
 
+    /// Tells the DNS task a Docker container died.
+    pub(crate) async fn container_died(&self, id: String) {
+        let _ = self.requests.send(Request::ContainerDied(id)).await;
+    }
+
     async fn ask<T>(
         &self,
         req: impl FnOnce(oneshot::Sender<T>) -> Request,

@@ -63,6 +63,8 @@ pub(crate) enum Request {
     Entries(oneshot::Sender<Vec<Entry>>),
     /// For the status views and metrics.
     Status(oneshot::Sender<DnsStatus>),
+    /// A Docker container died: its names go.
+    ContainerDied(String),
     /// A query that came over TCP.
     Query {
         query: Vec<u8>,
@@ -356,6 +358,13 @@ impl Task {
                 sends.extend(gone.as_ref().map(channel::broadcast));
                 self.persist();
                 let _ = reply.send(());
+            }
+            Request::ContainerDied(id) => {
+                if let Some(data) = self.zone.tombstone_container(&id, now) {
+                    tracing::info!("[dns] container {id} died; removing its names");
+                    sends.push(channel::broadcast(&data));
+                    self.persist();
+                }
             }
             Request::Entries(reply) => {
                 let _ = reply.send(self.zone.entries().collect());

@@ -45,6 +45,11 @@ impl Handle {
         self.ask(Request::Status).await
     }
 
+    /// Hands a Docker container event to the IPAM task.
+    pub(crate) async fn container_event(&self, event: weft_docker::Event) {
+        let _ = self.requests.send(Request::Container(event)).await;
+    }
+
     async fn ask<T>(
         &self,
         req: impl FnOnce(oneshot::Sender<T>) -> Request,

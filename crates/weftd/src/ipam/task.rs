@@ -80,6 +80,8 @@ pub(crate) enum Request {
     Shutdown(oneshot::Sender<()>),
     /// For the status views.
     Status(oneshot::Sender<IpamStatus>),
+    /// A Docker container started, died or was destroyed.
+    Container(weft_docker::Event),
 }
 
 /// The HTTP API's end of the IPAM task.
@@ -367,6 +369,11 @@ impl Task {
                 self.alloc.shutdown();
                 let _ = reply.send(());
             }
+            Request::Container(event) => match event {
+                weft_docker::Event::Started(id) => self.alloc.container_started(&id),
+                weft_docker::Event::Died(id) => self.alloc.container_died(&id, Instant::now()),
+                weft_docker::Event::Destroyed(id) => self.alloc.container_destroyed(&id),
+            },
             Request::Status(reply) => {
                 let known = &self.view.known;
                 let s = IpamStatus::of(&self.alloc, self.default_subnet, &|p| known.contains(&p));

@@ -1,0 +1,266 @@
+//! weft-docker: what weft asks of a Docker daemon, through the Docker Engine API (bollard):
+//! finding a container by name or ID ([`Docker::inspect`]) with what weft needs of it (its
+//! full ID, its process, whether it runs, its hostname and domain name).
+//!
+//! The daemon is `DOCKER_HOST` (`unix:///path` or `tcp://host:port`), by default
+//! `unix:///var/run/docker.sock`, as the docker CLI finds it; the API version is negotiated,
+//! so older daemons (Debian's 20.10 speaks 1.41) work. [`blocking`] wraps the calls for the
+//! synchronous CLI.
+
+use std::time::Duration;
+
+use std::collections::HashMap;
+
+use bollard::container::InspectContainerOptions;
+use bollard::system::EventsOptions;
+use futures_util::{Stream, StreamExt as _};
+
+/// How long one API call may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// The socket the docker CLI uses when `DOCKER_HOST` is not set.
+pub const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
+
+/// Why a call to the Docker daemon failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DockerError {
+    /// `DOCKER_HOST` is neither `unix://…` nor `tcp://…`.
+    #[error("DOCKER_HOST {0:?}: expected unix:///path/to/socket or tcp://host:port")]
+    BadHost(String),
+    /// The daemon could not be reached or answered with an error.
+    #[error("docker: {0}")]
+    Api(String),
+    /// The call took longer than it may.
+    #[error("docker: no answer from {0} in {CALL_TIMEOUT:?}")]
+    Timeout(String),
+}
+
+/// What weft needs of a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerInfo {
+    /// The full 64-hex ID.
+    pub id: String,
+    /// The name, without Docker's leading `/`.
+    pub name: String,
+    /// Its main process, while it runs.
+    pub pid: Option<u32>,
+    /// Whether it runs.
+    pub running: bool,
+    /// `Config.Hostname`.
+    pub hostname: String,
+    /// `Config.Domainname`.
+    pub domainname: String,
+}
+
+impl ContainerInfo {
+    /// The name weftDNS registers for it, as Weave's script does: `hostname.domainname`, or
+    /// the hostname alone when it has a dot; `None` when there is no domain part.
+    pub fn fqdn(&self) -> Option<String> {
+        let host = self.hostname.trim_end_matches('.');
+        let domain = self.domainname.trim_matches('.');
+        if !domain.is_empty() && !host.is_empty() {
+            return Some(format!("{host}.{domain}"));
+        }
+        host.contains('.').then(|| host.to_string())
+    }
+}
+
+/// What happened to a container, as far as weft cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// `start`: it runs (again).
+    Started(String),
+    /// `die`: its process ended; it may start again.
+    Died(String),
+    /// `destroy`: it is gone for good.
+    Destroyed(String),
+}
+
+/// A connection to a Docker daemon.
+#[derive(Debug, Clone)]
+pub struct Docker {
+    api: bollard::Docker,
+    host: String,
+}
+
+impl Docker {
+    /// Connects (lazily: nothing is sent yet) to `DOCKER_HOST`, or the default socket.
+    pub fn from_env() -> Result<Self, DockerError> {
+        let host = std::env::var("DOCKER_HOST")
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| DEFAULT_HOST.to_string());
+        Self::connect(&host)
+    }
+
+    /// Connects (lazily) to `host`: `unix:///path` or `tcp://host:port`.
+    pub fn connect(host: &str) -> Result<Self, DockerError> {
+        let timeout = CALL_TIMEOUT.as_secs();
+        let api = if let Some(path) = host.strip_prefix("unix://") {
+            bollard::Docker::connect_with_unix(path, timeout, bollard::API_DEFAULT_VERSION)
+        } else if let Some(addr) = host.strip_prefix("tcp://") {
+            bollard::Docker::connect_with_http(
+                &format!("http://{addr}"),
+                timeout,
+                bollard::API_DEFAULT_VERSION,
+            )
+        } else {
+            return Err(DockerError::BadHost(host.to_string()));
+        }
+        .map_err(|e| DockerError::Api(e.to_string()))?;
+        Ok(Self {
+            api,
+            host: host.to_string(),
+        })
+    }
+
+    /// Agrees on an API version the daemon speaks (call once before other calls).
+    pub async fn negotiate(self) -> Result<Self, DockerError> {
+        let Self { api, host } = self;
+        let api = match tokio::time::timeout(CALL_TIMEOUT, api.negotiate_version()).await {
+            Ok(r) => r.map_err(|e| DockerError::Api(e.to_string()))?,
+            Err(_) => return Err(DockerError::Timeout(host)),
+        };
+        Ok(Self { api, host })
+    }
+
+    /// The container named or identified (full or unique prefix) by `name`; `None` if the
+    /// daemon knows no such container.
+    pub async fn inspect(&self, name: &str) -> Result<Option<ContainerInfo>, DockerError> {
+        let r = tokio::time::timeout(
+            CALL_TIMEOUT,
+            self.api
+                .inspect_container(name, None::<InspectContainerOptions>),
+        )
+        .await
+        .map_err(|_| DockerError::Timeout(self.host.clone()))?;
+        let c = match r {
+            Ok(c) => c,
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => return Ok(None),
+            Err(e) => return Err(DockerError::Api(e.to_string())),
+        };
+        let state = c.state.unwrap_or_default();
+        let config = c.config.unwrap_or_default();
+        let running = state.running.unwrap_or(false);
+        Ok(Some(ContainerInfo {
+            id: c.id.unwrap_or_default(),
+            name: c
+                .name
+                .unwrap_or_default()
+                .trim_start_matches('/')
+                .to_string(),
+            pid: state
+                .pid
+                .and_then(|p| u32::try_from(p).ok())
+                .filter(|&p| p > 0 && running),
+            running,
+            hostname: config.hostname.unwrap_or_default(),
+            domainname: config.domainname.unwrap_or_default(),
+        }))
+    }
+}
+
+impl Docker {
+    /// The daemon's container events from now on (`start`, `die`, `destroy`); the stream ends
+    /// (or yields an error) when the daemon goes away.
+    pub fn events(&self) -> impl Stream<Item = Result<Event, DockerError>> + '_ {
+        let filters = HashMap::from([
+            ("type".to_string(), vec!["container".to_string()]),
+            (
+                "event".to_string(),
+                vec![
+                    "start".to_string(),
+                    "die".to_string(),
+                    "destroy".to_string(),
+                ],
+            ),
+        ]);
+        self.api
+            .events(Some(EventsOptions::<String> {
+                filters,
+                ..Default::default()
+            }))
+            .filter_map(|m| async move {
+                let m = match m {
+                    Ok(m) => m,
+                    Err(e) => return Some(Err(DockerError::Api(e.to_string()))),
+                };
+                let id = m.actor.and_then(|a| a.id)?;
+                match m.action.as_deref()? {
+                    "start" => Some(Ok(Event::Started(id))),
+                    "die" => Some(Ok(Event::Died(id))),
+                    "destroy" => Some(Ok(Event::Destroyed(id))),
+                    _ => None,
+                }
+            })
+    }
+}
+
+/// The calls for a synchronous caller (the CLI): each runs on a runtime of its own.
+pub mod blocking {
+    use super::{ContainerInfo, Docker, DockerError};
+
+    fn run<T>(
+        f: impl std::future::Future<Output = Result<T, DockerError>>,
+    ) -> Result<T, DockerError> {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| DockerError::Api(format!("cannot start a runtime: {e}")))?
+            .block_on(f)
+    }
+
+    /// [`Docker::inspect`] on the daemon at `DOCKER_HOST`.
+    pub fn inspect(name: &str) -> Result<Option<ContainerInfo>, DockerError> {
+        run(async {
+            let d = Docker::from_env()?.negotiate().await?;
+            d.inspect(name).await
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(hostname: &str, domainname: &str) -> ContainerInfo {
+        ContainerInfo {
+            id: "0123".into(),
+            name: "c".into(),
+            pid: Some(1),
+            running: true,
+            hostname: hostname.into(),
+            domainname: domainname.into(),
+        }
+    }
+
+    #[test]
+    fn fqdn_as_weave_derives_it() {
+        assert_eq!(
+            info("a", "weave.local").fqdn().as_deref(),
+            Some("a.weave.local")
+        );
+        assert_eq!(
+            info("a.weave.local", "").fqdn().as_deref(),
+            Some("a.weave.local")
+        );
+        assert_eq!(info("a", "").fqdn(), None);
+        assert_eq!(info("0123abcd", "").fqdn(), None);
+    }
+
+    #[test]
+    fn hosts_must_be_unix_or_tcp() {
+        assert!(Docker::connect("tcp://127.0.0.1:2375").is_ok());
+        // A socket that is not there is the daemon's absence, not a bad host.
+        assert!(matches!(
+            Docker::connect("unix:///nonexistent/docker.sock"),
+            Err(DockerError::Api(_)) | Ok(_)
+        ));
+        assert!(matches!(
+            Docker::connect("ssh://x"),
+            Err(DockerError::BadHost(_))
+        ));
+    }
+}

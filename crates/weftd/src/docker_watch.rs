@@ -1,0 +1,67 @@
+//! Following the Docker daemon (unless `--no-docker`): its container events go to the tasks
+//! that keep per-container state. A container that dies loses its DNS names at once (Weave's
+//! `die` handling) and its addresses after IPAM's grace period unless it starts again; one
+//! that is destroyed loses its addresses at once.
+//!
+//! A daemon that is not there, or goes away, is looked for again every few seconds; nothing
+//! else waits for it.
+
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use weft_docker::{Docker, Event};
+
+use crate::{dns, ipam};
+
+/// How long to wait before looking for the daemon again.
+const RETRY: Duration = Duration::from_secs(3);
+
+/// The tasks that hear of container events.
+#[derive(Debug, Clone, Default)]
+pub struct Listeners {
+    /// The IPAM task, when IPAM is on.
+    pub ipam: Option<ipam::task::Handle>,
+    /// The DNS task, when DNS is on.
+    pub dns: Option<dns::task::Handle>,
+}
+
+impl Listeners {
+    async fn tell(&self, event: Event) {
+        if let Some(i) = &self.ipam {
+            i.container_event(event.clone()).await;
+        }
+        if let (Some(d), Event::Died(id)) = (&self.dns, &event) {
+            d.container_died(id.clone()).await;
+        }
+    }
+}
+
+/// Follows the daemon at `DOCKER_HOST` for as long as the router runs.
+pub fn spawn(listeners: Listeners) {
+    tokio::spawn(async move {
+        let mut said = false;
+        loop {
+            match follow(&listeners).await {
+                Ok(()) => tracing::info!("[docker] the daemon's event stream ended"),
+                Err(e) if !said => {
+                    tracing::info!("[docker] {e}; looking again every {RETRY:?}");
+                    said = true;
+                }
+                Err(_) => {}
+            }
+            tokio::time::sleep(RETRY).await;
+        }
+    });
+}
+
+async fn follow(listeners: &Listeners) -> Result<(), weft_docker::DockerError> {
+    let docker = Docker::from_env()?.negotiate().await?;
+    tracing::info!("[docker] following container events");
+    let mut events = std::pin::pin!(docker.events());
+    while let Some(e) = events.next().await {
+        let e = e?;
+        tracing::debug!("[docker] {e:?}");
+        listeners.tell(e).await;
+    }
+    Ok(())
+}
