@@ -1,0 +1,313 @@
+#!/usr/bin/env bash
+# DNS benchmark: dnsperf in a "container" namespace (eth0 172.17.0.2/16 on its host's docker0)
+# querying the router's DNS server on 172.17.0.1:53 (UDP), with 50 names registered in
+# weave.local through the HTTP API (PUT /name/<id>/<ip>, one address each). Query mix: an A
+# query for each of the 50 names and a PTR query for 10 of their addresses (1 in 6 is a PTR).
+#   (1) latency, paced at 2000 queries/s for 10 s (-v, every query's latency): mean and p99;
+#   (2) saturation for 60 s: queries per second, dnsperf's mean latency, the router's CPU
+#       seconds over the run (utime+stime of /proc/<pid>/stat), queries per CPU-second, and its
+#       RSS before/after (flat means growth < 10%);
+#   (3) forwarding to a silent upstream for 60 s at 1000 queries/s (names outside the domain;
+#       the router's --resolv-conf names an address in a namespace that drops every packet):
+#       the router's RSS before/peak/after must stay flat.
+# With WEAVE_REF_DIR pointing at a locally built Weave Net 2.8 router (weaver + nlshim), the same
+# figures are measured for WeaveDNS in the same run (another host namespace, one router at a
+# time) and weft's are printed as ratios against them.
+# Needs root, dig, bc; installs dnsperf with apt-get when missing.
+# Usage: bench/dns.sh [--quick]   (--quick: every phase ~10x shorter).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/weft-target}"
+
+LAT_QPS=2000 LAT_SECS=10 SAT_SECS=60 FWD_QPS=1000 FWD_SECS=60
+for a in "$@"; do
+    case "$a" in
+        --quick) LAT_SECS=1 SAT_SECS=6 FWD_SECS=6 ;;
+        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+        *) echo "unknown argument: $a" >&2; exit 2 ;;
+    esac
+done
+[ "$(id -u)" = 0 ] || { echo "needs root" >&2; exit 1; }
+for c in dig bc curl; do command -v "$c" >/dev/null || { echo "needs $c (scripts/deps.sh)" >&2; exit 1; }; done
+if ! command -v dnsperf >/dev/null; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends dnsperf >/dev/null
+fi
+cargo build --release -q -p weft
+
+REF="${WEAVE_REF_DIR:-}"
+if [ -n "$REF" ] && [ -x "$REF/weaver" ] && [ -x "$REF/nlshim" ]; then WEAVE=1; else WEAVE=0; fi
+
+# Not "w...": lab_down removes every namespace whose name starts with its LAB (see dataplane.sh).
+LAB="bd$(printf '%04x' $((RANDOM % 65536)))"; source scripts/lab.sh
+API=127.0.0.1:6784
+DNS=172.17.0.1
+N_NAMES=50 N_PTR=10
+UPSTREAM=$(lab_ip 250)   # the silent upstream
+MY_PIDS=()   # dnsperf runs and weavers (unshare's PID: --kill-child takes its PID namespace down)
+cleanup() {
+    local p
+    for p in "${MY_PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+    MY_PIDS=()
+    ip link del "${LAB}upu" 2>/dev/null || true
+    lab_down
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+
+# --- the lab: host 1 runs weft, host 2 WeaveDNS; each has a container c<host#> on docker0 --------
+lab_up 2
+for i in 1 2; do
+    lab_container "c$i"
+    ip -n "$(lab_ns "$i")" link add "${LAB}c${i}v" type veth peer name eth0 netns "${LAB}c$i"
+    ip -n "$(lab_ns "$i")" link set "${LAB}c${i}v" master docker0 up
+    lab_in "c$i" ip addr add 172.17.0.2/16 dev eth0
+    lab_in "c$i" ip link set eth0 up
+done
+# The silent upstream: an address on the underlay whose namespace drops everything it receives
+# (no ICMP unreachable either, so a forward can only end by the router's own timeout).
+lab_container up
+ip link add "${LAB}upu" type veth peer name eth0 netns "${LAB}up"
+ip link set "${LAB}upu" master "${LAB}br0" up
+lab_in up ip addr add "$UPSTREAM/24" dev eth0
+lab_in up ip link set eth0 up
+lab_in up nft -f - <<NFT
+table inet ${LAB}drop {
+    chain in { type filter hook input priority 0; policy drop; }
+}
+NFT
+RESOLV="$LAB_DIR/resolv.conf"
+printf 'nameserver %s\n' "$UPSTREAM" >"$RESOLV"
+
+# Query files: A for every name, PTR for the first N_PTR addresses; forwarded: outside the domain.
+QUERIES="$LAB_DIR/queries" FWD_QUERIES="$LAB_DIR/fwd-queries"
+name_ip() { echo "10.32.$(($1 / 200)).$(($1 % 200 + 1))"; }
+for ((n = 1; n <= N_NAMES; n++)); do echo "bdweb$n.weave.local A"; done >"$QUERIES"
+for ((n = 1; n <= N_PTR; n++)); do
+    IFS=. read -r a b c d <<<"$(name_ip "$n")"
+    echo "$d.$c.$b.$a.in-addr.arpa PTR"
+done >>"$QUERIES"
+for ((n = 1; n <= 20; n++)); do echo "bdfwd$n.example.com A"; done >"$FWD_QUERIES"
+
+api() { ip netns exec "$(lab_ns "$1")" curl -sf --max-time 2 "${@:3}" "http://$API/$2"; }
+# register <host#>: the 50 names, each under its own container id, as Weave's proxy would.
+register() {
+    local n
+    for ((n = 1; n <= N_NAMES; n++)); do
+        api "$1" "name/bdc$(printf '%06d' "$n")/$(name_ip "$n")" -X PUT -d "fqdn=bdweb$n.weave.local." ||
+            { echo "host $1: PUT /name failed for bdweb$n" >&2; return 1; }
+    done
+}
+# answers <host#>: the container gets the right A and PTR answers (one try, 1 s).
+answers() {
+    local ns="${LAB}c$1" a p
+    a=$(ip netns exec "$ns" dig +short +time=1 +tries=1 "@$DNS" bdweb7.weave.local A) || true
+    p=$(ip netns exec "$ns" dig +short +time=1 +tries=1 "@$DNS" -x "$(name_ip 7)") || true
+    [ "$a" = "$(name_ip 7)" ] && [ "$p" = bdweb7.weave.local. ]
+}
+
+# weft_up: weft on host 1 serving DNS on docker0's address, upstream from our resolv.conf.
+weft_up() {
+    if ! lab_weft 1 launch --nickname h1 --ipalloc-range 10.32.0.0/12 \
+        --dns-listen-address "$DNS:53" --resolv-conf "$RESOLV" >"$LAB_DIR/weft-launch.out" 2>&1; then
+        cat "$LAB_DIR/weft-launch.out" >&2
+        echo "weft: launch with --dns-listen-address/--resolv-conf failed (no DNS server in this weft?)" >&2
+        return 1
+    fi
+    lab_wait 20 api 1 status || { echo "weft: no HTTP API on $API" >&2; return 1; }
+}
+weft_down() {
+    local p
+    p=$(cat "$LAB_DIR/h1/run/weft.pid" 2>/dev/null) || return 0
+    kill "$p" 2>/dev/null || return 0
+    lab_wait 10 bash -c "! kill -0 $p" || kill -9 "$p" 2>/dev/null || true
+}
+# weave_up: weaver on host 2 per /work/shared/tools/weave-reference/README.md (nlshim, its own PID
+# namespace, no Docker, a fresh dir), DNS on docker0's address, upstream from our resolv.conf.
+WEAVE_UNSHARE=
+weave_up() {
+    local d="$LAB_DIR/go2"
+    mkdir -p "$d"
+    ( cd "$d" && exec env CHECKPOINT_DISABLE=1 ip netns exec "$(lab_ns 2)" \
+        unshare --pid --fork --kill-child --mount-proc \
+        "$REF/nlshim" "$REF/weaver" --port 6783 --name 02:ac:00:00:00:02 --nickname go2 \
+        --weave-bridge weave --datapath datapath --ipalloc-range 10.32.0.0/12 \
+        --dns-listen-address "$DNS:53" --resolv-conf "$RESOLV" \
+        --http-addr "$API" --status-addr 127.0.0.1:6782 \
+        --docker-api '' --db-prefix "$d/weave" ) >"$d/weaver.log" 2>&1 &
+    WEAVE_UNSHARE=$!; MY_PIDS+=("$WEAVE_UNSHARE"); disown "$WEAVE_UNSHARE"
+    lab_wait 20 api 2 status || { tail -20 "$d/weaver.log" >&2; echo "weaver did not start" >&2; return 1; }
+}
+# unshare ignores SIGTERM; SIGKILL takes its PID namespace (weaver included) down.
+weave_down() { kill -9 "$WEAVE_UNSHARE" 2>/dev/null || true; }
+# The weaver process among the descendants of $1 (it runs under unshare and nlshim).
+weaver_of() {
+    local c
+    for c in $(pgrep -P "$1" || true); do
+        if [ "$(cat "/proc/$c/comm" 2>/dev/null)" = weaver ]; then echo "$c"; return; fi
+        weaver_of "$c"
+    done
+}
+
+TCK=$(getconf CLK_TCK)
+cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }  # utime + stime
+rss_kb() { awk '/^VmRSS/{print $2}' "/proc/$1/status"; }
+field() { grep -o "$1=[^ ]*" <<<"$2" | tail -1 | cut -d= -f2; }
+# dnsperf_stat <output file> <label>: one figure of dnsperf's summary.
+dnsperf_stat() {
+    case "$2" in
+        sent) awk '/Queries sent:/{print $3}' "$1" ;;
+        completed) awk '/Queries completed:/{print $3}' "$1" ;;
+        lost) awk '/Queries lost:/{print $3}' "$1" ;;
+        qps) awk '/Queries per second:/{print $4}' "$1" ;;
+        avg) awk '/Average Latency/{print $4}' "$1" ;;
+        rcodes) sed -n 's/^ *Response codes: *//p' "$1" ;;
+    esac
+}
+
+# run_load <host#> <pid> <secs> <out> <dnsperf args...>: dnsperf in that host's container for at
+# most <secs> (and at most 100,000 passes over its query file), sampling the router's RSS every
+# second; sets LOADRES to "cpu_s= rss_before= rss_peak= rss_after=" and LOADSAMPLES to the RSS
+# samples (kB, one a second), and leaves dnsperf's output in <out>. (Not meant for $(...): the
+# dnsperf PID must reach MY_PIDS.)
+LOADRES= LOADSAMPLES=()
+run_load() {
+    local host=$1 pid=$2 secs=$3 out=$4 c0 c1 r0 r1 peak p v
+    shift 4
+    c0=$(cpu_ticks "$pid"); r0=$(rss_kb "$pid"); peak=$r0
+    LOADSAMPLES=()
+    # -l and -n bound it; `timeout` is the backstop should dnsperf hang.
+    ip netns exec "${LAB}c$host" timeout -s KILL $((secs + 60)) \
+        dnsperf -s "$DNS" -l "$secs" -n 100000 "$@" >"$out" 2>&1 &
+    p=$!; MY_PIDS+=("$p")
+    while kill -0 "$p" 2>/dev/null; do
+        v=$(rss_kb "$pid" 2>/dev/null) || { echo "router (pid $pid) died under load" >&2; return 1; }
+        ((v > peak)) && peak=$v
+        LOADSAMPLES+=("$v")
+        sleep 1
+    done
+    wait "$p" || { tail -5 "$out" >&2; echo "dnsperf failed" >&2; return 1; }
+    c1=$(cpu_ticks "$pid"); r1=$(rss_kb "$pid"); ((r1 > peak)) && peak=$r1
+    LOADSAMPLES+=("$r1")
+    LOADRES="cpu_s=$(echo "($c1 - $c0) / $TCK" | bc -l) rss_before=$r0 rss_peak=$peak rss_after=$r1"
+}
+# percentile <p> <file of numbers>: nearest-rank percentile.
+percentile() { sort -g "$2" | awk -v p="$1" '{v[NR] = $1} END {i = int(NR * p / 100 + 0.999999); if (i < 1) i = 1; print v[i]}'; }
+# samples_mb: about 12 of LOADSAMPLES, evenly spaced, in MB.
+samples_mb() {
+    local n=${#LOADSAMPLES[@]} step i
+    step=$(((n + 11) / 12))
+    for ((i = 0; i < n; i += step)); do printf '%.1f ' "$(echo "${LOADSAMPLES[i]} / 1024" | bc -l)"; done
+    printf '(every %d s)' "$step"
+}
+mean() { awk '{s += $1} END {if (NR) printf "%.9f", s / NR}' "$1"; }
+
+declare -A RES   # RES[<router>.<figure>]
+# measure <weft|weave> <host#> <router pid>: the three phases against that router.
+measure() {
+    local r=$1 host=$2 pid=$3 o d="$LAB_DIR/$1"
+    mkdir -p "$d"
+    RES[$r.rss_idle]=$(rss_kb "$pid")
+    # (1) paced latency; per-query lines are "> NOERROR <name> <type> <latency s>".
+    run_load "$host" "$pid" "$LAT_SECS" "$d/lat.out" -d "$QUERIES" -Q "$LAT_QPS" -c 1 -t 2 -v
+    awk '$1 == ">" && $2 != "T" {print $NF}' "$d/lat.out" >"$d/lat.s"
+    RES[$r.lat_n]=$(wc -l <"$d/lat.s")
+    RES[$r.lat_lost]=$(dnsperf_stat "$d/lat.out" lost)
+    RES[$r.lat_mean]=$(echo "$(mean "$d/lat.s") * 1000" | bc -l)
+    RES[$r.lat_p99]=$(echo "$(percentile 99 "$d/lat.s") * 1000" | bc -l)
+    # (2) saturation: many queries in flight from several sockets; one dnsperf thread, so the
+    # client takes at most one of the machine's cores.
+    run_load "$host" "$pid" "$SAT_SECS" "$d/sat.out" -d "$QUERIES" -c 8 -T 1 -q 500 -t 2
+    o=$LOADRES
+    RES[$r.sat_qps]=$(dnsperf_stat "$d/sat.out" qps)
+    RES[$r.sat_avg]=$(echo "$(dnsperf_stat "$d/sat.out" avg) * 1000" | bc -l)
+    RES[$r.sat_done]=$(dnsperf_stat "$d/sat.out" completed)
+    RES[$r.sat_lost]=$(dnsperf_stat "$d/sat.out" lost)
+    RES[$r.sat_rcodes]=$(dnsperf_stat "$d/sat.out" rcodes)
+    RES[$r.sat_cpu]=$(field cpu_s "$o")
+    RES[$r.sat_qpcpu]=$(echo "${RES[$r.sat_done]} / ${RES[$r.sat_cpu]}" | bc -l)
+    RES[$r.sat_rss0]=$(field rss_before "$o") RES[$r.sat_rss1]=$(field rss_after "$o")
+    RES[$r.sat_rsspk]=$(field rss_peak "$o")
+    echo "  $r RSS under saturation (MB): $(samples_mb)" >&2
+    # (3) forwards that never get an answer: dnsperf waits longer than WeaveDNS's 5 s upstream
+    # timeout, so answers the router gives up with (SERVFAIL) still count.
+    run_load "$host" "$pid" "$FWD_SECS" "$d/fwd.out" -d "$FWD_QUERIES" -Q "$FWD_QPS" -c 4 \
+        -q $((FWD_QPS * 10)) -t 8
+    o=$LOADRES
+    RES[$r.fwd_sent]=$(dnsperf_stat "$d/fwd.out" sent)
+    RES[$r.fwd_done]=$(dnsperf_stat "$d/fwd.out" completed)
+    RES[$r.fwd_rcodes]=$(dnsperf_stat "$d/fwd.out" rcodes)
+    RES[$r.fwd_cpu]=$(field cpu_s "$o")
+    RES[$r.fwd_rss0]=$(field rss_before "$o") RES[$r.fwd_rss1]=$(field rss_after "$o")
+    RES[$r.fwd_rsspk]=$(field rss_peak "$o")
+    echo "  $r RSS while forwarding (MB): $(samples_mb)" >&2
+}
+
+ROUTERS=() FAILED=()
+# --- weft ------------------------------------------------------------------------------------
+if weft_up && register 1 && { lab_wait 10 answers 1 || { echo "weft: no DNS answers on $DNS:53" >&2; false; }; }; then
+    measure weft 1 "$(cat "$LAB_DIR/h1/run/weft.pid")"
+    ROUTERS+=(weft)
+else
+    FAILED+=(weft)
+    echo "weft: FAILED to set up its DNS server; its half is skipped" >&2
+fi
+weft_down
+# --- WeaveDNS ----------------------------------------------------------------------------------
+if [ "$WEAVE" = 1 ]; then
+    weave_up
+    register 2
+    lab_wait 10 answers 2 || { echo "weave: no DNS answers on $DNS:53" >&2; exit 1; }
+    measure weave 2 "$(weaver_of "$WEAVE_UNSHARE")"
+    ROUTERS+=(weave)
+    weave_down
+fi
+cleanup
+
+# --- report -------------------------------------------------------------------------------------
+echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
+mb() { printf '%.1f' "$(echo "$1 / 1024" | bc -l)"; }
+growth() { printf '%+.1f%%' "$(echo "($2 - $1) * 100 / $1" | bc -l)"; }
+flat() { if (($2 * 100 < $1 * 110)); then echo "flat"; else echo "GROWTH >= 10%"; fi; }
+for r in "${ROUTERS[@]}"; do
+    printf '%-5s latency at %d q/s (%d queries, %s lost): mean %.3f ms, p99 %.3f ms\n' "$r" \
+        "$LAT_QPS" "${RES[$r.lat_n]}" "${RES[$r.lat_lost]}" "${RES[$r.lat_mean]}" "${RES[$r.lat_p99]}"
+    printf '%-5s saturated %d s: %.0f q/s, mean latency %.3f ms, %s completed (%s lost; %s)\n' "$r" \
+        "$SAT_SECS" "${RES[$r.sat_qps]}" "${RES[$r.sat_avg]}" "${RES[$r.sat_done]}" \
+        "${RES[$r.sat_lost]}" "${RES[$r.sat_rcodes]}"
+    printf '%-5s   router CPU %.2f s: %.0f queries per CPU-second\n' "$r" "${RES[$r.sat_cpu]}" \
+        "${RES[$r.sat_qpcpu]}"
+    printf '%-5s   router RSS idle %s MB; before %s MB, after %s MB (peak %s), %s: %s\n' "$r" \
+        "$(mb "${RES[$r.rss_idle]}")" "$(mb "${RES[$r.sat_rss0]}")" "$(mb "${RES[$r.sat_rss1]}")" \
+        "$(mb "${RES[$r.sat_rsspk]}")" "$(growth "${RES[$r.sat_rss0]}" "${RES[$r.sat_rss1]}")" \
+        "$(flat "${RES[$r.sat_rss0]}" "${RES[$r.sat_rss1]}")"
+    printf '%-5s forwarding to a silent upstream %d s at %d q/s: %s sent, %s answered (%s), CPU %.2f s\n' \
+        "$r" "$FWD_SECS" "$FWD_QPS" "${RES[$r.fwd_sent]}" "${RES[$r.fwd_done]}" \
+        "${RES[$r.fwd_rcodes]:-none}" "${RES[$r.fwd_cpu]}"
+    printf '%-5s   router RSS before %s MB, after %s MB (peak %s), %s: %s\n' "$r" \
+        "$(mb "${RES[$r.fwd_rss0]}")" "$(mb "${RES[$r.fwd_rss1]}")" "$(mb "${RES[$r.fwd_rsspk]}")" \
+        "$(growth "${RES[$r.fwd_rss0]}" "${RES[$r.fwd_rss1]}")" \
+        "$(flat "${RES[$r.fwd_rss0]}" "${RES[$r.fwd_rss1]}")"
+done
+verdict() { [ "$(echo "$1" | bc -l)" = 1 ] && echo PASS || echo MISS; }
+ratio() { printf '%.2f' "$(echo "$1 / $2" | bc -l)"; }
+if [ "${#ROUTERS[@]}" = 2 ]; then
+    q=$(ratio "${RES[weft.sat_qpcpu]}" "${RES[weave.sat_qpcpu]}")
+    m=$(ratio "${RES[weft.lat_mean]}" "${RES[weave.lat_mean]}")
+    p=$(ratio "${RES[weft.lat_p99]}" "${RES[weave.lat_p99]}")
+    echo "ratio weft/weave: queries per CPU-second $q $(verdict "$q >= 3")," \
+        "saturated q/s $(ratio "${RES[weft.sat_qps]}" "${RES[weave.sat_qps]}")," \
+        "saturated mean latency $(ratio "${RES[weft.sat_avg]}" "${RES[weave.sat_avg]}")"
+    echo "ratio weft/weave: paced latency mean $m $(verdict "$m < 1"), p99 $p $(verdict "$p < 1")"
+    echo "ratio weft/weave: RSS after saturation $(ratio "${RES[weft.sat_rss1]}" "${RES[weave.sat_rss1]}")," \
+        "after forwarding $(ratio "${RES[weft.fwd_rss1]}" "${RES[weave.fwd_rss1]}")"
+elif [ "$WEAVE" = 0 ]; then
+    echo "weave: skipped (set WEAVE_REF_DIR to a dir with a locally built weaver and nlshim)"
+fi
+if [ "${#FAILED[@]}" -gt 0 ]; then
+    echo "FAILED: ${FAILED[*]} (see the messages above)"
+    exit 1
+fi
