@@ -169,7 +169,7 @@ dnsperf_stat() {
 }
 
 # run_load <host#> <pid> <secs> <out> <dnsperf args...>: dnsperf in that host's container for at
-# most <secs> (and at most 100,000 passes over its query file), sampling the router's RSS every
+# most <secs> (and at most 1,000,000 passes over its query file), sampling the router's RSS every
 # second; sets LOADRES to "cpu_s= rss_before= rss_peak= rss_after=" and LOADSAMPLES to the RSS
 # samples (kB, one a second), and leaves dnsperf's output in <out>. (Not meant for $(...): the
 # dnsperf PID must reach MY_PIDS.)
@@ -181,7 +181,7 @@ run_load() {
     LOADSAMPLES=()
     # -l and -n bound it; `timeout` is the backstop should dnsperf hang.
     ip netns exec "${LAB}c$host" timeout -s KILL $((secs + 60)) \
-        dnsperf -s "$DNS" -l "$secs" -n 100000 "$@" >"$out" 2>&1 &
+        dnsperf -s "$DNS" -l "$secs" -n 1000000 "$@" >"$out" 2>&1 &
     p=$!; MY_PIDS+=("$p")
     while kill -0 "$p" 2>/dev/null; do
         v=$(rss_kb "$pid" 2>/dev/null) || { echo "router (pid $pid) died under load" >&2; return 1; }
@@ -261,7 +261,9 @@ if [ "$WEAVE" = 1 ]; then
     weave_up
     register 2
     lab_wait 10 answers 2 || { echo "weave: no DNS answers on $DNS:53" >&2; exit 1; }
-    measure weave 2 "$(weaver_of "$WEAVE_UNSHARE")"
+    pid=$(weaver_of "$WEAVE_UNSHARE")
+    [ -n "$pid" ] || { echo "weave: no weaver process under $WEAVE_UNSHARE" >&2; exit 1; }
+    measure weave 2 "$pid"
     ROUTERS+=(weave)
     weave_down
 fi
