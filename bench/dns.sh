@@ -58,7 +58,6 @@ cleanup() {
     local p
     for p in "${MY_PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
     MY_PIDS=()
-    ip link del "${LAB}upu" 2>/dev/null || true
     lab_down
 }
 trap cleanup EXIT
@@ -78,12 +77,8 @@ for i in 1 2 3; do
 done
 # The silent upstream: an address on the underlay whose namespace drops everything it receives
 # (no ICMP unreachable either, so a forward can only end by the router's own timeout).
-lab_container up
-ip link add "${LAB}upu" type veth peer name eth0 netns "${LAB}up"
-ip link set "${LAB}upu" master "${LAB}br0" up
-lab_in up ip addr add "$UPSTREAM/24" dev eth0
-lab_in up ip link set eth0 up
-lab_in up nft -f - <<NFT
+lab_add_host 250
+ip netns exec "$(lab_ns 250)" nft -f - <<NFT
 table inet ${LAB}drop {
     chain in { type filter hook input priority 0; policy drop; }
 }

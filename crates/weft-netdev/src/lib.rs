@@ -44,6 +44,6 @@ pub use sysctl::set_sysctl;
 pub use tap::{SyncTap, Tap};
 pub use udp::{
     enable_udp_gro, gso_unsupported, local_route, path_mtu, set_socket_buffers, try_recv_gro,
-    try_send_gso, wait_writable, GroRecv, Readiness, GRO_CMSG_SPACE, MAX_GSO_BYTES,
-    MAX_GSO_SEGMENTS,
+    try_send_gso, try_send_many, wait_writable, GroRecv, MmsgBatch, Readiness, GRO_CMSG_SPACE,
+    MAX_GSO_BYTES, MAX_GSO_SEGMENTS, MMSG_BATCH,
 };

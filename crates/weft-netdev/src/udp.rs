@@ -278,3 +278,149 @@ mod tests {
         ));
     }
 }
+
+/// Datagrams one [`MmsgBatch`] receives or sends per system call.
+pub const MMSG_BATCH: usize = 32;
+
+/// Buffers for many small datagrams (DNS queries) per system call: `recvmmsg` fills up to
+/// [`MMSG_BATCH`] buffers of `size` bytes at once, and `sendmmsg` sends up to as many answers,
+/// so that a busy server pays one system call per batch instead of one per datagram.
+pub struct MmsgBatch {
+    bufs: Vec<Vec<u8>>,
+    /// Length and sender of each datagram of the last receive.
+    got: Vec<(usize, SocketAddr)>,
+}
+
+impl MmsgBatch {
+    /// Room for [`MMSG_BATCH`] datagrams of at most `size` bytes (longer ones arrive cut).
+    pub fn new(size: usize) -> Self {
+        Self {
+            bufs: vec![vec![0u8; size]; MMSG_BATCH],
+            got: Vec::with_capacity(MMSG_BATCH),
+        }
+    }
+
+    /// Receives what is queued, up to a batch, without waiting (`WouldBlock` if nothing is;
+    /// the socket must be non-blocking); returns how many arrived.
+    pub fn try_recv(&mut self, sock: &impl AsRawFd) -> io::Result<usize> {
+        self.recv_with(sock, MsgFlags::MSG_DONTWAIT)
+    }
+
+    /// Waits for a datagram (on a blocking socket), then takes it and whatever else is
+    /// queued, up to a batch, in the same system call (`MSG_WAITFORONE`).
+    pub fn recv_wait(&mut self, sock: &impl AsRawFd) -> io::Result<usize> {
+        self.recv_with(sock, MsgFlags::MSG_WAITFORONE)
+    }
+
+    fn recv_with(&mut self, sock: &impl AsRawFd, flags: MsgFlags) -> io::Result<usize> {
+        self.got.clear();
+        let mut headers =
+            nix::sys::socket::MultiHeaders::<SockaddrStorage>::preallocate(self.bufs.len(), None);
+        let mut iovs: Vec<[IoSliceMut<'_>; 1]> = self
+            .bufs
+            .iter_mut()
+            .map(|b| [IoSliceMut::new(b.as_mut_slice())])
+            .collect();
+        let results = nix::sys::socket::recvmmsg(
+            sock.as_raw_fd(),
+            &mut headers,
+            iovs.iter_mut(),
+            flags,
+            None,
+        )
+        .map_err(io::Error::from)?;
+        for r in results {
+            let from = r.address.as_ref().and_then(|a| {
+                a.as_sockaddr_in()
+                    .map(|a| SocketAddr::V4(SocketAddrV4::from(*a)))
+                    .or_else(|| {
+                        a.as_sockaddr_in6()
+                            .map(|a| SocketAddr::V6(std::net::SocketAddrV6::from(*a)))
+                    })
+            });
+            // A datagram without a source cannot be answered: counted as nothing.
+            if let Some(from) = from {
+                self.got.push((r.bytes, from));
+            }
+        }
+        Ok(self.got.len())
+    }
+
+    /// The `i`th datagram of the last receive and its sender.
+    pub fn datagram(&self, i: usize) -> Option<(&[u8], SocketAddr)> {
+        let &(len, from) = self.got.get(i)?;
+        Some((self.bufs.get(i)?.get(..len)?, from))
+    }
+}
+
+/// Sends each `(datagram, to)` with as few `sendmmsg` calls as it takes, without waiting;
+/// returns how many went (fewer when the socket buffer filled: the rest are dropped, as the
+/// network may drop them).
+pub fn try_send_many(sock: &impl AsRawFd, out: &[(Vec<u8>, SocketAddr)]) -> io::Result<usize> {
+    let mut sent = 0;
+    for chunk in out.chunks(MMSG_BATCH) {
+        let iovs: Vec<[IoSlice<'_>; 1]> = chunk.iter().map(|(b, _)| [IoSlice::new(b)]).collect();
+        let addrs: Vec<Option<SockaddrStorage>> = chunk
+            .iter()
+            .map(|(_, to)| Some(SockaddrStorage::from(*to)))
+            .collect();
+        let mut headers =
+            nix::sys::socket::MultiHeaders::<SockaddrStorage>::preallocate(chunk.len(), None);
+        let n = match nix::sys::socket::sendmmsg(
+            sock.as_raw_fd(),
+            &mut headers,
+            &iovs,
+            &addrs,
+            [],
+            MsgFlags::MSG_DONTWAIT,
+        ) {
+            Ok(r) => r.count(),
+            Err(nix::errno::Errno::EAGAIN) => return Ok(sent),
+            Err(e) => return Err(e.into()),
+        };
+        sent += n;
+        if n < chunk.len() {
+            return Ok(sent);
+        }
+    }
+    Ok(sent)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod mmsg_tests {
+    use super::*;
+
+    #[test]
+    fn many_datagrams_each_way_in_a_call() {
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        a.set_nonblocking(true).unwrap();
+        b.set_nonblocking(true).unwrap();
+        let to = b.local_addr().unwrap();
+        let out: Vec<(Vec<u8>, SocketAddr)> = (0..40u8)
+            .map(|i| (vec![i; 1 + usize::from(i)], to))
+            .collect();
+        assert_eq!(try_send_many(&a, &out).unwrap(), 40);
+        let mut batch = MmsgBatch::new(512);
+        let mut seen = Vec::new();
+        while seen.len() < 40 {
+            match batch.try_recv(&b) {
+                Ok(n) => {
+                    for i in 0..n {
+                        let (d, from) = batch.datagram(i).unwrap();
+                        assert_eq!(from, a.local_addr().unwrap());
+                        seen.push(d.to_vec());
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::yield_now(),
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(seen, out.iter().map(|(d, _)| d.clone()).collect::<Vec<_>>());
+        assert_eq!(
+            batch.try_recv(&b).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
+    }
+}

@@ -257,6 +257,10 @@ pub async fn run(cfg: RouterConfig) -> Result<(), StartError> {
                 weft_core::dns::channel::is_dns_channel,
                 weft_core::dns::channel::register,
             );
+            let udp = match udp.map(tokio::net::UdpSocket::into_std).transpose() {
+                Ok(u) => u,
+                Err(e) => return Err(StartError::Bind(format!("dns udp {listen}"), e)),
+            };
             let h = dns::task::spawn(dns_cfg, listen, name, store.clone(), link, udp);
             if let Some(l) = tcp {
                 dns::server::spawn(l, h.clone());

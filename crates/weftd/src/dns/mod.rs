@@ -2,8 +2,9 @@
 //!
 //! - [`DnsConfig`]: the `--dns-*` flags and where the server listens by default (the Docker
 //!   bridge's IPv4 address, port 53, as Weave Net's launch script picks it).
-//! - [`task`]: the one task that owns the zone. It answers UDP queries itself (a query costs
-//!   no hand-over), TCP queries handed to it by [`server`], the HTTP API's requests
+//! - [`task`]: the one task that owns the zone and publishes snapshots of it to [`udp`], the
+//!   thread that answers UDP queries; the task answers TCP queries handed to it by
+//!   [`server`], the HTTP API's requests
 //!   ([`http`]), what arrives on the `nameserver` gossip channel, and time (gossip, tombstone
 //!   purge, containers that went away); it keeps our own entries in the state database
 //!   ([`persist`]).
@@ -14,6 +15,7 @@ pub mod http;
 mod persist;
 pub mod server;
 pub mod task;
+pub mod udp;
 pub mod upstream;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

@@ -1,6 +1,6 @@
-//! The DNS task: one tokio task owns the [`Zone`] and is its only caller. It answers the UDP
-//! queries on its socket itself, a batch per wake-up (a query costs no hand-over and no
-//! lock); it takes TCP queries from [`super::server`], requests from the HTTP API, what
+//! The DNS task: one tokio task owns the [`Zone`] and is its only changer; UDP queries are
+//! answered by a thread of its own from snapshots the task publishes after changes
+//! ([`super::udp`]); it takes TCP queries from [`super::server`], requests from the HTTP API, what
 //! arrived on the `nameserver` channel and the mesh's view of peers from the mesh task, and
 //! time. Queries outside the domain are forwarded off the task ([`super::upstream`]), at most
 //! [`upstream::MAX_IN_FLIGHT`] at once. Our own entries are written to the state database
@@ -10,12 +10,11 @@
 
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
 use weft_core::dns::channel;
 use weft_core::dns::{server_failure, Action, Responder, Transport, Zone, ZoneConfig};
@@ -24,6 +23,7 @@ use weft_wire::dns::{Entry, CHANNEL};
 use weft_wire::PeerName;
 
 use super::persist::{self, Registration};
+use super::udp::{Published, Server, PUBLISH_EVERY};
 use super::upstream::{self, Limiter, Upstreams};
 use super::DnsConfig;
 use crate::channel_link::{container_alive, unix_now, InboxRx, PeerView, TaskLink, TaskOut};
@@ -31,10 +31,6 @@ use crate::store::Store;
 
 /// Requests waiting for the task; more wait in their senders.
 const MAX_QUEUED_REQUESTS: usize = 256;
-/// UDP queries answered per wake-up before the task looks at its other inputs.
-const UDP_BATCH: usize = 64;
-/// The largest UDP query read; longer ones arrive cut and get FORMERR.
-const UDP_QUERY_BUFFER: usize = 4096;
 /// How often containers are checked for being gone.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 /// How often purgeable tombstones are looked for (Weave sweeps every 30 minutes; sooner only
@@ -118,7 +114,7 @@ pub fn spawn(
     name: PeerName,
     store: Arc<Store>,
     link: TaskLink,
-    udp: Option<UdpSocket>,
+    udp: Option<std::net::UdpSocket>,
 ) -> Handle {
     let mut zone = Zone::new(ZoneConfig {
         domain: cfg.domain.clone(),
@@ -134,6 +130,23 @@ pub fn spawn(
         }
     }
     let ours = listen.ip();
+    let ours = (!ours.is_unspecified()).then_some(ours);
+    let published: Published = Arc::new(RwLock::new(Arc::new(zone.clone())));
+    let mut address = None;
+    if let Some(sock) = udp {
+        let server = Server {
+            zone: published.clone(),
+            responder: Responder::new(cfg.ttl),
+            upstreams: Upstreams::new(&cfg.resolv_conf, ours),
+            fallback_timeout: cfg.fallback_timeout,
+            limiter: Limiter::new(upstream::MAX_IN_FLIGHT),
+            runtime: tokio::runtime::Handle::current(),
+        };
+        match super::udp::spawn(sock, server) {
+            Ok(()) => address = Some(listen),
+            Err(e) => tracing::warn!("[dns] cannot start the UDP server: {e}"),
+        }
+    }
     let (req_tx, req_rx) = mpsc::channel(MAX_QUEUED_REQUESTS);
     let TaskLink {
         messages,
@@ -144,11 +157,12 @@ pub fn spawn(
         zone,
         responder: Responder::new(cfg.ttl),
         rng: StdRng::from_entropy(),
-        upstreams: Upstreams::new(&cfg.resolv_conf, (!ours.is_unspecified()).then_some(ours)),
+        upstreams: Upstreams::new(&cfg.resolv_conf, ours),
         fallback_timeout: cfg.fallback_timeout,
-        limiter: Limiter::new(upstream::MAX_IN_FLIGHT),
-        address: udp.as_ref().map(|_| listen),
-        udp: udp.map(Arc::new),
+        address,
+        published,
+        dirty: false,
+        last_publish: Instant::now(),
         store,
         to_mesh,
         view: PeerView::default(),
@@ -168,27 +182,19 @@ struct Task {
     rng: StdRng,
     upstreams: Upstreams,
     fallback_timeout: Duration,
-    limiter: Limiter,
     /// Where the server listens, if it does.
     address: Option<SocketAddr>,
-    udp: Option<Arc<UdpSocket>>,
+    /// The zone as the UDP thread sees it.
+    published: Published,
+    /// The zone changed since it was last published.
+    dirty: bool,
+    last_publish: Instant,
     store: Arc<Store>,
     to_mesh: mpsc::Sender<TaskOut>,
     /// The mesh's view of peers, as last taken.
     view: PeerView,
     /// Our live entries as last written to the database.
     persisted: Option<Vec<Registration>>,
-}
-
-/// Receives a datagram if there is a socket; never ready otherwise.
-async fn recv_udp(
-    udp: Option<&Arc<UdpSocket>>,
-    buf: &mut [u8],
-) -> Option<std::io::Result<(usize, SocketAddr)>> {
-    match udp {
-        Some(u) => Some(u.recv_from(buf).await),
-        None => std::future::pending().await,
-    }
 }
 
 impl Task {
@@ -204,27 +210,22 @@ impl Task {
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut purge = tokio::time::interval(PURGE_INTERVAL);
         purge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut buf = vec![0u8; UDP_QUERY_BUFFER];
         self.persist();
         loop {
+            if self.dirty && self.last_publish.elapsed() >= PUBLISH_EVERY {
+                self.publish();
+            }
+            let publish_at = self.last_publish + PUBLISH_EVERY;
+            let dirty = self.dirty;
             let sends = tokio::select! {
-                got = recv_udp(self.udp.as_ref(), &mut buf) => {
-                    match got {
-                        Some(Ok((n, from))) => {
-                            self.on_udp(&buf[..n], from);
-                            self.udp_batch(&mut buf);
-                        }
-                        Some(Err(e)) => tracing::debug!("[dns] udp receive: {e}"),
-                        None => {}
-                    }
-                    Vec::new()
-                }
+                () = tokio::time::sleep_until(publish_at.into()), if dirty => Vec::new(),
                 req = requests.recv() => match req {
                     Some(r) => self.on_request(r),
                     None => return,
                 },
                 msg = messages.recv() => match msg {
                     Some(d) => {
+                        self.dirty = true;
                         match channel::handle_message(&mut self.zone, d.message, unix_now()) {
                             Ok(sends) => sends,
                             Err(e) => {
@@ -246,6 +247,7 @@ impl Task {
                         return;
                     }
                     let view = peers.borrow_and_update().clone();
+                    self.dirty = true;
                     self.on_peers(view)
                 }
                 _ = gossip.tick() => {
@@ -254,7 +256,9 @@ impl Task {
                 }
                 _ = sweep.tick() => self.sweep(),
                 _ = purge.tick() => {
-                    self.zone.purge_tombstones(unix_now());
+                    if self.zone.purge_tombstones(unix_now()) > 0 {
+                        self.dirty = true;
+                    }
                     Vec::new()
                 }
             };
@@ -262,58 +266,6 @@ impl Task {
                 if self.to_mesh.send(TaskOut::Send(send)).await.is_err() {
                     return;
                 }
-            }
-        }
-    }
-
-    /// Answers the queries already waiting on the socket, up to a batch.
-    fn udp_batch(&mut self, buf: &mut [u8]) {
-        let Some(udp) = self.udp.clone() else {
-            return;
-        };
-        for _ in 1..UDP_BATCH {
-            match udp.try_recv_from(buf) {
-                Ok((n, from)) => self.on_udp(&buf[..n], from),
-                Err(_) => return,
-            }
-        }
-    }
-
-    fn on_udp(&mut self, query: &[u8], from: SocketAddr) {
-        let Some(udp) = &self.udp else {
-            return;
-        };
-        match self
-            .responder
-            .answer(&self.zone, query, Transport::Udp, &mut self.rng)
-        {
-            Action::Answer(bytes) => {
-                // A full socket buffer drops the answer, as the network may: the client
-                // asks again.
-                if let Err(e) = udp.try_send_to(&bytes, from) {
-                    tracing::debug!("[dns] udp send to {from}: {e}");
-                }
-            }
-            Action::Drop => {}
-            Action::Forward => {
-                let Some(permit) = self.limiter.try_acquire() else {
-                    if let Some(fail) = server_failure(query) {
-                        let _ = udp.try_send_to(&fail, from);
-                    }
-                    return;
-                };
-                let servers = self.upstreams.servers(Instant::now()).to_vec();
-                let timeout = self.fallback_timeout;
-                let (udp, query) = (udp.clone(), query.to_vec());
-                tokio::spawn(async move {
-                    let _permit = permit;
-                    let answer = upstream::forward(&query, &servers, Transport::Udp, timeout)
-                        .await
-                        .or_else(|| server_failure(&query));
-                    if let Some(a) = answer {
-                        let _ = udp.send_to(&a, from).await;
-                    }
-                });
             }
         }
     }
@@ -344,6 +296,7 @@ impl Task {
                     Err(e) => tracing::info!("[dns] {e}"),
                 }
                 self.persist();
+                self.dirty = true;
                 let _ = reply.send(());
             }
             Request::Delete {
@@ -357,6 +310,7 @@ impl Task {
                     .tombstone(container.as_deref(), addr, fqdn.as_deref(), now);
                 sends.extend(gone.as_ref().map(channel::broadcast));
                 self.persist();
+                self.dirty = true;
                 let _ = reply.send(());
             }
             Request::ContainerDied(id) => {
@@ -364,6 +318,7 @@ impl Task {
                     tracing::info!("[dns] container {id} died; removing its names");
                     sends.push(channel::broadcast(&data));
                     self.persist();
+                    self.dirty = true;
                 }
             }
             Request::Entries(reply) => {
@@ -444,7 +399,19 @@ impl Task {
             }
         }
         self.persist();
+        self.dirty = true;
         sends
+    }
+
+    /// Hands the UDP thread a copy of the zone as it is now.
+    fn publish(&mut self) {
+        let snapshot = Arc::new(self.zone.clone());
+        match self.published.write() {
+            Ok(mut z) => *z = snapshot,
+            Err(poisoned) => *poisoned.into_inner() = snapshot,
+        }
+        self.dirty = false;
+        self.last_publish = Instant::now();
     }
 
     /// Writes our live entries, if they changed since the last write.
