@@ -976,3 +976,46 @@ fn labels_with_escaped_bytes_match_no_entry() {
     let (_, m) = answer(&z, &q, Transport::Udp);
     assert_eq!(m.response_code(), ResponseCode::NXDomain);
 }
+
+proptest! {
+    /// The direct encoding of plain A answers writes exactly what the general path writes,
+    /// whatever the name's case, the flags, the EDNS size, the transport and the number of
+    /// addresses (including those that need truncating, which it leaves to the general path).
+    #[test]
+    fn direct_a_answers_are_byte_identical(
+        n in 1u8..60,
+        upper in any::<bool>(),
+        rd in any::<bool>(),
+        cd in any::<bool>(),
+        edns in prop::sample::select(vec![None, Some(100u16), Some(512), Some(1232), Some(4096)]),
+        tcp in any::<bool>(),
+        single_label in any::<bool>(),
+        seed in any::<u64>(),
+    ) {
+        let mut z = zone();
+        for d in 0..n {
+            z.add("web.weave.local.", &format!("c{d}"), Ipv4Addr::new(10, 9, 0, d), NOW).unwrap();
+        }
+        let name = match (single_label, upper) {
+            (true, false) => "web.",
+            (true, true) => "WeB.",
+            (false, false) => "web.weave.local.",
+            (false, true) => "WEB.Weave.LOCAL.",
+        };
+        let mut q = query(name, RecordType::A);
+        if !rd {
+            q[2] &= !0x01;
+        }
+        if cd {
+            q[3] |= 0x10;
+        }
+        if let Some(size) = edns {
+            q = with_edns(q, size);
+        }
+        let t = if tcp { Transport::Tcp } else { Transport::Udp };
+        let r = Responder::new(5);
+        let direct = r.answer_with(&z, &q, t, &mut StdRng::seed_from_u64(seed), true);
+        let general = r.answer_with(&z, &q, t, &mut StdRng::seed_from_u64(seed), false);
+        prop_assert_eq!(direct, general);
+    }
+}
