@@ -133,6 +133,8 @@ pub struct Handshake {
 struct Crypto {
     /// Whether we dialled the connection: the nonces' polarity.
     outbound: bool,
+    /// Whether we trust the remote's address (our `Trusted` feature).
+    trusted: bool,
     /// Until the remote's public key arrives.
     pending: Option<Pending>,
     /// From the remote's public key on.
@@ -216,6 +218,7 @@ impl Handshake {
             out,
             crypto: Some(Crypto {
                 outbound,
+                trusted,
                 pending: Some(Pending {
                     key,
                     password: Zeroizing::new(password.to_vec()),
@@ -234,6 +237,18 @@ impl Handshake {
             .as_ref()
             .and_then(|c| c.agreed.as_ref())
             .map(|(key, _, _)| key)
+    }
+
+    /// The key the overlay (sleeve, fastdp) must encrypt with for this connection, given the
+    /// remote's features: the session key on an untrusted connection, `None` on a trusted one
+    /// or without a password. A connection is trusted only if both sides trust each other's
+    /// address (ours: the `trusted` we were created with; theirs: the remote's `Trusted`).
+    pub fn overlay_key(&self, remote: &RemoteFeatures) -> Option<&SessionKey> {
+        let crypto = self.crypto.as_ref()?;
+        if crypto.trusted && remote.trusted {
+            return None;
+        }
+        self.session_key()
     }
 
     /// Bytes to write to the socket, if any. Call after `new` and after every `handle_input`,
@@ -609,6 +624,35 @@ mod tests {
             b_rx.poll_body().unwrap_err().to_string(),
             "Unable to decrypt TCP msg"
         );
+    }
+
+    #[test]
+    fn the_overlay_gets_the_key_unless_both_sides_trust() {
+        for (we, they, expect) in [
+            (false, false, true),
+            (true, false, true),
+            (false, true, true),
+            (true, true, false),
+        ] {
+            let mk = |n: u64, trusted: bool, outbound: bool| {
+                let key = EphemeralKey::from_secret([n as u8; 32]);
+                Handshake::with_key(&ident(n, "p"), n, trusted, b"pw", outbound, key)
+            };
+            let [(ra, a), (rb, b)] = run_pair(mk(1, we, true), mk(2, they, false)).unwrap();
+            assert_eq!(ra.trusted, they);
+            assert_eq!(a.overlay_key(&ra).is_some(), expect);
+            assert_eq!(b.overlay_key(&rb).is_some(), expect);
+            if expect {
+                assert_eq!(a.overlay_key(&ra), b.session_key());
+            }
+        }
+        let [(ra, a), _] = run_pair(
+            Handshake::new(&ident(1, "a"), 1, false),
+            Handshake::new(&ident(2, "b"), 2, false),
+        )
+        .unwrap();
+        assert_eq!(a.overlay_key(&ra), None);
+        assert_eq!(a.session_key(), None);
     }
 
     #[test]
