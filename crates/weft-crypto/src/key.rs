@@ -40,7 +40,9 @@ impl std::fmt::Debug for SessionKey {
     }
 }
 
-/// One side's ephemeral Curve25519 key pair for one connection. The secret is wiped on drop.
+/// One side's ephemeral Curve25519 key pair for one connection. The secret is wiped on drop
+/// (clones included).
+#[derive(Clone)]
 pub struct EphemeralKey {
     secret: StaticSecret,
     public: [u8; PUBLIC_KEY_LEN],
