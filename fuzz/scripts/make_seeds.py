@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes the hand-built seeds of fuzz/corpus/{handshake,offload,forward}/ (the other corpora
+"""Writes the hand-built seeds of fuzz/corpus/{handshake,handshake_encrypted,sleeve_crypto,offload,forward}/ (the other corpora
 come from the repository's test vectors or, for mesh_frames, from `mesh_frames_seeds`)."""
 import os
 import struct
@@ -75,6 +75,28 @@ intro = b"weave\x01\x02" + b"\x00" + struct.pack(">I", len(feat)) + feat
 put("handshake", "live-hostA-whole", b"\xff" + intro + b"\x00\x00\x00\x01\x00")
 put("handshake", "live-hostA-7s", b"\x07" + intro)
 put("handshake", "v1-only", b"\x03weave\x01\x01")
+
+# handshake_encrypted: [chunk size][mode] then, for a genuine remote (mode bit 1 clear), the
+# plaintext of its features frame; raw (bit 1 set), everything the remote sends.
+put("handshake_encrypted", "genuine-dialled", b"\xff\x01" + feat)
+put("handshake_encrypted", "genuine-accepted-5s", b"\x05\x00" + feat)
+put("handshake_encrypted", "wrong-password", b"\xff\x05" + feat)
+put("handshake_encrypted", "raw-flag0", b"\xff\x03" + intro)
+put("handshake_encrypted", "raw-key-then-junk",
+    b"\x09\x02weave\x01\x02\x01" + bytes(range(32)) + struct.pack(">I", 20) + bytes(20))
+
+# sleeve_crypto: ops 0 seal [path][chunk], 1 deliver [pick], 2 flip [pick][u16 bit],
+# 3 cut [pick][u16 len], 4 junk [chunk], 5 counter [path][u16][shift].
+put("sleeve_crypto", "seal-deliver-replay",
+    b"\x00\x00" + chunk(pat[:60]) + b"\x00\x01" + chunk(pat[:14]) + b"\x01\x00\x01\x01\x01\x00")
+put("sleeve_crypto", "tamper",
+    b"\x00\x00" + chunk(pat[:40]) + b"\x02\x00\x07\x00" + b"\x03\x00\x05\x00"
+    + b"\x04" + chunk(pat[:30]) + b"\x01\x00")
+put("sleeve_crypto", "window-edges",
+    b"\x05\x00\x01\x00\x14" + b"\x00\x00" + chunk(b"")  # seq 2^20
+    + b"\x05\x00\x03\x00\x00" + b"\x00\x00" + chunk(b"")  # seq 3
+    + b"\x05\x00\x03\x00\x14" + b"\x00\x00" + chunk(b"")  # seq 3·2^20
+    + b"\x01\x00\x01\x01\x01\x02\x01\x01")
 
 # forward: opcodes 0 captured, 1 datagram, 2 datagram from, 3 TSO, 4 drain, 5 time,
 # 6 forget, 7 max payload. Peers are 02:00:00:00:00:0N, N = 1 (us) to 5.

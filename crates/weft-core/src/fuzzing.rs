@@ -124,6 +124,281 @@ pub fn handshake(data: &[u8], meter: HeapMeter) {
     }
 }
 
+/// Password handshake: [`HANDSHAKE_BOUND`]'s parts, plus the opened copy of the features frame
+/// (at most the input) and the keys.
+pub const HANDSHAKE_ENCRYPTED_BOUND: Bound = Bound {
+    per_byte: 80,
+    base: 32 * 1024,
+};
+
+/// The password of the password harnesses.
+const FUZZ_PASSWORD: &[u8] = b"fuzz";
+
+/// The password harnesses' fixed key pairs, and the key the genuine remote shares with us,
+/// computed once: Curve25519 is most of an input's time otherwise.
+struct FuzzKeys {
+    ours: weft_crypto::key::EphemeralKey,
+    theirs: weft_crypto::key::EphemeralKey,
+    right: weft_crypto::SessionKey,
+}
+
+fn fuzz_keys() -> &'static FuzzKeys {
+    use weft_crypto::key::EphemeralKey;
+    static KEYS: std::sync::OnceLock<FuzzKeys> = std::sync::OnceLock::new();
+    KEYS.get_or_init(|| {
+        let ours = EphemeralKey::from_secret([1; 32]);
+        let theirs = EphemeralKey::from_secret([2; 32]);
+        let right = theirs.session_key(ours.public(), FUZZ_PASSWORD);
+        FuzzKeys {
+            ours,
+            theirs,
+            right,
+        }
+    })
+}
+
+/// What a genuine password peer sends: its hello (header, flag 1, public key), then `features`
+/// sealed as its first message under the key it shares with us (with `password`), then a sealed
+/// heartbeat.
+fn genuine_intro(features: &[u8], password: &[u8], remote_outbound: bool) -> Vec<u8> {
+    use weft_crypto::tcp::TcpSealer;
+    let keys = fuzz_keys();
+    let mut wire = weft_wire::header::encode(2, 2).to_vec();
+    wire.push(1);
+    wire.extend_from_slice(keys.theirs.public());
+    let key = if password == FUZZ_PASSWORD {
+        keys.right.clone()
+    } else {
+        keys.theirs.session_key(keys.ours.public(), password)
+    };
+    let mut tx = TcpSealer::new(key, remote_outbound);
+    for body in [features, b"\x00"] {
+        let mut sealed = vec![0u8; weft_crypto::tcp::OVERHEAD];
+        sealed.extend_from_slice(body);
+        tx.seal_in_place(&mut sealed);
+        wire.extend_from_slice(&(sealed.len() as u32).to_be_bytes());
+        wire.extend_from_slice(&sealed);
+    }
+    wire
+}
+
+/// Feeds a password handshake what the remote sent, in chunks (as [`handshake`]) and at once,
+/// and checks both give the same outcome. The second byte picks the mode: bit 0 = we dialled;
+/// bit 1 = the rest is sent as is (header, flag, key, sealed frames, all the fuzzer's), else it
+/// is the plaintext of the features frame of a genuine remote ([`genuine_intro`]), sealed with
+/// our password or, with bit 2, another one. With the genuine remote and our password, what
+/// follows the intro (a sealed heartbeat) must open.
+pub fn handshake_encrypted(data: &[u8], meter: HeapMeter) {
+    let mut p = Program(data);
+    let step = usize::from(p.byte()).max(1);
+    let mode = p.byte();
+    let outbound = mode & 1 != 0;
+    let raw = mode & 2 != 0;
+    let password: &[u8] = if mode & 4 != 0 {
+        b"other"
+    } else {
+        FUZZ_PASSWORD
+    };
+    let input = if raw {
+        p.0.to_vec()
+    } else {
+        genuine_intro(p.0, password, !outbound)
+    };
+    let id = identity(1, "fuzz");
+    let start = || {
+        let key = fuzz_keys().ours.clone();
+        let mut hs = Handshake::with_key(&id, 11, false, FUZZ_PASSWORD, outbound, key);
+        let _ = hs.poll_transmit();
+        hs
+    };
+    let chunked = metered(
+        input.len(),
+        HANDSHAKE_ENCRYPTED_BOUND,
+        meter,
+        "handshake_encrypted",
+        || {
+            let mut hs = start();
+            let mut buf = Vec::new();
+            let mut outcome = Ok(None);
+            for chunk in input.chunks(step) {
+                buf.extend_from_slice(chunk);
+                match hs.handle_input(&mut buf) {
+                    Ok(None) => {}
+                    Ok(Some(remote)) => outcome = Ok(Some(remote)),
+                    Err(e) => {
+                        outcome = Err(e);
+                        break;
+                    }
+                }
+                let _ = hs.poll_transmit();
+            }
+            (outcome, buf, hs)
+        },
+    );
+    let (chunked_outcome, chunked_buf, chunked_hs) = chunked;
+    let mut hs = start();
+    let mut buf = input.clone();
+    let once = hs.handle_input(&mut buf);
+    match (&chunked_outcome, &once) {
+        (Ok(Some(a)), Ok(Some(b))) => assert_eq!(a, b),
+        (Err(a), Err(b)) => assert_eq!(a, b),
+        (Ok(None), Ok(None)) => assert_eq!(buf.len(), chunked_buf.len()),
+        (a, b) => panic!("chunked outcome {a:?}, one-shot {b:?}"),
+    }
+    if let Ok(Some(_)) = once {
+        assert!(input.ends_with(&buf), "leftover is not the input's tail");
+        // Both halves agree on the key the chunked run agreed.
+        assert_eq!(hs.session_key(), chunked_hs.session_key());
+        let genuine = !raw && password == FUZZ_PASSWORD;
+        let (_, mut rx) = hs.into_session(buf);
+        assert!(rx.is_encrypted());
+        match rx.poll_body() {
+            Ok(Some(b)) if genuine => assert_eq!(b, b"\x00"),
+            other if genuine => panic!("the genuine heartbeat gave {other:?}"),
+            _ => {}
+        }
+    }
+    if let Err(e) = &once {
+        assert!(e.to_string().len() < 1024, "long error text");
+        // A genuine remote with our password fails only on its features.
+        if !raw && password == FUZZ_PASSWORD {
+            assert!(
+                matches!(
+                    e,
+                    crate::handshake::HandshakeError::Features(_)
+                        | crate::handshake::HandshakeError::MissingField(_)
+                        | crate::handshake::HandshakeError::FlavourMismatch(_)
+                        | crate::handshake::HandshakeError::BadField { .. }
+                        | crate::handshake::HandshakeError::Frame(_)
+                ),
+                "genuine remote refused with {e:?}"
+            );
+        }
+    }
+}
+
+/// Sleeve decryption: the two replay windows grow to at most 128 KiB per bitset (four), the
+/// last few sealed datagrams are kept (each at most what the input spent on it, plus the
+/// header), and one buffer per delivery.
+pub const SLEEVE_CRYPTO_BOUND: Bound = Bound {
+    per_byte: 16,
+    base: 640 * 1024,
+};
+
+/// A program for a sleeve sealer (the remote, both paths) and our opener, checked against a
+/// model of Weave Net's replay window: a genuine datagram opens iff its sequence number was not
+/// accepted before on its path and lies no more than one window half below the half of the
+/// highest number accepted there. Altered, truncated and made-up datagrams never open, and
+/// since the model moves only on success, every later verdict also checks that failures
+/// changed nothing. Ops (byte % 6): 0 seal records (a chunk) on the path of the next byte's
+/// bit 0; 1 deliver a kept datagram; 2 deliver one with a bit flipped; 3 deliver one cut
+/// short; 4 deliver made-up bytes; 5 move the sealer's counter to `u16 << (byte % 44)`.
+pub fn sleeve_crypto(data: &[u8], meter: HeapMeter) {
+    use std::collections::BTreeSet;
+    use weft_crypto::sleeve::{
+        OpenError, SleeveOpener, SleeveSealer, OVERHEAD, SENDER_LEN, WINDOW_SIZE,
+    };
+    use weft_crypto::SessionKey;
+
+    const KEPT: usize = 8;
+    let key = SessionKey::from_bytes([0x42; 32]);
+    metered(
+        data.len(),
+        SLEEVE_CRYPTO_BOUND,
+        meter,
+        "sleeve_crypto",
+        || {
+            let mut p = Program(data);
+            let mut sealers = [
+                SleeveSealer::new(key.clone(), false, false),
+                SleeveSealer::new(key.clone(), false, true),
+            ];
+            let mut rx = SleeveOpener::new(key.clone(), true);
+            // Per path: the sequence numbers accepted.
+            let mut accepted: [BTreeSet<u64>; 2] = Default::default();
+            // Kept datagrams: (path, sequence, bytes).
+            let mut kept: Vec<(usize, u64, Vec<u8>)> = Vec::new();
+            let mut next_keep = 0;
+            let pick = |p: &mut Program<'_>, n: usize| usize::from(p.byte()) % n.max(1);
+            while !p.is_empty() {
+                match p.byte() % 6 {
+                    0 => {
+                        let path = usize::from(p.byte() & 1);
+                        let records = p.chunk();
+                        let mut d = vec![0xee; SENDER_LEN + OVERHEAD + records.len()];
+                        d[SENDER_LEN + OVERHEAD..].copy_from_slice(records);
+                        let seq = sealers[path].next_seq();
+                        if sealers[path].seal_in_place(&mut d).is_err() {
+                            continue;
+                        }
+                        let item = (path, seq, d);
+                        if kept.len() < KEPT {
+                            kept.push(item);
+                        } else {
+                            kept[next_keep] = item;
+                            next_keep = (next_keep + 1) % KEPT;
+                        }
+                    }
+                    op @ 1..=3 => {
+                        if kept.is_empty() {
+                            continue;
+                        }
+                        let (path, seq, d) = &kept[pick(&mut p, kept.len())];
+                        let mut d = d.clone();
+                        let body_len = d.len() - SENDER_LEN;
+                        let result = match op {
+                            1 => rx.open_in_place(&mut d[SENDER_LEN..]).map(<[u8]>::len),
+                            2 => {
+                                let bit = usize::from(p.u16()) % (body_len * 8);
+                                d[SENDER_LEN + bit / 8] ^= 1 << (bit % 8);
+                                let r = rx.open_in_place(&mut d[SENDER_LEN..]).map(<[u8]>::len);
+                                assert_eq!(r, Err(OpenError::Decrypt), "flipped bit {bit} opened");
+                                continue;
+                            }
+                            _ => {
+                                let keep = usize::from(p.u16()) % body_len;
+                                let r = rx
+                                    .open_in_place(&mut d[SENDER_LEN..SENDER_LEN + keep])
+                                    .map(<[u8]>::len);
+                                assert!(
+                                    matches!(r, Err(OpenError::TooShort(_) | OpenError::Decrypt)),
+                                    "datagram cut to {keep} gave {r:?}"
+                                );
+                                continue;
+                            }
+                        };
+                        let set = &mut accepted[*path];
+                        let fresh = !set.contains(seq)
+                            && set
+                                .last()
+                                .is_none_or(|&top| seq / WINDOW_SIZE + 1 >= top / WINDOW_SIZE);
+                        if fresh {
+                            assert_eq!(result, Ok(body_len - OVERHEAD), "seq {seq} refused");
+                            set.insert(*seq);
+                        } else {
+                            assert_eq!(result, Err(OpenError::Replayed(*seq)));
+                        }
+                    }
+                    4 => {
+                        let mut junk = p.chunk().to_vec();
+                        let r = rx.open_in_place(&mut junk);
+                        assert!(
+                            matches!(r, Err(OpenError::TooShort(_) | OpenError::Decrypt)),
+                            "made-up datagram gave {r:?}"
+                        );
+                    }
+                    _ => {
+                        let path = usize::from(p.byte() & 1);
+                        let base = u64::from(p.u16());
+                        let shift = u32::from(p.byte() % 44);
+                        sealers[path].set_next_seq(base << shift);
+                    }
+                }
+            }
+        },
+    );
+}
+
 /// A fixed remote address for the harnesses that need one.
 fn addr(n: u8) -> SocketAddr {
     SocketAddr::from(([10, 0, 0, n], 6783))
@@ -860,9 +1135,26 @@ mod tests {
         assert!(std::panic::catch_unwind(|| super::handshake(&[1, 2, 3], greedy)).is_err());
     }
 
+    /// The genuine-remote mode reaches the end of the intro (so the fuzzer starts past it).
+    #[test]
+    fn genuine_encrypted_intro_completes() {
+        let feat = std::fs::read(corpus("features").join("live-hostA")).unwrap();
+        for outbound in [false, true] {
+            let key = weft_crypto::key::EphemeralKey::from_secret([1; 32]);
+            let id = super::identity(1, "fuzz");
+            let mut hs = super::Handshake::with_key(&id, 11, false, b"fuzz", outbound, key);
+            let mut buf = super::genuine_intro(&feat, b"fuzz", !outbound);
+            assert!(hs.handle_input(&mut buf).unwrap().is_some());
+            let (_, mut rx) = hs.into_session(buf);
+            assert_eq!(rx.poll_body().unwrap(), Some(&b"\x00"[..]));
+        }
+    }
+
     #[test]
     fn corpora_replay_without_panics() {
         assert!(replay("handshake", super::handshake) > 0);
+        assert!(replay("handshake_encrypted", super::handshake_encrypted) > 0);
+        assert!(replay("sleeve_crypto", super::sleeve_crypto) > 0);
         assert!(replay("offload", super::offload) > 0);
         assert!(replay("forward", super::forward) > 0);
         assert!(replay("topology_update", super::topology_update) > 0);

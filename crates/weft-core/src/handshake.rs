@@ -8,10 +8,21 @@
 //! refused during header negotiation with Weave Net's own error text. Because nothing but
 //! version 2 can follow a successful negotiation, the encryption flag and features frame are
 //! sent together with the header, saving a round trip.
+//!
+//! With a password ([`Handshake::with_password`]) the flag is 1 and is followed by a fresh
+//! Curve25519 public key; the features frame is the first sealed message, so it waits for the
+//! remote's public key, from which (with our secret and the password) both ends derive the
+//! session key ([`weft_crypto::key`]). A wrong password shows only there: the remote's features
+//! frame does not open. Flag mismatches fail with Weave Net's texts.
 
 use std::collections::BTreeMap;
 
-use crate::session::{SessionRx, SessionTx};
+use rand::{CryptoRng, RngCore};
+use weft_crypto::key::{EphemeralKey, SessionKey, PUBLIC_KEY_LEN};
+use weft_crypto::tcp::{DecryptError, TcpOpener, TcpSealer};
+use zeroize::Zeroizing;
+
+use crate::session::{seal_frame, SessionRx, SessionTx};
 use weft_wire::{features, frame, header, PeerName};
 
 /// The protocol versions weft offers.
@@ -68,6 +79,12 @@ pub enum HandshakeError {
     /// The peer wants encryption but we have no password.
     #[error("no password specificed, but peer requested an encrypted connection")]
     PeerWantsEncryption,
+    /// We have a password but the peer sent flag 0.
+    #[error("password specified, but peer requested an unencrypted connection")]
+    PeerWantsNoEncryption,
+    /// The peer's features frame does not open: in practice, a different password.
+    #[error(transparent)]
+    Decrypt(#[from] DecryptError),
     /// Neither 0 nor 1.
     #[error("Bad encryption flag {0}")]
     BadEncryptionFlag(u8),
@@ -97,6 +114,8 @@ pub enum HandshakeError {
 enum State {
     Header,
     EncryptionFlag,
+    /// Encrypted only: the remote's 32-byte public key.
+    PublicKey,
     Features,
     Done,
 }
@@ -106,12 +125,43 @@ enum State {
 pub struct Handshake {
     state: State,
     out: Vec<u8>,
+    crypto: Option<Crypto>,
+}
+
+/// The password side of an intro: what it needs until the remote's key arrives, and the
+/// session it yields.
+struct Crypto {
+    /// Whether we dialled the connection: the nonces' polarity.
+    outbound: bool,
+    /// Whether we trust the remote's address (our `Trusted` feature).
+    trusted: bool,
+    /// Until the remote's public key arrives.
+    pending: Option<Pending>,
+    /// From the remote's public key on.
+    agreed: Option<(SessionKey, TcpSealer, TcpOpener)>,
+}
+
+struct Pending {
+    key: EphemeralKey,
+    password: Zeroizing<Vec<u8>>,
+    /// Our features frame body, sent sealed once the session key is known.
+    features: Vec<u8>,
+}
+
+impl std::fmt::Debug for Crypto {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Neither the password nor the keys.
+        f.debug_struct("Crypto")
+            .field("outbound", &self.outbound)
+            .field("agreed", &self.agreed.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Handshake {
-    /// Starts an intro. `conn_id` is our random id for this connection; `trusted` says whether
-    /// we trust the remote's address. The header, encryption flag and features are queued
-    /// at once: take them with [`Self::poll_transmit`].
+    /// Starts an unencrypted intro. `conn_id` is our random id for this connection; `trusted`
+    /// says whether we trust the remote's address. The header, encryption flag and features
+    /// are queued at once: take them with [`Self::poll_transmit`].
     pub fn new(local: &LocalIdentity, conn_id: u64, trusted: bool) -> Self {
         let mut out = Vec::with_capacity(256);
         out.extend_from_slice(&header::encode(PROTOCOL_MIN_VERSION, PROTOCOL_MAX_VERSION));
@@ -124,10 +174,87 @@ impl Handshake {
         Self {
             state: State::Header,
             out,
+            crypto: None,
         }
     }
 
-    /// Bytes to write to the socket, if any. Call after `new` and after every `handle_input`.
+    /// Starts an intro protected by `password` (Weave Net's `--password`), with a fresh
+    /// ephemeral key pair from `rng`. `outbound` says whether we dialled the connection (it
+    /// sets the nonces' polarity). The header, encryption flag and public key are queued at
+    /// once; the sealed features frame follows when the remote's public key has arrived.
+    pub fn with_password(
+        local: &LocalIdentity,
+        conn_id: u64,
+        trusted: bool,
+        password: &[u8],
+        outbound: bool,
+        rng: &mut (impl RngCore + CryptoRng),
+    ) -> Self {
+        Self::with_key(
+            local,
+            conn_id,
+            trusted,
+            password,
+            outbound,
+            EphemeralKey::generate(rng),
+        )
+    }
+
+    /// [`Self::with_password`] with a given key pair (for fixed test vectors).
+    pub fn with_key(
+        local: &LocalIdentity,
+        conn_id: u64,
+        trusted: bool,
+        password: &[u8],
+        outbound: bool,
+        key: EphemeralKey,
+    ) -> Self {
+        let mut out = Vec::with_capacity(256);
+        out.extend_from_slice(&header::encode(PROTOCOL_MIN_VERSION, PROTOCOL_MAX_VERSION));
+        out.push(1);
+        out.extend_from_slice(key.public());
+        Self {
+            state: State::Header,
+            out,
+            crypto: Some(Crypto {
+                outbound,
+                trusted,
+                pending: Some(Pending {
+                    key,
+                    password: Zeroizing::new(password.to_vec()),
+                    features: features::encode(&local_features(local, conn_id, trusted)),
+                }),
+                agreed: None,
+            }),
+        }
+    }
+
+    /// The session key, once the remote's public key has arrived (so always after a successful
+    /// intro with a password); `None` without a password. The overlay takes it for untrusted
+    /// connections.
+    pub fn session_key(&self) -> Option<&SessionKey> {
+        self.crypto
+            .as_ref()
+            .and_then(|c| c.agreed.as_ref())
+            .map(|(key, _, _)| key)
+    }
+
+    /// The key the overlay (sleeve, fastdp) must encrypt with for this connection, given the
+    /// remote's features: the session key on an untrusted connection, `None` on a trusted one
+    /// or without a password. A connection is trusted only if both sides trust each other's
+    /// address (ours: the `trusted` we were created with; theirs: the remote's `Trusted`).
+    pub fn overlay_key(&self, remote: &RemoteFeatures) -> Option<&SessionKey> {
+        let crypto = self.crypto.as_ref()?;
+        if crypto.trusted && remote.trusted {
+            return None;
+        }
+        self.session_key()
+    }
+
+    /// Bytes to write to the socket, if any. Call after `new` and after every `handle_input`,
+    /// including the one that returns the remote's features: with a password, our sealed
+    /// features frame is queued when the remote's public key arrives, which may be in the same
+    /// input as the remote's features.
     pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
         if self.out.is_empty() {
             None
@@ -140,7 +267,10 @@ impl Handshake {
     /// of everything after it. `leftover` is what followed the features frame in the same reads.
     pub fn into_session(self, leftover: Vec<u8>) -> (SessionTx, SessionRx) {
         debug_assert!(matches!(self.state, State::Done), "intro not complete");
-        (SessionTx::default(), SessionRx::new(leftover))
+        match self.crypto.and_then(|c| c.agreed) {
+            Some((_, tx, rx)) => (SessionTx::encrypted(tx), SessionRx::encrypted(leftover, rx)),
+            None => (SessionTx::default(), SessionRx::new(leftover)),
+        }
     }
 
     /// Consumes as much of `buf` (everything received so far and not yet consumed) as the intro
@@ -167,12 +297,32 @@ impl Handshake {
                     let Some(&flag) = buf.first() else {
                         return Ok(None);
                     };
-                    match flag {
-                        0 => {}
-                        1 => return Err(HandshakeError::PeerWantsEncryption),
-                        other => return Err(HandshakeError::BadEncryptionFlag(other)),
-                    }
+                    self.state = match (flag, self.crypto.is_some()) {
+                        (0, false) => State::Features,
+                        (1, true) => State::PublicKey,
+                        (0, true) => return Err(HandshakeError::PeerWantsNoEncryption),
+                        (1, false) => return Err(HandshakeError::PeerWantsEncryption),
+                        (other, _) => return Err(HandshakeError::BadEncryptionFlag(other)),
+                    };
                     buf.drain(..1);
+                }
+                State::PublicKey => {
+                    let Some(theirs) = buf.first_chunk::<PUBLIC_KEY_LEN>() else {
+                        return Ok(None);
+                    };
+                    if let Some(crypto) = &mut self.crypto {
+                        if let Some(p) = crypto.pending.take() {
+                            let key = p.key.session_key(theirs, &p.password);
+                            let mut tx = TcpSealer::new(key.clone(), crypto.outbound);
+                            let rx = TcpOpener::new(key.clone(), crypto.outbound);
+                            // Our own features are far below the frame limit.
+                            if seal_frame(&mut tx, &p.features, &mut self.out).is_err() {
+                                debug_assert!(false, "features frame over limit");
+                            }
+                            crypto.agreed = Some((key, tx, rx));
+                        }
+                    }
+                    buf.drain(..PUBLIC_KEY_LEN);
                     self.state = State::Features;
                 }
                 State::Features => {
@@ -181,6 +331,15 @@ impl Handshake {
                         frame::parse_limited(buf, frame::MAX_HANDSHAKE_FRAME_LEN)?
                     else {
                         return Ok(None);
+                    };
+                    let opened;
+                    let body = match self.crypto.as_mut().and_then(|c| c.agreed.as_mut()) {
+                        None => body,
+                        Some((_, _, rx)) => {
+                            // A copy: `buf` stays as received if the frame does not open.
+                            opened = open_copy(rx, body)?;
+                            &opened[..]
+                        }
                     };
                     let map = features::decode(body)
                         .map_err(|e| HandshakeError::Features(e.to_string()))?;
@@ -193,6 +352,14 @@ impl Handshake {
             }
         }
     }
+}
+
+/// Opens a sealed frame body into a fresh buffer and returns the plaintext.
+fn open_copy(rx: &mut TcpOpener, sealed: &[u8]) -> Result<Vec<u8>, DecryptError> {
+    let mut work = sealed.to_vec();
+    let plain_len = rx.open_in_place(&mut work)?.len();
+    work.drain(..work.len() - plain_len);
+    Ok(work)
 }
 
 fn local_features(local: &LocalIdentity, conn_id: u64, trusted: bool) -> BTreeMap<String, String> {
@@ -392,6 +559,205 @@ mod tests {
         let mut m = local_features(&ident(1, "a"), 1, false);
         m.insert("ShortID".into(), "4096".into());
         assert!(parse_features(&m).is_err());
+    }
+
+    /// A fixed key pair per side, as a seeded RNG would give.
+    fn keyed(n: u64, password: &[u8], outbound: bool) -> Handshake {
+        let key = EphemeralKey::from_secret([n as u8; 32]);
+        Handshake::with_key(&ident(n, "p"), n * 11, false, password, outbound, key)
+    }
+
+    /// Runs two intros against each other until both complete, carrying whatever each one
+    /// queues to the other, and returns each side's features, leftovers and handshake.
+    fn run_pair(
+        mut a: Handshake,
+        mut b: Handshake,
+    ) -> Result<[(RemoteFeatures, Handshake); 2], HandshakeError> {
+        let (mut to_a, mut to_b) = (Vec::new(), Vec::new());
+        let (mut ra, mut rb) = (None, None);
+        for _ in 0..4 {
+            to_b.extend(a.poll_transmit().unwrap_or_default());
+            to_a.extend(b.poll_transmit().unwrap_or_default());
+            if ra.is_none() {
+                ra = a.handle_input(&mut to_a)?;
+            }
+            if rb.is_none() {
+                rb = b.handle_input(&mut to_b)?;
+            }
+        }
+        assert!(a.poll_transmit().is_none() && b.poll_transmit().is_none());
+        Ok([(ra.unwrap(), a), (rb.unwrap(), b)])
+    }
+
+    #[test]
+    fn password_intro_agrees_a_key_and_seals_every_frame() {
+        let a = keyed(1, b"pw", true);
+        let b = keyed(2, b"pw", false);
+        let [(ra, a), (rb, b)] = run_pair(a, b).unwrap();
+        assert_eq!(ra.name, PeerName(2));
+        assert_eq!(rb.conn_id, 11);
+        let key = a.session_key().unwrap().clone();
+        assert_eq!(Some(&key), b.session_key());
+        let (mut a_tx, mut a_rx) = a.into_session(Vec::new());
+        let (mut b_tx, mut b_rx) = b.into_session(Vec::new());
+        assert!(a_tx.is_encrypted() && b_rx.is_encrypted());
+        // Both directions, several frames each, after the features frame (sequence 0).
+        for body in [&b"\x00"[..], b"\x04gossip", b""] {
+            let mut wire = Vec::new();
+            a_tx.seal(body, &mut wire).unwrap();
+            assert_eq!(wire.len(), 4 + 16 + body.len());
+            assert!(!wire.windows(6).any(|w| w == b"gossip"));
+            b_rx.push(&wire);
+            assert_eq!(b_rx.poll_body().unwrap(), Some(body));
+            let mut back = Vec::new();
+            b_tx.seal(body, &mut back).unwrap();
+            a_rx.push(&back);
+            assert_eq!(a_rx.poll_body().unwrap(), Some(body));
+        }
+        // A frame replayed is out of sequence: the connection ends with Weave Net's text.
+        let mut wire = Vec::new();
+        a_tx.seal(b"\x00", &mut wire).unwrap();
+        b_rx.push(&wire);
+        b_rx.poll_body().unwrap();
+        b_rx.push(&wire);
+        assert_eq!(
+            b_rx.poll_body().unwrap_err().to_string(),
+            "Unable to decrypt TCP msg"
+        );
+    }
+
+    #[test]
+    fn the_overlay_gets_the_key_unless_both_sides_trust() {
+        for (we, they, expect) in [
+            (false, false, true),
+            (true, false, true),
+            (false, true, true),
+            (true, true, false),
+        ] {
+            let mk = |n: u64, trusted: bool, outbound: bool| {
+                let key = EphemeralKey::from_secret([n as u8; 32]);
+                Handshake::with_key(&ident(n, "p"), n, trusted, b"pw", outbound, key)
+            };
+            let [(ra, a), (rb, b)] = run_pair(mk(1, we, true), mk(2, they, false)).unwrap();
+            assert_eq!(ra.trusted, they);
+            assert_eq!(a.overlay_key(&ra).is_some(), expect);
+            assert_eq!(b.overlay_key(&rb).is_some(), expect);
+            if expect {
+                assert_eq!(a.overlay_key(&ra), b.session_key());
+            }
+        }
+        let [(ra, a), _] = run_pair(
+            Handshake::new(&ident(1, "a"), 1, false),
+            Handshake::new(&ident(2, "b"), 2, false),
+        )
+        .unwrap();
+        assert_eq!(a.overlay_key(&ra), None);
+        assert_eq!(a.session_key(), None);
+    }
+
+    #[test]
+    fn password_intro_wire_form() {
+        let mut a = keyed(1, b"pw", true);
+        let hello = a.poll_transmit().unwrap();
+        assert_eq!(&hello[..7], b"weave\x02\x02");
+        assert_eq!(hello[7], 1);
+        assert_eq!(&hello[8..], EphemeralKey::from_secret([1; 32]).public());
+        // Nothing more until the remote's key: the features frame needs the session key.
+        let mut from_b = keyed(2, b"pw", false).poll_transmit().unwrap();
+        assert_eq!(a.handle_input(&mut from_b).unwrap(), None);
+        assert!(from_b.is_empty());
+        let key = a.session_key().unwrap().clone();
+        let frame = a.poll_transmit().unwrap();
+        let plain = features::encode(&local_features(&ident(1, "p"), 11, false));
+        assert_eq!(frame.len(), 4 + 16 + plain.len());
+        assert_eq!(&frame[..4], &((16 + plain.len()) as u32).to_be_bytes());
+        // Sealed as the dialler's first message.
+        let mut body = frame[4..].to_vec();
+        let mut rx = TcpOpener::new(key, false);
+        assert_eq!(rx.open_in_place(&mut body).unwrap(), plain);
+    }
+
+    #[test]
+    fn password_intro_in_single_bytes_and_with_a_following_frame() {
+        let mut a = keyed(1, b"pw", true);
+        let mut b = keyed(2, b"pw", false);
+        let mut to_b = a.poll_transmit().unwrap();
+        let mut to_a = b.poll_transmit().unwrap();
+        assert_eq!(a.handle_input(&mut to_a).unwrap(), None);
+        to_b.extend(a.poll_transmit().unwrap());
+        // b's features frame reaches a together with b's first session frame.
+        let mut buf = Vec::new();
+        let mut rb = None;
+        for byte in to_b {
+            buf.push(byte);
+            if let Some(r) = b.handle_input(&mut buf).unwrap() {
+                rb = Some(r);
+            }
+        }
+        assert_eq!(rb.unwrap().name, PeerName(1));
+        let mut to_a = b.poll_transmit().unwrap();
+        let (mut b_tx, _) = b.into_session(Vec::new());
+        b_tx.seal(b"\x04after", &mut to_a).unwrap();
+        let ra = a.handle_input(&mut to_a).unwrap().unwrap();
+        assert_eq!(ra.name, PeerName(2));
+        let (_, mut a_rx) = a.into_session(to_a);
+        assert_eq!(a_rx.poll_body().unwrap(), Some(&b"\x04after"[..]));
+    }
+
+    #[test]
+    fn password_mismatches_use_weave_texts() {
+        let err = run_pair(keyed(1, b"pw", true), keyed(2, b"other", false))
+            .err()
+            .unwrap();
+        assert_eq!(err, HandshakeError::Decrypt(DecryptError));
+        assert_eq!(err.to_string(), "Unable to decrypt TCP msg");
+        // An empty password is still a password, and differs from a non-empty one.
+        assert!(run_pair(keyed(1, b"", true), keyed(2, b"", false)).is_ok());
+        assert!(run_pair(keyed(1, b"", true), keyed(2, b"x", false)).is_err());
+        let err = run_pair(
+            keyed(1, b"pw", true),
+            Handshake::new(&ident(2, "b"), 22, false),
+        )
+        .err()
+        .unwrap();
+        assert_eq!(
+            err.to_string(),
+            "password specified, but peer requested an unencrypted connection"
+        );
+        let err = run_pair(
+            Handshake::new(&ident(2, "b"), 22, false),
+            keyed(1, b"pw", true),
+        )
+        .err()
+        .unwrap();
+        assert_eq!(
+            err.to_string(),
+            "no password specificed, but peer requested an encrypted connection"
+        );
+        let mut a = keyed(1, b"pw", true);
+        let mut bad = b"weave\x01\x02\x02".to_vec();
+        assert_eq!(
+            a.handle_input(&mut bad).unwrap_err().to_string(),
+            "Bad encryption flag 2"
+        );
+    }
+
+    #[test]
+    fn a_flipped_bit_in_the_features_frame_is_refused() {
+        let mut a = keyed(1, b"pw", true);
+        let mut b = keyed(2, b"pw", false);
+        let _ = a.poll_transmit();
+        let mut to_a = b.poll_transmit().unwrap();
+        let mut to_b = keyed(1, b"pw", true).poll_transmit().unwrap();
+        b.handle_input(&mut to_b).unwrap();
+        to_a.extend(b.poll_transmit().unwrap());
+        let last = to_a.len() - 1;
+        to_a[last] ^= 0x10;
+        assert_eq!(
+            a.handle_input(&mut to_a).unwrap_err(),
+            HandshakeError::Decrypt(DecryptError)
+        );
+        assert!(format!("{a:?}").contains("Crypto { outbound: true, agreed: true, .. }"));
     }
 
     #[test]

@@ -344,7 +344,13 @@ async fn intro(
         let mut buf = Vec::with_capacity(512);
         let mut chunk = [0u8; 4096];
         loop {
-            if let Some(remote) = hs.handle_input(&mut buf).map_err(|e| e.to_string())? {
+            let done = hs.handle_input(&mut buf).map_err(|e| e.to_string())?;
+            // With a password the sealed features frame is queued only once the remote's key
+            // has arrived, possibly by the same input that completes the intro.
+            if let Some(out) = hs.poll_transmit() {
+                writer.write_all(&out).await.map_err(|e| e.to_string())?;
+            }
+            if let Some(remote) = done {
                 return Ok::<_, String>((remote, buf));
             }
             let n = reader.read(&mut chunk).await.map_err(|e| e.to_string())?;
