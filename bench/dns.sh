@@ -70,10 +70,7 @@ echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 lab_up 3
 for i in 1 2 3; do
     lab_container "c$i"
-    ip -n "$(lab_ns "$i")" link add "${LAB}c${i}v" type veth peer name eth0 netns "${LAB}c$i"
-    ip -n "$(lab_ns "$i")" link set "${LAB}c${i}v" master docker0 up
-    lab_in "c$i" ip addr add 172.17.0.2/16 dev eth0
-    lab_in "c$i" ip link set eth0 up
+    lab_docker_eth0 "$i" "c$i" 172.17.0.2
 done
 # The silent upstream: an address on the underlay whose namespace drops everything it receives
 # (no ICMP unreachable either, so a forward can only end by the router's own timeout).

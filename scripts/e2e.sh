@@ -730,10 +730,7 @@ test_guard_rules_block_docker_bridge() {
     fastdp_pair 2 --status-addr 0.0.0.0:6782
     # A container on docker0 of host1, attached as Docker does (a veth on the bridge).
     lab_container d1
-    ip -n "$(lab_ns 1)" link add vethd1 type veth peer name eth0 netns "${LAB}d1"
-    ip -n "$(lab_ns 1)" link set vethd1 master docker0 up
-    lab_in d1 ip addr add 172.17.0.2/16 dev eth0
-    lab_in d1 ip link set eth0 up
+    lab_docker_eth0 1 d1 172.17.0.2
     ping_ok d1 172.17.0.1   # the bridge address itself is reachable: only the ports are guarded
     tcp_open() { lab_in "$1" timeout 3 bash -c "exec 3<>/dev/tcp/$2/$3" 2>/dev/null; }
     local port

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use weft_wire::PeerName;
 
-use crate::handshake::{Handshake, LocalIdentity};
+use crate::handshake::{Handshake, HandshakeError, LocalIdentity, RemoteFeatures};
 
 pub use crate::fuzz_support::{metered, unmetered, Bound, HeapMeter};
 
@@ -72,6 +72,31 @@ pub const HANDSHAKE_BOUND: Bound = Bound {
     base: 24 * 1024,
 };
 
+/// Feeds `input` to `hs` `step` bytes at a time, calling `after` after each chunk, until it
+/// completes or fails; returns the outcome and the bytes it left.
+fn feed_in_chunks(
+    hs: &mut Handshake,
+    input: &[u8],
+    step: usize,
+    mut after: impl FnMut(&mut Handshake),
+) -> (Result<Option<RemoteFeatures>, HandshakeError>, Vec<u8>) {
+    let mut buf = Vec::new();
+    let mut outcome = Ok(None);
+    for chunk in input.chunks(step) {
+        buf.extend_from_slice(chunk);
+        match hs.handle_input(&mut buf) {
+            Ok(None) => {}
+            Ok(Some(remote)) => outcome = Ok(Some(remote)),
+            Err(e) => {
+                outcome = Err(e);
+                break;
+            }
+        }
+        after(hs);
+    }
+    (outcome, buf)
+}
+
 /// Feeds `data` to a handshake as what the remote sent, in chunks whose sizes the first byte
 /// picks (1 to 255 bytes; 0 counts as 1), and checks that the chunked
 /// outcome is the one-shot outcome: same error or features, same leftover bytes.
@@ -84,21 +109,10 @@ pub fn handshake(data: &[u8], meter: HeapMeter) {
     let chunked = metered(data.len(), HANDSHAKE_BOUND, meter, "handshake", || {
         let mut hs = Handshake::new(&id, 11, false);
         let _ = hs.poll_transmit();
-        let mut buf = Vec::new();
-        let mut outcome = Ok(None);
-        for chunk in input.chunks(step) {
-            buf.extend_from_slice(chunk);
-            match hs.handle_input(&mut buf) {
-                Ok(None) => {}
-                Ok(Some(remote)) => outcome = Ok(Some(remote)),
-                Err(e) => {
-                    outcome = Err(e);
-                    break;
-                }
-            }
+        let (outcome, mut buf) = feed_in_chunks(&mut hs, input, step, |hs| {
             // Nothing is queued after the intro: the handshake never answers input.
             assert!(hs.poll_transmit().is_none(), "handshake answered input");
-        }
+        });
         if let Ok(Some(_)) = outcome {
             let (_tx, _rx) = hs.into_session(std::mem::take(&mut buf));
         }
@@ -218,20 +232,9 @@ pub fn handshake_encrypted(data: &[u8], meter: HeapMeter) {
         "handshake_encrypted",
         || {
             let mut hs = start();
-            let mut buf = Vec::new();
-            let mut outcome = Ok(None);
-            for chunk in input.chunks(step) {
-                buf.extend_from_slice(chunk);
-                match hs.handle_input(&mut buf) {
-                    Ok(None) => {}
-                    Ok(Some(remote)) => outcome = Ok(Some(remote)),
-                    Err(e) => {
-                        outcome = Err(e);
-                        break;
-                    }
-                }
+            let (outcome, buf) = feed_in_chunks(&mut hs, &input, step, |hs| {
                 let _ = hs.poll_transmit();
-            }
+            });
             (outcome, buf, hs)
         },
     );
@@ -265,11 +268,11 @@ pub fn handshake_encrypted(data: &[u8], meter: HeapMeter) {
             assert!(
                 matches!(
                     e,
-                    crate::handshake::HandshakeError::Features(_)
-                        | crate::handshake::HandshakeError::MissingField(_)
-                        | crate::handshake::HandshakeError::FlavourMismatch(_)
-                        | crate::handshake::HandshakeError::BadField { .. }
-                        | crate::handshake::HandshakeError::Frame(_)
+                    HandshakeError::Features(_)
+                        | HandshakeError::MissingField(_)
+                        | HandshakeError::FlavourMismatch(_)
+                        | HandshakeError::BadField { .. }
+                        | HandshakeError::Frame(_)
                 ),
                 "genuine remote refused with {e:?}"
             );

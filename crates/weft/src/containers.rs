@@ -103,9 +103,8 @@ impl Plumbing for Host {
     }
 
     fn configured(&self, c: &Container) -> Option<Vec<Ipv4Cidr>> {
-        match blocking::ps(std::slice::from_ref(c)) {
-            // The first entry is the bridge's own (weave:expose).
-            Ok(entries) => Some(entries.into_iter().skip(1).flat_map(|e| e.cidrs).collect()),
+        match weave_cidrs(c) {
+            Ok(cidrs) => Some(cidrs),
             // No bridge: no container can be attached to it.
             Err(weft_attach::AttachError::NoBridge) => Some(Vec::new()),
             Err(_) => None,
@@ -115,6 +114,13 @@ impl Plumbing for Host {
     fn resolve(&self, arg: &str) -> Result<Target, Failure> {
         resolve(arg)
     }
+}
+
+/// The addresses the container's weave interface carries now.
+pub(crate) fn weave_cidrs(c: &Container) -> Result<Vec<Ipv4Cidr>, weft_attach::AttachError> {
+    let entries = blocking::ps(std::slice::from_ref(c))?;
+    // The first entry is the bridge's own (weave:expose).
+    Ok(entries.into_iter().skip(1).flat_map(|e| e.cidrs).collect())
 }
 
 /// What a container that is not there prints (weft-attach's words for the same case).
@@ -404,7 +410,7 @@ fn expose_addrs(
 }
 
 /// A reply that is not 2xx, as a failure (404: the route is missing).
-fn reply_failure(r: Reply) -> Failure {
+pub(crate) fn reply_failure(r: Reply) -> Failure {
     match r {
         Reply::Down => Failure::NotRunning,
         Reply::Failed(_, body) | Reply::Ok(body) => Failure::Message(body),

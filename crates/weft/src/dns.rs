@@ -11,12 +11,12 @@ use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use weft_attach::{blocking, Container};
+use weft_attach::Container;
 use weft_core::dns::responder::{a_query, answer_addrs};
 use weft_types::Ipv4Cidr;
 
 use crate::client::{self, segment, Reply};
-use crate::containers;
+use crate::containers::{self, reply_failure};
 use crate::ipam::Failure;
 use crate::{http_addr, print_reply, usage_error};
 
@@ -58,7 +58,7 @@ pub(crate) fn register(
         match client::send_form(http, "PUT", &name_path(ident, *ip), &form) {
             Reply::Ok(_) => {}
             Reply::NotFound => return Ok(false),
-            other => return Err(failure(other)),
+            other => return Err(reply_failure(other)),
         }
     }
     Ok(true)
@@ -76,18 +76,10 @@ pub(crate) fn deregister(
         let query: Vec<(&str, &str)> = fqdn.map(|f| ("fqdn", f)).into_iter().collect();
         match client::call(http, "DELETE", &name_path(ident, *ip), &query) {
             Reply::Ok(_) | Reply::NotFound => {}
-            other => return Err(failure(other)),
+            other => return Err(reply_failure(other)),
         }
     }
     Ok(())
-}
-
-fn failure(r: Reply) -> Failure {
-    match r {
-        Reply::Down => Failure::NotRunning,
-        Reply::Failed(_, body) | Reply::Ok(body) => Failure::Message(body),
-        Reply::NotFound => Failure::Message("the router has no such route (404)".into()),
-    }
 }
 
 /// The addresses of cidrs.
@@ -143,7 +135,9 @@ fn resolve(t: Target, need_fqdn: bool) -> Result<(String, Vec<Ipv4Addr>, Option<
         return Err(Failure::Message(format!("container {arg} does not exist")));
     }
     let ips = if t.ips.is_empty() {
-        container_addrs(&found.container)?
+        let cidrs = containers::weave_cidrs(&found.container)
+            .map_err(|e| Failure::Message(e.to_string()))?;
+        addrs(&cidrs)
     } else {
         t.ips
     };
@@ -157,19 +151,6 @@ fn resolve(t: Target, need_fqdn: bool) -> Result<(String, Vec<Ipv4Addr>, Option<
         None => None,
     };
     Ok((found.ident, ips, fqdn))
-}
-
-/// The addresses the container's weave interface carries.
-fn container_addrs(c: &Container) -> Result<Vec<Ipv4Addr>, Failure> {
-    let entries =
-        blocking::ps(std::slice::from_ref(c)).map_err(|e| Failure::Message(e.to_string()))?;
-    // The first entry is the bridge's own (weave:expose).
-    Ok(entries
-        .into_iter()
-        .skip(1)
-        .flat_map(|e| e.cidrs)
-        .map(|c| c.addr())
-        .collect())
 }
 
 /// `weft dns-add [ip...] <container> [-h fqdn]` or `weft dns-add ip... -h fqdn`.

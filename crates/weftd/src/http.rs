@@ -313,6 +313,19 @@ async fn delete_peer() -> Response {
 }
 
 /// Parses `application/x-www-form-urlencoded`, keeping repeated keys.
+/// The first value of `name` among the query's pairs, then the form's (Go's `FormValue`).
+pub(crate) fn form_value<'a>(
+    query: &'a [(String, String)],
+    form: &'a [(String, String)],
+    name: &str,
+) -> Option<&'a str> {
+    query
+        .iter()
+        .chain(form)
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
 pub(crate) fn form_pairs(body: &str) -> Vec<(String, String)> {
     let decode = |s: &str| -> String {
         let s = s.replace('+', " ");

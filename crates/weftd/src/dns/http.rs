@@ -14,7 +14,7 @@ use tokio::sync::oneshot;
 
 use super::task::{DnsStatus, Handle, Request};
 use crate::error::RequestError;
-use crate::http::{form_pairs, text};
+use crate::http::{form_pairs, form_value, text};
 
 /// The DNS routes, for the control listener.
 pub fn routes(dns: Handle) -> Router {
@@ -62,13 +62,11 @@ async fn address_port(State(dns): State<Handle>) -> Response {
     text(StatusCode::OK, dns.listen.to_string())
 }
 
-/// A query or form value, as Go's `FormValue` reads both (the query first).
-fn value(q: &[(String, String)], body: &str, name: &str) -> Option<String> {
-    q.iter()
-        .chain(form_pairs(body).iter())
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.clone())
+/// A non-empty query or form value.
+fn value(q: &[(String, String)], form: &[(String, String)], name: &str) -> Option<String> {
+    form_value(q, form, name)
         .filter(|v| !v.is_empty())
+        .map(str::to_string)
 }
 
 fn parse_ip(ip: &str) -> Result<Ipv4Addr, RequestError> {
@@ -83,11 +81,12 @@ async fn add(
     body: String,
 ) -> Result<Response, RequestError> {
     let addr = parse_ip(&ip)?;
-    let Some(fqdn) = value(&q, &body, "fqdn") else {
+    let form = form_pairs(&body);
+    let Some(fqdn) = value(&q, &form, "fqdn") else {
         // Weave registers the empty name, which is never in the domain: nothing happens.
         return Ok(StatusCode::NO_CONTENT.into_response());
     };
-    let check_alive = value(&q, &body, "check-alive").as_deref() == Some("true");
+    let check_alive = form_value(&q, &form, "check-alive") == Some("true");
     dns.ask(|reply| Request::Add {
         container,
         addr,
@@ -106,7 +105,7 @@ async fn delete(
     q: &[(String, String)],
 ) -> Result<Response, RequestError> {
     let addr = ip.as_deref().map(parse_ip).transpose()?;
-    let fqdn = value(q, "", "fqdn");
+    let fqdn = value(q, &[], "fqdn");
     dns.ask(|reply| Request::Delete {
         container,
         addr,

@@ -43,15 +43,11 @@ pub fn spawn(listener: TcpListener, handle: Handle) {
                     tracing::debug!("[dns] tcp: {e}");
                 }
             });
-            if handle_closed(&handle) {
+            if handle.requests.is_closed() {
                 return;
             }
         }
     });
-}
-
-fn handle_closed(h: &Handle) -> bool {
-    h.requests.is_closed()
 }
 
 async fn serve(mut stream: TcpStream, handle: &Handle) -> std::io::Result<()> {

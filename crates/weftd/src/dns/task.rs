@@ -10,7 +10,7 @@
 
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
@@ -23,7 +23,7 @@ use weft_wire::dns::{Entry, CHANNEL};
 use weft_wire::PeerName;
 
 use super::persist::{self, Registration};
-use super::udp::{Published, Server, PUBLISH_EVERY};
+use super::udp::{lock, servers, Published, Server, SharedUpstreams, PUBLISH_EVERY};
 use super::upstream::{self, Limiter, Upstreams};
 use super::DnsConfig;
 use crate::channel_link::{container_alive, unix_now, InboxRx, PeerView, TaskLink, TaskOut};
@@ -73,8 +73,9 @@ pub(crate) enum Request {
 pub(crate) enum TcpAnswer {
     /// Send these bytes.
     Send(Vec<u8>),
-    /// Ask these upstream servers, each for the timeout; none answering: SERVFAIL.
-    Forward(Vec<SocketAddr>, Duration),
+    /// Ask these upstream servers the query (handed back), each for the timeout; none
+    /// answering: SERVFAIL.
+    Forward(Vec<u8>, Vec<SocketAddr>, Duration),
     /// Send nothing.
     Drop,
 }
@@ -132,12 +133,13 @@ pub fn spawn(
     let ours = listen.ip();
     let ours = (!ours.is_unspecified()).then_some(ours);
     let published: Published = Arc::new(RwLock::new(Arc::new(zone.clone())));
+    let upstreams = Arc::new(Mutex::new(Upstreams::new(&cfg.resolv_conf, ours)));
     let mut address = None;
     if let Some(sock) = udp {
         let server = Server {
             zone: published.clone(),
             responder: Responder::new(cfg.ttl),
-            upstreams: Upstreams::new(&cfg.resolv_conf, ours),
+            upstreams: upstreams.clone(),
             fallback_timeout: cfg.fallback_timeout,
             limiter: Limiter::new(upstream::MAX_IN_FLIGHT),
             runtime: tokio::runtime::Handle::current(),
@@ -157,7 +159,7 @@ pub fn spawn(
         zone,
         responder: Responder::new(cfg.ttl),
         rng: StdRng::from_entropy(),
-        upstreams: Upstreams::new(&cfg.resolv_conf, ours),
+        upstreams,
         fallback_timeout: cfg.fallback_timeout,
         address,
         published,
@@ -180,7 +182,8 @@ struct Task {
     zone: Zone,
     responder: Responder,
     rng: StdRng,
-    upstreams: Upstreams,
+    /// The upstream servers, shared with the UDP thread (one reader of the resolv.conf).
+    upstreams: SharedUpstreams,
     fallback_timeout: Duration,
     /// Where the server listens, if it does.
     address: Option<SocketAddr>,
@@ -329,7 +332,7 @@ impl Task {
                 let us = self.zone.ourself();
                 let _ = reply.send(DnsStatus {
                     domain: self.zone.domain().to_string(),
-                    upstream: self.upstreams.describe(Instant::now()),
+                    upstream: lock(&self.upstreams).describe(Instant::now()),
                     ttl: self.responder.ttl,
                     ours: live.iter().filter(|e| e.origin == us).count(),
                     live,
@@ -345,7 +348,8 @@ impl Task {
                         Action::Answer(b) => TcpAnswer::Send(b),
                         Action::Drop => TcpAnswer::Drop,
                         Action::Forward => TcpAnswer::Forward(
-                            self.upstreams.servers(Instant::now()).to_vec(),
+                            query,
+                            servers(&self.upstreams),
                             self.fallback_timeout,
                         ),
                     };
@@ -406,10 +410,10 @@ impl Task {
     /// Hands the UDP thread a copy of the zone as it is now.
     fn publish(&mut self) {
         let snapshot = Arc::new(self.zone.clone());
-        match self.published.write() {
-            Ok(mut z) => *z = snapshot,
-            Err(poisoned) => *poisoned.into_inner() = snapshot,
-        }
+        *self
+            .published
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = snapshot;
         self.dirty = false;
         self.last_publish = Instant::now();
     }
@@ -440,19 +444,15 @@ impl Task {
 /// A TCP query's answer, forwarding it upstream if the zone says so.
 pub(crate) async fn tcp_answer(handle: &Handle, query: Vec<u8>) -> Option<Vec<u8>> {
     let (tx, rx) = oneshot::channel();
-    let q = query.clone();
     handle
         .requests
-        .send(Request::Query {
-            query: q,
-            reply: tx,
-        })
+        .send(Request::Query { query, reply: tx })
         .await
         .ok()?;
     match rx.await.ok()? {
         TcpAnswer::Send(b) => Some(b),
         TcpAnswer::Drop => None,
-        TcpAnswer::Forward(servers, timeout) => {
+        TcpAnswer::Forward(query, servers, timeout) => {
             upstream::forward(&query, &servers, Transport::Tcp, timeout)
                 .await
                 .or_else(|| server_failure(&query))

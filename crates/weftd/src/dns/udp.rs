@@ -10,7 +10,7 @@
 //! at most [`upstream::MAX_IN_FLIGHT`] at once, as before.
 
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
@@ -28,14 +28,27 @@ const QUERY_BUFFER: usize = 4096;
 /// The zone as UDP queries see it: replaced whole by the DNS task after changes.
 pub type Published = Arc<RwLock<Arc<Zone>>>;
 
+/// The upstream servers, read from the resolv.conf by whichever side asks first.
+pub type SharedUpstreams = Arc<Mutex<Upstreams>>;
+
+/// The upstreams, even if a thread panicked holding them (they are only a cache of a file).
+pub fn lock(u: &SharedUpstreams) -> std::sync::MutexGuard<'_, Upstreams> {
+    u.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The current upstream servers.
+pub fn servers(u: &SharedUpstreams) -> Vec<SocketAddr> {
+    lock(u).servers(Instant::now()).to_vec()
+}
+
 /// What the UDP thread needs besides the socket.
 pub struct Server {
     /// The zone snapshot.
     pub zone: Published,
     /// TTL and rules.
     pub responder: Responder,
-    /// The upstream servers (read from the resolv.conf by this thread's own copy).
-    pub upstreams: Upstreams,
+    /// The upstream servers.
+    pub upstreams: SharedUpstreams,
     /// How long each upstream server is given.
     pub fallback_timeout: Duration,
     /// Forwards in flight, shared with the TCP path.
@@ -69,10 +82,12 @@ impl Server {
                     continue;
                 }
             };
-            let zone = match self.zone.read() {
-                Ok(z) => Arc::clone(&z),
-                Err(poisoned) => Arc::clone(&poisoned.into_inner()),
-            };
+            let zone = Arc::clone(
+                &self
+                    .zone
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+            );
             for i in 0..n {
                 let Some((query, from)) = batch.datagram(i) else {
                     continue;
@@ -109,7 +124,7 @@ impl Server {
         let Some(permit) = self.limiter.try_acquire() else {
             return server_failure(query);
         };
-        let servers = self.upstreams.servers(Instant::now()).to_vec();
+        let servers = servers(&self.upstreams);
         let timeout = self.fallback_timeout;
         let (reply, query) = (reply.clone(), query.to_vec());
         self.runtime.spawn(async move {

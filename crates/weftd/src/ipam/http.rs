@@ -14,7 +14,7 @@ use weft_types::Ipv4Cidr;
 
 use super::task::{Handle, Request};
 use crate::error::RequestError;
-use crate::http::{form_pairs, text};
+use crate::http::{form_pairs, form_value, text};
 
 /// The IPAM routes, for the control listener.
 pub fn routes(ipam: Handle) -> Router {
@@ -60,10 +60,7 @@ impl Handle {
 
 /// Query and form values (`check-alive`, `noErrorOnUnknown`), as Go's `FormValue` reads both.
 fn flag(q: &[(String, String)], body: &str, name: &str) -> bool {
-    q.iter()
-        .chain(form_pairs(body).iter())
-        .find(|(k, _)| k == name)
-        .is_some_and(|(_, v)| v == "true")
+    form_value(q, &form_pairs(body), name) == Some("true")
 }
 
 fn subnet(ip: &str, len: &str) -> Result<Ipv4Cidr, RequestError> {
