@@ -639,6 +639,18 @@ test_expose_hide_and_isolation() {
     ! host_ping || fail "host still reaches container after hide"
 }
 
+# iperf_at_least_50m <label>: two seconds of iperf3 from container c1 to c2 (10.2.1.2); prints
+# the rate and fails below 50 Mbit/s.
+iperf_at_least_50m() {
+    (lab_in c2 timeout 30 iperf3 -s -1 >/dev/null 2>&1 &)
+    listening() { lab_in c2 ss -ltn | grep -q ':5201 '; }
+    lab_wait 10 listening || fail "iperf3 server did not start"
+    local bps
+    bps=$(lab_in c1 timeout 20 iperf3 -c 10.2.1.2 -t 2 -J | grep -m1 '"bits_per_second"' | tr -dc '0-9.' ) || true
+    echo "    $1: $(echo "${bps:-0} / 1000000" | bc) Mbit/s"
+    [ "$(echo "${bps:-0} > 50000000" | bc)" = 1 ] || fail "$1 iperf3 too slow or failed: ${bps:-none}"
+}
+
 test_iperf_both_paths() {
     command -v iperf3 >/dev/null || { echo "    (skipped: no iperf3)"; return 0; }
     local mode
@@ -646,13 +658,7 @@ test_iperf_both_paths() {
         lab_down; LAB_HOSTS=0
         if [ "$mode" = sleeve ]; then three_hosts_with_containers --no-fastdp; else three_hosts_with_containers; fi
         ping_ok c1 10.2.1.2
-        (lab_in c2 timeout 30 iperf3 -s -1 >/dev/null 2>&1 &)
-        listening() { lab_in c2 ss -ltn | grep -q ':5201 '; }
-        lab_wait 10 listening || fail "iperf3 server did not start"
-        local bps
-        bps=$(lab_in c1 timeout 20 iperf3 -c 10.2.1.2 -t 2 -J | grep -m1 '"bits_per_second"' | tr -dc '0-9.' ) || true
-        echo "    $mode: $(echo "${bps:-0} / 1000000" | bc) Mbit/s"
-        [ "$(echo "${bps:-0} > 50000000" | bc)" = 1 ] || fail "$mode iperf3 too slow or failed: ${bps:-none}"
+        iperf_at_least_50m "$mode"
     done
 }
 
@@ -799,6 +805,7 @@ source scripts/e2e_hostile.sh
 source scripts/e2e_ipam.sh
 source scripts/e2e_dns.sh
 source scripts/e2e_docker.sh
+source scripts/e2e_crypto.sh
 
 # --- main --------------------------------------------------------------------------------
 [ "$(id -u)" = 0 ] || { echo "e2e tests need root"; exit 1; }

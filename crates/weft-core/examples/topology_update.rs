@@ -97,10 +97,26 @@ impl Pair {
             accept_new_peer: true,
         };
         meshes[US]
-            .handle_connection_ready(conns[US], &rs, addrs[HUB], out, ids, now)
+            .handle_connection_ready(
+                conns[US],
+                &rs,
+                addrs[HUB],
+                out,
+                ids,
+                Default::default(),
+                now,
+            )
             .unwrap();
         meshes[HUB]
-            .handle_connection_ready(conns[HUB], &rh, addrs[US], Origin::Inbound, idh, now)
+            .handle_connection_ready(
+                conns[HUB],
+                &rh,
+                addrs[US],
+                Origin::Inbound,
+                idh,
+                Default::default(),
+                now,
+            )
             .unwrap();
         let mut p = Self {
             meshes,

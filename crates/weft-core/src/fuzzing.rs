@@ -873,13 +873,22 @@ impl Pair {
             accept_new_peer: true,
         };
         let ready = (
-            us.handle_connection_ready(US_CONN, &f_remote, addr(2), dial, intro_us, now),
+            us.handle_connection_ready(
+                US_CONN,
+                &f_remote,
+                addr(2),
+                dial,
+                intro_us,
+                Default::default(),
+                now,
+            ),
             remote.handle_connection_ready(
                 REMOTE_CONN,
                 &f_us,
                 addr(1),
                 Origin::Inbound,
                 intro_remote,
+                Default::default(),
                 now,
             ),
         );

@@ -15,6 +15,8 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use weft_crypto::key::SessionKey;
+use weft_crypto::sleeve::SleeveSealer;
 use weft_wire::{sleeve, PeerName};
 
 /// Name under which weft offers its kernel-VXLAN fast datapath.
@@ -63,7 +65,7 @@ pub enum SwitchOutput {
     SleeveHeartbeat {
         /// Remote sleeve address.
         to: SocketAddr,
-        /// The 42-byte datagram.
+        /// The datagram: 42 bytes, or 66 sealed on an encrypted connection.
         datagram: Vec<u8>,
     },
     /// A fastdp heartbeat frame to send through the local VXLAN device.
@@ -116,6 +118,10 @@ pub struct OverlaySwitch {
     compat: bool,
     sleeve: Sleeve,
     fastdp: Option<Fastdp>,
+    /// On an encrypted connection: seals our heartbeats, on the DF path's sequence (Weave
+    /// Net sends heartbeats on that path), so that they never share a nonce with the data
+    /// the sleeve data path seals on the other path.
+    sealer: Option<SleeveSealer>,
     out: Vec<SwitchOutput>,
 }
 
@@ -189,8 +195,24 @@ impl OverlaySwitch {
                 next_heartbeat: now,
             },
             fastdp,
+            sealer: None,
             out: Vec::new(),
         })
+    }
+
+    /// Makes this an encrypted connection: sleeve datagrams are sealed with `key` (Weave
+    /// Net's encrypted sleeve; `outbound`: we dialled). Fastdp is not used: Weave Net
+    /// encrypts it with IPsec ESP, which this kernel lacks, and VXLAN alone would carry
+    /// frames in clear.
+    pub fn with_sleeve_key(mut self, key: &SessionKey, outbound: bool) -> Self {
+        self.fastdp = None;
+        self.sealer = Some(SleeveSealer::new(key.clone(), outbound, true));
+        self
+    }
+
+    /// Whether sleeve traffic on this connection is encrypted.
+    pub fn encrypted(&self) -> bool {
+        self.sealer.is_some()
     }
 
     /// Whether fastdp is in common on this connection (and the remote has an IPv4 address).
@@ -233,6 +255,9 @@ impl OverlaySwitch {
             return None;
         }
         match &self.fastdp {
+            None if self.sealer.is_some() => Some(
+                "encrypted connection: encrypted fastdp needs IPsec ESP, which this kernel lacks; using encrypted sleeve".into(),
+            ),
             None if self.compat => Some("peer offers no overlays (sleeve only)".into()),
             None if self.ids.remote_ip.is_none() => Some("no IPv4 underlay address".into()),
             None => Some("not offered by both peers".into()),
@@ -394,11 +419,19 @@ impl OverlaySwitch {
                             FAST_HEARTBEAT
                         };
                     let ids = self.ids;
-                    let datagram =
-                        sleeve::encode_heartbeat(ids.local, ids.local, ids.remote, ids.uid)
-                            .to_vec();
-                    self.out
-                        .push(SwitchOutput::SleeveHeartbeat { to, datagram });
+                    let plain = sleeve::encode_heartbeat(ids.local, ids.local, ids.remote, ids.uid);
+                    let datagram = match &mut self.sealer {
+                        None => Some(plain.to_vec()),
+                        Some(sealer) => {
+                            let mut d = Vec::with_capacity(plain.len() + 24);
+                            // Fails only after 2^63 heartbeats.
+                            sealer.seal_to(&plain, &mut d).ok().map(|()| d)
+                        }
+                    };
+                    if let Some(datagram) = datagram {
+                        self.out
+                            .push(SwitchOutput::SleeveHeartbeat { to, datagram });
+                    }
                 }
             }
         }
@@ -653,5 +686,42 @@ mod tests {
         assert!(b.drain().next().is_none(), "short frame must not be acked");
         b.handle_fastdp_heartbeat(&f, now);
         assert_eq!(b.drain().next(), Some(SwitchOutput::Control(vec![7, 0, 0])));
+    }
+
+    #[test]
+    fn an_encrypted_connection_uses_sealed_sleeve_only() {
+        let now = Instant::now();
+        let key = SessionKey::from_bytes([9; 32]);
+        let (a, b) = pair(now);
+        let mut a = a.with_sleeve_key(&key, true);
+        let mut b = b.with_sleeve_key(&key, false);
+        assert!(a.encrypted() && !a.fastdp_offered());
+        assert!(a.fastdp_fallback(now).unwrap().contains("IPsec ESP"));
+        a.handle_timeout(now).unwrap();
+        let hb: Vec<_> = a
+            .drain()
+            .filter_map(|o| match o {
+                SwitchOutput::SleeveHeartbeat { datagram, .. } => Some(datagram),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(hb.len(), 1);
+        // Sealed on the DF path, sequence 0, and B's side opens it to the plain heartbeat.
+        let mut d = hb[0].clone();
+        assert_eq!(d.len(), 42 + 24);
+        assert_eq!(&d[6..14], &(1u64 << 63).to_be_bytes());
+        let mut opener = weft_crypto::sleeve::SleeveOpener::new(key.clone(), false);
+        let plain = opener.open_datagram(&mut d).unwrap();
+        assert_eq!(
+            plain,
+            sleeve::encode_heartbeat(PeerName(1), PeerName(1), PeerName(2), 42)
+        );
+        // Both ends establish over sleeve alone.
+        for t in [now + FAST_HEARTBEAT, now + FAST_HEARTBEAT * 2] {
+            a.handle_timeout(t).unwrap();
+            b.handle_timeout(t).unwrap();
+            exchange(&mut a, &mut b, t, true, true);
+        }
+        assert_eq!((a.best(), b.best()), ("sleeve", "sleeve"));
     }
 }

@@ -239,14 +239,22 @@ impl Cluster {
                 };
                 if self
                     .mesh(i)
-                    .handle_connection_ready(ci, &ri, addr, origin, idi, now)
+                    .handle_connection_ready(ci, &ri, addr, origin, idi, Default::default(), now)
                     .is_err()
                 {
                     return;
                 }
                 if self
                     .mesh(j)
-                    .handle_connection_ready(cj, &rj, src, Origin::Inbound, idj, now)
+                    .handle_connection_ready(
+                        cj,
+                        &rj,
+                        src,
+                        Origin::Inbound,
+                        idj,
+                        Default::default(),
+                        now,
+                    )
                     .is_err()
                 {
                     self.mesh(i)

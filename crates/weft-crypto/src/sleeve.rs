@@ -115,6 +115,24 @@ impl SleeveSealer {
         Ok(())
     }
 
+    /// Appends the sealed form of a plain datagram (`sender[6] || records`) to `out`: the
+    /// sender name, the [`OVERHEAD`] bytes of sequence field and tag, the encrypted records.
+    /// On error `out` is as it was.
+    pub fn seal_to(&mut self, plain: &[u8], out: &mut Vec<u8>) -> Result<(), SealError> {
+        let Some((sender, records)) = plain.split_first_chunk::<SENDER_LEN>() else {
+            return Err(SealError::NoRoom(plain.len()));
+        };
+        let start = out.len();
+        out.extend_from_slice(sender);
+        out.resize(start + HEADER_LEN, 0);
+        out.extend_from_slice(records);
+        let r = self.seal_in_place(&mut out[start..]);
+        if r.is_err() {
+            out.truncate(start);
+        }
+        r
+    }
+
     /// The sequence number the next datagram gets.
     pub fn next_seq(&self) -> u64 {
         self.seq
@@ -173,6 +191,22 @@ impl SleeveOpener {
             return Err(OpenError::Replayed(seq));
         }
         Ok(records)
+    }
+}
+
+impl SleeveOpener {
+    /// Opens a whole received datagram (`sender[6] || sealed`) in place and returns its plain
+    /// form, `sender[6] || records`, as the unencrypted sleeve carries it: the records are
+    /// decrypted where they lie and the sender name is copied in front of them. Errors as
+    /// [`Self::open_in_place`]; datagrams shorter than the sender name are [`OpenError::TooShort`].
+    pub fn open_datagram<'a>(&mut self, datagram: &'a mut [u8]) -> Result<&'a [u8], OpenError> {
+        let Some(payload) = datagram.get_mut(SENDER_LEN..) else {
+            return Err(OpenError::TooShort(0));
+        };
+        let records = self.open_in_place(payload)?.len();
+        let start = datagram.len() - records - SENDER_LEN;
+        datagram.copy_within(..SENDER_LEN, start);
+        Ok(&datagram[start..])
     }
 }
 
@@ -293,6 +327,38 @@ mod tests {
             OpenError::Decrypt.to_string(),
             "UDP packet decryption failed"
         );
+    }
+
+    #[test]
+    fn whole_datagrams_seal_and_open() {
+        let mut tx = SleeveSealer::new(key(), false, true);
+        let mut rx = SleeveOpener::new(key(), true);
+        let mut plain = SENDER.to_vec();
+        plain.extend_from_slice(b"frame records");
+        let mut out = b"earlier".to_vec();
+        tx.seal_to(&plain, &mut out).unwrap();
+        assert_eq!(out.len(), 7 + plain.len() + OVERHEAD);
+        assert_eq!(&out[..7], b"earlier");
+        assert_eq!(
+            out[7..],
+            datagram(&mut SleeveSealer::new(key(), false, true), b"frame records")
+        );
+        let mut d = out[7..].to_vec();
+        assert_eq!(rx.open_datagram(&mut d).unwrap(), plain.as_slice());
+        // A replay, a short one, a sender name alone.
+        let mut d = out[7..].to_vec();
+        assert_eq!(rx.open_datagram(&mut d), Err(OpenError::Replayed(0)));
+        assert_eq!(
+            rx.open_datagram(&mut [1, 2, 3]),
+            Err(OpenError::TooShort(0))
+        );
+        assert_eq!(
+            rx.open_datagram(&mut SENDER.clone()),
+            Err(OpenError::TooShort(0))
+        );
+        let mut short = Vec::new();
+        assert_eq!(tx.seal_to(&[1, 2], &mut short), Err(SealError::NoRoom(2)));
+        assert!(short.is_empty());
     }
 
     #[test]

@@ -56,6 +56,11 @@ impl Ipv4Cidr {
         }
     }
 
+    /// Whether `ip` lies in this subnet.
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        self.network() == self.with_addr(ip).network()
+    }
+
     /// Whether the host bits are all zero, so that the address names its subnet.
     pub fn is_network(&self) -> bool {
         self.network() == *self
@@ -112,6 +117,12 @@ mod tests {
     #[test]
     fn parses_prints_and_keeps_host_bits() {
         let c: Ipv4Cidr = "10.32.0.1/12".parse().unwrap();
+        assert!(c.contains("10.47.255.255".parse().unwrap()));
+        assert!(!c.contains("10.48.0.0".parse().unwrap()));
+        assert!("0.0.0.0/0"
+            .parse::<Ipv4Cidr>()
+            .unwrap()
+            .contains("1.2.3.4".parse().unwrap()));
         assert_eq!(c.to_string(), "10.32.0.1/12");
         assert_eq!(c.addr(), Ipv4Addr::new(10, 32, 0, 1));
         assert_eq!(c.prefix_len(), 12);

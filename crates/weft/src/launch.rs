@@ -109,9 +109,14 @@ struct RouterArgs {
     /// Where the upstream DNS servers are read from (default /etc/resolv.conf).
     #[arg(long)]
     resolv_conf: Option<String>,
-    /// Encryption password (not available yet: refused rather than ignored).
+    /// Mesh password: encrypts control connections, and the data of untrusted ones (also
+    /// `WEAVE_PASSWORD`; `weft launch` hands it over in the environment, never on a command
+    /// line).
     #[arg(long, env = "WEAVE_PASSWORD", hide_env_values = true)]
     password: Option<String>,
+    /// Comma-separated CIDRs of peers whose traffic needs no encryption.
+    #[arg(long, value_delimiter = ',')]
+    trusted_subnets: Vec<String>,
     /// Peers to connect to.
     peers: Vec<String>,
 }
@@ -133,6 +138,21 @@ impl RouterArgs {
             init: self.ipalloc_init.as_deref(),
             init_peer_count: self.init_peer_count,
         })
+    }
+
+    /// `--trusted-subnets` as CIDRs.
+    fn trusted_subnets(&self) -> Result<Vec<Ipv4Cidr>, String> {
+        self.trusted_subnets
+            .iter()
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| {
+                s.trim().parse::<Ipv4Cidr>().map_err(|_| {
+                    format!(
+                        "--trusted-subnets: {s:?} is not an IPv4 CIDR (want e.g. 192.168.48.0/24)"
+                    )
+                })
+            })
+            .collect()
     }
 
     /// The DNS configuration the flags ask for; `None`: DNS off.
@@ -162,8 +182,8 @@ fn parse_args(args: &[String]) -> Result<RouterArgs, ExitCode> {
         eprintln!("{}", msg.lines().next().unwrap_or("invalid arguments"));
         ExitCode::from(1)
     })?;
-    if parsed.password.as_deref().is_some_and(|p| !p.is_empty()) {
-        eprintln!("--password: encryption is not available in this version of weft");
+    if let Err(e) = parsed.trusted_subnets() {
+        eprintln!("{e}");
         return Err(ExitCode::from(1));
     }
     if let Err(e) = parsed.ipam() {
@@ -254,6 +274,7 @@ pub(crate) fn router(args: &[String]) -> ExitCode {
     };
     // parse_args has checked the flags.
     let dns = a.dns().ok().flatten();
+    let trusted_subnets = a.trusted_subnets().unwrap_or_default();
     let cfg = weftd::RouterConfig {
         name,
         nickname: a.nickname.unwrap_or_else(hostname),
@@ -274,6 +295,12 @@ pub(crate) fn router(args: &[String]) -> ExitCode {
         ipam,
         dns,
         docker: !a.no_docker,
+        // An empty password is no password, as in Weave Net.
+        password: a
+            .password
+            .filter(|p| !p.is_empty())
+            .map(|p| weftd::Password::new(p.into_bytes())),
+        trusted_subnets,
     };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -346,7 +373,14 @@ pub(crate) fn launch(args: &[String]) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let mut child = match Command::new(exe)
+    // The password goes in the environment, as Weave Net's script does: a command line is
+    // readable by every user of the host.
+    let (args, password) = without_password(args);
+    let mut cmd = Command::new(exe);
+    if let Some(p) = password {
+        cmd.env("WEAVE_PASSWORD", p);
+    }
+    let mut child = match cmd
         .arg("router")
         .args(args)
         .stdin(Stdio::null())
@@ -390,6 +424,23 @@ pub(crate) fn launch(args: &[String]) -> ExitCode {
         log_path.display()
     );
     ExitCode::from(1)
+}
+
+/// `args` without `--password X` / `--password=X`, and the password they gave (the last).
+fn without_password(args: &[String]) -> (Vec<String>, Option<String>) {
+    let mut rest = Vec::with_capacity(args.len());
+    let mut password = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "--password" {
+            password = it.next().cloned();
+        } else if let Some(p) = a.strip_prefix("--password=") {
+            password = Some(p.to_string());
+        } else {
+            rest.push(a.clone());
+        }
+    }
+    (rest, password)
 }
 
 /// The last non-empty line of `text`.
@@ -496,6 +547,29 @@ mod tests {
 
     fn ipam(v: &[&str]) -> Option<IpamConfig> {
         parse_args(&args(v)).unwrap().ipam().unwrap()
+    }
+
+    #[test]
+    fn password_and_trusted_subnets() {
+        let (rest, pw) = without_password(&args(&[
+            "--password",
+            "s3cret",
+            "peer1",
+            "--password=again",
+            "--trusted-subnets=10.0.0.0/8",
+        ]));
+        assert_eq!(rest, args(&["peer1", "--trusted-subnets=10.0.0.0/8"]));
+        assert_eq!(pw.as_deref(), Some("again"));
+        let a = parse_args(&args(&["--trusted-subnets", "10.0.0.0/8,192.168.48.0/24"])).unwrap();
+        let t: Vec<String> = a
+            .trusted_subnets()
+            .unwrap()
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
+        assert_eq!(t, ["10.0.0.0/8", "192.168.48.0/24"]);
+        assert!(parse_args(&args(&["--trusted-subnets", "10.0.0.0/33"])).is_err());
+        assert!(parse_args(&args(&["--trusted-subnets", "lan"])).is_err());
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! Connection I/O: the mesh TCP listener, dialling, the intro, and each established
 //! connection's reader and writer tasks. They move bytes between sockets and the mesh task and
 //! decide nothing about the protocol; the intro and the framing are weft-core's
-//! ([`Handshake`], [`SessionTx`], [`SessionRx`]).
+//! ([`Handshake`], [`SessionTx`], [`SessionRx`]). With a password every intro is encrypted,
+//! and the overlay gets the session key unless both ends trust each other's address
+//! ([`IntroConfig`]).
 //!
 //! Everything here is bounded, because until it has introduced itself every peer is hostile:
 //! * accepts follow Weave Net's throttle (a burst of 20, then one per 50 ms, as a token bucket
@@ -27,9 +29,11 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use weft_core::handshake::{Handshake, LocalIdentity, RemoteFeatures};
-use weft_core::mesh::{ConnId, Origin};
+use weft_core::mesh::{ConnId, ConnSecurity, Origin};
 use weft_core::pace::Pacer;
 use weft_core::session::{SessionRx, SessionTx};
+use weft_types::Ipv4Cidr;
+use zeroize::Zeroizing;
 
 /// An intro must complete within this time.
 pub(crate) const INTRO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -54,6 +58,43 @@ const ACCEPT_BURST: u32 = 20;
 const ACCEPT_PERIOD: Duration = Duration::from_millis(50);
 /// Read size of an established connection.
 const READ_CHUNK: usize = 64 * 1024;
+
+/// What every intro needs to know about us: who we are, the password (Weave Net's
+/// `--password`), and the addresses we trust (`--trusted-subnets`).
+#[derive(Clone)]
+pub(crate) struct IntroConfig {
+    pub(crate) identity: LocalIdentity,
+    pub(crate) password: Option<Arc<Zeroizing<Vec<u8>>>>,
+    pub(crate) trusted_subnets: Arc<[Ipv4Cidr]>,
+}
+
+impl IntroConfig {
+    /// Whether we trust the remote at `ip` (our `Trusted` feature for its connection).
+    fn trusts(&self, ip: IpAddr) -> bool {
+        match ip {
+            IpAddr::V4(ip) => self.trusted_subnets.iter().any(|c| c.contains(ip)),
+            IpAddr::V6(ip) => ip
+                .to_ipv4_mapped()
+                .is_some_and(|ip| self.trusted_subnets.iter().any(|c| c.contains(ip))),
+        }
+    }
+
+    /// The intro state machine for a connection to or from `addr`.
+    fn handshake(&self, addr: SocketAddr, intro_id: u64, outbound: bool) -> Handshake {
+        let trusted = self.trusts(addr.ip());
+        match &self.password {
+            Some(pw) => Handshake::with_password(
+                &self.identity,
+                intro_id,
+                trusted,
+                pw,
+                outbound,
+                &mut rand::rngs::OsRng,
+            ),
+            None => Handshake::new(&self.identity, intro_id, trusted),
+        }
+    }
+}
 
 /// What connection I/O tells the mesh task.
 pub(crate) enum ConnInput {
@@ -80,6 +121,8 @@ pub(crate) struct Ready {
     pub(crate) origin: Origin,
     /// Our random id in this connection's intro (the remote's is in `remote`).
     pub(crate) our_intro_id: u64,
+    /// What the intro agreed on: a sealed session, an overlay key.
+    pub(crate) security: ConnSecurity,
     reader: OwnedReadHalf,
     writer: OwnedWriteHalf,
     session: (SessionTx, SessionRx),
@@ -239,7 +282,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// the mesh's RNG, so a seeded run is reproducible); `next_conn` numbers connections.
 pub(crate) fn spawn_listener(
     listener: TcpListener,
-    identity: LocalIdentity,
+    me: IntroConfig,
     mut ids: StdRng,
     next_conn: fn() -> ConnId,
     to_mesh: ToMesh,
@@ -276,19 +319,10 @@ pub(crate) fn spawn_listener(
             };
             tracing::info!("->[{addr}] connection accepted");
             let id = ids.gen();
-            let (identity, to_mesh) = (identity.clone(), to_mesh.clone());
+            let (me, to_mesh) = (me.clone(), to_mesh.clone());
             tokio::spawn(async move {
                 let _slot = slot;
-                intro(
-                    stream,
-                    addr,
-                    Origin::Inbound,
-                    identity,
-                    id,
-                    next_conn,
-                    to_mesh,
-                )
-                .await;
+                intro(stream, addr, Origin::Inbound, me, id, next_conn, to_mesh).await;
             });
         }
     });
@@ -299,7 +333,7 @@ pub(crate) async fn dial(
     addr: SocketAddr,
     origin: Origin,
     host: Option<IpAddr>,
-    identity: LocalIdentity,
+    me: IntroConfig,
     intro_id: u64,
     next_conn: fn() -> ConnId,
     to_mesh: ToMesh,
@@ -322,21 +356,22 @@ pub(crate) async fn dial(
             return to_mesh.send(ConnInput::DialFailed(addr, e)).await;
         }
     };
-    intro(stream, addr, origin, identity, intro_id, next_conn, to_mesh).await;
+    intro(stream, addr, origin, me, intro_id, next_conn, to_mesh).await;
 }
 
 async fn intro(
     stream: TcpStream,
     addr: SocketAddr,
     origin: Origin,
-    identity: LocalIdentity,
+    me: IntroConfig,
     intro_id: u64,
     next_conn: fn() -> ConnId,
     to_mesh: ToMesh,
 ) {
     let _ = stream.set_nodelay(true);
     let (mut reader, mut writer) = stream.into_split();
-    let mut hs = Handshake::new(&identity, intro_id, false);
+    let outbound = matches!(origin, Origin::Outbound { .. });
+    let mut hs = me.handshake(addr, intro_id, outbound);
     let run = async {
         if let Some(out) = hs.poll_transmit() {
             writer.write_all(&out).await.map_err(|e| e.to_string())?;
@@ -362,12 +397,17 @@ async fn intro(
     };
     let e = match tokio::time::timeout(INTRO_TIMEOUT, run).await {
         Ok(Ok((remote, leftover))) => {
+            let security = ConnSecurity {
+                encrypted_session: hs.session_key().is_some(),
+                overlay_key: hs.overlay_key(&remote).cloned(),
+            };
             let ready = Ready {
                 conn: next_conn(),
                 remote,
                 addr,
                 origin,
                 our_intro_id: intro_id,
+                security,
                 reader,
                 writer,
                 session: hs.into_session(leftover),

@@ -25,7 +25,7 @@ use weft_core::overlay::ForwarderStats;
 use weft_netdev::PacketSocket;
 
 use crate::channel_link::Links;
-use crate::conn_io::{self, ConnInput, ConnWriter, IoCounters, ToMesh};
+use crate::conn_io::{self, ConnInput, ConnWriter, IntroConfig, IoCounters, ToMesh};
 use crate::dataplane::Dataplane;
 use crate::dataplane_task::{self, Job};
 use crate::sleeve::{Input, Sleeve};
@@ -45,6 +45,10 @@ pub struct Snapshot {
     pub forwarder: ForwarderStats,
     /// Datagrams dropped because no connection to their sender exists.
     pub dropped_unknown_sender: u64,
+    /// Datagrams of encrypted connections that did not open.
+    pub dropped_undecryptable: u64,
+    /// Datagrams of encrypted connections refused as replays.
+    pub dropped_replayed: u64,
     /// Frames the kernel's sleeve receive shortcut injected into the bridge.
     pub kernel_injected: u64,
     /// What connection I/O refused or dropped.
@@ -88,6 +92,10 @@ pub enum Command {
 pub struct Driver {
     /// Our identity, for intros.
     pub identity: LocalIdentity,
+    /// `--password`: every control connection is encrypted, and the data of untrusted ones.
+    pub password: Option<Arc<zeroize::Zeroizing<Vec<u8>>>>,
+    /// `--trusted-subnets`: peers there are trusted (our `Trusted` feature).
+    pub trusted_subnets: Vec<weft_types::Ipv4Cidr>,
     /// The bound mesh TCP listener.
     pub listener: TcpListener,
     /// The bound sleeve UDP socket.
@@ -118,6 +126,8 @@ impl Driver {
     ) {
         let Self {
             identity,
+            password,
+            trusted_subnets,
             listener,
             udp,
             host,
@@ -142,7 +152,12 @@ impl Driver {
         }
         // Inbound intro ids come from the mesh's RNG too, so a seeded run is reproducible.
         let ids = rand::rngs::StdRng::seed_from_u64(mesh.new_conn_id());
-        conn_io::spawn_listener(listener, identity.clone(), ids, next_conn, to_mesh.clone());
+        let intro = IntroConfig {
+            identity: identity.clone(),
+            password,
+            trusted_subnets: trusted_subnets.into(),
+        };
+        conn_io::spawn_listener(listener, intro.clone(), ids, next_conn, to_mesh.clone());
         if let Some(hb) = dataplane.heartbeats.clone() {
             spawn_heartbeat_reader(hb, fastdp_tx);
         }
@@ -156,7 +171,7 @@ impl Driver {
         };
         let (lookup_tx, mut lookup_rx) = mpsc::channel(MAX_PENDING_LOOKUPS);
         let mut ctx = Ctx {
-            identity,
+            intro,
             host,
             udp,
             heartbeat_tx,
@@ -236,7 +251,8 @@ impl Driver {
 
 /// What acting on mesh events needs besides the mesh itself.
 struct Ctx {
-    identity: LocalIdentity,
+    /// Who we are and how connections are protected, for intros.
+    intro: IntroConfig,
     host: Option<std::net::IpAddr>,
     /// The sleeve socket, for the mesh's heartbeats (the data path thread has it too).
     udp: Arc<std::net::UdpSocket>,
@@ -316,7 +332,7 @@ impl Ctx {
                     addr,
                     origin,
                     self.host,
-                    self.identity.clone(),
+                    self.intro.clone(),
                     mesh.new_conn_id(),
                     next_conn,
                     self.to_mesh.clone(),
@@ -393,6 +409,7 @@ impl Ctx {
                     addr,
                     ready.origin,
                     ready.our_intro_id,
+                    ready.security.clone(),
                     now,
                 );
                 if let Err(reason) = registered {
@@ -451,6 +468,8 @@ impl Ctx {
                     mesh: mesh.status(now),
                     forwarder: c.forwarder,
                     dropped_unknown_sender: c.dropped_unknown_sender,
+                    dropped_undecryptable: c.dropped_undecryptable,
+                    dropped_replayed: c.dropped_replayed,
                     kernel_injected: c.kernel_injected,
                     io,
                 });

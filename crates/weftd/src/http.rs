@@ -222,7 +222,7 @@ async fn get_metrics(State(api): State<Api>) -> Result<Response, RequestError> {
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        metrics::render(&s, api.info.encryption, ipam.as_ref(), dns.as_ref()),
+        metrics::render(&s, ipam.as_ref(), dns.as_ref()),
     )
         .into_response())
 }

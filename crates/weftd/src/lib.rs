@@ -88,16 +88,46 @@ pub struct RouterConfig {
     pub dns: Option<dns::DnsConfig>,
     /// Follow the Docker daemon's container events (`--no-docker` turns it off).
     pub docker: bool,
+    /// `--password` / `WEAVE_PASSWORD`: encrypt control connections, and the data of
+    /// connections not trusted at both ends.
+    pub password: Option<Password>,
+    /// `--trusted-subnets`: peers in these are trusted (no data encryption if they trust us too).
+    pub trusted_subnets: Vec<weft_types::Ipv4Cidr>,
+}
+
+/// The mesh password. Never shown: its `Debug` says nothing of it, and it is wiped when the
+/// last copy goes.
+#[derive(Clone)]
+pub struct Password(Arc<zeroize::Zeroizing<Vec<u8>>>);
+
+impl Password {
+    /// A password from its bytes.
+    pub fn new(bytes: Vec<u8>) -> Self {
+        Self(Arc::new(zeroize::Zeroizing::new(bytes)))
+    }
+}
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(..)")
+    }
 }
 
 impl RouterConfig {
     /// The weave bridge MTU. Weave Net's sleeve-only default is 65535, but a sleeve record
     /// must fit one UDP datagram (65507 bytes: 6 sender + 14 record header + frame), so the
     /// largest IP packet sleeve can carry whole is 65473; that is weft's default, and the cap.
+    ///
+    /// With a password, a sealed datagram is 24 bytes longer, so the cap is that much lower.
     pub fn mtu(&self) -> u32 {
+        let cap = if self.password.is_some() {
+            SLEEVE_MAX_MTU - 24
+        } else {
+            SLEEVE_MAX_MTU
+        };
         self.mtu
-            .unwrap_or(if self.fastdp { 1376 } else { SLEEVE_MAX_MTU })
-            .min(SLEEVE_MAX_MTU)
+            .unwrap_or(if self.fastdp { 1376 } else { cap })
+            .min(cap)
     }
 }
 
@@ -221,9 +251,17 @@ pub async fn run(cfg: RouterConfig) -> Result<(), StartError> {
         cfg.status_addr,
     )
     .await?;
+    tracing::info!(
+        "{}",
+        if cfg.password.is_some() {
+            "Communication between peers via untrusted networks is encrypted."
+        } else {
+            "Communication between peers is unencrypted."
+        }
+    );
     let info = Arc::new(RouterInfo {
-        encryption: false,
-        trusted_subnets: Vec::new(),
+        encryption: cfg.password.is_some(),
+        trusted_subnets: cfg.trusted_subnets.iter().map(|c| c.to_string()).collect(),
         interface: dataplane.interface(),
     });
     let mut links = channel_link::Links::default();
@@ -292,6 +330,8 @@ pub async fn run(cfg: RouterConfig) -> Result<(), StartError> {
     });
     let driver = driver::Driver {
         identity,
+        password: cfg.password.as_ref().map(|p| p.0.clone()),
+        trusted_subnets: cfg.trusted_subnets.clone(),
         listener,
         udp,
         host: cfg.host,

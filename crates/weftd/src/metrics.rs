@@ -50,26 +50,24 @@ struct KindLabel {
 }
 
 /// Renders the metrics text for one scrape.
-pub fn render(
-    snap: &Snapshot,
-    encryption: bool,
-    ipam: Option<&IpamStatus>,
-    dns: Option<&DnsStatus>,
-) -> String {
+pub fn render(snap: &Snapshot, ipam: Option<&IpamStatus>, dns: Option<&DnsStatus>) -> String {
     let s = &snap.mesh;
     let mut reg = Registry::default();
     let conns = Family::<ConnLabels, Gauge>::default();
     for c in &s.connections {
-        // The overlay name is the first word of the info column of live connections.
+        // The overlay name is the first word of the info column of live connections, after
+        // `encrypted`/`unencrypted` when there is a password.
         let ty = match c.state.as_str() {
             "established" | "pending" => c
                 .info
                 .split_whitespace()
-                .next()
+                .find(|w| *w != "encrypted" && *w != "unencrypted")
                 .filter(|w| *w != "none")
                 .unwrap_or("unknown"),
             _ => "unknown",
         };
+        // Encrypted: data sealed with the session key (status shows `encrypted=true`).
+        let encryption = c.attrs.contains_key("encrypted");
         // Weave exports both encryption values for each (state, type) pair it has.
         for enc in ["yes", ""] {
             let g = conns.get_or_create(&ConnLabels {
@@ -102,6 +100,8 @@ pub fn render(
         ("no_route", f.dropped_no_route),
         ("unknown_peer", f.dropped_unknown_peer),
         ("unknown_sender", snap.dropped_unknown_sender),
+        ("undecryptable", snap.dropped_undecryptable),
+        ("replayed", snap.dropped_replayed),
         ("malformed", f.dropped_malformed),
         ("local_dst", f.dropped_local_dst),
         ("stp", f.dropped_stp),
@@ -332,6 +332,8 @@ mod tests {
             mesh,
             forwarder,
             dropped_unknown_sender: 17,
+            dropped_undecryptable: 0,
+            dropped_replayed: 0,
             kernel_injected: 0,
             io: IoCounts {
                 connections_refused: 21,
@@ -344,7 +346,7 @@ mod tests {
 
     #[test]
     fn what_was_refused_or_ignored_is_scraped() {
-        let text = render(&snapshot(), false, None, None);
+        let text = render(&snapshot(), None, None);
         for line in [
             "weft_connections_refused_total 21",
             "weft_intros_failed_total 22",

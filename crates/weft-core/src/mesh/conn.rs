@@ -9,7 +9,9 @@ use std::time::Instant;
 use rand::Rng;
 use weft_wire::{PeerName, PeerSummary};
 
-use super::{CloseReason, ConnId, FastdpChange, Mesh, MeshEvent, Origin, TCP_HEARTBEAT};
+use super::{
+    CloseReason, ConnId, ConnSecurity, FastdpChange, Mesh, MeshEvent, Origin, TCP_HEARTBEAT,
+};
 use crate::pace::Pacer;
 
 /// Answers to one connection's pulls and digests: this many at once, then one per
@@ -46,6 +48,8 @@ pub(super) struct Conn {
     pub(super) push_at: Option<Instant>,
     /// Paces the answers.
     pub(super) push_pace: Pacer,
+    /// What the intro agreed on: a sealed control connection, an overlay key.
+    pub(super) security: ConnSecurity,
 }
 
 impl Mesh {
@@ -121,6 +125,8 @@ impl Mesh {
 
     /// A connection finished its intro. Registers it, or returns the reason to refuse it
     /// (the driver closes the socket and logs the text; the maker is already told).
+    /// `security` is what the intro agreed on (plain without a password).
+    #[allow(clippy::too_many_arguments)]
     pub fn handle_connection_ready(
         &mut self,
         conn: ConnId,
@@ -128,9 +134,18 @@ impl Mesh {
         remote_addr: SocketAddr,
         origin: Origin,
         our_intro_id: u64,
+        security: ConnSecurity,
         now: Instant,
     ) -> Result<(), CloseReason> {
-        let result = self.register(conn, remote, remote_addr, origin, our_intro_id, now);
+        let result = self.register(
+            conn,
+            remote,
+            remote_addr,
+            origin,
+            our_intro_id,
+            security,
+            now,
+        );
         if let (Err((reason, how)), Origin::Outbound { dial_addr, .. }) = (&result, origin) {
             // Connecting to ourself is not a termination in Weave's count (nor retried).
             if *how != Termination::Ourself {
@@ -142,6 +157,7 @@ impl Mesh {
         result.map_err(|(reason, _)| reason)
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn register(
         &mut self,
         conn: ConnId,
@@ -149,6 +165,7 @@ impl Mesh {
         remote_addr: SocketAddr,
         origin: Origin,
         our_intro_id: u64,
+        security: ConnSecurity,
         now: Instant,
     ) -> Result<(), (CloseReason, Termination)> {
         let us = self.cfg.identity.clone();
@@ -212,8 +229,11 @@ impl Mesh {
             fastdp_frame_len: 14 + self.cfg.mtu as usize,
         };
         let ours = overlays_feature(self.cfg.fastdp);
-        let switch = OverlaySwitch::new(ids, &ours, remote.overlays.as_deref(), udp_addr, now)
+        let mut switch = OverlaySwitch::new(ids, &ours, remote.overlays.as_deref(), udp_addr, now)
             .map_err(|e| (CloseReason::Overlay(e), Termination::Other))?;
+        if let Some(key) = &security.overlay_key {
+            switch = switch.with_sleeve_key(key, matches!(origin, Origin::Outbound { .. }));
+        }
         let fastdp = ids.remote_ip.is_some() && switch.fastdp_offered();
         let summary = PeerSummary {
             name: remote.name,
@@ -255,6 +275,7 @@ impl Mesh {
                 push_pending: BTreeSet::new(),
                 push_at: None,
                 push_pace: Pacer::new(PUSH_BURST, PUSH_PERIOD, now),
+                security,
             },
         );
         if let (true, IpAddr::V4(ip)) = (fastdp, remote_addr.ip()) {

@@ -43,6 +43,7 @@ use crate::handshake::LocalIdentity;
 use crate::pace::Pacer;
 use crate::routes::Routes;
 use crate::topology::Peers;
+use weft_crypto::key::SessionKey;
 
 /// Name of the topology gossip channel.
 pub const TOPOLOGY_CHANNEL: &str = "topology";
@@ -119,6 +120,18 @@ impl MeshConfig {
             gossip_interval: Duration::from_secs(30),
         }
     }
+}
+
+/// How a connection is protected, as its intro agreed (Weave Net's `--password` and
+/// `--trusted-subnets`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConnSecurity {
+    /// The control connection is sealed: we have a password (so the remote has the same one).
+    pub encrypted_session: bool,
+    /// The key the overlay encrypts with: present on an untrusted connection with a password
+    /// (unless both ends trust each other's address). Such a connection uses encrypted sleeve
+    /// only: this kernel has no IPsec ESP, which Weave Net's encrypted fastdp needs.
+    pub overlay_key: Option<SessionKey>,
 }
 
 /// Which side opened a connection.

@@ -6,9 +6,10 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
+use weft_crypto::key::SessionKey;
 use weft_wire::{sleeve, PeerName};
 
-use super::{ConnId, FastdpChange, Mesh, MeshEvent};
+use super::{ConnId, FastdpChange, Mesh, MeshEvent, Origin};
 use crate::overlay_switch::{fastdp_heartbeat_sender, SwitchOutput};
 
 impl Mesh {
@@ -146,5 +147,14 @@ impl Mesh {
     pub fn peer_udp_addr(&self, peer: PeerName) -> Option<SocketAddr> {
         let c = self.conns.get(self.by_remote.get(&peer)?)?;
         c.switch.udp_addr()
+    }
+
+    /// The key sleeve datagrams to and from `peer` are sealed with, when the connection to it
+    /// is encrypted: the connection (a new one has a new key), the key, and whether we dialled.
+    pub fn sleeve_key(&self, peer: PeerName) -> Option<(ConnId, &SessionKey, bool)> {
+        let id = *self.by_remote.get(&peer)?;
+        let c = self.conns.get(&id)?;
+        let key = c.security.overlay_key.as_ref()?;
+        Some((id, key, matches!(c.origin, Origin::Outbound { .. })))
     }
 }

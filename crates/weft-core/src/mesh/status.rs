@@ -100,6 +100,20 @@ impl Mesh {
                     _ => self.cfg.mtu,
                 };
                 attrs.insert("mtu".to_string(), mtu.to_string());
+                let mut info = format!("{:<6} {}({})", c.switch.best(), c.remote, c.remote_nick);
+                // With a password Weave Net says which connections' data is encrypted.
+                if c.security.encrypted_session {
+                    let encrypted = c.security.overlay_key.is_some();
+                    if encrypted {
+                        attrs.insert("encrypted".to_string(), "true".to_string());
+                    }
+                    let word = if encrypted {
+                        "encrypted"
+                    } else {
+                        "unencrypted"
+                    };
+                    info = format!("{word:<11} {info}");
+                }
                 ConnectionStatus {
                     address: c.remote_addr.to_string(),
                     outbound: matches!(c.origin, Origin::Outbound { .. }),
@@ -109,7 +123,7 @@ impl Mesh {
                         "pending"
                     }
                     .into(),
-                    info: format!("{:<6} {}({})", c.switch.best(), c.remote, c.remote_nick),
+                    info,
                     attrs,
                 }
             })
@@ -178,6 +192,8 @@ impl Mesh {
         self.peers.len().hash(&mut h);
         for (peer, id) in &self.by_remote {
             peer.hash(&mut h);
+            // A new connection to the same peer has new keys.
+            id.hash(&mut h);
             if let Some(c) = self.conns.get(id) {
                 c.switch.udp_addr().hash(&mut h);
                 c.switch.is_direct_fastdp().hash(&mut h);

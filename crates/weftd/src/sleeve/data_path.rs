@@ -6,6 +6,13 @@
 //! datagrams coalesced by UDP GRO) are split per datagram, and what is injected goes through
 //! the [`Coalescer`], so that one TAP write carries a whole run of TCP segments.
 //!
+//! On an encrypted connection (Weave Net's `--password`) every datagram to the peer is sealed
+//! after the forwarder built it, and every datagram from it opened before the forwarder sees
+//! it ([`weft_crypto::sleeve`]): this thread owns the non-DF path's sequence and both replay
+//! windows; the mesh task seals its heartbeats on the DF path's sequence, so the two never
+//! share a nonce. Such peers are left out of the kernel's receive shortcut, which cannot open
+//! anything.
+//!
 //! Generic over the socket and the TAP ([`super::io`]): monomorphised for the real ones, so
 //! the seam costs nothing per packet, and driven over fakes in the tests below.
 
@@ -18,6 +25,7 @@ use std::time::{Duration, Instant};
 use weft_core::overlay::FastMap;
 
 use tokio::sync::mpsc;
+use weft_core::mesh::ConnId;
 use weft_core::overlay::offload::{
     complete_checksum, Coalescer, Tso, VnetHdr, GSO_NONE, PLAIN_HDR, VNET_F_NEEDS_CSUM,
     VNET_HDR_LEN,
@@ -25,11 +33,12 @@ use weft_core::overlay::offload::{
 use weft_core::overlay::{
     pmtu, Delivery, Forwarder, Received, SegmentBatch, Verdict, MAC_SWEEP_INTERVAL,
 };
+use weft_crypto::sleeve::{OpenError, SleeveOpener, SleeveSealer, OVERHEAD as SEAL_OVERHEAD};
 use weft_wire::PeerName;
 
 use super::io::{SleeveSocket, SleeveTap};
 use super::shortcut::Shortcut;
-use super::{lock, FabricSnapshot, Input, Shared, MAX_PENDING_SPECIALS};
+use super::{lock, FabricSnapshot, Input, PathStats, Shared, MAX_PENDING_SPECIALS};
 
 /// Room for one TAP read: a `virtio_net_hdr` and a 64 KB super-packet with its headers.
 const TAP_BUF_LEN: usize = VNET_HDR_LEN + 14 + 65535 + 64;
@@ -55,6 +64,12 @@ pub(super) struct DataPath<T, U> {
     forwarder: Forwarder,
     out: Vec<u8>,
     dropped_unknown_sender: u64,
+    dropped_undecryptable: u64,
+    dropped_replayed: u64,
+    /// Encrypted connections' sealer (non-DF path) and opener, by peer.
+    crypto: FastMap<PeerName, PeerCrypto>,
+    /// Sealed datagrams on their way out.
+    sealed: Vec<u8>,
     /// Glues received TCP segments into super-packets for the TAP.
     coalescer: Coalescer,
     /// Segments of one captured super-packet, for one GSO send.
@@ -69,6 +84,13 @@ pub(super) struct DataPath<T, U> {
     bad_offload: u64,
     /// The kernel's receive shortcut, kept in step with the forwarder.
     shortcut: Option<Shortcut>,
+}
+
+/// One encrypted connection's sleeve crypto state.
+struct PeerCrypto {
+    conn: ConnId,
+    sealer: SleeveSealer,
+    opener: SleeveOpener,
 }
 
 /// The data path's read buffers, reused for every read.
@@ -109,6 +131,10 @@ impl<T: SleeveTap, U: SleeveSocket> DataPath<T, U> {
             forwarder: Forwarder::new(),
             out: Vec::with_capacity(65536),
             dropped_unknown_sender: 0,
+            dropped_undecryptable: 0,
+            dropped_replayed: 0,
+            crypto: FastMap::default(),
+            sealed: Vec::new(),
             coalescer: Coalescer::new(),
             batch: SegmentBatch::new(),
             scratch: Vec::with_capacity(65536),
@@ -207,7 +233,7 @@ impl<T: SleeveTap, U: SleeveSocket> DataPath<T, U> {
                 let before = self.shortcut.as_ref().map(|_| weft_netdev::monotonic_ns());
                 match self.udp.try_recv_gro(&mut bufs.udp, &mut bufs.cmsg) {
                     Ok((n, from, seg)) => {
-                        self.on_received(from, &bufs.udp[..n], seg, Instant::now());
+                        self.on_received(from, &mut bufs.udp[..n], seg, Instant::now());
                         got = true;
                         // What was injected is often answered at once (an ICMP echo
                         // reply, a TCP ACK): look for it before sleeping.
@@ -229,7 +255,12 @@ impl<T: SleeveTap, U: SleeveSocket> DataPath<T, U> {
         self.end_of_receive();
         if got {
             // Counters move only with traffic.
-            *lock(&self.shared.stats) = (self.forwarder.stats(), self.dropped_unknown_sender);
+            *lock(&self.shared.stats) = PathStats {
+                forwarder: self.forwarder.stats(),
+                dropped_unknown_sender: self.dropped_unknown_sender,
+                dropped_undecryptable: self.dropped_undecryptable,
+                dropped_replayed: self.dropped_replayed,
+            };
         }
         got
     }
@@ -241,20 +272,51 @@ impl<T: SleeveTap, U: SleeveSocket> DataPath<T, U> {
         if v != self.version {
             self.fabric = lock(&self.shared.fabric).clone();
             self.version = v;
+            self.sync_crypto();
             let peers: Vec<PeerName> = self.fabric.udp.keys().copied().collect();
             for peer in peers {
                 let _ = self.path_to(peer);
             }
             if let Some(s) = &mut self.shortcut {
                 let f = &self.fabric;
+                // The kernel cannot open sealed datagrams: those come here.
                 s.sync_conns(
                     f.udp
                         .iter()
-                        .filter(|(p, _)| f.connected.contains(p))
+                        .filter(|(p, _)| f.connected.contains(p) && !f.keys.contains_key(p))
                         .map(|(p, a)| (*p, a)),
                 );
             }
             self.sync_shortcut_macs();
+        }
+    }
+
+    /// Keeps the crypto state in step with the fabric's keys: a new connection starts afresh
+    /// (its key and sequence numbers are new); the path MTU of a peer whose encryption changed
+    /// is read again, since sealing takes room.
+    fn sync_crypto(&mut self) {
+        let keys = &self.fabric.keys;
+        let mut changed = Vec::new();
+        self.crypto.retain(|p, c| {
+            let keep = keys.get(p).is_some_and(|k| k.conn == c.conn);
+            if !keep {
+                changed.push(*p);
+            }
+            keep
+        });
+        for (p, k) in keys {
+            if !self.crypto.contains_key(p) {
+                let c = PeerCrypto {
+                    conn: k.conn,
+                    sealer: SleeveSealer::new(k.key.clone(), k.outbound, false),
+                    opener: SleeveOpener::new(k.key.clone(), k.outbound),
+                };
+                self.crypto.insert(*p, c);
+                changed.push(*p);
+            }
+        }
+        for p in changed {
+            self.paths.remove(&p);
         }
     }
 
@@ -277,7 +339,12 @@ impl<T: SleeveTap, U: SleeveSocket> DataPath<T, U> {
                 return Some((to, 0));
             }
         };
-        let max_payload = mtu.saturating_sub(IP_UDP_HEADERS);
+        let sealing = if self.crypto.contains_key(&peer) {
+            SEAL_OVERHEAD
+        } else {
+            0
+        };
+        let max_payload = mtu.saturating_sub(IP_UDP_HEADERS + sealing);
         if max_payload >= weft_core::overlay::DATAGRAM_OVERHEAD + 576 {
             self.forwarder.set_max_payload(peer, max_payload);
             let overlay = max_payload - weft_core::overlay::DATAGRAM_OVERHEAD;
@@ -297,7 +364,18 @@ impl<T: SleeveTap, U: SleeveSocket> DataPath<T, U> {
         while let Some(peer) = self.forwarder.poll_datagram(&mut self.out) {
             match self.path_to(peer) {
                 Some((to, _)) => {
-                    if let Err(e) = self.udp.send_to(&self.out, to) {
+                    let d = match self.crypto.get_mut(&peer) {
+                        None => &self.out,
+                        Some(c) => {
+                            self.sealed.clear();
+                            if let Err(e) = c.sealer.seal_to(&self.out, &mut self.sealed) {
+                                tracing::debug!("sleeve send to {peer}: {e}");
+                                continue;
+                            }
+                            &self.sealed
+                        }
+                    };
+                    if let Err(e) = self.udp.send_to(d, to) {
                         tracing::debug!("sleeve send to {peer}: {e}");
                     }
                 }
@@ -317,14 +395,29 @@ impl<T: SleeveTap, U: SleeveSocket> DataPath<T, U> {
     /// Sends the segment batch: with UDP GSO (one `sendmsg` per up to 64 KB) when the
     /// datagrams fit the path unfragmented, else one datagram per call.
     fn send_batch(&mut self, peer: PeerName, to: SocketAddr, path_mtu: usize) {
-        let seg = self.batch.datagram_len();
+        let (bytes, seg) = match self.crypto.get_mut(&peer) {
+            None => (self.batch.bytes(), self.batch.datagram_len()),
+            Some(c) => {
+                // Each datagram grows by the same overhead, so the sealed ones are again
+                // back to back at one stride (the last one shorter, as before).
+                self.sealed.clear();
+                for d in self.batch.datagrams() {
+                    if let Err(e) = c.sealer.seal_to(d, &mut self.sealed) {
+                        tracing::debug!("sleeve send to {peer}: {e}");
+                        return;
+                    }
+                }
+                (&self.sealed[..], self.batch.datagram_len() + SEAL_OVERHEAD)
+            }
+        };
         let gso = self.gso
             && self.batch.len() > 1
             && seg > 0
             && seg.saturating_add(IP_UDP_HEADERS) <= path_mtu;
         if gso {
             let per = (weft_netdev::MAX_GSO_BYTES / seg).clamp(1, weft_netdev::MAX_GSO_SEGMENTS);
-            for chunk in self.batch.bytes().chunks(per * seg) {
+            let mut gso_failed = false;
+            for chunk in bytes.chunks(per * seg) {
                 let mut r = self.udp.try_send_gso(chunk, seg, to);
                 if matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock) {
                     // A full send buffer: wait a moment for room rather than drop the chunk,
@@ -341,7 +434,7 @@ impl<T: SleeveTap, U: SleeveSocket> DataPath<T, U> {
                     Err(e) => {
                         if weft_netdev::gso_unsupported(&e) {
                             tracing::info!("UDP GSO send failed ({e}); sending one by one");
-                            self.gso = false;
+                            gso_failed = true;
                         }
                         for d in chunk.chunks(seg) {
                             let _ = self.udp.send_to(d, to);
@@ -349,9 +442,10 @@ impl<T: SleeveTap, U: SleeveSocket> DataPath<T, U> {
                     }
                 }
             }
+            self.gso &= !gso_failed;
             return;
         }
-        for d in self.batch.datagrams() {
+        for d in bytes.chunks(seg.max(1)) {
             if let Err(e) = self.udp.send_to(d, to) {
                 tracing::debug!("sleeve send to {peer}: {e}");
             }
@@ -360,10 +454,10 @@ impl<T: SleeveTap, U: SleeveSocket> DataPath<T, U> {
 
     /// What one UDP read returned: one datagram, or (`seg`) a run of datagrams of `seg`
     /// bytes coalesced by the kernel, each handled on its own.
-    fn on_received(&mut self, from: SocketAddr, buf: &[u8], seg: Option<usize>, now: Instant) {
+    fn on_received(&mut self, from: SocketAddr, buf: &mut [u8], seg: Option<usize>, now: Instant) {
         match seg {
             Some(seg) if seg < buf.len() => {
-                for d in buf.chunks(seg) {
+                for d in buf.chunks_mut(seg) {
                     self.on_datagram(from, d, now);
                 }
             }
@@ -384,7 +478,7 @@ impl<T: SleeveTap, U: SleeveSocket> DataPath<T, U> {
 
     /// A datagram arrived on the mesh port: data records go through the forwarder (injected
     /// into the TAP or relayed), control records to the mesh.
-    fn on_datagram(&mut self, from: SocketAddr, d: &[u8], now: Instant) {
+    fn on_datagram(&mut self, from: SocketAddr, d: &mut [u8], now: Instant) {
         // Weave's rule: a datagram whose sender we have no connection with is dropped.
         let Some(sender) = d
             .get(..6)
@@ -393,6 +487,29 @@ impl<T: SleeveTap, U: SleeveSocket> DataPath<T, U> {
         else {
             self.dropped_unknown_sender += 1;
             return;
+        };
+        // An encrypted connection's datagrams are opened first (heartbeats too, which may
+        // come from a new address): forged or replayed ones go no further.
+        let d: &[u8] = match self.crypto.get_mut(&sender) {
+            None => d,
+            Some(c) => match c.opener.open_datagram(d) {
+                Ok(plain) => plain,
+                Err(OpenError::Replayed(_)) => {
+                    self.dropped_replayed += 1;
+                    return;
+                }
+                Err(e) => {
+                    self.dropped_undecryptable += 1;
+                    // One line per power of two: forgeries cannot fill the log.
+                    if self.dropped_undecryptable.is_power_of_two() {
+                        tracing::info!(
+                            "datagram from {sender} ({from}): {e} ({} so far)",
+                            self.dropped_undecryptable
+                        );
+                    }
+                    return;
+                }
+            },
         };
         // Data only from the connection's address, once known (heartbeats set it).
         let expected = self.fabric.udp.get(&sender).copied();
@@ -527,7 +644,10 @@ mod tests {
 
     use super::{Buffers, DataPath};
     use crate::fakes::{FakeSocket, FakeTap};
-    use crate::sleeve::{lock, FabricSnapshot, Input, Shared};
+    use crate::sleeve::{lock, FabricSnapshot, Input, Shared, SleeveKey};
+    use weft_core::mesh::ConnId;
+    use weft_crypto::key::SessionKey;
+    use weft_crypto::sleeve::{SleeveOpener, SleeveSealer};
 
     const A: PeerName = PeerName(0x0a00_0000_0001); // us
     const B: PeerName = PeerName(0x0a00_0000_0002); // connected over sleeve
@@ -553,6 +673,11 @@ mod tests {
         /// A data path for us (A) with a sleeve connection to B at [`b_addr`] (path MTU
         /// 1500), C known through B, and the fabric already taken in.
         fn new() -> Self {
+            Self::with_key(None)
+        }
+
+        /// [`Self::new`], the connection to B encrypted with `key` when given (we dialled).
+        fn with_key(key: Option<SessionKey>) -> Self {
             let tap = FakeTap::default();
             let udp = Arc::new(FakeSocket::new(1500));
             let shared = Arc::new(Shared::default());
@@ -570,6 +695,17 @@ mod tests {
                 },
                 connected: [B].into_iter().collect(),
                 udp: [(B, b_addr())].into_iter().collect(),
+                keys: key
+                    .map(|key| {
+                        let k = SleeveKey {
+                            conn: ConnId(7),
+                            key,
+                            outbound: true,
+                        };
+                        (B, k)
+                    })
+                    .into_iter()
+                    .collect(),
             }));
             dp.refresh_fabric();
             Self {
@@ -590,7 +726,7 @@ mod tests {
 
         /// What the data path published as datagrams from senders it has no connection with.
         fn dropped_unknown_sender(&self) -> u64 {
-            lock(&self.shared.stats).1
+            lock(&self.shared.stats).dropped_unknown_sender
         }
     }
 
@@ -676,18 +812,78 @@ mod tests {
 
     #[test]
     fn control_frame_goes_to_the_mesh() {
-        let mut h = Harness::new();
-        let _ = h.from_dp.try_recv(); // the path MTU
-        let hb = sleeve::encode_heartbeat(B, B, A, 0x1234);
-        h.udp.receive(&hb, b_addr());
+        // On a plain connection, and opened on an encrypted one (sealed on the DF path).
+        for key in [None, Some(key())] {
+            let mut h = Harness::with_key(key.clone());
+            let _ = h.from_dp.try_recv(); // the path MTU
+            let hb = sleeve::encode_heartbeat(B, B, A, 0x1234);
+            let mut d = hb.to_vec();
+            if let Some(k) = key {
+                d.clear();
+                SleeveSealer::new(k, false, true)
+                    .seal_to(&hb, &mut d)
+                    .unwrap();
+            }
+            h.udp.receive(&d, b_addr());
+            h.drain();
+            let want = Input::Special {
+                from: b_addr(),
+                sender: B,
+                frame: hb[6 + 14..].to_vec(),
+            };
+            assert_eq!(h.from_dp.try_recv().ok(), Some(want));
+            assert_eq!(h.shared.specials_pending.load(Ordering::Acquire), 1);
+            assert!(h.tap.injected().is_empty());
+        }
+    }
+
+    fn key() -> SessionKey {
+        SessionKey::from_bytes([0x42; 32])
+    }
+
+    #[test]
+    fn encrypted_connection_seals_and_opens_with_its_mtu() {
+        let mut h = Harness::with_key(Some(key()));
+        // 24 bytes of sealing less than the 1438 of a plain path: Weave Net's 1414.
+        assert_eq!(h.from_dp.try_recv().ok(), Some(Input::SleeveMtu(B, 1414)));
+        // Out: sealed on the non-DF path, B (which did not dial) opens it.
+        let f = frame(BROADCAST, LOCAL);
+        h.tap.capture(&f);
         h.drain();
-        let want = Input::Special {
-            from: b_addr(),
-            sender: B,
-            frame: hb[6 + 14..].to_vec(),
-        };
-        assert_eq!(h.from_dp.try_recv().ok(), Some(want));
-        assert_eq!(h.shared.specials_pending.load(Ordering::Acquire), 1);
-        assert!(h.tap.injected().is_empty());
+        let sent = h.udp.sent();
+        assert_eq!(sent.len(), 1);
+        let mut d = sent[0].1.clone();
+        assert_eq!(d.len(), datagram(A, A, B, &f).len() + 24);
+        assert_eq!(
+            &d[6..14],
+            &0u64.to_be_bytes(),
+            "first of the non-DF sequence"
+        );
+        let mut b_opener = SleeveOpener::new(key(), false);
+        assert_eq!(
+            b_opener.open_datagram(&mut d).unwrap(),
+            datagram(A, A, B, &f)
+        );
+        // In: B's sealed datagram is injected; its replay and a forgery are not.
+        let to_us = frame(BROADCAST, REMOTE);
+        let mut b_sealer = SleeveSealer::new(key(), false, false);
+        let mut sealed = Vec::new();
+        b_sealer
+            .seal_to(&datagram(B, B, A, &to_us), &mut sealed)
+            .unwrap();
+        h.udp.receive(&sealed, b_addr());
+        h.udp.receive(&sealed, b_addr());
+        let mut forged = sealed.clone();
+        *forged.last_mut().unwrap() ^= 1;
+        h.udp.receive(&forged, b_addr());
+        // A plain datagram from B is no better than a forgery.
+        h.udp.receive(&datagram(B, B, A, &to_us), b_addr());
+        h.drain();
+        assert_eq!(h.tap.injected(), vec![to_us]);
+        let stats = *lock(&h.shared.stats);
+        assert_eq!(
+            (stats.dropped_replayed, stats.dropped_undecryptable),
+            (1, 2)
+        );
     }
 }

@@ -21,8 +21,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::sync::mpsc;
-use weft_core::mesh::Mesh;
+use weft_core::mesh::{ConnId, Mesh};
 use weft_core::overlay::{FabricTable, FastMap, FastSet, ForwarderStats};
+use weft_crypto::key::SessionKey;
 use weft_netdev::{SleeveShortcut, SyncTap};
 use weft_wire::PeerName;
 
@@ -54,8 +55,21 @@ pub(crate) struct Counters {
     pub(crate) forwarder: ForwarderStats,
     /// Datagrams dropped because no connection to their sender exists.
     pub(crate) dropped_unknown_sender: u64,
+    /// Datagrams of encrypted connections that did not open (forged, altered, truncated).
+    pub(crate) dropped_undecryptable: u64,
+    /// Datagrams of encrypted connections seen before or older than the replay window.
+    pub(crate) dropped_replayed: u64,
     /// Frames the kernel's receive shortcut injected into the bridge.
     pub(crate) kernel_injected: u64,
+}
+
+/// What the data path thread counts itself, published after each batch.
+#[derive(Debug, Clone, Copy, Default)]
+struct PathStats {
+    forwarder: ForwarderStats,
+    dropped_unknown_sender: u64,
+    dropped_undecryptable: u64,
+    dropped_replayed: u64,
 }
 
 /// The mesh task's handle on the sleeve data path: hands it new views of the mesh, reads its
@@ -130,15 +144,17 @@ impl Sleeve {
 
     /// The data path's counters.
     pub(crate) fn counters(&self) -> Counters {
-        let (forwarder, dropped_unknown_sender) = *lock(&self.shared.stats);
+        let stats = *lock(&self.shared.stats);
         let kernel_injected = self
             .shared
             .shortcut
             .get()
             .map_or(0, |k| k.counters().frames);
         Counters {
-            forwarder,
-            dropped_unknown_sender,
+            forwarder: stats.forwarder,
+            dropped_unknown_sender: stats.dropped_unknown_sender,
+            dropped_undecryptable: stats.dropped_undecryptable,
+            dropped_replayed: stats.dropped_replayed,
             kernel_injected,
         }
     }
@@ -158,8 +174,8 @@ struct Shared {
     fabric: Mutex<Arc<FabricSnapshot>>,
     /// Bumped after each replacement of `fabric`, so that the data path checks cheaply.
     version: AtomicU64,
-    /// Forwarder counters and datagrams from unknown senders, as of the last batch.
-    stats: Mutex<(ForwarderStats, u64)>,
+    /// The data path's counters, as of its last batch.
+    stats: Mutex<PathStats>,
     /// Set when the mesh task ends: the data path thread returns.
     stop: AtomicBool,
     /// Control frames handed to the mesh task and not yet handled.
@@ -181,8 +197,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// The answers of [`Mesh::fabric`], [`Mesh::is_connected`] and [`Mesh::peer_udp_addr`] for
-/// every known peer, taken at one instant, for the data path thread.
+/// The answers of [`Mesh::fabric`], [`Mesh::is_connected`], [`Mesh::peer_udp_addr`] and
+/// [`Mesh::sleeve_key`] for every known peer, taken at one instant, for the data path thread.
 #[derive(Debug, Default, PartialEq)]
 struct FabricSnapshot {
     /// Routes and peers, for the forwarder.
@@ -191,6 +207,19 @@ struct FabricSnapshot {
     connected: FastSet<PeerName>,
     /// Peers' sleeve addresses.
     udp: FastMap<PeerName, SocketAddr>,
+    /// The keys of encrypted connections: datagrams to and from these peers are sealed.
+    keys: FastMap<PeerName, SleeveKey>,
+}
+
+/// How the sleeve datagrams of one encrypted connection are sealed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SleeveKey {
+    /// The connection: a new one to the same peer has a new key and starts its sequence
+    /// numbers again.
+    conn: ConnId,
+    key: SessionKey,
+    /// We dialled the connection (the nonces' polarity).
+    outbound: bool,
 }
 
 impl FabricSnapshot {
@@ -207,6 +236,21 @@ impl FabricSnapshot {
             udp: names
                 .iter()
                 .filter_map(|&n| mesh.peer_udp_addr(n).map(|a| (n, a)))
+                .collect(),
+            keys: names
+                .iter()
+                .filter_map(|&n| {
+                    let (conn, key, outbound) = mesh.sleeve_key(n)?;
+                    let key = key.clone();
+                    Some((
+                        n,
+                        SleeveKey {
+                            conn,
+                            key,
+                            outbound,
+                        },
+                    ))
+                })
                 .collect(),
         }
     }
