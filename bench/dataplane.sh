@@ -3,12 +3,14 @@
 # ping RTT (100 pings, 50 ms apart, average) between two emulated lab hosts, for
 #   (1) a reference measured in the same run: plain kernel VXLAN (Linux bridge + classic VXLAN
 #       device, learning, MTU 1376 like weft's fastdp) set up by hand with `ip`,
-#   (2) weft fastdp, (3) weft sleeve (--no-fastdp),
-# printed as ratios against the reference, plus (4) the routers' RSS sampled every 5 s during a
+#   (2) weft fastdp, (3) weft sleeve (--no-fastdp), (4) weft's Weave-compatible encrypted sleeve
+#   (--password), and (5) Weave Net 2.8.1's encrypted sleeve when WEAVE_REF_DIR holds a built
+#   weaver and nlshim (see ../shared/tools/weave-reference),
+# printed as ratios against the reference, plus (6) the routers' RSS sampled every 5 s during a
 # 60 s sleeve iperf3 run (start/max/end, growth > 10% is flagged).
-# The three set-ups are up at the same time and measured in turns (kernel, fastdp, sleeve,
+# The set-ups are up at the same time and measured in turns (kernel, fastdp, sleeve, encrypted,
 # kernel, ...): RTT and throughput five times each, and each figure is the median
-# of its runs, so that a slow spell of the machine falls on all three alike.
+# of its runs, so that a slow spell of the machine falls on all alike.
 # Needs root, iperf3, jq, bc. Usage: bench/dataplane.sh [--quick]   (--quick: 10 s memory run).
 # Waits first (up to BENCH_WAIT s, default 900) while other labs (w* namespaces) exist.
 set -euo pipefail
@@ -29,7 +31,8 @@ cargo build --release -q -p weft
 
 # Not "w...": lab_down removes every namespace whose name *starts with* its LAB, so the other
 # scripts' labs (wd = demo.sh, wt... = e2e.sh, wb... = mesh.sh, wl) must not be a prefix of ours.
-# Three labs, one per set-up: dp<id>k (kernel), dp<id>f (fastdp), dp<id>s (sleeve).
+# One lab per set-up: dp<id>k (kernel), dp<id>f (fastdp), dp<id>s (sleeve), dp<id>e (encrypted
+# sleeve), dp<id>w (Weave Net's encrypted sleeve).
 BASE="dp$(printf '%04x' $((RANDOM % 65536)))"
 LAB="${BASE}k"; source scripts/lab.sh
 declare -A HOSTS=()
@@ -41,8 +44,8 @@ use_lab() {
 MY_PIDS=()
 cleanup() {
     local p l
-    for p in "${MY_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    for l in k f s; do use_lab "$l"; lab_down; done
+    for p in "${MY_PIDS[@]}" "${MY_WEAVERS[@]}"; do kill "$p" 2>/dev/null || true; done
+    for l in k f s e w; do use_lab "$l"; lab_down; done
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -126,25 +129,58 @@ weft_lab() {
 rss_kb() { awk '/^VmRSS/{print $2}' "/proc/$(cat "$LAB_DIR/h$1/run/weft.pid")/status"; }
 use_lab f; weft_lab fastdp
 use_lab s; weft_lab sleeve --no-fastdp
+use_lab e; weft_lab "encrypted   sleeve" --no-fastdp --password bench-s3cret
+LABS="k f s e"
+
+# --- 5. Weave Net's encrypted sleeve, when a built weaver is at hand --------------------------
+# start_weaver <host#> <flags...>: weaver on that host, from a fresh dir (its log: weaver.log).
+start_weaver() {
+    local i=$1 d="$LAB_DIR/go$1"; shift
+    mkdir -p "$d"
+    ( cd "$d" && exec env CHECKPOINT_DISABLE=1 ip netns exec "$(lab_ns "$i")" unshare --pid --fork \
+        --kill-child --mount-proc "$WEAVE_REF_DIR/nlshim" "$WEAVE_REF_DIR/weaver" --port 6783 \
+        --weave-bridge weave --datapath datapath --no-dns --http-addr 127.0.0.1:6784 \
+        --status-addr 127.0.0.1:6782 --docker-api '' --db-prefix "$d/weave" "$@" ) >"$d/weaver.log" 2>&1 &
+    MY_WEAVERS+=("$!")
+}
+MY_WEAVERS=()
+if [ -x "${WEAVE_REF_DIR:-/nonexistent}/weaver" ] && [ -x "$WEAVE_REF_DIR/nlshim" ]; then
+    use_lab w
+    lab_up 2
+    start_weaver 1 --name 02:ac:00:00:00:01 --password bench-s3cret --ipalloc-range 10.32.0.0/12
+    start_weaver 2 --name 02:ac:00:00:00:02 --password bench-s3cret --ipalloc-range 10.32.0.0/12 "$(lab_ip 1)"
+    for i in 1 2; do
+        lab_container "c$i"
+        # `weft attach` needs no weft router: it plumbs into weaver's bridge.
+        answers() { ip netns exec "$(lab_ns "$1")" curl -sf http://127.0.0.1:6784/status >/dev/null; }
+        lab_wait 30 answers "$i" || { echo "weaver on host $i did not start" >&2; exit 1; }
+        lab_weft "$i" attach "10.2.1.$i/24" "netns:${LAB}c$i" >/dev/null
+    done
+    go_est() { ip netns exec "$(lab_ns 1)" curl -s http://127.0.0.1:6784/status/connections | grep -q "established encrypted"; }
+    lab_wait 30 go_est || { echo "weaver: no encrypted connection" >&2; exit 1; }
+    lab_wait 15 pings c1 10.2.1.2 || { echo "weaver: no ping" >&2; exit 1; }
+    LABS="k f s e w"
+fi
 
 # --- measurements, in turns ------------------------------------------------------------------
-declare -A IP=([k]=10.250.0.2 [f]=10.2.1.2 [s]=10.2.1.2)
+declare -A IP=([k]=10.250.0.2 [f]=10.2.1.2 [s]=10.2.1.2 [e]=10.2.1.2 [w]=10.2.1.2)
 declare -A RTTS=() BWS=()
 for r in 1 2 3 4 5; do
-    for l in k f s; do
+    for l in $LABS; do
         use_lab "$l"
         RTTS[$l]+=" $(rtt_ms c1 "${IP[$l]}")"
         iperf_mbps bw c2 "${IP[$l]}" c1 5; BWS[$l]+=" $bw"
         note_others "$l"
     done
 done
-for l in k f s; do
+for l in $LABS; do
     echo "  $l: bw runs:${BWS[$l]} Mbit/s; rtt runs:${RTTS[$l]} ms" >&2
 done
 # shellcheck disable=SC2086 # the run lists are meant to split
 {
     k_bw=$(median ${BWS[k]}); f_bw=$(median ${BWS[f]}); s_bw=$(median ${BWS[s]})
     k_rtt=$(median ${RTTS[k]}); f_rtt=$(median ${RTTS[f]}); s_rtt=$(median ${RTTS[s]})
+    e_bw=$(median ${BWS[e]}); e_rtt=$(median ${RTTS[e]})
 }
 printf 'kernel vxlan: %.0f Mbit/s, rtt %.3f ms\n' "$k_bw" "$k_rtt"
 fb=$(ratio "$f_bw" "$k_bw"); fr=$(ratio "$f_rtt" "$k_rtt")
@@ -153,6 +189,15 @@ printf 'weft fastdp:  %.0f Mbit/s (%.2f x kernel) %s, rtt %.3f ms (%.2f x)\n' \
     "$f_bw" "$fb" "$(verdict "$fb >= 0.90")" "$f_rtt" "$fr"
 printf 'weft sleeve:  %.0f Mbit/s (%.2f x kernel) %s, rtt %.3f ms (%.2f x) %s\n' \
     "$s_bw" "$sb" "$(verdict "$sb >= 0.40")" "$s_rtt" "$sr" "$(verdict "$sr <= 3")"
+printf 'weft encrypted sleeve (Weave-compatible): %.0f Mbit/s (%.2f x kernel, %.2f x weft sleeve), rtt %.3f ms (%.2f x)\n' \
+    "$e_bw" "$(ratio "$e_bw" "$k_bw")" "$(ratio "$e_bw" "$s_bw")" "$e_rtt" "$(ratio "$e_rtt" "$k_rtt")"
+if [ -n "${BWS[w]:-}" ]; then
+    # shellcheck disable=SC2086
+    w_bw=$(median ${BWS[w]}); w_rtt=$(median ${RTTS[w]})
+    we=$(ratio "$e_bw" "$w_bw")
+    printf 'Weave Net 2.8.1 encrypted sleeve: %.0f Mbit/s, rtt %.3f ms; weft encrypted / Weave Net encrypted = %.2f x %s\n' \
+        "$w_bw" "$w_rtt" "$we" "$(verdict "$we >= 10")"
+fi
 
 # --- 4. router memory during a long sleeve run ---------------------------------------------
 use_lab s

@@ -77,6 +77,8 @@ test_password_encrypts_what_crosses_the_underlay() {
     expect_match "$(lab_weft 1 report)" '"Encryption": *true' "report"
     expect_match "$(lab_weft 1 report -f '{{.Router.Encryption}}')" '^true$' "report template"
     expect_eq "$(metric 1 'weave_connections{state="established",type="sleeve",encryption="yes"}')" 2 "encrypted connections metric"
+    # Between weft peers the sleeve takes weft's own scheme.
+    grep -q "(host2)\]: sleeve encrypted with aes-256-gcm" "$LAB_DIR/h1/run/weft.log" || fail "weft's scheme not chosen"
     attach_c123
     ping_ok c1 10.2.1.2
     ping_ok c3 10.2.1.1
@@ -96,6 +98,19 @@ test_password_encrypts_what_crosses_the_underlay() {
     local n; n=$(metric 1 'weft_sleeve_dropped_frames_total{reason="undecryptable"}')
     [ "${n:-0}" -gt 0 ] || fail "forged datagrams not counted: $(ip netns exec "$(lab_ns 1)" curl -sf http://127.0.0.1:6782/metrics | grep dropped_frames)"
     ping_ok c1 10.2.1.2
+}
+
+test_weave_scheme_between_weft_peers_on_request() {
+    lab_up 2
+    WEFT_SLEEVE_CRYPTO=nacl lab_weft 1 launch --nickname host1 --password "$PASSWORD" >/dev/null
+    lab_weft 2 launch --nickname host2 --password "$PASSWORD" "$(lab_ip 1)" >/dev/null
+    lab_wait 20 full_mesh_of 1 2 || { dump_logs; fail "no mesh"; }
+    grep -q "sleeve encrypted with nacl" "$LAB_DIR/h2/run/weft.log" || fail "host2 did not fall back to Weave Net's scheme"
+    lab_container c1; lab_container c2
+    lab_weft 1 attach 10.2.1.1/24 "netns:${LAB}c1" >/dev/null
+    lab_weft 2 attach 10.2.1.2/24 "netns:${LAB}c2" >/dev/null
+    ping_ok c1 10.2.1.2
+    ping_ok c2 -s 8000 10.2.1.1
 }
 
 test_password_mismatch_is_refused() {
@@ -147,6 +162,7 @@ test_password_interop_with_weave_net() {
     local go; go=$(ip netns exec "$(lab_ns 2)" curl -s http://127.0.0.1:6784/status/connections)
     expect_eq "$(grep -c established <<<"$go")" 2 "weaver established connections"
     expect_match "$(lab_weft 1 status connections)" "established encrypted   sleeve .*\(gohost\)" "weft's view of weaver"
+    grep -q "(gohost)\]: sleeve encrypted with nacl" "$LAB_DIR/h1/run/weft.log" || fail "Weave Net's scheme not chosen with weaver"
     lab_container c1; lab_container c2; lab_container c3
     attach_c123
     ping_ok c1 10.2.1.2

@@ -288,8 +288,10 @@ pub const SLEEVE_CRYPTO_BOUND: Bound = Bound {
     base: 640 * 1024,
 };
 
-/// A program for a sleeve sealer (the remote, both paths) and our opener, checked against a
-/// model of Weave Net's replay window: a genuine datagram opens iff its sequence number was not
+/// A program for a sleeve sealer (the remote, both paths) and our opener — Weave Net's scheme
+/// or weft's AES-256-GCM, by the first byte's bit 0 — checked against a model of the replay
+/// window (and, for weft's scheme, of which key epochs open: the newest accepted and those
+/// next to it): a genuine datagram opens iff its sequence number was not
 /// accepted before on its path and lies no more than one window half below the half of the
 /// highest number accepted there. Altered, truncated and made-up datagrams never open, and
 /// since the model moves only on success, every later verdict also checks that failures
@@ -299,7 +301,7 @@ pub const SLEEVE_CRYPTO_BOUND: Bound = Bound {
 pub fn sleeve_crypto(data: &[u8], meter: HeapMeter) {
     use std::collections::BTreeSet;
     use weft_crypto::sleeve::{
-        OpenError, SleeveOpener, SleeveSealer, OVERHEAD, SENDER_LEN, WINDOW_SIZE,
+        OpenError, Opener, Scheme, Sealer, OVERHEAD, SENDER_LEN, WINDOW_SIZE,
     };
     use weft_crypto::SessionKey;
 
@@ -312,11 +314,20 @@ pub fn sleeve_crypto(data: &[u8], meter: HeapMeter) {
         "sleeve_crypto",
         || {
             let mut p = Program(data);
+            // Weave Net's scheme, or weft's, whose opener takes only the epochs next to the
+            // newest it accepted (keys roll every 2^32 datagrams).
+            let aead = p.byte() & 1 == 1;
+            let scheme = if aead {
+                Scheme::Aes256Gcm
+            } else {
+                Scheme::Weave
+            };
             let mut sealers = [
-                SleeveSealer::new(key.clone(), false, false),
-                SleeveSealer::new(key.clone(), false, true),
+                Sealer::new(scheme, &key, false, false),
+                Sealer::new(scheme, &key, false, true),
             ];
-            let mut rx = SleeveOpener::new(key.clone(), true);
+            let mut rx = Opener::new(scheme, &key, true);
+            let mut newest_epoch = 0u64;
             // Per path: the sequence numbers accepted.
             let mut accepted: [BTreeSet<u64>; 2] = Default::default();
             // Kept datagrams: (path, sequence, bytes).
@@ -350,18 +361,18 @@ pub fn sleeve_crypto(data: &[u8], meter: HeapMeter) {
                         let mut d = d.clone();
                         let body_len = d.len() - SENDER_LEN;
                         let result = match op {
-                            1 => rx.open_in_place(&mut d[SENDER_LEN..]).map(<[u8]>::len),
+                            1 => rx.open_datagram(&mut d).map(<[u8]>::len),
                             2 => {
                                 let bit = usize::from(p.u16()) % (body_len * 8);
                                 d[SENDER_LEN + bit / 8] ^= 1 << (bit % 8);
-                                let r = rx.open_in_place(&mut d[SENDER_LEN..]).map(<[u8]>::len);
+                                let r = rx.open_datagram(&mut d).map(<[u8]>::len);
                                 assert_eq!(r, Err(OpenError::Decrypt), "flipped bit {bit} opened");
                                 continue;
                             }
                             _ => {
                                 let keep = usize::from(p.u16()) % body_len;
                                 let r = rx
-                                    .open_in_place(&mut d[SENDER_LEN..SENDER_LEN + keep])
+                                    .open_datagram(&mut d[..SENDER_LEN + keep])
                                     .map(<[u8]>::len);
                                 assert!(
                                     matches!(r, Err(OpenError::TooShort(_) | OpenError::Decrypt)),
@@ -370,21 +381,30 @@ pub fn sleeve_crypto(data: &[u8], meter: HeapMeter) {
                                 continue;
                             }
                         };
+                        let epoch = seq >> 32;
+                        let keyed = epoch == newest_epoch
+                            || epoch + 1 == newest_epoch
+                            || epoch == newest_epoch + 1;
+                        if aead && !keyed {
+                            assert_eq!(result, Err(OpenError::Decrypt), "epoch {epoch} opened");
+                            continue;
+                        }
                         let set = &mut accepted[*path];
                         let fresh = !set.contains(seq)
                             && set
                                 .last()
                                 .is_none_or(|&top| seq / WINDOW_SIZE + 1 >= top / WINDOW_SIZE);
                         if fresh {
-                            assert_eq!(result, Ok(body_len - OVERHEAD), "seq {seq} refused");
+                            assert_eq!(result, Ok(d.len() - OVERHEAD), "seq {seq} refused");
                             set.insert(*seq);
+                            newest_epoch = newest_epoch.max(epoch);
                         } else {
                             assert_eq!(result, Err(OpenError::Replayed(*seq)));
                         }
                     }
                     4 => {
                         let mut junk = p.chunk().to_vec();
-                        let r = rx.open_in_place(&mut junk);
+                        let r = rx.open_datagram(&mut junk);
                         assert!(
                             matches!(r, Err(OpenError::TooShort(_) | OpenError::Decrypt)),
                             "made-up datagram gave {r:?}"

@@ -18,12 +18,18 @@
 use std::collections::BTreeMap;
 
 use rand::{CryptoRng, RngCore};
+use weft_crypto::aead;
 use weft_crypto::key::{EphemeralKey, SessionKey, PUBLIC_KEY_LEN};
+use weft_crypto::sleeve::Scheme;
 use weft_crypto::tcp::{DecryptError, TcpOpener, TcpSealer};
 use zeroize::Zeroizing;
 
 use crate::session::{seal_frame, SessionRx, SessionTx};
 use weft_wire::{features, frame, header, PeerName};
+
+/// The feature by which weft peers with a password offer weft's own sleeve encryption; its
+/// value names the scheme ([`aead::SCHEME_NAME`]). Weave Net ignores it.
+pub const SLEEVE_AEAD_FEATURE: &str = "WeftSleeveAead";
 
 /// The protocol versions weft offers.
 pub const PROTOCOL_MIN_VERSION: u8 = 2;
@@ -67,6 +73,8 @@ pub struct RemoteFeatures {
     pub topology_deltas: bool,
     /// The remote is a weft peer that takes IPAM ring deltas ([`weft_wire::ipam_delta`]).
     pub ipam_deltas: bool,
+    /// The remote offers weft's own sleeve encryption ([`weft_crypto::aead`]) with a password.
+    pub sleeve_aead: bool,
 }
 
 /// Why an intro failed. Messages are Weave Net's, since operators grep logs for them.
@@ -139,13 +147,15 @@ struct Crypto {
     pending: Option<Pending>,
     /// From the remote's public key on.
     agreed: Option<(SessionKey, TcpSealer, TcpOpener)>,
+    /// We offered weft's sleeve scheme (known for sure once the features went out).
+    offers_aead: bool,
 }
 
 struct Pending {
     key: EphemeralKey,
     password: Zeroizing<Vec<u8>>,
-    /// Our features frame body, sent sealed once the session key is known.
-    features: Vec<u8>,
+    /// Our features, sent sealed once the session key is known.
+    features: BTreeMap<String, String>,
 }
 
 impl std::fmt::Debug for Crypto {
@@ -222,9 +232,14 @@ impl Handshake {
                 pending: Some(Pending {
                     key,
                     password: Zeroizing::new(password.to_vec()),
-                    features: features::encode(&local_features(local, conn_id, trusted)),
+                    features: {
+                        let mut f = local_features(local, conn_id, trusted);
+                        f.insert(SLEEVE_AEAD_FEATURE.into(), aead::SCHEME_NAME.into());
+                        f
+                    },
                 }),
                 agreed: None,
+                offers_aead: false,
             }),
         }
     }
@@ -249,6 +264,27 @@ impl Handshake {
             return None;
         }
         self.session_key()
+    }
+
+    /// Stops offering weft's own sleeve encryption (the `WeftSleeveAead` feature, sent with a
+    /// password only): the connection then uses Weave Net's scheme even with a weft peer.
+    /// Call before the first [`Self::handle_input`].
+    pub fn without_sleeve_aead(mut self) -> Self {
+        if let Some(p) = self.crypto.as_mut().and_then(|c| c.pending.as_mut()) {
+            p.features.remove(SLEEVE_AEAD_FEATURE);
+        }
+        self
+    }
+
+    /// How the overlay seals this connection's datagrams when [`Self::overlay_key`] gives a
+    /// key: weft's AES-256-GCM when both ends offered it, else Weave Net's scheme.
+    pub fn sleeve_scheme(&self, remote: &RemoteFeatures) -> Scheme {
+        let offered = self.crypto.as_ref().is_some_and(|c| c.offers_aead);
+        if offered && remote.sleeve_aead {
+            Scheme::Aes256Gcm
+        } else {
+            Scheme::Weave
+        }
     }
 
     /// Bytes to write to the socket, if any. Call after `new` and after every `handle_input`,
@@ -316,7 +352,9 @@ impl Handshake {
                             let mut tx = TcpSealer::new(key.clone(), crypto.outbound);
                             let rx = TcpOpener::new(key.clone(), crypto.outbound);
                             // Our own features are far below the frame limit.
-                            if seal_frame(&mut tx, &p.features, &mut self.out).is_err() {
+                            crypto.offers_aead = p.features.contains_key(SLEEVE_AEAD_FEATURE);
+                            let body = features::encode(&p.features);
+                            if seal_frame(&mut tx, &body, &mut self.out).is_err() {
                                 debug_assert!(false, "features frame over limit");
                             }
                             crypto.agreed = Some((key, tx, rx));
@@ -447,6 +485,7 @@ pub fn parse_features(map: &BTreeMap<String, String>) -> Result<RemoteFeatures, 
             == Some(weft_wire::topology_delta::FEATURE_VERSION),
         ipam_deltas: map.get(weft_wire::ipam_delta::FEATURE).map(String::as_str)
             == Some(weft_wire::ipam_delta::FEATURE_VERSION),
+        sleeve_aead: get(SLEEVE_AEAD_FEATURE) == aead::SCHEME_NAME,
     })
 }
 
@@ -590,6 +629,19 @@ mod tests {
     }
 
     #[test]
+    fn weft_peers_agree_on_their_own_sleeve_scheme_unless_one_declines() {
+        let [(ra, a), (rb, b)] = run_pair(keyed(1, b"pw", true), keyed(2, b"pw", false)).unwrap();
+        assert!(ra.sleeve_aead && rb.sleeve_aead);
+        assert_eq!(a.sleeve_scheme(&ra), Scheme::Aes256Gcm);
+        assert_eq!(b.sleeve_scheme(&rb), Scheme::Aes256Gcm);
+        let declining = keyed(2, b"pw", false).without_sleeve_aead();
+        let [(ra, a), (rb, b)] = run_pair(keyed(1, b"pw", true), declining).unwrap();
+        assert!(!ra.sleeve_aead && rb.sleeve_aead);
+        assert_eq!(a.sleeve_scheme(&ra), Scheme::Weave);
+        assert_eq!(b.sleeve_scheme(&rb), Scheme::Weave);
+    }
+
+    #[test]
     fn password_intro_agrees_a_key_and_seals_every_frame() {
         let a = keyed(1, b"pw", true);
         let b = keyed(2, b"pw", false);
@@ -668,7 +720,9 @@ mod tests {
         assert!(from_b.is_empty());
         let key = a.session_key().unwrap().clone();
         let frame = a.poll_transmit().unwrap();
-        let plain = features::encode(&local_features(&ident(1, "p"), 11, false));
+        let mut map = local_features(&ident(1, "p"), 11, false);
+        map.insert(SLEEVE_AEAD_FEATURE.into(), aead::SCHEME_NAME.into());
+        let plain = features::encode(&map);
         assert_eq!(frame.len(), 4 + 16 + plain.len());
         assert_eq!(&frame[..4], &((16 + plain.len()) as u32).to_be_bytes());
         // Sealed as the dialler's first message.

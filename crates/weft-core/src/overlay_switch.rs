@@ -16,7 +16,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use weft_crypto::key::SessionKey;
-use weft_crypto::sleeve::SleeveSealer;
+use weft_crypto::sleeve::{Scheme, Sealer};
 use weft_wire::{sleeve, PeerName};
 
 /// Name under which weft offers its kernel-VXLAN fast datapath.
@@ -121,7 +121,7 @@ pub struct OverlaySwitch {
     /// On an encrypted connection: seals our heartbeats, on the DF path's sequence (Weave
     /// Net sends heartbeats on that path), so that they never share a nonce with the data
     /// the sleeve data path seals on the other path.
-    sealer: Option<SleeveSealer>,
+    sealer: Option<Sealer>,
     out: Vec<SwitchOutput>,
 }
 
@@ -200,13 +200,13 @@ impl OverlaySwitch {
         })
     }
 
-    /// Makes this an encrypted connection: sleeve datagrams are sealed with `key` (Weave
-    /// Net's encrypted sleeve; `outbound`: we dialled). Fastdp is not used: Weave Net
-    /// encrypts it with IPsec ESP, which this kernel lacks, and VXLAN alone would carry
-    /// frames in clear.
-    pub fn with_sleeve_key(mut self, key: &SessionKey, outbound: bool) -> Self {
+    /// Makes this an encrypted connection: sleeve datagrams are sealed with `key` in
+    /// `scheme` (Weave Net's encrypted sleeve, or weft's own between weft peers; `outbound`:
+    /// we dialled). Fastdp is not used: Weave Net encrypts it with IPsec ESP, which this
+    /// kernel lacks, and VXLAN alone would carry frames in clear.
+    pub fn with_sleeve_key(mut self, key: &SessionKey, scheme: Scheme, outbound: bool) -> Self {
         self.fastdp = None;
-        self.sealer = Some(SleeveSealer::new(key.clone(), outbound, true));
+        self.sealer = Some(Sealer::new(scheme, key, outbound, true));
         self
     }
 
@@ -690,38 +690,38 @@ mod tests {
 
     #[test]
     fn an_encrypted_connection_uses_sealed_sleeve_only() {
-        let now = Instant::now();
-        let key = SessionKey::from_bytes([9; 32]);
-        let (a, b) = pair(now);
-        let mut a = a.with_sleeve_key(&key, true);
-        let mut b = b.with_sleeve_key(&key, false);
-        assert!(a.encrypted() && !a.fastdp_offered());
-        assert!(a.fastdp_fallback(now).unwrap().contains("IPsec ESP"));
-        a.handle_timeout(now).unwrap();
-        let hb: Vec<_> = a
-            .drain()
-            .filter_map(|o| match o {
-                SwitchOutput::SleeveHeartbeat { datagram, .. } => Some(datagram),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(hb.len(), 1);
-        // Sealed on the DF path, sequence 0, and B's side opens it to the plain heartbeat.
-        let mut d = hb[0].clone();
-        assert_eq!(d.len(), 42 + 24);
-        assert_eq!(&d[6..14], &(1u64 << 63).to_be_bytes());
-        let mut opener = weft_crypto::sleeve::SleeveOpener::new(key.clone(), false);
-        let plain = opener.open_datagram(&mut d).unwrap();
-        assert_eq!(
-            plain,
-            sleeve::encode_heartbeat(PeerName(1), PeerName(1), PeerName(2), 42)
-        );
-        // Both ends establish over sleeve alone.
-        for t in [now + FAST_HEARTBEAT, now + FAST_HEARTBEAT * 2] {
-            a.handle_timeout(t).unwrap();
-            b.handle_timeout(t).unwrap();
-            exchange(&mut a, &mut b, t, true, true);
+        for scheme in [Scheme::Weave, Scheme::Aes256Gcm] {
+            let now = Instant::now();
+            let key = SessionKey::from_bytes([9; 32]);
+            let (a, b) = pair(now);
+            let mut a = a.with_sleeve_key(&key, scheme, true);
+            let mut b = b.with_sleeve_key(&key, scheme, false);
+            assert!(a.encrypted() && !a.fastdp_offered());
+            assert!(a.fastdp_fallback(now).unwrap().contains("IPsec ESP"));
+            a.handle_timeout(now).unwrap();
+            let hb: Vec<_> = a
+                .drain()
+                .filter_map(|o| match o {
+                    SwitchOutput::SleeveHeartbeat { datagram, .. } => Some(datagram),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(hb.len(), 1);
+            // Sealed on the mesh's (DF) path, sequence 0; B's side opens it to the heartbeat.
+            let mut d = hb[0].clone();
+            assert_eq!(d.len(), 42 + 24);
+            assert_eq!(&d[6..14], &(1u64 << 63).to_be_bytes());
+            let mut opener = weft_crypto::sleeve::Opener::new(scheme, &key, false);
+            let plain = opener.open_datagram(&mut d).unwrap();
+            let want = sleeve::encode_heartbeat(PeerName(1), PeerName(1), PeerName(2), 42);
+            assert_eq!(plain, want);
+            // Both ends establish over sleeve alone.
+            for t in [now + FAST_HEARTBEAT, now + FAST_HEARTBEAT * 2] {
+                a.handle_timeout(t).unwrap();
+                b.handle_timeout(t).unwrap();
+                exchange(&mut a, &mut b, t, true, true);
+            }
+            assert_eq!((a.best(), b.best()), ("sleeve", "sleeve"));
         }
-        assert_eq!((a.best(), b.best()), ("sleeve", "sleeve"));
     }
 }

@@ -24,6 +24,7 @@
 //!
 //! Everything works on caller-owned buffers in place; nothing allocates per datagram.
 
+use crate::aead::{AeadOpener, AeadSealer};
 use crate::key::SessionKey;
 use crate::secretbox::{self, NONCE_LEN, TAG_LEN};
 
@@ -119,18 +120,7 @@ impl SleeveSealer {
     /// sender name, the [`OVERHEAD`] bytes of sequence field and tag, the encrypted records.
     /// On error `out` is as it was.
     pub fn seal_to(&mut self, plain: &[u8], out: &mut Vec<u8>) -> Result<(), SealError> {
-        let Some((sender, records)) = plain.split_first_chunk::<SENDER_LEN>() else {
-            return Err(SealError::NoRoom(plain.len()));
-        };
-        let start = out.len();
-        out.extend_from_slice(sender);
-        out.resize(start + HEADER_LEN, 0);
-        out.extend_from_slice(records);
-        let r = self.seal_in_place(&mut out[start..]);
-        if r.is_err() {
-            out.truncate(start);
-        }
-        r
+        append_sealed(plain, out, |d| self.seal_in_place(d))
     }
 
     /// The sequence number the next datagram gets.
@@ -210,10 +200,131 @@ impl SleeveOpener {
     }
 }
 
+/// Appends `plain` (`sender[6] || records`) to `out` with room for the header after the sender
+/// name, and seals it there with `seal`; on error `out` is as it was.
+fn append_sealed(
+    plain: &[u8],
+    out: &mut Vec<u8>,
+    seal: impl FnOnce(&mut [u8]) -> Result<(), SealError>,
+) -> Result<(), SealError> {
+    let Some((sender, records)) = plain.split_first_chunk::<SENDER_LEN>() else {
+        return Err(SealError::NoRoom(plain.len()));
+    };
+    let start = out.len();
+    out.extend_from_slice(sender);
+    out.resize(start + HEADER_LEN, 0);
+    out.extend_from_slice(records);
+    let r = seal(&mut out[start..]);
+    if r.is_err() {
+        out.truncate(start);
+    }
+    r
+}
+
+/// How a connection's sleeve datagrams are sealed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Scheme {
+    /// Weave Net's NaCl secretbox: with any peer.
+    #[default]
+    Weave,
+    /// weft's AES-256-GCM ([`crate::aead`]): when both peers are weft routers that offer it.
+    Aes256Gcm,
+}
+
+impl Scheme {
+    /// The name status and logs show.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Weave => "nacl",
+            Self::Aes256Gcm => crate::aead::SCHEME_NAME,
+        }
+    }
+}
+
+/// Seals one path's datagrams in the connection's [`Scheme`].
+#[derive(Debug)]
+pub enum Sealer {
+    /// Weave Net's scheme.
+    Weave(SleeveSealer),
+    /// weft's scheme (boxed: its keys make it several times larger).
+    Aead(Box<AeadSealer>),
+}
+
+impl Sealer {
+    /// Our side's sealer (we dialled when `outbound`) for the mesh's control datagrams when
+    /// `mesh_path` (Weave Net's DF path, where it sends heartbeats), else for the data path's.
+    pub fn new(scheme: Scheme, key: &SessionKey, outbound: bool, mesh_path: bool) -> Self {
+        match scheme {
+            Scheme::Weave => Self::Weave(SleeveSealer::new(key.clone(), outbound, mesh_path)),
+            Scheme::Aes256Gcm => Self::Aead(Box::new(AeadSealer::new(key, outbound, mesh_path))),
+        }
+    }
+
+    /// Appends the sealed form of a plain datagram (`sender[6] || records`) to `out`, which
+    /// is [`OVERHEAD`] bytes longer; on error `out` is as it was.
+    pub fn seal_to(&mut self, plain: &[u8], out: &mut Vec<u8>) -> Result<(), SealError> {
+        append_sealed(plain, out, |d| self.seal_in_place(d))
+    }
+
+    /// Seals `sender[6] || room[24] || records` in place (see
+    /// [`SleeveSealer::seal_in_place`]).
+    pub fn seal_in_place(&mut self, datagram: &mut [u8]) -> Result<(), SealError> {
+        match self {
+            Self::Weave(s) => s.seal_in_place(datagram),
+            Self::Aead(s) => s.seal_in_place(datagram),
+        }
+    }
+
+    /// The sequence number the next datagram gets.
+    pub fn next_seq(&self) -> u64 {
+        match self {
+            Self::Weave(s) => s.next_seq(),
+            Self::Aead(s) => s.next_seq(),
+        }
+    }
+
+    /// Jumps the counter (tests and fuzzing reach the window's and epochs' edges with it).
+    #[doc(hidden)]
+    pub fn set_next_seq(&mut self, seq: u64) {
+        match self {
+            Self::Weave(s) => s.set_next_seq(seq),
+            Self::Aead(s) => s.set_next_seq(seq),
+        }
+    }
+}
+
+/// Opens what the remote of a connection sends, in the connection's [`Scheme`].
+#[derive(Debug)]
+pub enum Opener {
+    /// Weave Net's scheme.
+    Weave(SleeveOpener),
+    /// weft's scheme (boxed: its keys make it several times larger).
+    Aead(Box<AeadOpener>),
+}
+
+impl Opener {
+    /// Our side's opener (we dialled when `outbound`).
+    pub fn new(scheme: Scheme, key: &SessionKey, outbound: bool) -> Self {
+        match scheme {
+            Scheme::Weave => Self::Weave(SleeveOpener::new(key.clone(), outbound)),
+            Scheme::Aes256Gcm => Self::Aead(Box::new(AeadOpener::new(key, outbound))),
+        }
+    }
+
+    /// Opens a whole received datagram in place and returns its plain form (`sender[6] ||
+    /// records`); a forged, altered or replayed datagram changes nothing.
+    pub fn open_datagram<'a>(&mut self, datagram: &'a mut [u8]) -> Result<&'a [u8], OpenError> {
+        match self {
+            Self::Weave(o) => o.open_datagram(datagram),
+            Self::Aead(o) => o.open_datagram(datagram),
+        }
+    }
+}
+
 /// One path's replay window: which sequence numbers of the current and previous window halves
 /// were seen.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-struct ReplayWindow {
+pub(crate) struct ReplayWindow {
     /// Index of the upper half (`seq >> WINDOW_BITS`).
     current: u64,
     used: Bits,
@@ -222,7 +333,7 @@ struct ReplayWindow {
 
 impl ReplayWindow {
     /// Records `seq` and says whether it is new. A refused number changes nothing.
-    fn accept(&mut self, seq: u64) -> bool {
+    pub(crate) fn accept(&mut self, seq: u64) -> bool {
         // Lossless: the offset is below 2^20.
         let offset = (seq & (WINDOW_SIZE - 1)) as usize;
         let window = seq >> WINDOW_BITS;

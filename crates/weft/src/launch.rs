@@ -301,6 +301,8 @@ pub(crate) fn router(args: &[String]) -> ExitCode {
             .filter(|p| !p.is_empty())
             .map(|p| weftd::Password::new(p.into_bytes())),
         trusted_subnets,
+        // For comparing the two schemes between weft peers; Weave Net peers always get theirs.
+        sleeve_aead: std::env::var("WEFT_SLEEVE_CRYPTO").map_or(true, |v| v != "nacl"),
     };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -66,6 +66,8 @@ pub(crate) struct IntroConfig {
     pub(crate) identity: LocalIdentity,
     pub(crate) password: Option<Arc<Zeroizing<Vec<u8>>>>,
     pub(crate) trusted_subnets: Arc<[Ipv4Cidr]>,
+    /// Offer weft's own sleeve encryption to weft peers (off: Weave Net's scheme with all).
+    pub(crate) sleeve_aead: bool,
 }
 
 impl IntroConfig {
@@ -83,14 +85,21 @@ impl IntroConfig {
     fn handshake(&self, addr: SocketAddr, intro_id: u64, outbound: bool) -> Handshake {
         let trusted = self.trusts(addr.ip());
         match &self.password {
-            Some(pw) => Handshake::with_password(
-                &self.identity,
-                intro_id,
-                trusted,
-                pw,
-                outbound,
-                &mut rand::rngs::OsRng,
-            ),
+            Some(pw) => {
+                let hs = Handshake::with_password(
+                    &self.identity,
+                    intro_id,
+                    trusted,
+                    pw,
+                    outbound,
+                    &mut rand::rngs::OsRng,
+                );
+                if self.sleeve_aead {
+                    hs
+                } else {
+                    hs.without_sleeve_aead()
+                }
+            }
             None => Handshake::new(&self.identity, intro_id, trusted),
         }
     }
@@ -400,6 +409,7 @@ async fn intro(
             let security = ConnSecurity {
                 encrypted_session: hs.session_key().is_some(),
                 overlay_key: hs.overlay_key(&remote).cloned(),
+                sleeve_scheme: hs.sleeve_scheme(&remote),
             };
             let ready = Ready {
                 conn: next_conn(),

@@ -96,6 +96,8 @@ pub struct Driver {
     pub password: Option<Arc<zeroize::Zeroizing<Vec<u8>>>>,
     /// `--trusted-subnets`: peers there are trusted (our `Trusted` feature).
     pub trusted_subnets: Vec<weft_types::Ipv4Cidr>,
+    /// Offer weft's own sleeve encryption to weft peers (else Weave Net's scheme with all).
+    pub sleeve_aead: bool,
     /// The bound mesh TCP listener.
     pub listener: TcpListener,
     /// The bound sleeve UDP socket.
@@ -128,6 +130,7 @@ impl Driver {
             identity,
             password,
             trusted_subnets,
+            sleeve_aead,
             listener,
             udp,
             host,
@@ -156,6 +159,7 @@ impl Driver {
             identity: identity.clone(),
             password,
             trusted_subnets: trusted_subnets.into(),
+            sleeve_aead,
         };
         conn_io::spawn_listener(listener, intro.clone(), ids, next_conn, to_mesh.clone());
         if let Some(hb) = dataplane.heartbeats.clone() {
@@ -412,6 +416,14 @@ impl Ctx {
                     ready.security.clone(),
                     now,
                 );
+                if let (Ok(()), Some(_)) = (&registered, &ready.security.overlay_key) {
+                    tracing::info!(
+                        "->[{addr}|{}({})]: sleeve encrypted with {}",
+                        remote.name,
+                        remote.nick_name,
+                        ready.security.sleeve_scheme.name()
+                    );
+                }
                 if let Err(reason) = registered {
                     tracing::info!(
                         "->[{addr}|{}({})]: connection shutting down due to error: {reason}",

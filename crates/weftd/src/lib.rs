@@ -93,6 +93,9 @@ pub struct RouterConfig {
     pub password: Option<Password>,
     /// `--trusted-subnets`: peers in these are trusted (no data encryption if they trust us too).
     pub trusted_subnets: Vec<weft_types::Ipv4Cidr>,
+    /// Offer weft's own sleeve encryption (AES-256-GCM) to weft peers; off
+    /// (`WEFT_SLEEVE_CRYPTO=nacl`), every encrypted connection uses Weave Net's scheme.
+    pub sleeve_aead: bool,
 }
 
 /// The mesh password. Never shown: its `Debug` says nothing of it, and it is wiped when the
@@ -332,6 +335,7 @@ pub async fn run(cfg: RouterConfig) -> Result<(), StartError> {
         identity,
         password: cfg.password.as_ref().map(|p| p.0.clone()),
         trusted_subnets: cfg.trusted_subnets.clone(),
+        sleeve_aead: cfg.sleeve_aead,
         listener,
         udp,
         host: cfg.host,

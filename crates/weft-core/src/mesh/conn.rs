@@ -232,7 +232,8 @@ impl Mesh {
         let mut switch = OverlaySwitch::new(ids, &ours, remote.overlays.as_deref(), udp_addr, now)
             .map_err(|e| (CloseReason::Overlay(e), Termination::Other))?;
         if let Some(key) = &security.overlay_key {
-            switch = switch.with_sleeve_key(key, matches!(origin, Origin::Outbound { .. }));
+            let outbound = matches!(origin, Origin::Outbound { .. });
+            switch = switch.with_sleeve_key(key, security.sleeve_scheme, outbound);
         }
         let fastdp = ids.remote_ip.is_some() && switch.fastdp_offered();
         let summary = PeerSummary {

@@ -44,6 +44,7 @@ use crate::pace::Pacer;
 use crate::routes::Routes;
 use crate::topology::Peers;
 use weft_crypto::key::SessionKey;
+use weft_crypto::sleeve::Scheme;
 
 /// Name of the topology gossip channel.
 pub const TOPOLOGY_CHANNEL: &str = "topology";
@@ -132,6 +133,9 @@ pub struct ConnSecurity {
     /// (unless both ends trust each other's address). Such a connection uses encrypted sleeve
     /// only: this kernel has no IPsec ESP, which Weave Net's encrypted fastdp needs.
     pub overlay_key: Option<SessionKey>,
+    /// How the overlay seals with that key: weft's own scheme between weft peers, else Weave
+    /// Net's.
+    pub sleeve_scheme: Scheme,
 }
 
 /// Which side opened a connection.

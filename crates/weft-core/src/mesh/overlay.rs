@@ -7,6 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use weft_crypto::key::SessionKey;
+use weft_crypto::sleeve::Scheme;
 use weft_wire::{sleeve, PeerName};
 
 use super::{ConnId, FastdpChange, Mesh, MeshEvent, Origin};
@@ -149,12 +150,14 @@ impl Mesh {
         c.switch.udp_addr()
     }
 
-    /// The key sleeve datagrams to and from `peer` are sealed with, when the connection to it
-    /// is encrypted: the connection (a new one has a new key), the key, and whether we dialled.
-    pub fn sleeve_key(&self, peer: PeerName) -> Option<(ConnId, &SessionKey, bool)> {
+    /// How sleeve datagrams to and from `peer` are sealed, when the connection to it is
+    /// encrypted: the connection (a new one has a new key), the key, the scheme, and whether
+    /// we dialled.
+    pub fn sleeve_key(&self, peer: PeerName) -> Option<(ConnId, &SessionKey, Scheme, bool)> {
         let id = *self.by_remote.get(&peer)?;
         let c = self.conns.get(&id)?;
         let key = c.security.overlay_key.as_ref()?;
-        Some((id, key, matches!(c.origin, Origin::Outbound { .. })))
+        let outbound = matches!(c.origin, Origin::Outbound { .. });
+        Some((id, key, c.security.sleeve_scheme, outbound))
     }
 }

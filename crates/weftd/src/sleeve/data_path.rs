@@ -33,7 +33,7 @@ use weft_core::overlay::offload::{
 use weft_core::overlay::{
     pmtu, Delivery, Forwarder, Received, SegmentBatch, Verdict, MAC_SWEEP_INTERVAL,
 };
-use weft_crypto::sleeve::{OpenError, SleeveOpener, SleeveSealer, OVERHEAD as SEAL_OVERHEAD};
+use weft_crypto::sleeve::{OpenError, Opener, Sealer, OVERHEAD as SEAL_OVERHEAD};
 use weft_wire::PeerName;
 
 use super::io::{SleeveSocket, SleeveTap};
@@ -89,8 +89,8 @@ pub(super) struct DataPath<T, U> {
 /// One encrypted connection's sleeve crypto state.
 struct PeerCrypto {
     conn: ConnId,
-    sealer: SleeveSealer,
-    opener: SleeveOpener,
+    sealer: Sealer,
+    opener: Opener,
 }
 
 /// The data path's read buffers, reused for every read.
@@ -308,8 +308,8 @@ impl<T: SleeveTap, U: SleeveSocket> DataPath<T, U> {
             if !self.crypto.contains_key(p) {
                 let c = PeerCrypto {
                     conn: k.conn,
-                    sealer: SleeveSealer::new(k.key.clone(), k.outbound, false),
-                    opener: SleeveOpener::new(k.key.clone(), k.outbound),
+                    sealer: Sealer::new(k.scheme, &k.key, k.outbound, false),
+                    opener: Opener::new(k.scheme, &k.key, k.outbound),
                 };
                 self.crypto.insert(*p, c);
                 changed.push(*p);
@@ -647,7 +647,7 @@ mod tests {
     use crate::sleeve::{lock, FabricSnapshot, Input, Shared, SleeveKey};
     use weft_core::mesh::ConnId;
     use weft_crypto::key::SessionKey;
-    use weft_crypto::sleeve::{SleeveOpener, SleeveSealer};
+    use weft_crypto::sleeve::{Opener, Scheme, Sealer};
 
     const A: PeerName = PeerName(0x0a00_0000_0001); // us
     const B: PeerName = PeerName(0x0a00_0000_0002); // connected over sleeve
@@ -677,7 +677,7 @@ mod tests {
         }
 
         /// [`Self::new`], the connection to B encrypted with `key` when given (we dialled).
-        fn with_key(key: Option<SessionKey>) -> Self {
+        fn with_key(key: Option<(SessionKey, Scheme)>) -> Self {
             let tap = FakeTap::default();
             let udp = Arc::new(FakeSocket::new(1500));
             let shared = Arc::new(Shared::default());
@@ -696,10 +696,11 @@ mod tests {
                 connected: [B].into_iter().collect(),
                 udp: [(B, b_addr())].into_iter().collect(),
                 keys: key
-                    .map(|key| {
+                    .map(|(key, scheme)| {
                         let k = SleeveKey {
                             conn: ConnId(7),
                             key,
+                            scheme,
                             outbound: true,
                         };
                         (B, k)
@@ -813,14 +814,18 @@ mod tests {
     #[test]
     fn control_frame_goes_to_the_mesh() {
         // On a plain connection, and opened on an encrypted one (sealed on the DF path).
-        for key in [None, Some(key())] {
+        for key in [
+            None,
+            Some((key(), Scheme::Weave)),
+            Some((key(), Scheme::Aes256Gcm)),
+        ] {
             let mut h = Harness::with_key(key.clone());
             let _ = h.from_dp.try_recv(); // the path MTU
             let hb = sleeve::encode_heartbeat(B, B, A, 0x1234);
             let mut d = hb.to_vec();
-            if let Some(k) = key {
+            if let Some((k, scheme)) = key {
                 d.clear();
-                SleeveSealer::new(k, false, true)
+                Sealer::new(scheme, &k, false, true)
                     .seal_to(&hb, &mut d)
                     .unwrap();
             }
@@ -843,7 +848,13 @@ mod tests {
 
     #[test]
     fn encrypted_connection_seals_and_opens_with_its_mtu() {
-        let mut h = Harness::with_key(Some(key()));
+        for scheme in [Scheme::Weave, Scheme::Aes256Gcm] {
+            encrypted_connection(scheme);
+        }
+    }
+
+    fn encrypted_connection(scheme: Scheme) {
+        let mut h = Harness::with_key(Some((key(), scheme)));
         // 24 bytes of sealing less than the 1438 of a plain path: Weave Net's 1414.
         assert_eq!(h.from_dp.try_recv().ok(), Some(Input::SleeveMtu(B, 1414)));
         // Out: sealed on the non-DF path, B (which did not dial) opens it.
@@ -859,14 +870,14 @@ mod tests {
             &0u64.to_be_bytes(),
             "first of the non-DF sequence"
         );
-        let mut b_opener = SleeveOpener::new(key(), false);
+        let mut b_opener = Opener::new(scheme, &key(), false);
         assert_eq!(
             b_opener.open_datagram(&mut d).unwrap(),
             datagram(A, A, B, &f)
         );
         // In: B's sealed datagram is injected; its replay and a forgery are not.
         let to_us = frame(BROADCAST, REMOTE);
-        let mut b_sealer = SleeveSealer::new(key(), false, false);
+        let mut b_sealer = Sealer::new(scheme, &key(), false, false);
         let mut sealed = Vec::new();
         b_sealer
             .seal_to(&datagram(B, B, A, &to_us), &mut sealed)

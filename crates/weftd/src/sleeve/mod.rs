@@ -24,6 +24,7 @@ use tokio::sync::mpsc;
 use weft_core::mesh::{ConnId, Mesh};
 use weft_core::overlay::{FabricTable, FastMap, FastSet, ForwarderStats};
 use weft_crypto::key::SessionKey;
+use weft_crypto::sleeve::Scheme;
 use weft_netdev::{SleeveShortcut, SyncTap};
 use weft_wire::PeerName;
 
@@ -218,6 +219,7 @@ struct SleeveKey {
     /// numbers again.
     conn: ConnId,
     key: SessionKey,
+    scheme: Scheme,
     /// We dialled the connection (the nonces' polarity).
     outbound: bool,
 }
@@ -240,16 +242,15 @@ impl FabricSnapshot {
             keys: names
                 .iter()
                 .filter_map(|&n| {
-                    let (conn, key, outbound) = mesh.sleeve_key(n)?;
+                    let (conn, key, scheme, outbound) = mesh.sleeve_key(n)?;
                     let key = key.clone();
-                    Some((
-                        n,
-                        SleeveKey {
-                            conn,
-                            key,
-                            outbound,
-                        },
-                    ))
+                    let k = SleeveKey {
+                        conn,
+                        key,
+                        scheme,
+                        outbound,
+                    };
+                    Some((n, k))
                 })
                 .collect(),
         }
