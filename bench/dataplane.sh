@@ -4,10 +4,11 @@
 #   (1) a reference measured in the same run: plain kernel VXLAN (Linux bridge + classic VXLAN
 #       device, learning, MTU 1376 like weft's fastdp) set up by hand with `ip`,
 #   (2) weft fastdp, (3) weft sleeve (--no-fastdp), (4) weft's Weave-compatible encrypted sleeve
-#   (--password), and (5) Weave Net 2.8.1's encrypted sleeve when WEAVE_REF_DIR holds a built
-#   weaver and nlshim (see ../shared/tools/weave-reference),
-# printed as ratios against the reference, plus (6) the routers' RSS sampled every 5 s during a
-# 60 s sleeve iperf3 run (start/max/end, growth > 10% is flagged).
+#   (--password, WEFT_SLEEVE_CRYPTO=nacl), (5) weft's own encrypted sleeve between weft peers
+#   (--password: AES-256-GCM), and (6) Weave Net 2.8.1's encrypted sleeve when WEAVE_REF_DIR
+#   holds a built weaver and nlshim (see ../shared/tools/weave-reference),
+# printed as ratios against the reference, plus (7) the routers' RSS sampled every 5 s during a
+# 60 s iperf3 run over weft's own encrypted sleeve (start/max/end, growth > 10% is flagged).
 # The set-ups are up at the same time and measured in turns (kernel, fastdp, sleeve, encrypted,
 # kernel, ...): RTT and throughput five times each, and each figure is the median
 # of its runs, so that a slow spell of the machine falls on all alike.
@@ -32,7 +33,8 @@ cargo build --release -q -p weft
 # Not "w...": lab_down removes every namespace whose name *starts with* its LAB, so the other
 # scripts' labs (wd = demo.sh, wt... = e2e.sh, wb... = mesh.sh, wl) must not be a prefix of ours.
 # One lab per set-up: dp<id>k (kernel), dp<id>f (fastdp), dp<id>s (sleeve), dp<id>e (encrypted
-# sleeve), dp<id>w (Weave Net's encrypted sleeve).
+# sleeve, Weave Net's scheme), dp<id>n (encrypted sleeve, weft's scheme), dp<id>w (Weave Net's
+# encrypted sleeve).
 BASE="dp$(printf '%04x' $((RANDOM % 65536)))"
 LAB="${BASE}k"; source scripts/lab.sh
 declare -A HOSTS=()
@@ -45,7 +47,7 @@ MY_PIDS=()
 cleanup() {
     local p l
     for p in "${MY_PIDS[@]}" "${MY_WEAVERS[@]}"; do kill "$p" 2>/dev/null || true; done
-    for l in k f s e w; do use_lab "$l"; lab_down; done
+    for l in k f s e n w; do use_lab "$l"; lab_down; done
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -129,8 +131,9 @@ weft_lab() {
 rss_kb() { awk '/^VmRSS/{print $2}' "/proc/$(cat "$LAB_DIR/h$1/run/weft.pid")/status"; }
 use_lab f; weft_lab fastdp
 use_lab s; weft_lab sleeve --no-fastdp
-use_lab e; weft_lab "encrypted   sleeve" --no-fastdp --password bench-s3cret
-LABS="k f s e"
+use_lab e; WEFT_SLEEVE_CRYPTO=nacl weft_lab "encrypted   sleeve" --no-fastdp --password bench-s3cret
+use_lab n; weft_lab "encrypted   sleeve" --no-fastdp --password bench-s3cret
+LABS="k f s e n"
 
 # --- 5. Weave Net's encrypted sleeve, when a built weaver is at hand --------------------------
 # start_weaver <host#> <flags...>: weaver on that host, from a fresh dir (its log: weaver.log).
@@ -159,11 +162,11 @@ if [ -x "${WEAVE_REF_DIR:-/nonexistent}/weaver" ] && [ -x "$WEAVE_REF_DIR/nlshim
     go_est() { ip netns exec "$(lab_ns 1)" curl -s http://127.0.0.1:6784/status/connections | grep -q "established encrypted"; }
     lab_wait 30 go_est || { echo "weaver: no encrypted connection" >&2; exit 1; }
     lab_wait 15 pings c1 10.2.1.2 || { echo "weaver: no ping" >&2; exit 1; }
-    LABS="k f s e w"
+    LABS="k f s e n w"
 fi
 
 # --- measurements, in turns ------------------------------------------------------------------
-declare -A IP=([k]=10.250.0.2 [f]=10.2.1.2 [s]=10.2.1.2 [e]=10.2.1.2 [w]=10.2.1.2)
+declare -A IP=([k]=10.250.0.2 [f]=10.2.1.2 [s]=10.2.1.2 [e]=10.2.1.2 [n]=10.2.1.2 [w]=10.2.1.2)
 declare -A RTTS=() BWS=()
 for r in 1 2 3 4 5; do
     for l in $LABS; do
@@ -181,6 +184,7 @@ done
     k_bw=$(median ${BWS[k]}); f_bw=$(median ${BWS[f]}); s_bw=$(median ${BWS[s]})
     k_rtt=$(median ${RTTS[k]}); f_rtt=$(median ${RTTS[f]}); s_rtt=$(median ${RTTS[s]})
     e_bw=$(median ${BWS[e]}); e_rtt=$(median ${RTTS[e]})
+    n_bw=$(median ${BWS[n]}); n_rtt=$(median ${RTTS[n]})
 }
 printf 'kernel vxlan: %.0f Mbit/s, rtt %.3f ms\n' "$k_bw" "$k_rtt"
 fb=$(ratio "$f_bw" "$k_bw"); fr=$(ratio "$f_rtt" "$k_rtt")
@@ -191,6 +195,9 @@ printf 'weft sleeve:  %.0f Mbit/s (%.2f x kernel) %s, rtt %.3f ms (%.2f x) %s\n'
     "$s_bw" "$sb" "$(verdict "$sb >= 0.40")" "$s_rtt" "$sr" "$(verdict "$sr <= 3")"
 printf 'weft encrypted sleeve (Weave-compatible): %.0f Mbit/s (%.2f x kernel, %.2f x weft sleeve), rtt %.3f ms (%.2f x)\n' \
     "$e_bw" "$(ratio "$e_bw" "$k_bw")" "$(ratio "$e_bw" "$s_bw")" "$e_rtt" "$(ratio "$e_rtt" "$k_rtt")"
+nk=$(ratio "$n_bw" "$k_bw"); ns=$(ratio "$n_bw" "$s_bw"); nr=$(ratio "$n_rtt" "$k_rtt")
+printf 'weft encrypted sleeve (weft peers, AES-256-GCM): %.0f Mbit/s (%.2f x kernel %s, %.2f x weft sleeve %s), rtt %.3f ms (%.2f x) %s\n' \
+    "$n_bw" "$nk" "$(verdict "$nk >= 0.35")" "$ns" "$(verdict "$ns >= 0.75")" "$n_rtt" "$nr" "$(verdict "$nr <= 3")"
 if [ -n "${BWS[w]:-}" ]; then
     # shellcheck disable=SC2086
     w_bw=$(median ${BWS[w]}); w_rtt=$(median ${RTTS[w]})
@@ -199,8 +206,8 @@ if [ -n "${BWS[w]:-}" ]; then
         "$w_bw" "$w_rtt" "$we" "$(verdict "$we >= 10")"
 fi
 
-# --- 4. router memory during a long sleeve run ---------------------------------------------
-use_lab s
+# --- 7. router memory during a long run over weft's own encrypted sleeve ---------------------
+use_lab n
 ip netns exec "${LAB}c2" timeout $((MEM_SECS + 30)) iperf3 -s -1 >/dev/null 2>&1 &
 spid=$!; MY_PIDS=("$spid")
 listening() { lab_in c2 ss -ltn | grep -q ':5201 '; }
@@ -227,7 +234,7 @@ mem_line() { # <host> <samples...>: "h1 6.1 -> 6.3 MB (max 6.4)"
 grew() { local first=$1 last=${*: -1}; ((last * 100 > first * 110)); }
 l1=$(mem_line h1 "${s1[@]}"); l2=$(mem_line h2 "${s2[@]}")
 if grew "${s1[@]}" || grew "${s2[@]}"; then g="GROWTH > 10% MISS"; else g="growth ok PASS"; fi
-printf 'sleeve %d s (%.0f Mbit/s): router RSS %s, %s; %s\n' "$MEM_SECS" "$m_bw" "$l1" "$l2" "$g"
+printf 'encrypted sleeve %d s (%.0f Mbit/s): router RSS %s, %s; %s\n' "$MEM_SECS" "$m_bw" "$l1" "$l2" "$g"
 echo "  samples (kB, every 5 s): h1 ${s1[*]}; h2 ${s2[*]}" >&2
 if [ -n "$NOISY" ]; then
     echo "warning: other labs (w* namespaces) were running during: $(tr ' ' '\n' <<<"$NOISY" | sort -u | xargs echo) — figures are noisy" >&2
