@@ -178,3 +178,43 @@ test_password_interop_with_weave_net() {
     refused4() { grep -q "error during handshake" "$LAB_DIR/h4/run/weft.log"; }
     lab_wait 20 refused4 || { dump_logs; fail "wrong password not refused by weaver"; }
 }
+
+# Many intros with a wrong password from one address: each costs a key agreement and fails on
+# the features frame; the accept throttle and the per-address intro limit bound what they cost.
+test_wrong_password_floods_are_bounded() {
+    lab_up 3
+    lab_weft 1 launch --nickname host1 --password "$PASSWORD" >/dev/null
+    lab_weft 2 launch --nickname host2 --password "$PASSWORD" "$(lab_ip 1)" >/dev/null
+    lab_wait 20 full_mesh_of 1 2 || { dump_logs; fail "no mesh"; }
+    # From host 3: 400 intros in at most 20 s, each the header, flag 1, a random public key and a
+    # sealed-looking features frame that cannot open; prints how many got that far.
+    ip netns exec "$(lab_ns 3)" timeout 60 python3 - "$(lab_ip 1)" <<'PY'
+import os, socket, struct, sys, time
+host, sent, end = sys.argv[1], 0, time.time() + 20
+for i in range(400):
+    if time.time() > end:
+        break
+    try:
+        s = socket.create_connection((host, 6783), timeout=2)
+        body = os.urandom(16 + 64)
+        s.sendall(b"weave\x02\x02\x01" + os.urandom(32) + struct.pack(">I", len(body)) + body)
+        s.settimeout(0.5)
+        try:
+            s.recv(4096)
+        except OSError:
+            pass
+        s.close()
+        sent += 1
+    except OSError:
+        pass
+print(sent)
+PY
+    router_holds_up 1 2 "after 400 wrong-password intros"
+    local failed; failed=$(metric 1 'weft_intros_failed_total')
+    [ "${failed:-0}" -ge 20 ] || fail "wrong-password intros not counted (${failed:-none})"
+    lab_wait 10 full_mesh_of 2 2 || fail "host2 lost the mesh"
+    # One log line per refused intro at most: the log cannot grow faster than the throttle.
+    local lines; lines=$(grep -c "error during handshake" "$LAB_DIR/h1/run/weft.log" || true)
+    [ "$lines" -le 400 ] || fail "$lines handshake error lines for 400 intros"
+}
+
