@@ -6,7 +6,7 @@
 #   (2) weft fastdp, (3) weft sleeve (--no-fastdp), (4) weft's Weave-compatible encrypted sleeve
 #   (--password, WEFT_SLEEVE_CRYPTO=nacl), (5) weft's own encrypted sleeve between weft peers
 #   (--password: AES-256-GCM), and (6) Weave Net 2.8.1's encrypted sleeve when WEAVE_REF_DIR
-#   holds a built weaver and nlshim (see ../shared/tools/weave-reference),
+#   holds a built weaver and nlshim (see ../shared/tools/weave-reference) and ethtool is there,
 # printed as ratios against the reference, plus (7) the routers' RSS sampled every 5 s during a
 # 60 s iperf3 run over weft's own encrypted sleeve (start/max/end, growth > 10% is flagged).
 # The set-ups are up at the same time and measured in turns (kernel, fastdp, sleeve, encrypted,
@@ -147,7 +147,8 @@ start_weaver() {
     MY_WEAVERS+=("$!")
 }
 MY_WEAVERS=()
-if [ -x "${WEAVE_REF_DIR:-/nonexistent}/weaver" ] && [ -x "$WEAVE_REF_DIR/nlshim" ]; then
+if [ -x "${WEAVE_REF_DIR:-/nonexistent}/weaver" ] && [ -x "$WEAVE_REF_DIR/nlshim" ] \
+    && command -v ethtool >/dev/null; then
     use_lab w
     lab_up 2
     start_weaver 1 --name 02:ac:00:00:00:01 --password bench-s3cret --ipalloc-range 10.32.0.0/12
@@ -158,6 +159,9 @@ if [ -x "${WEAVE_REF_DIR:-/nonexistent}/weaver" ] && [ -x "$WEAVE_REF_DIR/nlshim
         answers() { ip netns exec "$(lab_ns "$1")" curl -sf http://127.0.0.1:6784/status >/dev/null; }
         lab_wait 30 answers "$i" || { echo "weaver on host $i did not start" >&2; exit 1; }
         lab_weft "$i" attach "10.2.1.$i/24" "netns:${LAB}c$i" >/dev/null
+        # As `weave attach` does: Weave Net's sleeve takes no offloaded frames (with them its
+        # TCP stalls).
+        lab_in "c$i" ethtool -K ethwe tx off >/dev/null
     done
     go_est() { ip netns exec "$(lab_ns 1)" curl -s http://127.0.0.1:6784/status/connections | grep -q "established encrypted"; }
     lab_wait 30 go_est || { echo "weaver: no encrypted connection" >&2; exit 1; }
