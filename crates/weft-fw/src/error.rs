@@ -21,4 +21,7 @@ pub enum FwError {
         "invalid interface name {0:?}: want 1-15 bytes, no '/', '*', '\\\\', whitespace or NUL"
     )]
     InvalidInterface(String),
+    /// `iptables` (for Docker's `DOCKER-USER` chain) could not be started.
+    #[error("running {0}")]
+    Exec(String),
 }

@@ -30,14 +30,16 @@
 //! are not fastdp peers) always take effect, but weft's
 //! accepts cannot override a drop elsewhere — notably Docker's `FORWARD` policy `DROP`, which
 //! Weave's `WEAVE-EXPOSE` and `-i weave ! -o weave -j ACCEPT` rules existed to get past. On a
-//! host where another table drops weave's forwarded traffic, that table's owner has to allow it
-//! (for Docker: a rule in `DOCKER-USER`, which weft deliberately does not write). weft's own
+//! host where another table drops weave's forwarded traffic, that table's owner has to allow it:
+//! on a Docker host weft puts three tagged rules at the top of Docker's `DOCKER-USER` chain, the
+//! one place in another program's rules it writes ([`docker_user`]). weft's own
 //! chains keep policy `accept` so that weft never blocks anything but the traffic Weave blocked.
 //! See [`render`] for the priorities chosen.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod container;
+pub mod docker_user;
 mod error;
 mod model;
 mod nft;

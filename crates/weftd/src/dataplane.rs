@@ -337,8 +337,9 @@ impl<N: Netlink, F: Firewall> Dataplane<N, F> {
 
 impl Dataplane {
     /// `weft reset`: removes the links weft made (marked with [`LINK_ALIAS`], with weft's
-    /// names: the bridge, the TAP, the VXLAN devices), the container veths on that bridge, and
-    /// weft's nftables table. Links of the same names that weft did not make stay.
+    /// names: the bridge, the TAP, the VXLAN devices), the container veths on that bridge,
+    /// weft's nftables table and its rules in Docker's `DOCKER-USER` chain. Links of the same
+    /// names that weft did not make stay.
     pub async fn teardown() -> Result<(), DataplaneError> {
         let nl = Netdev::new().await?;
         let links = nl.links().await?;
@@ -369,9 +370,47 @@ impl Dataplane {
             let _ = nl.delete_link(l.index).await;
         }
         weft_fw::remove()?;
+        let ipt = weft_fw::docker_user::Iptables::default();
+        if let Err(e) = weft_fw::docker_user::remove(&ipt, BRIDGE) {
+            tracing::debug!("{}: {e}", weft_fw::docker_user::CHAIN);
+        }
         Ok(())
     }
+
+    /// Keeps weave traffic allowed through a Docker host's `FORWARD` policy: checks every
+    /// [`DOCKER_USER_CHECK`] (Docker may start, or restart, after the router) that weft's
+    /// rules head Docker's `DOCKER-USER` chain, if there is one (see
+    /// [`weft_fw::docker_user`]). `iptables` runs off the async threads.
+    pub fn spawn_docker_forward() {
+        tokio::spawn(async {
+            let mut had = false;
+            loop {
+                let r = tokio::task::spawn_blocking(|| {
+                    let ipt = weft_fw::docker_user::Iptables::default();
+                    weft_fw::docker_user::ensure(&ipt, BRIDGE)
+                })
+                .await;
+                match r {
+                    Ok(Ok(present)) => {
+                        if present && !had {
+                            tracing::info!(
+                                "Docker's FORWARD policy: weave traffic allowed by rules in {}",
+                                weft_fw::docker_user::CHAIN
+                            );
+                        }
+                        had = present;
+                    }
+                    Ok(Err(e)) => tracing::debug!("{}: {e}", weft_fw::docker_user::CHAIN),
+                    Err(e) => tracing::debug!("{}: {e}", weft_fw::docker_user::CHAIN),
+                }
+                tokio::time::sleep(DOCKER_USER_CHECK).await;
+            }
+        });
+    }
 }
+
+/// How often the rules in Docker's `DOCKER-USER` chain are checked.
+const DOCKER_USER_CHECK: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl<N, F> Dataplane<N, F> {
     /// The socket that sends fastdp heartbeat frames out of the VXLAN device, for the mesh

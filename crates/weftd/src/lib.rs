@@ -262,6 +262,7 @@ pub async fn run(cfg: RouterConfig) -> Result<(), StartError> {
             "Communication between peers is unencrypted."
         }
     );
+    dataplane::Dataplane::spawn_docker_forward();
     let info = Arc::new(RouterInfo {
         encryption: cfg.password.is_some(),
         trusted_subnets: cfg.trusted_subnets.iter().map(|c| c.to_string()).collect(),
