@@ -297,6 +297,9 @@ test_reset_removes_only_weft_links() {
     ! ip -n "$ns2" link show vxlan-6784 >/dev/null 2>&1 || fail "reset left vxlan-6784 on host 2"
 }
 
+# attach_c123: containers c1..c3 (made already) attached on hosts 1..3 at 10.2.1.N/24.
+attach_c123() { local i; for i in 1 2 3; do lab_weft "$i" attach "10.2.1.$i/24" "netns:${LAB}c$i" >/dev/null; done; }
+
 # have_weaver: true where a locally built Weave Net 2.8 router is available (WEAVE_REF_DIR
 # with weaver and nlshim; never in a clean CI); otherwise says the test is skipped.
 have_weaver() {
@@ -331,9 +334,7 @@ test_interop_with_weave_net() {
     # Data plane: containers on weft hosts and on the Weave Net host share one segment over
     # sleeve (weaver's own bridge; `weft attach` needs no weft router on that host).
     lab_container c1; lab_container c2; lab_container c3
-    lab_weft 1 attach 10.2.1.1/24 "netns:${LAB}c1" >/dev/null
-    lab_weft 2 attach 10.2.1.2/24 "netns:${LAB}c2" >/dev/null
-    lab_weft 3 attach 10.2.1.3/24 "netns:${LAB}c3" >/dev/null
+    attach_c123
     ping_ok c1 10.2.1.2
     ping_ok c2 10.2.1.3
     ping_ok c3 -s 1200 10.2.1.1

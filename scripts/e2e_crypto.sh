@@ -32,9 +32,6 @@ capture_stop() {
 # seen <file> <text>: the captured bytes contain <text>.
 seen() { grep -aqF -- "$2" "$1"; }
 
-# attach_c123: containers c1..c3 (made already) attached on hosts 1..3 at 10.2.1.N/24.
-attach_c123() { local i; for i in 1 2 3; do lab_weft "$i" attach "10.2.1.$i/24" "netns:${LAB}c$i" >/dev/null; done; }
-
 metric() { ip netns exec "$(lab_ns "$1")" curl -sf http://127.0.0.1:6782/metrics | grep -F "$2" | awk '{print $2}' | head -1 || true; }
 
 test_password_encrypts_what_crosses_the_underlay() {

@@ -21,8 +21,7 @@
 //! back. [`ensure`] checks and repairs them (Docker may start after weft, or restart);
 //! [`remove`] takes them away (`weft reset`).
 
-use std::ffi::OsString;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use crate::FwError;
 
@@ -56,15 +55,7 @@ impl Iptables {
     }
 
     fn run(&self, args: &[String]) -> Result<bool, FwError> {
-        let mut cmd = match &self.netns {
-            Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args([OsString::from("netns"), "exec".into(), ns.into()])
-                    .arg(&self.program);
-                c
-            }
-            None => Command::new(&self.program),
-        };
+        let mut cmd = crate::nft::command_in(self.netns.as_deref(), self.program.as_ref());
         // -w: wait for the xtables lock instead of failing while Docker holds it.
         let status = cmd
             .arg("-w")

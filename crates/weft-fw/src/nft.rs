@@ -132,15 +132,7 @@ impl Nft {
 
     /// Runs nft with `args`, feeding `input` as JSON on stdin; returns its stdout.
     fn run(&self, args: &[&str], input: Option<&Value>) -> Result<String, FwError> {
-        let mut cmd = match &self.netns {
-            Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args([OsString::from("netns"), "exec".into(), ns.into()])
-                    .arg(&self.program);
-                c
-            }
-            None => Command::new(&self.program),
-        };
+        let mut cmd = command_in(self.netns.as_deref(), self.program.as_os_str());
         cmd.args(args)
             .stdin(if input.is_some() {
                 Stdio::piped()
@@ -195,5 +187,18 @@ mod tests {
             err.to_string(),
             "nft not found: install the nftables package"
         );
+    }
+}
+
+/// `program`, run directly or, with `netns`, through `ip netns exec NAME`.
+pub(crate) fn command_in(netns: Option<&str>, program: &std::ffi::OsStr) -> Command {
+    match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args([OsString::from("netns"), "exec".into(), ns.into()])
+                .arg(program);
+            c
+        }
+        None => Command::new(program),
     }
 }
