@@ -3,7 +3,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use weft_netdev::Netdev;
+use weft_netdev::{LinkInfo, Netdev};
 use weft_types::Ipv4Cidr;
 
 use crate::announce::{announce, probe_in_use};
@@ -61,16 +61,10 @@ pub async fn attach(
     let mut created = None;
     if !has_if {
         let (host_end, peer_end) = veth_names(&c.id());
-        host.create_veth(&host_end, &peer_end, bridge.mtu).await?;
+        let (h, p) = bridge_veth(host, &bridge, &host_end, &peer_end).await?;
+        created = Some(h);
         let result = async {
-            let h = host.link(&host_end).await?.ok_or(AttachError::NoBridge)?;
-            created = Some(h.index);
-            let p = host.link(&peer_end).await?.ok_or(AttachError::NoBridge)?;
-            host.set_master(h.index, bridge.index).await?;
-            let _ = weft_netdev::set_sysctl(&format!("net/ipv6/conf/{host_end}/accept_ra"), "0");
             host.move_to_netns(p.index, &ns).await?;
-            host.set_up(h.index).await?;
-            host.set_hairpin(h.index, true).await?;
             let pe = peer_end.clone();
             in_container(&ns, move |nl| async move {
                 let l = nl.link(&pe).await?.ok_or(AttachError::NoBridge)?;
@@ -117,6 +111,35 @@ pub async fn attach(
     if result.is_err() {
         if let Some(i) = created {
             let _ = host.delete_link(i).await;
+        }
+    }
+    result
+}
+
+/// Creates the veth pair `host_end` ↔ `peer_end` with the bridge's MTU, puts `host_end` on the
+/// bridge (up, hairpin, no router advertisements taken) and leaves `peer_end` down in the host's
+/// namespace for the caller to hand to a container. Returns the host end's index and the peer
+/// end. On failure nothing is left behind.
+pub async fn bridge_veth(
+    host: &Netdev,
+    bridge: &LinkInfo,
+    host_end: &str,
+    peer_end: &str,
+) -> Result<(u32, LinkInfo), AttachError> {
+    host.create_veth(host_end, peer_end, bridge.mtu).await?;
+    let result = async {
+        let h = host.link(host_end).await?.ok_or(AttachError::NoBridge)?;
+        let p = host.link(peer_end).await?.ok_or(AttachError::NoBridge)?;
+        host.set_master(h.index, bridge.index).await?;
+        let _ = weft_netdev::set_sysctl(&format!("net/ipv6/conf/{host_end}/accept_ra"), "0");
+        host.set_up(h.index).await?;
+        host.set_hairpin(h.index, true).await?;
+        Ok((h.index, p))
+    }
+    .await;
+    if result.is_err() {
+        if let Ok(Some(l)) = host.link(host_end).await {
+            let _ = host.delete_link(l.index).await;
         }
     }
     result
