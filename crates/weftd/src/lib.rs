@@ -22,6 +22,7 @@ pub mod http;
 pub mod ipam;
 mod kernel;
 pub mod metrics;
+pub mod plugin;
 pub mod run_dir;
 mod sleeve;
 pub mod status;
@@ -88,6 +89,8 @@ pub struct RouterConfig {
     pub dns: Option<dns::DnsConfig>,
     /// Follow the Docker daemon's container events (`--no-docker` turns it off).
     pub docker: bool,
+    /// The legacy Docker network plugin; `None` with `--no-plugin`.
+    pub plugin: Option<plugin::PluginConfig>,
 }
 
 impl RouterConfig {
@@ -225,6 +228,10 @@ pub async fn run(cfg: RouterConfig) -> Result<(), StartError> {
         encryption: false,
         trusted_subnets: Vec::new(),
         interface: dataplane.interface(),
+        plugin_driver: cfg
+            .plugin
+            .as_ref()
+            .map(|_| plugin::GLOBAL_DRIVER.to_string()),
     });
     let mut links = channel_link::Links::default();
     let ipam_handle = match &cfg.ipam {
@@ -269,10 +276,15 @@ pub async fn run(cfg: RouterConfig) -> Result<(), StartError> {
         }
         None => None,
     };
+    let plugin = match cfg.plugin.clone() {
+        Some(p) => Some(plugin::Plugin::start(p, ipam_handle.clone(), cfg.docker)?),
+        None => None,
+    };
     if cfg.docker {
         docker_watch::spawn(docker_watch::Listeners {
             ipam: ipam_handle.clone(),
             dns: dns_handle.clone(),
+            plugin_networks: plugin.as_ref().map(|p| p.networks.clone()),
         });
     }
     let api = http::Api {
@@ -304,6 +316,9 @@ pub async fn run(cfg: RouterConfig) -> Result<(), StartError> {
     tokio::select! {
         () = driver.run(mesh, peers, cmd_rx) => {}
         () = shutdown_signal() => tracing::info!("=> shutting down"),
+    }
+    if let Some(p) = plugin {
+        p.stop().await;
     }
     Ok(())
 }
