@@ -4,8 +4,9 @@
 # host's plugin directory bound over /run/docker/plugins), the router beside it. The router
 # makes the network `weave`; `docker run --net=weave` gets an address from weft's IPAM on
 # ethwe0 (Docker numbers the prefix ethwe), reaches a container attached with `weft attach` on
-# host 2 by address and by name, and its names are in weftDNS; other networks can use the drivers; bad requests get Docker's
-# error answers; `weft stop` removes the network and the sockets and leaves no veths behind.
+# host 2 by address and by name, and its names are in weftDNS; other networks can use the
+# drivers; bad requests get Docker's error answers; a router killed and started again knows
+# the network; `weft stop` removes the network and the sockets and leaves no veths behind.
 # Names start with wpl. Skipped without dockerd unless WEFT_REQUIRE_DOCKER=1.
 
 source scripts/docker_lab.sh
@@ -57,10 +58,11 @@ test_plugin_docker_network() {
     lab_up 2
     plugin_dockerd_up 1
     lab_weft 1 launch --nickname host1 --ipalloc-init consensus=2 >/dev/null
-    lab_weft 2 launch --nickname host2 --ipalloc-init consensus=2 "$(lab_ip 1)" >/dev/null
+    # Host 2 has no Docker (DOCKER_HOST names host 1's daemon).
+    lab_weft 2 launch --nickname host2 --no-docker --ipalloc-init consensus=2 "$(lab_ip 1)" >/dev/null
     lab_wait 30 full_mesh_of 1 2 || { dump_logs; fail "no mesh"; }
     # The default network, once the plugin answers.
-    lab_wait 30 docker network inspect weave || { dump_logs; fail "no network weave"; }
+    lab_wait 30 docker network inspect weave || { grep plugin "$LAB_DIR/h1/run/weft.log" >&2 || true; fail "no network weave"; }
     expect_eq "$(docker network inspect -f '{{.Driver}} {{.IPAM.Driver}} {{range .IPAM.Config}}{{.Subnet}}{{end}} {{index .Options "works.weave.multicast"}}' weave)" \
         "weavemesh weavemesh 10.32.0.0/12 true" "network weave"
     local st; st=$(lab_weft 1 status)
@@ -101,8 +103,20 @@ test_plugin_docker_network() {
         '^\{"Err":"unrecognized value \\"x\\" for option works.weave.multicast"\} 500$' "bad option value"
     expect_match "$(plugin_call 1 weavemesh /NetworkDriver.Nope '{}')" ' 404$' "unknown endpoint"
     expect_match "$(plugin_call 1 weave /IpamDriver.RequestPool '{}')" ' 404$' "no IPAM on weave"
-    # The container goes, then the router: no veths left, no network, no sockets.
-    docker rm -f "${LAB}-x" >/dev/null
+    # A router killed and started again finds the network it did not see made: a container
+    # joining it gets the multicast route and its names.
+    local pid; pid=$(cat "$LAB_DIR/h1/run/weft.pid")
+    kill -9 "$pid"
+    lab_wait 10 exited "$pid" || fail "router did not die"
+    lab_weft 1 launch --nickname host1 --ipalloc-init consensus=2 "$(lab_ip 2)" >/dev/null
+    # shellcheck disable=SC2046
+    docker run -d --name "${LAB}-y" --net=weave $(lab_weft 1 dns-args) -h y.weave.local \
+        "$DOCKER_IMAGE" sleep 600 >/dev/null
+    local ipy; ipy=$(docker exec "${LAB}-y" ip -o -4 addr show ethwe0 | awk '{print $4}' | cut -d/ -f1)
+    expect_match "$(docker exec "${LAB}-y" ip route)" '^224\.0\.0\.0/4 dev ethwe0' "multicast route after restart"
+    lab_wait 10 looks_up 2 y "$ipy" || fail "y.weave.local not in weftDNS after restart"
+    # The containers go, then the router: no veths left, no network, no sockets.
+    docker rm -f "${LAB}-x" "${LAB}-y" >/dev/null
     no_veths() { ! ip -n "$(lab_ns 1)" -o link show | grep -q vethw[lg]; }
     lab_wait 10 no_veths || fail "veths left after the container went: $(ip -n "$(lab_ns 1)" -o link show | grep -o 'vethw[lg][^:@]*')"
     lab_weft 1 stop >/dev/null

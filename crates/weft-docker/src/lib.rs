@@ -68,6 +68,17 @@ pub struct ContainerNetwork {
     pub aliases: Vec<String>,
 }
 
+/// What weft needs of a network.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NetworkInfo {
+    /// Its ID.
+    pub id: String,
+    /// Its driver.
+    pub driver: String,
+    /// Its driver options.
+    pub options: Vec<(String, String)>,
+}
+
 /// A network to create: what [`Docker::ensure_network`] asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetworkSpec {
@@ -211,21 +222,32 @@ impl Docker {
             .map_err(|_| DockerError::Timeout(self.host.clone()))
     }
 
-    /// Creates the network `spec` describes unless one of that name exists; returns whether
-    /// it created it.
-    pub async fn ensure_network(&self, spec: &NetworkSpec) -> Result<bool, DockerError> {
+    /// The network named or identified by `name`; `None` if the daemon knows none.
+    pub async fn network(&self, name: &str) -> Result<Option<NetworkInfo>, DockerError> {
         let found = self
             .call(
                 self.api
-                    .inspect_network(&spec.name, None::<InspectNetworkOptions<String>>),
+                    .inspect_network(name, None::<InspectNetworkOptions<String>>),
             )
             .await?;
         match found {
-            Ok(_) => return Ok(false),
+            Ok(n) => Ok(Some(NetworkInfo {
+                id: n.id.unwrap_or_default(),
+                driver: n.driver.unwrap_or_default(),
+                options: n.options.unwrap_or_default().into_iter().collect(),
+            })),
             Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 404, ..
-            }) => {}
-            Err(e) => return Err(DockerError::Api(e.to_string())),
+            }) => Ok(None),
+            Err(e) => Err(DockerError::Api(e.to_string())),
+        }
+    }
+
+    /// Creates the network `spec` describes unless one of that name exists; returns whether
+    /// it created it.
+    pub async fn ensure_network(&self, spec: &NetworkSpec) -> Result<bool, DockerError> {
+        if self.network(&spec.name).await?.is_some() {
+            return Ok(false);
         }
         let create = CreateNetworkOptions {
             name: spec.name.clone(),

@@ -114,6 +114,33 @@ impl Networks {
     pub fn get(&self, id: &str) -> Option<NetworkInfo> {
         self.lock().get(id).copied()
     }
+
+    /// The network `id`, if it is ours; one Docker made before this router started (so never
+    /// told us of) is looked up in `docker` and remembered.
+    pub async fn find(
+        &self,
+        id: &str,
+        docker: Option<&weft_docker::Docker>,
+    ) -> Option<NetworkInfo> {
+        if let Some(n) = self.get(id) {
+            return Some(n);
+        }
+        let n = match docker?.network(id).await {
+            Ok(Some(n)) => n,
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::info!("[plugin] looking up network {id}: {e}");
+                return None;
+            }
+        };
+        if n.driver != super::GLOBAL_DRIVER && n.driver != super::MESH_DRIVER {
+            return None;
+        }
+        let info = options_info(n.options.iter().map(|(k, v)| (k.as_str(), v.clone())))
+            .unwrap_or_default();
+        self.lock().insert(n.id, info);
+        Some(info)
+    }
 }
 
 /// One socket's driver.
@@ -125,6 +152,8 @@ pub struct Driver {
     pub networks: Networks,
     /// The IPAM task (used by the `Local` driver), when IPAM is on.
     pub ipam: Option<crate::ipam::task::Handle>,
+    /// Whether Docker may be asked about networks made before the router started.
+    pub docker: bool,
 }
 
 /// The routes of one socket.
@@ -200,22 +229,16 @@ fn parse_bool(v: &str) -> Option<bool> {
     }
 }
 
-/// What `Options["com.docker.network.generic"]` asks of a network.
-fn network_info(options: &HashMap<String, Value>) -> Result<NetworkInfo, PluginError> {
+/// What a network's driver options (`key`, `value` as text) ask of it.
+fn options_info<'a>(
+    options: impl IntoIterator<Item = (&'a str, String)>,
+) -> Result<NetworkInfo, PluginError> {
     let mut info = NetworkInfo::default();
-    let Some(Value::Object(generic)) = options.get(GENERIC_OPTIONS) else {
-        return Ok(info);
-    };
-    for (key, value) in generic {
+    for (key, text) in options {
         if key != MULTICAST_OPTION {
             tracing::warn!("[plugin] unrecognized option: {}", weft_wire::bounded(key));
             continue;
         }
-        let text = match value {
-            Value::String(s) => s.clone(),
-            Value::Bool(b) => b.to_string(),
-            other => other.to_string(),
-        };
         // `--opt works.weave.multicast` alone turns it on.
         info.multicast = text.is_empty()
             || parse_bool(&text).ok_or_else(|| PluginError::Option {
@@ -223,6 +246,20 @@ fn network_info(options: &HashMap<String, Value>) -> Result<NetworkInfo, PluginE
             })?;
     }
     Ok(info)
+}
+
+/// What `Options["com.docker.network.generic"]` of `CreateNetwork` asks of a network.
+fn network_info(options: &HashMap<String, Value>) -> Result<NetworkInfo, PluginError> {
+    let Some(Value::Object(generic)) = options.get(GENERIC_OPTIONS) else {
+        return Ok(NetworkInfo::default());
+    };
+    options_info(generic.iter().map(|(k, v)| {
+        let text = match v {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        (k.as_str(), text)
+    }))
 }
 
 async fn create_network(State(d): State<Driver>, body: Result<Bytes, BytesRejection>) -> Answer {
@@ -298,7 +335,19 @@ async fn oper_info(body: Result<Bytes, BytesRejection>) -> Answer {
 
 async fn join(State(d): State<Driver>, body: Result<Bytes, BytesRejection>) -> Answer {
     let req: EndpointRequest = parse(body)?;
-    let multicast = d.networks.get(&req.network_id).is_some_and(|n| n.multicast);
+    // A network we were not told of: ask Docker (a client only then).
+    let docker = match d.networks.get(&req.network_id) {
+        None if d.docker => match weft_docker::Docker::from_env() {
+            Ok(c) => c.negotiate().await.ok(),
+            Err(_) => None,
+        },
+        _ => None,
+    };
+    let multicast = d
+        .networks
+        .find(&req.network_id, docker.as_ref())
+        .await
+        .is_some_and(|n| n.multicast);
     let mut answer = json!({
         "InterfaceName": {
             "SrcName": endpoint::guest_name(&req.endpoint_id),
@@ -325,6 +374,7 @@ mod tests {
             scope,
             networks: Networks::default(),
             ipam: None,
+            docker: false,
         }
     }
 

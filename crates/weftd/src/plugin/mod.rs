@@ -8,9 +8,9 @@
 //! it removes the network.
 //!
 //! `driver` holds the protocol, `ipam` the IPAM driver, `endpoint` the veths and `watch` the
-//! names of started containers. Left out: the v2 managed plugin, ARP settings and gratuitous
-//! ARPs for started containers, and asking Docker for the options of a network created before
-//! the router started (such a network's containers get no multicast route).
+//! names of started containers. A network Docker made before the router started (so never
+//! announced to it) is looked up in Docker when it is first met. Left out: the v2 managed
+//! plugin, ARP settings and gratuitous ARPs for started containers.
 
 pub mod driver;
 mod endpoint;
@@ -108,6 +108,7 @@ impl Plugin {
                 scope,
                 networks: networks.clone(),
                 ipam: ipam.clone(),
+                docker,
             });
             servers.push(tokio::spawn(serve(listener, routes)));
         }

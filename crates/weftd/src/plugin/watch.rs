@@ -51,9 +51,10 @@ pub(crate) async fn container_started(
         }
     };
     for net in &c.networks {
-        let (Some(ip), Some(_)) = (net.ip, networks.get(&net.network_id)) else {
+        let Some(ip) = net.ip else { continue };
+        if networks.find(&net.network_id, Some(docker)).await.is_none() {
             continue;
-        };
+        }
         for name in names(&c, &net.aliases, &dns.domain) {
             if let Err(e) = dns.add(c.id.clone(), ip, name.clone(), false).await {
                 tracing::info!("[plugin] registering {name} for {}: {e}", c.id);
