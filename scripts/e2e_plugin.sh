@@ -85,6 +85,9 @@ test_plugin_docker_network() {
     docker_ping() { docker exec "${LAB}-x" ping -c 1 -W 1 "$1" >/dev/null 2>&1; }
     lab_wait 20 docker_ping "$ip2" || { dump_logs; fail "x cannot reach c2 by address"; }
     lab_wait 10 docker_ping c2.weave.local || fail "x cannot reach c2 by name"
+    # Weave's neighbour settings, given when the container started.
+    tuned() { [ "$(docker exec "${LAB}-x" cat /proc/sys/net/ipv4/neigh/ethwe0/base_reachable_time)" = 5 ]; }
+    lab_wait 10 tuned || fail "ethwe0's neighbour settings"
     looks_up() { [ "$(lab_weft "$1" dns-lookup "$2")" = "$3" ]; }
     lab_wait 10 looks_up 2 x "$ipx" || fail "x.weave.local not in weftDNS: [$(lab_weft 2 dns-lookup x)]"
     lab_wait 10 looks_up 2 "${LAB}-x" "$ipx" || fail "the container's name not in weftDNS"

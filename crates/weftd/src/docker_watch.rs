@@ -33,8 +33,8 @@ pub struct Listeners {
 
 impl Listeners {
     async fn tell(&self, docker: &Docker, event: Event) {
-        if let (Some(n), Some(d), Event::Started(id)) = (&self.plugin_networks, &self.dns, &event) {
-            plugin::watch::container_started(docker, id, n, d).await;
+        if let (Some(n), Event::Started(id)) = (&self.plugin_networks, &event) {
+            plugin::watch::container_started(docker, id, n, self.dns.as_ref()).await;
         }
         if let Some(i) = &self.ipam {
             i.container_event(event.clone()).await;

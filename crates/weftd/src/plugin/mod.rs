@@ -10,7 +10,7 @@
 //! `driver` holds the protocol, `ipam` the IPAM driver, `endpoint` the veths and `watch` the
 //! names of started containers. A network Docker made before the router started (so never
 //! announced to it) is looked up in Docker when it is first met. Left out: the v2 managed
-//! plugin, ARP settings and gratuitous ARPs for started containers.
+//! plugin.
 
 pub mod driver;
 mod endpoint;

@@ -2,7 +2,9 @@
 //! `plugin/net/watcher.go`): with weftDNS on, it registers the container's names for its
 //! address on that network — `<Hostname>.<Domainname>` when that is in the DNS domain,
 //! `<container name>.<domain>`, and every network alias (in the domain as given, else with the
-//! domain added). The names go when the container dies, as for every container.
+//! domain added). The names go when the container dies, as for every container. It also gives
+//! the container's `ethwe*` interfaces Weave's neighbour settings and sends gratuitous ARPs
+//! for their addresses.
 
 use weft_docker::{ContainerInfo, Docker};
 
@@ -35,12 +37,13 @@ fn names(c: &ContainerInfo, aliases: &[String], domain: &str) -> Vec<String> {
     out
 }
 
-/// Registers the names of the started container `id` if it is on one of `networks`.
+/// For the started container `id`, if it is on one of `networks`: registers its names (with
+/// DNS on) and, on a thread of the blocking pool, announces its addresses.
 pub(crate) async fn container_started(
     docker: &Docker,
     id: &str,
     networks: &Networks,
-    dns: &dns::task::Handle,
+    dns: Option<&dns::task::Handle>,
 ) {
     let c = match docker.inspect(id).await {
         Ok(Some(c)) => c,
@@ -50,16 +53,28 @@ pub(crate) async fn container_started(
             return;
         }
     };
+    let mut ours = false;
     for net in &c.networks {
         let Some(ip) = net.ip else { continue };
         if networks.find(&net.network_id, Some(docker)).await.is_none() {
             continue;
         }
+        ours = true;
+        let Some(dns) = dns else { continue };
         for name in names(&c, &net.aliases, &dns.domain) {
             if let Err(e) = dns.add(c.id.clone(), ip, name.clone(), false).await {
                 tracing::info!("[plugin] registering {name} for {}: {e}", c.id);
             }
         }
+    }
+    if let (true, Some(pid)) = (ours, c.pid) {
+        // Neighbours that knew the address elsewhere learn where it is now.
+        tokio::task::spawn_blocking(move || {
+            let c = weft_attach::Container::Pid(pid);
+            if let Err(e) = weft_attach::announce_interfaces(&c, weft_attach::CONTAINER_IF) {
+                tracing::info!("[plugin] announcing the addresses of pid {pid}: {e}");
+            }
+        });
     }
 }
 
