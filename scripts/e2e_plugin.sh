@@ -6,7 +6,8 @@
 # ethwe0 (Docker numbers the prefix ethwe), reaches a container attached with `weft attach` on
 # host 2 by address and by name, and its names are in weftDNS; other networks can use the
 # drivers; bad requests get Docker's error answers; a router killed and started again knows
-# the network; `weft stop` removes the network and the sockets and leaves no veths behind.
+# the network; `weft stop` removes the network and the sockets and leaves no veths behind;
+# `weft reset` removes stale sockets.
 # Names start with wpl. Skipped without dockerd unless WEFT_REQUIRE_DOCKER=1.
 
 source scripts/docker_lab.sh
@@ -126,4 +127,9 @@ test_plugin_docker_network() {
     ! docker network inspect weave >/dev/null 2>&1 || fail "network weave still there after stop"
     [ ! -e "$LAB_DIR/h1/plugins/weave.sock" ] && [ ! -e "$LAB_DIR/h1/plugins/weavemesh.sock" ] \
         || fail "sockets left after stop"
+    # Sockets a dead plugin left behind go on reset (Docker would hang on them).
+    touch "$LAB_DIR/h1/plugins/weave.sock" "$LAB_DIR/h1/plugins/weavemesh.sock"
+    lab_weft 1 reset >/dev/null 2>&1 || true
+    [ ! -e "$LAB_DIR/h1/plugins/weave.sock" ] && [ ! -e "$LAB_DIR/h1/plugins/weavemesh.sock" ] \
+        || fail "stale sockets left after reset"
 }
