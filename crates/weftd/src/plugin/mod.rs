@@ -41,6 +41,8 @@ pub const MESH_DRIVER: &str = "weavemesh";
 pub const DEFAULT_NETWORK: &str = "weave";
 /// The network option that turns the multicast route on.
 pub const MULTICAST_OPTION: &str = "works.weave.multicast";
+/// Connections served at once per socket (Docker keeps a few).
+const MAX_CONNECTIONS: usize = 64;
 /// How often the default network is tried again while Docker is not there.
 const RETRY: Duration = Duration::from_secs(3);
 
@@ -102,8 +104,14 @@ impl Plugin {
         let mut servers = Vec::new();
         for (name, scope) in [(GLOBAL_DRIVER, Scope::Global), (MESH_DRIVER, Scope::Local)] {
             let path = cfg.socket(name);
-            let listener = UnixListener::bind(&path)
-                .map_err(|e| StartError::Bind(format!("plugin {}", path.display()), e))?;
+            let listener = match UnixListener::bind(&path) {
+                Ok(l) => l,
+                Err(e) => {
+                    servers.iter().for_each(JoinHandle::abort);
+                    cfg.remove_stale_sockets();
+                    return Err(StartError::Bind(format!("plugin {}", path.display()), e));
+                }
+            };
             let routes = driver::routes(driver::Driver {
                 scope,
                 networks: networks.clone(),
@@ -162,9 +170,14 @@ pub fn render_section(driver_name: &str) -> String {
     )
 }
 
-/// Serves HTTP/1.1 on `listener` with `routes`, a task per connection.
+/// Serves HTTP/1.1 on `listener` with `routes`, a task per connection, at most
+/// [`MAX_CONNECTIONS`] at once.
 async fn serve(listener: UnixListener, routes: Router) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
         let stream = match listener.accept().await {
             Ok((s, _)) => s,
             Err(e) => {
@@ -175,6 +188,7 @@ async fn serve(listener: UnixListener, routes: Router) {
         };
         let service = hyper_util::service::TowerToHyperService::new(routes.clone());
         tokio::spawn(async move {
+            let _slot = slot;
             let io = hyper_util::rt::TokioIo::new(stream);
             if let Err(e) = hyper::server::conn::http1::Builder::new()
                 .serve_connection(io, service)
