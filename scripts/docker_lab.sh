@@ -1,7 +1,8 @@
 # shellcheck shell=bash
 # A Docker daemon for the tests (sourced by scripts/e2e_docker.sh): docker_up starts dockerd on
 # the default socket if none answers (and docker_down stops only a daemon it started), and
-# imports the test image weft-busybox from the busybox-static binary (no registry is used).
+# imports the test image weft-busybox from the busybox-static binary (no registry is used);
+# docker_image does the import alone, for a daemon started elsewhere.
 
 DOCKER_IMAGE=weft-busybox
 DOCKERD_PID=
@@ -18,6 +19,11 @@ docker_up() {
         DOCKERD_PID=$!
         lab_wait 30 docker_answers || { tail -20 "/tmp/weft-dockerd-$$.log" >&2; return 1; }
     fi
+    docker_image
+}
+
+# docker_image: imports the test image into the daemon at DOCKER_HOST unless it has it.
+docker_image() {
     docker image inspect "$DOCKER_IMAGE" >/dev/null 2>&1 && return 0
     local d; d=$(mktemp -d)
     mkdir -p "$d/bin" "$d/etc"

@@ -50,12 +50,13 @@ lab_add_host() {
     return 0
 }
 
-# lab_weft <host#> <weft args...>: run a weft command "on" that host.
+# lab_weft <host#> <weft args...>: run a weft command "on" that host (its Docker plugin sockets
+# in a directory of its own, which only a dockerd started for that host sees).
 lab_weft() {
     local i=$1; shift
     ip netns exec "$(lab_ns "$i")" env \
         WEFT_STATE_DIR="$LAB_DIR/h$i/state" WEFT_RUN_DIR="$LAB_DIR/h$i/run" \
-        "$WEFT" "$@"
+        WEFT_PLUGINS_DIR="$LAB_DIR/h$i/plugins" "$WEFT" "$@"
 }
 
 # lab_container <name>: a "container" network namespace named $LAB<name> (attach it to a host

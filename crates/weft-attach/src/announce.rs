@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use weft_netdev::{Netdev, PacketSocket, ETH_P_ARP};
 
-use crate::{AttachError, CONTAINER_IF};
+use crate::AttachError;
 
 /// When the gratuitous ARPs go out, each delay after the one before.
 const GARP_SCHEDULE: [Duration; 3] = [
@@ -24,7 +24,7 @@ const CARRIER_WAIT: Duration = Duration::from_secs(2);
 /// How long duplicate address detection waits for an answer.
 const PROBE_WAIT: Duration = Duration::from_millis(250);
 
-/// Announces `addrs` on the container's weave interface (`index`, in `nl`'s namespace).
+/// Announces `addrs` on the container's weave interface `name` (`index`, in `nl`'s namespace).
 ///
 /// A neighbour that still maps a moved address to its old owner loses its packets until its
 /// cache probes again (seconds) unless our announcement reaches it. One sent as the new port
@@ -33,13 +33,14 @@ const PROBE_WAIT: Duration = Duration::from_millis(250);
 pub(crate) async fn announce(
     nl: &Netdev,
     index: u32,
+    name: &str,
     addrs: &[Ipv4Addr],
 ) -> Result<(), AttachError> {
-    wait_for_carrier(nl, index).await;
+    wait_for_carrier(nl, index, name).await;
     for delay in GARP_SCHEDULE {
         tokio::time::sleep(delay).await;
         for a in addrs {
-            weft_netdev::send_gratuitous_arp(CONTAINER_IF, *a)?;
+            weft_netdev::send_gratuitous_arp(name, *a)?;
         }
     }
     Ok(())
@@ -47,7 +48,7 @@ pub(crate) async fn announce(
 
 /// Polls until the link has carrier, or [`CARRIER_WAIT`] has passed (the gratuitous ARP is
 /// then sent anyway: better late than lost for certain).
-async fn wait_for_carrier(nl: &Netdev, index: u32) {
+async fn wait_for_carrier(nl: &Netdev, index: u32, name: &str) {
     let deadline = tokio::time::Instant::now() + CARRIER_WAIT;
     loop {
         if let Ok(Some(l)) = nl.link_by_index(index).await {
@@ -56,7 +57,7 @@ async fn wait_for_carrier(nl: &Netdev, index: u32) {
             }
         }
         if tokio::time::Instant::now() >= deadline {
-            tracing::info!("{CONTAINER_IF} has no carrier after {CARRIER_WAIT:?}");
+            tracing::info!("{name} has no carrier after {CARRIER_WAIT:?}");
             return;
         }
         tokio::time::sleep(Duration::from_millis(2)).await;

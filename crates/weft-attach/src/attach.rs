@@ -3,7 +3,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use weft_netdev::Netdev;
+use weft_netdev::{LinkInfo, Netdev};
 use weft_types::Ipv4Cidr;
 
 use crate::announce::{announce, probe_in_use};
@@ -61,16 +61,10 @@ pub async fn attach(
     let mut created = None;
     if !has_if {
         let (host_end, peer_end) = veth_names(&c.id());
-        host.create_veth(&host_end, &peer_end, bridge.mtu).await?;
+        let (h, p) = bridge_veth(host, &bridge, &host_end, &peer_end).await?;
+        created = Some(h);
         let result = async {
-            let h = host.link(&host_end).await?.ok_or(AttachError::NoBridge)?;
-            created = Some(h.index);
-            let p = host.link(&peer_end).await?.ok_or(AttachError::NoBridge)?;
-            host.set_master(h.index, bridge.index).await?;
-            let _ = weft_netdev::set_sysctl(&format!("net/ipv6/conf/{host_end}/accept_ra"), "0");
             host.move_to_netns(p.index, &ns).await?;
-            host.set_up(h.index).await?;
-            host.set_hairpin(h.index, true).await?;
             let pe = peer_end.clone();
             in_container(&ns, move |nl| async move {
                 let l = nl.link(&pe).await?.ok_or(AttachError::NoBridge)?;
@@ -89,14 +83,7 @@ pub async fn attach(
     let want = cidrs.to_vec();
     let result = in_container(&ns, move |nl| async move {
         let l = nl.link(CONTAINER_IF).await?.ok_or(AttachError::NoBridge)?;
-        for (k, v) in [
-            ("base_reachable_time", "5"),
-            ("delay_first_probe_time", "2"),
-            ("ucast_solicit", "1"),
-        ] {
-            let _ = weft_netdev::set_sysctl(&format!("net/ipv4/neigh/{CONTAINER_IF}/{k}"), v);
-        }
-        let _ = weft_netdev::set_sysctl(&format!("net/ipv6/conf/{CONTAINER_IF}/accept_ra"), "0");
+        tune_neighbours(CONTAINER_IF);
         let mut added = Vec::new();
         for c in &want {
             if nl
@@ -108,7 +95,7 @@ pub async fn attach(
         }
         set_multicast_rules(&v4_addrs(&nl, l.index).await?)?;
         nl.set_up(l.index).await?;
-        announce(&nl, l.index, &added).await?;
+        announce(&nl, l.index, CONTAINER_IF, &added).await?;
         if multicast_route {
             nl.add_multicast_route(l.index).await?;
         }
@@ -117,6 +104,74 @@ pub async fn attach(
     if result.is_err() {
         if let Some(i) = created {
             let _ = host.delete_link(i).await;
+        }
+    }
+    result
+}
+
+/// Weave's neighbour settings for a container's weave interface `name` (run in its
+/// namespace): a moved address is noticed within seconds.
+fn tune_neighbours(name: &str) {
+    for (k, v) in [
+        ("base_reachable_time", "5"),
+        ("delay_first_probe_time", "2"),
+        ("ucast_solicit", "1"),
+    ] {
+        let _ = weft_netdev::set_sysctl(&format!("net/ipv4/neigh/{name}/{k}"), v);
+    }
+    let _ = weft_netdev::set_sysctl(&format!("net/ipv6/conf/{name}/accept_ra"), "0");
+}
+
+/// For a container someone else connected to the weave network (Docker, through the network
+/// plugin): on each of its interfaces whose name starts with `prefix`, the neighbour settings
+/// `attach` gives `ethwe`, and gratuitous ARPs for its addresses. Returns the addresses
+/// announced. Blocks while it waits for carrier (at most a few seconds).
+pub fn announce_interfaces(c: &Container, prefix: &str) -> Result<Vec<Ipv4Addr>, AttachError> {
+    let ns = c.open()?;
+    let prefix = prefix.to_string();
+    in_container(&ns, move |nl| async move {
+        let mut announced = Vec::new();
+        for l in nl.links().await? {
+            if !l.name.starts_with(&prefix) {
+                continue;
+            }
+            tune_neighbours(&l.name);
+            let addrs: Vec<Ipv4Addr> = v4_addrs(&nl, l.index)
+                .await?
+                .iter()
+                .map(Ipv4Cidr::addr)
+                .collect();
+            announce(&nl, l.index, &l.name, &addrs).await?;
+            announced.extend(addrs);
+        }
+        Ok(announced)
+    })
+}
+
+/// Creates the veth pair `host_end` ↔ `peer_end` with the bridge's MTU, puts `host_end` on the
+/// bridge (up, hairpin, no router advertisements taken) and leaves `peer_end` down in the host's
+/// namespace for the caller to hand to a container. Returns the host end's index and the peer
+/// end. On failure nothing is left behind.
+pub async fn bridge_veth(
+    host: &Netdev,
+    bridge: &LinkInfo,
+    host_end: &str,
+    peer_end: &str,
+) -> Result<(u32, LinkInfo), AttachError> {
+    host.create_veth(host_end, peer_end, bridge.mtu).await?;
+    let result = async {
+        let h = host.link(host_end).await?.ok_or(AttachError::NoBridge)?;
+        let p = host.link(peer_end).await?.ok_or(AttachError::NoBridge)?;
+        host.set_master(h.index, bridge.index).await?;
+        let _ = weft_netdev::set_sysctl(&format!("net/ipv6/conf/{host_end}/accept_ra"), "0");
+        host.set_up(h.index).await?;
+        host.set_hairpin(h.index, true).await?;
+        Ok((h.index, p))
+    }
+    .await;
+    if result.is_err() {
+        if let Ok(Some(l)) = host.link(host_end).await {
+            let _ = host.delete_link(l.index).await;
         }
     }
     result

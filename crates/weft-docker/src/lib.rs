@@ -5,13 +5,16 @@
 //! The daemon is `DOCKER_HOST` (`unix:///path` or `tcp://host:port`), by default
 //! `unix:///var/run/docker.sock`, as the docker CLI finds it; the API version is negotiated,
 //! so older daemons (Debian's 20.10 speaks 1.41) work. [`blocking`] wraps the calls for the
-//! synchronous CLI.
+//! synchronous CLI. The router also makes and removes the default network of its Docker network
+//! plugin ([`Docker::ensure_network`], [`Docker::remove_network`]).
 
 use std::time::Duration;
 
 use std::collections::HashMap;
 
 use bollard::container::InspectContainerOptions;
+use bollard::models::{Ipam, IpamConfig};
+use bollard::network::{CreateNetworkOptions, InspectNetworkOptions};
 use bollard::system::EventsOptions;
 use futures_util::{Stream, StreamExt as _};
 
@@ -50,6 +53,45 @@ pub struct ContainerInfo {
     pub hostname: String,
     /// `Config.Domainname`.
     pub domainname: String,
+    /// The networks it is connected to (`NetworkSettings.Networks`).
+    pub networks: Vec<ContainerNetwork>,
+}
+
+/// One network a container is connected to.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ContainerNetwork {
+    /// The network's ID.
+    pub network_id: String,
+    /// Its IPv4 address on the network, if it has one.
+    pub ip: Option<std::net::Ipv4Addr>,
+    /// The container's aliases on the network.
+    pub aliases: Vec<String>,
+}
+
+/// What weft needs of a network.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NetworkInfo {
+    /// Its ID.
+    pub id: String,
+    /// Its driver.
+    pub driver: String,
+    /// Its driver options.
+    pub options: Vec<(String, String)>,
+}
+
+/// A network to create: what [`Docker::ensure_network`] asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkSpec {
+    /// The network's name.
+    pub name: String,
+    /// The network driver.
+    pub driver: String,
+    /// The IPAM driver.
+    pub ipam_driver: String,
+    /// The subnet, as CIDR text.
+    pub subnet: String,
+    /// Driver options.
+    pub options: Vec<(String, String)>,
 }
 
 impl ContainerInfo {
@@ -127,13 +169,12 @@ impl Docker {
     /// The container named or identified (full or unique prefix) by `name`; `None` if the
     /// daemon knows no such container.
     pub async fn inspect(&self, name: &str) -> Result<Option<ContainerInfo>, DockerError> {
-        let r = tokio::time::timeout(
-            CALL_TIMEOUT,
-            self.api
-                .inspect_container(name, None::<InspectContainerOptions>),
-        )
-        .await
-        .map_err(|_| DockerError::Timeout(self.host.clone()))?;
+        let r = self
+            .call(
+                self.api
+                    .inspect_container(name, None::<InspectContainerOptions>),
+            )
+            .await?;
         let c = match r {
             Ok(c) => c,
             Err(bollard::errors::Error::DockerResponseServerError {
@@ -158,7 +199,86 @@ impl Docker {
             running,
             hostname: config.hostname.unwrap_or_default(),
             domainname: config.domainname.unwrap_or_default(),
+            networks: c
+                .network_settings
+                .and_then(|n| n.networks)
+                .unwrap_or_default()
+                .into_values()
+                .map(|e| ContainerNetwork {
+                    network_id: e.network_id.unwrap_or_default(),
+                    ip: e.ip_address.and_then(|a| a.parse().ok()),
+                    aliases: e.aliases.unwrap_or_default(),
+                })
+                .collect(),
         }))
+    }
+
+    async fn call<T>(
+        &self,
+        f: impl std::future::Future<Output = Result<T, bollard::errors::Error>>,
+    ) -> Result<Result<T, bollard::errors::Error>, DockerError> {
+        tokio::time::timeout(CALL_TIMEOUT, f)
+            .await
+            .map_err(|_| DockerError::Timeout(self.host.clone()))
+    }
+
+    /// The network named or identified by `name`; `None` if the daemon knows none.
+    pub async fn network(&self, name: &str) -> Result<Option<NetworkInfo>, DockerError> {
+        let found = self
+            .call(
+                self.api
+                    .inspect_network(name, None::<InspectNetworkOptions<String>>),
+            )
+            .await?;
+        match found {
+            Ok(n) => Ok(Some(NetworkInfo {
+                id: n.id.unwrap_or_default(),
+                driver: n.driver.unwrap_or_default(),
+                options: n.options.unwrap_or_default().into_iter().collect(),
+            })),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(None),
+            Err(e) => Err(DockerError::Api(e.to_string())),
+        }
+    }
+
+    /// Creates the network `spec` describes unless one of that name exists; returns whether
+    /// it created it.
+    pub async fn ensure_network(&self, spec: &NetworkSpec) -> Result<bool, DockerError> {
+        if self.network(&spec.name).await?.is_some() {
+            return Ok(false);
+        }
+        let create = CreateNetworkOptions {
+            name: spec.name.clone(),
+            check_duplicate: true,
+            driver: spec.driver.clone(),
+            ipam: Ipam {
+                driver: Some(spec.ipam_driver.clone()),
+                config: Some(vec![IpamConfig {
+                    subnet: Some(spec.subnet.clone()),
+                    ..Default::default()
+                }]),
+                options: None,
+            },
+            options: spec.options.iter().cloned().collect(),
+            ..Default::default()
+        };
+        self.call(self.api.create_network(create))
+            .await?
+            .map_err(|e| DockerError::Api(e.to_string()))?;
+        Ok(true)
+    }
+
+    /// Removes the network `name`; returns whether there was one.
+    pub async fn remove_network(&self, name: &str) -> Result<bool, DockerError> {
+        match self.call(self.api.remove_network(name)).await? {
+            Ok(()) => Ok(true),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(false),
+            Err(e) => Err(DockerError::Api(e.to_string())),
+        }
     }
 }
 
@@ -233,6 +353,7 @@ mod tests {
             running: true,
             hostname: hostname.into(),
             domainname: domainname.into(),
+            networks: Vec::new(),
         }
     }
 

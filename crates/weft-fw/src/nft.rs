@@ -173,6 +173,19 @@ impl Nft {
     }
 }
 
+/// `program`, run directly or, with `netns`, through `ip netns exec NAME`.
+pub(crate) fn command_in(netns: Option<&str>, program: &std::ffi::OsStr) -> Command {
+    match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args([OsString::from("netns"), "exec".into(), ns.into()])
+                .arg(program);
+            c
+        }
+        None => Command::new(program),
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // In tests a panic is the failed assertion.
 mod tests {
@@ -187,18 +200,5 @@ mod tests {
             err.to_string(),
             "nft not found: install the nftables package"
         );
-    }
-}
-
-/// `program`, run directly or, with `netns`, through `ip netns exec NAME`.
-pub(crate) fn command_in(netns: Option<&str>, program: &std::ffi::OsStr) -> Command {
-    match netns {
-        Some(ns) => {
-            let mut c = Command::new("ip");
-            c.args([OsString::from("netns"), "exec".into(), ns.into()])
-                .arg(program);
-            c
-        }
-        None => Command::new(program),
     }
 }

@@ -57,6 +57,12 @@ struct RouterArgs {
     /// Never talk to a Docker daemon.
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set, default_value = "false")]
     no_docker: bool,
+    /// The legacy Docker network plugin (on unless `--no-plugin` or `--plugin=false`).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set, default_value = "true")]
+    plugin: bool,
+    /// No Docker network plugin.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set, default_value = "false")]
+    no_plugin: bool,
     /// Accepted for compatibility: weft never installs a restart policy.
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set, default_value = "false")]
     no_restart: bool,
@@ -303,6 +309,7 @@ pub(crate) fn router(args: &[String]) -> ExitCode {
         trusted_subnets,
         // For comparing the two schemes between weft peers; Weave Net peers always get theirs.
         sleeve_aead: std::env::var("WEFT_SLEEVE_CRYPTO").map_or(true, |v| v != "nacl"),
+        plugin: (a.plugin && !a.no_plugin).then(weftd::plugin::PluginConfig::from_env),
     };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -523,6 +530,7 @@ pub(crate) fn reset(args: &[String]) -> ExitCode {
     }
     let _ = client::delete(&http_addr(), "/peer");
     let code = stop();
+    weftd::plugin::PluginConfig::from_env().remove_stale_sockets();
     weftd::store::Store::remove_files(&state_dir());
     for f in ["weft.pid", "weft.log"] {
         let _ = std::fs::remove_file(run_dir().join(f));

@@ -45,7 +45,7 @@ weft launch        <same arguments as 'weft launch-router'>
                    [--host <ip_address>]
                    [--name <mac>] [--nickname <nickname>]
                    [--no-restart] [--resume] [--no-discovery] [--no-dns]
-                   [--conn-limit <n>] [--port <port>] [--no-docker]
+                   [--conn-limit <n>] [--port <port>] [--no-docker] [--no-plugin]
                    [--log-level debug|info|warning|error]
                    [--ipalloc-range <cidr> [--ipalloc-default-subnet <cidr>]]
                    [--ipalloc-init <mode> | --init-peer-count <n>]

@@ -3,6 +3,9 @@
 //! `die` handling) and its addresses after IPAM's grace period unless it starts again; one
 //! that is destroyed loses its addresses at once.
 //!
+//! A container that starts on a network of the Docker plugin gets its names registered in
+//! weftDNS (see `plugin::watch`).
+//!
 //! A daemon that is not there, or goes away, is looked for again every few seconds; nothing
 //! else waits for it.
 
@@ -11,7 +14,7 @@ use std::time::Duration;
 use futures_util::StreamExt as _;
 use weft_docker::{Docker, Event};
 
-use crate::{dns, ipam};
+use crate::{dns, ipam, plugin};
 
 /// How long to wait before looking for the daemon again.
 const RETRY: Duration = Duration::from_secs(3);
@@ -23,10 +26,16 @@ pub struct Listeners {
     pub ipam: Option<ipam::task::Handle>,
     /// The DNS task, when DNS is on.
     pub dns: Option<dns::task::Handle>,
+    /// The networks of the Docker plugin, when it runs: containers started on them get their
+    /// names registered.
+    pub plugin_networks: Option<plugin::Networks>,
 }
 
 impl Listeners {
-    async fn tell(&self, event: Event) {
+    async fn tell(&self, docker: &Docker, event: Event) {
+        if let (Some(n), Event::Started(id)) = (&self.plugin_networks, &event) {
+            plugin::watch::container_started(docker, id, n, self.dns.as_ref()).await;
+        }
         if let Some(i) = &self.ipam {
             i.container_event(event.clone()).await;
         }
@@ -61,7 +70,7 @@ async fn follow(listeners: &Listeners) -> Result<(), weft_docker::DockerError> {
     while let Some(e) = events.next().await {
         let e = e?;
         tracing::debug!("[docker] {e:?}");
-        listeners.tell(e).await;
+        listeners.tell(&docker, e).await;
     }
     Ok(())
 }

@@ -149,6 +149,9 @@ async fn get_status(State(api): State<Api>) -> Result<Response, RequestError> {
     if let Some(d) = api.dns_status().await? {
         body.push_str(&d.render_section());
     }
+    if let Some(p) = &api.info.plugin_driver {
+        body.push_str(&crate::plugin::render_section(p));
+    }
     Ok(text(StatusCode::OK, body))
 }
 

@@ -22,6 +22,7 @@ pub mod http;
 pub mod ipam;
 mod kernel;
 pub mod metrics;
+pub mod plugin;
 pub mod run_dir;
 mod sleeve;
 pub mod status;
@@ -96,6 +97,8 @@ pub struct RouterConfig {
     /// Offer weft's own sleeve encryption (AES-256-GCM) to weft peers; off
     /// (`WEFT_SLEEVE_CRYPTO=nacl`), every encrypted connection uses Weave Net's scheme.
     pub sleeve_aead: bool,
+    /// The legacy Docker network plugin; `None` with `--no-plugin`.
+    pub plugin: Option<plugin::PluginConfig>,
 }
 
 /// The mesh password. Never shown: its `Debug` says nothing of it, and it is wiped when the
@@ -267,6 +270,10 @@ pub async fn run(cfg: RouterConfig) -> Result<(), StartError> {
         encryption: cfg.password.is_some(),
         trusted_subnets: cfg.trusted_subnets.iter().map(|c| c.to_string()).collect(),
         interface: dataplane.interface(),
+        plugin_driver: cfg
+            .plugin
+            .as_ref()
+            .map(|_| plugin::GLOBAL_DRIVER.to_string()),
     });
     let mut links = channel_link::Links::default();
     let ipam_handle = match &cfg.ipam {
@@ -311,10 +318,15 @@ pub async fn run(cfg: RouterConfig) -> Result<(), StartError> {
         }
         None => None,
     };
+    let plugin = match cfg.plugin.clone() {
+        Some(p) => Some(plugin::Plugin::start(p, ipam_handle.clone(), cfg.docker)?),
+        None => None,
+    };
     if cfg.docker {
         docker_watch::spawn(docker_watch::Listeners {
             ipam: ipam_handle.clone(),
             dns: dns_handle.clone(),
+            plugin_networks: plugin.as_ref().map(|p| p.networks.clone()),
         });
     }
     let api = http::Api {
@@ -349,6 +361,9 @@ pub async fn run(cfg: RouterConfig) -> Result<(), StartError> {
     tokio::select! {
         () = driver.run(mesh, peers, cmd_rx) => {}
         () = shutdown_signal() => tracing::info!("=> shutting down"),
+    }
+    if let Some(p) = plugin {
+        p.stop().await;
     }
     Ok(())
 }

@@ -42,6 +42,24 @@ impl Handle {
         let _ = self.requests.send(Request::ContainerDied(id)).await;
     }
 
+    /// Registers `fqdn` for `container`'s address `addr`.
+    pub(crate) async fn add(
+        &self,
+        container: String,
+        addr: Ipv4Addr,
+        fqdn: String,
+        check_alive: bool,
+    ) -> Result<(), RequestError> {
+        self.ask(|reply| Request::Add {
+            container,
+            addr,
+            fqdn,
+            check_alive,
+            reply,
+        })
+        .await
+    }
+
     async fn ask<T>(
         &self,
         req: impl FnOnce(oneshot::Sender<T>) -> Request,
@@ -87,14 +105,7 @@ async fn add(
         return Ok(StatusCode::NO_CONTENT.into_response());
     };
     let check_alive = form_value(&q, &form, "check-alive") == Some("true");
-    dns.ask(|reply| Request::Add {
-        container,
-        addr,
-        fqdn,
-        check_alive,
-        reply,
-    })
-    .await?;
+    dns.add(container, addr, fqdn, check_alive).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

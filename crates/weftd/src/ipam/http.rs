@@ -50,6 +50,48 @@ impl Handle {
         let _ = self.requests.send(Request::Container(event)).await;
     }
 
+    /// Allocates an address in `subnet` for `ident` (`_`: filed under the address's text).
+    pub(crate) async fn allocate(
+        &self,
+        ident: String,
+        subnet: Ipv4Cidr,
+        check_alive: bool,
+    ) -> Result<Result<Ipv4Cidr, AllocError>, RequestError> {
+        self.ask(|reply| Request::Allocate {
+            ident,
+            subnet,
+            check_alive,
+            reply,
+        })
+        .await
+    }
+
+    /// Claims `cidr`'s address for `ident`.
+    pub(crate) async fn claim(
+        &self,
+        ident: String,
+        cidr: Ipv4Cidr,
+        check_alive: bool,
+        no_error_on_unknown: bool,
+    ) -> Result<Result<(), AllocError>, RequestError> {
+        self.ask(|reply| Request::Claim {
+            ident,
+            cidr,
+            check_alive,
+            no_error_on_unknown,
+            reply,
+        })
+        .await
+    }
+
+    /// Releases every address of `ident`.
+    pub(crate) async fn delete(
+        &self,
+        ident: String,
+    ) -> Result<Result<(), AllocError>, RequestError> {
+        self.ask(|reply| Request::Delete { ident, reply }).await
+    }
+
     async fn ask<T>(
         &self,
         req: impl FnOnce(oneshot::Sender<T>) -> Request,
@@ -86,15 +128,7 @@ async fn allocate(
     subnet: Ipv4Cidr,
     check_alive: bool,
 ) -> Result<Response, RequestError> {
-    allocated(
-        ipam.ask(|reply| Request::Allocate {
-            ident,
-            subnet,
-            check_alive,
-            reply,
-        })
-        .await?,
-    )
+    allocated(ipam.allocate(ident, subnet, check_alive).await?)
 }
 
 async fn allocate_default(
@@ -129,13 +163,7 @@ async fn claim(
     let check_alive = flag(&q, &body, "check-alive");
     let no_error_on_unknown = flag(&q, &body, "noErrorOnUnknown");
     let r = ipam
-        .ask(|reply| Request::Claim {
-            ident,
-            cidr,
-            check_alive,
-            no_error_on_unknown,
-            reply,
-        })
+        .claim(ident, cidr, check_alive, no_error_on_unknown)
         .await?;
     match r {
         Ok(()) => Ok(StatusCode::NO_CONTENT.into_response()),
@@ -210,9 +238,7 @@ async fn delete_all(
     State(ipam): State<Handle>,
     Path(ident): Path<String>,
 ) -> Result<Response, RequestError> {
-    ipam.ask(|reply| Request::Delete { ident, reply })
-        .await?
-        .map_err(alloc_err)?;
+    ipam.delete(ident).await?.map_err(alloc_err)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -1,0 +1,291 @@
+//! The legacy Docker network plugin (Weave Net's `--plugin`, on unless `--no-plugin`): two
+//! libnetwork remote drivers on unix sockets in Docker's plugin directory
+//! (`/run/docker/plugins`, or `WEFT_PLUGINS_DIR`) — `weave.sock` (driver `weave`, scope
+//! global, no IPAM) and `weavemesh.sock` (driver `weavemesh`, scope local, with weft's IPAM as
+//! IPAM driver). With a Docker daemon, the router makes sure the network `weave` exists
+//! (drivers `weavemesh`, the IPAM default subnet, multicast on) once its socket answers, and
+//! removes it again when it stops, before the sockets go, since Docker asks the plugin while
+//! it removes the network.
+//!
+//! `driver` holds the protocol, `ipam` the IPAM driver, `endpoint` the veths and `watch` the
+//! names of started containers. A network Docker made before the router started (so never
+//! announced to it) is looked up in Docker when it is first met. Left out: the v2 managed
+//! plugin.
+
+pub mod driver;
+mod endpoint;
+mod ipam;
+pub(crate) mod watch;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::UnixListener;
+use tokio::task::JoinHandle;
+use weft_types::Ipv4Cidr;
+
+use crate::StartError;
+pub use driver::{Networks, Scope};
+
+/// Where Docker looks for plugin sockets.
+pub const DEFAULT_DIR: &str = "/run/docker/plugins";
+/// The global driver's name (its socket's base name).
+pub const GLOBAL_DRIVER: &str = "weave";
+/// The local driver's name, also the IPAM driver's.
+pub const MESH_DRIVER: &str = "weavemesh";
+/// The network the router makes for `docker run --net=weave`.
+pub const DEFAULT_NETWORK: &str = "weave";
+/// The network option that turns the multicast route on.
+pub const MULTICAST_OPTION: &str = "works.weave.multicast";
+/// Connections served at once per socket (Docker keeps a few).
+const MAX_CONNECTIONS: usize = 64;
+/// How often the default network is tried again while Docker is not there.
+const RETRY: Duration = Duration::from_secs(3);
+
+/// Where the plugin listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginConfig {
+    /// The directory of the sockets.
+    pub dir: PathBuf,
+}
+
+impl PluginConfig {
+    /// `WEFT_PLUGINS_DIR`, else Docker's directory.
+    pub fn from_env() -> Self {
+        let dir = std::env::var_os("WEFT_PLUGINS_DIR")
+            .filter(|d| !d.is_empty())
+            .map_or_else(|| PathBuf::from(DEFAULT_DIR), PathBuf::from);
+        Self { dir }
+    }
+
+    /// The socket of a driver.
+    pub fn socket(&self, driver: &str) -> PathBuf {
+        self.dir.join(format!("{driver}.sock"))
+    }
+
+    /// Removes socket files a plugin that is not running left behind: Docker would hang
+    /// trying to reach them.
+    pub fn remove_stale_sockets(&self) {
+        for d in [GLOBAL_DRIVER, MESH_DRIVER] {
+            let _ = std::fs::remove_file(self.socket(d));
+        }
+    }
+}
+
+/// The running plugin.
+#[derive(Debug)]
+pub struct Plugin {
+    cfg: PluginConfig,
+    /// The networks of both drivers, for the container watcher.
+    pub networks: Networks,
+    servers: Vec<JoinHandle<()>>,
+    /// Whether the default network is known to exist (so stopping removes it).
+    ensured: Arc<AtomicBool>,
+    default_network: Option<JoinHandle<()>>,
+}
+
+impl Plugin {
+    /// Binds both sockets (removing stale ones first) and serves them; with `docker`, makes
+    /// sure the default network exists (in the background, once the socket answers).
+    pub fn start(
+        cfg: PluginConfig,
+        ipam: Option<crate::ipam::task::Handle>,
+        docker: bool,
+    ) -> Result<Self, StartError> {
+        std::fs::create_dir_all(&cfg.dir)
+            .map_err(|e| StartError::Bind(format!("plugin dir {}", cfg.dir.display()), e))?;
+        cfg.remove_stale_sockets();
+        let networks = Networks::default();
+        let default_subnet = ipam.as_ref().map(|h| h.default_subnet);
+        let mut servers = Vec::new();
+        for (name, scope) in [(GLOBAL_DRIVER, Scope::Global), (MESH_DRIVER, Scope::Local)] {
+            let path = cfg.socket(name);
+            let listener = match UnixListener::bind(&path) {
+                Ok(l) => l,
+                Err(e) => {
+                    servers.iter().for_each(JoinHandle::abort);
+                    cfg.remove_stale_sockets();
+                    return Err(StartError::Bind(format!("plugin {}", path.display()), e));
+                }
+            };
+            let routes = driver::routes(driver::Driver {
+                scope,
+                networks: networks.clone(),
+                ipam: ipam.clone(),
+                docker,
+            });
+            servers.push(tokio::spawn(serve(listener, routes)));
+        }
+        tracing::info!("[plugin] listening on {}", cfg.dir.display());
+        let ensured = Arc::new(AtomicBool::new(false));
+        let default_network = match default_subnet {
+            Some(subnet) if docker => Some(tokio::spawn(ensure_default_network(
+                cfg.socket(MESH_DRIVER),
+                subnet,
+                ensured.clone(),
+            ))),
+            _ => None,
+        };
+        Ok(Self {
+            cfg,
+            networks,
+            servers,
+            ensured,
+            default_network,
+        })
+    }
+
+    /// Removes the default network (while the sockets still answer Docker), then the
+    /// sockets.
+    pub async fn stop(self) {
+        if let Some(t) = &self.default_network {
+            t.abort();
+        }
+        if self.ensured.load(Ordering::SeqCst) {
+            let removed = async {
+                let docker = weft_docker::Docker::from_env()?.negotiate().await?;
+                docker.remove_network(DEFAULT_NETWORK).await
+            };
+            match removed.await {
+                Ok(_) => tracing::info!("[plugin] removed network {DEFAULT_NETWORK}"),
+                Err(e) => tracing::warn!("[plugin] removing network {DEFAULT_NETWORK}: {e}"),
+            }
+        }
+        for s in &self.servers {
+            s.abort();
+        }
+        self.cfg.remove_stale_sockets();
+    }
+}
+
+/// The `Service: plugin (legacy)` section of `weft status`.
+pub fn render_section(driver_name: &str) -> String {
+    format!(
+        "\n{:>15}: plugin (legacy)\n{:>15}: {driver_name}\n",
+        "Service", "DriverName"
+    )
+}
+
+/// Serves HTTP/1.1 on `listener` with `routes`, a task per connection, at most
+/// [`MAX_CONNECTIONS`] at once.
+async fn serve(listener: UnixListener, routes: Router) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let stream = match listener.accept().await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                tracing::warn!("[plugin] accept: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let service = hyper_util::service::TowerToHyperService::new(routes.clone());
+        tokio::spawn(async move {
+            let _slot = slot;
+            let io = hyper_util::rt::TokioIo::new(stream);
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, service)
+                .await
+            {
+                tracing::debug!("[plugin] connection: {e}");
+            }
+        });
+    }
+}
+
+/// Whether the plugin at `path` answers `/Plugin.Activate`.
+async fn answers(path: &Path) -> bool {
+    let exchange = async {
+        let mut s = tokio::net::UnixStream::connect(path).await?;
+        s.write_all(
+            b"POST /Plugin.Activate HTTP/1.1\r\nHost: plugin\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        )
+        .await?;
+        let mut reply = Vec::new();
+        s.read_to_end(&mut reply).await?;
+        Ok::<_, std::io::Error>(reply.starts_with(b"HTTP/1.1 200"))
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), exchange).await,
+        Ok(Ok(true))
+    )
+}
+
+/// Makes sure the network `weave` exists once our socket answers and Docker does; waits for
+/// both as long as it takes, but tries to create the network only once (Docker itself spends
+/// about 15 s looking for a driver it cannot find).
+async fn ensure_default_network(socket: PathBuf, subnet: Ipv4Cidr, ensured: Arc<AtomicBool>) {
+    let spec = weft_docker::NetworkSpec {
+        name: DEFAULT_NETWORK.into(),
+        driver: MESH_DRIVER.into(),
+        ipam_driver: MESH_DRIVER.into(),
+        subnet: subnet.to_string(),
+        options: vec![(MULTICAST_OPTION.into(), "true".into())],
+    };
+    let mut said = false;
+    let docker = loop {
+        if answers(&socket).await {
+            match weft_docker::Docker::from_env() {
+                Ok(d) => match d.negotiate().await {
+                    Ok(d) => break d,
+                    Err(e) if !said => {
+                        tracing::info!(
+                            "[plugin] network {DEFAULT_NETWORK}: {e}; waiting for Docker"
+                        );
+                        said = true;
+                    }
+                    Err(_) => {}
+                },
+                Err(e) => {
+                    tracing::warn!("[plugin] network {DEFAULT_NETWORK}: {e}");
+                    return;
+                }
+            }
+        }
+        tokio::time::sleep(RETRY).await;
+    };
+    match docker.ensure_network(&spec).await {
+        Ok(created) => {
+            ensured.store(true, Ordering::SeqCst);
+            let what = if created { "created" } else { "found" };
+            tracing::info!("[plugin] {what} network {DEFAULT_NETWORK} ({subnet})");
+        }
+        Err(e) => tracing::warn!("[plugin] cannot create network {DEFAULT_NETWORK}: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_section() {
+        assert_eq!(
+            render_section("weave"),
+            "\n        Service: plugin (legacy)\n     DriverName: weave\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn serves_both_sockets_and_removes_them() {
+        let dir = std::env::temp_dir().join(format!("weft-plugin-test-{}", std::process::id()));
+        let cfg = PluginConfig { dir: dir.clone() };
+        // A stale file is replaced.
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(cfg.socket(MESH_DRIVER), b"").unwrap();
+        let p = Plugin::start(cfg.clone(), None, false).unwrap();
+        assert!(answers(&cfg.socket(MESH_DRIVER)).await);
+        assert!(answers(&cfg.socket(GLOBAL_DRIVER)).await);
+        p.stop().await;
+        assert!(!cfg.socket(MESH_DRIVER).exists());
+        assert!(!cfg.socket(GLOBAL_DRIVER).exists());
+        let _ = std::fs::remove_dir(&dir);
+    }
+}
