@@ -44,9 +44,11 @@ use_lab() {
     LAB="$BASE$1"; LAB_DIR="/tmp/$LAB-lab"; LAB_HOSTS=${HOSTS[$LAB]:-0}
 }
 MY_PIDS=()
+MY_WEAVERS=()
 cleanup() {
     local p l
-    for p in "${MY_PIDS[@]}" "${MY_WEAVERS[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${MY_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${MY_WEAVERS[@]}"; do kill_tree "$p"; done
     for l in k f s e n w; do use_lab "$l"; lab_down; done
 }
 trap cleanup EXIT
@@ -146,7 +148,6 @@ start_weaver() {
         --status-addr 127.0.0.1:6782 --docker-api '' --db-prefix "$d/weave" "$@" ) >"$d/weaver.log" 2>&1 &
     MY_WEAVERS+=("$!")
 }
-MY_WEAVERS=()
 if [ -x "${WEAVE_REF_DIR:-/nonexistent}/weaver" ] && [ -x "$WEAVE_REF_DIR/nlshim" ] \
     && command -v ethtool >/dev/null; then
     use_lab w

@@ -318,7 +318,7 @@ start_weaver() {
         --http-addr 127.0.0.1:6784 --status-addr 127.0.0.1:6782 --docker-api '' \
         --db-prefix "$d/weave" "$@" ) >"$d/weaver.log" 2>&1 &
     echo $! >"$d/pid"
-    trap 'kill -9 $(cat '"$d"'/pid) 2>/dev/null; lab_down' EXIT
+    trap 'kill_tree $(cat '"$d"'/pid); lab_down' EXIT
 }
 
 test_interop_with_weave_net() {

@@ -124,6 +124,15 @@ lab_wait() {
     done
 }
 
+# kill_tree <pid>: SIGKILLs a process started by the caller and everything it started (its
+# children first found, then it), by PID: `ip netns exec` forks, so killing the PID a background
+# job got would leave what it ran.
+kill_tree() {
+    local c
+    for c in $(ps -o pid= --ppid "$1" 2>/dev/null); do kill_tree "$c"; done
+    kill -9 "$1" 2>/dev/null || true
+}
+
 lab_down() {
     local i pid ns
     for ((i = 1; i <= LAB_HOSTS; i++)); do
