@@ -164,8 +164,10 @@ impl AeadSealer {
 /// Opens the datagrams the remote of a connection sends on both paths, refusing replays.
 pub struct AeadOpener {
     prk: Prk,
-    /// Keys of the newest epoch accepted and of the one before it, newest first.
-    keys: [(u32, LessSafeKey); 2],
+    /// The newest epoch accepted and its key.
+    newest: (u32, LessSafeKey),
+    /// The key of the epoch before it, once there is one.
+    previous: Option<LessSafeKey>,
     data: ReplayWindow,
     mesh: ReplayWindow,
 }
@@ -173,7 +175,7 @@ pub struct AeadOpener {
 impl std::fmt::Debug for AeadOpener {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AeadOpener")
-            .field("epoch", &self.keys[0].0)
+            .field("epoch", &self.newest.0)
             .finish_non_exhaustive()
     }
 }
@@ -183,10 +185,10 @@ impl AeadOpener {
     pub fn new(key: &SessionKey, outbound: bool) -> Self {
         let prk = Prk::new(key, !outbound);
         let k0 = prk.epoch_key(0);
-        let k1 = prk.epoch_key(0);
         Self {
             prk,
-            keys: [(0, k0), (0, k1)],
+            newest: (0, k0),
+            previous: None,
             data: ReplayWindow::default(),
             mesh: ReplayWindow::default(),
         }
@@ -207,15 +209,15 @@ impl AeadOpener {
         let seq = field & !PATH_BIT;
         // Lossless: below 2^63.
         let epoch = (seq >> 32) as u32;
-        let newest = self.keys[0].0;
-        let derived;
+        let newest = self.newest.0;
+        // The next epoch's key, derived here and kept only if the datagram is genuine.
+        let mut next = None;
         let key = if epoch == newest {
-            &self.keys[0].1
+            &self.newest.1
         } else if epoch.checked_add(1) == Some(newest) {
-            &self.keys[1].1
+            self.previous.as_ref().ok_or(OpenError::Decrypt)?
         } else if newest.checked_add(1) == Some(epoch) {
-            derived = self.prk.epoch_key(epoch);
-            &derived
+            next.insert(self.prk.epoch_key(epoch))
         } else {
             return Err(OpenError::Decrypt);
         };
@@ -237,10 +239,9 @@ impl AeadOpener {
         if !window.accept(seq) {
             return Err(OpenError::Replayed(seq));
         }
-        if epoch != newest && newest.checked_add(1) == Some(epoch) {
-            let next = self.prk.epoch_key(epoch);
-            let prev = std::mem::replace(&mut self.keys[0], (epoch, next));
-            self.keys[1] = prev;
+        if let Some(key) = next {
+            let (_, prev) = std::mem::replace(&mut self.newest, (epoch, key));
+            self.previous = Some(prev);
         }
         let plain = len - OVERHEAD - SENDER_LEN;
         datagram.copy_within(..SENDER_LEN, OVERHEAD);
@@ -343,6 +344,6 @@ mod tests {
         tx.set_next_seq(3 << 32);
         let far = sealed(&mut tx, b"d");
         assert_eq!(rx.open_datagram(&mut far.clone()), Err(OpenError::Decrypt));
-        assert_eq!(rx.keys[0].0, 1);
+        assert_eq!(rx.newest.0, 1);
     }
 }

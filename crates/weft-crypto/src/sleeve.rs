@@ -116,13 +116,6 @@ impl SleeveSealer {
         Ok(())
     }
 
-    /// Appends the sealed form of a plain datagram (`sender[6] || records`) to `out`: the
-    /// sender name, the [`OVERHEAD`] bytes of sequence field and tag, the encrypted records.
-    /// On error `out` is as it was.
-    pub fn seal_to(&mut self, plain: &[u8], out: &mut Vec<u8>) -> Result<(), SealError> {
-        append_sealed(plain, out, |d| self.seal_in_place(d))
-    }
-
     /// The sequence number the next datagram gets.
     pub fn next_seq(&self) -> u64 {
         self.seq
@@ -442,7 +435,7 @@ mod tests {
 
     #[test]
     fn whole_datagrams_seal_and_open() {
-        let mut tx = SleeveSealer::new(key(), false, true);
+        let mut tx = Sealer::new(Scheme::Weave, &key(), false, true);
         let mut rx = SleeveOpener::new(key(), true);
         let mut plain = SENDER.to_vec();
         plain.extend_from_slice(b"frame records");

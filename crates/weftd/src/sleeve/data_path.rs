@@ -63,9 +63,8 @@ pub(super) struct DataPath<T, U> {
     version: u64,
     forwarder: Forwarder,
     out: Vec<u8>,
-    dropped_unknown_sender: u64,
-    dropped_undecryptable: u64,
-    dropped_replayed: u64,
+    /// What it dropped itself (the forwarder's counters join them when published).
+    stats: PathStats,
     /// Encrypted connections' sealer (non-DF path) and opener, by peer.
     crypto: FastMap<PeerName, PeerCrypto>,
     /// Sealed datagrams on their way out.
@@ -130,9 +129,7 @@ impl<T: SleeveTap, U: SleeveSocket> DataPath<T, U> {
             version: u64::MAX,
             forwarder: Forwarder::new(),
             out: Vec::with_capacity(65536),
-            dropped_unknown_sender: 0,
-            dropped_undecryptable: 0,
-            dropped_replayed: 0,
+            stats: PathStats::default(),
             crypto: FastMap::default(),
             sealed: Vec::new(),
             coalescer: Coalescer::new(),
@@ -255,12 +252,8 @@ impl<T: SleeveTap, U: SleeveSocket> DataPath<T, U> {
         self.end_of_receive();
         if got {
             // Counters move only with traffic.
-            *lock(&self.shared.stats) = PathStats {
-                forwarder: self.forwarder.stats(),
-                dropped_unknown_sender: self.dropped_unknown_sender,
-                dropped_undecryptable: self.dropped_undecryptable,
-                dropped_replayed: self.dropped_replayed,
-            };
+            self.stats.forwarder = self.forwarder.stats();
+            *lock(&self.shared.stats) = self.stats;
         }
         got
     }
@@ -485,7 +478,7 @@ impl<T: SleeveTap, U: SleeveSocket> DataPath<T, U> {
             .and_then(PeerName::from_bytes)
             .filter(|p| self.fabric.connected.contains(p))
         else {
-            self.dropped_unknown_sender += 1;
+            self.stats.dropped_unknown_sender += 1;
             return;
         };
         // An encrypted connection's datagrams are opened first (heartbeats too, which may
@@ -495,16 +488,16 @@ impl<T: SleeveTap, U: SleeveSocket> DataPath<T, U> {
             Some(c) => match c.opener.open_datagram(d) {
                 Ok(plain) => plain,
                 Err(OpenError::Replayed(_)) => {
-                    self.dropped_replayed += 1;
+                    self.stats.dropped_replayed += 1;
                     return;
                 }
                 Err(e) => {
-                    self.dropped_undecryptable += 1;
+                    self.stats.dropped_undecryptable += 1;
                     // One line per power of two: forgeries cannot fill the log.
-                    if self.dropped_undecryptable.is_power_of_two() {
+                    if self.stats.dropped_undecryptable.is_power_of_two() {
                         tracing::info!(
                             "datagram from {sender} ({from}): {e} ({} so far)",
-                            self.dropped_undecryptable
+                            self.stats.dropped_undecryptable
                         );
                     }
                     return;
