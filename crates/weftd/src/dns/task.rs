@@ -299,7 +299,8 @@ impl Task {
                     Err(e) => tracing::info!("[dns] {e}"),
                 }
                 self.persist();
-                self.dirty = true;
+                // Published before the reply: a lookup right after `dns-add` sees the name.
+                self.publish();
                 let _ = reply.send(());
             }
             Request::Delete {
@@ -313,7 +314,7 @@ impl Task {
                     .tombstone(container.as_deref(), addr, fqdn.as_deref(), now);
                 sends.extend(gone.as_ref().map(channel::broadcast));
                 self.persist();
-                self.dirty = true;
+                self.publish();
                 let _ = reply.send(());
             }
             Request::ContainerDied(id) => {
