@@ -66,6 +66,16 @@ impl PeerView {
     }
 }
 
+/// The mesh's newest view when it changed since the task last looked. A task applies it
+/// before a channel message: the mesh publishes a view before it delivers a message, but the
+/// task's `select!` may take the message first.
+pub fn newer_view(peers: &mut watch::Receiver<PeerView>) -> Option<PeerView> {
+    match peers.has_changed() {
+        Ok(true) => Some(peers.borrow_and_update().clone()),
+        _ => None,
+    }
+}
+
 /// What a channel owner's task asks of the mesh task.
 #[derive(Debug)]
 pub enum TaskOut {
@@ -119,7 +129,7 @@ pub struct InboxRx {
     bytes: Arc<AtomicUsize>,
 }
 
-fn inbox() -> (Inbox, InboxRx) {
+pub(crate) fn inbox() -> (Inbox, InboxRx) {
     let (tx, rx) = mpsc::channel(MAX_QUEUED_MESSAGES);
     let bytes = Arc::new(AtomicUsize::new(0));
     (

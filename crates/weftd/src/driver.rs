@@ -205,7 +205,7 @@ impl Driver {
         loop {
             let now = Instant::now();
             while let Some(ev) = mesh.poll_event(now) {
-                ctx.act(ev, &mut mesh, &links, now);
+                ctx.act(ev, &mut mesh, &mut links, now);
             }
             ctx.sleeve.publish(&mut mesh);
             links.publish(&mut mesh);
@@ -321,7 +321,7 @@ impl Lookups {
 }
 
 impl Ctx {
-    fn act(&mut self, ev: MeshEvent, mesh: &mut Mesh, links: &Links, now: Instant) {
+    fn act(&mut self, ev: MeshEvent, mesh: &mut Mesh, links: &mut Links, now: Instant) {
         match ev {
             MeshEvent::Dial {
                 addr,
@@ -387,7 +387,12 @@ impl Ctx {
                 channel,
                 message,
                 conn,
-            } => links.deliver(channel, message, conn),
+            } => {
+                // The topology this message came after reaches the tasks first, so an owner
+                // never drops entries of a peer its view does not know yet.
+                links.publish(mesh);
+                links.deliver(channel, message, conn);
+            }
         }
     }
 

@@ -26,7 +26,9 @@ use super::persist::{self, Registration};
 use super::udp::{lock, servers, Published, Server, SharedUpstreams, PUBLISH_EVERY};
 use super::upstream::{self, Limiter, Upstreams};
 use super::DnsConfig;
-use crate::channel_link::{container_alive, unix_now, InboxRx, PeerView, TaskLink, TaskOut};
+use crate::channel_link::{
+    container_alive, newer_view, unix_now, InboxRx, PeerView, TaskLink, TaskOut,
+};
 use crate::store::Store;
 
 /// Requests waiting for the task; more wait in their senders.
@@ -229,8 +231,12 @@ impl Task {
                 msg = messages.recv() => match msg {
                     Some(d) => {
                         self.dirty = true;
+                        let mut sends = newer_view(&mut peers).map(|v| self.on_peers(v)).unwrap_or_default();
                         match channel::handle_message(&mut self.zone, d.message, unix_now()) {
-                            Ok(sends) => sends,
+                            Ok(more) => {
+                                sends.extend(more);
+                                sends
+                            }
                             Err(e) => {
                                 tracing::warn!("[dns] {e}");
                                 if let Some(conn) = d.conn {
@@ -239,7 +245,7 @@ impl Task {
                                         return;
                                     }
                                 }
-                                Vec::new()
+                                sends
                             }
                         }
                     }
@@ -458,5 +464,77 @@ pub(crate) async fn tcp_answer(handle: &Handle, query: Vec<u8>) -> Option<Vec<u8
                 .await
                 .or_else(|| server_failure(&query))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channel_link::inbox;
+    use crate::store::Check;
+    use weft_core::mesh::ChannelMessage;
+
+    const US: PeerName = PeerName(0xa);
+    const B: PeerName = PeerName(0xb);
+
+    /// A view and a message from a peer it newly knows arrive together: however the task's
+    /// `select!` picks, the message meets the view, so the peer's entries are kept.
+    #[tokio::test]
+    async fn a_message_never_meets_an_older_view() {
+        let dir = std::env::temp_dir().join(format!("weft-dns-task-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Arc::new(Store::open(&dir, &Check::command("/bin/false", &[])).unwrap());
+        let cfg = DnsConfig {
+            domain: "weave.local.".into(),
+            listen: None,
+            ttl: 1,
+            fallback_timeout: Duration::from_secs(1),
+            resolv_conf: dir.join("resolv.conf"),
+        };
+        let mut theirs = Zone::new(ZoneConfig::new(B));
+        let addr = Ipv4Addr::new(10, 2, 9, 3);
+        theirs
+            .add("web.weave.local.", "c9", addr, unix_now())
+            .unwrap();
+        let payload = channel::periodic_gossip(&theirs, unix_now());
+        for round in 0..16 {
+            let (inbox_tx, messages) = inbox();
+            let (view_tx, peers) = watch::channel(PeerView::default());
+            let (to_mesh, _from_task) = mpsc::channel(16);
+            let link = TaskLink {
+                messages,
+                peers,
+                to_mesh,
+            };
+            let listen = SocketAddr::from(([127, 0, 0, 1], 53));
+            let handle = spawn(&cfg, listen, US, store.clone(), link, None);
+            // Both are ready before the task first runs (this runtime has one thread).
+            view_tx.send_replace(PeerView {
+                known: BTreeSet::from([B]),
+                neighbours: BTreeSet::from([B]),
+                ..PeerView::default()
+            });
+            let message = ChannelMessage::Gossip {
+                src: B,
+                payload: payload.clone(),
+            };
+            assert!(inbox_tx.offer(CHANNEL.into(), message, None));
+            // The entries request may be taken before the message: ask until it is there.
+            let deadline = Instant::now() + Duration::from_secs(2);
+            loop {
+                let (tx, rx) = oneshot::channel();
+                handle.requests.send(Request::Entries(tx)).await.unwrap();
+                let entries = rx.await.unwrap();
+                if entries.iter().any(|e| e.origin == B && e.addr == addr) {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "round {round}: B's entry was dropped"
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

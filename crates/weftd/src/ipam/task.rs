@@ -24,7 +24,7 @@ use weft_wire::PeerName;
 use super::persist;
 use super::status::IpamStatus;
 use super::IpamConfig;
-use crate::channel_link::{container_alive, unix_now, PeerView, TaskLink, TaskOut};
+use crate::channel_link::{container_alive, newer_view, unix_now, PeerView, TaskLink, TaskOut};
 use crate::store::Store;
 
 /// Requests waiting for the task; more wait in the HTTP handlers.
@@ -224,7 +224,14 @@ impl Task {
                     None => return,
                 },
                 msg = messages.recv() => match msg {
-                    Some(d) => self.on_message(&d.channel, d.message, d.conn).await,
+                    Some(d) => {
+                        if let Some(view) = newer_view(&mut peers) {
+                            if !self.on_peers(view).await {
+                                return;
+                            }
+                        }
+                        self.on_message(&d.channel, d.message, d.conn).await
+                    }
                     None => return,
                 },
                 changed = peers.changed() => {
