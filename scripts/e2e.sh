@@ -808,6 +808,7 @@ source scripts/e2e_dns.sh
 source scripts/e2e_docker.sh
 source scripts/e2e_crypto.sh
 source scripts/e2e_plugin.sh
+source scripts/e2e_compose.sh
 
 # --- main --------------------------------------------------------------------------------
 [ "$(id -u)" = 0 ] || { echo "e2e tests need root"; exit 1; }

@@ -44,6 +44,10 @@ test_docker_run_attach_and_names() {
     docker run -d --name "${LAB}b" --net=none -h "b.weave.local" "$DOCKER_IMAGE" sleep 600 >/dev/null
     local ipb; ipb=$(lab_weft 2 attach "${LAB}b")
     expect_match "$ipb" '^10\.(3[2-9]|4[0-7])\.' "attach by name"
+    # ps by name, and ps of everything, show it under its short ID.
+    local short; short=$(docker inspect -f '{{.Id}}' "${LAB}b" | cut -c1-12)
+    expect_match "$(lab_weft 2 ps "${LAB}b")" "^$short ([0-9a-f]{2}:){5}[0-9a-f]{2} $ipb/" "ps by container name"
+    expect_match "$(lab_weft 2 ps)" "^$short ([0-9a-f]{2}:){5}[0-9a-f]{2} $ipb/" "ps lists Docker containers"
     docker_ping() { docker exec "$1" ping -c 1 -W 1 "$2" >/dev/null 2>&1; }
     lab_wait 15 docker_ping "${LAB}a" "$ipb" || fail "a cannot reach b across hosts"
     # IPAM and DNS file the container under its full ID; names registered on attach resolve

@@ -12,9 +12,14 @@
 
 source scripts/docker_lab.sh
 
-PLUGIN_DOCKERD_PID=
+# host#:PID of each daemon started.
+PLUGIN_DOCKERD_PIDS=()
 
-# plugin_dockerd_up <host#>: a dockerd in that host's namespaces, at $DOCKER_HOST.
+# plugin_docker_host <host#>: the DOCKER_HOST of that host's daemon.
+plugin_docker_host() { echo "unix://$LAB_DIR/h$1/docker/docker.sock"; }
+
+# plugin_dockerd_up <host#>: a dockerd in that host's namespaces, at $DOCKER_HOST (the last one
+# started).
 plugin_dockerd_up() {
     local h=$1 d="$LAB_DIR/h$1/docker"
     mkdir -p "$d/etc" "$d/data" "$d/exec" "$LAB_DIR/h$h/plugins"
@@ -23,23 +28,29 @@ plugin_dockerd_up() {
         mount --bind $LAB_DIR/h$h/plugins /run/docker/plugins && mount --bind $d/etc /etc/docker &&
         exec dockerd --host unix://$d/docker.sock --data-root $d/data --exec-root $d/exec \
             --pidfile $d/docker.pid" >"$d/dockerd.log" 2>&1 &
-    PLUGIN_DOCKERD_PID=$!
-    export DOCKER_HOST="unix://$d/docker.sock"
+    PLUGIN_DOCKERD_PIDS+=("$h:$!")
+    DOCKER_HOST=$(plugin_docker_host "$h")
+    export DOCKER_HOST
     lab_wait 30 docker_answers || { tail -20 "$d/dockerd.log" >&2; return 1; }
     docker_image
 }
 
+# plugin_test_down: on each host with a daemon, its containers go, then the router, then the
+# daemon; then the lab.
 plugin_test_down() {
-    local ids pid
-    if [ -n "$PLUGIN_DOCKERD_PID" ]; then
-        ids=$(docker ps -aq --filter "name=^${LAB}" 2>/dev/null) || true
+    local ids pid h hp
+    for hp in "${PLUGIN_DOCKERD_PIDS[@]}"; do
+        h=${hp%%:*} pid=${hp#*:}
+        export DOCKER_HOST; DOCKER_HOST=$(plugin_docker_host "$h")
+        ids=$(docker ps -aq 2>/dev/null) || true
+        # shellcheck disable=SC2086 # one ID per word
         [ -z "$ids" ] || docker rm -f $ids >/dev/null 2>&1 || true
-        lab_weft 1 stop >/dev/null 2>&1 || true
-        kill "$PLUGIN_DOCKERD_PID" 2>/dev/null || true
-        for _ in $(seq 100); do kill -0 "$PLUGIN_DOCKERD_PID" 2>/dev/null || break; sleep 0.1; done
-        kill -9 "$PLUGIN_DOCKERD_PID" 2>/dev/null || true
-        PLUGIN_DOCKERD_PID=
-    fi
+        lab_weft "$h" stop >/dev/null 2>&1 || true
+        kill "$pid" 2>/dev/null || true
+        for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$pid" 2>/dev/null || true
+    done
+    PLUGIN_DOCKERD_PIDS=()
     lab_down
 }
 

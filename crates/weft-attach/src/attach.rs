@@ -262,8 +262,12 @@ impl std::fmt::Display for PsEntry {
 }
 
 /// `weft ps`: the `weave:expose` line, then one line per given container that has a weave
-/// interface (found by matching veth peer indexes against the bridge's ports).
-pub async fn ps(host: &Netdev, containers: &[Container]) -> Result<Vec<PsEntry>, AttachError> {
+/// interface (found by matching veth peer indexes against the bridge's ports), under its label
+/// cut to 12 characters (a Docker container's short ID).
+pub async fn ps(
+    host: &Netdev,
+    containers: &[(String, Container)],
+) -> Result<Vec<PsEntry>, AttachError> {
     let bridge = host.link(BRIDGE).await?.ok_or(AttachError::NoBridge)?;
     let mut out = vec![PsEntry {
         id: "weave:expose".into(),
@@ -277,7 +281,7 @@ pub async fn ps(host: &Netdev, containers: &[Container]) -> Result<Vec<PsEntry>,
         .filter(|l| l.master == Some(bridge.index) && l.kind.as_deref() == Some("veth"))
         .filter_map(|l| l.peer_index.map(|p| (l.index, p)))
         .collect();
-    for c in containers {
+    for (label, c) in containers {
         let Ok(ns) = c.open() else { continue };
         let ports = ports.clone();
         let found = in_container(&ns, move |nl| async move {
@@ -292,7 +296,7 @@ pub async fn ps(host: &Netdev, containers: &[Container]) -> Result<Vec<PsEntry>,
             }
             Ok(found)
         })?;
-        let id: String = c.id().chars().take(12).collect();
+        let id: String = label.chars().take(12).collect();
         out.extend(found.into_iter().map(|(mac, cidrs)| PsEntry {
             id: id.clone(),
             mac,

@@ -23,7 +23,7 @@ pub fn detach(c: &Container, cidrs: &[Ipv4Cidr]) -> Result<Vec<Ipv4Cidr>, Attach
 }
 
 /// [`crate::ps()`] with the calling thread's namespace as the host.
-pub fn ps(containers: &[Container]) -> Result<Vec<PsEntry>, AttachError> {
+pub fn ps(containers: &[(String, Container)]) -> Result<Vec<PsEntry>, AttachError> {
     on_host(|nl| async move { crate::ps(&nl, containers).await })
 }
 

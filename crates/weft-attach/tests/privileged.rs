@@ -109,7 +109,7 @@ fn attach(host: &OwnedFd, c: &Container, v: &[&str]) -> Result<Vec<Ipv4Cidr>, At
 }
 
 fn ps(host: &OwnedFd, cs: &[Container]) -> Vec<PsEntry> {
-    let cs = cs.to_vec();
+    let cs: Vec<(String, Container)> = cs.iter().map(|c| (c.id(), c.clone())).collect();
     in_host(host, move || blocking::ps(&cs)).expect("ps")
 }
 

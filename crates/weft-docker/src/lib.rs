@@ -13,7 +13,7 @@ use std::time::Duration;
 use std::collections::HashMap;
 
 use bollard::container::InspectContainerOptions;
-use bollard::models::{Ipam, IpamConfig};
+use bollard::models::{EventMessage, Ipam, IpamConfig};
 use bollard::network::{CreateNetworkOptions, InspectNetworkOptions};
 use bollard::system::EventsOptions;
 use futures_util::{Stream, StreamExt as _};
@@ -116,6 +116,20 @@ pub enum Event {
     Died(String),
     /// `destroy`: it is gone for good.
     Destroyed(String),
+    /// A network's `connect`: the container joined the network.
+    Connected {
+        /// The container's ID.
+        container: String,
+        /// The network's ID.
+        network: String,
+    },
+    /// A network's `disconnect`: the container left the network.
+    Disconnected {
+        /// The container's ID.
+        container: String,
+        /// The network's ID.
+        network: String,
+    },
 }
 
 /// A connection to a Docker daemon.
@@ -222,6 +236,24 @@ impl Docker {
             .map_err(|_| DockerError::Timeout(self.host.clone()))
     }
 
+    /// Every running container, inspected (one that stops meanwhile is left out).
+    pub async fn running(&self) -> Result<Vec<ContainerInfo>, DockerError> {
+        let list = self
+            .call(
+                self.api
+                    .list_containers(None::<bollard::container::ListContainersOptions<String>>),
+            )
+            .await?
+            .map_err(|e| DockerError::Api(e.to_string()))?;
+        let mut out = Vec::new();
+        for id in list.into_iter().filter_map(|c| c.id) {
+            if let Some(c) = self.inspect(&id).await?.filter(|c| c.running) {
+                out.push(c);
+            }
+        }
+        Ok(out)
+    }
+
     /// The network named or identified by `name`; `None` if the daemon knows none.
     pub async fn network(&self, name: &str) -> Result<Option<NetworkInfo>, DockerError> {
         let found = self
@@ -283,18 +315,16 @@ impl Docker {
 }
 
 impl Docker {
-    /// The daemon's container events from now on (`start`, `die`, `destroy`); the stream ends
-    /// (or yields an error) when the daemon goes away.
+    /// The daemon's container events from now on (`start`, `die`, `destroy`) and its network
+    /// events `connect` and `disconnect`; the stream ends (or yields an error) when the daemon
+    /// goes away.
     pub fn events(&self) -> impl Stream<Item = Result<Event, DockerError>> + '_ {
+        let strings = |v: &[&str]| v.iter().map(ToString::to_string).collect::<Vec<_>>();
         let filters = HashMap::from([
-            ("type".to_string(), vec!["container".to_string()]),
+            ("type".to_string(), strings(&["container", "network"])),
             (
                 "event".to_string(),
-                vec![
-                    "start".to_string(),
-                    "die".to_string(),
-                    "destroy".to_string(),
-                ],
+                strings(&["start", "die", "destroy", "connect", "disconnect"]),
             ),
         ]);
         self.api
@@ -303,18 +333,35 @@ impl Docker {
                 ..Default::default()
             }))
             .filter_map(|m| async move {
-                let m = match m {
-                    Ok(m) => m,
-                    Err(e) => return Some(Err(DockerError::Api(e.to_string()))),
-                };
-                let id = m.actor.and_then(|a| a.id)?;
-                match m.action.as_deref()? {
-                    "start" => Some(Ok(Event::Started(id))),
-                    "die" => Some(Ok(Event::Died(id))),
-                    "destroy" => Some(Ok(Event::Destroyed(id))),
-                    _ => None,
+                match m {
+                    Ok(m) => Event::of(m).map(Ok),
+                    Err(e) => Some(Err(DockerError::Api(e.to_string()))),
                 }
             })
+    }
+}
+
+impl Event {
+    /// The event weft follows that `m` is, if it is one.
+    fn of(m: EventMessage) -> Option<Self> {
+        let actor = m.actor?;
+        let id = actor.id?;
+        // A network event names the container in its attributes.
+        let container = || actor.attributes.as_ref()?.get("container").cloned();
+        match m.action.as_deref()? {
+            "start" => Some(Self::Started(id)),
+            "die" => Some(Self::Died(id)),
+            "destroy" => Some(Self::Destroyed(id)),
+            "connect" => Some(Self::Connected {
+                container: container()?,
+                network: id,
+            }),
+            "disconnect" => Some(Self::Disconnected {
+                container: container()?,
+                network: id,
+            }),
+            _ => None,
+        }
     }
 }
 
@@ -339,11 +386,55 @@ pub mod blocking {
             d.inspect(name).await
         })
     }
+
+    /// [`Docker::running`].
+    pub fn running() -> Result<Vec<ContainerInfo>, DockerError> {
+        run(async { Docker::from_env()?.negotiate().await?.running().await })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bollard::models::EventActor;
+
+    fn message(action: &str, id: &str, container: Option<&str>) -> EventMessage {
+        EventMessage {
+            action: Some(action.into()),
+            actor: Some(EventActor {
+                id: Some(id.into()),
+                attributes: container
+                    .map(|c| HashMap::from([("container".to_string(), c.to_string())])),
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn events_weft_follows() {
+        assert_eq!(
+            Event::of(message("start", "c1", None)),
+            Some(Event::Started("c1".into()))
+        );
+        assert_eq!(
+            Event::of(message("connect", "n1", Some("c1"))),
+            Some(Event::Connected {
+                container: "c1".into(),
+                network: "n1".into()
+            })
+        );
+        assert_eq!(
+            Event::of(message("disconnect", "n1", Some("c1"))),
+            Some(Event::Disconnected {
+                container: "c1".into(),
+                network: "n1".into()
+            })
+        );
+        // A network event without its container, an action weft ignores, no actor.
+        assert_eq!(Event::of(message("connect", "n1", None)), None);
+        assert_eq!(Event::of(message("pause", "c1", None)), None);
+        assert_eq!(Event::of(EventMessage::default()), None);
+    }
 
     fn info(hostname: &str, domainname: &str) -> ContainerInfo {
         ContainerInfo {

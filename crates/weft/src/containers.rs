@@ -118,7 +118,7 @@ impl Plumbing for Host {
 
 /// The addresses the container's weave interface carries now.
 pub(crate) fn weave_cidrs(c: &Container) -> Result<Vec<Ipv4Cidr>, weft_attach::AttachError> {
-    let entries = blocking::ps(std::slice::from_ref(c))?;
+    let entries = blocking::ps(&[(c.id(), c.clone())])?;
     // The first entry is the bridge's own (weave:expose).
     Ok(entries.into_iter().skip(1).flat_map(|e| e.cidrs).collect())
 }
@@ -318,13 +318,30 @@ fn detach_container(
     Ok(ips(&done))
 }
 
-/// `weft ps [container...]`.
+/// `weft ps [container...]`: without arguments, every named namespace and every running
+/// container of the Docker daemon, if one answers.
 pub(crate) fn ps(args: &[String]) -> ExitCode {
-    let containers: Vec<Container> = if args.is_empty() {
-        weft_attach::named_netns()
+    let containers: Vec<(String, Container)> = if args.is_empty() {
+        let mut all: Vec<(String, Container)> = weft_attach::named_netns()
+            .into_iter()
+            .map(|c| (c.id(), c))
+            .collect();
+        // No daemon, no Docker containers: not an error for ps.
+        if let Ok(running) = weft_docker::blocking::running() {
+            all.extend(
+                running
+                    .into_iter()
+                    .filter_map(|c| Some((c.id, Container::Pid(c.pid?)))),
+            );
+        }
+        all
     } else {
-        match args.iter().map(|a| Container::parse(a)).collect() {
-            Ok(v) => v,
+        match args
+            .iter()
+            .map(|a| resolve(a))
+            .collect::<Result<Vec<_>, _>>()
+        {
+            Ok(v) => v.into_iter().map(|t| (ps_label(&t), t.container)).collect(),
             Err(e) => return fail(e),
         }
     };
@@ -336,6 +353,14 @@ pub(crate) fn ps(args: &[String]) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => fail(e),
+    }
+}
+
+/// What ps calls a container: a Docker container by its ID, others as weft names them.
+fn ps_label(t: &Target) -> String {
+    match Container::parse(&t.ident) {
+        Ok(c) => c.id(),
+        Err(_) => t.ident.clone(),
     }
 }
 

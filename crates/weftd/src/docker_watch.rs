@@ -29,12 +29,27 @@ pub struct Listeners {
     /// The networks of the Docker plugin, when it runs: containers started on them get their
     /// names registered.
     pub plugin_networks: Option<plugin::Networks>,
+    /// Which names the plugin registered, for containers that leave one of its networks.
+    pub(crate) plugin_names: plugin::watch::Registered,
 }
 
 impl Listeners {
     async fn tell(&self, docker: &Docker, event: Event) {
-        if let (Some(n), Event::Started(id)) = (&self.plugin_networks, &event) {
-            plugin::watch::container_started(docker, id, n, self.dns.as_ref()).await;
+        if let Some(n) = &self.plugin_networks {
+            let (names, dns) = (&self.plugin_names, self.dns.as_ref());
+            match &event {
+                Event::Started(id) => {
+                    plugin::watch::container_started(docker, id, None, n, names, dns).await;
+                }
+                Event::Connected { container, network } => {
+                    let only = Some(network.as_str());
+                    plugin::watch::container_started(docker, container, only, n, names, dns).await;
+                }
+                Event::Disconnected { container, network } => {
+                    plugin::watch::disconnected(container, network, names, dns).await;
+                }
+                Event::Died(id) | Event::Destroyed(id) => names.container_gone(id),
+            }
         }
         if let Some(i) = &self.ipam {
             i.container_event(event.clone()).await;

@@ -327,6 +327,7 @@ pub async fn run(cfg: RouterConfig) -> Result<(), StartError> {
             ipam: ipam_handle.clone(),
             dns: dns_handle.clone(),
             plugin_networks: plugin.as_ref().map(|p| p.networks.clone()),
+            plugin_names: plugin::watch::Registered::default(),
         });
     }
     let api = http::Api {

@@ -42,6 +42,21 @@ impl Handle {
         let _ = self.requests.send(Request::ContainerDied(id)).await;
     }
 
+    /// Removes every name of `container`'s address `addr`.
+    pub(crate) async fn remove(
+        &self,
+        container: String,
+        addr: Ipv4Addr,
+    ) -> Result<(), RequestError> {
+        self.ask(|reply| Request::Delete {
+            container: Some(container),
+            addr: Some(addr),
+            fqdn: None,
+            reply,
+        })
+        .await
+    }
+
     /// Registers `fqdn` for `container`'s address `addr`.
     pub(crate) async fn add(
         &self,

@@ -380,6 +380,8 @@ impl Task {
                 weft_docker::Event::Started(id) => self.alloc.container_started(&id),
                 weft_docker::Event::Died(id) => self.alloc.container_died(&id, Instant::now()),
                 weft_docker::Event::Destroyed(id) => self.alloc.container_destroyed(&id),
+                // The plugin's IPAM driver is told of network changes by Docker itself.
+                weft_docker::Event::Connected { .. } | weft_docker::Event::Disconnected { .. } => {}
             },
             Request::Status(reply) => {
                 let known = &self.view.known;

@@ -5,6 +5,14 @@
 //! domain added). The names go when the container dies, as for every container. It also gives
 //! the container's `ethwe*` interfaces Weave's neighbour settings and sends gratuitous ARPs
 //! for their addresses.
+//!
+//! Beyond Weave Net, a running container connected to one of the networks (`docker network
+//! connect [--alias …]`) gets its names for that network the same way, and one disconnected
+//! loses the names of the address it had there ([`Registered`] remembers which).
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex};
 
 use weft_docker::{ContainerInfo, Docker};
 
@@ -37,12 +45,53 @@ fn names(c: &ContainerInfo, aliases: &[String], domain: &str) -> Vec<String> {
     out
 }
 
-/// For the started container `id`, if it is on one of `networks`: registers its names (with
-/// DNS on) and, on a thread of the blocking pool, announces its addresses.
+/// The address under which each container's names were registered on each of our networks
+/// (by container ID and network ID), while the container runs.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Registered(Arc<Mutex<HashMap<(String, String), Ipv4Addr>>>);
+
+impl Registered {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Ipv4Addr>> {
+        // A panic while holding the lock leaves a map that is still whole.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The container died or is gone: its names went with it.
+    pub(crate) fn container_gone(&self, container: &str) {
+        self.lock().retain(|(c, _), _| c != container);
+    }
+}
+
+/// The container `container` left the network `network`: the names of the address it had
+/// there go.
+pub(crate) async fn disconnected(
+    container: &str,
+    network: &str,
+    registered: &Registered,
+    dns: Option<&dns::task::Handle>,
+) {
+    let key = (container.to_string(), network.to_string());
+    let Some(ip) = registered.lock().remove(&key) else {
+        return;
+    };
+    if let Some(dns) = dns {
+        if let Err(e) = dns.remove(key.0, ip).await {
+            tracing::info!("[plugin] removing the names of {container}'s {ip}: {e}");
+        }
+    }
+}
+
+/// For the started container `id` (or, with `only`, the one connected to that network), if
+/// it is on one of `networks`: registers its names (with DNS on) and, on a thread of the
+/// blocking pool, announces its addresses.
 pub(crate) async fn container_started(
     docker: &Docker,
     id: &str,
+    only: Option<&str>,
     networks: &Networks,
+    registered: &Registered,
     dns: Option<&dns::task::Handle>,
 ) {
     let c = match docker.inspect(id).await {
@@ -56,11 +105,16 @@ pub(crate) async fn container_started(
     let mut ours = false;
     for net in &c.networks {
         let Some(ip) = net.ip else { continue };
-        if networks.find(&net.network_id, Some(docker)).await.is_none() {
+        if only.is_some_and(|n| n != net.network_id)
+            || networks.find(&net.network_id, Some(docker)).await.is_none()
+        {
             continue;
         }
         ours = true;
         let Some(dns) = dns else { continue };
+        registered
+            .lock()
+            .insert((c.id.clone(), net.network_id.clone()), ip);
         for name in names(&c, &net.aliases, &dns.domain) {
             if let Err(e) = dns.add(c.id.clone(), ip, name.clone(), false).await {
                 tracing::info!("[plugin] registering {name} for {}: {e}", c.id);
