@@ -129,3 +129,33 @@ test_docker_forward_drop_host() {
     lab_weft 1 reset >/dev/null
     expect_eq "$(weft_user_rules 1)" 0 "weft rules left after reset"
 }
+
+# A router started again keeps what the Docker containers that still run own (addresses and
+# names) and lets go of what those that stopped or went while it was down owned, as Weave Net
+# does, by asking the daemon which containers run.
+test_docker_restart_prunes_gone_containers() {
+    have_docker || return 0
+    trap docker_test_down EXIT
+    docker_up
+    lab_up 1
+    lab_weft 1 launch --nickname host1 --no-plugin >/dev/null
+    local c ids=() ips=()
+    for c in r1 r2 r3; do
+        docker run -d --name "${LAB}$c" --net=none -h "$c.weave.local" "$DOCKER_IMAGE" sleep 600 >/dev/null
+        ids+=("$(docker inspect -f '{{.Id}}' "${LAB}$c")")
+        ips+=("$(lab_weft 1 attach "${LAB}$c")")
+    done
+    looks_up() { [ "$(lab_weft 1 dns-lookup "$1")" = "$2" ]; }
+    lab_wait 10 looks_up r3 "${ips[2]}" || fail "r3's name"
+    lab_weft 1 stop
+    docker stop -t 0 "${LAB}r2" >/dev/null
+    docker rm -f "${LAB}r3" >/dev/null
+    lab_weft 1 launch --nickname host1 --no-plugin >/dev/null
+    owner_of() { ip netns exec "$(lab_ns 1)" curl -s "http://127.0.0.1:6784/ip/$1" | cut -d/ -f1; }
+    lab_wait 10 looks_up r1 "${ips[0]}" || fail "r1's name not back after the restart"
+    expect_eq "$(owner_of "${ids[0]}")" "${ips[0]}" "r1 keeps its address"
+    expect_eq "$(owner_of "${ids[1]}")" "" "the address of r2, stopped meanwhile, is free"
+    expect_eq "$(owner_of "${ids[2]}")" "" "the address of r3, removed meanwhile, is free"
+    expect_eq "$(lab_weft 1 dns-lookup r2)" "" "r2's name is not back"
+    expect_eq "$(lab_weft 1 dns-lookup r3)" "" "r3's name is not back"
+}

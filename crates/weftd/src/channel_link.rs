@@ -31,6 +31,71 @@ pub fn container_alive(ident: &str) -> bool {
     weft_attach::Container::parse(ident).map_or(true, |c| c.is_alive())
 }
 
+/// Which containers were alive when the router started, for what it restores from its
+/// database: namespaces and processes as [`container_alive`] sees them, and Docker containers
+/// (idents that are full Docker IDs) by the daemon's list of running containers, when a daemon
+/// answered (Weave Net prunes what containers no longer running own, and re-registers the
+/// names of running ones only).
+#[derive(Debug, Clone, Default)]
+pub struct StartLiveness {
+    docker_running: Option<BTreeSet<String>>,
+}
+
+impl StartLiveness {
+    /// How long the router waits for the daemon's list at start.
+    const DOCKER_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+    /// Asks the Docker daemon at `DOCKER_HOST` (with `docker`) which containers run; without
+    /// an answer, Docker containers count as alive, as on any doubt.
+    pub async fn query(docker: bool) -> Self {
+        if !docker {
+            return Self::default();
+        }
+        let ask = async {
+            let d = weft_docker::Docker::from_env()?.negotiate().await?;
+            d.running().await
+        };
+        let docker_running = match tokio::time::timeout(Self::DOCKER_WAIT, ask).await {
+            Ok(Ok(running)) => Some(running.into_iter().map(|c| c.id).collect()),
+            Ok(Err(e)) => {
+                tracing::info!("[docker] cannot list running containers at start: {e}");
+                None
+            }
+            Err(_) => {
+                tracing::info!(
+                    "[docker] no list of running containers within {:?}",
+                    Self::DOCKER_WAIT
+                );
+                None
+            }
+        };
+        Self { docker_running }
+    }
+
+    /// A liveness where these Docker containers are the running ones.
+    pub fn with_docker(running: impl IntoIterator<Item = String>) -> Self {
+        Self {
+            docker_running: Some(running.into_iter().collect()),
+        }
+    }
+
+    /// Whether the container `ident` names was alive at start.
+    pub fn alive(&self, ident: &str) -> bool {
+        match &self.docker_running {
+            Some(running) if is_docker_id(ident) => running.contains(ident),
+            _ => container_alive(ident),
+        }
+    }
+}
+
+/// A full Docker container ID: 64 lowercase hex digits.
+fn is_docker_id(ident: &str) -> bool {
+    ident.len() == 64
+        && ident
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 /// Our clock in Unix seconds, as the gossip formats carry it.
 pub fn unix_now() -> i64 {
     std::time::SystemTime::now()
@@ -297,6 +362,21 @@ impl Links {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn docker_containers_alive_at_start_are_the_running_ones() {
+        let a = "a".repeat(64);
+        let b = "b".repeat(64);
+        let l = StartLiveness::with_docker([a.clone()]);
+        assert!(l.alive(&a));
+        assert!(!l.alive(&b));
+        // Namespaces are looked at directly; idents weft cannot check count as alive.
+        assert!(!l.alive("netns:weft-no-such-namespace"));
+        assert!(l.alive("weave:extern"));
+        assert!(l.alive("0123abcd"));
+        // Without the daemon's answer, every Docker container counts as alive.
+        assert!(StartLiveness::default().alive(&b));
+    }
 
     #[tokio::test]
     async fn inbox_is_bounded_in_bytes_and_count() {

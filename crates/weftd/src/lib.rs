@@ -276,6 +276,7 @@ pub async fn run(cfg: RouterConfig) -> Result<(), StartError> {
             .map(|_| plugin::GLOBAL_DRIVER.to_string()),
     });
     let mut links = channel_link::Links::default();
+    let liveness = channel_link::StartLiveness::query(cfg.docker).await;
     let ipam_handle = match &cfg.ipam {
         Some(ipam_cfg) => {
             let link = links.add(
@@ -288,7 +289,10 @@ pub async fn run(cfg: RouterConfig) -> Result<(), StartError> {
                 cfg.nickname.clone(),
                 identity.uid,
                 store.clone(),
-                Vec::new(),
+                ipam::task::AtStart {
+                    pre_claims: Vec::new(),
+                    liveness: &liveness,
+                },
                 link,
             )
             .ok_or_else(|| {
@@ -310,7 +314,7 @@ pub async fn run(cfg: RouterConfig) -> Result<(), StartError> {
                 Ok(u) => u,
                 Err(e) => return Err(StartError::Bind(format!("dns udp {listen}"), e)),
             };
-            let h = dns::task::spawn(dns_cfg, listen, name, store.clone(), link, udp);
+            let h = dns::task::spawn(dns_cfg, listen, name, store.clone(), &liveness, link, udp);
             if let Some(l) = tcp {
                 dns::server::spawn(l, h.clone());
             }

@@ -27,7 +27,7 @@ use super::udp::{lock, servers, Published, Server, SharedUpstreams, PUBLISH_EVER
 use super::upstream::{self, Limiter, Upstreams};
 use super::DnsConfig;
 use crate::channel_link::{
-    container_alive, newer_view, unix_now, InboxRx, PeerView, TaskLink, TaskOut,
+    container_alive, newer_view, unix_now, InboxRx, PeerView, StartLiveness, TaskLink, TaskOut,
 };
 use crate::store::Store;
 
@@ -116,6 +116,7 @@ pub fn spawn(
     listen: SocketAddr,
     name: PeerName,
     store: Arc<Store>,
+    liveness: &StartLiveness,
     link: TaskLink,
     udp: Option<std::net::UdpSocket>,
 ) -> Handle {
@@ -125,7 +126,7 @@ pub fn spawn(
     });
     let now = unix_now();
     for r in persist::load(&store) {
-        if !container_alive(&r.container) {
+        if !liveness.alive(&r.container) {
             continue;
         }
         if let Err(e) = zone.add(&r.hostname, &r.container, r.addr, now) {
@@ -507,7 +508,8 @@ mod tests {
                 to_mesh,
             };
             let listen = SocketAddr::from(([127, 0, 0, 1], 53));
-            let handle = spawn(&cfg, listen, US, store.clone(), link, None);
+            let liveness = StartLiveness::default();
+            let handle = spawn(&cfg, listen, US, store.clone(), &liveness, link, None);
             // Both are ready before the task first runs (this runtime has one thread).
             view_tx.send_replace(PeerView {
                 known: BTreeSet::from([B]),

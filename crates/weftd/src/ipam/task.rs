@@ -24,7 +24,9 @@ use weft_wire::PeerName;
 use super::persist;
 use super::status::IpamStatus;
 use super::IpamConfig;
-use crate::channel_link::{container_alive, newer_view, unix_now, PeerView, TaskLink, TaskOut};
+use crate::channel_link::{
+    container_alive, newer_view, unix_now, PeerView, StartLiveness, TaskLink, TaskOut,
+};
 use crate::store::Store;
 
 /// Requests waiting for the task; more wait in the HTTP handlers.
@@ -128,6 +130,15 @@ impl Waiter {
     }
 }
 
+/// What the router found at start that the allocator takes in.
+#[derive(Debug)]
+pub struct AtStart<'a> {
+    /// Addresses found in use (Weave's pre-claims).
+    pub pre_claims: Vec<PreClaim>,
+    /// Which containers still run: what others own is pruned.
+    pub liveness: &'a StartLiveness,
+}
+
 /// Starts the IPAM task for router `name` (nickname `nickname`, incarnation `uid`): loads
 /// what the database holds, releases addresses of containers that went away while the router
 /// was down, and returns the handles of the HTTP API and of the mesh task. `None` if the range
@@ -138,9 +149,13 @@ pub fn spawn(
     nickname: String,
     uid: u64,
     store: Arc<Store>,
-    pre_claims: Vec<PreClaim>,
+    at_start: AtStart<'_>,
     link: TaskLink,
 ) -> Option<Handle> {
+    let AtStart {
+        pre_claims,
+        liveness,
+    } = at_start;
     let persisted = match persist::load(&store) {
         Ok(p) => Some(p),
         Err(e) => {
@@ -165,7 +180,7 @@ pub fn spawn(
     let running: BTreeSet<String> = alloc
         .owned()
         .iter()
-        .filter(|(id, d)| d.is_container && container_alive(id))
+        .filter(|(id, d)| d.is_container && liveness.alive(id))
         .map(|(id, _)| id.clone())
         .collect();
     alloc.prune_owned(&running);
