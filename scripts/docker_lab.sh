@@ -34,6 +34,14 @@ docker_image() {
     rm -rf "$d"
 }
 
+# docker_rm_named <prefix>: removes every container whose name starts with <prefix>.
+docker_rm_named() {
+    local ids
+    ids=$(docker ps -aq --filter "name=^$1" 2>/dev/null) || true
+    # shellcheck disable=SC2086 # one ID per word
+    [ -z "$ids" ] || docker rm -f $ids >/dev/null 2>&1 || true
+}
+
 docker_down() {
     [ -n "$DOCKERD_PID" ] || return 0
     kill "$DOCKERD_PID" 2>/dev/null || true

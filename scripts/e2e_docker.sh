@@ -18,9 +18,7 @@ have_docker() {
 
 # docker_test_down: removes the test's containers, stops a daemon it started, then the lab.
 docker_test_down() {
-    local ids
-    ids=$(docker ps -aq --filter "name=^${LAB}" 2>/dev/null) || true
-    [ -z "$ids" ] || docker rm -f $ids >/dev/null 2>&1 || true
+    docker_rm_named "$LAB"
     docker_down
     lab_down
 }

@@ -17,6 +17,16 @@ pub fn attach(
     on_host(|nl| async move { crate::attach(&nl, c, cidrs, multicast_route).await })
 }
 
+/// [`crate::attach_probing()`] with the calling thread's namespace as the host.
+pub fn attach_probing(
+    c: &Container,
+    cidrs: &[Ipv4Cidr],
+    multicast_route: bool,
+    probe: crate::Probe<'_>,
+) -> Result<Vec<Ipv4Cidr>, AttachError> {
+    on_host(|nl| async move { crate::attach_probing(&nl, c, cidrs, multicast_route, probe).await })
+}
+
 /// [`crate::detach()`], which is blocking already; here so one module has all three.
 pub fn detach(c: &Container, cidrs: &[Ipv4Cidr]) -> Result<Vec<Ipv4Cidr>, AttachError> {
     crate::detach(c, cidrs)

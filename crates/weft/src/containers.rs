@@ -7,6 +7,7 @@
 //! order can be checked without a kernel. An address this command obtained from IPAM and could
 //! not put to use is given back before it fails.
 
+use std::net::Ipv4Addr;
 use std::process::ExitCode;
 
 use weft_attach::{blocking, Container};
@@ -30,6 +31,7 @@ pub(crate) trait Plumbing {
         c: &Container,
         cidrs: &[Ipv4Cidr],
         multicast: bool,
+        probe: &[Ipv4Addr],
     ) -> Result<Vec<Ipv4Cidr>, String>;
     /// Removes these addresses (never called with none); returns those it removed.
     fn detach(&self, c: &Container, cidrs: &[Ipv4Cidr]) -> Result<Vec<Ipv4Cidr>, String>;
@@ -94,8 +96,10 @@ impl Plumbing for Host {
         c: &Container,
         cidrs: &[Ipv4Cidr],
         multicast: bool,
+        probe: &[Ipv4Addr],
     ) -> Result<Vec<Ipv4Cidr>, String> {
-        blocking::attach(c, cidrs, multicast).map_err(|e| e.to_string())
+        blocking::attach_probing(c, cidrs, multicast, weft_attach::Probe::Only(probe))
+            .map_err(|e| e.to_string())
     }
 
     fn detach(&self, c: &Container, cidrs: &[Ipv4Cidr]) -> Result<Vec<Ipv4Cidr>, String> {
@@ -257,7 +261,15 @@ pub(crate) fn attach_container(
         }
     };
     warn_overlaps(addrs);
-    match p.attach(&c, &cidrs, multicast) {
+    // Addresses given by hand are checked for duplicates on the network; IPAM's are unique.
+    let by_hand: Vec<Ipv4Addr> = addrs
+        .iter()
+        .filter_map(|a| match a {
+            AddrArg::Explicit(c) => Some(c.addr()),
+            _ => None,
+        })
+        .collect();
+    match p.attach(&c, &cidrs, multicast, &by_hand) {
         Ok(done) => {
             // The name, as Weave's attach registers it: for each address, checked alive.
             if let Some(fqdn) = fqdn.filter(|_| with_dns) {
@@ -520,6 +532,7 @@ mod tests {
             c: &Container,
             cidrs: &[Ipv4Cidr],
             _: bool,
+            _: &[Ipv4Addr],
         ) -> Result<Vec<Ipv4Cidr>, String> {
             self.calls
                 .borrow_mut()
