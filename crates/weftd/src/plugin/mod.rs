@@ -43,6 +43,9 @@ pub const DEFAULT_NETWORK: &str = "weave";
 pub const MULTICAST_OPTION: &str = "works.weave.multicast";
 /// Connections served at once per socket (Docker keeps a few).
 const MAX_CONNECTIONS: usize = 64;
+/// How long a client may take to send a request's headers: one that connects and sends
+/// nothing must not hold one of the [`MAX_CONNECTIONS`] for ever.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the default network is tried again while Docker is not there.
 const RETRY: Duration = Duration::from_secs(3);
 
@@ -191,6 +194,8 @@ async fn serve(listener: UnixListener, routes: Router) {
             let _slot = slot;
             let io = hyper_util::rt::TokioIo::new(stream);
             if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
                 .serve_connection(io, service)
                 .await
             {
@@ -271,6 +276,32 @@ mod tests {
             render_section("weave"),
             "\n        Service: plugin (legacy)\n     DriverName: weave\n"
         );
+    }
+
+    /// A client that connects and sends only part of a request is cut off after the header
+    /// timeout (time is paused: it passes as soon as everything waits).
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_client_is_cut_off() {
+        let dir = std::env::temp_dir().join(format!("weft-plugin-silent-{}", std::process::id()));
+        let cfg = PluginConfig { dir: dir.clone() };
+        let p = Plugin::start(cfg.clone(), None, false).unwrap();
+        let mut s = tokio::net::UnixStream::connect(cfg.socket(MESH_DRIVER))
+            .await
+            .unwrap();
+        s.write_all(b"POST /Plugin.Activate HTTP/1.1\r\n")
+            .await
+            .unwrap();
+        let started = tokio::time::Instant::now();
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(HEADER_READ_TIMEOUT * 3, s.read_to_end(&mut buf)).await;
+        assert!(
+            read.is_ok(),
+            "still connected after {:?}",
+            started.elapsed()
+        );
+        assert!(started.elapsed() >= HEADER_READ_TIMEOUT);
+        p.stop().await;
+        let _ = std::fs::remove_dir(&dir);
     }
 
     #[tokio::test]
