@@ -108,6 +108,9 @@ pub struct RuleSet {
     /// Underlay addresses VXLAN frames are accepted from, each with the number of fastdp peers
     /// (connections) that use it: an address leaves the set only when its last user goes.
     pub(crate) fastdp_peers: BTreeMap<Ipv4Addr, u32>,
+    /// The weave bridge's own MAC, when known: frames to any other MAC are bridged between
+    /// weave ports, not routed, and are left untracked.
+    pub(crate) bridge_mac: Option<[u8; 6]>,
 }
 
 impl Default for RuleSet {
@@ -121,6 +124,7 @@ impl Default for RuleSet {
             vxlan_port: DEFAULT_VXLAN_PORT,
             exposed: Vec::new(),
             fastdp_peers: BTreeMap::new(),
+            bridge_mac: None,
         }
     }
 }
@@ -166,6 +170,14 @@ impl RuleSet {
     #[must_use]
     pub fn with_mesh_port(mut self, port: u16) -> Self {
         self.mesh_port = port;
+        self
+    }
+
+    /// Sets the weave bridge's MAC: frames bridged between weave ports (addressed to any other
+    /// MAC) then skip connection tracking.
+    #[must_use]
+    pub fn with_bridge_mac(mut self, mac: [u8; 6]) -> Self {
+        self.bridge_mac = Some(mac);
         self
     }
 

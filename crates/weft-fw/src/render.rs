@@ -17,6 +17,8 @@
 //! | `expose` | (regular, jumped to) | — | `filter/WEAVE-EXPOSE` |
 //! | `input` | input, filter | `filter - 10` (-10) | the rules appended to `filter/INPUT` |
 //! | `postrouting` | postrouting, nat | `srcnat + 10` (110) | `nat/WEAVE` (appended jump) |
+//! | `raw_prerouting` | prerouting, filter | `raw` (-300) | none (see below) |
+//! | `raw_output` | output, filter | `raw` (-300) | none (see below) |
 //!
 //! The filter chains run just before iptables' `filter` table (priority 0, whether legacy or
 //! nft), mirroring Weave's rules sitting at the top of `FORWARD`. Since a drop is final in any
@@ -42,6 +44,18 @@
 //! the current elements, so re-applying the table (expose, hide) keeps them. This only
 //! concerns frames that reach the host: weft's own heartbeats come from peers in the set, and
 //! Weave Net peers never send VXLAN to weft (they use sleeve with it, see `weft-fastdp`).
+//!
+//! # What skips connection tracking
+//!
+//! The NAT chain and the `ct state` matches turn connection tracking on in the router's
+//! namespace, and on a Docker host bridged frames pass the IPv4 hooks too (`br_netfilter`).
+//! Measured on the fastdp path, tracking, NAT lookups and the hooks cost about a sixth of the
+//! kernel's work per byte, for packets no rule needs tracked. The raw chains mark them
+//! `notrack` before conntrack (priority -200) sees them: VXLAN to and from fastdp peers (only
+//! the set's addresses, so anything else sent to the port is tracked and dropped as before),
+//! and frames on the weave bridge addressed to a MAC other than the bridge's own, that is,
+//! bridged between weave ports rather than routed by this host (so masquerading, exposed
+//! subnets and replies into weave, which go through the bridge's MAC, are tracked as before).
 //!
 //! # Guards for the router's ports
 //!
@@ -75,6 +89,12 @@ pub const CHAIN_EXPOSE: &str = "expose";
 pub const CHAIN_POSTROUTING: &str = "postrouting";
 /// Priority of the filter base chains: `filter - 10`.
 pub const FILTER_PRIORITY: i32 = -10;
+/// Chain on the prerouting hook that marks untracked packets.
+pub const CHAIN_RAW_PREROUTING: &str = "raw_prerouting";
+/// Chain on the output hook that marks untracked packets.
+pub const CHAIN_RAW_OUTPUT: &str = "raw_output";
+/// Priority of the raw chains: `raw`, before connection tracking.
+pub const RAW_PRIORITY: i32 = -300;
 /// Priority of the NAT base chain: `srcnat + 10`.
 pub const NAT_PRIORITY: i32 = 110;
 /// The set of underlay addresses VXLAN frames are accepted from (`ipv4_addr`).
@@ -101,6 +121,8 @@ impl RuleSet {
                 "family": TABLE_FAMILY, "table": TABLE_NAME, "name": CHAIN_EXPOSE,
             }}}),
             base_chain(CHAIN_POSTROUTING, "nat", "postrouting", NAT_PRIORITY),
+            base_chain(CHAIN_RAW_PREROUTING, "filter", "prerouting", RAW_PRIORITY),
+            base_chain(CHAIN_RAW_OUTPUT, "filter", "output", RAW_PRIORITY),
             json!({"add": {"set": {
                 "family": TABLE_FAMILY, "table": TABLE_NAME, "name": SET_FASTDP_PEERS,
                 "type": "ipv4_addr",
@@ -113,6 +135,7 @@ impl RuleSet {
         if !peers.is_empty() {
             cmds.push(json!({"add": {"element": fastdp_elements(peers)}}));
         }
+        self.raw_rules(&mut cmds);
         self.forward_rules(&mut cmds);
         self.input_rules(&mut cmds);
         self.expose_rules(&mut cmds);
@@ -208,6 +231,39 @@ impl RuleSet {
                 CHAIN_EXPOSE,
                 &format!("weft: expose {}", e.cidr),
                 vec![is(ip("daddr"), cidr(e.cidr)), verdict("accept")],
+            ));
+        }
+    }
+
+    fn raw_rules(&self, out: &mut Vec<Value>) {
+        let peers = format!("@{SET_FASTDP_PEERS}");
+        out.push(rule(
+            CHAIN_RAW_PREROUTING,
+            "weft: VXLAN from fastdp peers is not tracked",
+            vec![
+                is(payload("udp", "dport"), self.vxlan_port),
+                is(ip("saddr"), peers.as_str()),
+                json!({"notrack": null}),
+            ],
+        ));
+        out.push(rule(
+            CHAIN_RAW_OUTPUT,
+            "weft: VXLAN to fastdp peers is not tracked",
+            vec![
+                is(payload("udp", "dport"), self.vxlan_port),
+                is(ip("daddr"), peers.as_str()),
+                json!({"notrack": null}),
+            ],
+        ));
+        if let Some(mac) = self.bridge_mac {
+            out.push(rule(
+                CHAIN_RAW_PREROUTING,
+                "weft: frames bridged between weave ports are not tracked",
+                vec![
+                    is(meta("iifname"), self.bridge.as_str()),
+                    is_not(payload("ether", "daddr"), weft_types::format_mac(&mac)),
+                    json!({"notrack": null}),
+                ],
             ));
         }
     }
@@ -460,6 +516,44 @@ mod tests {
             .collect()
     }
 
+    /// VXLAN of fastdp peers skips tracking both ways; with the bridge's MAC known, so do
+    /// frames bridged between weave ports, and nothing addressed to the bridge itself.
+    #[test]
+    fn untracked_packets() {
+        let without = full().to_nft_json();
+        let pre = chain_rules(&without, CHAIN_RAW_PREROUTING);
+        let out = chain_rules(&without, CHAIN_RAW_OUTPUT);
+        assert_eq!(pre.len(), 1);
+        assert_eq!(out.len(), 1);
+        let vxlan = |r: &Value, field: &str| {
+            let e = &r["expr"];
+            assert_eq!(e[0]["match"]["left"]["payload"]["field"], "dport");
+            assert_eq!(e[0]["match"]["right"], 6784);
+            assert_eq!(e[1]["match"]["left"]["payload"]["field"], field);
+            assert_eq!(e[1]["match"]["right"], "@weft_fastdp_peers");
+            assert_eq!(
+                e.as_array().unwrap().last(),
+                Some(&json!({"notrack": null}))
+            );
+        };
+        vxlan(pre[0], "saddr");
+        vxlan(out[0], "daddr");
+        let with = full()
+            .with_bridge_mac([0x02, 0xac, 0, 0, 0, 1])
+            .to_nft_json();
+        let pre = chain_rules(&with, CHAIN_RAW_PREROUTING);
+        assert_eq!(pre.len(), 2);
+        let e = &pre[1]["expr"];
+        assert_eq!(e[0]["match"]["right"], "weave");
+        assert_eq!(e[1]["match"]["op"], "!=");
+        assert_eq!(e[1]["match"]["left"]["payload"]["protocol"], "ether");
+        assert_eq!(e[1]["match"]["right"], "02:ac:00:00:00:01");
+        assert_eq!(
+            e.as_array().unwrap().last(),
+            Some(&json!({"notrack": null}))
+        );
+    }
+
     #[test]
     fn transaction_shape() {
         let v = full().to_nft_json();
@@ -482,6 +576,8 @@ mod tests {
             (CHAIN_INPUT, Some(("filter", "input", -10))),
             (CHAIN_EXPOSE, None),
             (CHAIN_POSTROUTING, Some(("nat", "postrouting", 110))),
+            (CHAIN_RAW_PREROUTING, Some(("filter", "prerouting", -300))),
+            (CHAIN_RAW_OUTPUT, Some(("filter", "output", -300))),
         ];
         assert_eq!(chains.len(), want.len());
         for (ch, (n, hook)) in chains.iter().zip(want) {

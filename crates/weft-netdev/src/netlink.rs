@@ -874,11 +874,7 @@ pub(crate) fn validate_ifname(op: &str, name: &str) -> Result<(), NetdevError> {
     Ok(())
 }
 
-/// `aa:bb:cc:dd:ee:ff`.
-pub fn format_mac(mac: &[u8; 6]) -> String {
-    let [a, b, c, d, e, f] = mac;
-    format!("{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{f:02x}")
-}
+pub use weft_types::format_mac;
 
 #[cfg(test)]
 mod tests {

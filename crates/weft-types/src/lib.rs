@@ -1,6 +1,7 @@
 //! weft-types: value types that several weft crates share and none of them owns.
 //!
-//! Today that is [`Ipv4Cidr`], the one CIDR type: `weft attach` and `weft expose` take it, the
+//! Today that is [`Ipv4Cidr`], the one CIDR type, and [`format_mac`], the one way weft writes
+//! a MAC address (status, `ps`, firewall rules). The CIDR type: `weft attach` and `weft expose` take it, the
 //! router puts it on interfaces, the firewall (weft-fw) matches subnets with it, and IPAM in
 //! weft-core hands it out (its own address ranges come from `weft_core::ipam::CidrBlock`, and
 //! its parsing, with Weave Net's error texts, from `weft_core::ipam::parse_subnet`). It lives in
@@ -18,3 +19,9 @@
 mod cidr;
 
 pub use cidr::{CidrError, Ipv4Cidr};
+
+/// `aa:bb:cc:dd:ee:ff`.
+pub fn format_mac(mac: &[u8; 6]) -> String {
+    let [a, b, c, d, e, f] = mac;
+    format!("{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{f:02x}")
+}

@@ -170,6 +170,7 @@ impl Dataplane {
             None => (None, None),
         };
         let mut fw = RuleSet::new(IfName::new(BRIDGE)?)
+            .with_bridge_mac(name.to_bytes())
             .with_mesh_port(port)
             .with_vxlan_port(port.wrapping_add(1))
             .with_status_addr(status.and_then(v4));
