@@ -237,24 +237,20 @@ impl RuleSet {
 
     fn raw_rules(&self, out: &mut Vec<Value>) {
         let peers = format!("@{SET_FASTDP_PEERS}");
-        out.push(rule(
-            CHAIN_RAW_PREROUTING,
-            "weft: VXLAN from fastdp peers is not tracked",
-            vec![
-                is(payload("udp", "dport"), self.vxlan_port),
-                is(ip("saddr"), peers.as_str()),
-                json!({"notrack": null}),
-            ],
-        ));
-        out.push(rule(
-            CHAIN_RAW_OUTPUT,
-            "weft: VXLAN to fastdp peers is not tracked",
-            vec![
-                is(payload("udp", "dport"), self.vxlan_port),
-                is(ip("daddr"), peers.as_str()),
-                json!({"notrack": null}),
-            ],
-        ));
+        for (chain, way, field) in [
+            (CHAIN_RAW_PREROUTING, "from", "saddr"),
+            (CHAIN_RAW_OUTPUT, "to", "daddr"),
+        ] {
+            out.push(rule(
+                chain,
+                &format!("weft: VXLAN {way} fastdp peers is not tracked"),
+                vec![
+                    is(payload("udp", "dport"), self.vxlan_port),
+                    is(ip(field), peers.as_str()),
+                    json!({"notrack": null}),
+                ],
+            ));
+        }
         if let Some(mac) = self.bridge_mac {
             out.push(rule(
                 CHAIN_RAW_PREROUTING,
