@@ -4,7 +4,8 @@
 //! that is destroyed loses its addresses at once.
 //!
 //! A container that starts on a network of the Docker plugin gets its names registered in
-//! weftDNS (see `plugin::watch`).
+//! weftDNS (see `plugin::watch`); one the Docker API proxy handles is attached (see
+//! `proxy::Attacher`).
 //!
 //! A daemon that is not there, or goes away, is looked for again every few seconds; nothing
 //! else waits for it.
@@ -14,7 +15,7 @@ use std::time::Duration;
 use futures_util::StreamExt as _;
 use weft_docker::{Docker, Event};
 
-use crate::{dns, ipam, plugin};
+use crate::{dns, ipam, plugin, proxy};
 
 /// How long to wait before looking for the daemon again.
 const RETRY: Duration = Duration::from_secs(3);
@@ -29,10 +30,17 @@ pub struct Listeners {
     /// The networks of the Docker plugin, when it runs: containers started on them get their
     /// names registered.
     pub plugin_networks: Option<plugin::Networks>,
+    /// The Docker API proxy, when it runs: containers it handles are attached when they
+    /// start.
+    pub proxy: Option<proxy::Attacher>,
 }
 
 impl Listeners {
     async fn tell(&self, docker: &Docker, event: Event) {
+        if let (Some(a), Event::Started(id)) = (&self.proxy, &event) {
+            let (a, docker, id) = (a.clone(), docker.clone(), id.clone());
+            tokio::spawn(async move { a.on_started(&docker, &id).await });
+        }
         if let (Some(n), Event::Started(id)) = (&self.plugin_networks, &event) {
             plugin::watch::container_started(docker, id, n, self.dns.as_ref()).await;
         }

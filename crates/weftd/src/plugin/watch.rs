@@ -92,6 +92,10 @@ mod tests {
             hostname: "x".into(),
             domainname: "weave.local".into(),
             networks: Vec::new(),
+            entrypoint: Vec::new(),
+            env: Vec::new(),
+            network_mode: String::new(),
+            mount_destinations: Vec::new(),
         };
         assert_eq!(
             names(&c, &["al".into(), "b.weave.local".into()], "weave.local."),
