@@ -5,7 +5,7 @@
 # before its command runs (weavewait), registers its name in weftDNS, lets it reach a
 # container attached with `weft attach`; attach (-i), exec and logs pass through; WEAVE_CIDR=none
 # and --net=host are left alone; bad requests get Docker-style errors and never stop the
-# router; nothing is left behind. Also `weft env`/`config`, the -H forms and --proxy=false.
+# router; /etc/hosts is Weave's; nothing is left behind. Also `weft env`/`config`, the -H forms and --proxy=false.
 # Names start with the lab prefix. Skipped without dockerd unless WEFT_REQUIRE_DOCKER=1.
 
 source scripts/docker_lab.sh
@@ -64,11 +64,18 @@ test_proxy_containers_come_up_attached() {
         "${LAB}b weave.local /w/w [.]" "create was rewritten"
     looks_up() { [ "$(lab_weft 1 dns-lookup "$1")" = "$2" ]; }
     lab_wait 10 looks_up "${LAB}b" "$ip" || fail "the name is not in weftDNS"
+    expect_match "$(docker exec "$id" cat /etc/hosts)" "^$(printf '%-15s' "$ip") ${LAB}b\.weave\.local ${LAB}b$" "/etc/hosts rewritten"
     expect_eq "$(ip netns exec "$(lab_ns 1)" curl -s "http://127.0.0.1:6784/ip/$id" | cut -d/ -f1)" "$ip" "IPAM has it under the ID"
     # exec, logs and attach with stdin pass through.
     expect_match "$(pdocker 1 exec "${LAB}b" ip -4 -o addr show ethwe)" "inet $ip/" "exec through the proxy"
+    local exec_id
+    exec_id=$(curl -s --unix-socket "$sock" -X POST -H 'Content-Type: application/json' \
+        -d '{"Cmd":["true"]}' "http://d/containers/${LAB}b/exec" | sed -n 's/.*"Id":"\([0-9a-f]*\)".*/\1/p')
+    expect_eq "$(curl -s --unix-socket /var/run/docker.sock "http://d/exec/$exec_id/json" | grep -o '"entrypoint":"[^"]*"')" \
+        '"entrypoint":"/w/w"' "exec runs through weavewait"
     pdocker 1 run -d --name "${LAB}c" "$DOCKER_IMAGE" sh -c 'echo hello-from-c; sleep 600' >/dev/null
-    lab_wait 5 eval '[ "$(pdocker 1 logs "${LAB}c" 2>&1)" = hello-from-c ]' || fail "logs through the proxy"
+    logged() { [ "$(pdocker 1 logs "${LAB}c" 2>&1)" = hello-from-c ]; }
+    lab_wait 5 logged || fail "logs through the proxy: [$(pdocker 1 logs "${LAB}c" 2>&1)], $(docker inspect -f '{{.State.Status}} {{.State.ExitCode}}' "${LAB}c")"
     expect_eq "$(echo through-stdin | pdocker 1 run -i --rm --name "${LAB}d" "$DOCKER_IMAGE" cat)" "through-stdin" "run -i (attach, upgraded stream)"
     # Reaches a container attached with weft attach, both ways.
     lab_container n1
@@ -130,9 +137,11 @@ test_proxy_listen_flags_and_restart() {
     pdocker 1 create --name "${LAB}r" -e WEAVE_CIDR=10.2.1.7/24 "$DOCKER_IMAGE" sleep 600 >/dev/null
     lab_weft 1 stop >/dev/null
     docker start "${LAB}r" >/dev/null
-    lab_weft 1 launch --nickname host1 --no-plugin >/dev/null
+    lab_weft 1 launch --nickname host1 --no-plugin --rewrite-inspect >/dev/null
     has_addr() { docker exec "${LAB}r" ip -4 -o addr show ethwe 2>/dev/null | grep -q 'inet 10\.2\.1\.7/24'; }
     lab_wait 20 has_addr || { dump_logs; fail "running container not attached at start-up"; }
+    expect_eq "$(pdocker 1 inspect -f '{{.NetworkSettings.IPAddress}}/{{.NetworkSettings.IPPrefixLen}}' "${LAB}r")" "10.2.1.7/24" "--rewrite-inspect"
+    expect_match "$(docker inspect -f '{{.NetworkSettings.IPAddress}}' "${LAB}r")" '^172\.' "Docker's own inspect keeps Docker's address"
     docker rm -f "${LAB}r" >/dev/null
     lab_weft 1 stop >/dev/null
     # --proxy=false: no socket, and env says why.

@@ -41,7 +41,7 @@ pub enum DockerError {
 }
 
 /// What weft needs of a container.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ContainerInfo {
     /// The full 64-hex ID.
     pub id: String,
@@ -65,6 +65,10 @@ pub struct ContainerInfo {
     pub network_mode: String,
     /// Where its mounts are, inside it (`Mounts[].Destination`).
     pub mount_destinations: Vec<String>,
+    /// The host file Docker binds at its `/etc/hosts` (`HostsPath`).
+    pub hosts_path: String,
+    /// `HostConfig.ExtraHosts` (`--add-host`), as `name:ip`.
+    pub extra_hosts: Vec<String>,
 }
 
 /// One network a container is connected to.
@@ -194,10 +198,9 @@ impl Docker {
         };
         let state = c.state.unwrap_or_default();
         let config = c.config.unwrap_or_default();
-        let network_mode = c
-            .host_config
-            .and_then(|h| h.network_mode)
-            .unwrap_or_default();
+        let host_config = c.host_config.unwrap_or_default();
+        let network_mode = host_config.network_mode.unwrap_or_default();
+        let extra_hosts = host_config.extra_hosts.unwrap_or_default();
         let mount_destinations = c
             .mounts
             .unwrap_or_default()
@@ -234,6 +237,8 @@ impl Docker {
             env: config.env.unwrap_or_default(),
             network_mode,
             mount_destinations,
+            hosts_path: c.hosts_path.unwrap_or_default(),
+            extra_hosts,
         }))
     }
 
@@ -428,11 +433,7 @@ mod tests {
             running: true,
             hostname: hostname.into(),
             domainname: domainname.into(),
-            networks: Vec::new(),
-            entrypoint: Vec::new(),
-            env: Vec::new(),
-            network_mode: String::new(),
-            mount_destinations: Vec::new(),
+            ..ContainerInfo::default()
         }
     }
 

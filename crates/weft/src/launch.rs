@@ -84,7 +84,7 @@ struct RouterArgs {
     /// Proxy: container inspection shows the weave address.
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set, default_value = "false")]
     rewrite_inspect: bool,
-    /// Proxy: accepted; weft leaves Docker's /etc/hosts in place.
+    /// Proxy: leave the container's /etc/hosts as Docker wrote it.
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set, default_value = "false")]
     no_rewrite_hosts: bool,
     /// Proxy: no weftDNS settings or names for its containers.
@@ -231,6 +231,7 @@ impl RouterArgs {
             no_default_ipalloc: self.no_default_ipalloc,
             without_dns: self.without_dns,
             no_multicast_route: self.no_multicast_route,
+            no_rewrite_hosts: self.no_rewrite_hosts,
             wait_binary: None,
         }))
     }

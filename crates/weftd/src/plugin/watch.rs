@@ -91,11 +91,7 @@ mod tests {
             running: true,
             hostname: "x".into(),
             domainname: "weave.local".into(),
-            networks: Vec::new(),
-            entrypoint: Vec::new(),
-            env: Vec::new(),
-            network_mode: String::new(),
-            mount_destinations: Vec::new(),
+            ..ContainerInfo::default()
         };
         assert_eq!(
             names(&c, &["al".into(), "b.weave.local".into()], "weave.local."),

@@ -17,8 +17,7 @@
 //! binary the proxy still passes calls through but refuses to create containers it would
 //! handle, saying why.
 //!
-//! Left out: TLS, the old-style start call carrying a HostConfig (Docker API < 1.24), and the
-//! `/etc/hosts` rewrite (`--no-rewrite-hosts` is accepted; Docker's own file is kept).
+//! Left out: TLS, and the old-style start call carrying a HostConfig (Docker API < 1.24).
 //! A raw-stream hijack without `Upgrade:` (clients older than Docker 1.12) passes the daemon's
 //! output through but not the client's input.
 
@@ -113,6 +112,8 @@ pub struct ProxyConfig {
     pub without_dns: bool,
     /// `--no-multicast-route`.
     pub no_multicast_route: bool,
+    /// `--no-rewrite-hosts`.
+    pub no_rewrite_hosts: bool,
     /// The weavewait binary; `None`: look for it.
     pub wait_binary: Option<PathBuf>,
 }
@@ -250,6 +251,7 @@ impl Proxy {
             cfg.no_default_ipalloc,
             !cfg.no_multicast_route,
             !cfg.without_dns,
+            !cfg.no_rewrite_hosts,
         );
         let shared = Arc::new(server::Shared {
             upstream: upstream.clone(),
@@ -466,6 +468,7 @@ mod tests {
             no_default_ipalloc: false,
             without_dns: false,
             no_multicast_route: false,
+            no_rewrite_hosts: false,
             wait_binary: None,
         };
         assert_eq!(
