@@ -2,7 +2,8 @@
 # Docker integration benchmark, against the machine's dockerd (started if none answers, and
 # then stopped again) with a weft router on a lab host, measured in turns in the same run:
 #   (1) `docker run --rm IMG sh -c :` directly against dockerd and through weft's Docker API
-#       proxy (the proxy's run includes the attach: IPAM, veth, DNS name, weavewait);
+#       proxy (the proxy's run includes the attach: IPAM, veth, DNS name, weavewait), and
+#       through the proxy with WEAVE_CIDR=none (left alone: what passing through costs);
 #   (2) `docker run -d IMG sleep 600` directly against dockerd and `weft run IMG sleep 600`
 #       (docker run -d with weftDNS's settings, then attach), each returning once the
 #       container runs (weft run: once it is attached).
@@ -33,23 +34,27 @@ now_ms() { echo $(($(date +%s%N) / 1000000)); }
 timed() { local t0; t0=$(now_ms); "$@" >/dev/null; echo $(($(now_ms) - t0)); }
 median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : int((a[NR/2]+a[NR/2+1])/2)}'; }
 
-direct_rm=() proxy_rm=() direct_d=() weft_d=()
+direct_rm=() proxy_rm=() none_rm=() direct_d=() weft_d=()
 # One unmeasured round first: the image and the caches are warm for both.
 docker run --rm "$DOCKER_IMAGE" sh -c : >/dev/null
 docker -H "$PROXY" run --rm "$DOCKER_IMAGE" sh -c : >/dev/null
 for i in $(seq "$RUNS"); do
     direct_rm+=("$(timed docker run --rm "$DOCKER_IMAGE" sh -c :)")
     proxy_rm+=("$(timed docker -H "$PROXY" run --rm "$DOCKER_IMAGE" sh -c :)")
+    none_rm+=("$(timed docker -H "$PROXY" run --rm -e WEAVE_CIDR=none "$DOCKER_IMAGE" sh -c :)")
     direct_d+=("$(timed docker run -d --name "${LAB}d$i" "$DOCKER_IMAGE" sleep 600)")
     weft_d+=("$(timed lab_weft 1 run --name "${LAB}w$i" "$DOCKER_IMAGE" sleep 600)")
     docker rm -f "${LAB}d$i" "${LAB}w$i" >/dev/null
 done
 m() { printf '%s\n' "$@" | median; }
-a=$(m "${direct_rm[@]}") b=$(m "${proxy_rm[@]}") c=$(m "${direct_d[@]}") d=$(m "${weft_d[@]}")
+a=$(m "${direct_rm[@]}") b=$(m "${proxy_rm[@]}") n=$(m "${none_rm[@]}")
+c=$(m "${direct_d[@]}") d=$(m "${weft_d[@]}")
 echo "runs: $RUNS each, in turns; medians in ms"
 printf '%-44s %6s ms   (runs: %s)\n' "docker run --rm sh -c : (direct)" "$a" "${direct_rm[*]}"
 printf '%-44s %6s ms   (runs: %s)\n' "docker run --rm sh -c : (through the proxy)" "$b" "${proxy_rm[*]}"
 printf '%-44s %+6d ms   (target <= +150)\n' "  proxy adds" "$((b - a))"
+printf '%-44s %6s ms   (runs: %s)\n' "  ... WEAVE_CIDR=none (pass-through only)" "$n" "${none_rm[*]}"
+printf '%-44s %+6d ms\n' "  passing through adds" "$((n - a))"
 printf '%-44s %6s ms   (runs: %s)\n' "docker run -d sleep (direct)" "$c" "${direct_d[*]}"
 printf '%-44s %6s ms   (runs: %s)\n' "weft run sleep (docker run -d + attach)" "$d" "${weft_d[*]}"
 printf '%-44s %+6d ms   (target <= +150)\n' "  weft run adds" "$((d - c))"
