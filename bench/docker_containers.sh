@@ -4,8 +4,7 @@
 # `weft run --net=none` (docker run with weftDNS's settings, then attach: an address from IPAM
 # and a name in weftDNS each), then the router's resident memory: before the first container,
 # after the last one, and its peak (VmHWM). The target is at most 20 MB with 100 containers.
-# Also prints the time `weft run` took per container (median), next to `docker run` of the
-# same container in the same run (median of 5).
+# (bench/docker.sh times `weft run` against `docker run`.)
 # Needs root, dockerd (Debian's docker.io; started here if none answers) and busybox-static.
 # Usage: bench/docker_containers.sh [N]
 set -euo pipefail
@@ -34,23 +33,10 @@ lab_up 1
 lab_weft 1 launch --nickname host1 --no-plugin >/dev/null
 pid=$(cat "$LAB_DIR/h1/run/weft.pid")
 kb() { awk -v k="$1:" '$1 == k {print $2}' "/proc/$pid/status"; }
-ms() { echo $(($(date +%s%N) / 1000000)); }
-median() { printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
 rss0=$(kb VmRSS)
 
-# docker run alone, for the reference (removed at once).
-docker_ms=()
-for i in 1 2 3 4 5; do
-    t=$(ms)
-    docker run -d --name "${LAB}ref$i" --net=none -h "ref$i.weave.local" "$DOCKER_IMAGE" sleep 600 >/dev/null
-    docker_ms+=($(($(ms) - t)))
-    docker rm -f "${LAB}ref$i" >/dev/null
-done
-run_ms=()
 for i in $(seq "$N"); do
-    t=$(ms)
     lab_weft 1 run --name "${LAB}c$i" --net=none "$DOCKER_IMAGE" sleep 600 >/dev/null
-    run_ms+=($(($(ms) - t)))
 done
 # Every container has its name and its address.
 entries=$(lab_weft 1 status | awk '/Entries:/{print $2; exit}')
@@ -60,6 +46,3 @@ printf 'containers: %d (DNS entries %s, addresses owned %s)\n' "$N" "$entries" "
 printf 'router RSS: %.1f MB before, %.1f MB with %d containers, peak %.1f MB (target <= 20 MB: %s)\n' \
     "$(echo "$rss0 / 1024" | bc -l)" "$(echo "$rss1 / 1024" | bc -l)" "$N" "$(echo "$hwm / 1024" | bc -l)" \
     "$([ "$hwm" -le 20480 ] && echo PASS || echo MISS)"
-d=$(median "${docker_ms[@]}") r=$(median "${run_ms[@]}")
-printf 'docker run: %d ms (median of 5); weft run: %d ms (median of %d): %+d ms (target <= +150 ms: %s)\n' \
-    "$d" "$r" "$N" $((r - d)) "$([ $((r - d)) -le 150 ] && echo PASS || echo MISS)"

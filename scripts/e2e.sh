@@ -809,12 +809,16 @@ source scripts/e2e_docker.sh
 source scripts/e2e_crypto.sh
 source scripts/e2e_plugin.sh
 source scripts/e2e_compose.sh
+source scripts/e2e_proxy.sh
 
 # --- main --------------------------------------------------------------------------------
 [ "$(id -u)" = 0 ] || { echo "e2e tests need root"; exit 1; }
 [ -x "$WEFT" ] || cargo build --release -p weft
 [ -x "$HOSTILE" ] || cargo build --release -p weft-core --example hostile_peer
 [ -x "$FAKE_UPSTREAM" ] || cargo build --release -p weft-core --example fake_upstream
+# weavewait, linked statically for containers (a workspace of its own; see its Cargo.toml).
+export WEFT_WAIT="$CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/release/weft-wait"
+[ -x "$WEFT_WAIT" ] || (cd crates/weft-wait && cargo build --release --target x86_64-unknown-linux-gnu)
 TESTS=("$@")
 [ ${#TESTS[@]} -gt 0 ] || mapfile -t TESTS < <(declare -F | awk '{print $3}' | grep '^test_')
 for t in "${TESTS[@]}"; do run_test "$t"; done

@@ -7,6 +7,9 @@ scripts/deps.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/weft-target}"
 cargo build --release -p weft
 cargo build --release -p weft-core --example hostile_peer --example fake_upstream
+# weavewait (/w/w in containers of the Docker API proxy): static, in a workspace of its own.
+(cd crates/weft-wait && cargo build --release --target x86_64-unknown-linux-gnu &&
+    cargo test --release --target x86_64-unknown-linux-gnu)
 # Privileged tests (netlink, nftables) run in namespaces of their own; CI runs as root.
 WEFT_TEST_ROOT=1 cargo test --workspace --release
 scripts/e2e.sh

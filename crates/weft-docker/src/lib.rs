@@ -6,7 +6,9 @@
 //! `unix:///var/run/docker.sock`, as the docker CLI finds it; the API version is negotiated,
 //! so older daemons (Debian's 20.10 speaks 1.41) work. [`blocking`] wraps the calls for the
 //! synchronous CLI. The router also makes and removes the default network of its Docker network
-//! plugin ([`Docker::ensure_network`], [`Docker::remove_network`]).
+//! plugin ([`Docker::ensure_network`], [`Docker::remove_network`]); its Docker API proxy lists
+//! running containers, kills one whose attach failed, and reads an image's entrypoint and
+//! command ([`Docker::running`], [`Docker::kill`], [`Docker::image_command`]).
 
 use std::time::Duration;
 
@@ -39,7 +41,7 @@ pub enum DockerError {
 }
 
 /// What weft needs of a container.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ContainerInfo {
     /// The full 64-hex ID.
     pub id: String,
@@ -55,6 +57,18 @@ pub struct ContainerInfo {
     pub domainname: String,
     /// The networks it is connected to (`NetworkSettings.Networks`).
     pub networks: Vec<ContainerNetwork>,
+    /// `Config.Entrypoint`.
+    pub entrypoint: Vec<String>,
+    /// `Config.Env`, as `NAME=value`.
+    pub env: Vec<String>,
+    /// `HostConfig.NetworkMode`.
+    pub network_mode: String,
+    /// Where its mounts are, inside it (`Mounts[].Destination`).
+    pub mount_destinations: Vec<String>,
+    /// The host file Docker binds at its `/etc/hosts` (`HostsPath`).
+    pub hosts_path: String,
+    /// `HostConfig.ExtraHosts` (`--add-host`), as `name:ip`.
+    pub extra_hosts: Vec<String>,
 }
 
 /// One network a container is connected to.
@@ -198,6 +212,15 @@ impl Docker {
         };
         let state = c.state.unwrap_or_default();
         let config = c.config.unwrap_or_default();
+        let host_config = c.host_config.unwrap_or_default();
+        let network_mode = host_config.network_mode.unwrap_or_default();
+        let extra_hosts = host_config.extra_hosts.unwrap_or_default();
+        let mount_destinations = c
+            .mounts
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|m| m.destination)
+            .collect();
         let running = state.running.unwrap_or(false);
         Ok(Some(ContainerInfo {
             id: c.id.unwrap_or_default(),
@@ -224,6 +247,12 @@ impl Docker {
                     aliases: e.aliases.unwrap_or_default(),
                 })
                 .collect(),
+            entrypoint: config.entrypoint.unwrap_or_default(),
+            env: config.env.unwrap_or_default(),
+            network_mode,
+            mount_destinations,
+            hosts_path: c.hosts_path.unwrap_or_default(),
+            extra_hosts,
         }))
     }
 
@@ -315,6 +344,57 @@ impl Docker {
 }
 
 impl Docker {
+    /// The IDs of the running containers.
+    pub async fn running_ids(&self) -> Result<Vec<String>, DockerError> {
+        let list = self
+            .call(
+                self.api
+                    .list_containers(None::<bollard::container::ListContainersOptions<String>>),
+            )
+            .await?
+            .map_err(|e| DockerError::Api(e.to_string()))?;
+        Ok(list.into_iter().filter_map(|c| c.id).collect())
+    }
+
+    /// Kills the container `id` (SIGKILL); one that is gone or stopped already is no error.
+    pub async fn kill(&self, id: &str) -> Result<(), DockerError> {
+        match self
+            .call(
+                self.api
+                    .kill_container(id, None::<bollard::container::KillContainerOptions<String>>),
+            )
+            .await?
+        {
+            Ok(())
+            | Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404 | 409,
+                ..
+            }) => Ok(()),
+            Err(e) => Err(DockerError::Api(e.to_string())),
+        }
+    }
+
+    /// An image's `Config.Entrypoint` and `Config.Cmd`; `None` if the daemon has no such
+    /// image.
+    pub async fn image_command(
+        &self,
+        name: &str,
+    ) -> Result<Option<(Vec<String>, Vec<String>)>, DockerError> {
+        match self.call(self.api.inspect_image(name)).await? {
+            Ok(i) => {
+                let c = i.config.unwrap_or_default();
+                Ok(Some((
+                    c.entrypoint.unwrap_or_default(),
+                    c.cmd.unwrap_or_default(),
+                )))
+            }
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(None),
+            Err(e) => Err(DockerError::Api(e.to_string())),
+        }
+    }
+
     /// The daemon's container events from now on (`start`, `die`, `destroy`) and its network
     /// events `connect` and `disconnect`; the stream ends (or yields an error) when the daemon
     /// goes away.
@@ -444,7 +524,7 @@ mod tests {
             running: true,
             hostname: hostname.into(),
             domainname: domainname.into(),
-            networks: Vec::new(),
+            ..ContainerInfo::default()
         }
     }
 

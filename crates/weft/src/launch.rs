@@ -63,6 +63,36 @@ struct RouterArgs {
     /// No Docker network plugin.
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set, default_value = "false")]
     no_plugin: bool,
+    /// The Docker API proxy (on unless `--proxy=false` or `--no-proxy`).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set, default_value = "true")]
+    proxy: bool,
+    /// No Docker API proxy.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set, default_value = "false")]
+    no_proxy: bool,
+    /// Where the proxy listens: `unix:///absolute/path` or `tcp://host:port` (repeatable).
+    #[arg(short = 'H', action = ArgAction::Append)]
+    proxy_hosts: Vec<String>,
+    /// Proxy: the label whose value names a container for its hostname.
+    #[arg(long, default_value = "")]
+    hostname_from_label: String,
+    /// Proxy: a regular expression applied to the name.
+    #[arg(long, default_value = "(.*)")]
+    hostname_match: String,
+    /// Proxy: what each match of `--hostname-match` becomes.
+    #[arg(long, default_value = "$1")]
+    hostname_replacement: String,
+    /// Proxy: container inspection shows the weave address.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set, default_value = "false")]
+    rewrite_inspect: bool,
+    /// Proxy: leave the container's /etc/hosts as Docker wrote it.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set, default_value = "false")]
+    no_rewrite_hosts: bool,
+    /// Proxy: no weftDNS settings or names for its containers.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set, default_value = "false")]
+    without_dns: bool,
+    /// Proxy: no multicast route in its containers.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set, default_value = "false")]
+    no_multicast_route: bool,
     /// Accepted for compatibility: weft never installs a restart policy.
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set, default_value = "false")]
     no_restart: bool,
@@ -174,6 +204,39 @@ impl RouterArgs {
     }
 }
 
+impl RouterArgs {
+    /// The proxy's configuration; `None`: off.
+    fn proxy(&self) -> Result<Option<weftd::proxy::ProxyConfig>, String> {
+        let listen = self
+            .proxy_hosts
+            .iter()
+            .map(|h| weftd::proxy::ListenAddr::parse(h))
+            .collect::<Result<Vec<_>, _>>()?;
+        let rule = weftd::proxy::HostnameRule::new(
+            &self.hostname_from_label,
+            &self.hostname_match,
+            &self.hostname_replacement,
+        )?;
+        if !self.proxy || self.no_proxy || self.no_docker {
+            return Ok(None);
+        }
+        Ok(Some(weftd::proxy::ProxyConfig {
+            listen,
+            upstream: std::env::var("DOCKER_HOST")
+                .ok()
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| weft_docker::DEFAULT_HOST.to_string()),
+            rule,
+            rewrite_inspect: self.rewrite_inspect,
+            no_default_ipalloc: self.no_default_ipalloc,
+            without_dns: self.without_dns,
+            no_multicast_route: self.no_multicast_route,
+            no_rewrite_hosts: self.no_rewrite_hosts,
+            wait_binary: None,
+        }))
+    }
+}
+
 fn parse_args(args: &[String]) -> Result<RouterArgs, ExitCode> {
     // Weave's script also takes `-iprange`, which is no clap flag.
     let argv = std::iter::once("weft launch".to_string()).chain(args.iter().map(|a| {
@@ -197,6 +260,10 @@ fn parse_args(args: &[String]) -> Result<RouterArgs, ExitCode> {
         return Err(ExitCode::from(1));
     }
     if let Err(e) = parsed.dns() {
+        eprintln!("{e}");
+        return Err(ExitCode::from(1));
+    }
+    if let Err(e) = parsed.proxy() {
         eprintln!("{e}");
         return Err(ExitCode::from(1));
     }
@@ -281,6 +348,7 @@ pub(crate) fn router(args: &[String]) -> ExitCode {
     // parse_args has checked the flags.
     let dns = a.dns().ok().flatten();
     let trusted_subnets = a.trusted_subnets().unwrap_or_default();
+    let proxy = a.proxy().ok().flatten();
     let cfg = weftd::RouterConfig {
         name,
         nickname: a.nickname.unwrap_or_else(hostname),
@@ -310,6 +378,7 @@ pub(crate) fn router(args: &[String]) -> ExitCode {
         // For comparing the two schemes between weft peers; Weave Net peers always get theirs.
         sleeve_aead: std::env::var("WEFT_SLEEVE_CRYPTO").map_or(true, |v| v != "nacl"),
         plugin: (a.plugin && !a.no_plugin).then(weftd::plugin::PluginConfig::from_env),
+        proxy,
     };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

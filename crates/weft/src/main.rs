@@ -26,6 +26,7 @@ mod dns;
 mod docker;
 mod ipam;
 mod launch;
+mod proxy;
 mod routes;
 #[cfg(test)]
 mod testing;
@@ -53,6 +54,10 @@ weft launch        <same arguments as 'weft launch-router'>
                    [--dns-domain <domain>] [--dns-listen-address <ip>:<port>]
                    [--dns-ttl <seconds>] [--dns-fallback-timeout <ms>]
                    [--resolv-conf <file>]
+                   [--proxy=false | --no-proxy] [-H <proxy_addr>]...
+                   [--hostname-from-label <label>] [--hostname-match <regexp>]
+                   [--hostname-replacement <replacement>] [--rewrite-inspect]
+                   [--without-dns] [--no-multicast-route] [--no-rewrite-hosts]
                    <peer> ...
      prime
 
@@ -80,6 +85,9 @@ weft dns-add       [<ip_address> ...] <container> [-h <fqdn>] |
      dns-lookup    <unqualified_name>
      dns-args
 
+weft env           [--restore]
+     config
+
 weft stop
 weft reset         [--force]
      rmpeer        <peer_id> ...
@@ -90,11 +98,14 @@ where <peer>      = <ip_address_or_fqdn>[:<port>]
       <container> = netns:<name> | pid:<pid> | <container_name_or_id>
       <peer_id>   = <nickname> | <weft internal peer ID>
       <mode>      = consensus[=<count>] | seed=<mac>,... | observer
+      <proxy_addr> = unix:///<absolute path> | tcp://<host>:<port>
 
 --ipalloc-range (alias --iprange) defaults to 10.32.0.0/12; an empty value turns IP
 address allocation off. Without addresses, attach and expose allocate one (net:default).
 
 A Docker container is found through DOCKER_HOST (default unix:///var/run/docker.sock).
+The Docker API proxy listens on unix://$WEFT_RUN_DIR/weave.sock unless -H is given
+(tcp://0.0.0.0:12375 when DOCKER_HOST is TCP); 'eval $(weft env)' points docker at it.
 A container's DNS name is its hostname when that has a domain part (for netns:<name>,
 /etc/netns/<name>/hostname).
 
@@ -155,7 +166,7 @@ fn main() -> ExitCode {
     if rest.first().is_some_and(|a| a == "--help")
         && !matches!(
             cmd.as_str(),
-            "launch" | "launch-router" | "router" | "version"
+            "launch" | "launch-router" | "router" | "version" | "env"
         )
     {
         out!("{USAGE}");
@@ -169,7 +180,12 @@ fn main() -> ExitCode {
         "router" => launch::router(rest),
         launch::CHECK_STATE_DB => ExitCode::from(weftd::store::check_main()),
         "launch" | "launch-router" => launch::launch(rest),
-        "stop" | "stop-router" => launch::stop(),
+        "stop" | "stop-router" => {
+            proxy::warn_before_stop();
+            launch::stop()
+        }
+        "env" => proxy::env(rest),
+        "config" => proxy::config(rest),
         "reset" => launch::reset(rest),
         "version" => version(),
         "status" => status(rest),

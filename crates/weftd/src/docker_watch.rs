@@ -4,7 +4,8 @@
 //! that is destroyed loses its addresses at once.
 //!
 //! A container that starts on a network of the Docker plugin gets its names registered in
-//! weftDNS (see `plugin::watch`).
+//! weftDNS (see `plugin::watch`); one the Docker API proxy handles is attached (see
+//! `proxy::Attacher`).
 //!
 //! A daemon that is not there, or goes away, is looked for again every few seconds; nothing
 //! else waits for it.
@@ -14,7 +15,7 @@ use std::time::Duration;
 use futures_util::StreamExt as _;
 use weft_docker::{Docker, Event};
 
-use crate::{dns, ipam, plugin};
+use crate::{dns, ipam, plugin, proxy};
 
 /// How long to wait before looking for the daemon again.
 const RETRY: Duration = Duration::from_secs(3);
@@ -31,10 +32,17 @@ pub struct Listeners {
     pub plugin_networks: Option<plugin::Networks>,
     /// Which names the plugin registered, for containers that leave one of its networks.
     pub(crate) plugin_names: plugin::watch::Registered,
+    /// The Docker API proxy, when it runs: containers it handles are attached when they
+    /// start.
+    pub proxy: Option<proxy::Attacher>,
 }
 
 impl Listeners {
     async fn tell(&self, docker: &Docker, event: Event) {
+        if let (Some(a), Event::Started(id)) = (&self.proxy, &event) {
+            let (a, docker, id) = (a.clone(), docker.clone(), id.clone());
+            tokio::spawn(async move { a.on_started(&docker, &id).await });
+        }
         if let Some(n) = &self.plugin_networks {
             let (names, dns) = (&self.plugin_names, self.dns.as_ref());
             match &event {

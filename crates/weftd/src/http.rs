@@ -34,6 +34,8 @@ pub struct Api {
     pub ipam: Option<ipam::task::Handle>,
     /// The DNS task, when DNS is on.
     pub dns: Option<crate::dns::task::Handle>,
+    /// The Docker API proxy's addresses (none when it is off), for `GET /proxyaddrs`.
+    pub proxy_addrs: Arc<Vec<String>>,
 }
 
 impl Api {
@@ -124,7 +126,8 @@ pub fn control_routes(api: Api) -> Router {
         .route("/connect", post(post_connect))
         .route("/forget", post(post_forget))
         .route("/expose", get(get_exposed))
-        .route("/expose/:ip/:len", post(post_expose).delete(delete_expose));
+        .route("/expose/:ip/:len", post(post_expose).delete(delete_expose))
+        .route("/proxyaddrs", get(get_proxy_addrs));
     // The IPAM routes, `/peer` among them, exist only with IPAM, as Weave Net's do; leaving
     // the cluster without IPAM hands nothing over.
     let router = match api.ipam.clone() {
@@ -138,6 +141,11 @@ pub fn control_routes(api: Api) -> Router {
         None => router,
     };
     status_routes(api).merge(router)
+}
+
+/// The proxy's addresses, one a line (`weft env`, `weft config`); empty when it is off.
+async fn get_proxy_addrs(State(api): State<Api>) -> Response {
+    text(StatusCode::OK, api.proxy_addrs.join("\n"))
 }
 
 async fn get_status(State(api): State<Api>) -> Result<Response, RequestError> {

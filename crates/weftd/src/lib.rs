@@ -23,6 +23,7 @@ pub mod ipam;
 mod kernel;
 pub mod metrics;
 pub mod plugin;
+pub mod proxy;
 pub mod run_dir;
 mod sleeve;
 pub mod status;
@@ -99,6 +100,8 @@ pub struct RouterConfig {
     pub sleeve_aead: bool,
     /// The legacy Docker network plugin; `None` with `--no-plugin`.
     pub plugin: Option<plugin::PluginConfig>,
+    /// The Docker API proxy; `None` with `--proxy=false` (and always with `--no-docker`).
+    pub proxy: Option<proxy::ProxyConfig>,
 }
 
 /// The mesh password. Never shown: its `Debug` says nothing of it, and it is wiped when the
@@ -326,12 +329,27 @@ pub async fn run(cfg: RouterConfig) -> Result<(), StartError> {
         Some(p) => Some(plugin::Plugin::start(p, ipam_handle.clone(), cfg.docker)?),
         None => None,
     };
+    let proxy = match cfg.proxy.clone().filter(|_| cfg.docker) {
+        Some(p) => {
+            match proxy::Proxy::start(p, &cfg.run_dir, ipam_handle.clone(), dns_handle.clone()) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    if let Some(p) = plugin {
+                        p.stop().await;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        None => None,
+    };
     if cfg.docker {
         docker_watch::spawn(docker_watch::Listeners {
             ipam: ipam_handle.clone(),
             dns: dns_handle.clone(),
             plugin_networks: plugin.as_ref().map(|p| p.networks.clone()),
             plugin_names: plugin::watch::Registered::default(),
+            proxy: proxy.as_ref().map(|p| p.attacher.clone()),
         });
     }
     let api = http::Api {
@@ -339,6 +357,12 @@ pub async fn run(cfg: RouterConfig) -> Result<(), StartError> {
         info,
         ipam: ipam_handle,
         dns: dns_handle,
+        proxy_addrs: Arc::new(
+            proxy
+                .as_ref()
+                .map(proxy::Proxy::addresses)
+                .unwrap_or_default(),
+        ),
     };
     if let Some(l) = status_listener {
         let routes = http::status_routes(api.clone());
@@ -366,6 +390,9 @@ pub async fn run(cfg: RouterConfig) -> Result<(), StartError> {
     tokio::select! {
         () = driver.run(mesh, peers, cmd_rx) => {}
         () = shutdown_signal() => tracing::info!("=> shutting down"),
+    }
+    if let Some(p) = proxy {
+        p.stop();
     }
     if let Some(p) = plugin {
         p.stop().await;

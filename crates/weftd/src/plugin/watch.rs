@@ -145,7 +145,7 @@ mod tests {
             running: true,
             hostname: "x".into(),
             domainname: "weave.local".into(),
-            networks: Vec::new(),
+            ..ContainerInfo::default()
         };
         assert_eq!(
             names(&c, &["al".into(), "b.weave.local".into()], "weave.local."),

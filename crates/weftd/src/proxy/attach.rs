@@ -1,0 +1,373 @@
+//! The proxy's attach (Weave Net's `Proxy.attach`): a running container whose entrypoint
+//! starts with `/w/w` and whose `WEAVE_CIDR` the proxy accepts gets its addresses from weft's
+//! IPAM (with check-alive), is attached to the weave bridge (bridge MTU, hairpin, multicast
+//! route unless `--no-multicast-route`; the route comes last and is what weavewait waits for),
+//! and has its `<Hostname>.<Domainname>` registered in weftDNS for each address (unless
+//! `--without-dns`; names outside the DNS domain are not registered). Unless
+//! `--no-rewrite-hosts`, its `/etc/hosts` (the host file Docker binds there) is rewritten
+//! first, Weave Net's way: its weave addresses with its names, `--add-host` entries, localhost.
+//!
+//! It runs on every Docker `start` event, for a client's held start call, and at start-up for
+//! the containers already running. Attaches of one container are serialised, and attaching an
+//! attached container changes nothing (IPAM gives the container the addresses it holds).
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use weft_core::ipam::allocator::AllocError;
+use weft_docker::{ContainerInfo, Docker};
+use weft_types::Ipv4Cidr;
+
+use super::cidr::{weave_cidrs, CidrArg};
+use super::rewrite::WAIT_BIN;
+use crate::{dns, ipam};
+
+/// First pause before looking at the running containers again while Docker does not answer.
+const FIRST_RETRY: Duration = Duration::from_secs(2);
+/// The longest pause.
+const MAX_RETRY: Duration = Duration::from_secs(60);
+
+/// Why an attach failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AttachFailure {
+    /// Docker did not answer.
+    #[error(transparent)]
+    Docker(#[from] weft_docker::DockerError),
+    /// A bad `WEAVE_CIDR`.
+    #[error(transparent)]
+    Cidr(#[from] super::cidr::CidrError),
+    /// `net:` items without IPAM.
+    #[error("IP address allocation must be enabled to use 'net:'")]
+    NoIpam,
+    /// IPAM refused.
+    #[error("{0}")]
+    Ipam(String),
+    /// The plumbing failed.
+    #[error("{0}")]
+    Plumbing(String),
+    /// The container stopped before it could be attached.
+    #[error("container {0} is not running")]
+    NotRunning(String),
+}
+
+/// Attaches containers for the proxy; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Attacher {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    ipam: Option<ipam::task::Handle>,
+    dns: Option<dns::task::Handle>,
+    no_default_ipalloc: bool,
+    multicast: bool,
+    with_dns: bool,
+    rewrite_hosts: bool,
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Attacher {
+    /// An attacher with these tasks and flags.
+    pub fn new(
+        ipam: Option<ipam::task::Handle>,
+        dns: Option<dns::task::Handle>,
+        no_default_ipalloc: bool,
+        multicast: bool,
+        with_dns: bool,
+        rewrite_hosts: bool,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                ipam,
+                dns,
+                no_default_ipalloc,
+                multicast,
+                with_dns,
+                rewrite_hosts,
+                locks: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// Whether the proxy handles container `c` (its entrypoint starts with weavewait and its
+    /// `WEAVE_CIDR` is accepted); the addresses to give it.
+    pub fn cidrs_of(&self, c: &ContainerInfo) -> Result<Option<Vec<CidrArg>>, AttachFailure> {
+        if c.entrypoint.first().map(String::as_str) != Some(WAIT_BIN) {
+            return Ok(None);
+        }
+        match weave_cidrs(&c.network_mode, &c.env, self.inner.no_default_ipalloc) {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if e.is_left_alone() => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Attaches container `id` if it is the proxy's; returns its addresses (`None`: not the
+    /// proxy's, or gone).
+    pub async fn attach(
+        &self,
+        docker: &Docker,
+        id: &str,
+    ) -> Result<Option<Vec<Ipv4Cidr>>, AttachFailure> {
+        let Some(c) = docker.inspect(id).await? else {
+            return Ok(None);
+        };
+        let Some(args) = self.cidrs_of(&c)? else {
+            return Ok(None);
+        };
+        let lock = {
+            let mut locks = self
+                .inner
+                .locks
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            locks.retain(|_, l| Arc::strong_count(l) > 1);
+            locks.entry(c.id.clone()).or_default().clone()
+        };
+        let _held = lock.lock().await;
+        // Looked at again under the lock: an attach that waited for another may find the
+        // container gone, and must not register names for it after its death.
+        let Some(c) = docker.inspect(&c.id).await?.filter(|c| c.running) else {
+            return Ok(None);
+        };
+        let pid = c
+            .pid
+            .ok_or_else(|| AttachFailure::NotRunning(c.id.clone()))?;
+        let cidrs = self.addresses(&c.id, &args).await?;
+        if self.inner.rewrite_hosts && !c.hosts_path.is_empty() {
+            // Written in place: Docker binds this very file at the container's /etc/hosts.
+            let text = hosts_file(&c, &cidrs);
+            if let Err(e) = tokio::fs::write(&c.hosts_path, text).await {
+                tracing::warn!("[proxy] rewriting /etc/hosts of {}: {e}", short(&c.id));
+            }
+        }
+        let container = weft_attach::Container::Pid(pid);
+        let (want, multicast) = (cidrs.clone(), self.inner.multicast);
+        // Addresses given in WEAVE_CIDR are checked for duplicates; IPAM's are unique.
+        let by_hand: Vec<Ipv4Addr> = args
+            .iter()
+            .filter_map(|a| match a {
+                CidrArg::Address(c) => Some(c.addr()),
+                _ => None,
+            })
+            .collect();
+        let plumbed = tokio::task::spawn_blocking(move || {
+            let probe = weft_attach::Probe::Only(&by_hand);
+            weft_attach::blocking::attach_probing(&container, &want, multicast, probe)
+        })
+        .await
+        .map_err(|e| AttachFailure::Plumbing(e.to_string()))?;
+        match plumbed {
+            Ok(_) => {}
+            // The process ended meanwhile (a short command, attached by the other attach):
+            // nothing is left to attach. Its namespace goes before Docker or /proc say so.
+            Err(weft_attach::AttachError::Netdev(weft_netdev::NetdevError::NoSuchProcess(_))) => {
+                return Ok(None)
+            }
+            Err(e) => {
+                let alive = weft_attach::Container::Pid(pid).is_alive();
+                return if alive && still_running(docker, &c.id, pid).await {
+                    Err(AttachFailure::Plumbing(e.to_string()))
+                } else {
+                    Ok(None)
+                };
+            }
+        }
+        self.register_names(&c, &cidrs).await;
+        if !still_running(docker, &c.id, pid).await {
+            // It died while its names were being added: they go again, as on its death.
+            if let Some(dns) = &self.inner.dns {
+                dns.container_died(c.id.clone()).await;
+            }
+            return Ok(None);
+        }
+        tracing::info!(
+            "[proxy] attached container {} with {}",
+            short(&c.id),
+            cidrs
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        Ok(Some(cidrs))
+    }
+
+    /// The addresses for `args`, from IPAM with check-alive.
+    async fn addresses(&self, id: &str, args: &[CidrArg]) -> Result<Vec<Ipv4Cidr>, AttachFailure> {
+        let ipam = self.inner.ipam.as_ref();
+        let mut out = Vec::new();
+        for a in args {
+            let subnet = match (a, ipam) {
+                (CidrArg::Address(c), None) => {
+                    out.push(*c);
+                    continue;
+                }
+                (CidrArg::Address(c), Some(i)) => {
+                    i.claim(id.to_string(), *c, true, false)
+                        .await
+                        .map_err(|e| AttachFailure::Ipam(e.to_string()))?
+                        .map_err(|e| AttachFailure::Ipam(e.to_string()))?;
+                    out.push(*c);
+                    continue;
+                }
+                (_, None) => return Err(AttachFailure::NoIpam),
+                (CidrArg::DefaultSubnet, Some(i)) => i.default_subnet,
+                (CidrArg::Subnet(s), Some(_)) => *s,
+            };
+            let Some(i) = ipam else {
+                return Err(AttachFailure::NoIpam);
+            };
+            match i
+                .allocate(id.to_string(), subnet, true)
+                .await
+                .map_err(|e| AttachFailure::Ipam(e.to_string()))?
+            {
+                Ok(c) => out.push(c),
+                Err(AllocError::Cancelled { .. }) => {
+                    return Err(AttachFailure::NotRunning(id.to_string()))
+                }
+                Err(e) => return Err(AttachFailure::Ipam(e.to_string())),
+            }
+        }
+        Ok(out)
+    }
+
+    async fn register_names(&self, c: &ContainerInfo, cidrs: &[Ipv4Cidr]) {
+        let (Some(dns), true) = (&self.inner.dns, self.inner.with_dns) else {
+            return;
+        };
+        let Some(fqdn) = c.fqdn() else { return };
+        let domain = dns.domain.trim_matches('.');
+        if !(fqdn == domain || fqdn.ends_with(&format!(".{domain}"))) {
+            return;
+        }
+        for cidr in cidrs {
+            if let Err(e) = dns.add(c.id.clone(), cidr.addr(), fqdn.clone(), true).await {
+                tracing::info!("[proxy] registering {fqdn} for {}: {e}", short(&c.id));
+            }
+        }
+    }
+
+    /// A Docker `start` event: attach; if that fails, kill the container (so that Docker's
+    /// restart policy, if any, tries again).
+    pub async fn on_started(&self, docker: &Docker, id: &str) {
+        if let Err(e) = self.attach(docker, id).await {
+            tracing::warn!("[proxy] attaching container {}: {e}; killing it", short(id));
+            if let Err(e) = docker.kill(id).await {
+                tracing::warn!("[proxy] killing container {}: {e}", short(id));
+            }
+        }
+    }
+
+    /// At start-up: attaches the running containers that are the proxy's, looking again with
+    /// back-off (2 s, ×1.5, at most 1 min) while Docker does not answer.
+    pub async fn attach_existing(&self, host: String) {
+        let mut pause = FIRST_RETRY;
+        loop {
+            let found = async {
+                let d = Docker::connect(&host)?.negotiate().await?;
+                let ids = d.running_ids().await?;
+                Ok::<_, weft_docker::DockerError>((d, ids))
+            };
+            match found.await {
+                Ok((d, ids)) => {
+                    for id in ids {
+                        if let Err(e) = self.attach(&d, &id).await {
+                            tracing::warn!(
+                                "[proxy] attaching running container {}: {e}",
+                                short(&id)
+                            );
+                        }
+                    }
+                    return;
+                }
+                Err(e) => tracing::debug!("[proxy] running containers: {e}; again in {pause:?}"),
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 3 / 2).min(MAX_RETRY);
+        }
+    }
+}
+
+/// The end of a container's `/etc/hosts`.
+const LOCALHOST: &str = "\n# default localhost entries\n\
+    127.0.0.1       localhost\n\
+    ::1             ip6-localhost ip6-loopback\n\
+    fe00::0         ip6-localnet\n\
+    ff00::0         ip6-mcastprefix\n\
+    ff02::1         ip6-allnodes\n\
+    ff02::2         ip6-allrouters\n\
+    # created by Weave - END\n";
+
+/// The container's `/etc/hosts` as Weave Net writes it: its weave addresses with its names,
+/// the `--add-host` entries, and the usual localhost lines.
+fn hosts_file(c: &ContainerInfo, cidrs: &[Ipv4Cidr]) -> String {
+    let mut names = Vec::new();
+    if let Some(f) = c.fqdn() {
+        names.push(f);
+    }
+    let host = c.hostname.trim_end_matches('.');
+    if !host.is_empty() && !names.iter().any(|n| n == host) {
+        names.push(host.to_string());
+    }
+    let mut out = String::from("# created by Weave - BEGIN\n# container hostname\n");
+    for cidr in cidrs {
+        out.push_str(&format!(
+            "{:<15} {}\n",
+            cidr.addr().to_string(),
+            names.join(" ")
+        ));
+    }
+    out.push_str("\n# static names added with --add-host\n");
+    for h in &c.extra_hosts {
+        if let Some((name, ip)) = h.split_once(':') {
+            out.push_str(&format!("{ip:<15} {name}\n"));
+        }
+    }
+    out.push_str(LOCALHOST);
+    out
+}
+
+/// Whether container `id` still runs with process `pid`.
+async fn still_running(docker: &Docker, id: &str, pid: u32) -> bool {
+    matches!(docker.inspect(id).await, Ok(Some(c)) if c.running && c.pid == Some(pid))
+}
+
+/// A container ID as logs show it.
+pub(crate) fn short(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_file_as_weave_writes_it() {
+        let c = ContainerInfo {
+            hostname: "a1".into(),
+            domainname: "weave.local".into(),
+            extra_hosts: vec!["db:10.0.0.9".into()],
+            ..ContainerInfo::default()
+        };
+        let cidrs = ["10.32.0.2/12".parse().unwrap()];
+        let text = hosts_file(&c, &cidrs);
+        assert_eq!(
+            text.strip_suffix(LOCALHOST),
+            Some(
+                "# created by Weave - BEGIN\n\
+                 # container hostname\n\
+                 10.32.0.2       a1.weave.local a1\n\
+                 \n\
+                 # static names added with --add-host\n\
+                 10.0.0.9        db\n"
+            )
+        );
+        assert!(LOCALHOST.contains("\n127.0.0.1       localhost\n::1             ip6-localhost"));
+    }
+}

@@ -1,0 +1,511 @@
+//! The Docker API proxy (Weave Net's `weave proxy`, on unless `--proxy=false`/`--no-proxy`,
+//! and never with `--no-docker`): a Docker API endpoint in the router that passes every call
+//! to the daemon at `DOCKER_HOST` and changes a few (`calls`, `rewrite`) so that containers
+//! created and started through it come up attached to the weave network, with weftDNS, before
+//! their own command runs (`attach`). Clients reach it with `eval $(weft env)`.
+//!
+//! Listening (`-H`): all `unix://` addresses share one real socket, `$WEFT_RUN_DIR/weave.sock`
+//! (owner and mode copied from the daemon's socket); any other Unix path asked for is made a
+//! symlink to it, removed again when the router stops. Relative Unix paths are refused with
+//! Weave's words. `tcp://host:port` listens in the clear: TLS (`--tls*`) is left out.
+//!
+//! weavewait: the router copies the static `weft-wait` binary (found as `WEFT_WAIT`, or next
+//! to the running `weft` binary) into three directories under `$WEFT_RUN_DIR/weavewait/` —
+//! `w`, `w-nomcast` and `w-noop`, the last two with a `mode` file naming the variant — and
+//! containers get one of them bind-mounted read-only at `/w` (Weave Net used Docker volumes;
+//! a host directory needs no volume container and goes with the router's run dir). Without the
+//! binary the proxy still passes calls through but refuses to create containers it would
+//! handle, saying why.
+//!
+//! Left out: TLS, and the old-style start call carrying a HostConfig (Docker API < 1.24).
+//! A raw-stream hijack without `Upgrade:` (clients older than Docker 1.12) passes the daemon's
+//! output through but not the client's input.
+
+mod attach;
+pub mod calls;
+pub mod cidr;
+pub mod rewrite;
+mod server;
+
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, UnixListener};
+use tokio::task::JoinHandle;
+use weft_types::Ipv4Cidr;
+
+pub use attach::Attacher;
+pub use rewrite::HostnameRule;
+pub use server::Upstream;
+
+use crate::{dns, ipam, StartError};
+
+/// The real socket's name in the run dir.
+pub const SOCKET: &str = "weave.sock";
+/// The default TCP address when `DOCKER_HOST` is TCP.
+pub const DEFAULT_TCP: &str = "tcp://0.0.0.0:12375";
+/// Connections served at once, over all listeners (attach and `logs -f` hold theirs).
+const MAX_CONNECTIONS: usize = 256;
+/// The weavewait binary's name.
+pub const WAIT_BINARY: &str = "weft-wait";
+
+/// Weave's text for a relative Unix path.
+pub const RELATIVE_UNIX: &str =
+    "When launching the proxy, unix sockets must be specified as an absolute path.";
+
+/// One `-H` address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddr {
+    /// `unix:///abs/path`.
+    Unix(PathBuf),
+    /// `tcp://host:port`.
+    Tcp(String),
+}
+
+impl ListenAddr {
+    /// Parses a `-H` value.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if let Some(p) = s.strip_prefix("unix://") {
+            if !p.starts_with('/') {
+                return Err(RELATIVE_UNIX.to_string());
+            }
+            return Ok(Self::Unix(PathBuf::from(p)));
+        }
+        if let Some(a) = s.strip_prefix("tcp://") {
+            if a.rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+            {
+                return Ok(Self::Tcp(a.to_string()));
+            }
+        }
+        Err(format!(
+            "invalid proxy address {s:?}: expected unix:///absolute/path or tcp://host:port"
+        ))
+    }
+}
+
+impl std::fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Unix(p) => write!(f, "unix://{}", p.display()),
+            Self::Tcp(a) => write!(f, "tcp://{a}"),
+        }
+    }
+}
+
+/// The proxy's flags.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// `-H`; empty: the default for `upstream`.
+    pub listen: Vec<ListenAddr>,
+    /// `DOCKER_HOST`.
+    pub upstream: String,
+    /// `--hostname-from-label`, `--hostname-match`, `--hostname-replacement`.
+    pub rule: HostnameRule,
+    /// `--rewrite-inspect`.
+    pub rewrite_inspect: bool,
+    /// `--no-default-ipalloc`.
+    pub no_default_ipalloc: bool,
+    /// `--without-dns`.
+    pub without_dns: bool,
+    /// `--no-multicast-route`.
+    pub no_multicast_route: bool,
+    /// `--no-rewrite-hosts`.
+    pub no_rewrite_hosts: bool,
+    /// The weavewait binary; `None`: look for it.
+    pub wait_binary: Option<PathBuf>,
+}
+
+impl ProxyConfig {
+    /// The addresses to listen on: those given, else Weave's default for the daemon's
+    /// address (`unix://<run dir>/weave.sock`, or `tcp://0.0.0.0:12375` when `DOCKER_HOST`
+    /// is TCP).
+    pub fn addresses(&self, run_dir: &Path) -> Vec<ListenAddr> {
+        if !self.listen.is_empty() {
+            return self.listen.clone();
+        }
+        if self.upstream.starts_with("tcp://") {
+            vec![ListenAddr::Tcp(DEFAULT_TCP["tcp://".len()..].to_string())]
+        } else {
+            vec![ListenAddr::Unix(run_dir.join(SOCKET))]
+        }
+    }
+}
+
+/// Where weavewait is: `WEFT_WAIT`, else `weft-wait` next to this binary (or where a cargo
+/// build for the host's target puts it, beside the build's own directory).
+pub fn find_wait_binary() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("WEFT_WAIT").filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?;
+    let mut candidates = vec![dir.join(WAIT_BINARY)];
+    if let (Some(profile), Some(target)) = (dir.file_name(), dir.parent()) {
+        candidates.push(
+            target
+                .join("x86_64-unknown-linux-gnu")
+                .join(profile)
+                .join(WAIT_BINARY),
+        );
+    }
+    candidates.into_iter().find(|p| p.is_file())
+}
+
+/// Copies weavewait into the three `/w` directories; returns the default one's path.
+fn install_weavewait(run_dir: &Path, binary: Option<&Path>) -> Result<WaitDirs, String> {
+    let binary = binary.ok_or_else(|| {
+        format!("weavewait is not available: install {WAIT_BINARY} next to weft or set WEFT_WAIT")
+    })?;
+    let root = run_dir.join("weavewait");
+    let mut dirs = Vec::new();
+    for (name, mode) in [
+        ("w", None),
+        ("w-nomcast", Some("nomcast")),
+        ("w-noop", Some("noop")),
+    ] {
+        let d = root.join(name);
+        let placed = (|| {
+            std::fs::create_dir_all(&d)?;
+            let target = d.join("w");
+            let tmp = d.join(".w.new");
+            std::fs::copy(binary, &tmp)?;
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))?;
+            std::fs::rename(&tmp, &target)?;
+            match mode {
+                Some(m) => std::fs::write(d.join("mode"), m),
+                None => match std::fs::remove_file(d.join("mode")) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                    _ => Ok(()),
+                },
+            }
+        })();
+        placed.map_err(|e| format!("weavewait: {} from {}: {e}", d.display(), binary.display()))?;
+        dirs.push(d);
+    }
+    Ok(WaitDirs {
+        default: dirs[0].clone(),
+        nomcast: dirs[1].clone(),
+    })
+}
+
+#[derive(Debug, Clone)]
+struct WaitDirs {
+    default: PathBuf,
+    nomcast: PathBuf,
+}
+
+/// A container's weave addresses and the MAC of its `ethwe` (for `--rewrite-inspect`).
+fn weave_addrs(pid: u32) -> Option<(Vec<Ipv4Cidr>, String)> {
+    let c = weft_attach::Container::Pid(pid);
+    let entries = weft_attach::blocking::ps(&[(c.id(), c)]).ok()?;
+    let e = entries.into_iter().nth(1)?;
+    Some((e.cidrs, weft_netdev::format_mac(&e.mac)))
+}
+
+/// The running proxy.
+#[derive(Debug)]
+pub struct Proxy {
+    addrs: Vec<ListenAddr>,
+    real_socket: Option<PathBuf>,
+    links: Vec<PathBuf>,
+    tasks: Vec<JoinHandle<()>>,
+    /// Attaches containers on Docker `start` events.
+    pub attacher: Attacher,
+}
+
+impl Proxy {
+    /// Binds every listener (a failure undoes the others), installs weavewait, and serves.
+    /// `dns_server` is the address containers are given as DNS server.
+    pub fn start(
+        cfg: ProxyConfig,
+        run_dir: &Path,
+        ipam: Option<ipam::task::Handle>,
+        dns: Option<dns::task::Handle>,
+    ) -> Result<Self, StartError> {
+        let upstream = Upstream::parse(&cfg.upstream).map_err(StartError::Config)?;
+        let addrs = cfg.addresses(run_dir);
+        let binary = cfg.wait_binary.clone().or_else(find_wait_binary);
+        let wait_dirs = install_weavewait(run_dir, binary.as_deref());
+        if let Err(e) = &wait_dirs {
+            tracing::warn!("[proxy] {e}");
+        }
+        let wait_dir = wait_dirs.map(|d| {
+            if cfg.no_multicast_route {
+                d.nomcast
+            } else {
+                d.default
+            }
+        });
+        let dns_settings = match (&dns, cfg.without_dns) {
+            (Some(d), false) if !d.listen.ip().is_unspecified() => Some(rewrite::DnsSettings {
+                server: d.listen.ip().to_string(),
+                domain: d.domain.clone(),
+            }),
+            _ => None,
+        };
+        let attacher = Attacher::new(
+            ipam,
+            dns,
+            cfg.no_default_ipalloc,
+            !cfg.no_multicast_route,
+            !cfg.without_dns,
+            !cfg.no_rewrite_hosts,
+        );
+        let shared = Arc::new(server::Shared {
+            upstream: upstream.clone(),
+            docker: tokio::sync::OnceCell::new(),
+            wait_dir,
+            rule: cfg.rule.clone(),
+            dns: dns_settings,
+            no_default_ipalloc: cfg.no_default_ipalloc,
+            rewrite_inspect: cfg.rewrite_inspect,
+            attacher: attacher.clone(),
+        });
+        let mut proxy = Self {
+            addrs: addrs.clone(),
+            real_socket: None,
+            links: Vec::new(),
+            tasks: Vec::new(),
+            attacher: attacher.clone(),
+        };
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+        if let Err(e) = proxy.bind_all(run_dir, &upstream, &shared, &slots) {
+            proxy.stop_now();
+            return Err(e);
+        }
+        tracing::info!(
+            "[proxy] listening on {}; Docker at {upstream}",
+            addrs
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let host = upstream.to_string();
+        proxy.tasks.push(tokio::spawn(
+            async move { attacher.attach_existing(host).await },
+        ));
+        Ok(proxy)
+    }
+
+    fn bind_all(
+        &mut self,
+        run_dir: &Path,
+        upstream: &Upstream,
+        shared: &Arc<server::Shared>,
+        slots: &Arc<tokio::sync::Semaphore>,
+    ) -> Result<(), StartError> {
+        let real = run_dir.join(SOCKET);
+        for a in self.addrs.clone() {
+            match a {
+                ListenAddr::Unix(path) => {
+                    if self.real_socket.is_none() {
+                        let _ = std::fs::remove_file(&real);
+                        let l = UnixListener::bind(&real).map_err(|e| {
+                            StartError::Bind(format!("proxy {}", real.display()), e)
+                        })?;
+                        copy_owner_and_mode(upstream, &real);
+                        self.real_socket = Some(real.clone());
+                        let (s, sl) = (shared.clone(), slots.clone());
+                        self.tasks
+                            .push(tokio::spawn(serve(Listener::Unix(l), s, sl)));
+                    }
+                    if path != real {
+                        link_to(&path, &real).map_err(|e| {
+                            StartError::Bind(format!("proxy {}", path.display()), e)
+                        })?;
+                        self.links.push(path);
+                    }
+                }
+                ListenAddr::Tcp(addr) => {
+                    let std = std::net::TcpListener::bind(&addr)
+                        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                        .map_err(|e| StartError::Bind(format!("proxy tcp://{addr}"), e))?;
+                    let l = TcpListener::from_std(std)
+                        .map_err(|e| StartError::Bind(format!("proxy tcp://{addr}"), e))?;
+                    let (s, sl) = (shared.clone(), slots.clone());
+                    self.tasks
+                        .push(tokio::spawn(serve(Listener::Tcp(l), s, sl)));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The addresses it listens on, one a line, for `GET /proxyaddrs`.
+    pub fn addresses(&self) -> Vec<String> {
+        self.addrs.iter().map(ToString::to_string).collect()
+    }
+
+    fn stop_now(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        for l in &self.links {
+            let _ = std::fs::remove_file(l);
+        }
+        if let Some(s) = &self.real_socket {
+            let _ = std::fs::remove_file(s);
+        }
+    }
+
+    /// Stops listening and removes the socket and its links.
+    pub fn stop(mut self) {
+        self.stop_now();
+    }
+}
+
+/// The socket gets the daemon socket's owner and mode, so whoever may use Docker may use it.
+fn copy_owner_and_mode(upstream: &Upstream, socket: &Path) {
+    let Upstream::Unix(docker) = upstream else {
+        return;
+    };
+    let Ok(m) = std::fs::metadata(docker) else {
+        return;
+    };
+    let _ = std::os::unix::fs::chown(socket, Some(m.uid()), Some(m.gid()));
+    let _ = std::fs::set_permissions(socket, std::fs::Permissions::from_mode(m.mode() & 0o777));
+}
+
+/// Makes `path` a symlink to `real` (replacing a socket or link left there, never a regular
+/// file or directory).
+fn link_to(path: &Path, real: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::FileTypeExt as _;
+    if let Ok(m) = std::fs::symlink_metadata(path) {
+        let t = m.file_type();
+        if t.is_symlink() || t.is_socket() {
+            std::fs::remove_file(path)?;
+        } else {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "exists and is not a socket",
+            ));
+        }
+    }
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::os::unix::fs::symlink(real, path)
+}
+
+/// A bound listener.
+enum Listener {
+    Unix(UnixListener),
+    Tcp(TcpListener),
+}
+
+/// Accepts connections for as long as the proxy runs, each served by a task of its own while
+/// a slot is free.
+async fn serve(l: Listener, shared: Arc<server::Shared>, slots: Arc<tokio::sync::Semaphore>) {
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let accepted = match &l {
+            Listener::Unix(u) => u
+                .accept()
+                .await
+                .map(|(s, _)| serve_connection(s, shared.clone(), slot)),
+            Listener::Tcp(t) => t
+                .accept()
+                .await
+                .map(|(s, _)| serve_connection(s, shared.clone(), slot)),
+        };
+        if let Err(e) = accepted {
+            tracing::warn!("[proxy] accept: {e}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+fn serve_connection<S>(io: S, shared: Arc<server::Shared>, slot: tokio::sync::OwnedSemaphorePermit)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        let _slot = slot;
+        let service = hyper::service::service_fn(move |req| server::handle(shared.clone(), req));
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(server::HEAD_TIMEOUT)
+            .max_buf_size(server::MAX_HEAD)
+            .serve_connection(hyper_util::rt::TokioIo::new(io), service)
+            .with_upgrades();
+        if let Err(e) = conn.await {
+            tracing::debug!("[proxy] connection: {e}");
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(
+            ListenAddr::parse("unix:///var/run/weave/weave.sock"),
+            Ok(ListenAddr::Unix("/var/run/weave/weave.sock".into()))
+        );
+        assert_eq!(
+            ListenAddr::parse("unix://rel/x.sock"),
+            Err(RELATIVE_UNIX.to_string())
+        );
+        assert_eq!(
+            ListenAddr::parse("tcp://0.0.0.0:12375"),
+            Ok(ListenAddr::Tcp("0.0.0.0:12375".into()))
+        );
+        for bad in ["tcp://x", "tcp://:1", "http://a:1", "/abs"] {
+            assert!(ListenAddr::parse(bad).is_err(), "{bad}");
+        }
+        let cfg = ProxyConfig {
+            listen: vec![],
+            upstream: "unix:///var/run/docker.sock".into(),
+            rule: HostnameRule::default(),
+            rewrite_inspect: false,
+            no_default_ipalloc: false,
+            without_dns: false,
+            no_multicast_route: false,
+            no_rewrite_hosts: false,
+            wait_binary: None,
+        };
+        assert_eq!(
+            cfg.addresses(Path::new("/run/weft")),
+            [ListenAddr::Unix("/run/weft/weave.sock".into())]
+        );
+        let tcp = ProxyConfig {
+            upstream: "tcp://1.2.3.4:2375".into(),
+            ..cfg
+        };
+        assert_eq!(
+            tcp.addresses(Path::new("/run/weft"))[0].to_string(),
+            "tcp://0.0.0.0:12375"
+        );
+    }
+
+    #[test]
+    fn weavewait_directories() {
+        let dir = std::env::temp_dir().join(format!("weft-proxy-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let bin = dir.join("bin");
+        std::fs::write(&bin, b"#!/bin/sh\n").unwrap();
+        let d = install_weavewait(&dir, Some(&bin)).unwrap();
+        assert!(d.default.join("w").is_file());
+        assert!(!d.default.join("mode").exists());
+        assert_eq!(
+            std::fs::read_to_string(d.nomcast.join("mode")).unwrap(),
+            "nomcast"
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.join("weavewait/w-noop/mode")).unwrap(),
+            "noop"
+        );
+        assert!(install_weavewait(&dir, None)
+            .unwrap_err()
+            .contains("WEFT_WAIT"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
