@@ -143,7 +143,13 @@ test_proxy_listen_flags_and_restart() {
     expect_eq "$(pdocker 1 inspect -f '{{.NetworkSettings.IPAddress}}/{{.NetworkSettings.IPPrefixLen}}' "${LAB}r")" "10.2.1.7/24" "--rewrite-inspect"
     expect_match "$(docker inspect -f '{{.NetworkSettings.IPAddress}}' "${LAB}r")" '^172\.' "Docker's own inspect keeps Docker's address"
     docker rm -f "${LAB}r" >/dev/null
-    lab_weft 1 stop >/dev/null
+    # A router killed leaves its socket; reset removes it.
+    local pid; pid=$(cat "$LAB_DIR/h1/run/weft.pid")
+    kill -9 "$pid"
+    lab_wait 10 exited "$pid" || fail "router did not die"
+    [ -S "$(proxy_sock 1)" ] || fail "no socket left by the killed router (the check below would prove nothing)"
+    lab_weft 1 reset >/dev/null 2>&1 || true
+    [ ! -e "$(proxy_sock 1)" ] || fail "stale proxy socket left after reset"
     # --proxy=false: no socket, and env says why.
     lab_weft 1 launch --nickname host1 --no-plugin --proxy=false >/dev/null
     [ ! -e "$(proxy_sock 1)" ] || fail "socket with --proxy=false"

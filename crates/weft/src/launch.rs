@@ -600,6 +600,8 @@ pub(crate) fn reset(args: &[String]) -> ExitCode {
     let _ = client::delete(&http_addr(), "/peer");
     let code = stop();
     weftd::plugin::PluginConfig::from_env().remove_stale_sockets();
+    // The proxy's socket, if a killed router left it behind.
+    let _ = std::fs::remove_file(run_dir().join(weftd::proxy::SOCKET));
     weftd::store::Store::remove_files(&state_dir());
     for f in ["weft.pid", "weft.log"] {
         let _ = std::fs::remove_file(run_dir().join(f));
