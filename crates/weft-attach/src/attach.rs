@@ -25,36 +25,18 @@ fn veth_names(id: &str) -> (String, String) {
     (format!("vethwepl{short}"), format!("vethwepg{short}"))
 }
 
-/// Which new addresses an attach first checks for duplicates on the weave network (an ARP
-/// probe that waits a quarter of a second for an answer).
-#[derive(Debug, Clone, Copy)]
-pub enum Probe<'a> {
-    /// Every address the container does not have yet.
-    AllNew,
-    /// Only these: addresses weft's IPAM just handed out are unique in the cluster already,
-    /// and checking them again would only make every attach slower.
-    Only(&'a [Ipv4Addr]),
-}
-
-/// `weft attach`: connects the container to the bridge with these addresses (idempotent),
-/// checking every new one for duplicates first. `host` is a netlink handle in the namespace
-/// of the bridge. Returns the addresses asked for, all of which are now configured.
+/// `weft attach`: connects the container to the bridge with these addresses (idempotent).
+/// `host` is a netlink handle in the namespace of the bridge. The new addresses among `probe`
+/// are first checked for duplicates on the weave network (an ARP probe that waits a quarter
+/// of a second for an answer): callers pass the addresses given by hand, since those IPAM
+/// just handed out are unique in the cluster already. Returns the addresses asked for, all
+/// of which are now configured.
 pub async fn attach(
     host: &Netdev,
     c: &Container,
     cidrs: &[Ipv4Cidr],
     multicast_route: bool,
-) -> Result<Vec<Ipv4Cidr>, AttachError> {
-    attach_probing(host, c, cidrs, multicast_route, Probe::AllNew).await
-}
-
-/// [`attach()`], checking for duplicates only the new addresses `probe` names.
-pub async fn attach_probing(
-    host: &Netdev,
-    c: &Container,
-    cidrs: &[Ipv4Cidr],
-    multicast_route: bool,
-    probe: Probe<'_>,
+    probe: &[Ipv4Addr],
 ) -> Result<Vec<Ipv4Cidr>, AttachError> {
     let ns = c.open()?;
     let bridge = host.link(BRIDGE).await?.ok_or(AttachError::NoBridge)?;
@@ -73,10 +55,7 @@ pub async fn attach_probing(
                 .as_ref()
                 .is_some_and(|p| p.iter().any(|c| c.addr() == *a))
         })
-        .filter(|a| match probe {
-            Probe::AllNew => true,
-            Probe::Only(these) => these.contains(a),
-        })
+        .filter(|a| probe.contains(a))
         .collect();
     if let Some((addr, mac)) = probe_in_use(bridge.index, bridge.mac, &fresh).await? {
         return Err(AttachError::InUse {

@@ -2,6 +2,7 @@
 //! opens its own netlink handle in the calling thread's namespace on a runtime of its own.
 
 use std::future::Future;
+use std::net::Ipv4Addr;
 
 use weft_netdev::Netdev;
 use weft_types::Ipv4Cidr;
@@ -13,18 +14,9 @@ pub fn attach(
     c: &Container,
     cidrs: &[Ipv4Cidr],
     multicast_route: bool,
+    probe: &[Ipv4Addr],
 ) -> Result<Vec<Ipv4Cidr>, AttachError> {
-    on_host(|nl| async move { crate::attach(&nl, c, cidrs, multicast_route).await })
-}
-
-/// [`crate::attach_probing()`] with the calling thread's namespace as the host.
-pub fn attach_probing(
-    c: &Container,
-    cidrs: &[Ipv4Cidr],
-    multicast_route: bool,
-    probe: crate::Probe<'_>,
-) -> Result<Vec<Ipv4Cidr>, AttachError> {
-    on_host(|nl| async move { crate::attach_probing(&nl, c, cidrs, multicast_route, probe).await })
+    on_host(|nl| async move { crate::attach(&nl, c, cidrs, multicast_route, probe).await })
 }
 
 /// [`crate::detach()`], which is blocking already; here so one module has all three.
@@ -35,6 +27,12 @@ pub fn detach(c: &Container, cidrs: &[Ipv4Cidr]) -> Result<Vec<Ipv4Cidr>, Attach
 /// [`crate::ps()`] with the calling thread's namespace as the host.
 pub fn ps(containers: &[(String, Container)]) -> Result<Vec<PsEntry>, AttachError> {
     on_host(|nl| async move { crate::ps(&nl, containers).await })
+}
+
+/// The container's weave interface (its `ps` line), if it has one.
+pub fn interface(c: &Container) -> Result<Option<PsEntry>, AttachError> {
+    // The first entry is the bridge's own (weave:expose).
+    Ok(ps(&[(c.id(), c.clone())])?.into_iter().nth(1))
 }
 
 fn on_host<T, F, Fut>(f: F) -> Result<T, AttachError>

@@ -34,9 +34,7 @@ use std::net::Ipv4Addr;
 use weft_netdev::NetdevError;
 use weft_types::Ipv4Cidr;
 
-pub use attach::{
-    announce_interfaces, attach, attach_probing, bridge_veth, detach, ps, Probe, PsEntry,
-};
+pub use attach::{announce_interfaces, attach, bridge_veth, detach, ps, PsEntry};
 pub use container::{named_netns, Container};
 
 /// The weave bridge's name.

@@ -105,7 +105,9 @@ fn cidrs(v: &[&str]) -> Vec<Ipv4Cidr> {
 
 fn attach(host: &OwnedFd, c: &Container, v: &[&str]) -> Result<Vec<Ipv4Cidr>, AttachError> {
     let (c, v) = (c.clone(), cidrs(v));
-    in_host(host, move || blocking::attach(&c, &v, true))
+    // Every address is checked for duplicates, as for addresses given by hand.
+    let probe: Vec<_> = v.iter().map(Ipv4Cidr::addr).collect();
+    in_host(host, move || blocking::attach(&c, &v, true, &probe))
 }
 
 fn ps(host: &OwnedFd, cs: &[Container]) -> Vec<PsEntry> {

@@ -267,15 +267,8 @@ impl Docker {
 
     /// Every running container, inspected (one that stops meanwhile is left out).
     pub async fn running(&self) -> Result<Vec<ContainerInfo>, DockerError> {
-        let list = self
-            .call(
-                self.api
-                    .list_containers(None::<bollard::container::ListContainersOptions<String>>),
-            )
-            .await?
-            .map_err(|e| DockerError::Api(e.to_string()))?;
         let mut out = Vec::new();
-        for id in list.into_iter().filter_map(|c| c.id) {
+        for id in self.running_ids().await? {
             if let Some(c) = self.inspect(&id).await?.filter(|c| c.running) {
                 out.push(c);
             }

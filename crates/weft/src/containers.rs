@@ -98,8 +98,7 @@ impl Plumbing for Host {
         multicast: bool,
         probe: &[Ipv4Addr],
     ) -> Result<Vec<Ipv4Cidr>, String> {
-        blocking::attach_probing(c, cidrs, multicast, weft_attach::Probe::Only(probe))
-            .map_err(|e| e.to_string())
+        blocking::attach(c, cidrs, multicast, probe).map_err(|e| e.to_string())
     }
 
     fn detach(&self, c: &Container, cidrs: &[Ipv4Cidr]) -> Result<Vec<Ipv4Cidr>, String> {
@@ -122,9 +121,7 @@ impl Plumbing for Host {
 
 /// The addresses the container's weave interface carries now.
 pub(crate) fn weave_cidrs(c: &Container) -> Result<Vec<Ipv4Cidr>, weft_attach::AttachError> {
-    let entries = blocking::ps(&[(c.id(), c.clone())])?;
-    // The first entry is the bridge's own (weave:expose).
-    Ok(entries.into_iter().skip(1).flat_map(|e| e.cidrs).collect())
+    Ok(blocking::interface(c)?.map(|e| e.cidrs).unwrap_or_default())
 }
 
 /// What a container that is not there prints (weft-attach's words for the same case).

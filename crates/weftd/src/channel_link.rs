@@ -53,10 +53,10 @@ impl StartLiveness {
         }
         let ask = async {
             let d = weft_docker::Docker::from_env()?.negotiate().await?;
-            d.running().await
+            d.running_ids().await
         };
         let docker_running = match tokio::time::timeout(Self::DOCKER_WAIT, ask).await {
-            Ok(Ok(running)) => Some(running.into_iter().map(|c| c.id).collect()),
+            Ok(Ok(running)) => Some(running.into_iter().collect()),
             Ok(Err(e)) => {
                 tracing::info!("[docker] cannot list running containers at start: {e}");
                 None

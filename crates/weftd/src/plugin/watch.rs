@@ -95,8 +95,10 @@ pub(crate) async fn container_started(
     dns: Option<&dns::task::Handle>,
 ) {
     let c = match docker.inspect(id).await {
-        Ok(Some(c)) => c,
-        Ok(None) => return,
+        // A container that starts on our networks is connected to them first: its `start`
+        // event does the work then, so a `connect` counts only for one already running.
+        Ok(Some(c)) if only.is_none() || c.running => c,
+        Ok(_) => return,
         Err(e) => {
             tracing::info!("[plugin] inspecting started container {id}: {e}");
             return;

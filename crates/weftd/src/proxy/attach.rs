@@ -156,8 +156,7 @@ impl Attacher {
             })
             .collect();
         let plumbed = tokio::task::spawn_blocking(move || {
-            let probe = weft_attach::Probe::Only(&by_hand);
-            weft_attach::blocking::attach_probing(&container, &want, multicast, probe)
+            weft_attach::blocking::attach(&container, &want, multicast, &by_hand)
         })
         .await
         .map_err(|e| AttachFailure::Plumbing(e.to_string()))?;

@@ -199,9 +199,7 @@ struct WaitDirs {
 
 /// A container's weave addresses and the MAC of its `ethwe` (for `--rewrite-inspect`).
 fn weave_addrs(pid: u32) -> Option<(Vec<Ipv4Cidr>, String)> {
-    let c = weft_attach::Container::Pid(pid);
-    let entries = weft_attach::blocking::ps(&[(c.id(), c)]).ok()?;
-    let e = entries.into_iter().nth(1)?;
+    let e = weft_attach::blocking::interface(&weft_attach::Container::Pid(pid)).ok()??;
     Some((e.cidrs, weft_netdev::format_mac(&e.mac)))
 }
 
