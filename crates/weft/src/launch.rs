@@ -69,30 +69,9 @@ struct RouterArgs {
     /// No Docker API proxy.
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set, default_value = "false")]
     no_proxy: bool,
-    /// Where the proxy listens: `unix:///absolute/path` or `tcp://host:port` (repeatable).
-    #[arg(short = 'H', action = ArgAction::Append)]
-    proxy_hosts: Vec<String>,
-    /// Proxy: the label whose value names a container for its hostname.
-    #[arg(long, default_value = "")]
-    hostname_from_label: String,
-    /// Proxy: a regular expression applied to the name.
-    #[arg(long, default_value = "(.*)")]
-    hostname_match: String,
-    /// Proxy: what each match of `--hostname-match` becomes.
-    #[arg(long, default_value = "$1")]
-    hostname_replacement: String,
-    /// Proxy: container inspection shows the weave address.
-    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set, default_value = "false")]
-    rewrite_inspect: bool,
-    /// Proxy: leave the container's /etc/hosts as Docker wrote it.
-    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set, default_value = "false")]
-    no_rewrite_hosts: bool,
-    /// Proxy: no weftDNS settings or names for its containers.
-    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set, default_value = "false")]
-    without_dns: bool,
-    /// Proxy: no multicast route in its containers.
-    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set, default_value = "false")]
-    no_multicast_route: bool,
+    /// The proxy's own flags.
+    #[command(flatten)]
+    proxy_args: crate::proxy::ProxyArgs,
     /// Accepted for compatibility: weft never installs a restart policy.
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set, default_value = "false")]
     no_restart: bool,
@@ -123,10 +102,6 @@ struct RouterArgs {
     /// Weave Net 1.x's `--ipalloc-init consensus=N`.
     #[arg(long)]
     init_peer_count: Option<u32>,
-    /// Docker API proxy: a container created without `WEAVE_CIDR` gets no address. The
-    /// proxy is the only thing it changes, as in Weave Net; `attach` still allocates.
-    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set, default_value = "false")]
-    no_default_ipalloc: bool,
     /// No DNS server, no names.
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set, default_value = "false")]
     no_dns: bool,
@@ -207,33 +182,8 @@ impl RouterArgs {
 impl RouterArgs {
     /// The proxy's configuration; `None`: off.
     fn proxy(&self) -> Result<Option<weftd::proxy::ProxyConfig>, String> {
-        let listen = self
-            .proxy_hosts
-            .iter()
-            .map(|h| weftd::proxy::ListenAddr::parse(h))
-            .collect::<Result<Vec<_>, _>>()?;
-        let rule = weftd::proxy::HostnameRule::new(
-            &self.hostname_from_label,
-            &self.hostname_match,
-            &self.hostname_replacement,
-        )?;
-        if !self.proxy || self.no_proxy || self.no_docker {
-            return Ok(None);
-        }
-        Ok(Some(weftd::proxy::ProxyConfig {
-            listen,
-            upstream: std::env::var("DOCKER_HOST")
-                .ok()
-                .filter(|h| !h.is_empty())
-                .unwrap_or_else(|| weft_docker::DEFAULT_HOST.to_string()),
-            rule,
-            rewrite_inspect: self.rewrite_inspect,
-            no_default_ipalloc: self.no_default_ipalloc,
-            without_dns: self.without_dns,
-            no_multicast_route: self.no_multicast_route,
-            no_rewrite_hosts: self.no_rewrite_hosts,
-            wait_binary: None,
-        }))
+        let cfg = self.proxy_args.config()?;
+        Ok((self.proxy && !self.no_proxy && !self.no_docker).then_some(cfg))
     }
 }
 
@@ -688,9 +638,15 @@ mod tests {
         assert!(
             parse_args(&args(&["--no-default-ipalloc", "peer1"]))
                 .unwrap()
+                .proxy_args
                 .no_default_ipalloc
         );
-        assert!(!parse_args(&args(&[])).unwrap().no_default_ipalloc);
+        assert!(
+            !parse_args(&args(&[]))
+                .unwrap()
+                .proxy_args
+                .no_default_ipalloc
+        );
         // Errors are refused by the parse, before anything starts.
         for bad in [
             &["--ipalloc-range", "10.2.0.1/16"][..],

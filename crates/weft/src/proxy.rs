@@ -1,11 +1,71 @@
 //! The client side of the Docker API proxy: `weft env [--restore]` and `weft config` (the
 //! proxy's address from the router's `GET /proxyaddrs`, in Weave Net's output forms), and
-//! the warning `weft stop` gives when `DOCKER_HOST` points at the proxy.
+//! the warning `weft stop` gives when `DOCKER_HOST` points at the proxy; and the proxy's
+//! flags, which `weft launch` and `weft launch-proxy` take.
 
 use std::process::ExitCode;
 
+use clap::ArgAction;
+use weftd::proxy::{ProxyConfig, ProxyFlags};
+
 use crate::client::{self, Reply};
 use crate::{http_addr, not_running, usage_error};
+
+/// The proxy's flags (Weave's names; booleans also as `--flag=true|false`).
+#[derive(clap::Args, Debug, Clone)]
+pub(crate) struct ProxyArgs {
+    /// Where the proxy listens: `unix:///absolute/path` or `tcp://host:port` (repeatable).
+    #[arg(short = 'H', action = ArgAction::Append)]
+    hosts: Vec<String>,
+    /// The label whose value names a container for its hostname.
+    #[arg(long, default_value = "")]
+    hostname_from_label: String,
+    /// A regular expression applied to the name.
+    #[arg(long, default_value = "(.*)")]
+    hostname_match: String,
+    /// What each match of `--hostname-match` becomes.
+    #[arg(long, default_value = "$1")]
+    hostname_replacement: String,
+    /// Container inspection shows the weave address.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set, default_value = "false")]
+    rewrite_inspect: bool,
+    /// Leave the container's /etc/hosts as Docker wrote it.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set, default_value = "false")]
+    no_rewrite_hosts: bool,
+    /// No weftDNS settings or names for its containers.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set, default_value = "false")]
+    without_dns: bool,
+    /// No multicast route in its containers.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set, default_value = "false")]
+    no_multicast_route: bool,
+    /// A container created without `WEAVE_CIDR` gets no address. The proxy is the only thing
+    /// it changes, as in Weave Net; `attach` still allocates.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set, default_value = "false")]
+    pub(crate) no_default_ipalloc: bool,
+}
+
+impl ProxyArgs {
+    /// The flags as the router takes them, with this shell's `DOCKER_HOST`.
+    pub(crate) fn flags(&self) -> ProxyFlags {
+        ProxyFlags {
+            hosts: self.hosts.clone(),
+            upstream: std::env::var("DOCKER_HOST").unwrap_or_default(),
+            hostname_from_label: self.hostname_from_label.clone(),
+            hostname_match: self.hostname_match.clone(),
+            hostname_replacement: self.hostname_replacement.clone(),
+            rewrite_inspect: self.rewrite_inspect,
+            no_default_ipalloc: self.no_default_ipalloc,
+            without_dns: self.without_dns,
+            no_multicast_route: self.no_multicast_route,
+            no_rewrite_hosts: self.no_rewrite_hosts,
+        }
+    }
+
+    /// The checked configuration.
+    pub(crate) fn config(&self) -> Result<ProxyConfig, String> {
+        ProxyConfig::from_flags(&self.flags())
+    }
+}
 
 /// Weave's text when `--restore` has nothing to restore.
 const NOTHING_TO_RESTORE: &str = "Nothing to restore. This is most likely because there was no preceding invocation of 'eval $(weave env)' in this shell.";

@@ -95,7 +95,34 @@ impl std::fmt::Display for ListenAddr {
     }
 }
 
-/// The proxy's flags.
+/// The proxy's flags as given on a command line, unchecked: what `weft launch-proxy` sends
+/// the router (`POST /proxy`) and what [`ProxyConfig::from_flags`] checks.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProxyFlags {
+    /// `-H` values.
+    pub hosts: Vec<String>,
+    /// `DOCKER_HOST`, or empty for Docker's default socket.
+    pub upstream: String,
+    /// `--hostname-from-label`.
+    pub hostname_from_label: String,
+    /// `--hostname-match` (empty: `(.*)`).
+    pub hostname_match: String,
+    /// `--hostname-replacement` (empty: `$1`).
+    pub hostname_replacement: String,
+    /// `--rewrite-inspect`.
+    pub rewrite_inspect: bool,
+    /// `--no-default-ipalloc`.
+    pub no_default_ipalloc: bool,
+    /// `--without-dns`.
+    pub without_dns: bool,
+    /// `--no-multicast-route`.
+    pub no_multicast_route: bool,
+    /// `--no-rewrite-hosts`.
+    pub no_rewrite_hosts: bool,
+}
+
+/// The proxy's checked configuration.
 #[derive(Debug, Clone)]
 pub struct ProxyConfig {
     /// `-H`; empty: the default for `upstream`.
@@ -119,6 +146,34 @@ pub struct ProxyConfig {
 }
 
 impl ProxyConfig {
+    /// Checks `f`: every `-H` address, the hostname expression and `DOCKER_HOST`; the error
+    /// is one line naming the flag.
+    pub fn from_flags(f: &ProxyFlags) -> Result<Self, String> {
+        let listen = f
+            .hosts
+            .iter()
+            .map(|h| ListenAddr::parse(h))
+            .collect::<Result<Vec<_>, _>>()?;
+        let rule = HostnameRule::new(
+            &f.hostname_from_label,
+            or(&f.hostname_match, "(.*)"),
+            or(&f.hostname_replacement, "$1"),
+        )?;
+        let upstream = or(&f.upstream, weft_docker::DEFAULT_HOST).to_string();
+        Upstream::parse(&upstream)?;
+        Ok(Self {
+            listen,
+            upstream,
+            rule,
+            rewrite_inspect: f.rewrite_inspect,
+            no_default_ipalloc: f.no_default_ipalloc,
+            without_dns: f.without_dns,
+            no_multicast_route: f.no_multicast_route,
+            no_rewrite_hosts: f.no_rewrite_hosts,
+            wait_binary: None,
+        })
+    }
+
     /// The addresses to listen on: those given, else Weave's default for the daemon's
     /// address (`unix://<run dir>/weave.sock`, or `tcp://0.0.0.0:12375` when `DOCKER_HOST`
     /// is TCP).
@@ -131,6 +186,15 @@ impl ProxyConfig {
         } else {
             vec![ListenAddr::Unix(run_dir.join(SOCKET))]
         }
+    }
+}
+
+/// `s`, or `default` when it is empty.
+fn or<'a>(s: &'a str, default: &'a str) -> &'a str {
+    if s.is_empty() {
+        default
+    } else {
+        s
     }
 }
 
@@ -459,17 +523,8 @@ mod tests {
         for bad in ["tcp://x", "tcp://:1", "http://a:1", "/abs"] {
             assert!(ListenAddr::parse(bad).is_err(), "{bad}");
         }
-        let cfg = ProxyConfig {
-            listen: vec![],
-            upstream: "unix:///var/run/docker.sock".into(),
-            rule: HostnameRule::default(),
-            rewrite_inspect: false,
-            no_default_ipalloc: false,
-            without_dns: false,
-            no_multicast_route: false,
-            no_rewrite_hosts: false,
-            wait_binary: None,
-        };
+        let cfg = ProxyConfig::from_flags(&ProxyFlags::default()).unwrap();
+        assert_eq!(cfg.upstream, "unix:///var/run/docker.sock");
         assert_eq!(
             cfg.addresses(Path::new("/run/weft")),
             [ListenAddr::Unix("/run/weft/weave.sock".into())]
@@ -482,6 +537,41 @@ mod tests {
             tcp.addresses(Path::new("/run/weft"))[0].to_string(),
             "tcp://0.0.0.0:12375"
         );
+    }
+
+    #[test]
+    fn flags_are_checked() {
+        let f = ProxyFlags {
+            hosts: vec!["tcp://127.0.0.1:12375".into(), "unix:///tmp/x.sock".into()],
+            upstream: "tcp://10.0.0.1:2375".into(),
+            hostname_match: "^aaa-(.*)$".into(),
+            rewrite_inspect: true,
+            ..ProxyFlags::default()
+        };
+        // What `weft launch-proxy` sends comes back the same.
+        let sent: ProxyFlags = serde_json::from_str(&serde_json::to_string(&f).unwrap()).unwrap();
+        assert_eq!(sent, f);
+        let c = ProxyConfig::from_flags(&sent).unwrap();
+        assert_eq!(c.listen.len(), 2);
+        assert!(c.rewrite_inspect);
+        assert_eq!(c.rule.derive(Some("aaa-web"), None), "web");
+        for bad in [
+            ProxyFlags {
+                hosts: vec!["unix://rel.sock".into()],
+                ..ProxyFlags::default()
+            },
+            ProxyFlags {
+                hostname_match: "(".into(),
+                ..ProxyFlags::default()
+            },
+            ProxyFlags {
+                upstream: "ssh://host".into(),
+                ..ProxyFlags::default()
+            },
+        ] {
+            assert!(ProxyConfig::from_flags(&bad).is_err(), "{bad:?}");
+        }
+        assert!(serde_json::from_str::<ProxyFlags>(r#"{"tls": true, "x": 1}"#).is_err());
     }
 
     #[test]
