@@ -810,6 +810,7 @@ source scripts/e2e_crypto.sh
 source scripts/e2e_plugin.sh
 source scripts/e2e_compose.sh
 source scripts/e2e_proxy.sh
+source scripts/e2e_parts.sh
 
 # --- main --------------------------------------------------------------------------------
 [ "$(id -u)" = 0 ] || { echo "e2e tests need root"; exit 1; }

@@ -74,6 +74,16 @@ pub(crate) fn post_form(addr: &str, path: &str, form: &[(&str, &str)]) -> Reply 
     )
 }
 
+/// `POST` a JSON document.
+pub(crate) fn post_json(addr: &str, path: &str, body: &str) -> Reply {
+    finish(
+        agent()
+            .post(&format!("http://{addr}{path}"))
+            .set("Content-Type", "application/json")
+            .send_string(body),
+    )
+}
+
 /// `<method>` a form (`PUT /name/…`).
 pub(crate) fn send_form(addr: &str, method: &str, path: &str, form: &[(&str, &str)]) -> Reply {
     finish(

@@ -132,7 +132,7 @@ struct RouterArgs {
     peers: Vec<String>,
 }
 
-fn run_dir() -> PathBuf {
+pub(crate) fn run_dir() -> PathBuf {
     std::env::var_os("WEFT_RUN_DIR").map_or_else(|| PathBuf::from("/run/weft"), PathBuf::from)
 }
 
@@ -350,6 +350,21 @@ pub(crate) fn router(args: &[String]) -> ExitCode {
     }
 }
 
+/// `weft launch-router`: the router alone, as in Weave Net 1.x; `launch-proxy` and
+/// `launch-plugin` start the other parts in it later.
+pub(crate) fn launch_router(args: &[String]) -> ExitCode {
+    let mut args = args.to_vec();
+    for off in ["--no-proxy", "--no-plugin"] {
+        if !args
+            .iter()
+            .any(|a| a == off || a.starts_with(&format!("{off}=")))
+        {
+            args.push(off.to_string());
+        }
+    }
+    launch(&args)
+}
+
 /// `weft launch`: start the router in the background, return once its API answers.
 pub(crate) fn launch(args: &[String]) -> ExitCode {
     let a = match parse_args(args) {
@@ -535,7 +550,7 @@ fn is_zombie(pid: Pid) -> bool {
     zombie && threads <= 1
 }
 
-fn capitalised(s: &str) -> String {
+pub(crate) fn capitalised(s: &str) -> String {
     let mut c = s.chars();
     c.next()
         .map(|f| f.to_uppercase().collect::<String>() + c.as_str())

@@ -26,6 +26,7 @@ mod dns;
 mod docker;
 mod ipam;
 mod launch;
+mod parts;
 mod proxy;
 mod routes;
 #[cfg(test)]
@@ -41,24 +42,10 @@ weft --help | help
      setup
      version
 
-weft launch        <same arguments as 'weft launch-router'>
-     launch-router [--password <pass>] [--trusted-subnets <cidr>,...]
-                   [--host <ip_address>]
-                   [--name <mac>] [--nickname <nickname>]
-                   [--no-restart] [--resume] [--no-discovery] [--no-dns]
-                   [--conn-limit <n>] [--port <port>] [--no-docker] [--no-plugin]
-                   [--log-level debug|info|warning|error]
-                   [--ipalloc-range <cidr> [--ipalloc-default-subnet <cidr>]]
-                   [--ipalloc-init <mode> | --init-peer-count <n>]
-                   [--no-default-ipalloc]
-                   [--dns-domain <domain>] [--dns-listen-address <ip>:<port>]
-                   [--dns-ttl <seconds>] [--dns-fallback-timeout <ms>]
-                   [--resolv-conf <file>]
-                   [--proxy=false | --no-proxy] [-H <proxy_addr>]...
-                   [--hostname-from-label <label>] [--hostname-match <regexp>]
-                   [--hostname-replacement <replacement>] [--rewrite-inspect]
-                   [--without-dns] [--no-multicast-route] [--no-rewrite-hosts]
-                   <peer> ...
+weft launch        <router args> <proxy args> <peer> ...
+     launch-router <router args> <peer> ...
+     launch-proxy  <proxy args>
+     launch-plugin [--no-multicast-route]
      prime
 
 weft status        [targets | connections | peers | dns | ipam]
@@ -89,10 +76,30 @@ weft env           [--restore]
      config
 
 weft stop
-weft reset         [--force]
+     stop-router
+     stop-proxy
+     stop-plugin
+     reset         [--force]
      rmpeer        <peer_id> ...
 
-where <peer>      = <ip_address_or_fqdn>[:<port>]
+where <router args> =
+                   [--password <pass>] [--trusted-subnets <cidr>,...]
+                   [--host <ip_address>]
+                   [--name <mac>] [--nickname <nickname>]
+                   [--no-restart] [--resume] [--no-discovery] [--no-dns]
+                   [--conn-limit <n>] [--port <port>] [--no-docker] [--no-plugin]
+                   [--log-level debug|info|warning|error]
+                   [--ipalloc-range <cidr> [--ipalloc-default-subnet <cidr>]]
+                   [--ipalloc-init <mode> | --init-peer-count <n>]
+                   [--dns-domain <domain>] [--dns-listen-address <ip>:<port>]
+                   [--dns-ttl <seconds>] [--dns-fallback-timeout <ms>]
+                   [--resolv-conf <file>] [--proxy=false | --no-proxy]
+      <proxy args> =
+                   [-H <proxy_addr>]... [--no-default-ipalloc]
+                   [--hostname-from-label <label>] [--hostname-match <regexp>]
+                   [--hostname-replacement <replacement>] [--rewrite-inspect]
+                   [--without-dns] [--no-multicast-route] [--no-rewrite-hosts]
+      <peer>      = <ip_address_or_fqdn>[:<port>]
       <cidr>      = <ip_address>/<routing_prefix_length>
       <addr>      = [ip:]<cidr> | net:<cidr> | net:default
       <container> = netns:<name> | pid:<pid> | <container_name_or_id>
@@ -179,11 +186,16 @@ fn main() -> ExitCode {
         }
         "router" => launch::router(rest),
         launch::CHECK_STATE_DB => ExitCode::from(weftd::store::check_main()),
-        "launch" | "launch-router" => launch::launch(rest),
+        "launch" => launch::launch(rest),
+        "launch-router" => launch::launch_router(rest),
+        "launch-proxy" => parts::launch_proxy(rest),
+        "launch-plugin" => parts::launch_plugin(rest),
         "stop" | "stop-router" => {
             proxy::warn_before_stop();
             launch::stop()
         }
+        "stop-proxy" => parts::stop("proxy", rest),
+        "stop-plugin" => parts::stop("plugin", rest),
         "env" => proxy::env(rest),
         "config" => proxy::config(rest),
         "reset" => launch::reset(rest),

@@ -98,7 +98,10 @@ fn address() -> Result<String, ExitCode> {
     );
     match client::get(&http_addr(), "/proxyaddrs", false) {
         Reply::Ok(body) => first_address(&body, &host).ok_or_else(|| {
-            eprintln!("The Docker API proxy is not running (the router was launched with --proxy=false or --no-docker)");
+            eprintln!(
+                "The Docker API proxy is not running; start it with '{} launch-proxy'",
+                crate::prog()
+            );
             ExitCode::from(1)
         }),
         Reply::Down => Err(not_running()),

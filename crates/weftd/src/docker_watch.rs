@@ -15,7 +15,7 @@ use std::time::Duration;
 use futures_util::StreamExt as _;
 use weft_docker::{Docker, Event};
 
-use crate::{dns, ipam, plugin, proxy};
+use crate::{dns, docker_parts, ipam, plugin};
 
 /// How long to wait before looking for the daemon again.
 const RETRY: Duration = Duration::from_secs(3);
@@ -27,23 +27,25 @@ pub struct Listeners {
     pub ipam: Option<ipam::task::Handle>,
     /// The DNS task, when DNS is on.
     pub dns: Option<dns::task::Handle>,
-    /// The networks of the Docker plugin, when it runs: containers started on them get their
-    /// names registered.
-    pub plugin_networks: Option<plugin::Networks>,
+    /// The plugin and the proxy, while they run: containers started on the plugin's networks
+    /// get their names registered, and those the proxy handles are attached when they start.
+    pub parts: Option<docker_parts::Parts>,
     /// Which names the plugin registered, for containers that leave one of its networks.
     pub(crate) plugin_names: plugin::watch::Registered,
-    /// The Docker API proxy, when it runs: containers it handles are attached when they
-    /// start.
-    pub proxy: Option<proxy::Attacher>,
 }
 
 impl Listeners {
     async fn tell(&self, docker: &Docker, event: Event) {
-        if let (Some(a), Event::Started(id)) = (&self.proxy, &event) {
-            let (a, docker, id) = (a.clone(), docker.clone(), id.clone());
+        let attacher = self.parts.as_ref().and_then(docker_parts::Parts::attacher);
+        if let (Some(a), Event::Started(id)) = (attacher, &event) {
+            let (docker, id) = (docker.clone(), id.clone());
             tokio::spawn(async move { a.on_started(&docker, &id).await });
         }
-        if let Some(n) = &self.plugin_networks {
+        let networks = self
+            .parts
+            .as_ref()
+            .and_then(docker_parts::Parts::plugin_networks);
+        if let Some(n) = &networks {
             let (names, dns) = (&self.plugin_names, self.dns.as_ref());
             match &event {
                 Event::Started(id) => {

@@ -58,4 +58,7 @@ pub enum RequestError {
     /// The allocator refused to free an address.
     #[error("Unable to free: {0}")]
     Free(#[source] AllocError),
+    /// Starting or stopping the plugin or the proxy failed.
+    #[error(transparent)]
+    Part(crate::docker_parts::PartError),
 }

@@ -16,10 +16,13 @@ use weft_types::Ipv4Cidr;
 
 use crate::dataplane_task::Job;
 use crate::dns::task::DnsStatus;
+use crate::docker_parts::{PartError, Parts};
 use crate::driver::{Command, Snapshot};
 use crate::error::RequestError;
 use crate::ipam::{self, status::IpamStatus};
 use crate::metrics;
+use crate::plugin::PluginConfig;
+use crate::proxy::{ProxyConfig, ProxyFlags};
 use crate::status::{self, RouterInfo};
 use crate::template;
 
@@ -34,8 +37,10 @@ pub struct Api {
     pub ipam: Option<ipam::task::Handle>,
     /// The DNS task, when DNS is on.
     pub dns: Option<crate::dns::task::Handle>,
-    /// The Docker API proxy's addresses (none when it is off), for `GET /proxyaddrs`.
-    pub proxy_addrs: Arc<Vec<String>>,
+    /// The plugin and the proxy.
+    pub parts: Parts,
+    /// Where the plugin's sockets go when `POST /plugin` starts it.
+    pub plugin: PluginConfig,
 }
 
 impl Api {
@@ -96,6 +101,12 @@ impl IntoResponse for RequestError {
             | Self::Claim(_)
             | Self::Free(_) => StatusCode::BAD_REQUEST,
             Self::Expose(_) | Self::Hide(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Part(e) => match e {
+                PartError::Running(_) => StatusCode::CONFLICT,
+                PartError::NotRunning(_) => StatusCode::NOT_FOUND,
+                PartError::NoDocker | PartError::Config(_) => StatusCode::BAD_REQUEST,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            },
         };
         text(code, format!("{self}\n"))
     }
@@ -127,7 +138,9 @@ pub fn control_routes(api: Api) -> Router {
         .route("/forget", post(post_forget))
         .route("/expose", get(get_exposed))
         .route("/expose/:ip/:len", post(post_expose).delete(delete_expose))
-        .route("/proxyaddrs", get(get_proxy_addrs));
+        .route("/proxyaddrs", get(get_proxy_addrs))
+        .route("/proxy", post(post_proxy).delete(delete_proxy))
+        .route("/plugin", post(post_plugin).delete(delete_plugin));
     // The IPAM routes, `/peer` among them, exist only with IPAM, as Weave Net's do; leaving
     // the cluster without IPAM hands nothing over.
     let router = match api.ipam.clone() {
@@ -145,7 +158,51 @@ pub fn control_routes(api: Api) -> Router {
 
 /// The proxy's addresses, one a line (`weft env`, `weft config`); empty when it is off.
 async fn get_proxy_addrs(State(api): State<Api>) -> Response {
-    text(StatusCode::OK, api.proxy_addrs.join("\n"))
+    text(StatusCode::OK, api.parts.proxy_addrs().join("\n"))
+}
+
+/// `weft launch-proxy`: starts the proxy with the flags in the body (JSON [`ProxyFlags`]);
+/// answers its addresses, one a line.
+async fn post_proxy(
+    State(api): State<Api>,
+    axum::Json(flags): axum::Json<ProxyFlags>,
+) -> Result<Response, RequestError> {
+    let cfg = ProxyConfig::from_flags(&flags).map_err(PartError::Config)?;
+    api.parts.start_proxy(cfg).await?;
+    Ok(text(StatusCode::OK, api.parts.proxy_addrs().join("\n")))
+}
+
+/// `weft stop-proxy`.
+async fn delete_proxy(State(api): State<Api>) -> Result<Response, RequestError> {
+    api.parts.stop_proxy().await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// What `weft launch-plugin` may ask for.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct PluginFlags {
+    /// `--no-multicast-route`: the network `weave` gets no multicast route.
+    no_multicast_route: bool,
+}
+
+/// `weft launch-plugin`: starts the plugin (JSON [`PluginFlags`] in the body).
+async fn post_plugin(
+    State(api): State<Api>,
+    axum::Json(flags): axum::Json<PluginFlags>,
+) -> Result<Response, RequestError> {
+    let cfg = PluginConfig {
+        multicast: !flags.no_multicast_route,
+        ..api.plugin.clone()
+    };
+    api.parts.start_plugin(cfg).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `weft stop-plugin`.
+async fn delete_plugin(State(api): State<Api>) -> Result<Response, RequestError> {
+    api.parts.stop_plugin().await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn get_status(State(api): State<Api>) -> Result<Response, RequestError> {
@@ -157,9 +214,7 @@ async fn get_status(State(api): State<Api>) -> Result<Response, RequestError> {
     if let Some(d) = api.dns_status().await? {
         body.push_str(&d.render_section());
     }
-    if let Some(p) = &api.info.plugin_driver {
-        body.push_str(&crate::plugin::render_section(p));
-    }
+    body.push_str(&api.parts.render_sections());
     Ok(text(StatusCode::OK, body))
 }
 
@@ -198,6 +253,11 @@ async fn get_report(
     }
     if let (Some(d), Some(obj)) = (api.dns_status().await?, doc.as_object_mut()) {
         obj.insert("DNS".into(), d.report());
+    }
+    if let Some(obj) = doc.as_object_mut() {
+        for (k, v) in api.parts.report() {
+            obj.insert(k.into(), v);
+        }
     }
     let formats: Vec<&String> = q
         .iter()

@@ -11,6 +11,7 @@ mod conn_io;
 pub mod dataplane;
 pub mod dataplane_task;
 pub mod dns;
+pub mod docker_parts;
 pub mod docker_watch;
 pub mod driver;
 pub mod error;
@@ -273,10 +274,6 @@ pub async fn run(cfg: RouterConfig) -> Result<(), StartError> {
         encryption: cfg.password.is_some(),
         trusted_subnets: cfg.trusted_subnets.iter().map(|c| c.to_string()).collect(),
         interface: dataplane.interface(),
-        plugin_driver: cfg
-            .plugin
-            .as_ref()
-            .map(|_| plugin::GLOBAL_DRIVER.to_string()),
     });
     let mut links = channel_link::Links::default();
     let liveness = channel_link::StartLiveness::query(cfg.docker).await;
@@ -325,31 +322,34 @@ pub async fn run(cfg: RouterConfig) -> Result<(), StartError> {
         }
         None => None,
     };
-    let plugin = match cfg.plugin.clone() {
-        Some(p) => Some(plugin::Plugin::start(p, ipam_handle.clone(), cfg.docker)?),
-        None => None,
-    };
-    let proxy = match cfg.proxy.clone().filter(|_| cfg.docker) {
-        Some(p) => {
-            match proxy::Proxy::start(p, &cfg.run_dir, ipam_handle.clone(), dns_handle.clone()) {
-                Ok(p) => Some(p),
-                Err(e) => {
-                    if let Some(p) = plugin {
-                        p.stop().await;
-                    }
-                    return Err(e);
-                }
-            }
+    let parts = docker_parts::Parts::new(
+        ipam_handle.clone(),
+        dns_handle.clone(),
+        cfg.run_dir.clone(),
+        cfg.docker,
+    );
+    let started = async {
+        if let Some(p) = cfg.plugin.clone() {
+            parts.start_plugin(p).await?;
         }
-        None => None,
+        if let Some(p) = cfg.proxy.clone().filter(|_| cfg.docker) {
+            parts.start_proxy(p).await?;
+        }
+        Ok::<_, docker_parts::PartError>(())
     };
+    if let Err(e) = started.await {
+        parts.stop_all().await;
+        return Err(match e {
+            docker_parts::PartError::Start(e) => e,
+            other => StartError::Config(other.to_string()),
+        });
+    }
     if cfg.docker {
         docker_watch::spawn(docker_watch::Listeners {
             ipam: ipam_handle.clone(),
             dns: dns_handle.clone(),
-            plugin_networks: plugin.as_ref().map(|p| p.networks.clone()),
+            parts: Some(parts.clone()),
             plugin_names: plugin::watch::Registered::default(),
-            proxy: proxy.as_ref().map(|p| p.attacher.clone()),
         });
     }
     let api = http::Api {
@@ -357,12 +357,11 @@ pub async fn run(cfg: RouterConfig) -> Result<(), StartError> {
         info,
         ipam: ipam_handle,
         dns: dns_handle,
-        proxy_addrs: Arc::new(
-            proxy
-                .as_ref()
-                .map(proxy::Proxy::addresses)
-                .unwrap_or_default(),
-        ),
+        parts: parts.clone(),
+        plugin: cfg
+            .plugin
+            .clone()
+            .unwrap_or_else(plugin::PluginConfig::from_env),
     };
     if let Some(l) = status_listener {
         let routes = http::status_routes(api.clone());
@@ -391,12 +390,7 @@ pub async fn run(cfg: RouterConfig) -> Result<(), StartError> {
         () = driver.run(mesh, peers, cmd_rx) => {}
         () = shutdown_signal() => tracing::info!("=> shutting down"),
     }
-    if let Some(p) = proxy {
-        p.stop();
-    }
-    if let Some(p) = plugin {
-        p.stop().await;
-    }
+    parts.stop_all().await;
     Ok(())
 }
 

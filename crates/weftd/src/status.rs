@@ -18,8 +18,6 @@ pub struct RouterInfo {
     pub trusted_subnets: Vec<String>,
     /// What the router captures and injects through, for the report's `Interface`.
     pub interface: String,
-    /// The legacy plugin's driver name, while it runs.
-    pub plugin_driver: Option<String>,
 }
 
 fn line(out: &mut String, label: &str, value: impl std::fmt::Display) {

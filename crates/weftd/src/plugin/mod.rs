@@ -54,6 +54,9 @@ const RETRY: Duration = Duration::from_secs(3);
 pub struct PluginConfig {
     /// The directory of the sockets.
     pub dir: PathBuf,
+    /// Whether the network `weave` gets the multicast route (`launch-plugin
+    /// --no-multicast-route` turns it off).
+    pub multicast: bool,
 }
 
 impl PluginConfig {
@@ -62,7 +65,10 @@ impl PluginConfig {
         let dir = std::env::var_os("WEFT_PLUGINS_DIR")
             .filter(|d| !d.is_empty())
             .map_or_else(|| PathBuf::from(DEFAULT_DIR), PathBuf::from);
-        Self { dir }
+        Self {
+            dir,
+            multicast: true,
+        }
     }
 
     /// The socket of a driver.
@@ -129,6 +135,7 @@ impl Plugin {
             Some(subnet) if docker => Some(tokio::spawn(ensure_default_network(
                 cfg.socket(MESH_DRIVER),
                 subnet,
+                cfg.multicast,
                 ensured.clone(),
             ))),
             _ => None,
@@ -140,6 +147,11 @@ impl Plugin {
             ensured,
             default_network,
         })
+    }
+
+    /// What it was started with.
+    pub fn config(&self) -> &PluginConfig {
+        &self.cfg
     }
 
     /// Removes the default network (while the sockets still answer Docker), then the
@@ -171,6 +183,29 @@ pub fn render_section(driver_name: &str) -> String {
         "\n{:>15}: plugin (legacy)\n{:>15}: {driver_name}\n",
         "Service", "DriverName"
     )
+}
+
+/// The report's `Plugin` member, in Weave Net's shape.
+pub fn report(
+    cfg: &PluginConfig,
+    dns: bool,
+    default_subnet: Option<Ipv4Cidr>,
+) -> serde_json::Value {
+    let socket = |d: &str| cfg.socket(d).to_string_lossy().into_owned();
+    serde_json::json!({
+        "Config": {
+            "Socket": socket(GLOBAL_DRIVER),
+            "MeshSocket": socket(MESH_DRIVER),
+            "Enable": true,
+            "EnableV2": false,
+            "EnableV2Multicast": false,
+            "DNS": dns,
+            "DefaultSubnet": default_subnet.map(|s| s.to_string()).unwrap_or_default(),
+            "ProcPath": "/proc",
+        },
+        "DriverName": GLOBAL_DRIVER,
+        "MeshDriverName": MESH_DRIVER,
+    })
 }
 
 /// Serves HTTP/1.1 on `listener` with `routes`, a task per connection, at most
@@ -226,13 +261,22 @@ async fn answers(path: &Path) -> bool {
 /// Makes sure the network `weave` exists once our socket answers and Docker does; waits for
 /// both as long as it takes, but tries to create the network only once (Docker itself spends
 /// about 15 s looking for a driver it cannot find).
-async fn ensure_default_network(socket: PathBuf, subnet: Ipv4Cidr, ensured: Arc<AtomicBool>) {
+async fn ensure_default_network(
+    socket: PathBuf,
+    subnet: Ipv4Cidr,
+    multicast: bool,
+    ensured: Arc<AtomicBool>,
+) {
     let spec = weft_docker::NetworkSpec {
         name: DEFAULT_NETWORK.into(),
         driver: MESH_DRIVER.into(),
         ipam_driver: MESH_DRIVER.into(),
         subnet: subnet.to_string(),
-        options: vec![(MULTICAST_OPTION.into(), "true".into())],
+        options: if multicast {
+            vec![(MULTICAST_OPTION.into(), "true".into())]
+        } else {
+            Vec::new()
+        },
     };
     let mut said = false;
     let docker = loop {
@@ -283,7 +327,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_silent_client_is_cut_off() {
         let dir = std::env::temp_dir().join(format!("weft-plugin-silent-{}", std::process::id()));
-        let cfg = PluginConfig { dir: dir.clone() };
+        let cfg = PluginConfig {
+            dir: dir.clone(),
+            multicast: true,
+        };
         let p = Plugin::start(cfg.clone(), None, false).unwrap();
         let mut s = tokio::net::UnixStream::connect(cfg.socket(MESH_DRIVER))
             .await
@@ -307,7 +354,10 @@ mod tests {
     #[tokio::test]
     async fn serves_both_sockets_and_removes_them() {
         let dir = std::env::temp_dir().join(format!("weft-plugin-test-{}", std::process::id()));
-        let cfg = PluginConfig { dir: dir.clone() };
+        let cfg = PluginConfig {
+            dir: dir.clone(),
+            multicast: true,
+        };
         // A stale file is replaced.
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(cfg.socket(MESH_DRIVER), b"").unwrap();

@@ -122,6 +122,16 @@ pub struct ProxyFlags {
     pub no_rewrite_hosts: bool,
 }
 
+/// The `Service: proxy` section of `weft status`.
+pub fn render_section(addrs: &[String]) -> String {
+    let list = if addrs.is_empty() {
+        "none".to_string()
+    } else {
+        addrs.join(", ")
+    };
+    format!("\n{:>15}: proxy\n{:>15}: {list}\n", "Service", "Address")
+}
+
 /// The proxy's checked configuration.
 #[derive(Debug, Clone)]
 pub struct ProxyConfig {

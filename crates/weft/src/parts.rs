@@ -1,0 +1,157 @@
+//! Weave Net 1.x's commands for the router's Docker-facing parts: `launch-proxy`,
+//! `launch-plugin`, `stop-proxy` and `stop-plugin`. The parts run inside the router (see
+//! `weftd::docker_parts`), so these start and stop them through its control API and need a
+//! router launched first — `weft launch-router` launches one without them.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use weftd::run_dir::{RouterProcess, RunDir};
+
+use crate::client::{self, Reply};
+use crate::proxy::ProxyArgs;
+use crate::{http_addr, prog};
+
+/// `weft launch-proxy`'s flags.
+#[derive(Parser, Debug)]
+#[command(
+    name = "weft launch-proxy",
+    disable_help_flag = true,
+    disable_version_flag = true
+)]
+struct LaunchProxyArgs {
+    #[command(flatten)]
+    proxy: ProxyArgs,
+    /// Accepted for compatibility: weft never installs a restart policy.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set, default_value = "false")]
+    no_restart: bool,
+    /// Accepted for compatibility: the router's `--log-level` applies.
+    #[arg(long)]
+    log_level: Option<String>,
+}
+
+/// `weft launch-plugin`'s flags.
+#[derive(Parser, Debug)]
+#[command(
+    name = "weft launch-plugin",
+    disable_help_flag = true,
+    disable_version_flag = true
+)]
+struct LaunchPluginArgs {
+    /// The network `weave` gets no multicast route.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set, default_value = "false")]
+    no_multicast_route: bool,
+    /// Accepted for compatibility: weft never installs a restart policy.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set, default_value = "false")]
+    no_restart: bool,
+    /// Accepted for compatibility: the router's `--log-level` applies.
+    #[arg(long)]
+    log_level: Option<String>,
+}
+
+fn parse<T: Parser>(name: &str, args: &[String]) -> Result<T, ExitCode> {
+    T::try_parse_from(std::iter::once(name.to_string()).chain(args.iter().cloned())).map_err(|e| {
+        let msg = e.to_string();
+        eprintln!("{}", msg.lines().next().unwrap_or("invalid arguments"));
+        ExitCode::from(1)
+    })
+}
+
+/// What the launch commands print on success: the process the part runs in, as `weft launch`
+/// prints the router's.
+fn print_router_pid() -> ExitCode {
+    if let Ok(RouterProcess::Running(pid)) = RunDir::new(crate::launch::run_dir()).router() {
+        outln!("{pid}");
+    }
+    ExitCode::SUCCESS
+}
+
+/// The router must run before a part can start in it.
+fn router_down(part: &str) -> ExitCode {
+    eprintln!(
+        "ERROR: the {p} router must be running before the {part} can be launched; launch it with '{p} launch-router'",
+        p = prog()
+    );
+    ExitCode::from(1)
+}
+
+/// `weft launch-proxy [proxy flags]`.
+pub(crate) fn launch_proxy(args: &[String]) -> ExitCode {
+    let a = match parse::<LaunchProxyArgs>("weft launch-proxy", args) {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
+    if let Err(e) = a.proxy.config() {
+        eprintln!("{e}");
+        return ExitCode::from(1);
+    }
+    let body = match serde_json::to_string(&a.proxy.flags()) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("launch-proxy: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match client::post_json(&http_addr(), "/proxy", &body) {
+        Reply::Ok(_) => print_router_pid(),
+        Reply::Down => router_down("proxy"),
+        Reply::Failed(409, _) => {
+            eprintln!(
+                "The proxy is already running; you can stop it with '{} stop-proxy'.",
+                prog()
+            );
+            ExitCode::from(1)
+        }
+        Reply::Failed(_, body) => {
+            eprintln!("{}", body.trim_end());
+            ExitCode::from(1)
+        }
+        Reply::NotFound => {
+            eprintln!("The router does not offer the Docker API proxy");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `weft launch-plugin [--no-multicast-route]`; a plugin already running is no error.
+pub(crate) fn launch_plugin(args: &[String]) -> ExitCode {
+    let a = match parse::<LaunchPluginArgs>("weft launch-plugin", args) {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
+    let body = serde_json::json!({ "no_multicast_route": a.no_multicast_route }).to_string();
+    match client::post_json(&http_addr(), "/plugin", &body) {
+        Reply::Ok(_) | Reply::Failed(409, _) => print_router_pid(),
+        Reply::Down => router_down("plugin"),
+        Reply::Failed(_, body) => {
+            eprintln!("{}", body.trim_end());
+            ExitCode::from(1)
+        }
+        Reply::NotFound => {
+            eprintln!("The router does not offer the Docker network plugin");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `weft stop-proxy` / `weft stop-plugin`: Weave's `<Part> is not running.` when there is
+/// nothing to stop.
+pub(crate) fn stop(part: &str, args: &[String]) -> ExitCode {
+    if !args.is_empty() {
+        return crate::usage_error();
+    }
+    if part == "proxy" {
+        crate::proxy::warn_before_stop();
+    }
+    match client::delete(&http_addr(), &format!("/{part}")) {
+        Reply::Ok(_) => ExitCode::SUCCESS,
+        Reply::NotFound | Reply::Down => {
+            eprintln!("{} is not running.", crate::launch::capitalised(part));
+            ExitCode::SUCCESS
+        }
+        Reply::Failed(_, body) => {
+            eprintln!("{}", body.trim_end());
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,84 @@
+# shellcheck shell=bash
+# End-to-end test of Weave Net 1.x's commands for the router's Docker-facing parts (sourced by
+# scripts/e2e.sh, after e2e_plugin.sh and e2e_proxy.sh, whose helpers it uses): with a dockerd
+# of the lab host's own, `weft launch-router` starts the router alone; `launch-proxy` and
+# `launch-plugin` start the proxy and the plugin in it (status, report, `weft env` follow), a
+# container created through the proxy comes up attached, the network `weave` appears;
+# `stop-proxy` and `stop-plugin` stop them again, removing the socket, the sockets and the
+# network, and say so when nothing runs; bad flags and a missing router are refused.
+# Names start with wpt. Skipped without dockerd unless WEFT_REQUIRE_DOCKER=1.
+
+test_launch_parts_separately() {
+    have_docker || return 0
+    LAB="wpt${LAB#wt}"; LAB_DIR="/tmp/$LAB-lab"
+    trap plugin_test_down EXIT
+    lab_up 1
+    plugin_dockerd_up 1
+    local sock="$LAB_DIR/h1/run/weave.sock" plugins="$LAB_DIR/h1/plugins"
+    # Nothing runs: the parts need the router.
+    expect_exit 1 "router must be running before the proxy can be launched" "launch-proxy without a router" \
+        lab_weft 1 launch-proxy
+    expect_exit 1 "router must be running before the plugin can be launched" "launch-plugin without a router" \
+        lab_weft 1 launch-plugin
+    expect_exit 0 "^Proxy is not running\.$" "stop-proxy without a router" lab_weft 1 stop-proxy
+    # The router alone.
+    expect_match "$(lab_weft 1 launch-router --nickname host1)" '^[0-9]+$' "launch-router prints the router's PID"
+    local st; st=$(lab_weft 1 status)
+    ! grep -q "Service: proxy\|Service: plugin" <<<"$st" || fail "launch-router started more than the router"
+    [ ! -e "$sock" ] && [ ! -e "$plugins/weave.sock" ] || fail "sockets after launch-router"
+    expect_exit 1 "proxy is not running" "weft env without the proxy" lab_weft 1 env
+    expect_exit 3 "already running" "launch while the router runs" lab_weft 1 launch
+    # The proxy in it.
+    expect_exit 1 "absolute path" "a relative -H" lab_weft 1 launch-proxy -H unix://rel.sock
+    expect_exit 1 "hostname-match" "a bad --hostname-match" lab_weft 1 launch-proxy --hostname-match '('
+    expect_exit 1 "" "an unknown flag" lab_weft 1 launch-proxy --no-such-flag
+    expect_match "$(lab_weft 1 launch-proxy --rewrite-inspect)" '^[0-9]+$' "launch-proxy"
+    [ -S "$sock" ] || fail "no proxy socket after launch-proxy"
+    expect_exit 1 "^The proxy is already running; you can stop it with 'weft stop-proxy'\.$" "launch-proxy twice" \
+        lab_weft 1 launch-proxy
+    st=$(lab_weft 1 status)
+    expect_match "$st" "^        Service: proxy$" "status proxy section"
+    expect_match "$st" "^        Address: unix://$sock$" "status proxy address"
+    expect_eq "$(lab_weft 1 report -f '{{.Proxy.Addresses}}')" "[unix://$sock]" "report Proxy"
+    expect_eq "$(lab_weft 1 config)" "-H=unix://$sock" "weft config"
+    local ip
+    ip=$(docker -H "unix://$sock" run --rm "$DOCKER_IMAGE" ip -4 -o addr show ethwe | awk '{print $4}')
+    expect_match "$ip" '^10\.(3[2-9]|4[0-7])\.' "a container through the proxy came up attached"
+    # The plugin in it.
+    docker network inspect weave >/dev/null 2>&1 && fail "network weave before launch-plugin"
+    expect_match "$(lab_weft 1 launch-plugin)" '^[0-9]+$' "launch-plugin"
+    expect_match "$(lab_weft 1 launch-plugin)" '^[0-9]+$' "launch-plugin again is no error"
+    lab_wait 30 docker network inspect weave || fail "no network weave after launch-plugin"
+    expect_eq "$(docker network inspect -f '{{index .Options "works.weave.multicast"}}' weave)" "true" "multicast on weave"
+    expect_match "$(lab_weft 1 status)" '^        Service: plugin \(legacy\)$' "status plugin section"
+    expect_eq "$(lab_weft 1 report -f '{{.Plugin.DriverName}} {{.Plugin.MeshDriverName}} {{.Plugin.Config.Socket}}')" \
+        "weave weavemesh $plugins/weave.sock" "report Plugin"
+    expect_match "$(docker run --rm --net=weave "$DOCKER_IMAGE" ip -4 -o addr show ethwe0)" ' 10\.(3[2-9]|4[0-7])\.' \
+        "a container on network weave"
+    # Each stops alone; the router keeps running.
+    expect_exit 0 "" "stop-proxy" lab_weft 1 stop-proxy
+    [ ! -e "$sock" ] || fail "proxy socket left after stop-proxy"
+    ! grep -q "Service: proxy" <<<"$(lab_weft 1 status)" || fail "status proxy section after stop-proxy"
+    expect_exit 0 "^Proxy is not running\.$" "stop-proxy twice" lab_weft 1 stop-proxy
+    expect_exit 0 "" "stop-plugin" lab_weft 1 stop-plugin
+    ! docker network inspect weave >/dev/null 2>&1 || fail "network weave left after stop-plugin"
+    [ ! -e "$plugins/weave.sock" ] && [ ! -e "$plugins/weavemesh.sock" ] || fail "plugin sockets left after stop-plugin"
+    expect_exit 0 "^Plugin is not running\.$" "stop-plugin twice" lab_weft 1 stop-plugin
+    lab_weft 1 status >/dev/null || fail "the router stopped with its parts"
+    # Started again, with other flags.
+    lab_weft 1 launch-plugin --no-multicast-route >/dev/null || fail "launch-plugin --no-multicast-route"
+    lab_wait 30 docker network inspect weave || fail "no network weave after the second launch-plugin"
+    expect_eq "$(docker network inspect -f '{{index .Options "works.weave.multicast"}}' weave)" "" \
+        "no multicast on weave"
+    lab_weft 1 launch-proxy -H "unix://$LAB_DIR/h1/other.sock" >/dev/null || fail "launch-proxy -H"
+    [ -L "$LAB_DIR/h1/other.sock" ] || fail "no -H link"
+    # stop-router stops the process, and its parts with it.
+    lab_weft 1 stop-router >/dev/null
+    [ ! -e "$sock" ] && [ ! -e "$LAB_DIR/h1/other.sock" ] && [ ! -e "$plugins/weave.sock" ] \
+        || fail "sockets left after stop-router"
+    ! docker network inspect weave >/dev/null 2>&1 || fail "network weave left after stop-router"
+    # A router without Docker runs no proxy.
+    lab_weft 1 launch-router --no-docker >/dev/null
+    expect_exit 1 "no-docker" "launch-proxy on a --no-docker router" lab_weft 1 launch-proxy
+    lab_weft 1 stop >/dev/null
+}
