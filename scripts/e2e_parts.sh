@@ -5,7 +5,8 @@
 # `launch-plugin` start the proxy and the plugin in it (status, report, `weft env` follow), a
 # container created through the proxy comes up attached, the network `weave` appears;
 # `stop-proxy` and `stop-plugin` stop them again, removing the socket, the sockets and the
-# network, and say so when nothing runs; bad flags and a missing router are refused.
+# network, and say so when nothing runs; bad flags and a missing router are refused; `weft
+# reset` removes the network a killed router left.
 # Names start with wpt. Skipped without dockerd unless WEFT_REQUIRE_DOCKER=1.
 
 test_launch_parts_separately() {
@@ -81,4 +82,15 @@ test_launch_parts_separately() {
     lab_weft 1 launch-router --no-docker >/dev/null
     expect_exit 1 "no-docker" "launch-proxy on a --no-docker router" lab_weft 1 launch-proxy
     lab_weft 1 stop >/dev/null
+    # A killed router leaves the network weave behind; reset removes it, and the sockets.
+    lab_weft 1 launch --nickname host1 >/dev/null
+    lab_wait 30 docker network inspect weave || fail "no network weave after launch"
+    local pid; pid=$(cat "$LAB_DIR/h1/run/weft.pid")
+    kill -9 "$pid"
+    lab_wait 10 exited "$pid" || fail "router did not die"
+    docker network inspect weave >/dev/null 2>&1 || fail "the killed router took the network with it"
+    expect_exit 0 "" "reset after a kill" lab_weft 1 reset
+    ! docker network inspect weave >/dev/null 2>&1 || fail "network weave left after reset"
+    [ ! -e "$sock" ] && [ ! -e "$plugins/weave.sock" ] && [ ! -e "$plugins/weavemesh.sock" ] \
+        || fail "sockets left after reset"
 }

@@ -564,7 +564,8 @@ pub(crate) fn reset(args: &[String]) -> ExitCode {
     }
     let _ = client::delete(&http_addr(), "/peer");
     let code = stop();
-    weftd::plugin::PluginConfig::from_env().remove_stale_sockets();
+    let plugin = weftd::plugin::PluginConfig::from_env();
+    plugin.remove_stale_sockets();
     // The proxy's socket, if a killed router left it behind.
     let _ = std::fs::remove_file(run_dir().join(weftd::proxy::SOCKET));
     weftd::store::Store::remove_files(&state_dir());
@@ -576,6 +577,19 @@ pub(crate) fn reset(args: &[String]) -> ExitCode {
         .build()
         .map_err(|e| e.to_string())
         .and_then(|rt| {
+            // A network `weave` a killed router left would hang Docker on its driver.
+            let left = rt.block_on(async {
+                tokio::time::timeout(
+                    Duration::from_secs(30),
+                    weftd::plugin::remove_left_network(&plugin),
+                )
+                .await
+            });
+            match left {
+                Ok(Err(e)) => eprintln!("reset: {e}"),
+                Err(_) => eprintln!("reset: removing network weave timed out"),
+                Ok(Ok(_)) => {}
+            }
             rt.block_on(weftd::dataplane::Dataplane::teardown())
                 .map_err(|e| e.to_string())
         });

@@ -177,6 +177,27 @@ impl Plugin {
     }
 }
 
+/// For `weft reset` once the router has gone: removes the network `weave` a router that was
+/// killed left in Docker. Docker asks the network's drivers while it removes it, so the
+/// plugin's sockets are served (without IPAM) for as long as that takes. Returns whether
+/// there was one to remove; no daemon is no error.
+pub async fn remove_left_network(cfg: &PluginConfig) -> Result<bool, String> {
+    let Ok(docker) = weft_docker::Docker::from_env() else {
+        return Ok(false);
+    };
+    let Ok(docker) = docker.negotiate().await else {
+        return Ok(false);
+    };
+    match docker.network(DEFAULT_NETWORK).await {
+        Ok(Some(n)) if n.driver == MESH_DRIVER => {}
+        _ => return Ok(false),
+    }
+    let plugin = Plugin::start(cfg.clone(), None, false).map_err(|e| e.to_string())?;
+    let removed = docker.remove_network(DEFAULT_NETWORK).await;
+    plugin.stop().await;
+    removed.map_err(|e| format!("network {DEFAULT_NETWORK}: {e}"))
+}
+
 /// The `Service: plugin (legacy)` section of `weft status`.
 pub fn render_section(driver_name: &str) -> String {
     format!(
