@@ -56,6 +56,14 @@ test_launch_parts_separately() {
         "weave weavemesh $plugins/weave.sock" "report Plugin"
     expect_match "$(docker run --rm --net=weave "$DOCKER_IMAGE" ip -4 -o addr show ethwe0)" ' 10\.(3[2-9]|4[0-7])\.' \
         "a container on network weave"
+    # A container still attached keeps the network there: Weave Net's warning names it.
+    local held out; held=$(docker run -d --net=weave "$DOCKER_IMAGE" sleep 600)
+    out=$(lab_weft 1 stop-plugin 2>&1) || fail "stop-plugin with a container attached: $out"
+    expect_match "$out" '^WARNING: the following containers are still attached to network "weave":$' "the warning"
+    expect_match "$out" "^  ${held:0:12} $" "the warning names the container"
+    docker network inspect weave >/dev/null 2>&1 || fail "network weave went with a container attached"
+    lab_weft 1 launch-plugin >/dev/null || fail "launch-plugin after the warning"
+    docker rm -f "$held" >/dev/null || fail "the container could not go once the plugin was back"
     # Each stops alone; the router keeps running.
     expect_exit 0 "" "stop-proxy" lab_weft 1 stop-proxy
     [ ! -e "$sock" ] || fail "proxy socket left after stop-proxy"

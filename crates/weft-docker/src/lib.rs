@@ -91,6 +91,8 @@ pub struct NetworkInfo {
     pub driver: String,
     /// Its driver options.
     pub options: Vec<(String, String)>,
+    /// The IDs of the containers attached to it.
+    pub containers: Vec<String>,
 }
 
 /// A network to create: what [`Docker::ensure_network`] asks for.
@@ -289,6 +291,7 @@ impl Docker {
                 id: n.id.unwrap_or_default(),
                 driver: n.driver.unwrap_or_default(),
                 options: n.options.unwrap_or_default().into_iter().collect(),
+                containers: n.containers.unwrap_or_default().into_keys().collect(),
             })),
             Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 404, ..

@@ -191,6 +191,7 @@ fn main() -> ExitCode {
         "launch-proxy" => parts::launch_proxy(rest),
         "launch-plugin" => parts::launch_plugin(rest),
         "stop" | "stop-router" => {
+            parts::stop_plugin_first();
             proxy::warn_before_stop();
             launch::stop()
         }

@@ -144,7 +144,10 @@ pub(crate) fn stop(part: &str, args: &[String]) -> ExitCode {
         crate::proxy::warn_before_stop();
     }
     match client::delete(&http_addr(), &format!("/{part}")) {
-        Reply::Ok(_) => ExitCode::SUCCESS,
+        Reply::Ok(warning) => {
+            eprint!("{warning}");
+            ExitCode::SUCCESS
+        }
         Reply::NotFound | Reply::Down => {
             eprintln!("{} is not running.", crate::launch::capitalised(part));
             ExitCode::SUCCESS
@@ -153,5 +156,13 @@ pub(crate) fn stop(part: &str, args: &[String]) -> ExitCode {
             eprintln!("{}", body.trim_end());
             ExitCode::from(1)
         }
+    }
+}
+
+/// Before `weft stop`: the plugin goes first, as Weave Net's script removes the network
+/// `weave` first, so that its warning about containers still attached reaches the user.
+pub(crate) fn stop_plugin_first() {
+    if let Reply::Ok(warning) = client::delete(&http_addr(), "/plugin") {
+        eprint!("{warning}");
     }
 }

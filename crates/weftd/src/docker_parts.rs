@@ -103,16 +103,16 @@ impl Parts {
         Ok(())
     }
 
-    /// Stops the plugin (removing the network `weave` it made, then its sockets).
-    pub async fn stop_plugin(&self) -> Result<(), PartError> {
+    /// Stops the plugin (removing the network `weave` it made, then its sockets); returns
+    /// Weave Net's warning when containers still attached keep the network there.
+    pub async fn stop_plugin(&self) -> Result<Option<String>, PartError> {
         let mut running = self.inner.running.lock().await;
         let p = running
             .plugin
             .take()
             .ok_or(PartError::NotRunning(Part::Plugin))?;
         self.publish(&running);
-        p.stop().await;
-        Ok(())
+        Ok(p.stop().await)
     }
 
     /// Starts the proxy.

@@ -199,10 +199,12 @@ async fn post_plugin(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// `weft stop-plugin`.
+/// `weft stop-plugin` (and `weft stop`, first): answers the warning to print, if any.
 async fn delete_plugin(State(api): State<Api>) -> Result<Response, RequestError> {
-    api.parts.stop_plugin().await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    match api.parts.stop_plugin().await? {
+        Some(warning) => Ok(text(StatusCode::OK, format!("{warning}\n"))),
+        None => Ok(StatusCode::NO_CONTENT.into_response()),
+    }
 }
 
 async fn get_status(State(api): State<Api>) -> Result<Response, RequestError> {

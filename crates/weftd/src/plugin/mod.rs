@@ -155,15 +155,33 @@ impl Plugin {
     }
 
     /// Removes the default network (while the sockets still answer Docker), then the
-    /// sockets.
-    pub async fn stop(self) {
+    /// sockets. Returns Weave Net's warning when the network stays because containers are
+    /// still attached to it.
+    pub async fn stop(self) -> Option<String> {
         if let Some(t) = &self.default_network {
             t.abort();
         }
+        let mut warning = None;
         if self.ensured.load(Ordering::SeqCst) {
             let removed = async {
                 let docker = weft_docker::Docker::from_env()?.negotiate().await?;
-                docker.remove_network(DEFAULT_NETWORK).await
+                match docker.remove_network(DEFAULT_NETWORK).await {
+                    Ok(r) => Ok(r),
+                    Err(e) => {
+                        // Weave Net names the containers that keep the network there.
+                        let attached = docker
+                            .network(DEFAULT_NETWORK)
+                            .await
+                            .ok()
+                            .flatten()
+                            .map(|n| n.containers)
+                            .unwrap_or_default();
+                        if !attached.is_empty() {
+                            warning = Some(still_attached(&attached));
+                        }
+                        Err(e)
+                    }
+                }
             };
             match removed.await {
                 Ok(_) => tracing::info!("[plugin] removed network {DEFAULT_NETWORK}"),
@@ -174,6 +192,7 @@ impl Plugin {
             s.abort();
         }
         self.cfg.remove_stale_sockets();
+        warning
     }
 }
 
@@ -196,6 +215,17 @@ pub async fn remove_left_network(cfg: &PluginConfig) -> Result<bool, String> {
     let removed = docker.remove_network(DEFAULT_NETWORK).await;
     plugin.stop().await;
     removed.map_err(|e| format!("network {DEFAULT_NETWORK}: {e}"))
+}
+
+/// Weave Net's warning for a network `weave` that stays because of these containers.
+fn still_attached(ids: &[String]) -> String {
+    let list: String = ids
+        .iter()
+        .map(|id| format!("  {} ", id.get(..12).unwrap_or(id)))
+        .collect();
+    format!(
+        "WARNING: the following containers are still attached to network \"{DEFAULT_NETWORK}\":\n{list}\nDocker operations involving those containers may pause or fail\nwhile Weave is not running"
+    )
 }
 
 /// The `Service: plugin (legacy)` section of `weft status`.
@@ -334,6 +364,14 @@ async fn ensure_default_network(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn still_attached_warning() {
+        assert_eq!(
+            still_attached(&["0123456789abcdef".into(), "short".into()]),
+            "WARNING: the following containers are still attached to network \"weave\":\n  0123456789ab   short \nDocker operations involving those containers may pause or fail\nwhile Weave is not running"
+        );
+    }
 
     #[test]
     fn status_section() {
