@@ -58,6 +58,8 @@ weft launch        <same arguments as 'weft launch-router'>
                    [--hostname-from-label <label>] [--hostname-match <regexp>]
                    [--hostname-replacement <replacement>] [--rewrite-inspect]
                    [--without-dns] [--no-multicast-route] [--no-rewrite-hosts]
+                   [--tls | --tlsverify] [--tlscacert <file>] [--tlscert <file>]
+                   [--tlskey <file>] [--no-detect-tls]
                    <peer> ...
      prime
 
