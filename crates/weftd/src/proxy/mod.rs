@@ -17,9 +17,9 @@
 //! binary the proxy still passes calls through but refuses to create containers it would
 //! handle, saying why.
 //!
-//! Left out: TLS, and the old-style start call carrying a HostConfig (Docker API < 1.24).
-//! A raw-stream hijack without `Upgrade:` (clients older than Docker 1.12) passes the daemon's
-//! output through but not the client's input.
+//! Left out: TLS. A raw-stream hijack without `Upgrade:` (clients older than Docker 1.12) is
+//! passed both ways when it is its connection's first request, as clients send it; a later one
+//! on a kept-alive connection passes the daemon's output only.
 
 mod attach;
 pub mod calls;
@@ -489,16 +489,7 @@ where
 {
     tokio::spawn(async move {
         let _slot = slot;
-        let service = hyper::service::service_fn(move |req| server::handle(shared.clone(), req));
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(hyper_util::rt::TokioTimer::new())
-            .header_read_timeout(server::HEAD_TIMEOUT)
-            .max_buf_size(server::MAX_HEAD)
-            .serve_connection(hyper_util::rt::TokioIo::new(io), service)
-            .with_upgrades();
-        if let Err(e) = conn.await {
-            tracing::debug!("[proxy] connection: {e}");
-        }
+        server::serve_connection(io, shared).await;
     });
 }
 
