@@ -36,15 +36,22 @@ except OSError as e:
 EOF
 }
 
-test_proxy_containers_come_up_attached() {
-    have_docker || return 0
-    command -v python3 >/dev/null || fail "needs python3"
+# proxy_lab_up: dockerd and a lab host whose router runs the proxy, gone when the test ends;
+# sets `sock` (the caller's local) to the proxy's socket.
+proxy_lab_up() {
     trap docker_test_down EXIT
     docker_up
     lab_up 1
     lab_weft 1 launch --nickname host1 --no-plugin >/dev/null
-    local sock; sock=$(proxy_sock 1)
+    sock=$(proxy_sock 1)
     lab_wait 10 test -S "$sock" || { dump_logs; fail "no proxy socket"; }
+}
+
+test_proxy_containers_come_up_attached() {
+    have_docker || return 0
+    command -v python3 >/dev/null || fail "needs python3"
+    local sock
+    proxy_lab_up
     expect_eq "$(lab_weft 1 config)" "-H=unix://$sock" "weft config"
     expect_eq "$(DOCKER_HOST= lab_weft 1 env)" "export DOCKER_HOST=unix://$sock ORIG_DOCKER_HOST=" "weft env"
     expect_eq "$(DOCKER_HOST="unix://$sock" lab_weft 1 env)" "export DOCKER_HOST=unix://$sock" "weft env when already set"
@@ -254,4 +261,48 @@ test_proxy_tls_detected_from_dockerd() {
     expect_match "$out" "192\.0\.2\.1" "--no-proxy: the start error"
     grep -q "^Warning" <<<"$out" && fail "--no-proxy warned: $out"
     return 0
+}
+# Clients before Docker 1.12: a start call carrying a HostConfig (API < 1.24) keeps the /w bind
+# and weftDNS (the no-op weavewait on the host's network); attach and exec start hijack the
+# connection without `Upgrade:` and still pass stdin both ways (crates/weftd/examples/
+# raw_stream.rs is such a client).
+test_proxy_old_clients() {
+    have_docker || return 0
+    local raw="${CARGO_TARGET_DIR}/release/examples/raw_stream"
+    [ -x "$raw" ] || cargo build --release -p weftd --example raw_stream
+    local sock
+    proxy_lab_up
+    local id
+    id=$(pdocker 1 create -i --name "${LAB}o" -e WEAVE_CIDR=10.2.1.8/24 "$DOCKER_IMAGE" cat)
+    expect_eq "$(curl -s -w '%{http_code}' --unix-socket "$sock" -X POST -H 'Content-Type: application/json' \
+        -d '{"Dns":["8.8.8.8"],"PublishAllPorts":false}' "http://x/v1.23/containers/$id/start")" 204 "old-style start"
+    expect_match "$(docker exec "$id" ip -4 -o addr show ethwe)" "inet 10\.2\.1\.8/24" "attached after an old-style start"
+    expect_match "$(docker inspect -f '{{.HostConfig.Binds}} {{.HostConfig.Dns}} {{.HostConfig.DnsSearch}}' "$id")" \
+        "^\[$LAB_DIR/h1/run/weavewait/w:/w:ro\] \[8\.8\.8\.8 [0-9.]+\] \[\.\]$" "the start's HostConfig got the /w bind and weftDNS"
+    local out exec_id
+    exec_id=$(curl -s --unix-socket "$sock" -X POST -H 'Content-Type: application/json' \
+        -d '{"AttachStdin":true,"AttachStdout":true,"Cmd":["cat"]}' "http://x/v1.23/containers/$id/exec" |
+        sed -n 's/.*"Id":"\([0-9a-f]*\)".*/\1/p')
+    out=$("$raw" "$sock" "/v1.23/exec/$exec_id/start" $'exec-cat-and-back\n' '{"Detach":false,"Tty":false}') ||
+        fail "exec start without Upgrade: [$out]"
+    expect_eq "$out" $'HTTP/1.1 200 OK\nexec-cat-and-back' "exec start without Upgrade"
+    # Last: the end of the attach's stdin may end cat.
+    out=$("$raw" "$sock" "/v1.23/containers/$id/attach?stream=1&stdin=1&stdout=1&stderr=1" $'to-cat-and-back\n') ||
+        fail "attach without Upgrade: [$out]"
+    expect_eq "$out" $'HTTP/1.1 200 OK\nto-cat-and-back' "attach without Upgrade"
+    # Started on the host's network: weavewait's no-op variant, which runs the command at once.
+    pdocker 1 create --name "${LAB}q" "$DOCKER_IMAGE" sh -c 'echo up-on-host; sleep 600' >/dev/null
+    expect_eq "$(curl -s -w '%{http_code}' --unix-socket "$sock" -X POST -H 'Content-Type: application/json' \
+        -d '{"NetworkMode":"host"}' "http://x/v1.23/containers/${LAB}q/start")" 204 "old-style start on the host's network"
+    expect_eq "$(docker inspect -f '{{.HostConfig.Binds}} {{.HostConfig.NetworkMode}}' "${LAB}q")" \
+        "[$LAB_DIR/h1/run/weavewait/w-noop:/w:ro] host" "the no-op weavewait"
+    up() { [ "$(docker logs "${LAB}q" 2>&1)" = up-on-host ]; }
+    lab_wait 5 up || fail "the command did not run on the host's network: [$(docker logs "${LAB}q" 2>&1)]"
+    # An old-style start of a container that is not the proxy's is passed on as it came.
+    pdocker 1 create --name "${LAB}p" -e WEAVE_CIDR=none "$DOCKER_IMAGE" sleep 600 >/dev/null
+    curl -s --unix-socket "$sock" -X POST -H 'Content-Type: application/json' \
+        -d '{"Dns":["8.8.4.4"]}' "http://x/v1.23/containers/${LAB}p/start" >/dev/null
+    expect_eq "$(docker inspect -f '{{json .HostConfig.Binds}} {{.HostConfig.Dns}} {{.State.Running}}' "${LAB}p")" "null [8.8.4.4] true" "left alone"
+    docker rm -f "${LAB}o" "${LAB}p" "${LAB}q" >/dev/null
+    lab_weft 1 stop >/dev/null
 }

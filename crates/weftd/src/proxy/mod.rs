@@ -20,9 +20,9 @@
 //! binary the proxy still passes calls through but refuses to create containers it would
 //! handle, saying why.
 //!
-//! Left out: the old-style start call carrying a HostConfig (Docker API < 1.24).
-//! A raw-stream hijack without `Upgrade:` (clients older than Docker 1.12) passes the daemon's
-//! output through but not the client's input.
+//! A raw-stream hijack without `Upgrade:` (clients older than Docker 1.12) is passed both ways
+//! when it is its connection's first request, as clients send it; a later one on a kept-alive
+//! connection passes the daemon's output only.
 
 mod attach;
 pub mod calls;
@@ -537,7 +537,7 @@ where
 {
     tokio::spawn(async move {
         let _slot = slot;
-        serve_http(io, shared).await;
+        server::serve_connection(io, shared).await;
     });
 }
 
@@ -554,27 +554,11 @@ fn serve_tls_connection(
     tokio::spawn(async move {
         let _slot = slot;
         match tokio::time::timeout(server::HEAD_TIMEOUT, tls.accept(io)).await {
-            Ok(Ok(io)) => serve_http(io, shared).await,
+            Ok(Ok(io)) => server::serve_connection(io, shared).await,
             Ok(Err(e)) => tracing::debug!("[proxy] TLS handshake from {peer}: {e}"),
             Err(_) => tracing::debug!("[proxy] TLS handshake from {peer}: timed out"),
         }
     });
-}
-
-async fn serve_http<S>(io: S, shared: Arc<server::Shared>)
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let service = hyper::service::service_fn(move |req| server::handle(shared.clone(), req));
-    let conn = hyper::server::conn::http1::Builder::new()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(server::HEAD_TIMEOUT)
-        .max_buf_size(server::MAX_HEAD)
-        .serve_connection(hyper_util::rt::TokioIo::new(io), service)
-        .with_upgrades();
-    if let Err(e) = conn.await {
-        tracing::debug!("[proxy] connection: {e}");
-    }
 }
 
 #[cfg(test)]
