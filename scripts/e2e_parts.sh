@@ -43,6 +43,16 @@ test_launch_parts_separately() {
     expect_match "$st" "^        Address: unix://$sock$" "status proxy address"
     expect_eq "$(lab_weft 1 report -f '{{.Proxy.Addresses}}')" "[unix://$sock]" "report Proxy"
     expect_eq "$(lab_weft 1 config)" "-H=unix://$sock" "weft config"
+    # Relaunched from a shell pointed at it (eval $(weft env)), the proxy does not make itself
+    # its own daemon: it takes the one weft env saved.
+    local env_vars; env_vars=$(lab_weft 1 env | sed 's/^export //')
+    # shellcheck disable=SC2086 # NAME=value words
+    expect_match "$( (export $env_vars; lab_weft 1 stop-proxy) 2>&1)" "^WARNING: It appears that your environment is configured to use the Weave Docker API proxy" \
+        "stop-proxy warns when DOCKER_HOST is the proxy"
+    # shellcheck disable=SC2086
+    (export $env_vars; lab_weft 1 launch-proxy --rewrite-inspect >/dev/null) || fail "launch-proxy from a shell pointed at the proxy"
+    expect_match "$(timeout 10 docker -H "unix://$sock" version --format '{{.Server.Version}}')" '^[0-9]' \
+        "the relaunched proxy reaches the daemon"
     local ip
     ip=$(docker -H "unix://$sock" run --rm "$DOCKER_IMAGE" ip -4 -o addr show ethwe | awk '{print $4}')
     expect_match "$ip" '^10\.(3[2-9]|4[0-7])\.' "a container through the proxy came up attached"

@@ -438,6 +438,15 @@ pub(crate) fn launch(args: &[String]) -> ExitCode {
         Vec::new()
     };
     let mut cmd = Command::new(exe);
+    // The router follows this daemon too, never the proxy itself.
+    let daemon = a.proxy_args.daemon_host();
+    if std::env::var("DOCKER_HOST").unwrap_or_default() != daemon {
+        if daemon.is_empty() {
+            cmd.env_remove("DOCKER_HOST");
+        } else {
+            cmd.env("DOCKER_HOST", &daemon);
+        }
+    }
     if let Some(p) = password {
         cmd.env("WEAVE_PASSWORD", p);
     }

@@ -180,7 +180,7 @@ impl ProxyArgs {
     fn flags_with(&self, tls: Tls) -> ProxyFlags {
         ProxyFlags {
             hosts: self.hosts.clone(),
-            upstream: std::env::var("DOCKER_HOST").unwrap_or_default(),
+            upstream: self.daemon_host(),
             hostname_from_label: self.hostname_from_label.clone(),
             hostname_match: self.hostname_match.clone(),
             hostname_replacement: self.hostname_replacement.clone(),
@@ -196,6 +196,57 @@ impl ProxyArgs {
             tlskey: tls.key,
         }
     }
+}
+
+impl ProxyArgs {
+    /// The Docker daemon the router and its proxy talk to (empty: Docker's default): this
+    /// shell's `DOCKER_HOST`, unless that is the proxy itself — after `eval $(weft env)` a
+    /// launch would make the proxy its own upstream — and then the `ORIG_DOCKER_HOST` that
+    /// `weft env` saved.
+    pub(crate) fn daemon_host(&self) -> String {
+        daemon_host(
+            std::env::var("DOCKER_HOST").ok(),
+            std::env::var("ORIG_DOCKER_HOST").ok(),
+            &self.hosts,
+            &crate::launch::run_dir(),
+        )
+    }
+}
+
+fn daemon_host(
+    docker_host: Option<String>,
+    orig: Option<String>,
+    hosts: &[String],
+    run_dir: &Path,
+) -> String {
+    let usable = |h: &String| !h.is_empty() && !is_proxy(h, hosts, run_dir);
+    match docker_host.filter(|h| !h.is_empty()) {
+        Some(h) if usable(&h) => h,
+        Some(_) => orig.filter(usable).unwrap_or_default(),
+        None => String::new(),
+    }
+}
+
+/// Whether `addr` reaches the proxy these `-H` flags make: its Unix socket or one linked to
+/// it, or a TCP address on one of its ports (a client may name the host any way).
+fn is_proxy(addr: &str, hosts: &[String], run_dir: &Path) -> bool {
+    if let Some(p) = addr.strip_prefix("unix://") {
+        let real = run_dir.join(weftd::proxy::SOCKET);
+        return Path::new(p) == real || hosts.iter().any(|h| h.strip_prefix("unix://") == Some(p));
+    }
+    let port = |a: &str| {
+        a.strip_prefix("tcp://")
+            .and_then(|a| a.trim_end_matches('/').rsplit_once(':'))
+            .map(|(_, p)| p.to_string())
+    };
+    let Some(p) = port(addr) else {
+        return false;
+    };
+    if hosts.is_empty() {
+        // Without -H a proxy listens on TCP only when DOCKER_HOST is TCP, on the default port.
+        return port(weftd::proxy::DEFAULT_TCP).as_deref() == Some(p.as_str());
+    }
+    hosts.iter().any(|h| port(h).as_deref() == Some(p.as_str()))
 }
 
 /// The running Docker daemon's TLS flags, or Weave's warning on stderr and `None` when no
@@ -332,6 +383,57 @@ pub(crate) fn warn_before_stop() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_proxy_is_never_its_own_daemon() {
+        let run = Path::new("/run/weft");
+        let s = |v: &str| Some(v.to_string());
+        let none: &[String] = &[];
+        assert_eq!(daemon_host(None, None, none, run), "");
+        assert_eq!(
+            daemon_host(s("unix:///var/run/docker.sock"), None, none, run),
+            "unix:///var/run/docker.sock"
+        );
+        // After `eval $(weft env)`.
+        assert_eq!(
+            daemon_host(
+                s("unix:///run/weft/weave.sock"),
+                s("tcp://10.0.0.5:2375"),
+                none,
+                run
+            ),
+            "tcp://10.0.0.5:2375"
+        );
+        assert_eq!(
+            daemon_host(s("unix:///run/weft/weave.sock"), s(""), none, run),
+            ""
+        );
+        let linked = ["unix:///tmp/p.sock".to_string()];
+        assert_eq!(daemon_host(s("unix:///tmp/p.sock"), None, &linked, run), "");
+        assert_eq!(
+            daemon_host(
+                s("tcp://10.0.0.5:12375"),
+                s("tcp://10.0.0.5:2375"),
+                none,
+                run
+            ),
+            "tcp://10.0.0.5:2375"
+        );
+        let tcp = ["tcp://0.0.0.0:4243".to_string()];
+        assert_eq!(
+            daemon_host(
+                s("tcp://127.0.0.1:4243"),
+                s("unix:///run/weft/weave.sock"),
+                &tcp,
+                run
+            ),
+            ""
+        );
+        assert_eq!(
+            daemon_host(s("tcp://127.0.0.1:12375"), None, &tcp, run),
+            "tcp://127.0.0.1:12375"
+        );
+    }
 
     #[test]
     fn env_output() {
