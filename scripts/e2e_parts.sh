@@ -7,7 +7,7 @@
 # `stop-proxy` and `stop-plugin` stop them again, removing the socket, the sockets and the
 # network, and say so when nothing runs; bad flags and a missing router are refused; `weft
 # reset` removes the network a killed router left. Also the router across a restart of the
-# Docker daemon.
+# Docker daemon, and `--no-docker` keeping away from any daemon.
 # Names start with wpt. Skipped without dockerd unless WEFT_REQUIRE_DOCKER=1.
 
 test_launch_parts_separately() {
@@ -167,4 +167,43 @@ test_docker_daemon_restart() {
     owns || fail "b's address released before the grace period"
     lab_wait 50 eval '! owns' || fail "b's address not released after the grace period"
     docker rm -f "$a" "$b" >/dev/null
+}
+
+# `--no-docker`: the router and the commands never talk to a daemon, even with DOCKER_HOST set
+# (a stand-in socket counts who connects); without it, the router does (the control).
+test_no_docker_never_touches_a_daemon() {
+    command -v python3 >/dev/null || fail "needs python3"
+    lab_up 1
+    local fake="$LAB_DIR/fake-docker.sock" calls="$LAB_DIR/fake-docker.calls"
+    : >"$calls"
+    python3 - "$fake" "$calls" <<'PY' &
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.bind(sys.argv[1])
+s.listen(64)
+while True:
+    c, _ = s.accept()
+    with open(sys.argv[2], 'a') as f:
+        f.write('connection\n')
+    c.close()
+PY
+    local fake_pid=$!
+    # shellcheck disable=SC2064 # the PID now
+    trap "kill $fake_pid 2>/dev/null; lab_down" EXIT
+    lab_wait 5 test -S "$fake" || fail "no stand-in socket"
+    export DOCKER_HOST="unix://$fake"
+    lab_weft 1 launch --nickname host1 --no-docker >/dev/null
+    lab_container c1
+    local ip; ip=$(lab_weft 1 attach "netns:${LAB}c1")
+    expect_match "$ip" '^10\.' "attach without Docker"
+    lab_weft 1 dns-add "$ip" "netns:${LAB}c1" -h c1.weave.local >/dev/null
+    expect_match "$(lab_weft 1 ps "netns:${LAB}c1")" "$ip/" "ps"
+    lab_weft 1 status >/dev/null
+    lab_weft 1 detach "netns:${LAB}c1" >/dev/null
+    lab_weft 1 stop >/dev/null 2>&1
+    expect_eq "$(wc -l <"$calls")" 0 "connections to the daemon with --no-docker"
+    # The control: without --no-docker the router looks for the daemon at once.
+    lab_weft 1 launch --nickname host1 --no-plugin --no-proxy >/dev/null
+    lab_wait 10 grep -q connection "$calls" || fail "the router never tried the daemon without --no-docker"
+    lab_weft 1 stop >/dev/null 2>&1
 }
