@@ -10,6 +10,9 @@
 //! It runs on every Docker `start` event, for a client's held start call, and at start-up for
 //! the containers already running. Attaches of one container are serialised, and attaching an
 //! attached container changes nothing (IPAM gives the container the addresses it holds).
+//! When the attach on a `start` event fails, a held start call kills the container through
+//! Docker and answers 500; without one (a restart by Docker itself), the container's process
+//! is killed, so that its restart policy tries again.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -68,6 +71,63 @@ struct Inner {
     with_dns: bool,
     rewrite_hosts: bool,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// The clients' start calls being held, by the container as each call names it, with how
+    /// many name it so.
+    start_calls: Mutex<HashMap<String, usize>>,
+}
+
+/// A client's start call, held until its container is attached (see [`Attacher::start_call`]).
+#[derive(Debug)]
+pub struct StartCall {
+    inner: Arc<Inner>,
+    named: String,
+}
+
+impl Drop for StartCall {
+    fn drop(&mut self) {
+        let mut calls = lock(&self.inner.start_calls);
+        if let Some(n) = calls.get_mut(&self.named) {
+            *n -= 1;
+            if *n == 0 {
+                calls.remove(&self.named);
+            }
+        }
+    }
+}
+
+/// What a failed attach on a `start` event does to the container.
+#[derive(Debug, PartialEq, Eq)]
+enum OnFailure {
+    /// Nothing: a client's start call is held, and that call kills the container through
+    /// Docker and answers the client with the error.
+    LeftToStartCall,
+    /// Kills its main process, which Docker takes for a crash: its restart policy applies
+    /// (`docker kill` would count as a stop by hand and end the restarts).
+    KillProcess(u32),
+    /// Nothing: it runs no more.
+    Nothing,
+}
+
+/// What to do with container `c` (as inspected after the failure) when its attach failed.
+fn on_failure(c: &ContainerInfo, start_call_held: bool) -> OnFailure {
+    if start_call_held {
+        return OnFailure::LeftToStartCall;
+    }
+    match c.pid.filter(|_| c.running) {
+        Some(pid) => OnFailure::KillProcess(pid),
+        None => OnFailure::Nothing,
+    }
+}
+
+/// Whether a start call naming the container `named` (in its URL: the ID, a unique prefix of
+/// it, or the name) is about container `c`.
+fn names(named: &str, c: &ContainerInfo) -> bool {
+    let named = named.trim_start_matches('/');
+    !named.is_empty() && (c.id.starts_with(named) || c.name == named)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Attacher {
@@ -89,6 +149,7 @@ impl Attacher {
                 with_dns,
                 rewrite_hosts,
                 locks: Mutex::new(HashMap::new()),
+                start_calls: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -120,11 +181,7 @@ impl Attacher {
             return Ok(None);
         };
         let lock = {
-            let mut locks = self
-                .inner
-                .locks
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut locks = lock(&self.inner.locks);
             locks.retain(|_, l| Arc::strong_count(l) > 1);
             locks.entry(c.id.clone()).or_default().clone()
         };
@@ -252,13 +309,58 @@ impl Attacher {
         }
     }
 
-    /// A Docker `start` event: attach; if that fails, kill the container (so that Docker's
-    /// restart policy, if any, tries again).
+    /// Registers a client's start (or restart) call of the container it names, from before
+    /// Docker is asked (the `start` event may come before Docker answers) until the call is
+    /// answered: meanwhile a failed attach on the event is left to the call.
+    pub fn start_call(&self, named: &str) -> StartCall {
+        *lock(&self.inner.start_calls)
+            .entry(named.to_string())
+            .or_default() += 1;
+        StartCall {
+            inner: self.inner.clone(),
+            named: named.to_string(),
+        }
+    }
+
+    fn start_call_held(&self, c: &ContainerInfo) -> bool {
+        lock(&self.inner.start_calls).keys().any(|n| names(n, c))
+    }
+
+    /// A Docker `start` event: attach. If that fails and no client's start call is held, the
+    /// container's process is killed, so that Docker's restart policy, if any, tries again
+    /// (Weave Net does the same; see [`OnFailure`]).
     pub async fn on_started(&self, docker: &Docker, id: &str) {
-        if let Err(e) = self.attach(docker, id).await {
-            tracing::warn!("[proxy] attaching container {}: {e}; killing it", short(id));
-            if let Err(e) = docker.kill(id).await {
-                tracing::warn!("[proxy] killing container {}: {e}", short(id));
+        let Err(e) = self.attach(docker, id).await else {
+            return;
+        };
+        let c = match docker.inspect(id).await {
+            Ok(Some(c)) => c,
+            Ok(None) => return,
+            Err(k) => {
+                tracing::warn!("[proxy] attaching container {}: {e}; {k}", short(id));
+                return;
+            }
+        };
+        match on_failure(&c, self.start_call_held(&c)) {
+            OnFailure::LeftToStartCall | OnFailure::Nothing => {
+                tracing::warn!("[proxy] attaching container {}: {e}", short(id));
+            }
+            OnFailure::KillProcess(pid) => {
+                tracing::warn!(
+                    "[proxy] attaching container {}: {e}; killing its process {pid}",
+                    short(id)
+                );
+                let killed = i32::try_from(pid)
+                    .map_err(|_| nix::errno::Errno::ESRCH)
+                    .and_then(|p| {
+                        nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(p),
+                            nix::sys::signal::Signal::SIGKILL,
+                        )
+                    });
+                if let Err(k) = killed {
+                    tracing::warn!("[proxy] killing process {pid}: {k}");
+                }
             }
         }
     }
@@ -368,5 +470,56 @@ mod tests {
             )
         );
         assert!(LOCALHOST.contains("\n127.0.0.1       localhost\n::1             ip6-localhost"));
+    }
+
+    fn container(running: bool) -> ContainerInfo {
+        ContainerInfo {
+            id: "0123456789abcdef".into(),
+            name: "web".into(),
+            running,
+            pid: running.then_some(4242),
+            ..ContainerInfo::default()
+        }
+    }
+
+    #[test]
+    fn a_failed_attach_kills_the_process_unless_a_start_call_is_held() {
+        assert_eq!(
+            on_failure(&container(true), false),
+            OnFailure::KillProcess(4242)
+        );
+        assert_eq!(
+            on_failure(&container(true), true),
+            OnFailure::LeftToStartCall
+        );
+        assert_eq!(on_failure(&container(false), false), OnFailure::Nothing);
+    }
+
+    #[test]
+    fn start_calls_name_containers_as_docker_does() {
+        let c = container(true);
+        for named in ["0123456789abcdef", "0123", "web", "/web"] {
+            assert!(names(named, &c), "{named}");
+        }
+        for named in ["", "1234", "we", "webx"] {
+            assert!(!names(named, &c), "{named}");
+        }
+    }
+
+    #[test]
+    fn start_calls_are_held_while_their_guards_live() {
+        let a = Attacher::new(None, None, false, true, true, true);
+        let c = container(true);
+        assert!(!a.start_call_held(&c));
+        let first = a.start_call("web");
+        let second = a.start_call("0123");
+        let other = a.start_call("db");
+        assert!(a.start_call_held(&c));
+        drop(first);
+        assert!(a.start_call_held(&c));
+        drop(second);
+        assert!(!a.start_call_held(&c));
+        drop(other);
+        assert!(lock(&a.inner.start_calls).is_empty());
     }
 }
