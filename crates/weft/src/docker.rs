@@ -1,7 +1,8 @@
 //! Weave Net 1.x's Docker commands, which Weave 2.0 removed and weft keeps: `weft run`
-//! (`docker run -d` with weftDNS's settings, then attach), `weft start` (`docker start`, then
-//! attach) and `weft restart` (`docker restart`, then attach again; IPAM gives the container
-//! back the addresses it held, which are filed under its ID).
+//! (`docker run -d` with weftDNS's settings, then attach, rewriting the container's
+//! `/etc/hosts` unless `--no-rewrite-hosts`, with the `--add-host` entries given to docker),
+//! `weft start` (`docker start`, then attach) and `weft restart` (`docker restart`, then attach
+//! again; IPAM gives the container back the addresses it held, which are filed under its ID).
 //!
 //! They run the `docker` CLI, as Weave's script did: `docker run` takes dozens of flags whose
 //! meaning is the CLI's, and passing them through keeps them all working.
@@ -9,7 +10,7 @@
 use std::process::{Command, ExitCode, Stdio};
 
 use crate::client::{self, Reply};
-use crate::containers::{attach_container, resolve, Host};
+use crate::containers::{attach_container, resolve, AttachOptions, Host};
 use crate::ipam::{split_addrs, AddrArg, Failure};
 use crate::{http_addr, usage_error};
 
@@ -17,10 +18,12 @@ use crate::{http_addr, usage_error};
 const MAX_HOSTNAME: usize = 64;
 
 /// The leading options of run/start/restart that are weft's, not Docker's.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 struct Options {
     with_dns: bool,
     multicast: bool,
+    /// `weft run` rewrites the container's `/etc/hosts` unless `--no-rewrite-hosts`.
+    rewrite_hosts: bool,
 }
 
 /// Splits `[addr...] [weft options] <docker args...>`.
@@ -29,18 +32,34 @@ fn split(args: &[String]) -> Result<(Vec<AddrArg>, Options, Vec<String>), Failur
     let mut o = Options {
         with_dns: true,
         multicast: true,
+        rewrite_hosts: true,
     };
     let mut it = rest.into_iter().peekable();
     while let Some(a) = it.peek() {
         match a.as_str() {
             "--without-dns" => o.with_dns = false,
             "--no-multicast-route" => o.multicast = false,
-            "--no-rewrite-hosts" | "--rewrite-hosts" => {}
+            "--no-rewrite-hosts" => o.rewrite_hosts = false,
+            "--rewrite-hosts" => o.rewrite_hosts = true,
             _ => break,
         }
         it.next();
     }
     Ok((addrs, o, it.collect()))
+}
+
+/// Every value of `--add-host` in docker run arguments.
+fn add_hosts(args: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "--add-host" {
+            out.extend(it.next().cloned());
+        } else if let Some(v) = a.strip_prefix("--add-host=") {
+            out.push(v.to_string());
+        }
+    }
+    out
 }
 
 /// The value of `--name` / `-h` / `--hostname` in docker run arguments.
@@ -117,14 +136,26 @@ fn docker(args: &[String]) -> Result<String, ExitCode> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-fn attach(http: &str, addrs: &[AddrArg], container: &str, o: &Options) -> Result<(), ExitCode> {
-    attach_container(&Host, http, addrs, container, o.multicast, o.with_dns)
+/// Attaches the container; `hosts`: its `/etc/hosts` rewritten with these `--add-host` entries.
+fn attach(
+    http: &str,
+    addrs: &[AddrArg],
+    container: &str,
+    o: &Options,
+    hosts: Option<Vec<String>>,
+) -> Result<(), ExitCode> {
+    let o = AttachOptions {
+        multicast: o.multicast,
+        with_dns: o.with_dns,
+        hosts,
+    };
+    attach_container(&Host, http, addrs, container, &o)
         .map(|_| ())
         .map_err(|f| f.report())
 }
 
-/// `weft run [addr...] [--without-dns] [--no-multicast-route] <docker run args...>`: prints
-/// the container's ID.
+/// `weft run [addr...] [--without-dns] [--no-rewrite-hosts] [--no-multicast-route] <docker run
+/// args...>`: prints the container's ID.
 pub(crate) fn run(args: &[String]) -> ExitCode {
     let (addrs, o, rest) = match split(args) {
         Ok(x) => x,
@@ -146,12 +177,13 @@ pub(crate) fn run(args: &[String]) -> ExitCode {
         "WEAVE_CIDR=none".into(),
     ];
     argv.extend(dns_args(&rest, dns));
+    let hosts = o.rewrite_hosts.then(|| add_hosts(&rest));
     argv.extend(rest);
     let id = match docker(&argv) {
         Ok(id) => id,
         Err(code) => return code,
     };
-    if let Err(code) = attach(&http, &addrs, &id, &o) {
+    if let Err(code) = attach(&http, &addrs, &id, &o, hosts) {
         return code;
     }
     outln!("{id}");
@@ -180,7 +212,7 @@ pub(crate) fn start(verb: &str, args: &[String]) -> ExitCode {
         Ok(out) => out,
         Err(code) => return code,
     };
-    if let Err(code) = attach(&http_addr(), &addrs, container, &o) {
+    if let Err(code) = attach(&http_addr(), &addrs, container, &o, None) {
         return code;
     }
     outln!("{out}");
@@ -197,8 +229,19 @@ mod tests {
         let (addrs, o, rest) =
             split(&s(&["10.2.1.1/24", "--without-dns", "--name", "a", "img"])).unwrap();
         assert_eq!(addrs.len(), 1);
-        assert!(!o.with_dns && o.multicast);
+        assert!(!o.with_dns && o.multicast && o.rewrite_hosts);
         assert_eq!(rest, s(&["--name", "a", "img"]));
+        let (_, o, _) = split(&s(&["--no-rewrite-hosts", "img"])).unwrap();
+        assert!(!o.rewrite_hosts);
+        assert_eq!(
+            add_hosts(&s(&[
+                "--add-host",
+                "db:10.0.0.9",
+                "--add-host=c:10.0.0.8",
+                "img"
+            ])),
+            s(&["db:10.0.0.9", "c:10.0.0.8"])
+        );
     }
 
     #[test]

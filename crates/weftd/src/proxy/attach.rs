@@ -196,9 +196,13 @@ impl Attacher {
             .ok_or_else(|| AttachFailure::NotRunning(c.id.clone()))?;
         let cidrs = self.addresses(&c.id, &args).await?;
         if self.inner.rewrite_hosts && !c.hosts_path.is_empty() {
-            // Written in place: Docker binds this very file at the container's /etc/hosts.
-            let text = hosts_file(&c, &cidrs);
-            if let Err(e) = tokio::fs::write(&c.hosts_path, text).await {
+            let ips: Vec<Ipv4Addr> = cidrs.iter().map(Ipv4Cidr::addr).collect();
+            let text = weft_docker::hosts::contents(&c, &ips, &c.extra_hosts);
+            let path = std::path::PathBuf::from(&c.hosts_path);
+            let written =
+                tokio::task::spawn_blocking(move || weft_docker::hosts::write(&path, &text)).await;
+            // Not fatal, as in Weave Net: Docker's own file serves most containers well enough.
+            if let Ok(Err(e)) = written {
                 tracing::warn!("[proxy] rewriting /etc/hosts of {}: {e}", short(&c.id));
             }
         }
@@ -395,45 +399,6 @@ impl Attacher {
     }
 }
 
-/// The end of a container's `/etc/hosts`.
-const LOCALHOST: &str = "\n# default localhost entries\n\
-    127.0.0.1       localhost\n\
-    ::1             ip6-localhost ip6-loopback\n\
-    fe00::0         ip6-localnet\n\
-    ff00::0         ip6-mcastprefix\n\
-    ff02::1         ip6-allnodes\n\
-    ff02::2         ip6-allrouters\n\
-    # created by Weave - END\n";
-
-/// The container's `/etc/hosts` as Weave Net writes it: its weave addresses with its names,
-/// the `--add-host` entries, and the usual localhost lines.
-fn hosts_file(c: &ContainerInfo, cidrs: &[Ipv4Cidr]) -> String {
-    let mut names = Vec::new();
-    if let Some(f) = c.fqdn() {
-        names.push(f);
-    }
-    let host = c.hostname.trim_end_matches('.');
-    if !host.is_empty() && !names.iter().any(|n| n == host) {
-        names.push(host.to_string());
-    }
-    let mut out = String::from("# created by Weave - BEGIN\n# container hostname\n");
-    for cidr in cidrs {
-        out.push_str(&format!(
-            "{:<15} {}\n",
-            cidr.addr().to_string(),
-            names.join(" ")
-        ));
-    }
-    out.push_str("\n# static names added with --add-host\n");
-    for h in &c.extra_hosts {
-        if let Some((name, ip)) = h.split_once(':') {
-            out.push_str(&format!("{ip:<15} {name}\n"));
-        }
-    }
-    out.push_str(LOCALHOST);
-    out
-}
-
 /// Whether container `id` still runs with process `pid`.
 async fn still_running(docker: &Docker, id: &str, pid: u32) -> bool {
     matches!(docker.inspect(id).await, Ok(Some(c)) if c.running && c.pid == Some(pid))
@@ -447,30 +412,6 @@ pub(crate) fn short(id: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hosts_file_as_weave_writes_it() {
-        let c = ContainerInfo {
-            hostname: "a1".into(),
-            domainname: "weave.local".into(),
-            extra_hosts: vec!["db:10.0.0.9".into()],
-            ..ContainerInfo::default()
-        };
-        let cidrs = ["10.32.0.2/12".parse().unwrap()];
-        let text = hosts_file(&c, &cidrs);
-        assert_eq!(
-            text.strip_suffix(LOCALHOST),
-            Some(
-                "# created by Weave - BEGIN\n\
-                 # container hostname\n\
-                 10.32.0.2       a1.weave.local a1\n\
-                 \n\
-                 # static names added with --add-host\n\
-                 10.0.0.9        db\n"
-            )
-        );
-        assert!(LOCALHOST.contains("\n127.0.0.1       localhost\n::1             ip6-localhost"));
-    }
 
     fn container(running: bool) -> ContainerInfo {
         ContainerInfo {
