@@ -5,7 +5,9 @@
 //! again; IPAM gives the container back the addresses it held, which are filed under its ID).
 //!
 //! They run the `docker` CLI, as Weave's script did: `docker run` takes dozens of flags whose
-//! meaning is the CLI's, and passing them through keeps them all working.
+//! meaning is the CLI's, and passing them through keeps them all working. What weft reads of
+//! them (`--name`, `-h`, `--dns-search`, `--add-host`) it reads up to the image only, so that
+//! the container's own command line is not taken for docker's.
 
 use std::process::{Command, ExitCode, Stdio};
 
@@ -26,69 +28,199 @@ struct Options {
     rewrite_hosts: bool,
 }
 
-/// Splits `[addr...] [weft options] <docker args...>`.
+/// Splits `[addr...] [weft options] <docker args...>`; the addresses and weft's options may
+/// come in either order (Weave Net 1.x's usage puts the options first).
 fn split(args: &[String]) -> Result<(Vec<AddrArg>, Options, Vec<String>), Failure> {
-    let (addrs, rest) = split_addrs(args)?;
     let mut o = Options {
         with_dns: true,
         multicast: true,
         rewrite_hosts: true,
     };
-    let mut it = rest.into_iter().peekable();
-    while let Some(a) = it.peek() {
-        match a.as_str() {
-            "--without-dns" => o.with_dns = false,
-            "--no-multicast-route" => o.multicast = false,
-            "--no-rewrite-hosts" => o.rewrite_hosts = false,
-            "--rewrite-hosts" => o.rewrite_hosts = true,
+    let mut addrs = Vec::new();
+    let mut rest = args;
+    loop {
+        let (more, after) = split_addrs(rest)?;
+        addrs.extend(more);
+        rest = &rest[rest.len() - after.len()..];
+        match rest.first().map(String::as_str) {
+            Some("--without-dns") => o.with_dns = false,
+            Some("--no-multicast-route") => o.multicast = false,
+            Some("--no-rewrite-hosts") => o.rewrite_hosts = false,
+            Some("--rewrite-hosts") => o.rewrite_hosts = true,
             _ => break,
         }
-        it.next();
+        rest = &rest[1..];
     }
-    Ok((addrs, o, it.collect()))
+    Ok((addrs, o, rest.to_vec()))
 }
 
-/// Every value of `--add-host` in docker run arguments.
-fn add_hosts(args: &[String]) -> Vec<String> {
+/// The long options of `docker run` that take a value (Docker 28's, and older spellings such
+/// as `--net`); every other option is a switch. The first word that is neither an option nor
+/// an option's value is the image, and what follows it is the container's command.
+const VALUE_OPTIONS: &[&str] = &[
+    "add-host",
+    "annotation",
+    "attach",
+    "blkio-weight",
+    "blkio-weight-device",
+    "cap-add",
+    "cap-drop",
+    "cgroup-parent",
+    "cgroupns",
+    "cidfile",
+    "cpu-count",
+    "cpu-percent",
+    "cpu-period",
+    "cpu-quota",
+    "cpu-rt-period",
+    "cpu-rt-runtime",
+    "cpu-shares",
+    "cpus",
+    "cpuset-cpus",
+    "cpuset-mems",
+    "credentialspec",
+    "detach-keys",
+    "device",
+    "device-cgroup-rule",
+    "device-read-bps",
+    "device-read-iops",
+    "device-write-bps",
+    "device-write-iops",
+    "dns",
+    "dns-opt",
+    "dns-option",
+    "dns-search",
+    "domainname",
+    "entrypoint",
+    "env",
+    "env-file",
+    "expose",
+    "gpus",
+    "group-add",
+    "health-cmd",
+    "health-interval",
+    "health-retries",
+    "health-start-interval",
+    "health-start-period",
+    "health-timeout",
+    "hostname",
+    "io-maxbandwidth",
+    "io-maxiops",
+    "ip",
+    "ip6",
+    "ipc",
+    "isolation",
+    "kernel-memory",
+    "label",
+    "label-file",
+    "link",
+    "link-local-ip",
+    "log-driver",
+    "log-opt",
+    "mac-address",
+    "memory",
+    "memory-reservation",
+    "memory-swap",
+    "memory-swappiness",
+    "mount",
+    "name",
+    "net",
+    "net-alias",
+    "network",
+    "network-alias",
+    "oom-score-adj",
+    "pid",
+    "pids-limit",
+    "platform",
+    "publish",
+    "pull",
+    "restart",
+    "runtime",
+    "security-opt",
+    "shm-size",
+    "stop-signal",
+    "stop-timeout",
+    "storage-opt",
+    "sysctl",
+    "tmpfs",
+    "ulimit",
+    "user",
+    "userns",
+    "uts",
+    "volume",
+    "volume-driver",
+    "volumes-from",
+    "workdir",
+];
+
+/// The one-letter options of `docker run` that take a value: `-e X`, `-eX`, `-e=X`, and last
+/// in a group, `-de X`.
+const VALUE_LETTERS: &str = "acehlmpuvw";
+
+/// One option given to `docker run`: its name (`--name`, `-h`) and its value, if it takes one.
+type RunOption = (String, Option<String>);
+
+/// The options in `docker run` arguments, up to the image.
+fn run_options(args: &[String]) -> Vec<RunOption> {
     let mut out = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        if a == "--add-host" {
-            out.extend(it.next().cloned());
-        } else if let Some(v) = a.strip_prefix("--add-host=") {
-            out.push(v.to_string());
+        if a == "--" {
+            break;
+        }
+        if let Some(long) = a.strip_prefix("--") {
+            match long.split_once('=') {
+                Some((name, v)) => out.push((format!("--{name}"), Some(v.to_string()))),
+                None if VALUE_OPTIONS.contains(&long) => out.push((a.clone(), it.next().cloned())),
+                None => out.push((a.clone(), None)),
+            }
+        } else if let Some(letters) = a.strip_prefix('-').filter(|l| !l.is_empty()) {
+            for (i, c) in letters.char_indices() {
+                if !VALUE_LETTERS.contains(c) {
+                    out.push((format!("-{c}"), None));
+                    continue;
+                }
+                let attached = &letters[i + c.len_utf8()..];
+                let v = if attached.is_empty() {
+                    it.next().cloned()
+                } else {
+                    Some(attached.strip_prefix('=').unwrap_or(attached).to_string())
+                };
+                out.push((format!("-{c}"), v));
+                break;
+            }
+        } else {
+            break;
         }
     }
     out
 }
 
-/// The value of `--name` / `-h` / `--hostname` in docker run arguments.
-fn flag_value(args: &[String], names: &[&str]) -> Option<String> {
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        for n in names {
-            if a == n {
-                return it.next().cloned();
-            }
-            if let Some(v) = a.strip_prefix(&format!("{n}=")) {
-                return Some(v.to_string());
-            }
-        }
-    }
-    None
+/// Whether one of `names` was given.
+fn given(opts: &[RunOption], names: &[&str]) -> bool {
+    opts.iter().any(|(n, _)| names.contains(&n.as_str()))
 }
 
-/// Weave's DNS arguments for `docker run`, given weftDNS's address and domain (`None`: DNS
-/// off): `--dns`, a hostname `NAME.<domain>` for a named container that has none (unless it
-/// would be too long), and the search domain (`.` when the container has a hostname).
-fn dns_args(args: &[String], dns: Option<(String, String)>) -> Vec<String> {
+/// The values given to option `name`, in order.
+fn values<'a>(opts: &'a [RunOption], name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    opts.iter()
+        .filter(move |(n, _)| n == name)
+        .filter_map(|(_, v)| v.as_deref())
+}
+
+/// Weave's DNS arguments for `docker run` with options `opts`, given weftDNS's address and
+/// domain (`None`: DNS off): `--dns`, a hostname `NAME.<domain>` for a named container that has
+/// none (unless it would be too long), and, unless `--dns-search` is given, the search domain
+/// (`.` when the container has a hostname).
+fn dns_args(opts: &[RunOption], dns: Option<(String, String)>) -> Vec<String> {
     let Some((addr, domain)) = dns else {
         return Vec::new();
     };
     let mut out = vec![format!("--dns={addr}")];
-    let mut has_hostname = flag_value(args, &["-h", "--hostname"]).is_some();
+    let mut has_hostname = given(opts, &["-h", "--hostname"]);
     if !has_hostname {
-        if let Some(name) = flag_value(args, &["--name"]) {
+        // Docker takes the last one given.
+        if let Some(name) = values(opts, "--name").last() {
             let host = format!("{name}.{}", domain.trim_end_matches('.'));
             if host.len() > MAX_HOSTNAME {
                 eprintln!("Container name too long to be used as hostname");
@@ -98,11 +230,13 @@ fn dns_args(args: &[String], dns: Option<(String, String)>) -> Vec<String> {
             }
         }
     }
-    out.push(if has_hostname {
-        "--dns-search=.".to_string()
-    } else {
-        format!("--dns-search={domain}")
-    });
+    if !given(opts, &["--dns-search"]) {
+        out.push(if has_hostname {
+            "--dns-search=.".to_string()
+        } else {
+            format!("--dns-search={domain}")
+        });
+    }
     out
 }
 
@@ -176,8 +310,11 @@ pub(crate) fn run(args: &[String]) -> ExitCode {
         "-e".into(),
         "WEAVE_CIDR=none".into(),
     ];
-    argv.extend(dns_args(&rest, dns));
-    let hosts = o.rewrite_hosts.then(|| add_hosts(&rest));
+    let opts = run_options(&rest);
+    argv.extend(dns_args(&opts, dns));
+    let hosts = o
+        .rewrite_hosts
+        .then(|| values(&opts, "--add-host").map(String::from).collect());
     argv.extend(rest);
     let id = match docker(&argv) {
         Ok(id) => id,
@@ -231,24 +368,62 @@ mod tests {
         assert_eq!(addrs.len(), 1);
         assert!(!o.with_dns && o.multicast && o.rewrite_hosts);
         assert_eq!(rest, s(&["--name", "a", "img"]));
-        let (_, o, _) = split(&s(&["--no-rewrite-hosts", "img"])).unwrap();
-        assert!(!o.rewrite_hosts);
+        // Weave Net 1.x's order: options, then addresses.
+        let (addrs, o, rest) = split(&s(&[
+            "--no-rewrite-hosts",
+            "--no-multicast-route",
+            "net:10.40.0.0/16",
+            "10.2.1.1/24",
+            "--without-dns",
+            "img",
+        ]))
+        .unwrap();
+        assert_eq!(addrs.len(), 2);
+        assert!(!o.with_dns && !o.multicast && !o.rewrite_hosts);
+        assert_eq!(rest, s(&["img"]));
+    }
+
+    #[test]
+    fn docker_options_end_at_the_image() {
+        let opts = |a: &[&str]| run_options(&s(a));
+        let o = |n: &str, v: Option<&str>| (n.to_string(), v.map(String::from));
         assert_eq!(
-            add_hosts(&s(&[
-                "--add-host",
-                "db:10.0.0.9",
-                "--add-host=c:10.0.0.8",
-                "img"
-            ])),
-            s(&["db:10.0.0.9", "c:10.0.0.8"])
+            opts(&["--name", "w", "img", "ls", "-h", "/"]),
+            vec![o("--name", Some("w"))]
         );
+        assert_eq!(
+            opts(&["-dit", "--rm", "-e", "A=1", "-eB=2", "-p=80:80", "img", "-h"]),
+            vec![
+                o("-d", None),
+                o("-i", None),
+                o("-t", None),
+                o("--rm", None),
+                o("-e", Some("A=1")),
+                o("-e", Some("B=2")),
+                o("-p", Some("80:80")),
+            ]
+        );
+        assert_eq!(
+            opts(&["-dh", "x", "--net=none", "--add-host", "db:1.2.3.4", "img"]),
+            vec![
+                o("-d", None),
+                o("-h", Some("x")),
+                o("--net", Some("none")),
+                o("--add-host", Some("db:1.2.3.4")),
+            ]
+        );
+        assert_eq!(opts(&["--", "-h"]), vec![]);
+        let given_add_hosts = opts(&["--add-host", "a:1.1.1.1", "--add-host=b:2.2.2.2", "i"]);
+        let hosts: Vec<&str> = values(&given_add_hosts, "--add-host").collect();
+        assert_eq!(hosts, ["a:1.1.1.1", "b:2.2.2.2"]);
     }
 
     #[test]
     fn dns_arguments_as_weave_1_gives_them() {
         let dns = || Some(("172.17.0.1".to_string(), "weave.local.".to_string()));
+        let args = |a: &[&str]| dns_args(&run_options(&s(a)), dns());
         assert_eq!(
-            dns_args(&s(&["--name", "web", "img"]), dns()),
+            args(&["--name", "web", "img"]),
             s(&[
                 "--dns=172.17.0.1",
                 "--hostname=web.weave.local",
@@ -256,18 +431,33 @@ mod tests {
             ])
         );
         assert_eq!(
-            dns_args(&s(&["--name=web", "-h", "x.weave.local", "img"]), dns()),
+            args(&["--name=web", "-h", "x.weave.local", "img"]),
             s(&["--dns=172.17.0.1", "--dns-search=."])
         );
         assert_eq!(
-            dns_args(&s(&["img"]), dns()),
+            args(&["img"]),
             s(&["--dns=172.17.0.1", "--dns-search=weave.local."])
         );
+        // The container's own -h is no hostname for docker.
+        assert_eq!(
+            args(&["--name", "w", "img", "ls", "-h", "/"]),
+            s(&[
+                "--dns=172.17.0.1",
+                "--hostname=w.weave.local",
+                "--dns-search=."
+            ])
+        );
+        // A search domain given is the only one.
+        assert_eq!(
+            args(&["--dns-search", "x", "--name", "w", "img"]),
+            s(&["--dns=172.17.0.1", "--hostname=w.weave.local"])
+        );
+        assert_eq!(args(&["--dns-search=x", "img"]), s(&["--dns=172.17.0.1"]));
         let long = "x".repeat(60);
         assert_eq!(
-            dns_args(&s(&["--name", &long, "img"]), dns()),
+            args(&["--name", &long, "img"]),
             s(&["--dns=172.17.0.1", "--dns-search=weave.local."])
         );
-        assert!(dns_args(&s(&["img"]), None).is_empty());
+        assert!(dns_args(&run_options(&s(&["img"])), None).is_empty());
     }
 }
