@@ -2,7 +2,9 @@
 //! (`docker run -d` with weftDNS's settings, then attach, rewriting the container's
 //! `/etc/hosts` unless `--no-rewrite-hosts`, with the `--add-host` entries given to docker),
 //! `weft start` (`docker start`, then attach) and `weft restart` (`docker restart`, then attach
-//! again; IPAM gives the container back the addresses it held, which are filed under its ID).
+//! again with the addresses its weave interface carried: claimed again under its ID, so that
+//! `weft run 10.2.1.5/24 …` or `net:10.40.0.0/16` comes back as it was; one that carried none,
+//! being stopped, gets `net:default`, where IPAM gives back what it still holds for it).
 //!
 //! They run the `docker` CLI, as Weave's script did: `docker run` takes dozens of flags whose
 //! meaning is the CLI's, and passing them through keeps them all working. What weft reads of
@@ -12,7 +14,9 @@
 use std::process::{Command, ExitCode, Stdio};
 
 use crate::client::{self, Reply};
-use crate::containers::{attach_container, resolve, AttachOptions, Host};
+use weft_types::Ipv4Cidr;
+
+use crate::containers::{attach_container, resolve, weave_cidrs, AttachOptions, Host};
 use crate::ipam::{split_addrs, AddrArg, Failure};
 use crate::{http_addr, usage_error};
 
@@ -336,10 +340,12 @@ pub(crate) fn start(verb: &str, args: &[String]) -> ExitCode {
     let [container] = rest.as_slice() else {
         return usage_error();
     };
+    let mut held = Vec::new();
     if verb == "restart" {
-        // The old interface goes first: the stopped container's namespace may outlive its
-        // process for a moment and would still answer for the address being given back.
         if let Ok(t) = resolve(container) {
+            held = weave_cidrs(&t.container).unwrap_or_default();
+            // The old interface goes first: the stopped container's namespace may outlive its
+            // process for a moment and would still answer for the address being given back.
             if let Err(e) = weft_attach::blocking::detach(&t.container, &[]) {
                 eprintln!("{e}");
             }
@@ -349,6 +355,7 @@ pub(crate) fn start(verb: &str, args: &[String]) -> ExitCode {
         Ok(out) => out,
         Err(code) => return code,
     };
+    let addrs = restart_addrs(addrs, &held);
     if let Err(code) = attach(&http_addr(), &addrs, container, &o, None) {
         return code;
     }
@@ -356,10 +363,20 @@ pub(crate) fn start(verb: &str, args: &[String]) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// What a restart attaches: the addresses given, else those the container carried (claimed
+/// again as they are), else none (`net:default`).
+fn restart_addrs(given: Vec<AddrArg>, held: &[Ipv4Cidr]) -> Vec<AddrArg> {
+    if given.is_empty() {
+        held.iter().copied().map(AddrArg::Explicit).collect()
+    } else {
+        given
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::strings as s;
+    use crate::testing::{cidr, strings as s};
 
     #[test]
     fn weft_options_come_before_dockers() {
@@ -459,5 +476,17 @@ mod tests {
             s(&["--dns=172.17.0.1", "--dns-search=weave.local."])
         );
         assert!(dns_args(&run_options(&s(&["img"])), None).is_empty());
+    }
+
+    #[test]
+    fn restart_claims_the_addresses_held() {
+        let held = [cidr("10.2.1.5/24"), cidr("10.40.0.1/16")];
+        assert_eq!(
+            restart_addrs(Vec::new(), &held),
+            vec![AddrArg::Explicit(held[0]), AddrArg::Explicit(held[1])]
+        );
+        let given = vec![AddrArg::Subnet(cidr("10.40.0.0/16"))];
+        assert_eq!(restart_addrs(given.clone(), &held), given);
+        assert!(restart_addrs(Vec::new(), &[]).is_empty());
     }
 }
