@@ -6,6 +6,10 @@
 //! `weft run 10.2.1.5/24 …` or `net:10.40.0.0/16` comes back as it was; one that carried none,
 //! being stopped, gets `net:default`, where IPAM gives back what it still holds for it).
 //!
+//! All three need the router: when it does not answer they say so and run nothing, rather than
+//! leave a container without its weave interface. A container `weft run` made and could not
+//! attach is killed, as Weave Net 1.x did.
+//!
 //! They run the `docker` CLI, as Weave's script did: `docker run` takes dozens of flags whose
 //! meaning is the CLI's, and passing them through keeps them all working. What weft reads of
 //! them (`--name`, `-h`, `--dns-search`, `--add-host`) it reads up to the image only, so that
@@ -18,7 +22,7 @@ use weft_types::Ipv4Cidr;
 
 use crate::containers::{attach_container, resolve, weave_cidrs, AttachOptions, Host};
 use crate::ipam::{split_addrs, AddrArg, Failure};
-use crate::{http_addr, usage_error};
+use crate::{http_addr, not_running, usage_error};
 
 /// The longest hostname Docker takes.
 const MAX_HOSTNAME: usize = 64;
@@ -275,6 +279,14 @@ fn docker(args: &[String]) -> Result<String, ExitCode> {
 }
 
 /// Attaches the container; `hosts`: its `/etc/hosts` rewritten with these `--add-host` entries.
+/// `Err`: the router does not answer (said on stderr, with the exit code).
+fn router_running(http: &str) -> Result<(), ExitCode> {
+    match client::get(http, "/status", false) {
+        Reply::Down => Err(not_running()),
+        _ => Ok(()),
+    }
+}
+
 fn attach(
     http: &str,
     addrs: &[AddrArg],
@@ -303,6 +315,9 @@ pub(crate) fn run(args: &[String]) -> ExitCode {
         return usage_error();
     }
     let http = http_addr();
+    if let Err(code) = router_running(&http) {
+        return code;
+    }
     let dns = if o.with_dns {
         dns_settings(&http)
     } else {
@@ -325,6 +340,13 @@ pub(crate) fn run(args: &[String]) -> ExitCode {
         Err(code) => return code,
     };
     if let Err(code) = attach(&http, &addrs, &id, &o, hosts) {
+        // Its output is not wanted; its failure would say no more than the attach's.
+        let _ = Command::new("docker")
+            .args(["kill", &id])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
         return code;
     }
     outln!("{id}");
@@ -340,6 +362,10 @@ pub(crate) fn start(verb: &str, args: &[String]) -> ExitCode {
     let [container] = rest.as_slice() else {
         return usage_error();
     };
+    let http = http_addr();
+    if let Err(code) = router_running(&http) {
+        return code;
+    }
     let mut held = Vec::new();
     if verb == "restart" {
         if let Ok(t) = resolve(container) {
@@ -356,7 +382,7 @@ pub(crate) fn start(verb: &str, args: &[String]) -> ExitCode {
         Err(code) => return code,
     };
     let addrs = restart_addrs(addrs, &held);
-    if let Err(code) = attach(&http_addr(), &addrs, container, &o, None) {
+    if let Err(code) = attach(&http, &addrs, container, &o, None) {
         return code;
     }
     outln!("{out}");
@@ -376,7 +402,7 @@ fn restart_addrs(given: Vec<AddrArg>, held: &[Ipv4Cidr]) -> Vec<AddrArg> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{cidr, strings as s};
+    use crate::testing::{cidr, strings as s, Canned, FakeRouter};
 
     #[test]
     fn weft_options_come_before_dockers() {
@@ -488,5 +514,13 @@ mod tests {
         let given = vec![AddrArg::Subnet(cidr("10.40.0.0/16"))];
         assert_eq!(restart_addrs(given.clone(), &held), given);
         assert!(restart_addrs(Vec::new(), &[]).is_empty());
+    }
+
+    #[test]
+    fn nothing_runs_without_a_router() {
+        let r = FakeRouter::start(|_| Canned::status(503, "not ready\n"));
+        assert!(router_running(r.addr()).is_ok());
+        // Nothing answers: the commands stop before running docker.
+        assert!(router_running("127.0.0.1:1").is_err());
     }
 }
