@@ -124,7 +124,7 @@ test_docker_forward_drop_host() {
     lab_wait 15 host_pings || fail "exposed host 1 cannot reach c3"
     # Removed after a restart's repair would have put them back: stop, then reset.
     lab_weft 1 stop
-    lab_weft 1 reset >/dev/null
+    lab_weft 1 reset --force >/dev/null
     expect_eq "$(weft_user_rules 1)" 0 "weft rules left after reset"
 }
 
