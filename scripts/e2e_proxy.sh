@@ -156,4 +156,9 @@ test_proxy_listen_flags_and_restart() {
     lab_weft 1 launch --nickname host1 --no-plugin --proxy=false >/dev/null
     [ ! -e "$(proxy_sock 1)" ] || fail "socket with --proxy=false"
     expect_exit 1 "proxy is not running" "env without proxy" lab_weft 1 env
+    # Without weavewait the proxy cannot make containers: launch says so, with the path.
+    lab_weft 1 stop >/dev/null
+    expect_match "$(WEFT_WAIT=/nonexistent/weft-wait lab_weft 1 launch --nickname host1 --no-plugin 2>&1 >/dev/null)" \
+        "^WARNING: weavewait \(weft-wait\) not found at /nonexistent/weft-wait: containers cannot be created through the proxy" \
+        "launch without weavewait"
 }

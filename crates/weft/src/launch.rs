@@ -379,6 +379,9 @@ pub(crate) fn launch(args: &[String]) -> ExitCode {
         return ExitCode::from(3);
     }
     // parse_args has checked the flags.
+    if a.proxy().ok().flatten().is_some() {
+        warn_without_weavewait();
+    }
     let ipam = a.ipam().ok().flatten();
     match range_check(
         a.ipalloc_range.is_some(),
@@ -467,6 +470,27 @@ pub(crate) fn launch(args: &[String]) -> ExitCode {
         log_path.display()
     );
     ExitCode::from(1)
+}
+
+/// Says on stderr when the proxy will have no weavewait to give containers: the router only
+/// logs it, and every `docker run` through the proxy would then fail.
+pub(crate) fn warn_without_weavewait() {
+    use weftd::proxy::{find_wait_binary, WAIT_BINARY};
+    if find_wait_binary().is_some_and(|p| p.is_file()) {
+        return;
+    }
+    // Where find_wait_binary looks: WEFT_WAIT if set, else beside this executable.
+    let looked = match std::env::var_os("WEFT_WAIT").filter(|p| !p.is_empty()) {
+        Some(p) => PathBuf::from(p),
+        None => std::env::current_exe()
+            .ok()
+            .and_then(|e| e.parent().map(|d| d.join(WAIT_BINARY)))
+            .unwrap_or_else(|| PathBuf::from(WAIT_BINARY)),
+    };
+    eprintln!(
+        "WARNING: weavewait ({WAIT_BINARY}) not found at {}: containers cannot be created through the proxy until it is installed there",
+        looked.display()
+    );
 }
 
 /// `args` without `--password X` / `--password=X`, and the password they gave (the last).
