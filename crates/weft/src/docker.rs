@@ -17,9 +17,9 @@
 
 use std::process::{Command, ExitCode, Stdio};
 
-use crate::client::{self, Reply};
 use weft_types::Ipv4Cidr;
 
+use crate::client::{self, Reply};
 use crate::containers::{attach_container, resolve, weave_cidrs, AttachOptions, Host};
 use crate::ipam::{split_addrs, AddrArg, Failure};
 use crate::{http_addr, not_running, usage_error};
@@ -278,7 +278,6 @@ fn docker(args: &[String]) -> Result<String, ExitCode> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-/// Attaches the container; `hosts`: its `/etc/hosts` rewritten with these `--add-host` entries.
 /// `Err`: the router does not answer (said on stderr, with the exit code).
 fn router_running(http: &str) -> Result<(), ExitCode> {
     match client::get(http, "/status", false) {
@@ -287,6 +286,7 @@ fn router_running(http: &str) -> Result<(), ExitCode> {
     }
 }
 
+/// Attaches the container; `hosts`: its `/etc/hosts` rewritten with these `--add-host` entries.
 fn attach(
     http: &str,
     addrs: &[AddrArg],
