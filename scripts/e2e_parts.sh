@@ -6,7 +6,8 @@
 # container created through the proxy comes up attached, the network `weave` appears;
 # `stop-proxy` and `stop-plugin` stop them again, removing the socket, the sockets and the
 # network, and say so when nothing runs; bad flags and a missing router are refused; `weft
-# reset` removes the network a killed router left.
+# reset` removes the network a killed router left. Also the router across a restart of the
+# Docker daemon.
 # Names start with wpt. Skipped without dockerd unless WEFT_REQUIRE_DOCKER=1.
 
 test_launch_parts_separately() {
@@ -101,4 +102,59 @@ test_launch_parts_separately() {
     ! docker network inspect weave >/dev/null 2>&1 || fail "network weave left after reset"
     [ ! -e "$sock" ] && [ ! -e "$plugins/weave.sock" ] && [ ! -e "$plugins/weavemesh.sock" ] \
         || fail "sockets left after reset"
+}
+
+# plugin_dockerd_restart <host#>: stops that host's daemon (its containers stop with it) and
+# starts it again on the same data.
+plugin_dockerd_restart() {
+    local h=$1 i pid=""
+    for i in "${!PLUGIN_DOCKERD_PIDS[@]}"; do
+        [ "${PLUGIN_DOCKERD_PIDS[$i]%%:*}" = "$h" ] || continue
+        pid=${PLUGIN_DOCKERD_PIDS[$i]#*:}
+        unset "PLUGIN_DOCKERD_PIDS[$i]"
+    done
+    [ -n "$pid" ] || return 1
+    kill "$pid"
+    lab_wait 60 exited "$pid" || return 1
+    plugin_dockerd_up "$h"
+}
+
+# A Docker daemon that restarts closes its API before it stops its containers and starts
+# those with a restart policy before its API is back: the router learns of both when it
+# reconnects. A proxied --restart=always container is attached again with its address and
+# name; one that stayed stopped loses its names on every host and its address after the grace
+# period.
+test_docker_daemon_restart() {
+    have_docker || return 0
+    LAB="wdr${LAB#wt}"; LAB_DIR="/tmp/$LAB-lab"
+    trap plugin_test_down EXIT
+    lab_up 2
+    plugin_dockerd_up 1
+    lab_weft 1 launch --nickname host1 --no-plugin --ipalloc-init consensus=2 >/dev/null
+    lab_weft 2 launch --nickname host2 --no-docker --ipalloc-init consensus=2 "$(lab_ip 1)" >/dev/null
+    lab_wait 30 full_mesh_of 1 2 || { dump_logs; fail "no mesh"; }
+    local sock="$LAB_DIR/h1/run/weave.sock"
+    lab_wait 10 test -S "$sock" || fail "no proxy socket"
+    local a ipa b ipb
+    a=$(docker -H "unix://$sock" run -d --restart=always --name "${LAB}a" "$DOCKER_IMAGE" sleep 600)
+    ipa=$(docker exec "$a" ip -4 -o addr show ethwe | awk '{print $4}' | cut -d/ -f1)
+    b=$(lab_weft 1 run --name "${LAB}b" "$DOCKER_IMAGE" sleep 600)
+    ipb=$(docker exec "$b" ip -4 -o addr show ethwe | awk '{print $4}' | cut -d/ -f1)
+    expect_match "$ipa $ipb" '^10\.[0-9.]+ 10\.[0-9.]+$' "addresses before the restart"
+    looks_up() { [ "$(lab_weft 2 dns-lookup "$1")" = "$2" ]; }
+    lab_wait 10 looks_up "${LAB}a" "$ipa" || fail "a's name before the restart"
+    lab_wait 10 looks_up "${LAB}b" "$ipb" || fail "b's name before the restart"
+    plugin_dockerd_restart 1 || fail "the daemon did not restart"
+    expect_eq "$(docker inspect -f '{{.State.Running}}' "$a" "$b" | tr '\n' ' ')" "true false " "a restarted, b did not"
+    # a: attached again, same address, its command ran past weavewait; its name is back.
+    attached() { [ "$(docker exec "$a" ip -4 -o addr show ethwe 2>/dev/null | awk '{print $4}' | cut -d/ -f1)" = "$ipa" ]; }
+    lab_wait 20 attached || { dump_logs; fail "a was not attached again with $ipa"; }
+    expect_match "$(docker exec "$a" cat /proc/1/cmdline | tr '\0' ' ')" '^sleep 600 $' "a's command runs"
+    lab_wait 10 looks_up "${LAB}a" "$ipa" || fail "a's name after the restart"
+    # b: its names go at once, everywhere; its address after the grace period.
+    lab_wait 10 looks_up "${LAB}b" "" || fail "b's name still on host 2"
+    owns() { ip netns exec "$(lab_ns 1)" curl -s "http://127.0.0.1:6784/ip/$b" | grep -q .; }
+    owns || fail "b's address released before the grace period"
+    lab_wait 50 eval '! owns' || fail "b's address not released after the grace period"
+    docker rm -f "$a" "$b" >/dev/null
 }

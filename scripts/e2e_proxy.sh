@@ -5,7 +5,8 @@
 # before its command runs (weavewait), registers its name in weftDNS, lets it reach a
 # container attached with `weft attach`; attach (-i), exec and logs pass through; WEAVE_CIDR=none
 # and --net=host are left alone; bad requests get Docker-style errors and never stop the
-# router; /etc/hosts is Weave's; nothing is left behind. Also `weft env`/`config`, the -H forms and --proxy=false.
+# router; /etc/hosts is Weave's; nothing is left behind. Also `weft env`/`config`, the -H forms and --proxy=false,
+# TLS on the TCP listener (certificates made with openssl) and the launch copying dockerd's TLS flags.
 # Names start with the lab prefix. Skipped without dockerd unless WEFT_REQUIRE_DOCKER=1.
 
 source scripts/docker_lab.sh
@@ -35,15 +36,22 @@ except OSError as e:
 EOF
 }
 
-test_proxy_containers_come_up_attached() {
-    have_docker || return 0
-    command -v python3 >/dev/null || fail "needs python3"
+# proxy_lab_up: dockerd and a lab host whose router runs the proxy, gone when the test ends;
+# sets `sock` (the caller's local) to the proxy's socket.
+proxy_lab_up() {
     trap docker_test_down EXIT
     docker_up
     lab_up 1
     lab_weft 1 launch --nickname host1 --no-plugin >/dev/null
-    local sock; sock=$(proxy_sock 1)
+    sock=$(proxy_sock 1)
     lab_wait 10 test -S "$sock" || { dump_logs; fail "no proxy socket"; }
+}
+
+test_proxy_containers_come_up_attached() {
+    have_docker || return 0
+    command -v python3 >/dev/null || fail "needs python3"
+    local sock
+    proxy_lab_up
     expect_eq "$(lab_weft 1 config)" "-H=unix://$sock" "weft config"
     expect_eq "$(DOCKER_HOST= lab_weft 1 env)" "export DOCKER_HOST=unix://$sock ORIG_DOCKER_HOST=" "weft env"
     expect_eq "$(DOCKER_HOST="unix://$sock" lab_weft 1 env)" "export DOCKER_HOST=unix://$sock" "weft env when already set"
@@ -161,4 +169,147 @@ test_proxy_listen_flags_and_restart() {
     expect_match "$(WEFT_WAIT=/nonexistent/weft-wait lab_weft 1 launch --nickname host1 --no-plugin 2>&1 >/dev/null)" \
         "^WARNING: weavewait \(weft-wait\) not found at /nonexistent/weft-wait: containers cannot be created through the proxy" \
         "launch without weavewait"
+}
+
+# tls_certs <dir>: a CA (ca.pem), a server certificate for 127.0.0.1 (cert.pem, key.pem) and a
+# client certificate (client-cert.pem, client-key.pem) signed by it, made with openssl.
+tls_certs() {
+    local d=$1 who
+    mkdir -p "$d"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
+        -subj /CN=weft-test-ca -addext basicConstraints=critical,CA:TRUE \
+        -addext keyUsage=critical,keyCertSign,cRLSign -keyout "$d/ca-key.pem" -out "$d/ca.pem" 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' >"$d/server.ext"
+    printf 'extendedKeyUsage=clientAuth\n' >"$d/client.ext"
+    for who in server client; do
+        openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=$who" \
+            -keyout "$d/$who-key.pem" -out "$d/$who.csr" 2>/dev/null
+        openssl x509 -req -in "$d/$who.csr" -CA "$d/ca.pem" -CAkey "$d/ca-key.pem" -set_serial "$RANDOM" \
+            -days 1 -extfile "$d/$who.ext" -out "$d/$who-cert.pem" 2>/dev/null
+    done
+    mv "$d/server-cert.pem" "$d/cert.pem"
+    mv "$d/server-key.pem" "$d/key.pem"
+}
+
+# --tlsverify: docker with a client certificate runs a container through the proxy, attached;
+# no certificate and plain HTTP are refused; a missing file stops the launch naming it.
+# --tls alone (files from DOCKER_CERT_PATH): clients without a certificate; Unix stays plain.
+test_proxy_tls() {
+    have_docker || return 0
+    command -v openssl >/dev/null || fail "needs openssl"
+    trap docker_test_down EXIT
+    docker_up
+    lab_up 1
+    local d="$LAB_DIR/tls" a=127.0.0.1:12375
+    tls_certs "$d"
+    # In the lab host; DOCKER_CERT_PATH names no directory, so docker uses no files but those given.
+    tdocker() { ip netns exec "$(lab_ns 1)" env DOCKER_CERT_PATH="$d/none" docker -H "tcp://$a" "$@"; }
+    tcurl() { ip netns exec "$(lab_ns 1)" curl -s -m 10 "$@"; }
+    local verify=(--tlsverify --tlscacert "$d/ca.pem" --tlscert "$d/cert.pem" --tlskey "$d/key.pem")
+    expect_exit 1 "^cannot load --tlscert $d/nope\.pem: " "a missing certificate" \
+        lab_weft 1 launch --nickname host1 --no-plugin -H "tcp://$a" --tlsverify --tlscacert "$d/ca.pem" --tlscert "$d/nope.pem" --tlskey "$d/key.pem"
+    lab_weft 1 launch --nickname host1 --no-plugin -H "tcp://$a" "${verify[@]}" >/dev/null
+    local client=(--tlsverify --tlscacert "$d/ca.pem" --tlscert "$d/client-cert.pem" --tlskey "$d/client-key.pem") out
+    out=$(tdocker "${client[@]}" run --rm --name "${LAB}t" -e WEAVE_CIDR=10.2.1.5/24 "$DOCKER_IMAGE" ip -4 -o addr show ethwe) ||
+        { dump_logs; fail "docker --tlsverify through the proxy"; }
+    expect_match "$out" "inet 10\.2\.1\.5/24" "the container came up attached"
+    expect_eq "$(tcurl --cacert "$d/ca.pem" --cert "$d/client-cert.pem" --key "$d/client-key.pem" "https://$a/_ping")" "OK" "curl with a client certificate"
+    [ "$(tcurl --cacert "$d/ca.pem" "https://$a/_ping")" = OK ] && fail "curl without a client certificate got through"
+    tdocker --tlsverify --tlscacert "$d/ca.pem" version --format '{{.Server.Version}}' >/dev/null 2>&1 &&
+        fail "docker without a client certificate got through"
+    [ "$(tcurl "http://$a/_ping")" = OK ] && fail "plain HTTP got through"
+    tdocker version --format '{{.Server.Version}}' >/dev/null 2>&1 && fail "plain docker got through"
+    expect_match "$(tdocker "${client[@]}" version --format '{{.Server.Version}}')" '^[0-9]' "still answers"
+    lab_weft 1 status >/dev/null || fail "router gone"
+    lab_weft 1 stop >/dev/null
+    DOCKER_CERT_PATH="$d" lab_weft 1 launch --nickname host1 --no-plugin -H "tcp://$a" -H "unix://$(proxy_sock 1)" --tls >/dev/null
+    expect_eq "$(tcurl --cacert "$d/ca.pem" "https://$a/_ping")" "OK" "--tls: curl without a client certificate"
+    expect_match "$(tdocker --tlsverify --tlscacert "$d/ca.pem" version --format '{{.Server.Version}}')" '^[0-9]' "--tls: docker without a client certificate"
+    [ "$(tcurl "http://$a/_ping")" = OK ] && fail "--tls: plain HTTP got through"
+    expect_match "$(pdocker 1 version --format '{{.Server.Version}}')" '^[0-9]' "the unix socket stays plain"
+    lab_weft 1 stop >/dev/null
+}
+
+# in_pidns <host#> <script> [args]: runs bash <script> in a PID namespace of its own (with its
+# own /proc: only what the script starts is seen there) inside the lab host; $WEFT and the lab
+# host's directories in the environment as lab_weft sets them.
+in_pidns() {
+    local i=$1; shift
+    ip netns exec "$(lab_ns "$i")" unshare --pid --fork --mount-proc env \
+        WEFT_STATE_DIR="$LAB_DIR/h$i/state" WEFT_RUN_DIR="$LAB_DIR/h$i/run" \
+        WEFT_PLUGINS_DIR="$LAB_DIR/h$i/plugins" WEFT="$WEFT" bash -c "$@"
+}
+
+# Without TLS flags the launch copies those of the running dockerd (a stand-in named dockerd,
+# alone in a PID namespace with the launch), and warns when there is none, unless the proxy is
+# off or --no-detect-tls. Each launch in a PID namespace is made to fail at the router's start,
+# so that no router is left there.
+test_proxy_tls_detected_from_dockerd() {
+    lab_up 1
+    local d="$LAB_DIR/tls"
+    mkdir -p "$d"
+    printf '#!/bin/sh\nsleep 600\n' >"$d/dockerd"
+    chmod +x "$d/dockerd"
+    # The router fails on the certificate the daemon's flags name: they were copied, the
+    # relative path taken from the daemon's working directory.
+    expect_exit 1 "^cannot load --tlscert $d/certs/nope\.pem: " "flags copied from dockerd" \
+        in_pidns 1 '(cd "$1" && exec ./dockerd -H tcp://0.0.0.0:2376 --tlsverify --tlscacert="$1/ca.pem" --tlscert certs/nope.pem) &
+            sleep 0.2; "$WEFT" launch --nickname host1 --no-plugin -H tcp://127.0.0.1:12375' _ "$d"
+    local warning="^Warning: unable to detect proxy TLS configuration\. To enable TLS, launch the proxy with 'weft launch' and supply TLS options\. To suppress this warning, supply the '--no-detect-tls' option\.$"
+    expect_exit 1 "$warning" "no dockerd: the warning" \
+        in_pidns 1 '"$WEFT" launch --nickname host1 --no-plugin -H unix:///proc/weft-none/x.sock'
+    local out
+    out=$(in_pidns 1 '"$WEFT" launch --nickname host1 --no-plugin --no-detect-tls -H unix:///proc/weft-none/x.sock' 2>&1) &&
+        fail "the launch was to fail"
+    expect_match "$out" "x\.sock" "--no-detect-tls: the start error"
+    grep -q "^Warning" <<<"$out" && fail "--no-detect-tls warned: $out"
+    out=$(in_pidns 1 '"$WEFT" launch --nickname host1 --no-plugin --no-proxy --status-addr 192.0.2.1:6782' 2>&1) &&
+        fail "the launch was to fail"
+    expect_match "$out" "192\.0\.2\.1" "--no-proxy: the start error"
+    grep -q "^Warning" <<<"$out" && fail "--no-proxy warned: $out"
+    return 0
+}
+# Clients before Docker 1.12: a start call carrying a HostConfig (API < 1.24) keeps the /w bind
+# and weftDNS (the no-op weavewait on the host's network); attach and exec start hijack the
+# connection without `Upgrade:` and still pass stdin both ways (crates/weftd/examples/
+# raw_stream.rs is such a client).
+test_proxy_old_clients() {
+    have_docker || return 0
+    local raw="${CARGO_TARGET_DIR}/release/examples/raw_stream"
+    [ -x "$raw" ] || cargo build --release -p weftd --example raw_stream
+    local sock
+    proxy_lab_up
+    local id
+    id=$(pdocker 1 create -i --name "${LAB}o" -e WEAVE_CIDR=10.2.1.8/24 "$DOCKER_IMAGE" cat)
+    expect_eq "$(curl -s -w '%{http_code}' --unix-socket "$sock" -X POST -H 'Content-Type: application/json' \
+        -d '{"Dns":["8.8.8.8"],"PublishAllPorts":false}' "http://x/v1.23/containers/$id/start")" 204 "old-style start"
+    expect_match "$(docker exec "$id" ip -4 -o addr show ethwe)" "inet 10\.2\.1\.8/24" "attached after an old-style start"
+    expect_match "$(docker inspect -f '{{.HostConfig.Binds}} {{.HostConfig.Dns}} {{.HostConfig.DnsSearch}}' "$id")" \
+        "^\[$LAB_DIR/h1/run/weavewait/w:/w:ro\] \[8\.8\.8\.8 [0-9.]+\] \[\.\]$" "the start's HostConfig got the /w bind and weftDNS"
+    local out exec_id
+    exec_id=$(curl -s --unix-socket "$sock" -X POST -H 'Content-Type: application/json' \
+        -d '{"AttachStdin":true,"AttachStdout":true,"Cmd":["cat"]}' "http://x/v1.23/containers/$id/exec" |
+        sed -n 's/.*"Id":"\([0-9a-f]*\)".*/\1/p')
+    out=$("$raw" "$sock" "/v1.23/exec/$exec_id/start" $'exec-cat-and-back\n' '{"Detach":false,"Tty":false}') ||
+        fail "exec start without Upgrade: [$out]"
+    expect_eq "$out" $'HTTP/1.1 200 OK\nexec-cat-and-back' "exec start without Upgrade"
+    # Last: the end of the attach's stdin may end cat.
+    out=$("$raw" "$sock" "/v1.23/containers/$id/attach?stream=1&stdin=1&stdout=1&stderr=1" $'to-cat-and-back\n') ||
+        fail "attach without Upgrade: [$out]"
+    expect_eq "$out" $'HTTP/1.1 200 OK\nto-cat-and-back' "attach without Upgrade"
+    # Started on the host's network: weavewait's no-op variant, which runs the command at once.
+    pdocker 1 create --name "${LAB}q" "$DOCKER_IMAGE" sh -c 'echo up-on-host; sleep 600' >/dev/null
+    expect_eq "$(curl -s -w '%{http_code}' --unix-socket "$sock" -X POST -H 'Content-Type: application/json' \
+        -d '{"NetworkMode":"host"}' "http://x/v1.23/containers/${LAB}q/start")" 204 "old-style start on the host's network"
+    expect_eq "$(docker inspect -f '{{.HostConfig.Binds}} {{.HostConfig.NetworkMode}}' "${LAB}q")" \
+        "[$LAB_DIR/h1/run/weavewait/w-noop:/w:ro] host" "the no-op weavewait"
+    up() { [ "$(docker logs "${LAB}q" 2>&1)" = up-on-host ]; }
+    lab_wait 5 up || fail "the command did not run on the host's network: [$(docker logs "${LAB}q" 2>&1)]"
+    # An old-style start of a container that is not the proxy's is passed on as it came.
+    pdocker 1 create --name "${LAB}p" -e WEAVE_CIDR=none "$DOCKER_IMAGE" sleep 600 >/dev/null
+    curl -s --unix-socket "$sock" -X POST -H 'Content-Type: application/json' \
+        -d '{"Dns":["8.8.4.4"]}' "http://x/v1.23/containers/${LAB}p/start" >/dev/null
+    expect_eq "$(docker inspect -f '{{json .HostConfig.Binds}} {{.HostConfig.Dns}} {{.State.Running}}' "${LAB}p")" "null [8.8.4.4] true" "left alone"
+    docker rm -f "${LAB}o" "${LAB}p" "${LAB}q" >/dev/null
+    lab_weft 1 stop >/dev/null
 }

@@ -7,6 +7,7 @@ scripts/deps.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/weft-target}"
 cargo build --release -p weft
 cargo build --release -p weft-core --example hostile_peer --example fake_upstream
+cargo build --release -p weftd --example raw_stream
 # weavewait (/w/w in containers of the Docker API proxy): static, in a workspace of its own.
 (cd crates/weft-wait && cargo build --release --target x86_64-unknown-linux-gnu &&
     cargo test --release --target x86_64-unknown-linux-gnu)

@@ -396,10 +396,13 @@ impl Docker {
         }
     }
 
-    /// The daemon's container events from now on (`start`, `die`, `destroy`) and its network
-    /// events `connect` and `disconnect`; the stream ends (or yields an error) when the daemon
-    /// goes away.
-    pub fn events(&self) -> impl Stream<Item = Result<Event, DockerError>> + '_ {
+    /// The daemon's container events (`start`, `die`, `destroy`) and its network events
+    /// `connect` and `disconnect`, from Unix time `since` (the daemon replays those since
+    /// then) or from now on; the stream ends (or yields an error) when the daemon goes away.
+    pub fn events(
+        &self,
+        since: Option<i64>,
+    ) -> impl Stream<Item = Result<Event, DockerError>> + '_ {
         let strings = |v: &[&str]| v.iter().map(ToString::to_string).collect::<Vec<_>>();
         let filters = HashMap::from([
             ("type".to_string(), strings(&["container", "network"])),
@@ -410,6 +413,7 @@ impl Docker {
         ]);
         self.api
             .events(Some(EventsOptions::<String> {
+                since: since.map(|t| t.to_string()),
                 filters,
                 ..Default::default()
             }))

@@ -180,10 +180,16 @@ impl RouterArgs {
 }
 
 impl RouterArgs {
-    /// The proxy's configuration; `None`: off.
+    fn proxy_on(&self) -> bool {
+        self.proxy && !self.no_proxy && !self.no_docker
+    }
+
+    /// The proxy's configuration; `None`: off (and then no look for the daemon's TLS flags).
     fn proxy(&self) -> Result<Option<weftd::proxy::ProxyConfig>, String> {
-        let cfg = self.proxy_args.config()?;
-        Ok((self.proxy && !self.no_proxy && !self.no_docker).then_some(cfg))
+        if !self.proxy_on() {
+            return Ok(None);
+        }
+        self.proxy_args.config().map(Some)
     }
 }
 
@@ -213,7 +219,7 @@ fn parse_args(args: &[String]) -> Result<RouterArgs, ExitCode> {
         eprintln!("{e}");
         return Err(ExitCode::from(1));
     }
-    if let Err(e) = parsed.proxy() {
+    if let Err(e) = parsed.proxy_args.check() {
         eprintln!("{e}");
         return Err(ExitCode::from(1));
     }
@@ -298,7 +304,13 @@ pub(crate) fn router(args: &[String]) -> ExitCode {
     // parse_args has checked the flags.
     let dns = a.dns().ok().flatten();
     let trusted_subnets = a.trusted_subnets().unwrap_or_default();
-    let proxy = a.proxy().ok().flatten();
+    let proxy = match a.proxy() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(1);
+        }
+    };
     let cfg = weftd::RouterConfig {
         name,
         nickname: a.nickname.unwrap_or_else(hostname),
@@ -422,12 +434,19 @@ pub(crate) fn launch(args: &[String]) -> ExitCode {
     // The password goes in the environment, as Weave Net's script does: a command line is
     // readable by every user of the host.
     let (args, password) = without_password(args);
+    // The proxy's TLS detection happens here, where its warning reaches the user.
+    let detected = if a.proxy_on() {
+        a.proxy_args.detected_args()
+    } else {
+        Vec::new()
+    };
     let mut cmd = Command::new(exe);
     if let Some(p) = password {
         cmd.env("WEAVE_PASSWORD", p);
     }
     let mut child = match cmd
         .arg("router")
+        .args(detected)
         .args(args)
         .stdin(Stdio::null())
         .stdout(log)

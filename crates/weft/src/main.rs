@@ -100,6 +100,8 @@ where <router args> =
                    [--hostname-from-label <label>] [--hostname-match <regexp>]
                    [--hostname-replacement <replacement>] [--rewrite-inspect]
                    [--without-dns] [--no-multicast-route] [--no-rewrite-hosts]
+                   [--tls | --tlsverify] [--tlscacert <file>] [--tlscert <file>]
+                   [--tlskey <file>] [--no-detect-tls]
       <peer>      = <ip_address_or_fqdn>[:<port>]
       <cidr>      = <ip_address>/<routing_prefix_length>
       <addr>      = [ip:]<cidr> | net:<cidr> | net:default

@@ -81,11 +81,13 @@ pub(crate) fn launch_proxy(args: &[String]) -> ExitCode {
         Ok(a) => a,
         Err(code) => return code,
     };
-    if let Err(e) = a.proxy.config() {
+    // Once: the flags carry what was detected of the daemon's TLS (and its warning).
+    let flags = a.proxy.flags();
+    if let Err(e) = weftd::proxy::ProxyConfig::from_flags(&flags) {
         eprintln!("{e}");
         return ExitCode::from(1);
     }
-    let body = match serde_json::to_string(&a.proxy.flags()) {
+    let body = match serde_json::to_string(&flags) {
         Ok(b) => b,
         Err(e) => {
             eprintln!("launch-proxy: {e}");

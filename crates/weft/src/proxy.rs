@@ -1,17 +1,21 @@
 //! The client side of the Docker API proxy: `weft env [--restore]` and `weft config` (the
 //! proxy's address from the router's `GET /proxyaddrs`, in Weave Net's output forms), and
 //! the warning `weft stop` gives when `DOCKER_HOST` points at the proxy; and the proxy's
-//! flags, which `weft launch` and `weft launch-proxy` take.
+//! flags, which `weft launch` and `weft launch-proxy` take, with the TLS flags copied from the
+//! running Docker daemon when none is given (Weave's TLS detection).
 
+use std::path::Path;
 use std::process::ExitCode;
 
 use clap::ArgAction;
+use weftd::proxy::tls::{self, DaemonTls};
 use weftd::proxy::{ProxyConfig, ProxyFlags};
 
 use crate::client::{self, Reply};
-use crate::{http_addr, not_running, usage_error};
+use crate::{http_addr, not_running, prog, usage_error};
 
-/// The proxy's flags (Weave's names; booleans also as `--flag=true|false`).
+/// The proxy's flags (Weave's names; booleans also as `--flag=true|false`). The TLS flags may
+/// be repeated, the last winning: `weft launch` puts what it detects before the user's.
 #[derive(clap::Args, Debug, Clone)]
 pub(crate) struct ProxyArgs {
     /// Where the proxy listens: `unix:///absolute/path` or `tcp://host:port` (repeatable).
@@ -42,11 +46,138 @@ pub(crate) struct ProxyArgs {
     /// it changes, as in Weave Net; `attach` still allocates.
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set, default_value = "false")]
     pub(crate) no_default_ipalloc: bool,
+    /// TCP listeners speak TLS.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set, default_value = "false", overrides_with = "tls")]
+    tls: bool,
+    /// TLS, and clients must show a certificate signed by `--tlscacert`.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set, default_value = "false", overrides_with = "tlsverify")]
+    tlsverify: bool,
+    /// The CA for client certificates (default: `ca.pem` in `$DOCKER_CERT_PATH` or `~/.docker`).
+    #[arg(long, overrides_with = "tlscacert")]
+    tlscacert: Option<String>,
+    /// The proxy's certificate (default: `cert.pem` there).
+    #[arg(long, overrides_with = "tlscert")]
+    tlscert: Option<String>,
+    /// Its key (default: `key.pem` there).
+    #[arg(long, overrides_with = "tlskey")]
+    tlskey: Option<String>,
+    /// Do not copy the TLS flags from the running Docker daemon.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set, default_value = "false", overrides_with = "no_detect_tls")]
+    no_detect_tls: bool,
+}
+
+/// The TLS flags in effect.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Tls {
+    on: bool,
+    verify: bool,
+    /// Absolute paths, the defaults filled in, when `on`.
+    cacert: String,
+    cert: String,
+    key: String,
 }
 
 impl ProxyArgs {
-    /// The flags as the router takes them, with this shell's `DOCKER_HOST`.
+    /// The flags as the router takes them, with this shell's `DOCKER_HOST`, and the TLS
+    /// flags of the running Docker daemon when none is given and `--no-detect-tls` is not
+    /// (a warning on stderr when there is no daemon to be seen).
     pub(crate) fn flags(&self) -> ProxyFlags {
+        self.flags_with(self.tls(detect))
+    }
+
+    /// The checked configuration (detecting as [`Self::flags`] does).
+    pub(crate) fn config(&self) -> Result<ProxyConfig, String> {
+        ProxyConfig::from_flags(&self.flags())
+    }
+
+    /// Checks the flags as they are given, without looking for the daemon: for when the
+    /// proxy may not run at all.
+    pub(crate) fn check(&self) -> Result<(), String> {
+        ProxyConfig::from_flags(&self.flags_with(self.tls(|| None))).map(drop)
+    }
+
+    /// What `weft launch` adds to the router's command line: the TLS flags it detects (see
+    /// [`Self::flags`]; the warning goes to the user, not the router's log) and
+    /// `--no-detect-tls`, so the router does not look again.
+    pub(crate) fn detected_args(&self) -> Vec<String> {
+        self.detected_args_with(detect)
+    }
+
+    fn detected_args_with(&self, daemon: impl FnOnce() -> Option<DaemonTls>) -> Vec<String> {
+        if !self.detects() {
+            return Vec::new();
+        }
+        let t = self.tls(daemon);
+        let mut args = Vec::new();
+        if t.on {
+            args.push(if t.verify { "--tlsverify" } else { "--tls" }.to_string());
+            // A path the user gave is on the command line already.
+            for (flag, given, path) in [
+                ("--tlscacert", &self.tlscacert, &t.cacert),
+                ("--tlscert", &self.tlscert, &t.cert),
+                ("--tlskey", &self.tlskey, &t.key),
+            ] {
+                if given.is_none() {
+                    args.push(format!("{flag}={path}"));
+                }
+            }
+        }
+        args.push("--no-detect-tls".into());
+        args
+    }
+
+    /// Whether the daemon's TLS flags are looked for: Weave's script looks unless `--tls`,
+    /// `--tlsverify` or `--no-detect-tls` is given.
+    fn detects(&self) -> bool {
+        !(self.tls || self.tlsverify || self.no_detect_tls)
+    }
+
+    /// The TLS flags in effect, with `daemon` asked for the daemon's when [`Self::detects`].
+    /// Paths given win over the daemon's; they are made absolute here, and the defaults are
+    /// this shell's (`DOCKER_CERT_PATH`, `HOME`), since the router may run elsewhere.
+    fn tls(&self, daemon: impl FnOnce() -> Option<DaemonTls>) -> Tls {
+        let d = if self.detects() {
+            daemon().unwrap_or_default()
+        } else {
+            DaemonTls {
+                tls: self.tls,
+                tlsverify: self.tlsverify,
+                ..DaemonTls::default()
+            }
+        };
+        let on = d.tls || d.tlsverify;
+        if !on {
+            return Tls::default();
+        }
+        let pick = |given: &Option<String>, found: &Option<String>| {
+            given
+                .as_deref()
+                .or(found.as_deref())
+                .unwrap_or("")
+                .to_string()
+        };
+        let settings = tls::TlsSettings::new(
+            d.tlsverify,
+            &pick(&self.tlscacert, &d.tlscacert),
+            &pick(&self.tlscert, &d.tlscert),
+            &pick(&self.tlskey, &d.tlskey),
+        );
+        let absolute = |p: &Path| {
+            std::path::absolute(p)
+                .unwrap_or_else(|_| p.to_path_buf())
+                .to_string_lossy()
+                .into_owned()
+        };
+        Tls {
+            on,
+            verify: d.tlsverify,
+            cacert: absolute(&settings.cacert),
+            cert: absolute(&settings.cert),
+            key: absolute(&settings.key),
+        }
+    }
+
+    fn flags_with(&self, tls: Tls) -> ProxyFlags {
         ProxyFlags {
             hosts: self.hosts.clone(),
             upstream: std::env::var("DOCKER_HOST").unwrap_or_default(),
@@ -58,13 +189,28 @@ impl ProxyArgs {
             without_dns: self.without_dns,
             no_multicast_route: self.no_multicast_route,
             no_rewrite_hosts: self.no_rewrite_hosts,
+            tls: tls.on,
+            tlsverify: tls.verify,
+            tlscacert: tls.cacert,
+            tlscert: tls.cert,
+            tlskey: tls.key,
         }
     }
+}
 
-    /// The checked configuration.
-    pub(crate) fn config(&self) -> Result<ProxyConfig, String> {
-        ProxyConfig::from_flags(&self.flags())
+/// The running Docker daemon's TLS flags, or Weave's warning on stderr and `None` when no
+/// daemon can be seen.
+fn detect() -> Option<DaemonTls> {
+    let found = tls::detect_daemon_tls(Path::new("/proc"));
+    if found.is_none() {
+        eprintln!("{}", detect_warning(&prog()));
     }
+    found
+}
+
+/// Weave's words when the daemon's TLS flags cannot be found.
+fn detect_warning(prog: &str) -> String {
+    format!("Warning: unable to detect proxy TLS configuration. To enable TLS, launch the proxy with '{prog} launch' and supply TLS options. To suppress this warning, supply the '--no-detect-tls' option.")
 }
 
 /// Weave's text when `--restore` has nothing to restore.
@@ -100,7 +246,7 @@ fn address() -> Result<String, ExitCode> {
         Reply::Ok(body) => first_address(&body, &host).ok_or_else(|| {
             eprintln!(
                 "The Docker API proxy is not running; start it with '{} launch-proxy'",
-                crate::prog()
+                prog()
             );
             ExitCode::from(1)
         }),
@@ -201,6 +347,117 @@ mod tests {
         assert_eq!(
             env_line(a, Some(a)),
             "export DOCKER_HOST=unix:///run/weft/weave.sock"
+        );
+    }
+
+    #[derive(clap::Parser)]
+    struct Flags {
+        #[command(flatten)]
+        proxy: ProxyArgs,
+    }
+
+    fn parse(args: &[&str]) -> ProxyArgs {
+        use clap::Parser as _;
+        Flags::try_parse_from(std::iter::once("weft").chain(args.iter().copied()))
+            .unwrap()
+            .proxy
+    }
+
+    fn default_path(file: &str) -> String {
+        std::path::absolute(tls::default_cert_dir().join(file))
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    fn no_daemon() -> Option<DaemonTls> {
+        panic!("looked for the daemon")
+    }
+
+    #[test]
+    fn tls_flags_given() {
+        let f = parse(&["--tlsverify", "--tlscacert", "/c/ca.pem", "--tlscert=c.pem"]).flags();
+        assert!(f.tlsverify);
+        assert_eq!(f.tlscacert, "/c/ca.pem");
+        assert_eq!(
+            Path::new(&f.tlscert),
+            std::env::current_dir().unwrap().join("c.pem")
+        );
+        assert_eq!(f.tlskey, default_path("key.pem"));
+        let a = parse(&["--tls"]);
+        assert_eq!(
+            a.tls(no_daemon),
+            Tls {
+                on: true,
+                verify: false,
+                cacert: default_path("ca.pem"),
+                cert: default_path("cert.pem"),
+                key: default_path("key.pem"),
+            }
+        );
+        assert!(a.detected_args_with(no_daemon).is_empty());
+        // Paths alone turn nothing on; the last of a repeated flag wins.
+        let a = parse(&["--tlscert=/x", "--no-detect-tls"]);
+        assert_eq!(a.tls(no_daemon), Tls::default());
+        assert!(a.detected_args_with(no_daemon).is_empty());
+        assert!(
+            !parse(&["--tls", "--tls=false", "--no-detect-tls"])
+                .flags()
+                .tls
+        );
+        assert_eq!(
+            parse(&["--tlskey=/a", "--tlskey=/b", "--tls"])
+                .flags()
+                .tlskey,
+            "/b"
+        );
+        assert!(parse(&["--tlsverify", "--tlscacert=/nowhere"])
+            .check()
+            .is_ok());
+    }
+
+    #[test]
+    fn tls_flags_detected() {
+        let a = parse(&["--tlscert=/mine.pem"]);
+        let daemon = || {
+            Some(DaemonTls {
+                tlsverify: true,
+                tlscacert: Some("/d/ca.pem".into()),
+                tlscert: Some("/d/cert.pem".into()),
+                ..DaemonTls::default()
+            })
+        };
+        assert_eq!(
+            a.tls(daemon),
+            Tls {
+                on: true,
+                verify: true,
+                cacert: "/d/ca.pem".into(),
+                cert: "/mine.pem".into(),
+                key: default_path("key.pem"),
+            }
+        );
+        assert_eq!(
+            a.detected_args_with(daemon),
+            [
+                "--tlsverify".to_string(),
+                "--tlscacert=/d/ca.pem".into(),
+                format!("--tlskey={}", default_path("key.pem")),
+                "--no-detect-tls".into(),
+            ]
+        );
+        // A daemon in the clear, or none: the router is told not to look again.
+        let a = parse(&[]);
+        assert_eq!(a.tls(|| Some(DaemonTls::default())), Tls::default());
+        assert_eq!(a.detected_args_with(|| None), ["--no-detect-tls"]);
+        // Where they land: before the user's own flags, which win.
+        let mut argv = a.detected_args_with(daemon);
+        argv.push("--tlsverify=false".into());
+        let f = parse(&argv.iter().map(String::as_str).collect::<Vec<_>>()).flags();
+        assert!(!f.tls && !f.tlsverify);
+        assert_eq!(
+            detect_warning("weave"),
+            "Warning: unable to detect proxy TLS configuration. To enable TLS, launch the proxy with 'weave launch' and supply TLS options. To suppress this warning, supply the '--no-detect-tls' option."
         );
     }
 

@@ -89,7 +89,7 @@ impl StartLiveness {
 }
 
 /// A full Docker container ID: 64 lowercase hex digits.
-fn is_docker_id(ident: &str) -> bool {
+pub fn is_docker_id(ident: &str) -> bool {
     ident.len() == 64
         && ident
             .bytes()

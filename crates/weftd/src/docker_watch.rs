@@ -10,11 +10,13 @@
 //! A daemon that is not there, or goes away, is looked for again every few seconds; nothing
 //! else waits for it.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
 use weft_docker::{Docker, Event};
 
+use crate::channel_link::{is_docker_id, unix_now};
 use crate::{dns, docker_parts, ipam, plugin};
 
 /// How long to wait before looking for the daemon again.
@@ -70,6 +72,32 @@ impl Listeners {
     }
 }
 
+impl Listeners {
+    /// After (re)connecting: what happened while the daemon was not followed. A daemon that
+    /// restarts closes its API before it stops its containers and starts those with a restart
+    /// policy before its API is back, so their `die` and `start` never come. Containers that
+    /// own addresses or names but no longer run died; every running one started (attaching
+    /// and registering what is already attached and registered changes nothing).
+    async fn catch_up(&self, docker: &Docker, running: Vec<String>) {
+        let running: BTreeSet<String> = running.into_iter().collect();
+        let mut known = BTreeSet::new();
+        if let Some(i) = &self.ipam {
+            known.extend(i.owners().await.unwrap_or_default());
+        }
+        if let Some(d) = &self.dns {
+            known.extend(d.containers().await.unwrap_or_default());
+        }
+        for id in known {
+            if is_docker_id(&id) && !running.contains(&id) {
+                self.tell(docker, Event::Died(id)).await;
+            }
+        }
+        for id in running {
+            self.tell(docker, Event::Started(id)).await;
+        }
+    }
+}
+
 /// Follows the daemon at `DOCKER_HOST` for as long as the router runs.
 pub fn spawn(listeners: Listeners) {
     tokio::spawn(async move {
@@ -91,7 +119,11 @@ pub fn spawn(listeners: Listeners) {
 async fn follow(listeners: &Listeners) -> Result<(), weft_docker::DockerError> {
     let docker = Docker::from_env()?.negotiate().await?;
     tracing::info!("[docker] following container events");
-    let mut events = std::pin::pin!(docker.events());
+    // From a second before the list is taken, so that nothing happening in between is
+    // missed; what comes twice is a no-op to every listener.
+    let mut events = std::pin::pin!(docker.events(Some(unix_now() - 1)));
+    let running = docker.running_ids().await?;
+    listeners.catch_up(&docker, running).await;
     while let Some(e) = events.next().await {
         let e = e?;
         tracing::debug!("[docker] {e:?}");

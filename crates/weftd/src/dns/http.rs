@@ -37,6 +37,16 @@ impl Handle {
         self.ask(Request::Status).await
     }
 
+    /// The containers with live names in the zone (ours and other peers').
+    pub(crate) async fn containers(&self) -> Result<Vec<String>, RequestError> {
+        let all = self.ask(Request::Entries).await?;
+        Ok(all
+            .into_iter()
+            .filter(|e| e.tombstone == 0)
+            .map(|e| e.container_id)
+            .collect())
+    }
+
     /// Tells the DNS task a Docker container died.
     pub(crate) async fn container_died(&self, id: String) {
         let _ = self.requests.send(Request::ContainerDied(id)).await;

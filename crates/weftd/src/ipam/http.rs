@@ -45,6 +45,12 @@ impl Handle {
         self.ask(Request::Status).await
     }
 
+    /// The idents that own addresses.
+    pub(crate) async fn owners(&self) -> Result<Vec<String>, RequestError> {
+        let owned = self.ask(Request::Owned).await?;
+        Ok(owned.into_iter().map(|(id, _)| id).collect())
+    }
+
     /// Hands a Docker container event to the IPAM task.
     pub(crate) async fn container_event(&self, event: weft_docker::Event) {
         let _ = self.requests.send(Request::Container(event)).await;

@@ -1,5 +1,6 @@
-//! Which Docker API calls the proxy intercepts, told from method and path (an optional
-//! `/v<version>` prefix allowed, as Weave Net's path regexes allow it).
+//! Which Docker API calls the proxy intercepts, and which may hijack their connection, told
+//! from method and path (an optional `/v<version>` prefix allowed, as Weave Net's path regexes
+//! allow it).
 
 use hyper::Method;
 
@@ -48,6 +49,17 @@ pub fn classify(method: &Method, path: &str) -> Call {
     }
 }
 
+/// Whether the daemon may answer this call by hijacking the connection for a raw stream:
+/// `POST /containers/{id}/attach` and `POST /exec/{id}/start`.
+pub fn hijackable(method: &Method, path: &str) -> bool {
+    if method != Method::POST {
+        return false;
+    }
+    let parts: Vec<&str> = unversioned(path).split('/').collect();
+    matches!(parts.as_slice(),
+        ["", "containers", id, "attach"] | ["", "exec", id, "start"] if !id.is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,6 +97,30 @@ mod tests {
             (&post, "/exec/abc/start"),
         ] {
             assert_eq!(classify(m, p), Call::Other, "{p}");
+        }
+    }
+
+    #[test]
+    fn hijacking_calls() {
+        let post = Method::POST;
+        for p in [
+            "/containers/abc/attach",
+            "/v1.23/containers/abc/attach",
+            "/exec/abc/start",
+            "/v1.18/exec/abc/start",
+        ] {
+            assert!(hijackable(&post, p), "{p}");
+        }
+        for (m, p) in [
+            (&Method::GET, "/containers/abc/attach"),
+            (&post, "/containers//attach"),
+            (&post, "/containers/abc/start"),
+            (&post, "/exec/abc/attach"),
+            (&post, "/containers/abc/attach/ws"),
+            (&post, "/exec/abc/resize"),
+            (&post, "/x/containers/abc/attach"),
+        ] {
+            assert!(!hijackable(m, p), "{p}");
         }
     }
 }

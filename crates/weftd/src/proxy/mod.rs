@@ -7,7 +7,10 @@
 //! Listening (`-H`): all `unix://` addresses share one real socket, `$WEFT_RUN_DIR/weave.sock`
 //! (owner and mode copied from the daemon's socket); any other Unix path asked for is made a
 //! symlink to it, removed again when the router stops. Relative Unix paths are refused with
-//! Weave's words. `tcp://host:port` listens in the clear: TLS (`--tls*`) is left out.
+//! Weave's words. `tcp://host:port` listens in the clear, or with TLS under `--tls` or
+//! `--tlsverify` (`tls`: the certificate files are read when the proxy starts, if a TCP
+//! listener needs them; a connection's handshake is done in its own task, bounded by the time
+//! a request head gets).
 //!
 //! weavewait: the router copies the static `weft-wait` binary (found as `WEFT_WAIT`, or next
 //! to the running `weft` binary) into three directories under `$WEFT_RUN_DIR/weavewait/` —
@@ -17,15 +20,16 @@
 //! binary the proxy still passes calls through but refuses to create containers it would
 //! handle, saying why.
 //!
-//! Left out: TLS, and the old-style start call carrying a HostConfig (Docker API < 1.24).
-//! A raw-stream hijack without `Upgrade:` (clients older than Docker 1.12) passes the daemon's
-//! output through but not the client's input.
+//! A raw-stream hijack without `Upgrade:` (clients older than Docker 1.12) is passed both ways
+//! when it is its connection's first request, as clients send it; a later one on a kept-alive
+//! connection passes the daemon's output only.
 
 mod attach;
 pub mod calls;
 pub mod cidr;
 pub mod rewrite;
 mod server;
+pub mod tls;
 
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
@@ -34,11 +38,13 @@ use std::time::Duration;
 
 use tokio::net::{TcpListener, UnixListener};
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
 use weft_types::Ipv4Cidr;
 
 pub use attach::Attacher;
 pub use rewrite::HostnameRule;
 pub use server::Upstream;
+pub use tls::TlsSettings;
 
 use crate::{dns, ipam, StartError};
 
@@ -120,6 +126,16 @@ pub struct ProxyFlags {
     pub no_multicast_route: bool,
     /// `--no-rewrite-hosts`.
     pub no_rewrite_hosts: bool,
+    /// `--tls`.
+    pub tls: bool,
+    /// `--tlsverify`.
+    pub tlsverify: bool,
+    /// `--tlscacert`; empty: `ca.pem` in [`tls::default_cert_dir`] (the router's).
+    pub tlscacert: String,
+    /// `--tlscert`; empty: `cert.pem` there.
+    pub tlscert: String,
+    /// `--tlskey`; empty: `key.pem` there.
+    pub tlskey: String,
 }
 
 /// The `Service: proxy` section of `weft status`.
@@ -153,6 +169,8 @@ pub struct ProxyConfig {
     pub no_rewrite_hosts: bool,
     /// The weavewait binary; `None`: look for it.
     pub wait_binary: Option<PathBuf>,
+    /// TLS on the TCP listeners (`--tls`, `--tlsverify`); `None`: in the clear.
+    pub tls: Option<TlsSettings>,
 }
 
 impl ProxyConfig {
@@ -181,6 +199,8 @@ impl ProxyConfig {
             no_multicast_route: f.no_multicast_route,
             no_rewrite_hosts: f.no_rewrite_hosts,
             wait_binary: None,
+            tls: (f.tls || f.tlsverify)
+                .then(|| TlsSettings::new(f.tlsverify, &f.tlscacert, &f.tlscert, &f.tlskey)),
         })
     }
 
@@ -299,6 +319,13 @@ impl Proxy {
     ) -> Result<Self, StartError> {
         let upstream = Upstream::parse(&cfg.upstream).map_err(StartError::Config)?;
         let addrs = cfg.addresses(run_dir);
+        // The certificate files matter to TCP listeners only; read before anything is done.
+        let tls = match cfg.tls.as_ref() {
+            Some(t) if addrs.iter().any(|a| matches!(a, ListenAddr::Tcp(_))) => {
+                Some(t.acceptor().map_err(StartError::Config)?)
+            }
+            _ => None,
+        };
         let binary = cfg.wait_binary.clone().or_else(find_wait_binary);
         let wait_dirs = install_weavewait(run_dir, binary.as_deref());
         if let Err(e) = &wait_dirs {
@@ -344,12 +371,17 @@ impl Proxy {
             attacher: attacher.clone(),
         };
         let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-        if let Err(e) = proxy.bind_all(run_dir, &upstream, &shared, &slots) {
+        if let Err(e) = proxy.bind_all(run_dir, &upstream, tls.as_ref(), &shared, &slots) {
             proxy.stop_now();
             return Err(e);
         }
+        let tls = match (&tls, &cfg.tls) {
+            (Some(_), Some(t)) if t.verify => " (TCP with TLS, client certificates verified)",
+            (Some(_), _) => " (TCP with TLS)",
+            _ => "",
+        };
         tracing::info!(
-            "[proxy] listening on {}; Docker at {upstream}",
+            "[proxy] listening on {}{tls}; Docker at {upstream}",
             addrs
                 .iter()
                 .map(ToString::to_string)
@@ -367,6 +399,7 @@ impl Proxy {
         &mut self,
         run_dir: &Path,
         upstream: &Upstream,
+        tls: Option<&TlsAcceptor>,
         shared: &Arc<server::Shared>,
         slots: &Arc<tokio::sync::Semaphore>,
     ) -> Result<(), StartError> {
@@ -400,7 +433,7 @@ impl Proxy {
                         .map_err(|e| StartError::Bind(format!("proxy tcp://{addr}"), e))?;
                     let (s, sl) = (shared.clone(), slots.clone());
                     self.tasks
-                        .push(tokio::spawn(serve(Listener::Tcp(l), s, sl)));
+                        .push(tokio::spawn(serve(Listener::Tcp(l, tls.cloned()), s, sl)));
                 }
             }
         }
@@ -466,7 +499,8 @@ fn link_to(path: &Path, real: &Path) -> std::io::Result<()> {
 /// A bound listener.
 enum Listener {
     Unix(UnixListener),
-    Tcp(TcpListener),
+    /// With TLS when it has an acceptor.
+    Tcp(TcpListener, Option<TlsAcceptor>),
 }
 
 /// Accepts connections for as long as the proxy runs, each served by a task of its own while
@@ -481,10 +515,14 @@ async fn serve(l: Listener, shared: Arc<server::Shared>, slots: Arc<tokio::sync:
                 .accept()
                 .await
                 .map(|(s, _)| serve_connection(s, shared.clone(), slot)),
-            Listener::Tcp(t) => t
+            Listener::Tcp(t, None) => t
                 .accept()
                 .await
                 .map(|(s, _)| serve_connection(s, shared.clone(), slot)),
+            Listener::Tcp(t, Some(tls)) => t
+                .accept()
+                .await
+                .map(|(s, peer)| serve_tls_connection(s, peer, tls.clone(), shared.clone(), slot)),
         };
         if let Err(e) = accepted {
             tracing::warn!("[proxy] accept: {e}");
@@ -499,15 +537,26 @@ where
 {
     tokio::spawn(async move {
         let _slot = slot;
-        let service = hyper::service::service_fn(move |req| server::handle(shared.clone(), req));
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(hyper_util::rt::TokioTimer::new())
-            .header_read_timeout(server::HEAD_TIMEOUT)
-            .max_buf_size(server::MAX_HEAD)
-            .serve_connection(hyper_util::rt::TokioIo::new(io), service)
-            .with_upgrades();
-        if let Err(e) = conn.await {
-            tracing::debug!("[proxy] connection: {e}");
+        server::serve_connection(io, shared).await;
+    });
+}
+
+/// Serves a TCP connection after its TLS handshake, which gets as long as a request head:
+/// a client that never finishes it holds its slot no longer, and the accept loop never waits
+/// for it.
+fn serve_tls_connection(
+    io: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    tls: TlsAcceptor,
+    shared: Arc<server::Shared>,
+    slot: tokio::sync::OwnedSemaphorePermit,
+) {
+    tokio::spawn(async move {
+        let _slot = slot;
+        match tokio::time::timeout(server::HEAD_TIMEOUT, tls.accept(io)).await {
+            Ok(Ok(io)) => server::serve_connection(io, shared).await,
+            Ok(Err(e)) => tracing::debug!("[proxy] TLS handshake from {peer}: {e}"),
+            Err(_) => tracing::debug!("[proxy] TLS handshake from {peer}: timed out"),
         }
     });
 }
@@ -582,6 +631,152 @@ mod tests {
             assert!(ProxyConfig::from_flags(&bad).is_err(), "{bad:?}");
         }
         assert!(serde_json::from_str::<ProxyFlags>(r#"{"tls": true, "x": 1}"#).is_err());
+    }
+
+    /// The first line of what the proxy answers to a `GET /_ping` on `io`, or what went
+    /// wrong.
+    async fn ping<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(mut io: S) -> String {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let asked = async {
+            io.write_all(b"GET /_ping HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n")
+                .await?;
+            io.flush().await?;
+            let mut got = Vec::new();
+            let mut b = [0; 256];
+            while !got.contains(&b'\n') {
+                match io.read(&mut b).await? {
+                    0 => break,
+                    n => got.extend_from_slice(&b[..n]),
+                }
+            }
+            Ok::<_, std::io::Error>(
+                String::from_utf8_lossy(&got)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_string(),
+            )
+        };
+        match tokio::time::timeout(Duration::from_secs(10), asked).await {
+            Ok(Ok(line)) => line,
+            Ok(Err(e)) => format!("error: {e}"),
+            Err(_) => "timed out".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn tls_on_tcp_listeners_only() {
+        let certs = tls::tests::TestCerts::new("proxy");
+        let run_dir = certs.dir.join("run");
+        std::fs::create_dir_all(&run_dir).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let base = ProxyConfig::from_flags(&ProxyFlags {
+            // No daemon: every call answers an error, which is all these checks need.
+            upstream: format!("unix://{}/no-docker.sock", run_dir.display()),
+            ..ProxyFlags::default()
+        })
+        .unwrap();
+        let cfg = ProxyConfig {
+            listen: vec![
+                ListenAddr::Tcp(addr.clone()),
+                ListenAddr::Unix(run_dir.join(SOCKET)),
+            ],
+            tls: Some(certs.settings(true)),
+            ..base.clone()
+        };
+        let proxy = Proxy::start(cfg, &run_dir, None, None).unwrap();
+        let tcp = || tokio::net::TcpStream::connect(&addr);
+        let name = || rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        // A client that never starts its handshake holds up no other.
+        let _silent = tcp().await.unwrap();
+        let io = certs
+            .connector(Some("client"))
+            .connect(name(), tcp().await.unwrap())
+            .await
+            .unwrap();
+        assert!(ping(io).await.starts_with("HTTP/1.1 "));
+        for who in [None, Some("stranger")] {
+            let answer = match certs
+                .connector(who)
+                .connect(name(), tcp().await.unwrap())
+                .await
+            {
+                Ok(io) => ping(io).await,
+                Err(e) => e.to_string(),
+            };
+            assert!(!answer.starts_with("HTTP/"), "{who:?}: {answer}");
+        }
+        assert!(!ping(tcp().await.unwrap()).await.starts_with("HTTP/"));
+        // The Unix socket stays plain.
+        let unix = tokio::net::UnixStream::connect(run_dir.join(SOCKET))
+            .await
+            .unwrap();
+        assert!(ping(unix).await.starts_with("HTTP/1.1 "));
+        proxy.stop();
+
+        // A file that cannot be read stops the start, naming flag and file; it is not read
+        // when no TCP listener needs it.
+        let missing = TlsSettings {
+            cert: certs.dir.join("missing.pem"),
+            ..certs.settings(false)
+        };
+        let e = Proxy::start(
+            ProxyConfig {
+                listen: vec![ListenAddr::Tcp(addr.clone())],
+                tls: Some(missing.clone()),
+                ..base.clone()
+            },
+            &run_dir,
+            None,
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("cannot load --tlscert "), "{e}");
+        assert!(e.contains("missing.pem"), "{e}");
+        let unix_only = ProxyConfig {
+            tls: Some(missing),
+            ..base
+        };
+        Proxy::start(unix_only, &run_dir, None, None)
+            .unwrap()
+            .stop();
+    }
+
+    #[test]
+    fn tls_flags() {
+        let c = ProxyConfig::from_flags(&ProxyFlags {
+            tlsverify: true,
+            tlscacert: "/c/ca".into(),
+            tlscert: "/c/cert".into(),
+            tlskey: "/c/key".into(),
+            ..ProxyFlags::default()
+        })
+        .unwrap();
+        assert_eq!(
+            c.tls,
+            Some(TlsSettings {
+                verify: true,
+                cacert: "/c/ca".into(),
+                cert: "/c/cert".into(),
+                key: "/c/key".into(),
+            })
+        );
+        let c = ProxyConfig::from_flags(&ProxyFlags {
+            tls: true,
+            ..ProxyFlags::default()
+        })
+        .unwrap();
+        assert_eq!(c.tls, Some(TlsSettings::new(false, "", "", "")));
+        assert_eq!(
+            ProxyConfig::from_flags(&ProxyFlags::default()).unwrap().tls,
+            None
+        );
     }
 
     #[test]

@@ -1,10 +1,13 @@
 //! What the proxy changes in the JSON bodies it intercepts (Weave Net's
-//! `create_container_interceptor.go` and `create_exec_interceptor.go`): the `/w` bind and the
-//! weavewait entrypoint, the hostname derived from the container's name, weftDNS as the
-//! container's DNS server, and `/w/w` in front of an exec's command. Pure functions of the
-//! body and the settings; the caller does the I/O.
+//! `create_container_interceptor.go`, `start_container_interceptor.go` and
+//! `create_exec_interceptor.go`): the `/w` bind and the weavewait entrypoint, the hostname
+//! derived from the container's name, weftDNS as the container's DNS server, the bind and
+//! weftDNS again in the HostConfig of an old-style start, and `/w/w` in front of an exec's
+//! command. Pure functions of the body and the settings; the caller does the I/O.
 
 use serde_json::{json, Map, Value};
+
+use super::cidr::{weave_cidrs, CidrError};
 
 /// Where weavewait is inside a container.
 pub const WAIT_DIR: &str = "/w";
@@ -156,7 +159,7 @@ pub fn rewrite_create(
     wrapped.extend(entrypoint);
     obj.insert("Entrypoint".into(), json!(wrapped));
     obj.insert("Cmd".into(), json!(cmd));
-    // (1) The /w bind, replacing any other bind there.
+    // (1) The /w bind.
     let host_config = obj
         .entry("HostConfig")
         .or_insert_with(|| Value::Object(Map::new()));
@@ -164,13 +167,7 @@ pub fn rewrite_create(
         *host_config = Value::Object(Map::new());
     }
     let hc = host_config.as_object_mut().ok_or(RewriteError::NotObject)?;
-    let mut binds: Vec<String> = str_list(hc.get("Binds"))
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|b| b.split(':').nth(1) != Some(WAIT_DIR))
-        .collect();
-    binds.push(format!("{wait_dir}:{WAIT_DIR}:ro"));
-    hc.insert("Binds".into(), json!(binds));
+    bind_wait_dir(hc, wait_dir);
     let Some(dns) = dns else {
         return Ok(None);
     };
@@ -195,11 +192,29 @@ pub fn rewrite_create(
             named = true;
         }
     }
-    // (4) weftDNS as the DNS server, and the search domain.
+    // (4) weftDNS.
     let hc = obj
         .get_mut("HostConfig")
         .and_then(Value::as_object_mut)
         .ok_or(RewriteError::NotObject)?;
+    add_dns(hc, dns, named);
+    Ok(warning)
+}
+
+/// Binds `wait_dir` at `/w` read-only, replacing any other bind there.
+fn bind_wait_dir(hc: &mut Map<String, Value>, wait_dir: &str) {
+    let mut binds: Vec<String> = str_list(hc.get("Binds"))
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|b| b.split(':').nth(1) != Some(WAIT_DIR))
+        .collect();
+    binds.push(format!("{wait_dir}:{WAIT_DIR}:ro"));
+    hc.insert("Binds".into(), json!(binds));
+}
+
+/// weftDNS as a DNS server, and the search domain unless one is given: `.` for a container
+/// with a hostname of its own (`named`), the weftDNS domain otherwise.
+fn add_dns(hc: &mut Map<String, Value>, dns: &DnsSettings, named: bool) {
     let mut servers = str_list(hc.get("Dns")).unwrap_or_default();
     if !servers.contains(&dns.server) {
         servers.push(dns.server.clone());
@@ -209,7 +224,63 @@ pub fn rewrite_create(
         let search = if named { "." } else { dns.domain.as_str() };
         hc.insert("DnsSearch".into(), json!([search]));
     }
-    Ok(warning)
+}
+
+/// The host directories an old-style start may bind at `/w`.
+#[derive(Debug, Clone, Copy)]
+pub struct WaitBinds<'a> {
+    /// The one create binds (`/w`, or `/w-nomcast` with `--no-multicast-route`).
+    pub wait: &'a str,
+    /// `/w-noop`: weavewait waits for nothing.
+    pub noop: &'a str,
+}
+
+/// The HostConfig an old-style start call (Docker API < 1.24) carries: the body's `HostConfig`
+/// object, or else the body itself when it has any field (Docker reads both forms; as in
+/// Weave Net, any top-level field is taken to mean a HostConfig is there).
+fn start_host_config(body: &mut Value) -> Option<&mut Map<String, Value>> {
+    let obj = body.as_object_mut()?;
+    if obj.contains_key("HostConfig") {
+        return obj.get_mut("HostConfig")?.as_object_mut();
+    }
+    (!obj.is_empty()).then_some(obj)
+}
+
+/// Rewrites the body of an old-style start of a container created through the proxy. Its
+/// HostConfig replaces the one create gave the container, so what create added comes back:
+/// the `/w` bind and weftDNS (`dns`, for a container `named` as at create). A network mode the
+/// proxy does not attach (`host`, `container:…`, a plugin's network) gets the `/w-noop` bind
+/// alone: no weave interface is coming for weavewait to wait for. Returns whether there was
+/// a HostConfig to rewrite.
+pub fn rewrite_start(
+    body: &mut Value,
+    dirs: WaitBinds<'_>,
+    dns: Option<&DnsSettings>,
+    named: bool,
+) -> bool {
+    let Some(hc) = start_host_config(body) else {
+        return false;
+    };
+    let mode = hc.get("NetworkMode").and_then(Value::as_str).unwrap_or("");
+    if matches!(
+        weave_cidrs(mode, &[], false),
+        Err(CidrError::NetworkMode(_))
+    ) {
+        bind_wait_dir(hc, dirs.noop);
+        return true;
+    }
+    bind_wait_dir(hc, dirs.wait);
+    if let Some(dns) = dns {
+        add_dns(hc, dns, named);
+    }
+    true
+}
+
+/// Whether create gave a container a hostname of its own (given, or derived from its name with
+/// the domain set) rather than Docker's default, the first digits of its ID: what `named` was
+/// for (4) at create.
+pub fn has_own_hostname(id: &str, hostname: &str, domainname: &str) -> bool {
+    !domainname.is_empty() || !(hostname.is_empty() || id.starts_with(hostname))
 }
 
 /// Puts `/w/w` in front of an exec's `Cmd`.
@@ -379,6 +450,76 @@ mod tests {
         assert_eq!(l.derive(Some("n"), labels.as_object()), "fromlabel");
         assert_eq!(l.derive(Some("n"), None), "n");
         assert!(HostnameRule::new("", "(", "").is_err());
+    }
+
+    const DIRS: WaitBinds<'static> = WaitBinds {
+        wait: "/run/weft/w",
+        noop: "/run/weft/w-noop",
+    };
+
+    #[test]
+    fn old_style_start_gets_the_bind_and_dns_again() {
+        // A HostConfig at the top level, as Docker clients before 1.24 sent it.
+        let mut b = json!({"Binds": ["/a:/b", "/x:/w"], "Dns": ["8.8.8.8"], "Privileged": false});
+        assert!(rewrite_start(&mut b, DIRS, Some(&dns()), false));
+        assert_eq!(b["Binds"], json!(["/a:/b", "/run/weft/w:/w:ro"]));
+        assert_eq!(b["Dns"], json!(["8.8.8.8", "172.17.0.1"]));
+        assert_eq!(b["DnsSearch"], json!(["weave.local."]));
+        assert_eq!(b["Privileged"], json!(false));
+        // Under `HostConfig`; the rest of the body is left as it is.
+        let mut b = json!({"HostConfig": {"DnsSearch": ["example.com"]}, "X": 1});
+        assert!(rewrite_start(&mut b, DIRS, Some(&dns()), true));
+        assert_eq!(
+            b,
+            json!({"HostConfig": {"Binds": ["/run/weft/w:/w:ro"], "Dns": ["172.17.0.1"],
+                "DnsSearch": ["example.com"]}, "X": 1})
+        );
+        let mut b = json!({"NetworkMode": "bridge"});
+        assert!(rewrite_start(&mut b, DIRS, Some(&dns()), true));
+        assert_eq!(b["DnsSearch"], json!(["."]));
+        // Without weftDNS, the bind alone.
+        let mut b = json!({"PublishAllPorts": true});
+        assert!(rewrite_start(&mut b, DIRS, None, true));
+        assert_eq!(
+            b,
+            json!({"PublishAllPorts": true, "Binds": ["/run/weft/w:/w:ro"]})
+        );
+    }
+
+    #[test]
+    fn old_style_start_elsewhere_gets_the_noop_bind() {
+        for mode in ["host", "container:abc", "mynet"] {
+            let mut b = json!({"HostConfig": {"NetworkMode": mode, "Binds": ["/a:/b"]}});
+            assert!(rewrite_start(&mut b, DIRS, Some(&dns()), true));
+            assert_eq!(
+                b["HostConfig"],
+                json!({"NetworkMode": mode, "Binds": ["/a:/b", "/run/weft/w-noop:/w:ro"]}),
+                "{mode}"
+            );
+        }
+    }
+
+    #[test]
+    fn start_without_a_host_config_is_left_alone() {
+        for body in [
+            json!({}),
+            json!(null),
+            json!([1]),
+            json!({"HostConfig": null}),
+        ] {
+            let mut b = body.clone();
+            assert!(!rewrite_start(&mut b, DIRS, Some(&dns()), true), "{body}");
+            assert_eq!(b, body);
+        }
+    }
+
+    #[test]
+    fn own_hostnames() {
+        let id = "0123456789ab0123456789ab";
+        assert!(!has_own_hostname(id, "0123456789ab", ""));
+        assert!(!has_own_hostname(id, "", ""));
+        assert!(has_own_hostname(id, "web", ""));
+        assert!(has_own_hostname(id, "web", "weave.local"));
     }
 
     #[test]
