@@ -194,6 +194,14 @@ test_name_and_targets_persist() {
     lab_wait 20 full_mesh_of 2 2 || { dump_logs; fail "resume did not reconnect"; }
     lab_weft 2 stop
     expect_exit 1 "" "--resume with peers refused" lab_weft 2 launch --resume "$(lab_ip 1)"
+    # A stopped router cannot hand its ranges over: reset refuses unless forced.
+    expect_exit 1 "^ERROR: weft is not running; unable to remove from cluster\.$" "reset of a stopped router" \
+        lab_weft 2 reset
+    expect_match "$(lab_weft 2 reset 2>&1)" "^Re-launch weft before reset or use --force to override\.$" "reset refusal, second line"
+    [ -e "$LAB_DIR/h2/state/weft.db" ] || fail "a refused reset removed the state"
+    lab_weft 2 reset --force
+    [ ! -e "$LAB_DIR/h2/state/weft.db" ] || fail "reset --force left the state"
+    expect_exit 0 "" "reset again, nothing left to reset" lab_weft 2 reset
     lab_weft 1 reset
     ! ip -n "$(lab_ns 1)" link show weave >/dev/null 2>&1 || fail "reset left the bridge"
     ! ip netns exec "$(lab_ns 1)" nft list table inet weft >/dev/null 2>&1 || fail "reset left the nft table"

@@ -1,8 +1,8 @@
 # shellcheck shell=bash
 # End-to-end tests with a real Docker daemon (sourced by scripts/e2e.sh): Docker containers
 # found by name or ID for attach, detach and dns-add; `weft run` (docker run with weftDNS's
-# settings, then attach) and `weft restart` (the same addresses back); the router following
-# Docker's events (names go on die, addresses on destroy). One dockerd in the
+# settings, Weave's /etc/hosts, then attach) and `weft restart` (the same addresses back); the
+# router following Docker's events (names go on die, addresses on destroy). One dockerd in the
 # machine's own namespaces serves the lab hosts (containers run with --net=none and get only
 # their weave interface). Without dockerd installed the tests say they are skipped, unless
 # WEFT_REQUIRE_DOCKER=1 (as CI sets it), which makes that a failure. The routers run without
@@ -82,6 +82,55 @@ test_docker_run_attach_and_names() {
     expect_exit 1 "^container ${LAB}b is not running$" "stopped container" lab_weft 2 attach "${LAB}b"
 }
 
+# weft run as Weave Net 1.x: the container's /etc/hosts is Weave's (its weave address with its
+# names, docker's --add-host entries) unless --no-rewrite-hosts; a --dns-search given is the
+# only one; the container's own arguments are not docker's; weft restart brings back the
+# addresses given (an address, a subnet) rather than net:default. attach --rewrite-hosts writes
+# the file with its --add-host entries. Without a router, run and start do nothing.
+test_docker_run_hosts_and_restart() {
+    have_docker || return 0
+    trap docker_test_down EXIT
+    docker_up
+    lab_up 1
+    lab_weft 1 launch --nickname host1 --no-plugin --proxy=false >/dev/null
+    ethwe_cidrs() { docker exec "$1" ip -o -4 addr show ethwe | awk '{print $4}' | sort | tr '\n' ' '; }
+    local a; a=$(lab_weft 1 run 10.2.1.5/24 --name "${LAB}a" --net=none --add-host db:10.0.0.9 "$DOCKER_IMAGE" sleep 600)
+    expect_eq "$(ethwe_cidrs "$a")" "10.2.1.5/24 " "weft run with an address"
+    local hosts; hosts=$(docker exec "$a" cat /etc/hosts)
+    expect_match "$hosts" "^# created by Weave - BEGIN$" "Weave's /etc/hosts"
+    expect_match "$hosts" "^10\.2\.1\.5 +${LAB}a\.weave\.local ${LAB}a$" "/etc/hosts has the weave address"
+    expect_match "$hosts" "^10\.0\.0\.9 +db$" "/etc/hosts has docker's --add-host"
+    local n; n=$(lab_weft 1 run net:10.40.0.0/16 --name "${LAB}n" --net=none "$DOCKER_IMAGE" sleep 600)
+    local ipn; ipn=$(ethwe_cidrs "$n")
+    expect_match "$ipn" '^10\.40\.[0-9]+\.[0-9]+/16 $' "weft run in a subnet"
+    # Restarted: the same addresses, claimed again.
+    expect_eq "$(lab_weft 1 restart "${LAB}a")" "${LAB}a" "weft restart prints docker's output"
+    expect_eq "$(ethwe_cidrs "$a")" "10.2.1.5/24 " "the address given to run after restart"
+    lab_weft 1 restart "${LAB}n" >/dev/null
+    expect_eq "$(ethwe_cidrs "$n")" "$ipn" "the subnet's address after restart"
+    local owned; owned=$(ip netns exec "$(lab_ns 1)" curl -s "http://127.0.0.1:6784/ip/$n/10.40.0.0/16")
+    expect_eq "$owned " "$ipn" "IPAM still files it under the container"
+    # A --dns-search given is the only one; no rewrite asked, none done; the container's own -h
+    # (after the image) is not docker's.
+    local s; s=$(lab_weft 1 run --no-rewrite-hosts --name "${LAB}s" --dns-search x.example --net=none "$DOCKER_IMAGE" sh -c 'sleep 600' -h)
+    expect_eq "$(docker inspect -f '{{.HostConfig.DnsSearch}} {{.Config.Hostname}}' "$s")" "[x.example] ${LAB}s.weave.local" "--dns-search given, hostname from --name"
+    ! docker exec "$s" cat /etc/hosts | grep -q "created by Weave" || fail "/etc/hosts rewritten with --no-rewrite-hosts"
+    # attach --rewrite-hosts, with --add-host.
+    docker run -d --name "${LAB}d" --net=none -h d.weave.local "$DOCKER_IMAGE" sleep 600 >/dev/null
+    expect_eq "$(lab_weft 1 attach 10.2.1.9/24 --rewrite-hosts --add-host=x:10.0.0.7 "${LAB}d")" "10.2.1.9" "attach --rewrite-hosts"
+    hosts=$(docker exec "${LAB}d" cat /etc/hosts)
+    expect_match "$hosts" "^10\.2\.1\.9 +d\.weave\.local d$" "attach wrote the weave address"
+    expect_match "$hosts" "^10\.0\.0\.7 +x$" "attach wrote its --add-host"
+    # No router: nothing is run.
+    lab_weft 1 stop
+    expect_exit 1 "^weft router is not running\. Have you launched it\?$" "run without a router" \
+        lab_weft 1 run --name "${LAB}z" --net=none "$DOCKER_IMAGE" sleep 600
+    ! docker inspect "${LAB}z" >/dev/null 2>&1 || fail "weft run made a container without a router"
+    docker stop -t 0 "${LAB}d" >/dev/null
+    expect_exit 1 "not running" "start without a router" lab_weft 1 start "${LAB}d"
+    expect_eq "$(docker inspect -f '{{.State.Running}}' "${LAB}d")" "false" "weft start started it without a router"
+}
+
 # docker_forward <host#>: that host's firewall as Docker leaves it: bridged frames pass through
 # iptables, FORWARD drops by default and jumps to DOCKER-USER first. Says whether bridged
 # frames do pass through iptables here (the kernel's br_netfilter must be loaded).
@@ -124,7 +173,7 @@ test_docker_forward_drop_host() {
     lab_wait 15 host_pings || fail "exposed host 1 cannot reach c3"
     # Removed after a restart's repair would have put them back: stop, then reset.
     lab_weft 1 stop
-    lab_weft 1 reset >/dev/null
+    lab_weft 1 reset --force >/dev/null
     expect_eq "$(weft_user_rules 1)" 0 "weft rules left after reset"
 }
 

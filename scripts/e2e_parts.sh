@@ -108,7 +108,7 @@ test_launch_parts_separately() {
     kill -9 "$pid"
     lab_wait 10 exited "$pid" || fail "router did not die"
     docker network inspect weave >/dev/null 2>&1 || fail "the killed router took the network with it"
-    expect_exit 0 "" "reset after a kill" lab_weft 1 reset
+    expect_exit 0 "" "reset after a kill" lab_weft 1 reset --force
     ! docker network inspect weave >/dev/null 2>&1 || fail "network weave left after reset"
     [ ! -e "$sock" ] && [ ! -e "$plugins/weave.sock" ] && [ ! -e "$plugins/weavemesh.sock" ] \
         || fail "sockets left after reset"

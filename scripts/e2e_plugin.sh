@@ -137,7 +137,7 @@ test_plugin_docker_network() {
         || fail "sockets left after stop"
     # Sockets a dead plugin left behind go on reset (Docker would hang on them).
     touch "$LAB_DIR/h1/plugins/weave.sock" "$LAB_DIR/h1/plugins/weavemesh.sock"
-    lab_weft 1 reset >/dev/null 2>&1 || true
+    lab_weft 1 reset --force >/dev/null 2>&1 || true
     [ ! -e "$LAB_DIR/h1/plugins/weave.sock" ] && [ ! -e "$LAB_DIR/h1/plugins/weavemesh.sock" ] \
         || fail "stale sockets left after reset"
 }

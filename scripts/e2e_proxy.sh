@@ -156,12 +156,19 @@ test_proxy_listen_flags_and_restart() {
     kill -9 "$pid"
     lab_wait 10 exited "$pid" || fail "router did not die"
     [ -S "$(proxy_sock 1)" ] || fail "no socket left by the killed router (the check below would prove nothing)"
-    lab_weft 1 reset >/dev/null 2>&1 || true
+    [ -d "$LAB_DIR/h1/run/weavewait" ] || fail "no weavewait copies before reset"
+    lab_weft 1 reset --force >/dev/null 2>&1 || true
     [ ! -e "$(proxy_sock 1)" ] || fail "stale proxy socket left after reset"
+    [ ! -e "$LAB_DIR/h1/run/weavewait" ] || fail "weavewait copies left after reset"
     # --proxy=false: no socket, and env says why.
     lab_weft 1 launch --nickname host1 --no-plugin --proxy=false >/dev/null
     [ ! -e "$(proxy_sock 1)" ] || fail "socket with --proxy=false"
     expect_exit 1 "proxy is not running" "env without proxy" lab_weft 1 env
+    # Without weavewait the proxy cannot make containers: launch says so, with the path.
+    lab_weft 1 stop >/dev/null
+    expect_match "$(WEFT_WAIT=/nonexistent/weft-wait lab_weft 1 launch --nickname host1 --no-plugin 2>&1 >/dev/null)" \
+        "^WARNING: weavewait \(weft-wait\) not found at /nonexistent/weft-wait: containers cannot be created through the proxy" \
+        "launch without weavewait"
 }
 
 # tls_certs <dir>: a CA (ca.pem), a server certificate for 127.0.0.1 (cert.pem, key.pem) and a

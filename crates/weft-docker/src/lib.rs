@@ -8,7 +8,12 @@
 //! synchronous CLI. The router also makes and removes the default network of its Docker network
 //! plugin ([`Docker::ensure_network`], [`Docker::remove_network`]); its Docker API proxy lists
 //! running containers, kills one whose attach failed, and reads an image's entrypoint and
-//! command ([`Docker::running`], [`Docker::kill`], [`Docker::image_command`]).
+//! command ([`Docker::running`], [`Docker::kill`], [`Docker::image_command`]). [`hosts`] is
+//! the `/etc/hosts` Weave Net writes into the containers it attaches.
+// Tests may unwrap: a panic is how they fail.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod hosts;
 
 use std::time::Duration;
 

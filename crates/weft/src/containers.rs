@@ -6,11 +6,16 @@
 //! in tests) that returns what to print or a [`Failure`], so that the HTTP calls and their
 //! order can be checked without a kernel. An address this command obtained from IPAM and could
 //! not put to use is given back before it fails.
+//!
+//! `attach --rewrite-hosts` (and `weft run`, see `crate::docker`) writes a Docker container's
+//! `/etc/hosts` as Weave Net does (`weft_docker::hosts`) between getting the addresses and
+//! plumbing them.
 
 use std::net::Ipv4Addr;
 use std::process::ExitCode;
 
 use weft_attach::{blocking, Container};
+use weft_docker::ContainerInfo;
 use weft_types::Ipv4Cidr;
 
 use crate::client::{self, Reply};
@@ -40,16 +45,40 @@ pub(crate) trait Plumbing {
     /// The container a command names: `netns:NAME`, `pid:PID`, or a Docker container's name
     /// or ID.
     fn resolve(&self, arg: &str) -> Result<Target, Failure>;
+    /// Writes `text` as the `/etc/hosts` of Docker container `c`.
+    fn write_hosts(&self, c: &ContainerInfo, text: &str) -> Result<(), String>;
 }
 
 /// A container as a command named it, found: what to plumb, the ident IPAM and DNS file it
-/// under (`netns:NAME`, `pid:PID`, or a Docker container's full ID, as Weave Net uses), and
-/// the name attach registers in DNS.
+/// under (`netns:NAME`, `pid:PID`, or a Docker container's full ID, as Weave Net uses), the
+/// name attach registers in DNS, and what Docker says of it (if it is Docker's).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Target {
     pub(crate) container: Container,
     pub(crate) ident: String,
     pub(crate) fqdn: Option<String>,
+    pub(crate) docker: Option<ContainerInfo>,
+}
+
+/// How attach treats a container beyond its addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct AttachOptions {
+    /// The multicast route (unless `--no-multicast-route`).
+    pub(crate) multicast: bool,
+    /// Its name registered in weftDNS (unless `--without-dns`).
+    pub(crate) with_dns: bool,
+    /// Its `/etc/hosts` rewritten, with these `--add-host` entries (`name:ip`).
+    pub(crate) hosts: Option<Vec<String>>,
+}
+
+impl Default for AttachOptions {
+    fn default() -> Self {
+        Self {
+            multicast: true,
+            with_dns: true,
+            hosts: None,
+        }
+    }
 }
 
 /// Finds what `arg` names on this host: a namespace or process directly, anything else
@@ -60,6 +89,7 @@ pub(crate) fn resolve(arg: &str) -> Result<Target, Failure> {
             ident: c.ident(),
             fqdn: dns::container_fqdn(&c),
             container: c,
+            docker: None,
         });
     }
     if arg.starts_with("netns:") || arg.starts_with("pid:") || arg.is_empty() {
@@ -72,7 +102,8 @@ pub(crate) fn resolve(arg: &str) -> Result<Target, Failure> {
             Some(pid) => Ok(Target {
                 container: Container::Pid(pid),
                 fqdn: info.fqdn(),
-                ident: info.id,
+                ident: info.id.clone(),
+                docker: Some(info),
             }),
             None => Err(Failure::Message(format!("container {arg} is not running"))),
         },
@@ -116,6 +147,14 @@ impl Plumbing for Host {
 
     fn resolve(&self, arg: &str) -> Result<Target, Failure> {
         resolve(arg)
+    }
+
+    fn write_hosts(&self, c: &ContainerInfo, text: &str) -> Result<(), String> {
+        if c.hosts_path.is_empty() {
+            return Err("Docker names no hosts file for it".into());
+        }
+        weft_docker::hosts::write(std::path::Path::new(&c.hosts_path), text)
+            .map_err(|e| format!("{}: {e}", c.hosts_path))
     }
 }
 
@@ -197,19 +236,21 @@ fn attach_with(p: &impl Plumbing, http: &str, args: &[String]) -> Outcome {
         Ok(x) => x,
         Err(e) => return Outcome::Done(Err(e)),
     };
-    let mut multicast = true;
-    let mut with_dns = true;
+    let mut o = AttachOptions::default();
+    let mut rewrite_hosts = false;
+    let mut add_hosts = Vec::new();
     let mut container = None;
     let mut it = rest.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
-            "--without-dns" => with_dns = false,
-            "--rewrite-hosts" => {}
-            "--no-multicast-route" => multicast = false,
-            "--add-host" => {
-                it.next();
-            }
-            s if s.starts_with("--add-host=") => {}
+            "--without-dns" => o.with_dns = false,
+            "--rewrite-hosts" => rewrite_hosts = true,
+            "--no-multicast-route" => o.multicast = false,
+            "--add-host" => match it.next() {
+                Some(h) => add_hosts.push(h.clone()),
+                None => return Outcome::Usage,
+            },
+            s if s.starts_with("--add-host=") => add_hosts.push(s["--add-host=".len()..].into()),
             s if s.starts_with('-') => return Outcome::Usage,
             s if container.is_none() => container = Some(s.to_string()),
             _ => return Outcome::Usage,
@@ -218,9 +259,9 @@ fn attach_with(p: &impl Plumbing, http: &str, args: &[String]) -> Outcome {
     let Some(container) = container else {
         return Outcome::Usage;
     };
-    Outcome::Done(attach_container(
-        p, http, &addrs, &container, multicast, with_dns,
-    ))
+    // As in Weave Net, --add-host counts only with --rewrite-hosts.
+    o.hosts = rewrite_hosts.then_some(add_hosts);
+    Outcome::Done(attach_container(p, http, &addrs, &container, &o))
 }
 
 pub(crate) fn attach_container(
@@ -228,18 +269,27 @@ pub(crate) fn attach_container(
     http: &str,
     addrs: &[AddrArg],
     container: &str,
-    multicast: bool,
-    with_dns: bool,
+    o: &AttachOptions,
 ) -> Result<String, Failure> {
     let Target {
         container: c,
         ident,
         fqdn,
+        docker,
     } = p.resolve(container)?;
     // Before asking IPAM, so that a mistyped name allocates nothing.
     if !p.is_alive(&c) {
         return Err(missing(&c));
     }
+    let hosts = match (&o.hosts, &docker) {
+        (None, _) => None,
+        (Some(extra), Some(info)) => Some((extra, info)),
+        (Some(_), None) => {
+            return Err(Failure::Message(format!(
+                "cannot rewrite /etc/hosts of {container}: not a Docker container"
+            )))
+        }
+    };
     let ipam = Ipam::new(http, &ident);
     let mut obtained = Vec::new();
     let give_back = |obtained: &[Ipv4Cidr]| {
@@ -258,6 +308,14 @@ pub(crate) fn attach_container(
         }
     };
     warn_overlaps(addrs);
+    if let Some((extra, info)) = hosts {
+        let ips: Vec<Ipv4Addr> = cidrs.iter().map(Ipv4Cidr::addr).collect();
+        let text = weft_docker::hosts::contents(info, &ips, extra);
+        // Not fatal: Docker's own file serves most containers well enough.
+        if let Err(e) = p.write_hosts(info, &text) {
+            eprintln!("cannot rewrite /etc/hosts of {container}: {e}");
+        }
+    }
     // Addresses given by hand are checked for duplicates on the network; IPAM's are unique.
     let by_hand: Vec<Ipv4Addr> = addrs
         .iter()
@@ -266,10 +324,10 @@ pub(crate) fn attach_container(
             _ => None,
         })
         .collect();
-    match p.attach(&c, &cidrs, multicast, &by_hand) {
+    match p.attach(&c, &cidrs, o.multicast, &by_hand) {
         Ok(done) => {
             // The name, as Weave's attach registers it: for each address, checked alive.
-            if let Some(fqdn) = fqdn.filter(|_| with_dns) {
+            if let Some(fqdn) = fqdn.filter(|_| o.with_dns) {
                 if let Err(e) = dns::register(http, &ident, &dns::addrs(&done), &fqdn, true) {
                     eprintln!("cannot register {fqdn} in DNS: {e}");
                 }
@@ -516,6 +574,8 @@ mod tests {
         configured: Vec<Ipv4Cidr>,
         /// Its hostname.
         fqdn: Option<String>,
+        /// What Docker says of it, when it is a Docker container.
+        docker: Option<ContainerInfo>,
         calls: RefCell<Vec<String>>,
     }
 
@@ -561,7 +621,15 @@ mod tests {
                 ident: c.ident(),
                 fqdn: self.fqdn.clone(),
                 container: c,
+                docker: self.docker.clone(),
             })
+        }
+
+        fn write_hosts(&self, c: &ContainerInfo, text: &str) -> Result<(), String> {
+            self.calls
+                .borrow_mut()
+                .push(format!("hosts {} {text}", c.hosts_path));
+            Ok(())
         }
     }
 
@@ -615,6 +683,68 @@ mod tests {
                 "POST /ip/netns:c1?check-alive=true",
             ]
         );
+    }
+
+    #[test]
+    fn attach_rewrite_hosts_writes_before_plumbing() {
+        let r = ipam_on();
+        let p = Fake {
+            docker: Some(ContainerInfo {
+                hostname: "c1".into(),
+                domainname: "weave.local".into(),
+                hosts_path: "/x/hosts".into(),
+                ..ContainerInfo::default()
+            }),
+            ..Fake::default()
+        };
+        let out = done(attach_with(
+            &p,
+            r.addr(),
+            &s(&[
+                "--rewrite-hosts",
+                "--add-host",
+                "db:10.0.0.9",
+                "--add-host=cache:10.0.0.8",
+                "netns:c1",
+            ]),
+        ));
+        assert_eq!(out, Ok("10.32.0.1".into()));
+        let calls = p.calls.borrow().clone();
+        assert_eq!(calls.len(), 2);
+        let hosts = calls[0].strip_prefix("hosts /x/hosts ").unwrap();
+        let entries = "10.32.0.1       c1.weave.local c1\n\n\
+            # static names added with --add-host\n\
+            10.0.0.9        db\n\
+            10.0.0.8        cache\n";
+        assert!(hosts.contains(entries), "{hosts}");
+        assert_eq!(calls[1], "attach netns:c1 10.32.0.1");
+        // --add-host alone changes nothing, as in Weave Net.
+        done(attach_with(
+            &p,
+            r.addr(),
+            &s(&["--add-host=db:1.2.3.4", "netns:c1"]),
+        ))
+        .unwrap();
+        assert_eq!(p.calls.borrow().len(), 3);
+        assert!(matches!(
+            attach_with(&p, r.addr(), &s(&["--rewrite-hosts", "--add-host"])),
+            Outcome::Usage
+        ));
+    }
+
+    #[test]
+    fn attach_rewrite_hosts_needs_a_docker_container() {
+        let r = ipam_on();
+        let out = done(attach_with(
+            &Fake::default(),
+            r.addr(),
+            &s(&["--rewrite-hosts", "netns:c1"]),
+        ));
+        assert_eq!(
+            out.unwrap_err().to_string(),
+            "cannot rewrite /etc/hosts of netns:c1: not a Docker container"
+        );
+        assert!(r.requests().is_empty());
     }
 
     #[test]

@@ -391,6 +391,9 @@ pub(crate) fn launch(args: &[String]) -> ExitCode {
         return ExitCode::from(3);
     }
     // parse_args has checked the flags.
+    if a.proxy().ok().flatten().is_some() {
+        warn_without_weavewait();
+    }
     let ipam = a.ipam().ok().flatten();
     match range_check(
         a.ipalloc_range.is_some(),
@@ -497,6 +500,27 @@ pub(crate) fn launch(args: &[String]) -> ExitCode {
     ExitCode::from(1)
 }
 
+/// Says on stderr when the proxy will have no weavewait to give containers: the router only
+/// logs it, and every `docker run` through the proxy would then fail.
+pub(crate) fn warn_without_weavewait() {
+    use weftd::proxy::{find_wait_binary, WAIT_BINARY};
+    if find_wait_binary().is_some_and(|p| p.is_file()) {
+        return;
+    }
+    // Where find_wait_binary looks: WEFT_WAIT if set, else beside this executable.
+    let looked = match std::env::var_os("WEFT_WAIT").filter(|p| !p.is_empty()) {
+        Some(p) => PathBuf::from(p),
+        None => std::env::current_exe()
+            .ok()
+            .and_then(|e| e.parent().map(|d| d.join(WAIT_BINARY)))
+            .unwrap_or_else(|| PathBuf::from(WAIT_BINARY)),
+    };
+    eprintln!(
+        "WARNING: weavewait ({WAIT_BINARY}) not found at {}: containers cannot be created through the proxy until it is installed there",
+        looked.display()
+    );
+}
+
 /// `args` without `--password X` / `--password=X`, and the password they gave (the last).
 fn without_password(args: &[String]) -> (Vec<String>, Option<String>) {
     let mut rest = Vec::with_capacity(args.len());
@@ -585,13 +609,61 @@ pub(crate) fn capitalised(s: &str) -> String {
         .unwrap_or_default()
 }
 
+/// What `weft reset` does first, as Weave Net's: a running router hands this peer's address
+/// ranges to another (`DELETE /peer`); one that ran here (its state database is there) but does
+/// not answer cannot, and without `--force` reset refuses rather than strand those ranges.
+#[derive(Debug, PartialEq, Eq)]
+enum ResetStart {
+    LeaveCluster,
+    Refuse,
+    /// Nothing to leave: never launched, already reset, or `--force`.
+    Proceed,
+}
+
+fn reset_start(force: bool, running: bool, has_state: bool) -> ResetStart {
+    match (running, force, has_state) {
+        (true, _, _) => ResetStart::LeaveCluster,
+        (false, false, true) => ResetStart::Refuse,
+        _ => ResetStart::Proceed,
+    }
+}
+
 /// `weft reset [--force]`: leave the cluster, stop, and remove everything weft created.
 pub(crate) fn reset(args: &[String]) -> ExitCode {
-    if args.iter().any(|a| a != "--force") {
-        return crate::print_reply(Reply::Failed(400, crate::USAGE.into()));
+    let force = match args {
+        [] => false,
+        [f] if f == "--force" => true,
+        _ => return crate::print_reply(Reply::Failed(400, crate::USAGE.into())),
+    };
+    let http = http_addr();
+    let running = !matches!(client::get(&http, "/status", false), Reply::Down);
+    let has_state = weftd::store::Store::file(&state_dir()).exists();
+    match reset_start(force, running, has_state) {
+        ResetStart::LeaveCluster => {
+            if let Reply::Ok(_) = client::delete(&http, "/peer") {
+                // Weave's pause: time for the news of the handed-over ranges to go out.
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        }
+        ResetStart::Refuse => {
+            let p = prog();
+            eprintln!("ERROR: {p} is not running; unable to remove from cluster.");
+            eprintln!("Re-launch {p} before reset or use --force to override.");
+            return ExitCode::from(1);
+        }
+        ResetStart::Proceed => {}
     }
-    let _ = client::delete(&http_addr(), "/peer");
     let code = stop();
+    // The proxy's copies of weavewait, which the containers it made bind at /w; a router
+    // still running (a stop that did not take) keeps them.
+    let router_gone = !matches!(
+        RunDir::new(run_dir()).router(),
+        Ok(RouterProcess::Running(_))
+    ) && matches!(client::get(&http, "/status", false), Reply::Down);
+    if router_gone {
+        // The directory weftd::proxy installs them in.
+        let _ = std::fs::remove_dir_all(run_dir().join("weavewait"));
+    }
     let plugin = weftd::plugin::PluginConfig::from_env();
     plugin.remove_stale_sockets();
     // The proxy's socket, if a killed router left it behind.
@@ -719,6 +791,19 @@ mod tests {
         ] {
             assert!(parse_args(&args(bad)).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn reset_refuses_to_strand_a_stopped_routers_ranges() {
+        use ResetStart::*;
+        for force in [false, true] {
+            for has_state in [false, true] {
+                assert_eq!(reset_start(force, true, has_state), LeaveCluster);
+            }
+            assert_eq!(reset_start(force, false, false), Proceed);
+        }
+        assert_eq!(reset_start(false, false, true), Refuse);
+        assert_eq!(reset_start(true, false, true), Proceed);
     }
 
     #[test]

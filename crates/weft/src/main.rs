@@ -54,12 +54,13 @@ weft status        [targets | connections | peers | dns | ipam]
 weft connect       [--replace] [<peer> ...]
      forget        <peer> ...
 
-weft run          [<addr> ...] [--without-dns] [--no-multicast-route]
-                   <docker run args> ...
+weft run           [<addr> ...] [--without-dns] [--no-rewrite-hosts]
+                   [--no-multicast-route] <docker run args> ...
      start         [<addr> ...] <container_id>
      restart       <container_id>
 
-weft attach        [<addr> ...] [--without-dns] [--no-multicast-route] <container>
+weft attach        [<addr> ...] [--without-dns] [--rewrite-hosts]
+                   [--add-host <host>:<ip>] ... [--no-multicast-route] <container>
      detach        [<addr> ...] <container>
      ps            [<container> ...]
      expose        [<addr> ...] [-h <fqdn>] [--without-masquerade]

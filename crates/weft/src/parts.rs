@@ -95,7 +95,10 @@ pub(crate) fn launch_proxy(args: &[String]) -> ExitCode {
         }
     };
     match client::post_json(&http_addr(), "/proxy", &body) {
-        Reply::Ok(_) => print_router_pid(),
+        Reply::Ok(_) => {
+            crate::launch::warn_without_weavewait();
+            print_router_pid()
+        }
         Reply::Down => router_down("proxy"),
         Reply::Failed(409, _) => {
             eprintln!(

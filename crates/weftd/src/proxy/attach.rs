@@ -10,6 +10,9 @@
 //! It runs on every Docker `start` event, for a client's held start call, and at start-up for
 //! the containers already running. Attaches of one container are serialised, and attaching an
 //! attached container changes nothing (IPAM gives the container the addresses it holds).
+//! When the attach on a `start` event fails, a held start call kills the container through
+//! Docker and answers 500; without one (a restart by Docker itself), the container's process
+//! is killed, so that its restart policy tries again.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -68,6 +71,63 @@ struct Inner {
     with_dns: bool,
     rewrite_hosts: bool,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// The clients' start calls being held, by the container as each call names it, with how
+    /// many name it so.
+    start_calls: Mutex<HashMap<String, usize>>,
+}
+
+/// A client's start call, held until its container is attached (see [`Attacher::start_call`]).
+#[derive(Debug)]
+pub struct StartCall {
+    inner: Arc<Inner>,
+    named: String,
+}
+
+impl Drop for StartCall {
+    fn drop(&mut self) {
+        let mut calls = lock(&self.inner.start_calls);
+        if let Some(n) = calls.get_mut(&self.named) {
+            *n -= 1;
+            if *n == 0 {
+                calls.remove(&self.named);
+            }
+        }
+    }
+}
+
+/// What a failed attach on a `start` event does to the container.
+#[derive(Debug, PartialEq, Eq)]
+enum OnFailure {
+    /// Nothing: a client's start call is held, and that call kills the container through
+    /// Docker and answers the client with the error.
+    LeftToStartCall,
+    /// Kills its main process, which Docker takes for a crash: its restart policy applies
+    /// (`docker kill` would count as a stop by hand and end the restarts).
+    KillProcess(u32),
+    /// Nothing: it runs no more.
+    Nothing,
+}
+
+/// What to do with container `c` (as inspected after the failure) when its attach failed.
+fn on_failure(c: &ContainerInfo, start_call_held: bool) -> OnFailure {
+    if start_call_held {
+        return OnFailure::LeftToStartCall;
+    }
+    match c.pid.filter(|_| c.running) {
+        Some(pid) => OnFailure::KillProcess(pid),
+        None => OnFailure::Nothing,
+    }
+}
+
+/// Whether a start call naming the container `named` (in its URL: the ID, a unique prefix of
+/// it, or the name) is about container `c`.
+fn names(named: &str, c: &ContainerInfo) -> bool {
+    let named = named.trim_start_matches('/');
+    !named.is_empty() && (c.id.starts_with(named) || c.name == named)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Attacher {
@@ -89,6 +149,7 @@ impl Attacher {
                 with_dns,
                 rewrite_hosts,
                 locks: Mutex::new(HashMap::new()),
+                start_calls: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -120,11 +181,7 @@ impl Attacher {
             return Ok(None);
         };
         let lock = {
-            let mut locks = self
-                .inner
-                .locks
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut locks = lock(&self.inner.locks);
             locks.retain(|_, l| Arc::strong_count(l) > 1);
             locks.entry(c.id.clone()).or_default().clone()
         };
@@ -139,9 +196,13 @@ impl Attacher {
             .ok_or_else(|| AttachFailure::NotRunning(c.id.clone()))?;
         let cidrs = self.addresses(&c.id, &args).await?;
         if self.inner.rewrite_hosts && !c.hosts_path.is_empty() {
-            // Written in place: Docker binds this very file at the container's /etc/hosts.
-            let text = hosts_file(&c, &cidrs);
-            if let Err(e) = tokio::fs::write(&c.hosts_path, text).await {
+            let ips: Vec<Ipv4Addr> = cidrs.iter().map(Ipv4Cidr::addr).collect();
+            let text = weft_docker::hosts::contents(&c, &ips, &c.extra_hosts);
+            let path = std::path::PathBuf::from(&c.hosts_path);
+            let written =
+                tokio::task::spawn_blocking(move || weft_docker::hosts::write(&path, &text)).await;
+            // Not fatal, as in Weave Net: Docker's own file serves most containers well enough.
+            if let Ok(Err(e)) = written {
                 tracing::warn!("[proxy] rewriting /etc/hosts of {}: {e}", short(&c.id));
             }
         }
@@ -252,13 +313,58 @@ impl Attacher {
         }
     }
 
-    /// A Docker `start` event: attach; if that fails, kill the container (so that Docker's
-    /// restart policy, if any, tries again).
+    /// Registers a client's start (or restart) call of the container it names, from before
+    /// Docker is asked (the `start` event may come before Docker answers) until the call is
+    /// answered: meanwhile a failed attach on the event is left to the call.
+    pub fn start_call(&self, named: &str) -> StartCall {
+        *lock(&self.inner.start_calls)
+            .entry(named.to_string())
+            .or_default() += 1;
+        StartCall {
+            inner: self.inner.clone(),
+            named: named.to_string(),
+        }
+    }
+
+    fn start_call_held(&self, c: &ContainerInfo) -> bool {
+        lock(&self.inner.start_calls).keys().any(|n| names(n, c))
+    }
+
+    /// A Docker `start` event: attach. If that fails and no client's start call is held, the
+    /// container's process is killed, so that Docker's restart policy, if any, tries again
+    /// (Weave Net does the same; see [`OnFailure`]).
     pub async fn on_started(&self, docker: &Docker, id: &str) {
-        if let Err(e) = self.attach(docker, id).await {
-            tracing::warn!("[proxy] attaching container {}: {e}; killing it", short(id));
-            if let Err(e) = docker.kill(id).await {
-                tracing::warn!("[proxy] killing container {}: {e}", short(id));
+        let Err(e) = self.attach(docker, id).await else {
+            return;
+        };
+        let c = match docker.inspect(id).await {
+            Ok(Some(c)) => c,
+            Ok(None) => return,
+            Err(k) => {
+                tracing::warn!("[proxy] attaching container {}: {e}; {k}", short(id));
+                return;
+            }
+        };
+        match on_failure(&c, self.start_call_held(&c)) {
+            OnFailure::LeftToStartCall | OnFailure::Nothing => {
+                tracing::warn!("[proxy] attaching container {}: {e}", short(id));
+            }
+            OnFailure::KillProcess(pid) => {
+                tracing::warn!(
+                    "[proxy] attaching container {}: {e}; killing its process {pid}",
+                    short(id)
+                );
+                let killed = i32::try_from(pid)
+                    .map_err(|_| nix::errno::Errno::ESRCH)
+                    .and_then(|p| {
+                        nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(p),
+                            nix::sys::signal::Signal::SIGKILL,
+                        )
+                    });
+                if let Err(k) = killed {
+                    tracing::warn!("[proxy] killing process {pid}: {k}");
+                }
             }
         }
     }
@@ -293,45 +399,6 @@ impl Attacher {
     }
 }
 
-/// The end of a container's `/etc/hosts`.
-const LOCALHOST: &str = "\n# default localhost entries\n\
-    127.0.0.1       localhost\n\
-    ::1             ip6-localhost ip6-loopback\n\
-    fe00::0         ip6-localnet\n\
-    ff00::0         ip6-mcastprefix\n\
-    ff02::1         ip6-allnodes\n\
-    ff02::2         ip6-allrouters\n\
-    # created by Weave - END\n";
-
-/// The container's `/etc/hosts` as Weave Net writes it: its weave addresses with its names,
-/// the `--add-host` entries, and the usual localhost lines.
-fn hosts_file(c: &ContainerInfo, cidrs: &[Ipv4Cidr]) -> String {
-    let mut names = Vec::new();
-    if let Some(f) = c.fqdn() {
-        names.push(f);
-    }
-    let host = c.hostname.trim_end_matches('.');
-    if !host.is_empty() && !names.iter().any(|n| n == host) {
-        names.push(host.to_string());
-    }
-    let mut out = String::from("# created by Weave - BEGIN\n# container hostname\n");
-    for cidr in cidrs {
-        out.push_str(&format!(
-            "{:<15} {}\n",
-            cidr.addr().to_string(),
-            names.join(" ")
-        ));
-    }
-    out.push_str("\n# static names added with --add-host\n");
-    for h in &c.extra_hosts {
-        if let Some((name, ip)) = h.split_once(':') {
-            out.push_str(&format!("{ip:<15} {name}\n"));
-        }
-    }
-    out.push_str(LOCALHOST);
-    out
-}
-
 /// Whether container `id` still runs with process `pid`.
 async fn still_running(docker: &Docker, id: &str, pid: u32) -> bool {
     matches!(docker.inspect(id).await, Ok(Some(c)) if c.running && c.pid == Some(pid))
@@ -346,27 +413,54 @@ pub(crate) fn short(id: &str) -> &str {
 mod tests {
     use super::*;
 
-    #[test]
-    fn hosts_file_as_weave_writes_it() {
-        let c = ContainerInfo {
-            hostname: "a1".into(),
-            domainname: "weave.local".into(),
-            extra_hosts: vec!["db:10.0.0.9".into()],
+    fn container(running: bool) -> ContainerInfo {
+        ContainerInfo {
+            id: "0123456789abcdef".into(),
+            name: "web".into(),
+            running,
+            pid: running.then_some(4242),
             ..ContainerInfo::default()
-        };
-        let cidrs = ["10.32.0.2/12".parse().unwrap()];
-        let text = hosts_file(&c, &cidrs);
+        }
+    }
+
+    #[test]
+    fn a_failed_attach_kills_the_process_unless_a_start_call_is_held() {
         assert_eq!(
-            text.strip_suffix(LOCALHOST),
-            Some(
-                "# created by Weave - BEGIN\n\
-                 # container hostname\n\
-                 10.32.0.2       a1.weave.local a1\n\
-                 \n\
-                 # static names added with --add-host\n\
-                 10.0.0.9        db\n"
-            )
+            on_failure(&container(true), false),
+            OnFailure::KillProcess(4242)
         );
-        assert!(LOCALHOST.contains("\n127.0.0.1       localhost\n::1             ip6-localhost"));
+        assert_eq!(
+            on_failure(&container(true), true),
+            OnFailure::LeftToStartCall
+        );
+        assert_eq!(on_failure(&container(false), false), OnFailure::Nothing);
+    }
+
+    #[test]
+    fn start_calls_name_containers_as_docker_does() {
+        let c = container(true);
+        for named in ["0123456789abcdef", "0123", "web", "/web"] {
+            assert!(names(named, &c), "{named}");
+        }
+        for named in ["", "1234", "we", "webx"] {
+            assert!(!names(named, &c), "{named}");
+        }
+    }
+
+    #[test]
+    fn start_calls_are_held_while_their_guards_live() {
+        let a = Attacher::new(None, None, false, true, true, true);
+        let c = container(true);
+        assert!(!a.start_call_held(&c));
+        let first = a.start_call("web");
+        let second = a.start_call("0123");
+        let other = a.start_call("db");
+        assert!(a.start_call_held(&c));
+        drop(first);
+        assert!(a.start_call_held(&c));
+        drop(second);
+        assert!(!a.start_call_held(&c));
+        drop(other);
+        assert!(lock(&a.inner.start_calls).is_empty());
     }
 }

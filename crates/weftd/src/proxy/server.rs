@@ -450,6 +450,8 @@ async fn start(
     id: &str,
     req: Request<Body>,
 ) -> Result<Response<Body>, ProxyError> {
+    // Held from before Docker starts it: its start event may come before Docker answers.
+    let _call = shared.attacher.start_call(id);
     let req = start_host_config(shared, id, req).await?;
     let resp = forward(shared, req).await?;
     if !resp.status().is_success() {
