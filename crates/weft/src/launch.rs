@@ -662,7 +662,7 @@ pub(crate) fn reset(args: &[String]) -> ExitCode {
     ) && matches!(client::get(&http, "/status", false), Reply::Down);
     if router_gone {
         // The directory weftd::proxy installs them in.
-        let _ = std::fs::remove_dir_all(run_dir().join("weavewait"));
+        let _ = std::fs::remove_dir_all(run_dir().join(weftd::proxy::WAIT_DIR));
     }
     let plugin = weftd::plugin::PluginConfig::from_env();
     plugin.remove_stale_sockets();

@@ -54,6 +54,8 @@ pub const SOCKET: &str = "weave.sock";
 pub const DEFAULT_TCP: &str = "tcp://0.0.0.0:12375";
 /// Connections served at once, over all listeners (attach and `logs -f` hold theirs).
 const MAX_CONNECTIONS: usize = 256;
+/// Where in the run dir the router puts its copies of weavewait.
+pub const WAIT_DIR: &str = "weavewait";
 /// The weavewait binary's name.
 pub const WAIT_BINARY: &str = "weft-wait";
 
@@ -253,7 +255,7 @@ fn install_weavewait(run_dir: &Path, binary: Option<&Path>) -> Result<WaitDirs, 
     let binary = binary.ok_or_else(|| {
         format!("weavewait is not available: install {WAIT_BINARY} next to weft or set WEFT_WAIT")
     })?;
-    let root = run_dir.join("weavewait");
+    let root = run_dir.join(WAIT_DIR);
     let mut dirs = Vec::new();
     for (name, mode) in [
         ("w", None),
