@@ -43,6 +43,20 @@ test_launch_parts_separately() {
     expect_match "$st" "^        Address: unix://$sock$" "status proxy address"
     expect_eq "$(lab_weft 1 report -f '{{.Proxy.Addresses}}')" "[unix://$sock]" "report Proxy"
     expect_eq "$(lab_weft 1 config)" "-H=unix://$sock" "weft config"
+    # Anyone on the host reaches the control API, but only root may move or stop the proxy:
+    # the calls need the token in the run dir.
+    local api=http://127.0.0.1:6784
+    expect_match "$(ip netns exec "$(lab_ns 1)" curl -s -w ' %{http_code}' -X DELETE "$api/proxy")" ' 403$' \
+        "stopping the proxy without the token"
+    expect_match "$(ip netns exec "$(lab_ns 1)" curl -s -w ' %{http_code}' -X POST -H 'Content-Type: application/json' \
+        -d '{"hosts":["tcp://127.0.0.1:2999"]}' "$api/proxy")" ' 403$' "moving the proxy without the token"
+    expect_match "$(ip netns exec "$(lab_ns 1)" curl -s -w ' %{http_code}' -X DELETE -H 'X-Weft-Token: 00' "$api/plugin")" ' 403$' \
+        "a wrong token"
+    expect_eq "$(stat -c %a "$LAB_DIR/h1/run/control.token")" 600 "the token is root's alone"
+    expect_exit 1 "cannot read the router's control token" "stop-proxy by another user" \
+        ip netns exec "$(lab_ns 1)" setpriv --reuid=65534 --regid=65534 --clear-groups env \
+        WEFT_RUN_DIR="$LAB_DIR/h1/run" WEFT_STATE_DIR="$LAB_DIR/h1/state" "$WEFT" stop-proxy
+    [ -S "$sock" ] || fail "the proxy went"
     # Relaunched from a shell pointed at it (eval $(weft env)), the proxy does not make itself
     # its own daemon: it takes the one weft env saved.
     local env_vars; env_vars=$(lab_weft 1 env | sed 's/^export //')

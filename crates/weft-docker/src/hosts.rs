@@ -32,7 +32,7 @@ fn names(c: &ContainerInfo) -> String {
 }
 
 /// The hosts file of container `c` with weave addresses `ips` and static entries
-/// `extra_hosts` (`name:ip`, as `--add-host` takes them; others are skipped).
+/// `extra_hosts` (`name:ip` or `name=ip`, as `--add-host` takes them; others are skipped).
 pub fn contents(c: &ContainerInfo, ips: &[Ipv4Addr], extra_hosts: &[String]) -> String {
     let names = names(c);
     let mut out = String::from("# created by Weave - BEGIN\n# container hostname\n");
@@ -41,7 +41,8 @@ pub fn contents(c: &ContainerInfo, ips: &[Ipv4Addr], extra_hosts: &[String]) -> 
     }
     out.push_str("\n# static names added with --add-host\n");
     for h in extra_hosts {
-        if let Some((name, ip)) = h.split_once(':') {
+        // `name:ip`, or Docker 25's `name=ip`.
+        if let Some((name, ip)) = h.split_once('=').or_else(|| h.split_once(':')) {
             out.push_str(&format!("{ip:<15} {name}\n"));
         }
     }
@@ -76,7 +77,11 @@ mod tests {
         let text = contents(
             &info("a1", "weave.local"),
             &[Ipv4Addr::new(10, 32, 0, 2), Ipv4Addr::new(10, 2, 1, 5)],
-            &["db:10.0.0.9".into(), "bogus".into()],
+            &[
+                "db:10.0.0.9".into(),
+                "bogus".into(),
+                "cache=10.0.0.8".into(),
+            ],
         );
         assert_eq!(
             text.strip_suffix(LOCALHOST),
@@ -87,7 +92,8 @@ mod tests {
                  10.2.1.5        a1.weave.local a1\n\
                  \n\
                  # static names added with --add-host\n\
-                 10.0.0.9        db\n"
+                 10.0.0.9        db\n\
+                 10.0.0.8        cache\n"
             )
         );
         assert!(LOCALHOST.contains("\n127.0.0.1       localhost\n::1             ip6-localhost"));

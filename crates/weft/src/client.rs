@@ -74,14 +74,24 @@ pub(crate) fn post_form(addr: &str, path: &str, form: &[(&str, &str)]) -> Reply 
     )
 }
 
-/// `POST` a JSON document.
-pub(crate) fn post_json(addr: &str, path: &str, body: &str) -> Reply {
-    finish(
-        agent()
-            .post(&format!("http://{addr}{path}"))
+/// `<method>` showing the router's control token, with a JSON body when there is one (the
+/// calls that start and stop the proxy and the plugin).
+pub(crate) fn with_token(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: &str,
+    json: Option<&str>,
+) -> Reply {
+    let req = agent()
+        .request(method, &format!("http://{addr}{path}"))
+        .set(weftd::http::TOKEN_HEADER, token);
+    finish(match json {
+        Some(body) => req
             .set("Content-Type", "application/json")
             .send_string(body),
-    )
+        None => req.call(),
+    })
 }
 
 /// `<method>` a form (`PUT /name/…`).

@@ -69,6 +69,15 @@ impl Failure {
 }
 
 /// Splits Weave's `[addr...] <rest>` form: the leading address arguments, then the rest.
+/// Weave's `is_cidr`: the shape `n.n.n.n/n`, digits only (an image such as
+/// `10.0.0.5:5000/app` is none).
+fn looks_like_cidr(s: &str) -> bool {
+    let digits = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+    s.split_once('/').is_some_and(|(addr, len)| {
+        digits(len) && addr.split('.').count() == 4 && addr.split('.').all(digits)
+    })
+}
+
 pub(crate) fn split_addrs(args: &[String]) -> Result<(Vec<AddrArg>, Vec<String>), Failure> {
     let mut addrs = Vec::new();
     for (i, a) in args.iter().enumerate() {
@@ -81,11 +90,7 @@ pub(crate) fn split_addrs(args: &[String]) -> Result<(Vec<AddrArg>, Vec<String>)
                 ))
             })?;
             addrs.push(AddrArg::Subnet(c));
-        } else if a.contains('/')
-            && a.chars()
-                .next()
-                .is_some_and(|c| c.is_ascii_digit() || a.starts_with("ip:"))
-        {
+        } else if looks_like_cidr(a.strip_prefix("ip:").unwrap_or(a)) {
             let c = weft_attach::parse_cidr(a).map_err(|e| Failure::Message(e.to_string()))?;
             addrs.push(AddrArg::Explicit(c));
         } else if a.starts_with("ip:") {
@@ -331,9 +336,19 @@ mod tests {
             split_addrs(&s(&["10.2.1.1/24"])).unwrap().1,
             Vec::<String>::new()
         );
-        for bad in ["10.2.1.1/40", "ip:nope", "net:10.2.1.0", "net:x"] {
+        for bad in [
+            "10.2.1.1/40",
+            "10.2.1.300/24",
+            "ip:nope",
+            "net:10.2.1.0",
+            "net:x",
+        ] {
             assert!(split_addrs(&s(&[bad, "netns:c1"])).is_err(), "{bad}");
         }
+        // An image from a registry with a port is no address.
+        let (a, rest) = split_addrs(&s(&["10.0.0.5:5000/app", "sh"])).unwrap();
+        assert!(a.is_empty());
+        assert_eq!(rest, s(&["10.0.0.5:5000/app", "sh"]));
     }
 
     #[test]

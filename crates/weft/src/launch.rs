@@ -391,7 +391,8 @@ pub(crate) fn launch(args: &[String]) -> ExitCode {
         return ExitCode::from(3);
     }
     // parse_args has checked the flags.
-    if a.proxy().ok().flatten().is_some() {
+    // Not a.proxy(): that would look for the daemon's TLS flags (and warn) a second time.
+    if a.proxy_on() {
         warn_without_weavewait();
     }
     let ipam = a.ipam().ok().flatten();
@@ -653,6 +654,9 @@ pub(crate) fn reset(args: &[String]) -> ExitCode {
         }
         ResetStart::Proceed => {}
     }
+    // Weave's reset runs its stop: the plugin's warning and the proxy's come with it.
+    crate::parts::stop_plugin_first();
+    crate::proxy::warn_before_stop();
     let code = stop();
     // The proxy's copies of weavewait, which the containers it made bind at /w; a router
     // still running (a stop that did not take) keeps them.
@@ -669,7 +673,7 @@ pub(crate) fn reset(args: &[String]) -> ExitCode {
     // The proxy's socket, if a killed router left it behind.
     let _ = std::fs::remove_file(run_dir().join(weftd::proxy::SOCKET));
     weftd::store::Store::remove_files(&state_dir());
-    for f in ["weft.pid", "weft.log"] {
+    for f in ["weft.pid", "weft.log", weftd::run_dir::TOKEN_FILE] {
         let _ = std::fs::remove_file(run_dir().join(f));
     }
     let torn = tokio::runtime::Builder::new_current_thread()
@@ -677,18 +681,25 @@ pub(crate) fn reset(args: &[String]) -> ExitCode {
         .build()
         .map_err(|e| e.to_string())
         .and_then(|rt| {
-            // A network `weave` a killed router left would hang Docker on its driver.
-            let left = rt.block_on(async {
-                tokio::time::timeout(
-                    Duration::from_secs(30),
-                    weftd::plugin::remove_left_network(&plugin),
-                )
-                .await
-            });
-            match left {
-                Ok(Err(e)) => eprintln!("reset: {e}"),
-                Err(_) => eprintln!("reset: removing network weave timed out"),
-                Ok(Ok(_)) => {}
+            // A network `weave` a killed router left would hang Docker on its driver; a
+            // router still running owns the sockets it would be served on.
+            if router_gone {
+                let left = rt.block_on(async {
+                    tokio::time::timeout(
+                        Duration::from_secs(30),
+                        weftd::plugin::remove_left_network(&plugin),
+                    )
+                    .await
+                });
+                match left {
+                    Ok(Err(e)) => eprintln!("reset: {e}"),
+                    Err(_) => {
+                        // Cut off while its sockets were served: they must not stay.
+                        plugin.remove_stale_sockets();
+                        eprintln!("reset: removing network weave timed out");
+                    }
+                    Ok(Ok(_)) => {}
+                }
             }
             rt.block_on(weftd::dataplane::Dataplane::teardown())
                 .map_err(|e| e.to_string())

@@ -94,7 +94,11 @@ pub(crate) fn launch_proxy(args: &[String]) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match client::post_json(&http_addr(), "/proxy", &body) {
+    let token = match token_for("proxy") {
+        Ok(t) => t,
+        Err(code) => return code,
+    };
+    match client::with_token(&http_addr(), "POST", "/proxy", &token, Some(&body)) {
         Reply::Ok(_) => {
             crate::launch::warn_without_weavewait();
             print_router_pid()
@@ -125,7 +129,11 @@ pub(crate) fn launch_plugin(args: &[String]) -> ExitCode {
         Err(code) => return code,
     };
     let body = serde_json::json!({ "no_multicast_route": a.no_multicast_route }).to_string();
-    match client::post_json(&http_addr(), "/plugin", &body) {
+    let token = match token_for("plugin") {
+        Ok(t) => t,
+        Err(code) => return code,
+    };
+    match client::with_token(&http_addr(), "POST", "/plugin", &token, Some(&body)) {
         Reply::Ok(_) | Reply::Failed(409, _) => print_router_pid(),
         Reply::Down => router_down("plugin"),
         Reply::Failed(_, body) => {
@@ -148,7 +156,17 @@ pub(crate) fn stop(part: &str, args: &[String]) -> ExitCode {
     if part == "proxy" {
         crate::proxy::warn_before_stop();
     }
-    match client::delete(&http_addr(), &format!("/{part}")) {
+    let Ok(token) = token() else {
+        // No router has run here, or this user may not stop its parts.
+        return match client::get(&http_addr(), "/status", false) {
+            Reply::Down => {
+                eprintln!("{} is not running.", crate::launch::capitalised(part));
+                ExitCode::SUCCESS
+            }
+            _ => no_token(part),
+        };
+    };
+    match client::with_token(&http_addr(), "DELETE", &format!("/{part}"), &token, None) {
         Reply::Ok(warning) => {
             eprint!("{warning}");
             ExitCode::SUCCESS
@@ -167,7 +185,33 @@ pub(crate) fn stop(part: &str, args: &[String]) -> ExitCode {
 /// Before `weft stop`: the plugin goes first, as Weave Net's script removes the network
 /// `weave` first, so that its warning about containers still attached reaches the user.
 pub(crate) fn stop_plugin_first() {
-    if let Reply::Ok(warning) = client::delete(&http_addr(), "/plugin") {
+    // Without the token (not root) the router removes the network itself when it stops.
+    let Ok(token) = token() else {
+        return;
+    };
+    if let Reply::Ok(warning) = client::with_token(&http_addr(), "DELETE", "/plugin", &token, None)
+    {
         eprint!("{warning}");
     }
+}
+
+/// The router's control token, which only its own user (root) can read.
+fn token() -> Result<String, weftd::run_dir::RunDirError> {
+    RunDir::new(crate::launch::run_dir()).read_token()
+}
+
+/// The token for launching `part`; without it, the reason: no router, or not root.
+fn token_for(part: &str) -> Result<String, ExitCode> {
+    token().map_err(|_| match client::get(&http_addr(), "/status", false) {
+        Reply::Down => router_down(part),
+        _ => no_token(part),
+    })
+}
+
+fn no_token(part: &str) -> ExitCode {
+    eprintln!(
+        "cannot read the router's control token in {}: starting or stopping the {part} needs the router's user (root)",
+        crate::launch::run_dir().display()
+    );
+    ExitCode::from(1)
 }

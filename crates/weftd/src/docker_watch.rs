@@ -14,6 +14,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
+use tokio::sync::mpsc;
 use weft_docker::{Docker, Event};
 
 use crate::channel_link::{is_docker_id, unix_now};
@@ -36,12 +37,27 @@ pub struct Listeners {
     pub(crate) plugin_names: plugin::watch::Registered,
 }
 
+/// Where an event comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// The daemon's event stream.
+    Live,
+    /// What [`Listeners::catch_up`] concluded: nothing just started, so a failed attach of the
+    /// proxy's only warns.
+    CatchUp,
+}
+
 impl Listeners {
-    async fn tell(&self, docker: &Docker, event: Event) {
+    async fn tell(&self, docker: &Docker, event: Event, source: Source) {
         let attacher = self.parts.as_ref().and_then(docker_parts::Parts::attacher);
         if let (Some(a), Event::Started(id)) = (attacher, &event) {
             let (docker, id) = (docker.clone(), id.clone());
-            tokio::spawn(async move { a.on_started(&docker, &id).await });
+            tokio::spawn(async move {
+                match source {
+                    Source::Live => a.on_started(&docker, &id).await,
+                    Source::CatchUp => a.attach_running(&docker, &id).await,
+                }
+            });
         }
         let networks = self
             .parts
@@ -78,8 +94,21 @@ impl Listeners {
     /// policy before its API is back, so their `die` and `start` never come. Containers that
     /// own addresses or names but no longer run died; every running one started (attaching
     /// and registering what is already attached and registered changes nothing).
-    async fn catch_up(&self, docker: &Docker, running: Vec<String>) {
+    async fn catch_up(&self, docker: &Docker, known: BTreeSet<String>, running: Vec<String>) {
         let running: BTreeSet<String> = running.into_iter().collect();
+        for id in known {
+            if is_docker_id(&id) && !running.contains(&id) {
+                self.tell(docker, Event::Died(id), Source::CatchUp).await;
+            }
+        }
+        for id in running {
+            self.tell(docker, Event::Started(id), Source::CatchUp).await;
+        }
+    }
+
+    /// The containers that own addresses or names. Taken before the daemon's list of running
+    /// ones: a container attached in between is then in the list, not taken for dead.
+    async fn known(&self) -> BTreeSet<String> {
         let mut known = BTreeSet::new();
         if let Some(i) = &self.ipam {
             known.extend(i.owners().await.unwrap_or_default());
@@ -87,14 +116,7 @@ impl Listeners {
         if let Some(d) = &self.dns {
             known.extend(d.containers().await.unwrap_or_default());
         }
-        for id in known {
-            if is_docker_id(&id) && !running.contains(&id) {
-                self.tell(docker, Event::Died(id)).await;
-            }
-        }
-        for id in running {
-            self.tell(docker, Event::Started(id)).await;
-        }
+        known
     }
 }
 
@@ -119,15 +141,40 @@ pub fn spawn(listeners: Listeners) {
 async fn follow(listeners: &Listeners) -> Result<(), weft_docker::DockerError> {
     let docker = Docker::from_env()?.negotiate().await?;
     tracing::info!("[docker] following container events");
-    // From a second before the list is taken, so that nothing happening in between is
-    // missed; what comes twice is a no-op to every listener.
-    let mut events = std::pin::pin!(docker.events(Some(unix_now() - 1)));
+    // The stream is read from now on by a task of its own, into a bounded queue, while the
+    // catch-up runs: the daemon keeps only its last few hundred events to replay. It starts a
+    // second before the list is taken, so that nothing happening in between is missed; what
+    // comes twice is a no-op to every listener.
+    let (tx, mut events) = mpsc::channel(EVENT_QUEUE);
+    let reader = docker.clone();
+    let since = unix_now() - 1;
+    let _reading = AbortOnDrop(tokio::spawn(async move {
+        let mut stream = std::pin::pin!(reader.events(Some(since)));
+        while let Some(e) = stream.next().await {
+            if tx.send(e).await.is_err() {
+                return;
+            }
+        }
+    }));
+    let known = listeners.known().await;
     let running = docker.running_ids().await?;
-    listeners.catch_up(&docker, running).await;
-    while let Some(e) = events.next().await {
+    listeners.catch_up(&docker, known, running).await;
+    while let Some(e) = events.recv().await {
         let e = e?;
         tracing::debug!("[docker] {e:?}");
-        listeners.tell(&docker, e).await;
+        listeners.tell(&docker, e, Source::Live).await;
     }
     Ok(())
+}
+
+/// Events read ahead of the listeners.
+const EVENT_QUEUE: usize = 1024;
+
+/// Ends a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

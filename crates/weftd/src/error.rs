@@ -58,6 +58,9 @@ pub enum RequestError {
     /// The allocator refused to free an address.
     #[error("Unable to free: {0}")]
     Free(#[source] AllocError),
+    /// A call that starts or stops the plugin or the proxy without the control token.
+    #[error("this call needs the router's control token, readable by root in the run dir's control.token")]
+    Unauthorised,
     /// Starting or stopping the plugin or the proxy failed.
     #[error(transparent)]
     Part(crate::docker_parts::PartError),

@@ -39,6 +39,8 @@ pub struct Api {
     pub dns: Option<crate::dns::task::Handle>,
     /// The plugin and the proxy.
     pub parts: Parts,
+    /// What calls that start or stop them must show (see [`crate::run_dir::TOKEN_FILE`]).
+    pub token: Arc<String>,
     /// Where the plugin's sockets go when `POST /plugin` starts it.
     pub plugin: PluginConfig,
 }
@@ -101,6 +103,7 @@ impl IntoResponse for RequestError {
             | Self::Claim(_)
             | Self::Free(_) => StatusCode::BAD_REQUEST,
             Self::Expose(_) | Self::Hide(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Unauthorised => StatusCode::FORBIDDEN,
             Self::Part(e) => match e {
                 PartError::Running(_) => StatusCode::CONFLICT,
                 PartError::NotRunning(_) => StatusCode::NOT_FOUND,
@@ -161,19 +164,52 @@ async fn get_proxy_addrs(State(api): State<Api>) -> Response {
     text(StatusCode::OK, api.parts.proxy_addrs().join("\n"))
 }
 
+/// The header that carries the control token.
+pub const TOKEN_HEADER: &str = "x-weft-token";
+
+impl Api {
+    /// Whether the request shows the control token: anyone on the host reaches this API, but
+    /// only the router's own user may make it listen somewhere new or talk to another daemon.
+    fn authorised(&self, headers: &HeaderMap) -> Result<(), RequestError> {
+        let shown = headers
+            .get(TOKEN_HEADER)
+            .map(axum::http::HeaderValue::as_bytes)
+            .unwrap_or_default();
+        let want = self.token.as_bytes();
+        // Compared in full whatever differs, so the time taken says nothing of the token.
+        let same = shown.len() == want.len()
+            && shown
+                .iter()
+                .zip(want)
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0;
+        if same {
+            Ok(())
+        } else {
+            Err(RequestError::Unauthorised)
+        }
+    }
+}
+
 /// `weft launch-proxy`: starts the proxy with the flags in the body (JSON [`ProxyFlags`]);
 /// answers its addresses, one a line.
 async fn post_proxy(
     State(api): State<Api>,
+    headers: HeaderMap,
     axum::Json(flags): axum::Json<ProxyFlags>,
 ) -> Result<Response, RequestError> {
+    api.authorised(&headers)?;
     let cfg = ProxyConfig::from_flags(&flags).map_err(PartError::Config)?;
     api.parts.start_proxy(cfg).await?;
     Ok(text(StatusCode::OK, api.parts.proxy_addrs().join("\n")))
 }
 
 /// `weft stop-proxy`.
-async fn delete_proxy(State(api): State<Api>) -> Result<Response, RequestError> {
+async fn delete_proxy(
+    State(api): State<Api>,
+    headers: HeaderMap,
+) -> Result<Response, RequestError> {
+    api.authorised(&headers)?;
     api.parts.stop_proxy().await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -189,8 +225,10 @@ struct PluginFlags {
 /// `weft launch-plugin`: starts the plugin (JSON [`PluginFlags`] in the body).
 async fn post_plugin(
     State(api): State<Api>,
+    headers: HeaderMap,
     axum::Json(flags): axum::Json<PluginFlags>,
 ) -> Result<Response, RequestError> {
+    api.authorised(&headers)?;
     let cfg = PluginConfig {
         multicast: !flags.no_multicast_route,
         ..api.plugin.clone()
@@ -200,7 +238,11 @@ async fn post_plugin(
 }
 
 /// `weft stop-plugin` (and `weft stop`, first): answers the warning to print, if any.
-async fn delete_plugin(State(api): State<Api>) -> Result<Response, RequestError> {
+async fn delete_plugin(
+    State(api): State<Api>,
+    headers: HeaderMap,
+) -> Result<Response, RequestError> {
+    api.authorised(&headers)?;
     match api.parts.stop_plugin().await? {
         Some(warning) => Ok(text(StatusCode::OK, format!("{warning}\n"))),
         None => Ok(StatusCode::NO_CONTENT.into_response()),

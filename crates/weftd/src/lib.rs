@@ -199,6 +199,10 @@ pub async fn run(cfg: RouterConfig) -> Result<(), StartError> {
     let run_dir = run_dir::RunDir::new(&cfg.run_dir);
     run_dir.prepare()?;
     let mut rng = rand::thread_rng();
+    let token: String = (0..32)
+        .map(|_| format!("{:02x}", rng.gen::<u8>()))
+        .collect();
+    run_dir.write_token(&token)?;
     let identity = LocalIdentity {
         name,
         nick_name: cfg.nickname.clone(),
@@ -358,6 +362,7 @@ pub async fn run(cfg: RouterConfig) -> Result<(), StartError> {
         ipam: ipam_handle,
         dns: dns_handle,
         parts: parts.clone(),
+        token: Arc::new(token),
         plugin: cfg
             .plugin
             .clone()

@@ -24,6 +24,10 @@ use std::path::{Path, PathBuf};
 pub const PID_FILE: &str = "weft.pid";
 /// The log's name inside the run dir.
 pub const LOG_FILE: &str = "weft.log";
+/// The control token's name inside the run dir: the calls that start or stop the proxy or
+/// the plugin must show it, so that only the router's own user (root) can make the router
+/// listen somewhere new or talk to another daemon.
+pub const TOKEN_FILE: &str = "control.token";
 
 /// A run-dir file or the dir itself is unsafe or unusable.
 #[derive(Debug, thiserror::Error)]
@@ -179,6 +183,44 @@ impl RunDir {
         Ok(PidFile { file, path })
     }
 
+    /// Writes a fresh control token (see [`TOKEN_FILE`]), readable by this user only; under
+    /// a fresh name with `O_EXCL`, renamed into place, as the pid file.
+    pub fn write_token(&self, token: &str) -> Result<(), RunDirError> {
+        let path = self.path.join(TOKEN_FILE);
+        let tmp = self
+            .path
+            .join(format!("{TOKEN_FILE}.{}", std::process::id()));
+        let _ = std::fs::remove_file(&tmp);
+        let written = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .and_then(|mut f| f.write_all(token.as_bytes()))
+            .and_then(|()| std::fs::rename(&tmp, &path));
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(RunDirError::Io(path, e));
+        }
+        Ok(())
+    }
+
+    /// The control token, if this user may read it; never through a symlink.
+    pub fn read_token(&self) -> Result<String, RunDirError> {
+        let path = self.path.join(TOKEN_FILE);
+        let f = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&path)
+            .map_err(|e| open_error(&path, e))?;
+        regular(&path, &f)?;
+        let mut token = String::new();
+        f.take(256)
+            .read_to_string(&mut token)
+            .map_err(|e| RunDirError::Io(path, e))?;
+        Ok(token.trim().to_string())
+    }
+
     /// Whether the pid file names this run dir's router: only if that process holds the
     /// pid file open. `/proc` entries that cannot be read are skipped.
     pub fn router(&self) -> Result<RouterProcess, RunDirError> {
@@ -267,6 +309,27 @@ mod tests {
         fn drop(&mut self) {
             let _ = std::fs::remove_dir_all(&self.0);
         }
+    }
+
+    #[test]
+    fn control_token_is_the_users_alone() {
+        let t = TempDir::new("token");
+        let run = RunDir::new(t.0.join("run"));
+        run.prepare().unwrap();
+        assert!(run.read_token().is_err());
+        run.write_token("abc123").unwrap();
+        assert_eq!(run.read_token().unwrap(), "abc123");
+        let path = t.0.join("run").join(TOKEN_FILE);
+        assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
+        // A new router's token replaces the last one, even through a planted symlink.
+        std::fs::remove_file(&path).unwrap();
+        let victim = t.0.join("victim");
+        std::fs::write(&victim, "keep").unwrap();
+        std::os::unix::fs::symlink(&victim, &path).unwrap();
+        assert!(run.read_token().is_err());
+        run.write_token("def456").unwrap();
+        assert_eq!(run.read_token().unwrap(), "def456");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
     }
 
     #[test]

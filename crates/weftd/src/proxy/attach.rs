@@ -334,6 +334,8 @@ impl Attacher {
     /// container's process is killed, so that Docker's restart policy, if any, tries again
     /// (Weave Net does the same; see [`OnFailure`]).
     pub async fn on_started(&self, docker: &Docker, id: &str) {
+        // The process the attach is for: one that a restart replaced meanwhile is not killed.
+        let started = docker.inspect(id).await.ok().flatten().and_then(|c| c.pid);
         let Err(e) = self.attach(docker, id).await else {
             return;
         };
@@ -345,6 +347,13 @@ impl Attacher {
                 return;
             }
         };
+        if c.pid != started {
+            tracing::warn!(
+                "[proxy] attaching container {}: {e}; it has restarted",
+                short(id)
+            );
+            return;
+        }
         match on_failure(&c, self.start_call_held(&c)) {
             OnFailure::LeftToStartCall | OnFailure::Nothing => {
                 tracing::warn!("[proxy] attaching container {}: {e}", short(id));
@@ -369,6 +378,14 @@ impl Attacher {
         }
     }
 
+    /// A running container found when the router (re)connects to Docker: attached if it is
+    /// the proxy's, and a failure only warns (nothing started it just now).
+    pub async fn attach_running(&self, docker: &Docker, id: &str) {
+        if let Err(e) = self.attach(docker, id).await {
+            tracing::warn!("[proxy] attaching running container {}: {e}", short(id));
+        }
+    }
+
     /// At start-up: attaches the running containers that are the proxy's, looking again with
     /// back-off (2 s, ×1.5, at most 1 min) while Docker does not answer.
     pub async fn attach_existing(&self, host: String) {
@@ -382,12 +399,7 @@ impl Attacher {
             match found.await {
                 Ok((d, ids)) => {
                     for id in ids {
-                        if let Err(e) = self.attach(&d, &id).await {
-                            tracing::warn!(
-                                "[proxy] attaching running container {}: {e}",
-                                short(&id)
-                            );
-                        }
+                        self.attach_running(&d, &id).await;
                     }
                     return;
                 }

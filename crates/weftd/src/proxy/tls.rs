@@ -158,17 +158,16 @@ pub struct DaemonTls {
 /// `None` when it is no Docker daemon: `dockerd`, or `docker` run as `docker daemon` or
 /// `docker -d` (before Docker 1.12).
 pub fn daemon_tls(comm: &str, args: &[&str]) -> Option<DaemonTls> {
-    let mut daemon = comm == "dockerd";
-    if !daemon && comm != "docker" {
+    // The old client binary ran the daemon as `docker daemon …` or `docker -d …`: only its
+    // first word says so (`docker run img daemon` is no daemon).
+    let daemon = comm == "dockerd"
+        || (comm == "docker" && matches!(args.first().copied(), Some("-d" | "daemon")));
+    if !daemon {
         return None;
     }
     let mut t = DaemonTls::default();
     let mut it = args.iter().copied().peekable();
     while let Some(arg) = it.next() {
-        if arg == "-d" || arg == "daemon" {
-            daemon = true;
-            continue;
-        }
         // Docker 1.x's flag package took one dash as well as two.
         let Some(flag) = arg.strip_prefix("--").or_else(|| arg.strip_prefix('-')) else {
             continue;
@@ -206,7 +205,7 @@ pub fn daemon_tls(comm: &str, args: &[&str]) -> Option<DaemonTls> {
             _ => {}
         }
     }
-    daemon.then_some(t)
+    Some(t)
 }
 
 /// Go's `strconv.ParseBool`.
