@@ -241,8 +241,8 @@ in_pidns() {
 }
 
 # Without TLS flags the launch copies those of the running dockerd (a stand-in named dockerd,
-# alone in a PID namespace with the launch), and warns when there is none, unless the proxy is
-# off or --no-detect-tls. Each launch in a PID namespace is made to fail at the router's start,
+# alone in a PID namespace with the launch), and warns when there is none though a daemon's
+# socket is there, unless the proxy is off or --no-detect-tls. Each launch in a PID namespace is made to fail at the router's start,
 # so that no router is left there.
 test_proxy_tls_detected_from_dockerd() {
     lab_up 1
@@ -256,9 +256,17 @@ test_proxy_tls_detected_from_dockerd() {
         in_pidns 1 '(cd "$1" && exec ./dockerd -H tcp://0.0.0.0:2376 --tlsverify --tlscacert="$1/ca.pem" --tlscert certs/nope.pem) &
             sleep 0.2; "$WEFT" launch --nickname host1 --no-plugin -H tcp://127.0.0.1:12375' _ "$d"
     local warning="^Warning: unable to detect proxy TLS configuration\. To enable TLS, launch the proxy with 'weft launch' and supply TLS options\. To suppress this warning, supply the '--no-detect-tls' option\.$"
+    # A daemon's socket but no dockerd to be seen: the warning.
+    touch "$d/docker.sock"
+    export DOCKER_HOST="unix://$d/docker.sock"
     expect_exit 1 "$warning" "no dockerd: the warning" \
         in_pidns 1 '"$WEFT" launch --nickname host1 --no-plugin -H unix:///proc/weft-none/x.sock'
     local out
+    # No Docker on the host at all: nothing to warn of.
+    export DOCKER_HOST="unix://$d/no-docker.sock"
+    out=$(in_pidns 1 '"$WEFT" launch --nickname host1 --no-plugin -H unix:///proc/weft-none/x.sock' 2>&1) &&
+        fail "the launch was to fail"
+    grep -q "^Warning" <<<"$out" && fail "a host without Docker warned: $out"
     out=$(in_pidns 1 '"$WEFT" launch --nickname host1 --no-plugin --no-detect-tls -H unix:///proc/weft-none/x.sock' 2>&1) &&
         fail "the launch was to fail"
     expect_match "$out" "x\.sock" "--no-detect-tls: the start error"

@@ -253,10 +253,22 @@ fn is_proxy(addr: &str, hosts: &[String], run_dir: &Path) -> bool {
 /// daemon can be seen.
 fn detect() -> Option<DaemonTls> {
     let found = tls::detect_daemon_tls(Path::new("/proc"));
-    if found.is_none() {
+    // On a host without Docker the proxy has nothing to pass on, and the warning would only
+    // be noise on every launch.
+    if found.is_none() && daemon_expected() {
         eprintln!("{}", detect_warning(&prog()));
     }
     found
+}
+
+/// Whether a Docker daemon is to be reached: its socket is there, or `DOCKER_HOST` is TCP.
+fn daemon_expected() -> bool {
+    let host = std::env::var("DOCKER_HOST")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| weft_docker::DEFAULT_HOST.to_string());
+    host.strip_prefix("unix://")
+        .is_none_or(|p| Path::new(p).exists())
 }
 
 /// Weave's words when the daemon's TLS flags cannot be found.
