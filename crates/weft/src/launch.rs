@@ -195,18 +195,14 @@ impl RouterArgs {
 
 fn parse_args(args: &[String]) -> Result<RouterArgs, ExitCode> {
     // Weave's script also takes `-iprange`, which is no clap flag.
-    let argv = std::iter::once("weft launch".to_string()).chain(args.iter().map(|a| {
+    let argv = args.iter().map(|a| {
         if a == "-iprange" || a.starts_with("-iprange=") {
             format!("-{a}")
         } else {
             a.clone()
         }
-    }));
-    let parsed = RouterArgs::try_parse_from(argv).map_err(|e| {
-        let msg = e.to_string();
-        eprintln!("{}", msg.lines().next().unwrap_or("invalid arguments"));
-        ExitCode::from(1)
-    })?;
+    });
+    let parsed = crate::parse_flags::<RouterArgs>("weft launch", argv)?;
     if let Err(e) = parsed.trusted_subnets() {
         eprintln!("{e}");
         return Err(ExitCode::from(1));

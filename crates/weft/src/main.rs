@@ -141,6 +141,19 @@ pub(crate) fn http_addr() -> String {
     std::env::var("WEAVE_HTTP_ADDR").unwrap_or_else(|_| "127.0.0.1:6784".into())
 }
 
+/// A command's flags parsed with clap, as `name` takes them; an error is its first line and
+/// exit code 1.
+pub(crate) fn parse_flags<T: clap::Parser>(
+    name: &str,
+    args: impl IntoIterator<Item = String>,
+) -> Result<T, ExitCode> {
+    T::try_parse_from(std::iter::once(name.to_string()).chain(args)).map_err(|e| {
+        let msg = e.to_string();
+        eprintln!("{}", msg.lines().next().unwrap_or("invalid arguments"));
+        ExitCode::from(1)
+    })
+}
+
 pub(crate) fn usage_error() -> ExitCode {
     eprint!("{USAGE}");
     ExitCode::from(1)

@@ -22,12 +22,8 @@ use crate::{http_addr, prog};
 struct LaunchProxyArgs {
     #[command(flatten)]
     proxy: ProxyArgs,
-    /// Accepted for compatibility: weft never installs a restart policy.
-    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set, default_value = "false")]
-    no_restart: bool,
-    /// Accepted for compatibility: the router's `--log-level` applies.
-    #[arg(long)]
-    log_level: Option<String>,
+    #[command(flatten)]
+    _compat: Compat,
 }
 
 /// `weft launch-plugin`'s flags.
@@ -41,20 +37,19 @@ struct LaunchPluginArgs {
     /// The network `weave` gets no multicast route.
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set, default_value = "false")]
     no_multicast_route: bool,
-    /// Accepted for compatibility: weft never installs a restart policy.
-    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set, default_value = "false")]
-    no_restart: bool,
-    /// Accepted for compatibility: the router's `--log-level` applies.
-    #[arg(long)]
-    log_level: Option<String>,
+    #[command(flatten)]
+    _compat: Compat,
 }
 
-fn parse<T: Parser>(name: &str, args: &[String]) -> Result<T, ExitCode> {
-    T::try_parse_from(std::iter::once(name.to_string()).chain(args.iter().cloned())).map_err(|e| {
-        let msg = e.to_string();
-        eprintln!("{}", msg.lines().next().unwrap_or("invalid arguments"));
-        ExitCode::from(1)
-    })
+/// Flags 1.x's part launches took that mean nothing here.
+#[derive(clap::Args, Debug)]
+struct Compat {
+    /// Weft never installs a restart policy.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set, default_value = "false")]
+    no_restart: bool,
+    /// The router's `--log-level` applies.
+    #[arg(long)]
+    log_level: Option<String>,
 }
 
 /// What the launch commands print on success: the process the part runs in, as `weft launch`
@@ -77,7 +72,7 @@ fn router_down(part: &str) -> ExitCode {
 
 /// `weft launch-proxy [proxy flags]`.
 pub(crate) fn launch_proxy(args: &[String]) -> ExitCode {
-    let a = match parse::<LaunchProxyArgs>("weft launch-proxy", args) {
+    let a = match crate::parse_flags::<LaunchProxyArgs>("weft launch-proxy", args.iter().cloned()) {
         Ok(a) => a,
         Err(code) => return code,
     };
@@ -124,7 +119,8 @@ pub(crate) fn launch_proxy(args: &[String]) -> ExitCode {
 
 /// `weft launch-plugin [--no-multicast-route]`; a plugin already running is no error.
 pub(crate) fn launch_plugin(args: &[String]) -> ExitCode {
-    let a = match parse::<LaunchPluginArgs>("weft launch-plugin", args) {
+    let a = match crate::parse_flags::<LaunchPluginArgs>("weft launch-plugin", args.iter().cloned())
+    {
         Ok(a) => a,
         Err(code) => return code,
     };

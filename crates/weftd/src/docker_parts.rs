@@ -5,14 +5,17 @@
 //! start and stop them through the control API (`POST`/`DELETE /proxy` and `/plugin`) while
 //! the router keeps running.
 //!
-//! One lock orders starts and stops. Readers — the Docker event follower, `weft status`,
-//! `weft report` and `GET /proxyaddrs` — take a copy of what currently runs and never wait
-//! for a start.
+//! One async lock orders starts and stops; what runs sits behind a plain lock that readers —
+//! the Docker event follower, `weft status`, `weft report` and `GET /proxyaddrs` — hold only
+//! to copy what they need, so they never wait for a start or a stop. Each start is announced
+//! ([`Parts::started`]) so that the event follower treats the containers already running as
+//! just started for the new part.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::{json, Value};
+use tokio::sync::watch;
 
 use crate::error::RequestError;
 use crate::{dns, ipam, plugin, proxy, StartError};
@@ -29,21 +32,17 @@ struct Inner {
     dns: Option<dns::task::Handle>,
     run_dir: PathBuf,
     docker: bool,
-    running: tokio::sync::Mutex<Running>,
-    seen: Mutex<Seen>,
+    /// Held across a start or a stop.
+    order: tokio::sync::Mutex<()>,
+    running: Mutex<Running>,
+    /// Counts the starts.
+    started: watch::Sender<u64>,
 }
 
 #[derive(Debug, Default)]
 struct Running {
     plugin: Option<plugin::Plugin>,
     proxy: Option<proxy::Proxy>,
-}
-
-/// What readers see of the running parts.
-#[derive(Debug, Clone, Default)]
-struct Seen {
-    plugin: Option<(plugin::PluginConfig, plugin::Networks)>,
-    proxy: Option<(proxy::Attacher, Vec<String>)>,
 }
 
 impl Parts {
@@ -61,57 +60,47 @@ impl Parts {
                 dns,
                 run_dir,
                 docker,
-                running: tokio::sync::Mutex::new(Running::default()),
-                seen: Mutex::new(Seen::default()),
+                order: tokio::sync::Mutex::new(()),
+                running: Mutex::new(Running::default()),
+                started: watch::Sender::new(0),
             }),
         }
     }
 
-    fn seen(&self) -> Seen {
+    fn running(&self) -> MutexGuard<'_, Running> {
         self.inner
-            .seen
+            .running
             .lock()
-            .map(|s| s.clone())
-            .unwrap_or_default()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn publish(&self, running: &Running) {
-        let seen = Seen {
-            plugin: running
-                .plugin
-                .as_ref()
-                .map(|p| (p.config().clone(), p.networks.clone())),
-            proxy: running
-                .proxy
-                .as_ref()
-                .map(|p| (p.attacher.clone(), p.addresses())),
-        };
-        if let Ok(mut s) = self.inner.seen.lock() {
-            *s = seen;
-        }
+    /// Changes with every start of a part.
+    pub fn started(&self) -> watch::Receiver<u64> {
+        self.inner.started.subscribe()
+    }
+
+    fn announce_start(&self) {
+        self.inner.started.send_modify(|n| *n += 1);
     }
 
     /// Starts the plugin.
     pub async fn start_plugin(&self, cfg: plugin::PluginConfig) -> Result<(), PartError> {
-        let mut running = self.inner.running.lock().await;
-        if running.plugin.is_some() {
+        let _order = self.inner.order.lock().await;
+        if self.running().plugin.is_some() {
             return Err(PartError::Running(Part::Plugin));
         }
         let p = plugin::Plugin::start(cfg, self.inner.ipam.clone(), self.inner.docker)?;
-        running.plugin = Some(p);
-        self.publish(&running);
+        self.running().plugin = Some(p);
+        self.announce_start();
         Ok(())
     }
 
     /// Stops the plugin (removing the network `weave` it made, then its sockets); returns
     /// Weave Net's warning when containers still attached keep the network there.
     pub async fn stop_plugin(&self) -> Result<Option<String>, PartError> {
-        let mut running = self.inner.running.lock().await;
-        let p = running
-            .plugin
-            .take()
-            .ok_or(PartError::NotRunning(Part::Plugin))?;
-        self.publish(&running);
+        let _order = self.inner.order.lock().await;
+        let p = self.running().plugin.take();
+        let p = p.ok_or(PartError::NotRunning(Part::Plugin))?;
         Ok(p.stop().await)
     }
 
@@ -120,8 +109,8 @@ impl Parts {
         if !self.inner.docker {
             return Err(PartError::NoDocker);
         }
-        let mut running = self.inner.running.lock().await;
-        if running.proxy.is_some() {
+        let _order = self.inner.order.lock().await;
+        if self.running().proxy.is_some() {
             return Err(PartError::Running(Part::Proxy));
         }
         let p = proxy::Proxy::start(
@@ -130,20 +119,16 @@ impl Parts {
             self.inner.ipam.clone(),
             self.inner.dns.clone(),
         )?;
-        running.proxy = Some(p);
-        self.publish(&running);
+        self.running().proxy = Some(p);
+        self.announce_start();
         Ok(())
     }
 
     /// Stops the proxy (removing its socket and links).
     pub async fn stop_proxy(&self) -> Result<(), PartError> {
-        let mut running = self.inner.running.lock().await;
-        let p = running
-            .proxy
-            .take()
-            .ok_or(PartError::NotRunning(Part::Proxy))?;
-        self.publish(&running);
-        p.stop();
+        let _order = self.inner.order.lock().await;
+        let p = self.running().proxy.take();
+        p.ok_or(PartError::NotRunning(Part::Proxy))?.stop();
         Ok(())
     }
 
@@ -155,28 +140,32 @@ impl Parts {
 
     /// The plugin's networks, while it runs.
     pub fn plugin_networks(&self) -> Option<plugin::Networks> {
-        self.seen().plugin.map(|(_, n)| n)
+        self.running().plugin.as_ref().map(|p| p.networks.clone())
     }
 
     /// The proxy's attacher, while it runs.
     pub fn attacher(&self) -> Option<proxy::Attacher> {
-        self.seen().proxy.map(|(a, _)| a)
+        self.running().proxy.as_ref().map(|p| p.attacher.clone())
     }
 
     /// The proxy's addresses; none while it is stopped.
     pub fn proxy_addrs(&self) -> Vec<String> {
-        self.seen().proxy.map(|(_, a)| a).unwrap_or_default()
+        self.running()
+            .proxy
+            .as_ref()
+            .map(proxy::Proxy::addresses)
+            .unwrap_or_default()
     }
 
     /// The `Service: proxy` and `Service: plugin (legacy)` sections of `weft status`, for
     /// what runs.
     pub fn render_sections(&self) -> String {
-        let seen = self.seen();
+        let running = self.running();
         let mut out = String::new();
-        if let Some((_, addrs)) = &seen.proxy {
-            out.push_str(&proxy::render_section(addrs));
+        if let Some(p) = &running.proxy {
+            out.push_str(&proxy::render_section(&p.addresses()));
         }
-        if seen.plugin.is_some() {
+        if running.plugin.is_some() {
             out.push_str(&plugin::render_section(plugin::GLOBAL_DRIVER));
         }
         out
@@ -185,16 +174,16 @@ impl Parts {
     /// The report's `Proxy` and `Plugin` members, for what runs (Weave Net omits a part that
     /// does not run).
     pub fn report(&self) -> Vec<(&'static str, Value)> {
-        let seen = self.seen();
+        let running = self.running();
         let mut out = Vec::new();
-        if let Some((_, addrs)) = seen.proxy {
-            out.push(("Proxy", json!({ "Addresses": addrs })));
+        if let Some(p) = &running.proxy {
+            out.push(("Proxy", json!({ "Addresses": p.addresses() })));
         }
-        if let Some((cfg, _)) = seen.plugin {
+        if let Some(p) = &running.plugin {
             let subnet = self.inner.ipam.as_ref().map(|h| h.default_subnet);
             out.push((
                 "Plugin",
-                plugin::report(&cfg, self.inner.dns.is_some(), subnet),
+                plugin::report(p.config(), self.inner.dns.is_some(), subnet),
             ));
         }
         out

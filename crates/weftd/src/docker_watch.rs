@@ -8,7 +8,9 @@
 //! `proxy::Attacher`).
 //!
 //! A daemon that is not there, or goes away, is looked for again every few seconds; nothing
-//! else waits for it.
+//! else waits for it. On each (re)connect, and when a part starts, the running containers are
+//! given to the parts as started (`Listeners::catch_up`): this is how the proxy attaches the
+//! containers that were already running.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -156,15 +158,37 @@ async fn follow(listeners: &Listeners) -> Result<(), weft_docker::DockerError> {
             }
         }
     }));
+    // A part started from now on (`launch-proxy`, `launch-plugin`) gets the running
+    // containers as started, as the catch-up gives them to the parts running already.
+    let mut started = listeners.parts.as_ref().map(docker_parts::Parts::started);
+    if let Some(s) = &mut started {
+        s.borrow_and_update();
+    }
     let known = listeners.known().await;
     let running = docker.running_ids().await?;
     listeners.catch_up(&docker, known, running).await;
-    while let Some(e) = events.recv().await {
-        let e = e?;
-        tracing::debug!("[docker] {e:?}");
-        listeners.tell(&docker, e, Source::Live).await;
+    loop {
+        tokio::select! {
+            e = events.recv() => {
+                let Some(e) = e else { return Ok(()) };
+                let e = e?;
+                tracing::debug!("[docker] {e:?}");
+                listeners.tell(&docker, e, Source::Live).await;
+            }
+            Some(()) = part_started(&mut started) => {
+                let running = docker.running_ids().await?;
+                listeners.catch_up(&docker, BTreeSet::new(), running).await;
+            }
+        }
     }
-    Ok(())
+}
+
+/// Once a part starts; never without parts (or once their owner has gone).
+async fn part_started(started: &mut Option<tokio::sync::watch::Receiver<u64>>) -> Option<()> {
+    match started {
+        Some(s) => s.changed().await.ok(),
+        None => std::future::pending().await,
+    }
 }
 
 /// Events read ahead of the listeners.

@@ -161,39 +161,38 @@ impl Plugin {
         if let Some(t) = &self.default_network {
             t.abort();
         }
-        let mut warning = None;
-        if self.ensured.load(Ordering::SeqCst) {
-            let removed = async {
-                let docker = weft_docker::Docker::from_env()?.negotiate().await?;
-                match docker.remove_network(DEFAULT_NETWORK).await {
-                    Ok(r) => Ok(r),
-                    Err(e) => {
-                        // Weave Net names the containers that keep the network there.
-                        let attached = docker
-                            .network(DEFAULT_NETWORK)
-                            .await
-                            .ok()
-                            .flatten()
-                            .map(|n| n.containers)
-                            .unwrap_or_default();
-                        if !attached.is_empty() {
-                            warning = Some(still_attached(&attached));
-                        }
-                        Err(e)
-                    }
-                }
-            };
-            match removed.await {
-                Ok(_) => tracing::info!("[plugin] removed network {DEFAULT_NETWORK}"),
-                Err(e) => tracing::warn!("[plugin] removing network {DEFAULT_NETWORK}: {e}"),
-            }
-        }
+        let warning = if self.ensured.load(Ordering::SeqCst) {
+            remove_default_network().await
+        } else {
+            None
+        };
         for s in &self.servers {
             s.abort();
         }
         self.cfg.remove_stale_sockets();
         warning
     }
+}
+
+/// Removes the network `weave` (while the plugin's sockets answer Docker); returns Weave Net's
+/// warning naming the containers still attached when that is why it stays.
+async fn remove_default_network() -> Option<String> {
+    let removed = async {
+        let docker = weft_docker::Docker::from_env()?.negotiate().await?;
+        let removed = docker.remove_network(DEFAULT_NETWORK).await;
+        Ok::<_, weft_docker::DockerError>((docker, removed))
+    };
+    let (docker, e) = match removed.await {
+        Ok((_, Ok(_))) => {
+            tracing::info!("[plugin] removed network {DEFAULT_NETWORK}");
+            return None;
+        }
+        Ok((docker, Err(e))) => (Some(docker), e),
+        Err(e) => (None, e),
+    };
+    tracing::warn!("[plugin] removing network {DEFAULT_NETWORK}: {e}");
+    let attached = docker?.network(DEFAULT_NETWORK).await.ok()??.containers;
+    (!attached.is_empty()).then(|| still_attached(&attached))
 }
 
 /// For `weft reset` once the router has gone: removes the network `weave` a router that was

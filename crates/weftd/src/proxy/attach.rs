@@ -7,8 +7,9 @@
 //! `--no-rewrite-hosts`, its `/etc/hosts` (the host file Docker binds there) is rewritten
 //! first, Weave Net's way: its weave addresses with its names, `--add-host` entries, localhost.
 //!
-//! It runs on every Docker `start` event, for a client's held start call, and at start-up for
-//! the containers already running. Attaches of one container are serialised, and attaching an
+//! It runs on every Docker `start` event, for a client's held start call, and for the
+//! containers already running whenever the router (re)connects to Docker or the proxy starts
+//! (see `docker_watch`). Attaches of one container are serialised, and attaching an
 //! attached container changes nothing (IPAM gives the container the addresses it holds).
 //! When the attach on a `start` event fails, a held start call kills the container through
 //! Docker and answers 500; without one (a restart by Docker itself), the container's process
@@ -17,7 +18,6 @@
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use weft_core::ipam::allocator::AllocError;
 use weft_docker::{ContainerInfo, Docker};
@@ -26,11 +26,6 @@ use weft_types::Ipv4Cidr;
 use super::cidr::{weave_cidrs, CidrArg};
 use super::rewrite::WAIT_BIN;
 use crate::{dns, ipam};
-
-/// First pause before looking at the running containers again while Docker does not answer.
-const FIRST_RETRY: Duration = Duration::from_secs(2);
-/// The longest pause.
-const MAX_RETRY: Duration = Duration::from_secs(60);
 
 /// Why an attach failed.
 #[derive(Debug, thiserror::Error)]
@@ -383,30 +378,6 @@ impl Attacher {
     pub async fn attach_running(&self, docker: &Docker, id: &str) {
         if let Err(e) = self.attach(docker, id).await {
             tracing::warn!("[proxy] attaching running container {}: {e}", short(id));
-        }
-    }
-
-    /// At start-up: attaches the running containers that are the proxy's, looking again with
-    /// back-off (2 s, ×1.5, at most 1 min) while Docker does not answer.
-    pub async fn attach_existing(&self, host: String) {
-        let mut pause = FIRST_RETRY;
-        loop {
-            let found = async {
-                let d = Docker::connect(&host)?.negotiate().await?;
-                let ids = d.running_ids().await?;
-                Ok::<_, weft_docker::DockerError>((d, ids))
-            };
-            match found.await {
-                Ok((d, ids)) => {
-                    for id in ids {
-                        self.attach_running(&d, &id).await;
-                    }
-                    return;
-                }
-                Err(e) => tracing::debug!("[proxy] running containers: {e}; again in {pause:?}"),
-            }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 3 / 2).min(MAX_RETRY);
         }
     }
 }

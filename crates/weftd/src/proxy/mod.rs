@@ -390,10 +390,6 @@ impl Proxy {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        let host = upstream.to_string();
-        proxy.tasks.push(tokio::spawn(
-            async move { attacher.attach_existing(host).await },
-        ));
         Ok(proxy)
     }
 
